@@ -1,0 +1,26 @@
+# make demo: set up .venv and run the main job on the bundled data
+# make test: set up .venv and run the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+AF := $(VENV)/bin/augforge
+STAMP := $(VENV)/.augforge-installed
+DEMO := build/demo
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(AF) ingest digits $(DEMO)/digits-lt --imbalance longtail --test-split 0.25 --overwrite
+	$(AF) report $(DEMO)/digits-lt --strategy over --html $(DEMO)/report.html
+	$(AF) report $(DEMO)/digits-lt --split test
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m augforge` runs the command line."""
+
+from augforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Show a balancing report: a rich table in the terminal, or an HTML page with a bar chart."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ratio(value: float | None) -> str:
+    return "inf (a class is empty)" if value is None else f"{value:.2f}"
+
+
+def render_terminal(report: dict, console: Console) -> None:
+    """Print the report as a table of classes followed by the summary lines."""
+    projected = report.get("projected")
+    table = Table(title=f"{report['source']} - split {report['split']} ({report['payload']})")
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("", min_width=20)
+    if projected:
+        table.add_column(f"after {projected['strategy']}", justify="right")
+    peak = max([*report["counts"].values(), *(projected["counts"].values() if projected else [])], default=0) or 1
+    minority = set(report["minority"])
+    for name, count in report["counts"].items():
+        bar = "#" * max(1 if count else 0, round(20 * count / peak))
+        row = [name + (" *" if name in minority else ""), f"{count:,}", f"{report['shares'][name]:.1%}", bar]
+        if projected:
+            row.append(f"{projected['counts'][name]:,}")
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"rows: {report['total']:,}   classes: {report['num_classes']}   "
+                  f"imbalance ratio: {_ratio(report['imbalance_ratio'])}   "
+                  f"normalized entropy: {report['entropy']:.3f}")
+    console.print(f"minority classes (*): {', '.join(report['minority']) or 'none'}")
+    rec = report["recommendation"]
+    console.print(f"recommendation: {rec['strategy'] or 'no resampling'}: {rec['reason']}", highlight=False)
+    if projected:
+        console.print(f"after {projected['strategy']}: rows {projected['total']:,}, imbalance ratio "
+                      f"{_ratio(projected['imbalance_ratio'])}, entropy {projected['entropy']:.3f}"
+                      f"{'' if projected['exact'] else ' (approximate)'}", highlight=False)
+        for note in projected["notes"]:
+            console.print(f"  note: {note}", highlight=False)
+    problems = report["problems"]
+    if problems["count"]:
+        console.print(f"[yellow]{problems['count']} input(s) excluded:[/yellow]")
+        for item in problems["items"][:20]:
+            console.print(f"  {item['path']}: {item['reason']}", highlight=False, markup=False)
+        if problems["count"] > 20:
+            console.print(f"  ... and {problems['count'] - 20} more (see --json)")
+
+
+def chart_png(report: dict) -> bytes:
+    """A bar chart of class counts, before and (with a strategy) after, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(report["counts"])
+    before = np.array([report["counts"][n] for n in names])
+    projected = report.get("projected")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100)
+    x = np.arange(len(names))
+    width = 0.4 if projected else 0.7
+    ax.bar(x - (width / 2 if projected else 0), before, width, label="before", color="#d95f02")
+    if projected:
+        after = np.array([projected["counts"][n] for n in names])
+        ax.bar(x + width / 2, after, width, label=f"after {projected['strategy']}", color="#1b9e77")
+    ax.set_xticks(x, names, rotation=45 if len(names) > 12 else 0, ha="right" if len(names) > 12 else "center")
+    ax.set_xlabel("class")
+    ax.set_ylabel("rows")
+    ax.set_title(f"class counts - split {report['split']}")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def render_html(report: dict) -> str:
+    """A self-contained HTML page: summary, recommendation, the chart (embedded PNG) and the class table."""
+    esc = html.escape
+    projected = report.get("projected")
+    chart = base64.b64encode(chart_png(report)).decode("ascii")
+    head = "<tr><th>class</th><th>count</th><th>share</th>" + (
+        f"<th>after {esc(projected['strategy'])}</th>" if projected else "") + "</tr>"
+    rows = "".join(
+        f"<tr><td>{esc(name)}{' *' if name in report['minority'] else ''}</td><td>{count:,}</td>"
+        f"<td>{report['shares'][name]:.1%}</td>"
+        + (f"<td>{projected['counts'][name]:,}</td>" if projected else "") + "</tr>"
+        for name, count in report["counts"].items()
+    )
+    rec = report["recommendation"]
+    after = ""
+    if projected:
+        after = (f"<p>After <code>{esc(projected['strategy'])}</code>: {projected['total']:,} rows, imbalance ratio "
+                 f"{esc(_ratio(projected['imbalance_ratio']))}{'' if projected['exact'] else ' (approximate)'}.</p>"
+                 + "".join(f"<p class='note'>{esc(n)}</p>" for n in projected["notes"]))
+    problems = "".join(f"<li>{esc(p['path'])}: {esc(p['reason'])}</li>" for p in report["problems"]["items"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>augforge report: {esc(report['source'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{{text-align:left}}
+.note{{color:#555}}</style></head><body>
+<h1>Class balance of {esc(report['source'])}</h1>
+<p>Split <b>{esc(report['split'])}</b>, {esc(report['payload'])} payload: {report['total']:,} rows in
+{report['num_classes']} classes. Imbalance ratio {esc(_ratio(report['imbalance_ratio']))},
+normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join(report['minority']) or 'none')}.</p>
+<p><b>Recommendation:</b> <code>{esc(rec['strategy'] or 'no resampling')}</code>: {esc(rec['reason'])}</p>
+{after}
+<img id="chart" alt="bar chart of class counts" src="data:image/png;base64,{chart}">
+<table>{head}{rows}</table>
+<p>{report['problems']['count']} input(s) excluded.</p><ul>{problems}</ul>
+</body></html>
+"""

@@ -1,0 +1,208 @@
+"""The `augforge` command line: one entry point, a sub-command per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from augforge import __version__
+from augforge.errors import AugforgeError
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("source options")
+    group.add_argument("--label-col", help="table sources: the class column (default: label)")
+    group.add_argument("--text-col", help="table sources: a text column to use as the payload")
+    group.add_argument("--feature-cols", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+                       help="table sources: comma-separated feature columns (default: every numeric column "
+                            "but the label)")
+    group.add_argument("--id-col", help="table sources: a column of unique row ids (default: the row number)")
+    group.add_argument("--max-pixels", type=int, help="image folders: refuse images with more pixels than this")
+    group.add_argument("--test-split", type=float, default=0.0, metavar="F",
+                       help="fraction of each class held out as the test split (stratified)")
+    group.add_argument("--val-split", type=float, default=0.0, metavar="F",
+                       help="fraction of each class held out as the validation split (stratified)")
+    group.add_argument("--imbalance", choices=["longtail"],
+                       help="make the train split long-tailed (after the split is taken), for demos and tests")
+    group.add_argument("--imbalance-factor", type=float, default=10.0, metavar="F",
+                       help="majority/minority ratio of the long-tail profile (default 10)")
+    group.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+
+
+def _source(args: argparse.Namespace):
+    from augforge.datasets import open_source
+
+    return open_source(args.source, label_col=args.label_col, text_col=args.text_col,
+                       feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels)
+
+
+def _specs(args: argparse.Namespace):
+    from augforge.datasets import ImbalanceSpec, SplitSpec
+
+    return SplitSpec(args.test_split, args.val_split), ImbalanceSpec(args.imbalance, args.imbalance_factor)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Write a source to a dataset directory."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from augforge.datasets import ingest
+
+    err = Console(stderr=True)
+    source = _source(args)
+    splits, imbalance = _specs(args)
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                  TimeRemainingColumn(), console=err, disable=args.quiet, transient=True) as progress:
+        task = progress.add_task("ingest", total=None)
+        result = ingest(source, args.out, splits=splits, imbalance=imbalance, seed=args.seed,
+                        shard_rows=args.shard_rows, shard_mb=args.shard_mb, overwrite=args.overwrite,
+                        on_total=lambda n: progress.update(task, total=n),
+                        on_rows=lambda n: progress.advance(task, n))
+    manifest = result.manifest
+    out = Console()
+    if result.up_to_date:
+        out.print(f"{args.out}: already holds this dataset ({manifest['num_rows']:,} rows); nothing to do")
+        return 0
+    resumed = f" (resumed after {result.resumed_rows:,} rows)" if result.resumed_rows else ""
+    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in manifest["counts"].items())
+    out.print(f"wrote {manifest['num_rows']:,} rows ({per_split}) in {len(manifest['shards'])} shard(s) "
+              f"to {args.out}{resumed}", highlight=False)
+    if manifest["problems"]:
+        out.print(f"[yellow]excluded {len(manifest['problems'])} input(s)[/yellow]; "
+                  f"see `augforge report {args.out}`")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print a dataset directory's manifest summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from augforge.datasets import open_dataset
+
+    dataset = open_dataset(args.path, split="all", verify=args.verify)
+    if args.verify:
+        dataset.verify()
+    m = dataset.manifest
+    if args.json:
+        print(json.dumps({k: v for k, v in m.items() if k != "shards" or args.shards}, indent=2))
+        return 0
+    out = Console()
+    size = sum(s["bytes"] for s in m["shards"])
+    out.print(f"[b]{args.path}[/b]: {m['payload']} dataset, {m['num_rows']:,} rows, {len(m['class_names'])} "
+              f"classes, {len(m['shards'])} shard(s), {size / 1e6:.2f} MB", highlight=False)
+    out.print(f"made by augforge {m['augforge_version']} on {m['created']} from {m['source'].get('kind')} "
+              f"{m['source'].get('location')}, seed {m['seed']}", highlight=False)
+    if m.get("imbalance"):
+        out.print(f"imbalance profile: {m['imbalance']['profile']} (factor {m['imbalance']['factor']})")
+    table = Table()
+    table.add_column("class")
+    splits = list(m["counts"])
+    for split in splits:
+        table.add_column(split, justify="right")
+    for name in m["class_names"]:
+        table.add_row(name, *(f"{m['counts'][s][name]:,}" for s in splits))
+    out.print(table)
+    out.print("columns: " + ", ".join(f"{k} ({v})" for k, v in m["schema"].items()), highlight=False)
+    if args.shards:
+        for entry in m["shards"]:
+            out.print(f"  {entry['file']}: {entry['rows']:,} rows, {entry['bytes']:,} bytes, {entry['checksum']}",
+                      highlight=False)
+    if m.get("problems"):
+        out.print(f"[yellow]{len(m['problems'])} input(s) were excluded[/yellow] (see `augforge report`)")
+    if args.verify:
+        out.print("checksums: all shards verified")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the balancing report of a dataset directory or any source."""
+    from rich.console import Console
+
+    from augforge.atomic import atomic_open
+    from augforge.balance import build_report, split_stats
+    from augforge.balance.render import render_html, render_terminal
+
+    source = _source(args)
+    splits, imbalance = _specs(args)
+    stats = split_stats(source, args.split, splits, imbalance, args.seed)
+    report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
+                          split=args.split, problems=[p.to_dict() for p in source.problems],
+                          strategy=args.strategy)
+    if args.html:
+        with atomic_open(args.html, "w") as fh:
+            fh.write(render_html(report))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render_terminal(report, Console())
+        if args.html:
+            Console().print(f"wrote {args.html}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="augforge",
+        description="Clean, rebalance and augment datasets into Arrow shards; report class imbalance.",
+    )
+    parser.add_argument("--version", action="version", version=f"augforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("ingest", help="write a source (image folder, table, bundled sample) as a dataset directory",
+                       description="Write a source to OUT as Arrow shards with a manifest. Rerunning an "
+                                   "interrupted ingest resumes it.")
+    p.add_argument("source", help="image folder, .csv/.tsv/.parquet/.jsonl file, dataset directory, or 'digits'")
+    p.add_argument("out", help="the dataset directory to write")
+    _add_source_options(p)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
+    size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("inspect", help="summarise a dataset directory's manifest",
+                       description="Print a dataset directory's manifest summary.")
+    p.add_argument("path", help="dataset directory")
+    p.add_argument("--verify", action="store_true", help="check every shard's checksum")
+    p.add_argument("--shards", action="store_true", help="list the shards")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("report", help="how imbalanced is the data, and what to do about it",
+                       description="Per-class counts and shares, imbalance ratio, normalized entropy, minority "
+                                   "classes and a recommended strategy; with --strategy, the projected counts.")
+    p.add_argument("source", help="dataset directory, image folder, .csv/.tsv/.parquet/.jsonl file, or 'digits'")
+    p.add_argument("--split", default="train", help="train (default), val, test or all")
+    p.add_argument("--strategy", help="project counts after a chain, e.g. 'smote:0.5,under:0.8' (imbalanced-learn "
+                                      "sampling_strategy semantics)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (schema: docs/report.md)")
+    p.add_argument("--html", metavar="FILE", help="also write an HTML page with a bar chart")
+    _add_source_options(p)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; bad input prints one line and returns a non-zero status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AugforgeError as exc:
+        print(f"augforge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"augforge {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""`augforge ingest`: a source, split and optionally made imbalanced, written to the shard store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+
+from augforge.datasets import schema as S
+from augforge.datasets.manifest import FORMAT
+from augforge.datasets.plan import RowPlan, plan_rows
+from augforge.datasets.sources.base import Source
+from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+from augforge.datasets.writer import AlreadyComplete, DatasetWriter
+from augforge.errors import AugforgeError
+
+READ_BATCH_ROWS = 1024
+
+
+def fingerprint(parts: dict) -> str:
+    """A short stable hash of everything that determines a dataset's content."""
+    return xxhash.xxh3_128_hexdigest(json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str).encode())
+
+
+def with_provenance(batch: pa.RecordBatch, splits: np.ndarray) -> pa.RecordBatch:
+    """Add the provenance and split columns a source did not provide (original rows: not synthetic)."""
+    columns = {name: batch.column(name) for name in batch.schema.names}
+    n = batch.num_rows
+    columns.setdefault(S.SOURCE_ID, batch.column(S.ID))
+    columns.setdefault(S.SYNTHETIC, pa.array(np.zeros(n, dtype=bool)))
+    columns.setdefault(S.AUG, pa.nulls(n, pa.string()))
+    columns[S.SPLIT] = pa.array(splits.astype(str), pa.string())
+    return pa.record_batch(columns)
+
+
+@dataclass
+class IngestResult:
+    """What an ingest did."""
+
+    manifest: dict
+    written_rows: int
+    resumed_rows: int
+    up_to_date: bool
+
+
+def ingest(
+    source: Source,
+    out: str | Path,
+    *,
+    splits: SplitSpec = SplitSpec(),
+    imbalance: ImbalanceSpec = ImbalanceSpec(),
+    seed: int = 0,
+    shard_rows: int | None = None,
+    shard_mb: float | None = None,
+    overwrite: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Write ``source`` to the dataset directory ``out``.
+
+    Deterministic for a seed; an interrupted ingest rerun with the same arguments
+    resumes from its last complete shard; a complete dataset made from the same
+    input is left as it is; another dataset in ``out`` is refused unless ``overwrite``.
+    On an error, a fresh ``out`` is removed again.
+    """
+    plan: RowPlan = plan_rows(source, splits, imbalance, seed)
+    if len(plan.positions) == 0:
+        raise AugforgeError(f"{source.location}: no rows to write")
+    parts = {
+        "source": source.describe(),
+        "splits": asdict(splits),
+        "imbalance": asdict(imbalance),
+        "seed": seed,
+        "shard_rows": shard_rows,
+        "shard_mb": shard_mb,
+    }
+    meta = {
+        "source": source.describe(),
+        "payload_info": source.payload_info(),
+        "seed": seed,
+        "splits": asdict(splits),
+        "imbalance": asdict(imbalance) if imbalance.active else None,
+        "recipe": None,
+        "problems": [p.to_dict() for p in source.problems],
+    }
+    try:
+        writer = DatasetWriter(out, source.schema(), source.class_names, fingerprint=fingerprint(parts), meta=meta,
+                               shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite)
+    except AlreadyComplete as done:
+        return IngestResult(done.manifest, 0, 0, up_to_date=True)
+    skip = writer.rows_done
+    if on_total:
+        on_total(len(plan.positions) - skip)
+    written = 0
+    try:
+        for batch in source.read(plan.positions[skip:], READ_BATCH_ROWS):
+            rows = slice(skip + written, skip + written + batch.num_rows)
+            writer.write(with_provenance(batch, plan.splits[rows]))
+            written += batch.num_rows
+            if on_rows:
+                on_rows(batch.num_rows)
+        manifest = writer.close()
+    except KeyboardInterrupt:
+        raise  # leave the journal: rerunning the same command resumes
+    except BaseException:
+        writer.abort()
+        raise
+    return IngestResult(manifest, written, skip, up_to_date=False)

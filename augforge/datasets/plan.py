@@ -1,0 +1,55 @@
+"""Which source rows go into a dataset, and in which split: decided before any payload is read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from augforge.datasets import schema as S
+from augforge.datasets.keys import row_keys
+from augforge.datasets.sources.base import Source
+from augforge.datasets.splits import ImbalanceSpec, SplitSpec, assign_splits, imbalance_mask
+from augforge.errors import AugforgeError
+
+
+@dataclass
+class RowPlan:
+    """The kept source rows (ascending positions), with their labels and splits."""
+
+    positions: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+
+    def label_frame(self) -> pl.DataFrame:
+        """A polars frame of ``label`` and ``split``: all a report needs."""
+        return pl.DataFrame({S.LABEL: self.labels, S.SPLIT: self.splits.astype(str)})
+
+
+def plan_rows(source: Source, splits: SplitSpec = SplitSpec(), imbalance: ImbalanceSpec = ImbalanceSpec(),
+              seed: int = 0) -> RowPlan:
+    """Assign splits (stratified, seeded by row id) and apply the imbalance profile to the train split.
+
+    The split is taken before the imbalance profile, so val and test keep the
+    source's class balance. Row ids are read only when a seeded choice needs them.
+    """
+    labels = source.labels()
+    native = source.native_splits()
+    if native is not None and splits.active:
+        raise AugforgeError(
+            f"{source.location}: already has a split column; drop --test-split/--val-split or the column"
+        )
+    ids = source.ids() if (splits.active or imbalance.active) else None
+    if native is not None:
+        split_of = native
+    else:
+        keys = row_keys(seed, ids, "split") if splits.active else None
+        split_of = assign_splits(labels, keys, splits)
+    if imbalance.active:
+        keep = imbalance_mask(labels, row_keys(seed, ids, "imbalance"), split_of == "train", imbalance,
+                              len(source.class_names))
+        positions = np.flatnonzero(keep)
+    else:
+        positions = np.arange(len(labels), dtype=np.int64)
+    return RowPlan(positions, labels[positions], split_of[positions])

@@ -1,0 +1,67 @@
+"""Sources: where rows come from before they become shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from augforge.datasets.manifest import is_dataset_dir
+from augforge.datasets.sources.base import Problem, Source
+from augforge.datasets.sources.dataset import DatasetSource
+from augforge.datasets.sources.digits import DigitsSource
+from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, ImageFolderSource
+from augforge.datasets.sources.table import TABLE_SUFFIXES, TableSource
+from augforge.errors import AugforgeError
+
+#: Samples shipped with installed packages, usable by name.
+BUNDLED = {"digits": DigitsSource}
+
+
+def open_source(
+    spec: str | Path,
+    *,
+    label_col: str | None = None,
+    text_col: str | None = None,
+    feature_cols: Sequence[str] | None = None,
+    id_col: str | None = None,
+    max_pixels: int | None = None,
+) -> Source:
+    """Resolve ``spec`` to a source: a dataset directory, an image folder, a table file, or a bundled name.
+
+    Table options (``label_col``, ``text_col``, ``feature_cols``, ``id_col``) apply to
+    table files only; ``max_pixels`` to image folders only. Giving one to another kind of
+    source is an error, since it would silently do nothing.
+    """
+    path = Path(spec)
+    table_opts = {"--label-col": label_col, "--text-col": text_col, "--feature-cols": feature_cols,
+                  "--id-col": id_col}
+
+    def refuse(options: dict, kind: str) -> None:
+        given = [name for name, value in options.items() if value]
+        if given:
+            raise AugforgeError(f"{', '.join(given)} do(es) not apply to {kind} {spec}")
+
+    if path.exists():
+        if path.is_dir():
+            refuse(table_opts, "the directory")
+            if is_dataset_dir(path):
+                refuse({"--max-pixels": max_pixels}, "the dataset directory")
+                return DatasetSource(path)
+            return ImageFolderSource(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            refuse({"--max-pixels": max_pixels}, "the table")
+            return TableSource(path, label_col=label_col or "label", text_col=text_col,
+                               feature_cols=feature_cols, id_col=id_col)
+        raise AugforgeError(
+            f"{path}: not a dataset directory, image folder, or table (.csv/.tsv/.parquet/.jsonl)"
+        )
+    if str(spec) in BUNDLED:
+        refuse({**table_opts, "--max-pixels": max_pixels}, "the bundled sample")
+        return BUNDLED[str(spec)]()
+    raise AugforgeError(
+        f"{spec}: no such file or directory (bundled samples: {', '.join(sorted(BUNDLED))})"
+    )
+
+
+__all__ = ["BUNDLED", "DatasetSource", "DigitsSource", "ImageFolderSource", "Problem", "Source", "TableSource",
+           "open_source"]

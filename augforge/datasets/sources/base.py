@@ -1,0 +1,84 @@
+"""What every source offers: labels and ids cheaply, payload batches on demand."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from augforge.datasets import schema as S
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An input file or row that was excluded, with the reason."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        """JSON form, as stored in the manifest and the report."""
+        return asdict(self)
+
+
+class Source(ABC):
+    """A labelled dataset before it is written to shards.
+
+    ``labels()``, ``ids()`` and ``native_splits()`` are cheap (no payload is read),
+    so reports and split planning never touch images or texts. ``read(positions)``
+    yields record batches with the columns ``id``, ``label`` and the payload, plus
+    any provenance columns the source already carries.
+    """
+
+    #: "digits", "image_folder", "table" or "dataset"
+    kind: str = ""
+    #: one of augforge.datasets.schema.PAYLOADS
+    payload: str = ""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.problems: list[Problem] = []
+
+    @property
+    @abstractmethod
+    def class_names(self) -> list[str]:
+        """Class names; a row's label is an index into this list."""
+
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """int64 label of every row, in source order."""
+
+    @abstractmethod
+    def ids(self) -> list[str]:
+        """Stable string id of every row, in source order."""
+
+    def native_splits(self) -> np.ndarray | None:
+        """The split of every row when the source carries one (a ``split`` column), else None."""
+        return None
+
+    @abstractmethod
+    def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Record batches of the rows at ``positions`` (source order), at most ``batch_rows`` each."""
+
+    @property
+    def feature_dim(self) -> int | None:
+        """Length of the feature vector for a features payload."""
+        return None
+
+    def payload_info(self) -> dict:
+        """What the manifest records about the payload (encoding, feature names, ...)."""
+        return {}
+
+    def describe(self) -> dict:
+        """A JSON description of the source and its options, stored in the manifest."""
+        return {"kind": self.kind, "location": self.location}
+
+    def schema(self) -> pa.Schema:
+        """The shard schema this source's rows are written with."""
+        return S.dataset_schema(self.payload, self.feature_dim)
+
+    def __len__(self) -> int:
+        return len(self.labels())

@@ -1,0 +1,55 @@
+"""An existing dataset directory used as a source (to re-shard, report on or rebalance it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from augforge.datasets import schema as S
+from augforge.datasets.reader import Dataset
+from augforge.datasets.sources.base import Problem, Source
+
+
+class DatasetSource(Source):
+    """Every row of a dataset directory, with its split and provenance carried over."""
+
+    kind = "dataset"
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(str(root))
+        self.dataset = Dataset(root, split=S.ALL_SPLITS)
+        self.payload = self.dataset.payload
+        self.problems = [Problem(**p) for p in self.dataset.manifest.get("problems", [])]
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset.class_names
+
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels()
+
+    def ids(self) -> list[str]:
+        return self.dataset.to_polars([S.ID]).get_column(S.ID).to_list()
+
+    def native_splits(self) -> np.ndarray | None:
+        return self.dataset.to_polars([S.SPLIT]).get_column(S.SPLIT).to_numpy().astype("<U5")
+
+    @property
+    def feature_dim(self) -> int | None:
+        if self.payload != S.FEATURES:
+            return None
+        return self.dataset.shard_schema.field(S.FEATURES).type.list_size
+
+    def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        columns = [S.ID, S.LABEL, self.payload, S.SOURCE_ID, S.SYNTHETIC, S.AUG]
+        for start in range(0, len(positions), batch_rows):
+            yield from self.dataset.take(positions[start : start + batch_rows], columns).to_batches()
+
+    def payload_info(self) -> dict:
+        return dict(self.dataset.manifest.get("payload_info", {}))
+
+    def describe(self) -> dict:
+        return {**super().describe(), "fingerprint": self.dataset.manifest.get("fingerprint")}

@@ -1,0 +1,133 @@
+"""An image folder ``ROOT/<class name>/*.{jpg,jpeg,png,bmp,webp}``; every image is checked by decoding it."""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from augforge.datasets import schema as S
+from augforge.datasets.sources.base import Problem, Source
+from augforge.errors import AugforgeError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: Images with more pixels than this are refused (decompression-bomb guard).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def check_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Decode the image at ``path`` fully; return why it cannot be used, or None when it is fine."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    return f"too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}"
+                img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return f"too large: {exc}"
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        return f"unreadable image: {type(exc).__name__}: {exc}"
+    return None
+
+
+class ImageFolderSource(Source):
+    """Class names are the sub-folder names (sorted); ids are paths relative to ROOT.
+
+    Files with other extensions and images that fail to decode are excluded and
+    listed in ``problems``; a class folder without images is an error.
+    """
+
+    kind = "image_folder"
+    payload = S.IMAGE
+
+    def __init__(self, root: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 2) -> None:
+        root = Path(root)
+        super().__init__(str(root))
+        if not root.exists():
+            raise AugforgeError(f"{root}: no such file or directory")
+        if not root.is_dir():
+            raise AugforgeError(f"{root}: not a directory")
+        self.root = root
+        self.max_pixels = max_pixels
+        self.workers = max(1, workers)
+        self._classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not self._classes:
+            raise AugforgeError(
+                f"{root}: no class folders; expected {root}/<class name>/*.jpg (or .jpeg/.png/.bmp/.webp)"
+            )
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._classes)
+
+    @cached_property
+    def _index(self) -> tuple[list[Path], np.ndarray]:
+        candidates: list[tuple[Path, int]] = []
+        for label, name in enumerate(self._classes):
+            folder = self.root / name
+            found = 0
+            for path in sorted(folder.rglob("*")):
+                rel = path.relative_to(self.root)
+                if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+                    continue
+                if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    self.problems.append(Problem(str(path), f"not an image file ({path.suffix or 'no extension'})"))
+                    continue
+                candidates.append((path, label))
+                found += 1
+            if found == 0:
+                raise AugforgeError(
+                    f"{folder}: class folder has no images (.jpg/.jpeg/.png/.bmp/.webp); add images or remove it"
+                )
+        with ThreadPoolExecutor(self.workers) as pool:
+            verdicts = list(pool.map(lambda c: check_image(c[0], self.max_pixels), candidates))
+        paths, labels = [], []
+        for (path, label), verdict in zip(candidates, verdicts):
+            if verdict is None:
+                paths.append(path)
+                labels.append(label)
+            else:
+                self.problems.append(Problem(str(path), verdict))
+        readable = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(self._classes))
+        for name, n in zip(self._classes, readable):
+            if n == 0:
+                first = next(p for p in self.problems if Path(p.path).relative_to(self.root).parts[0] == name)
+                raise AugforgeError(
+                    f"{self.root / name}: none of its images could be read; fix or remove them "
+                    f"(first: {first.path}: {first.reason})"
+                )
+        return paths, np.asarray(labels, dtype=np.int64)
+
+    def labels(self) -> np.ndarray:
+        return self._index[1]
+
+    def ids(self) -> list[str]:
+        return [p.relative_to(self.root).as_posix() for p in self._index[0]]
+
+    def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        paths, labels = self._index
+        ids = self.ids()
+        for start in range(0, len(positions), batch_rows):
+            chunk = positions[start : start + batch_rows]
+            yield pa.record_batch(
+                {
+                    S.ID: pa.array([ids[i] for i in chunk], pa.string()),
+                    S.LABEL: pa.array(labels[chunk], pa.int64()),
+                    S.IMAGE: pa.array([paths[i].read_bytes() for i in chunk], pa.binary()),
+                }
+            )
+
+    def payload_info(self) -> dict:
+        suffixes = sorted({p.suffix.lower().lstrip(".") for p in self._index[0]})
+        return {"encoding": "file", "formats": suffixes}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "max_pixels": self.max_pixels}

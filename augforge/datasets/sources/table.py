@@ -1,0 +1,238 @@
+"""Tables: CSV/TSV, Parquet and JSONL read with polars, with a text or feature payload."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from augforge.datasets import schema as S
+from augforge.datasets.sources.base import Source
+from augforge.errors import AugforgeError
+
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+def scan_table(path: Path) -> pl.LazyFrame:
+    """A lazy polars scan of a CSV/TSV, Parquet or JSONL file."""
+    fmt = TABLE_SUFFIXES.get(path.suffix.lower())
+    if fmt == "csv":
+        return pl.scan_csv(path, infer_schema_length=10_000)
+    if fmt == "tsv":
+        return pl.scan_csv(path, separator="\t", infer_schema_length=10_000)
+    if fmt == "parquet":
+        return pl.scan_parquet(path)
+    if fmt == "jsonl":
+        return pl.scan_ndjson(path, infer_schema_length=10_000)
+    raise AugforgeError(f"{path}: unsupported table format; use .csv, .tsv, .parquet or .jsonl")
+
+
+def _read_error(path: Path, exc: Exception) -> AugforgeError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "utf-8" in text.lower() or "utf8" in text.lower():
+        return AugforgeError(f"{path}: not valid UTF-8 ({text}); re-save the file as UTF-8")
+    return AugforgeError(f"{path}: cannot be read as {TABLE_SUFFIXES.get(path.suffix.lower(), 'a table')}: {text}")
+
+
+class TableSource(Source):
+    """Rows of a table; ``label_col`` gives the class, ``text_col`` or ``feature_cols`` the payload.
+
+    Class names are the distinct label values, sorted (numerically for numeric labels).
+    Row ids come from ``id_col`` or are the 0-based row number. A ``split`` column,
+    when present, is used as the rows' split.
+    """
+
+    kind = "table"
+
+    def __init__(
+        self,
+        path: str | Path,
+        label_col: str = "label",
+        text_col: str | None = None,
+        feature_cols: Sequence[str] | None = None,
+        id_col: str | None = None,
+    ) -> None:
+        path = Path(path)
+        super().__init__(str(path))
+        if not path.exists():
+            raise AugforgeError(f"{path}: no such file or directory")
+        self.path = path
+        self._lf = scan_table(path)
+        try:
+            self._schema = self._lf.collect_schema()
+        except Exception as exc:
+            raise _read_error(path, exc) from None
+        if len(self._schema) == 0:
+            raise AugforgeError(f"{path}: the table has no columns")
+        self.label_col = label_col
+        self.text_col = text_col
+        self.id_col = id_col
+        self._require(label_col, "--label-col")
+        if id_col is not None:
+            self._require(id_col, "--id-col")
+        if text_col is not None and feature_cols:
+            raise AugforgeError("give either --text-col or --feature-cols, not both")
+        if text_col is not None:
+            self._require(text_col, "--text-col")
+            if self._schema[text_col] not in (pl.String, pl.Utf8):
+                raise AugforgeError(
+                    f"{path}: column {text_col!r} holds {self._schema[text_col]}, not text; pick a string column "
+                    "with --text-col"
+                )
+            self.payload = S.TEXT
+            self.feature_cols: list[str] = []
+        else:
+            self.payload = S.FEATURES
+            reserved = {label_col, id_col, S.SPLIT}
+            if feature_cols:
+                for col in feature_cols:
+                    self._require(col, "--feature-cols")
+                    if not self._schema[col].is_numeric():
+                        raise AugforgeError(
+                            f"{path}: feature column {col!r} holds {self._schema[col]}, not numbers; "
+                            "drop it from --feature-cols or use --text-col for text"
+                        )
+                self.feature_cols = list(feature_cols)
+            else:
+                self.feature_cols = [c for c, t in self._schema.items() if c not in reserved and t.is_numeric()]
+            if not self.feature_cols:
+                raise AugforgeError(
+                    f"{path}: no numeric feature columns besides {label_col!r}; pass --text-col for text "
+                    "or --feature-cols"
+                )
+
+    def _require(self, column: str, option: str) -> None:
+        if column not in self._schema:
+            raise AugforgeError(
+                f"{self.path}: no column {column!r} (columns: {', '.join(self._schema.names())}); "
+                f"set {option}"
+            )
+
+    def _collect(self, columns: list[str]) -> pl.DataFrame:
+        try:
+            return self._lf.select(columns).collect()
+        except Exception as exc:
+            raise _read_error(self.path, exc) from None
+
+    @cached_property
+    def _label_index(self) -> tuple[list[str], np.ndarray]:
+        series = self._collect([self.label_col]).to_series()
+        if series.null_count():
+            row = int(series.is_null().arg_true()[0])
+            raise AugforgeError(
+                f"{self.path}: column {self.label_col!r} is null at row {row} ({series.null_count()} null labels); "
+                "fill or drop those rows"
+            )
+        if series.dtype.is_float():
+            if not (series == series.round(0)).all():
+                bad = series.filter(series != series.round(0))[0]
+                raise AugforgeError(
+                    f"{self.path}: column {self.label_col!r} holds non-integer value {bad}; labels must be "
+                    "class names or integers"
+                )
+            series = series.cast(pl.Int64)
+        uniques = series.unique().sort()
+        names = [str(v) for v in uniques.to_list()]
+        codes = series.replace_strict(uniques, pl.int_range(len(uniques), eager=True), return_dtype=pl.Int64)
+        return names, codes.to_numpy()
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._label_index[0]
+
+    def labels(self) -> np.ndarray:
+        return self._label_index[1]
+
+    @cached_property
+    def _ids(self) -> list[str]:
+        if self.id_col is None:
+            return [str(i) for i in range(len(self.labels()))]
+        ids = self._collect([self.id_col]).to_series().cast(pl.String)
+        if ids.null_count():
+            raise AugforgeError(f"{self.path}: column {self.id_col!r} is null at row {int(ids.is_null().arg_true()[0])}")
+        dup = ids.filter(ids.is_duplicated())
+        if len(dup):
+            raise AugforgeError(f"{self.path}: column {self.id_col!r} repeats the id {dup[0]!r}; ids must be unique")
+        return ids.to_list()
+
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def native_splits(self) -> np.ndarray | None:
+        if S.SPLIT not in self._schema:
+            return None
+        splits = self._collect([S.SPLIT]).to_series().cast(pl.String)
+        bad = splits.filter(splits.is_null() | ~splits.is_in(list(S.SPLITS)))
+        if len(bad):
+            row = int((splits.is_null() | ~splits.is_in(list(S.SPLITS))).arg_true()[0])
+            raise AugforgeError(
+                f"{self.path}: column 'split' holds {bad[0]!r} at row {row}; expected train, val or test"
+            )
+        return splits.to_numpy().astype("<U5")
+
+    @property
+    def feature_dim(self) -> int | None:
+        return len(self.feature_cols) if self.payload == S.FEATURES else None
+
+    @property
+    def _payload_cols(self) -> list[str]:
+        return [self.text_col] if self.payload == S.TEXT else self.feature_cols
+
+    def _check_no_nulls(self, frame: pl.DataFrame, positions: np.ndarray) -> None:
+        """Refuse null payload values among the selected rows, naming the first one."""
+        cols = self._payload_cols
+        nulls = frame.select(pl.any_horizontal(pl.col(cols).is_null())).to_series().to_numpy()
+        bad = positions[nulls[positions]]
+        if len(bad):
+            row = int(bad.min())
+            col = next(c for c in cols if frame[row, c] is None)
+            kind = "text" if self.payload == S.TEXT else "feature"
+            raise AugforgeError(f"{self.path}: {kind} column {col!r} is null at row {row}; fill or drop it")
+
+    def _payload_array(self, frame: pl.DataFrame) -> pa.Array:
+        if self.payload == S.TEXT:
+            return pa.array(frame.get_column(self.text_col).to_list(), pa.large_string())
+        matrix = frame.select(self.feature_cols).to_numpy().astype(np.float32, copy=False)
+        flat = pa.array(np.ascontiguousarray(matrix).reshape(-1), pa.float32())
+        return pa.FixedSizeListArray.from_arrays(flat, len(self.feature_cols))
+
+    def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        positions = np.asarray(positions, dtype=np.int64)
+        frame = self._collect(self._payload_cols)
+        self._check_no_nulls(frame, positions)
+        ids = self.ids()
+        labels = self.labels()
+        for start in range(0, len(positions), batch_rows):
+            chunk = positions[start : start + batch_rows]
+            yield pa.record_batch(
+                {
+                    S.ID: pa.array([ids[i] for i in chunk], pa.string()),
+                    S.LABEL: pa.array(labels[chunk], pa.int64()),
+                    self.payload: self._payload_array(frame[chunk]),
+                }
+            )
+
+    def payload_info(self) -> dict:
+        if self.payload == S.TEXT:
+            return {"text_column": self.text_col}
+        return {"feature_names": list(self.feature_cols)}
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "label_col": self.label_col,
+            "text_col": self.text_col,
+            "feature_cols": self.feature_cols or None,
+            "id_col": self.id_col,
+        }

@@ -1,0 +1,76 @@
+"""The shard store as a ``torch.utils.data.Dataset``."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from augforge.datasets import schema as S
+
+
+def decode_image(data: bytes) -> torch.Tensor:
+    """Decode encoded image bytes to a uint8 CHW tensor (1 channel for grey images, else 3)."""
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("L" if img.mode in ("1", "I", "I;16", "F") else "RGB")
+        pixels = np.asarray(img)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return torch.from_numpy(np.array(pixels.transpose(2, 0, 1), copy=True, order="C"))
+
+
+def to_tensor(payload: str, value):
+    """A stored payload value as what a model takes: image tensor, feature tensor, or the text itself."""
+    if payload == S.IMAGE:
+        return decode_image(value)
+    if payload == S.FEATURES:
+        return torch.tensor(value, dtype=torch.float32)
+    return value
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """Rows of one split as ``(payload, label)``: a uint8 CHW image tensor, a float32 feature vector,
+    or a string, and an int label. Safe to use with DataLoader workers (shards are reopened per process).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", transform=None, target_transform=None,
+                 verify: bool = True) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.transform = transform
+        self.target_transform = target_transform
+        self.verify = verify
+        self._dataset = None
+        self._length = len(self.dataset)
+
+    @property
+    def dataset(self):
+        """The underlying reader, opened lazily in each process."""
+        if self._dataset is None:
+            from augforge.datasets.reader import Dataset
+
+            self._dataset = Dataset(self.root, split=self.split, verify=self.verify)
+        return self._dataset
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int):
+        row = self.dataset[index]
+        payload = self.dataset.payload
+        x = to_tensor(payload, row[payload])
+        y = row[S.LABEL]
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.target_transform is not None:
+            y = self.target_transform(y)
+        return x, y
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_dataset"] = None
+        return state

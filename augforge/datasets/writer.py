@@ -1,0 +1,253 @@
+"""Write record batches into a dataset directory: atomic shards, a resume journal, the manifest last."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from augforge import __version__
+from augforge.atomic import TMP_PREFIX, atomic_path, write_json
+from augforge.datasets import schema as S
+from augforge.datasets.checksums import file_checksum, verify_file
+from augforge.datasets.manifest import FORMAT, MANIFEST, PROGRESS, SHARDS_DIR, read_json
+from augforge.errors import AugforgeError
+
+DEFAULT_SHARD_MB = 64.0
+
+
+class AlreadyComplete(Exception):
+    """The directory already holds the complete dataset this writer would produce."""
+
+    def __init__(self, manifest: dict) -> None:
+        super().__init__("dataset already complete")
+        self.manifest = manifest
+
+
+def row_nbytes(batch: pa.RecordBatch) -> np.ndarray:
+    """Approximate bytes of each row: variable-length values by length, fixed-width by width."""
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        kind = column.type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind) \
+                or pa.types.is_large_string(kind):
+            lengths = pc.fill_null(pc.binary_length(column), 0)
+            sizes += np.asarray(lengths, dtype=np.int64) + 8
+        elif pa.types.is_fixed_size_list(kind):
+            sizes += kind.list_size * max(kind.value_type.bit_width // 8, 1)
+        else:
+            sizes += max(kind.bit_width // 8, 1)
+    return sizes
+
+
+class DatasetWriter:
+    """Cut an ordered stream of rows into shards of ``shard_rows`` rows or about ``shard_mb`` MB.
+
+    Shard boundaries depend only on the row sequence, so a build resumed from the
+    journal writes the same shards as an uninterrupted one. Each shard is written
+    to a temporary name, checksummed and renamed; the journal ``.augforge-progress.json``
+    lists committed shards; ``close()`` writes ``manifest.json`` last.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        schema: pa.Schema,
+        class_names: list[str],
+        *,
+        fingerprint: str,
+        meta: dict | None = None,
+        shard_rows: int | None = None,
+        shard_mb: float | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if shard_rows is not None and shard_rows < 1:
+            raise AugforgeError(f"--shard-rows {shard_rows}: expected a positive number of rows")
+        if shard_mb is not None and not shard_mb > 0:
+            raise AugforgeError(f"--shard-mb {shard_mb}: expected a positive size in MB")
+        if shard_rows is None and shard_mb is None:
+            shard_mb = DEFAULT_SHARD_MB
+        self.root = Path(root)
+        self.schema = schema
+        self.class_names = list(class_names)
+        self.fingerprint = fingerprint
+        self.meta = dict(meta or {})
+        self.shard_rows = shard_rows
+        self.shard_bytes = int(shard_mb * 1_000_000) if shard_mb is not None else None
+        self.shards: list[dict] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
+        self._created_root = False
+        self._resumed = False
+        self._prepare(overwrite)
+
+    # -- directory state -------------------------------------------------------------------------
+
+    @property
+    def rows_done(self) -> int:
+        """Rows already committed to shards (the producer skips this many on resume)."""
+        return sum(entry["rows"] for entry in self.shards)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this writer picked up an interrupted build."""
+        return self._resumed
+
+    def _prepare(self, overwrite: bool) -> None:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise AugforgeError(f"{root}: exists and is not a directory; choose another output path")
+        if (root / MANIFEST).is_file():
+            old = read_json(root / MANIFEST, "augforge manifest")
+            if old.get("fingerprint") == self.fingerprint and not overwrite:
+                raise AlreadyComplete(old)
+            if not overwrite:
+                raise AugforgeError(
+                    f"{root}: holds another dataset (from {old.get('source', {}).get('location', '?')}); "
+                    "pass --overwrite to replace it or choose another directory"
+                )
+            self._clear()
+        elif (root / PROGRESS).is_file():
+            journal = read_json(root / PROGRESS, "augforge progress journal")
+            if journal.get("fingerprint") == self.fingerprint and not overwrite:
+                self._resume(journal)
+            elif overwrite:
+                self._clear()
+            else:
+                raise AugforgeError(
+                    f"{root}: holds an unfinished build of different input; pass --overwrite to replace it "
+                    "or choose another directory"
+                )
+        elif root.exists() and any(root.iterdir()):
+            raise AugforgeError(
+                f"{root}: directory is not empty and is not an augforge dataset; choose an empty or new directory"
+            )
+        if not root.exists():
+            root.mkdir(parents=True)
+            self._created_root = True
+        (root / SHARDS_DIR).mkdir(exist_ok=True)
+
+    def _clear(self) -> None:
+        """Remove an old dataset: manifest first, so the directory is never taken for complete."""
+        (self.root / MANIFEST).unlink(missing_ok=True)
+        (self.root / PROGRESS).unlink(missing_ok=True)
+        shutil.rmtree(self.root / SHARDS_DIR, ignore_errors=True)
+
+    def _resume(self, journal: dict) -> None:
+        shards_dir = self.root / SHARDS_DIR
+        for entry in journal.get("shards", []):
+            problem = verify_file(self.root / entry["file"], entry["checksum"], entry["bytes"])
+            if problem:
+                raise AugforgeError(
+                    f"{self.root / entry['file']}: {problem}; the unfinished build cannot be resumed, "
+                    "pass --overwrite to start again"
+                )
+        self.shards = list(journal.get("shards", []))
+        listed = {Path(entry["file"]).name for entry in self.shards}
+        for path in shards_dir.iterdir() if shards_dir.exists() else ():
+            if path.name not in listed:  # a shard renamed after the last journal entry, or a temp file
+                path.unlink()
+        self._resumed = True
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append rows; full shards are written as soon as they are complete."""
+        try:
+            batch = pa.RecordBatch.from_arrays([batch.column(n) for n in self.schema.names], schema=self.schema)
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise AugforgeError(f"rows do not match the dataset schema ({exc})") from None
+        sizes = row_nbytes(batch)
+        start = 0
+        while start < batch.num_rows:
+            take = batch.num_rows - start
+            if self.shard_rows is not None:
+                take = min(take, self.shard_rows - self._pending_rows)
+            if self.shard_bytes is not None:
+                room = self.shard_bytes - self._pending_bytes
+                cumulative = np.cumsum(sizes[start : start + take])
+                crossing = int(np.searchsorted(cumulative, room, side="left"))
+                if crossing < take:
+                    take = crossing + 1  # the row that reaches the limit closes the shard
+            self._pending.append(batch.slice(start, take))
+            self._pending_rows += take
+            self._pending_bytes += int(sizes[start : start + take].sum())
+            start += take
+            if (self.shard_rows is not None and self._pending_rows >= self.shard_rows) or (
+                self.shard_bytes is not None and self._pending_bytes >= self.shard_bytes
+            ):
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_rows:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema).combine_chunks()
+        name = f"part-{len(self.shards):05d}.arrow"
+        final = self.root / SHARDS_DIR / name
+        with atomic_path(final) as tmp:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, self.schema) as ipc:
+                ipc.write_table(table)
+            checksum = file_checksum(tmp)
+            size = tmp.stat().st_size
+        self.shards.append(
+            {
+                "file": f"{SHARDS_DIR}/{name}",
+                "rows": table.num_rows,
+                "bytes": size,
+                "checksum": checksum,
+                "counts": self._counts(table),
+            }
+        )
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        write_json(self.root / PROGRESS, {"fingerprint": self.fingerprint, "shards": self.shards})
+
+    def _counts(self, table: pa.Table) -> dict[str, dict[str, int]]:
+        labels = table.column(S.LABEL).to_numpy()
+        splits = np.asarray(table.column(S.SPLIT).to_pylist(), dtype=object)
+        out = {}
+        for split in S.SPLITS:
+            per_class = np.bincount(labels[splits == split], minlength=len(self.class_names))
+            if per_class.sum():
+                out[split] = {name: int(n) for name, n in zip(self.class_names, per_class)}
+        return out
+
+    def close(self) -> dict:
+        """Write the last shard and the manifest; return the manifest."""
+        self._flush()
+        counts: dict[str, dict[str, int]] = {}
+        for entry in self.shards:
+            for split, per_class in entry["counts"].items():
+                into = counts.setdefault(split, dict.fromkeys(self.class_names, 0))
+                for name, n in per_class.items():
+                    into[name] += n
+        manifest = {
+            "format": FORMAT,
+            "augforge_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "fingerprint": self.fingerprint,
+            "payload": S.payload_of(self.schema),
+            "schema": {field.name: str(field.type) for field in self.schema},
+            "class_names": self.class_names,
+            "num_rows": self.rows_done,
+            "counts": {split: counts[split] for split in S.SPLITS if split in counts},
+            **self.meta,
+            "shards": self.shards,
+        }
+        write_json(self.root / MANIFEST, manifest)
+        (self.root / PROGRESS).unlink(missing_ok=True)
+        return manifest
+
+    def abort(self) -> None:
+        """Undo a failed write: a fresh build leaves nothing behind, a resumed one keeps its journal."""
+        for path in (self.root / SHARDS_DIR).glob(TMP_PREFIX + "*"):
+            path.unlink(missing_ok=True)
+        if self._resumed:
+            return
+        self._clear()
+        if self._created_root and self.root.exists() and not any(self.root.iterdir()):
+            self.root.rmdir()

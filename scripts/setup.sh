@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv with everything augforge needs, from nothing.
+#  - Debian packages (when root): WordNet 3.0 for text augmentation, Chromium to look at HTML reports.
+#  - the CPU torch wheel first, so nothing pulls the CUDA build; then augforge with its dev extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    need=()
+    for pkg in wordnet-base wordnet-sense-index chromium; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "setup: apt-get install ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/python" -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+"$VENV/bin/python" -c "import augforge, torch; print('setup: augforge', augforge.__version__, 'torch', torch.__version__)"
