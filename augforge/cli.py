@@ -55,7 +55,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     source = _source(args)
     splits, imbalance = _specs(args)
     with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                  TimeRemainingColumn(), console=err, disable=args.quiet, transient=True) as progress:
+                  TimeRemainingColumn(), console=err, disable=args.quiet or not err.is_terminal,
+                  transient=True) as progress:
         task = progress.add_task("ingest", total=None)
         result = ingest(source, args.out, splits=splits, imbalance=imbalance, seed=args.seed,
                         shard_rows=args.shard_rows, shard_mb=args.shard_mb, overwrite=args.overwrite,

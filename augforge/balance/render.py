@@ -76,7 +76,8 @@ def chart_png(report: dict) -> bytes:
     ax.set_xlabel("class")
     ax.set_ylabel("rows")
     ax.set_title(f"class counts - split {report['split']}")
-    ax.legend()
+    ax.set_ylim(0, max(1, ax.get_ylim()[1]) * 1.2)  # headroom for the legend
+    ax.legend(loc="upper right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

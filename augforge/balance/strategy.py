@@ -66,7 +66,7 @@ SAMPLERS: dict[str, SamplerInfo] = {
         SamplerInfo("over", _OVER + "RandomOverSampler"),
         SamplerInfo("smote", _OVER + "SMOTE"),
         SamplerInfo("adasyn", _OVER + "ADASYN", exact=False),
-        SamplerInfo("borderline_smote", _OVER + "BorderlineSMOTE"),
+        SamplerInfo("borderline_smote", _OVER + "BorderlineSMOTE", exact=False),  # only rows "in danger" seed
         SamplerInfo("svm_smote", _OVER + "SVMSMOTE", exact=False),
         SamplerInfo("kmeans_smote", _OVER + "KMeansSMOTE", exact=False),
         SamplerInfo("smotenc", _OVER + "SMOTENC"),

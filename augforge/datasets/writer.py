@@ -187,6 +187,9 @@ class DatasetWriter:
         if not self._pending_rows:
             return
         table = pa.Table.from_batches(self._pending, schema=self.schema).combine_chunks()
+        # A take rebuilds every buffer at its exact size, so equal rows give equal bytes however the
+        # incoming batches were sliced (an all-null column may otherwise carry an unused values buffer).
+        table = table.take(pa.array(np.arange(table.num_rows)))
         name = f"part-{len(self.shards):05d}.arrow"
         final = self.root / SHARDS_DIR / name
         with atomic_path(final) as tmp:

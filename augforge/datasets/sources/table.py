@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -36,6 +37,17 @@ def scan_table(path: Path) -> pl.LazyFrame:
     if fmt == "jsonl":
         return pl.scan_ndjson(path, infer_schema_length=10_000)
     raise AugforgeError(f"{path}: unsupported table format; use .csv, .tsv, .parquet or .jsonl")
+
+
+def _jsonl_key_order(path: Path, names: list[str]) -> list[str]:
+    """Columns in the order the first record lists them (polars' inference does not keep it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = next((line for line in fh if line.strip()), "{}")
+        keys = [k for k in json.loads(first) if k in names]
+    except (ValueError, OSError, TypeError):
+        return names
+    return keys + [n for n in names if n not in keys]
 
 
 def _read_error(path: Path, exc: Exception) -> AugforgeError:
@@ -73,6 +85,10 @@ class TableSource(Source):
             self._schema = self._lf.collect_schema()
         except Exception as exc:
             raise _read_error(path, exc) from None
+        if TABLE_SUFFIXES[path.suffix.lower()] == "jsonl":
+            order = _jsonl_key_order(path, self._schema.names())
+            self._lf = self._lf.select(order)
+            self._schema = pl.Schema({name: self._schema[name] for name in order})
         if len(self._schema) == 0:
             raise AugforgeError(f"{path}: the table has no columns")
         self.label_col = label_col

@@ -1,0 +1,70 @@
+"""Shared fixtures: real images, real tables, a real ingested digits dataset, all in tmp dirs."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits, load_sample_images
+
+from augforge.cli import main as cli_main
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[np.ndarray]:
+    """scikit-learn's two real photos (china, flower), 427x640x3 uint8."""
+    return list(load_sample_images().images)
+
+
+def make_image_folder(root, sample_images, per_class=(6, 3), size=48):
+    """ROOT/<class>/*.jpg|png: crops of the real photos, one class per photo."""
+    names = ["china", "flower"]
+    for label, (name, count) in enumerate(zip(names, per_class)):
+        folder = root / name
+        folder.mkdir(parents=True)
+        photo = sample_images[label]
+        for i in range(count):
+            crop = photo[i * 20 : i * 20 + size, i * 30 : i * 30 + size]
+            ext = "jpg" if i % 2 == 0 else "png"
+            Image.fromarray(crop).save(folder / f"img{i:02d}.{ext}")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path, sample_images):
+    """A two-class image folder of real photo crops (6 china, 3 flower)."""
+    return make_image_folder(tmp_path / "photos", sample_images)
+
+
+@pytest.fixture(scope="session")
+def digits_table(tmp_path_factory) -> pl.DataFrame:
+    """The digits as a feature table: 64 pixel columns f0..f63 and a string label."""
+    d = load_digits()
+    frame = pl.DataFrame(d.data.astype(np.float32), schema=[f"f{i}" for i in range(64)])
+    return frame.with_columns(pl.Series("label", [f"d{t}" for t in d.target]))
+
+
+@pytest.fixture(scope="session")
+def digits_lt(tmp_path_factory):
+    """The bundled digits, long-tailed (factor 10) after a 25% stratified test split."""
+    out = tmp_path_factory.mktemp("lt") / "lt"
+    assert cli_main(["ingest", "digits", str(out), "--imbalance", "longtail", "--test-split", "0.25",
+                     "--shard-rows", "256", "-q"]) == 0
+    return out
+
+
+TEXTS = {
+    "pos": ["a wonderful film with a moving story", "great acting and a clever plot", "i loved every minute",
+            "the best concert of the year", "warm, funny and beautifully shot", "a delight from start to end"],
+    "neg": ["a dull and lifeless script", "i want those two hours back"],
+}
+
+
+@pytest.fixture
+def text_csv(tmp_path):
+    """A small imbalanced sentiment CSV with a text column."""
+    rows = [(t, lab) for lab, texts in TEXTS.items() for t in texts]
+    path = tmp_path / "reviews.csv"
+    pl.DataFrame({"review": [r[0] for r in rows], "sentiment": [r[1] for r in rows]}).write_csv(path)
+    return path
