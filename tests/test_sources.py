@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 from augforge.datasets import open_source
 from augforge.datasets.sources import DatasetSource, DigitsSource, ImageFolderSource, TableSource
 from augforge.datasets.sources.digits import uint8_to_digits
+from augforge.datasets.schema import TEST, TRAIN, VAL
 from augforge.errors import AugforgeError
 
 
@@ -118,7 +119,7 @@ def test_split_column_and_id_column_are_used(tmp_path):
                   "split": ["train", "test", "val"]}).write_parquet(path)
     source = open_source(path, id_col="key")
     assert source.ids() == ["a", "b", "c"] and source.feature_cols == ["x"]
-    assert list(source.native_splits()) == ["train", "test", "val"]
+    assert list(source.native_splits()) == [TRAIN, TEST, VAL]
 
 
 @pytest.mark.parametrize("frame, kwargs, message", [
@@ -169,5 +170,5 @@ def test_dataset_directory_is_a_source(digits_lt):
     assert isinstance(source, DatasetSource) and source.payload == "image"
     splits = source.native_splits()
     per_class = np.bincount(load_digits().target)
-    assert (splits == "test").sum() == sum(round(n * 0.25) for n in per_class)
+    assert (splits == TEST).sum() == sum(round(n * 0.25) for n in per_class)
     assert len(source.ids()) == len(splits) == 1002

@@ -4,6 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from augforge.datasets.schema import TEST, TRAIN, VAL
 from augforge.datasets.keys import row_keys, row_rng
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec, assign_splits, imbalance_mask, longtail_keep_counts
 from augforge.errors import AugforgeError
@@ -31,16 +32,16 @@ def test_assign_splits_is_stratified(counts, test, val, seed):
     splits = assign_splits(labels, keys, SplitSpec(test, val))
     for c, n in enumerate(counts):
         mine = splits[labels == c]
-        assert (mine == "test").sum() == round(n * test)
-        assert (mine == "val").sum() == round(n * val)
-        assert (mine == "train").sum() == n - round(n * test) - round(n * val)
+        assert (mine == TEST).sum() == round(n * test)
+        assert (mine == VAL).sum() == round(n * val)
+        assert (mine == TRAIN).sum() == n - round(n * test) - round(n * val)
 
 
 def test_assign_splits_follows_keys_not_positions():
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     keys = np.array([5, 1, 7, 3, 2, 8, 4, 6], dtype=np.uint64)
     splits = assign_splits(labels, keys, SplitSpec(test=0.5))
-    assert list(splits) == ["train", "test", "train", "test", "test", "train", "test", "train"]
+    assert list(splits) == [TRAIN, TEST, TRAIN, TEST, TEST, TRAIN, TEST, TRAIN]
 
 
 def test_longtail_keep_counts_follow_cifar_lt():

@@ -20,7 +20,7 @@ def split_stats(source: Source, split: str = "train", splits: SplitSpec = SplitS
     """Class counts of one split of a source, from its labels alone (no payload is read)."""
     split = S.check_split(split)
     plan = plan_rows(source, splits, imbalance, seed)
-    labels = plan.labels if split == S.ALL_SPLITS else plan.labels[plan.splits == split]
+    labels = plan.labels if split == S.ALL_SPLITS else plan.labels[plan.splits == S.SPLITS.index(split)]
     return ClassStats.from_labels(labels, source.class_names)
 
 

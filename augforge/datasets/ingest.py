@@ -27,14 +27,14 @@ def fingerprint(parts: dict) -> str:
     return xxhash.xxh3_128_hexdigest(json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str).encode())
 
 
-def with_provenance(batch: pa.RecordBatch, splits: np.ndarray) -> pa.RecordBatch:
+def with_provenance(batch: pa.RecordBatch, split_codes: np.ndarray) -> pa.RecordBatch:
     """Add the provenance and split columns a source did not provide (original rows: not synthetic)."""
     columns = {name: batch.column(name) for name in batch.schema.names}
     n = batch.num_rows
     columns.setdefault(S.SOURCE_ID, batch.column(S.ID))
     columns.setdefault(S.SYNTHETIC, pa.array(np.zeros(n, dtype=bool)))
     columns.setdefault(S.AUG, pa.nulls(n, pa.string()))
-    columns[S.SPLIT] = pa.array(splits.astype(str), pa.string())
+    columns[S.SPLIT] = S.split_names(split_codes)
     return pa.record_batch(columns)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
@@ -16,15 +15,11 @@ from augforge.errors import AugforgeError
 
 @dataclass
 class RowPlan:
-    """The kept source rows (ascending positions), with their labels and splits."""
+    """The kept source rows (ascending positions), with their labels and split codes (schema.SPLITS index)."""
 
     positions: np.ndarray
     labels: np.ndarray
     splits: np.ndarray
-
-    def label_frame(self) -> pl.DataFrame:
-        """A polars frame of ``label`` and ``split``: all a report needs."""
-        return pl.DataFrame({S.LABEL: self.labels, S.SPLIT: self.splits.astype(str)})
 
 
 def plan_rows(source: Source, splits: SplitSpec = SplitSpec(), imbalance: ImbalanceSpec = ImbalanceSpec(),
@@ -47,9 +42,8 @@ def plan_rows(source: Source, splits: SplitSpec = SplitSpec(), imbalance: Imbala
         keys = row_keys(seed, ids, "split") if splits.active else None
         split_of = assign_splits(labels, keys, splits)
     if imbalance.active:
-        keep = imbalance_mask(labels, row_keys(seed, ids, "imbalance"), split_of == "train", imbalance,
+        keep = imbalance_mask(labels, row_keys(seed, ids, "imbalance"), split_of == S.TRAIN, imbalance,
                               len(source.class_names))
         positions = np.flatnonzero(keep)
-    else:
-        positions = np.arange(len(labels), dtype=np.int64)
-    return RowPlan(positions, labels[positions], split_of[positions])
+        return RowPlan(positions, labels[positions], split_of[positions])
+    return RowPlan(np.arange(len(labels), dtype=np.int64), labels, split_of)

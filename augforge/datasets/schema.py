@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 
 ID = "id"
@@ -18,6 +20,8 @@ PAYLOADS = (IMAGE, TEXT, FEATURES)
 
 SPLITS = ("train", "val", "test")
 ALL_SPLITS = "all"
+#: In memory a row's split is an int8 code: its index in SPLITS.
+TRAIN, VAL, TEST = 0, 1, 2
 
 PROVENANCE_FIELDS = (
     pa.field(SOURCE_ID, pa.string(), nullable=False),
@@ -61,6 +65,16 @@ def payload_of(schema: pa.Schema) -> str:
         if name in schema.names:
             return name
     raise ValueError(f"schema has no payload column ({', '.join(PAYLOADS)}): {schema.names}")
+
+
+def split_names(codes: np.ndarray) -> pa.Array:
+    """Split codes (indices into SPLITS) as the Arrow string column stored in shards."""
+    return pa.array(np.asarray(SPLITS, dtype=object)[np.asarray(codes, dtype=np.int64)], pa.string())
+
+
+def split_codes(names: pl.Series) -> np.ndarray:
+    """A polars string column of split names as int8 codes; unknown names must be checked before."""
+    return names.replace_strict({name: code for code, name in enumerate(SPLITS)}, return_dtype=pl.Int8).to_numpy()
 
 
 def check_split(split: str | None) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from augforge.datasets import schema as S
 from augforge.errors import AugforgeError
 
 
@@ -65,21 +66,21 @@ def _rank_within_class(labels: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def assign_splits(labels: np.ndarray, keys: np.ndarray, spec: SplitSpec) -> np.ndarray:
-    """Assign 'train'/'val'/'test' per row, stratified by class.
+    """Assign a split code (schema.TRAIN/VAL/TEST) per row, stratified by class.
 
     Within each class the rows are ordered by their seeded key; the first
     ``round(n_c * test)`` go to test, the next ``round(n_c * val)`` to val.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    out = np.full(len(labels), "train", dtype="<U5")
+    out = np.full(len(labels), S.TRAIN, dtype=np.int8)
     if not spec.active or len(labels) == 0:
         return out
     ranks = _rank_within_class(labels, keys)
     counts = np.bincount(labels)
     n_test = np.rint(counts * spec.test).astype(np.int64)[labels]
     n_val = np.rint(counts * spec.val).astype(np.int64)[labels]
-    out[ranks < n_test] = "test"
-    out[(ranks >= n_test) & (ranks < n_test + n_val)] = "val"
+    out[ranks < n_test] = S.TEST
+    out[(ranks >= n_test) & (ranks < n_test + n_val)] = S.VAL
     return out
 
 

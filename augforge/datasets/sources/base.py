@@ -56,7 +56,7 @@ class Source(ABC):
         """Stable string id of every row, in source order."""
 
     def native_splits(self) -> np.ndarray | None:
-        """The split of every row when the source carries one (a ``split`` column), else None."""
+        """Split codes (indices into schema.SPLITS) when the source carries a ``split`` column, else None."""
         return None
 
     @abstractmethod

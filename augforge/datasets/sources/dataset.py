@@ -35,7 +35,7 @@ class DatasetSource(Source):
         return self.dataset.to_polars([S.ID]).get_column(S.ID).to_list()
 
     def native_splits(self) -> np.ndarray | None:
-        return self.dataset.to_polars([S.SPLIT]).get_column(S.SPLIT).to_numpy().astype("<U5")
+        return S.split_codes(self.dataset.to_polars([S.SPLIT]).get_column(S.SPLIT))
 
     @property
     def feature_dim(self) -> int | None:

@@ -160,7 +160,7 @@ class TableSource(Source):
             series = series.cast(pl.Int64)
         uniques = series.unique().sort()
         names = [str(v) for v in uniques.to_list()]
-        codes = series.replace_strict(uniques, pl.int_range(len(uniques), eager=True), return_dtype=pl.Int64)
+        codes = uniques.search_sorted(series).cast(pl.Int64)  # uniques are sorted: a binary search per row
         return names, codes.to_numpy()
 
     @property
@@ -195,7 +195,7 @@ class TableSource(Source):
             raise AugforgeError(
                 f"{self.path}: column 'split' holds {bad[0]!r} at row {row}; expected train, val or test"
             )
-        return splits.to_numpy().astype("<U5")
+        return S.split_codes(splits)
 
     @property
     def feature_dim(self) -> int | None:
