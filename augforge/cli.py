@@ -145,6 +145,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option_value(text: str):
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise AugforgeError(f"--option {text!r}: expected NAME=VALUE, e.g. alpha=0.75 or attention_after=[-1]")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _input_size(text: str) -> tuple[int, ...]:
+    try:
+        size = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise AugforgeError(f"--input-size {text!r}: expected sizes joined by x, e.g. 3x224x224, 64 or 128") from None
+    if not size or min(size) < 1:
+        raise AugforgeError(f"--input-size {text!r}: sizes must be positive")
+    return size
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the models, or summarise one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from augforge.train import models
+
+    out = Console()
+    if args.name is None:
+        table = Table(title="augforge models")
+        table.add_column("name")
+        table.add_column("options")
+        for name in models.available():
+            table.add_row(name, ", ".join(f"{k}={v!r}" for k, v in models.model_options(name).items()))
+        out.print(table)
+        return 0
+    options = dict(_option_value(o) for o in args.option)
+    model = models.create(args.name, args.num_classes, args.in_channels, **options)
+    default = {"tokens": "128", "features": str(args.in_channels)}.get(getattr(model, "input_kind", "image"),
+                                                                       f"{args.in_channels}x224x224")
+    report = models.summary(model, _input_size(args.input_size or default))
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(
@@ -186,6 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="also write an HTML page with a bar chart")
     _add_source_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("models", help="list the models, or print one's layers, parameters and MACs",
+                       description="Without NAME, list the registered models and their options. With NAME, build it "
+                                   "and print a layer summary: output shapes, parameters, MACs.")
+    p.add_argument("name", nargs="?", help="a model name from the list")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes of the head (default 1000)")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels, or features for mlp (default 3)")
+    p.add_argument("--input-size", help="per-sample input: CxHxW for images (default 3x224x224), T tokens for text "
+                                        "models (default 128), F features for mlp")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a model option (repeatable), e.g. --option alpha=0.75 --option attention_after=[-1]")
+    p.set_defaults(func=cmd_models)
     return parser
 
 
