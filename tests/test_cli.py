@@ -156,3 +156,26 @@ def test_html_report_shows_the_chart_in_a_browser(digits_lt, tmp_path, capsys):
     orange = (np.abs(pixels - [0xD9, 0x5F, 0x02]).sum(axis=2) < 30).sum()  # "before" bars
     green = (np.abs(pixels - [0x1B, 0x9E, 0x77]).sum(axis=2) < 30).sum()   # "after" bars
     assert orange > 2000 and green > 2000 and green > orange  # after 'over' every class is as tall as the first
+
+
+def test_models_list_and_summary(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and all(name in out for name in ("mobilenet_v3_small", "text_transformer", "simple_cnn", "mlp"))
+    code, out, _ = run(capsys, "models", "mobilenet_v3_small")
+    assert code == 0 and "total params: 2,542,856" in out and "(56.5 M)" in out
+    code, out, _ = run(capsys, "models", "simple_cnn", "--in-channels", "1", "--num-classes", "10",
+                       "--input-size", "1x8x8", "--option", "attention_after=[-1]")
+    assert code == 0 and "MultiheadAttention" in out and "[1, 10]" in out
+    code, out, _ = run(capsys, "models", "text_bilstm", "--num-classes", "2", "--option", "vocab_size=500")
+    assert code == 0 and "LSTM" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["models", "resnet50"], "unknown model 'resnet50'"),
+    (["models", "mlp", "--option", "hidden"], "expected NAME=VALUE"),
+    (["models", "mobilenet_v3_small", "--option", "alpha=abc"], "bad option value"),
+    (["models", "mobilenet_v3_small", "--input-size", "3xbig"], "expected sizes joined by x"),
+])
+def test_models_errors(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and message in err and err.count("\n") == 1
