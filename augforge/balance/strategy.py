@@ -31,6 +31,8 @@ class SamplerInfo:
     path: str
     #: the counts it produces are a function of the class counts alone
     exact: bool = True
+    #: neighbour-count parameters whose search runs on augforge's exact neighbour backend
+    neighbour_params: tuple[str, ...] = ()
 
     @cached_property
     def cls(self) -> type:
@@ -64,10 +66,12 @@ SAMPLERS: dict[str, SamplerInfo] = {
     info.name: info
     for info in (
         SamplerInfo("over", _OVER + "RandomOverSampler"),
-        SamplerInfo("smote", _OVER + "SMOTE"),
-        SamplerInfo("adasyn", _OVER + "ADASYN", exact=False),
-        SamplerInfo("borderline_smote", _OVER + "BorderlineSMOTE", exact=False),  # only rows "in danger" seed
-        SamplerInfo("svm_smote", _OVER + "SVMSMOTE", exact=False),
+        SamplerInfo("smote", "augforge.balance.fast_smote.FastSMOTE"),
+        SamplerInfo("adasyn", _OVER + "ADASYN", exact=False, neighbour_params=("n_neighbors",)),
+        # only minority rows "in danger" seed new rows, so fewer than asked may come out
+        SamplerInfo("borderline_smote", _OVER + "BorderlineSMOTE", exact=False,
+                    neighbour_params=("k_neighbors", "m_neighbors")),
+        SamplerInfo("svm_smote", _OVER + "SVMSMOTE", exact=False, neighbour_params=("k_neighbors", "m_neighbors")),
         SamplerInfo("kmeans_smote", _OVER + "KMeansSMOTE", exact=False),
         SamplerInfo("smotenc", _OVER + "SMOTENC"),
         SamplerInfo("smoten", _OVER + "SMOTEN"),
@@ -129,12 +133,25 @@ class Step:
             out[class_names.index(name)] = count
         return out
 
-    def build(self, class_names: list[str], random_state: int | None = None):
-        """An imbalanced-learn sampler instance for this step."""
+    def build(self, class_names: list[str], random_state: int | None = None, knn_backend: str = "auto"):
+        """A sampler instance for this step: FastSMOTE for ``smote``, imbalanced-learn's class otherwise,
+        with neighbour searches on augforge's exact backend where the sampler takes a neighbours object."""
+        from augforge.balance.fast_smote import neighbours
+
         options = dict(self.options)
         if random_state is not None and "random_state" in self.sampler.parameters:
             options.setdefault("random_state", random_state)
-        return self.sampler.cls(sampling_strategy=self.target(class_names), **options)
+        if "knn_backend" in self.sampler.parameters:
+            options.setdefault("knn_backend", knn_backend)
+        defaults = inspect.signature(self.sampler.cls).parameters
+        for param in self.sampler.neighbour_params:
+            count = options.get(param, defaults[param].default)
+            if isinstance(count, int):  # imbalanced-learn adds the point itself to an int count
+                options[param] = neighbours(count + 1, knn_backend)
+        try:
+            return self.sampler.cls(sampling_strategy=self.target(class_names), **options)
+        except (TypeError, ValueError) as exc:
+            raise AugforgeError(f"strategy step {self.text!r}: {exc}") from None
 
 
 def _split_top(text: str, sep: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -39,13 +39,61 @@ def with_provenance(batch: pa.RecordBatch, split_codes: np.ndarray) -> pa.Record
 
 
 @dataclass
-class IngestResult:
-    """What an ingest did."""
+class WriteResult:
+    """What writing a dataset directory did."""
 
     manifest: dict
     written_rows: int
     resumed_rows: int
     up_to_date: bool
+
+
+def write_dataset(
+    out: str | Path,
+    schema: pa.Schema,
+    class_names: list[str],
+    *,
+    parts: dict,
+    meta: dict,
+    total_rows: int,
+    batches: Callable[[int], Iterator[pa.RecordBatch]],
+    shard_rows: int | None = None,
+    shard_mb: float | None = None,
+    overwrite: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> WriteResult:
+    """Write the deterministic row stream ``batches(skip)`` (rows from ``skip`` on) to ``out``.
+
+    ``parts`` is everything that determines the content (hashed into the fingerprint): an
+    interrupted write rerun with the same parts resumes after its last complete shard, a
+    complete one is left as it is, a different dataset in ``out`` is refused unless
+    ``overwrite``. On an error a fresh ``out`` is removed again.
+    """
+    if total_rows == 0:
+        raise AugforgeError(f"{out}: no rows to write")
+    try:
+        writer = DatasetWriter(out, schema, class_names, fingerprint=fingerprint(parts), meta=meta,
+                               shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite)
+    except AlreadyComplete as done:
+        return WriteResult(done.manifest, 0, 0, up_to_date=True)
+    skip = writer.rows_done
+    if on_total:
+        on_total(total_rows - skip)
+    written = 0
+    try:
+        for batch in batches(skip):
+            writer.write(batch)
+            written += batch.num_rows
+            if on_rows:
+                on_rows(batch.num_rows)
+        manifest = writer.close()
+    except KeyboardInterrupt:
+        raise  # leave the journal: rerunning the same command resumes
+    except BaseException:
+        writer.abort()
+        raise
+    return WriteResult(manifest, written, skip, up_to_date=False)
 
 
 def ingest(
@@ -60,13 +108,10 @@ def ingest(
     overwrite: bool = False,
     on_rows: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
-) -> IngestResult:
-    """Write ``source`` to the dataset directory ``out``.
+) -> WriteResult:
+    """Write ``source`` to the dataset directory ``out``, split and optionally made imbalanced.
 
-    Deterministic for a seed; an interrupted ingest rerun with the same arguments
-    resumes from its last complete shard; a complete dataset made from the same
-    input is left as it is; another dataset in ``out`` is refused unless ``overwrite``.
-    On an error, a fresh ``out`` is removed again.
+    Deterministic for a seed and resumable (see ``write_dataset``).
     """
     plan: RowPlan = plan_rows(source, splits, imbalance, seed)
     if len(plan.positions) == 0:
@@ -88,26 +133,13 @@ def ingest(
         "recipe": None,
         "problems": [p.to_dict() for p in source.problems],
     }
-    try:
-        writer = DatasetWriter(out, source.schema(), source.class_names, fingerprint=fingerprint(parts), meta=meta,
-                               shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite)
-    except AlreadyComplete as done:
-        return IngestResult(done.manifest, 0, 0, up_to_date=True)
-    skip = writer.rows_done
-    if on_total:
-        on_total(len(plan.positions) - skip)
-    written = 0
-    try:
+
+    def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        done = skip
         for batch in source.read(plan.positions[skip:], READ_BATCH_ROWS):
-            rows = slice(skip + written, skip + written + batch.num_rows)
-            writer.write(with_provenance(batch, plan.splits[rows]))
-            written += batch.num_rows
-            if on_rows:
-                on_rows(batch.num_rows)
-        manifest = writer.close()
-    except KeyboardInterrupt:
-        raise  # leave the journal: rerunning the same command resumes
-    except BaseException:
-        writer.abort()
-        raise
-    return IngestResult(manifest, written, skip, up_to_date=False)
+            yield with_provenance(batch, plan.splits[done : done + batch.num_rows])
+            done += batch.num_rows
+
+    return write_dataset(out, source.schema(), source.class_names, parts=parts, meta=meta,
+                         total_rows=len(plan.positions), batches=batches, shard_rows=shard_rows,
+                         shard_mb=shard_mb, overwrite=overwrite, on_rows=on_rows, on_total=on_total)
