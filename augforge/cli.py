@@ -99,6 +99,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
               f"{m['source'].get('location')}, seed {m['seed']}", highlight=False)
     if m.get("imbalance"):
         out.print(f"imbalance profile: {m['imbalance']['profile']} (factor {m['imbalance']['factor']})")
+    if m.get("balance"):
+        b = m["balance"]
+        out.print(f"balanced: {b['strategy']} ({b['mode']}), {b['synthetic']:,} synthetic train rows",
+                  highlight=False)
     table = Table()
     table.add_column("class")
     splits = list(m["counts"])
@@ -142,6 +146,39 @@ def cmd_report(args: argparse.Namespace) -> int:
         render_terminal(report, Console())
         if args.html:
             Console().print(f"wrote {args.html}")
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    """Resample the train split of a source with a strategy chain, into a new dataset directory."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from augforge.balance.apply import balance_dataset
+    from augforge.balance.render import render_balance
+
+    err = Console(stderr=True)
+    source = _source(args)
+    splits, imbalance = _specs(args)
+    show = not args.quiet and err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, disable=not show, transient=True) as progress:
+        task = progress.add_task("balance", total=None)
+        result, _ = balance_dataset(
+            source, args.out, args.strategy, splits=splits, imbalance=imbalance, seed=args.seed,
+            knn_backend=args.knn_backend, shard_rows=args.shard_rows, shard_mb=args.shard_mb,
+            overwrite=args.overwrite, on_stage=lambda text: progress.update(task, description=text),
+            on_total=lambda n: progress.update(task, total=n, completed=0),
+            on_rows=lambda n: progress.advance(task, n))
+    out = Console()
+    render_balance(result.manifest, out)
+    if result.up_to_date:
+        out.print(f"{args.out}: already holds this dataset; nothing to do")
+        return 0
+    resumed = f" (resumed after {result.resumed_rows:,} rows)" if result.resumed_rows else ""
+    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in result.manifest["counts"].items())
+    out.print(f"wrote {result.manifest['num_rows']:,} rows ({per_split}) in {len(result.manifest['shards'])} "
+              f"shard(s) to {args.out}{resumed}", highlight=False)
     return 0
 
 
@@ -230,6 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="FILE", help="also write an HTML page with a bar chart")
     _add_source_options(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("balance", help="resample the train split with a strategy chain into a new dataset directory",
+                       description="Resample the train split of SOURCE with a chain of imbalanced-learn samplers "
+                                   "(FastSMOTE for 'smote') and write OUT. Feature rows are interpolated; image "
+                                   "and text rows are copied (over) or dropped (under). val/test pass through.")
+    p.add_argument("source", help="dataset directory, .csv/.tsv/.parquet/.jsonl file, image folder, or 'digits'")
+    p.add_argument("out", help="the dataset directory to write")
+    p.add_argument("--strategy", required=True,
+                   help="chain of samplers, e.g. 'smote:0.5,under:0.8' or 'over:not majority' (imbalanced-learn "
+                        "sampling_strategy semantics)")
+    p.add_argument("--knn-backend", default="auto", choices=["auto", "cells", "brute", "sklearn"],
+                   help="exact neighbour search of the SMOTE family (default auto: pruned by cells where the "
+                        "data allows, on the GPU when present)")
+    _add_source_options(p)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
+    size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("models", help="list the models, or print one's layers, parameters and MACs",
                        description="Without NAME, list the registered models and their options. With NAME, build it "

@@ -11,23 +11,25 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from augforge.balance.knn import TorchNearestNeighbors, pick_device
+from augforge.balance.knn import TorchNearestNeighbors
+
+
+KNN_BACKENDS = ("auto", "cells", "brute", "sklearn")
 
 
 def neighbours(k: int, backend: str = "auto", device: str = "auto"):
-    """A nearest-neighbours estimator for ``k`` neighbours.
+    """An exact nearest-neighbours estimator for ``k`` neighbours.
 
-    ``torch``: ``TorchNearestNeighbors`` (exact, chunked, GPU when present). ``sklearn``: scikit-learn's
-    brute force. ``auto``: torch on a GPU; on a CPU scikit-learn's brute force, measured faster there
-    (docs/benchmarks.md).
+    ``auto``, ``cells``, ``brute``: ``TorchNearestNeighbors`` with that search method (see
+    ``augforge.balance.knn``; ``auto`` prunes by cells where the data allows and otherwise runs the
+    dense search, in torch on a GPU and scikit-learn's brute force on a CPU). ``sklearn``:
+    scikit-learn's brute force, always.
     """
-    if backend == "auto":
-        backend = "torch" if pick_device(device).type == "cuda" else "sklearn"
-    if backend == "torch":
-        return TorchNearestNeighbors(n_neighbors=k, device=device)
+    if backend in ("auto", "cells", "brute"):
+        return TorchNearestNeighbors(n_neighbors=k, device=device, method=backend)
     if backend == "sklearn":
         return NearestNeighbors(n_neighbors=k, algorithm="brute")
-    raise ValueError(f"unknown knn_backend {backend!r}; use auto, torch or sklearn")
+    raise ValueError(f"unknown knn_backend {backend!r}; use one of {', '.join(KNN_BACKENDS)}")
 
 
 class FastSMOTE(BaseOverSampler):
@@ -43,7 +45,7 @@ class FastSMOTE(BaseOverSampler):
         **BaseOverSampler._parameter_constraints,
         "k_neighbors": [Interval(numbers.Integral, 1, None, closed="left"),
                         HasMethods(["kneighbors", "kneighbors_graph"])],
-        "knn_backend": [StrOptions({"auto", "torch", "sklearn"})],
+        "knn_backend": [StrOptions(set(KNN_BACKENDS))],
         "device": [str],
     }
 
@@ -62,10 +64,13 @@ class FastSMOTE(BaseOverSampler):
 
     def _fit_resample(self, X, y):
         X = np.asarray(X)
-        X_parts, y_parts, origins, partners = [X.copy()], [y.copy()], [], []
-        for klass, n_samples in self.sampling_strategy_.items():
-            if n_samples == 0:
-                continue
+        plan = [(klass, n) for klass, n in self.sampling_strategy_.items() if n > 0]
+        total = len(X) + sum(n for _, n in plan)
+        X_out = np.empty((total, X.shape[1]), dtype=X.dtype)  # filled in place: no stacking copies
+        y_out = np.empty(total, dtype=y.dtype)
+        X_out[: len(X)], y_out[: len(y)] = X, y
+        origins, partners, at = [], [], len(X)
+        for klass, n_samples in plan:
             members = np.flatnonzero(y == klass)
             X_class = X[members]
             nn = self._neighbours().fit(X_class)
@@ -73,14 +78,26 @@ class FastSMOTE(BaseOverSampler):
             # imbalanced-learn's draws, in its order, from a fresh generator per class
             rng = check_random_state(self.random_state)
             picks = rng.randint(low=0, high=nns.size, size=n_samples)
-            steps = rng.uniform(size=n_samples)[:, np.newaxis]
+            steps = rng.uniform(size=n_samples)
             rows, cols = np.floor_divide(picks, nns.shape[1]), np.mod(picks, nns.shape[1])
             partner = nns[rows, cols]
-            X_new = (X_class[rows] + steps * (X_class[partner] - X_class[rows])).astype(X.dtype)
-            X_parts.append(X_new)
-            y_parts.append(np.full(n_samples, klass, dtype=y.dtype))
+            interpolate(X_class, rows, partner, steps, out=X_out[at : at + n_samples])
+            y_out[at : at + n_samples] = klass
             origins.append(members[rows])
             partners.append(members[partner])
+            at += n_samples
         self.sample_origin_ = np.concatenate(origins) if origins else np.zeros(0, dtype=np.int64)
         self.sample_neighbor_ = np.concatenate(partners) if partners else np.zeros(0, dtype=np.int64)
-        return np.vstack(X_parts), np.hstack(y_parts)
+        return X_out, y_out
+
+
+def interpolate(X: np.ndarray, rows: np.ndarray, partner: np.ndarray, steps: np.ndarray, out: np.ndarray,
+                chunk: int = 8192) -> np.ndarray:
+    """``out[i] = X[rows[i]] + steps[i] * (X[partner[i]] - X[rows[i]])``, computed in float64 as
+    imbalanced-learn computes it, then cast to ``out``'s dtype; chunked so temporaries stay small."""
+    for start in range(0, len(rows), chunk):
+        stop = start + chunk
+        base = X[rows[start:stop]]
+        diff = X[partner[start:stop]] - base
+        out[start:stop] = base + steps[start:stop, None] * diff
+    return out

@@ -1,15 +1,30 @@
-"""Exact k-nearest neighbours in torch: chunked, certified exact, on the GPU when one is present.
+"""Exact k-nearest neighbours in torch: pruned by cells, chunked, certified exact, GPU when present.
 
-Distances are first computed in float32 with the matrix-product identity
-``|q - x|^2 = |q|^2 + |x|^2 - 2 q.x`` (one GEMM per chunk of queries), which picks
-``k + margin`` candidates per query. The candidates are re-ranked with float64 distances
-computed from differences, ties broken by index as scikit-learn does. A bound on the float32
-rounding error then certifies each query: if no non-candidate can be closer than the k-th
-re-ranked distance, the answer is exact; the few queries that cannot be certified are
-recomputed in float64 over every point. Memory is bounded by ``memory_mb`` per chunk.
+Two searches give the same answer:
+
+``brute``: every query against every point. Distances are first computed in float32 with the
+matrix-product identity ``|q - x|^2 = |q|^2 + |x|^2 - 2 q.x`` (one GEMM per chunk of queries),
+which picks ``k + MARGIN`` candidates per query. The candidates are re-ranked with float64
+distances computed from differences, ties broken by index. A bound on the float32 rounding
+error then certifies each query: if no non-candidate can be closer than the k-th re-ranked
+distance, the answer is exact; the few queries that cannot be certified are recomputed in
+float64 over every point. Memory is bounded by ``memory_mb`` per chunk.
+
+``cells``: the points are cut into about ``sqrt(n)`` cells (k-means on a sample); each cell
+keeps its centre, its radius and its reach (the distance from the centre within which it holds
+k + 1 points). By the triangle inequality each query's k-th neighbour is no farther than
+``u = min over cells (|q - centre| + reach)``, and no point of a cell whose centre is farther
+than ``u + radius`` can be a neighbour. Queries are taken a cell at a time, and the exact search
+(as in ``brute``) runs over the cells that can hold a neighbour of any of them. On data with
+structure (clusters: embeddings, many real feature sets) this skips most pairs. Where it would
+not (noise-like or overlapping data), ``auto`` sees it from the plan, before any distance
+between points is computed, and runs the dense search instead: scikit-learn's brute force on a
+CPU, measured faster there than a torch GEMM + top-k, and the torch ``brute`` on a GPU.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -20,6 +35,11 @@ from sklearn.base import BaseEstimator
 MARGIN = 8
 #: float32 unit round-off.
 _U32 = 2.0 ** -24
+#: ``auto`` runs the dense search when the cell plan still needs more than this share of all pairs.
+DENSE_SHARE = 0.25
+#: cells per square root of the number of points.
+CELLS_PER_ROOT = 0.5
+METHODS = ("auto", "cells", "brute")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -27,23 +47,6 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _exact_rows(queries: torch.Tensor, data: torch.Tensor, k: int, self_index: torch.Tensor | None,
-                memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """float64 k-NN of a few queries over all data by direct differences (the fallback path)."""
-    q64, x64 = queries.double(), data.double()
-    n = len(x64)
-    rows = max(1, int(memory_mb * 2**20 // (8 * max(n, 1) * 2)))
-    dists, idxs = [], []
-    for start in range(0, len(q64), rows):
-        d = torch.cdist(q64[start : start + rows], x64, compute_mode="donot_use_mm_for_euclid_dist") ** 2
-        if self_index is not None:
-            d[torch.arange(len(d)), self_index[start : start + rows]] = float("inf")
-        values, order = _sorted_by_distance_then_index(d, k)
-        dists.append(values)
-        idxs.append(order)
-    return torch.cat(dists), torch.cat(idxs)
 
 
 def _sorted_by_distance_then_index(d: torch.Tensor, k: int, index: torch.Tensor | None = None):
@@ -58,55 +61,236 @@ def _sorted_by_distance_then_index(d: torch.Tensor, k: int, index: torch.Tensor 
     return torch.gather(d, 1, chosen), torch.gather(index, 1, chosen)
 
 
-def exact_knn(data, k: int, queries=None, *, exclude_self: bool = False, device: str = "auto",
-              memory_mb: float = 256.0) -> tuple[np.ndarray, np.ndarray]:
-    """Squared-free Euclidean distances and indices of the ``k`` nearest ``data`` rows of each query.
+class _Points:
+    """Points prepared for searching: original float32 values, centred values and squared norms."""
 
-    ``queries`` defaults to ``data``; ``exclude_self`` (only when queries are the data) leaves each row
-    out of its own neighbours. Returns float64 distances and int64 indices, both ``(n_queries, k)``,
-    ordered by distance then index, exactly as a float64 brute-force search would.
+    def __init__(self, x: torch.Tensor, center: torch.Tensor) -> None:
+        self.x = x
+        self.xc = x - center
+        self.sq = (self.xc * self.xc).sum(1)
+
+    def subset(self, ids: torch.Tensor) -> "_Points":
+        """The points ``ids`` (a view with the same centring)."""
+        out = _Points.__new__(_Points)
+        out.x, out.xc, out.sq = self.x[ids], self.xc[ids], self.sq[ids]
+        return out
+
+
+def _exact_rows(q: torch.Tensor, x: torch.Tensor, x_ids: torch.Tensor, k: int, q_ids: torch.Tensor | None,
+                memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 k-NN of a few queries over ``x`` by direct differences (the fallback path)."""
+    q64, x64 = q.double(), x.double()
+    rows = max(1, int(memory_mb * 2**20 // (8 * max(len(x64), 1) * 2)))
+    dists, idxs = [], []
+    for start in range(0, len(q64), rows):
+        d = torch.cdist(q64[start : start + rows], x64, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+        if q_ids is not None:
+            d[q_ids[start : start + rows, None] == x_ids[None, :]] = float("inf")
+        values, order = _sorted_by_distance_then_index(d, k, x_ids.expand_as(d))
+        dists.append(values)
+        idxs.append(order)
+    return torch.cat(dists), torch.cat(idxs)
+
+
+def _knn_among(queries: _Points, data: _Points, x_ids: torch.Tensor | None, k: int, q_ids: torch.Tensor | None,
+               radius: torch.Tensor, memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact squared distances and ids of the k nearest of the ``data`` rows ``x_ids`` (None: all) of each query.
+
+    ``q_ids`` (ids of the queries in ``data``) leaves each query out of its own neighbours. ``radius``
+    bounds the centred norm of every point, for the rounding-error bound of the float32 keys.
     """
+    dev = data.x.device
+    if x_ids is None:
+        x_ids, xc, x_sq = torch.arange(len(data.x), device=dev), data.xc, data.sq
+    else:
+        xc, x_sq = data.xc[x_ids], data.sq[x_ids]
+    n, nq = len(x_ids), len(queries.x)
+    c = min(k + MARGIN, n)
+    chunk = max(1, int(memory_mb * 2**20 // (4 * n * 3)))
+    out_d = torch.empty(nq, k, dtype=torch.float64, device=dev)
+    out_i = torch.empty(nq, k, dtype=torch.long, device=dev)
+    for start in range(0, nq, chunk):
+        stop = min(start + chunk, nq)
+        qx, qc, q_sq = queries.x[start:stop], queries.xc[start:stop], queries.sq[start:stop]
+        own = None if q_ids is None else q_ids[start:stop]
+        # |x|^2 - 2 q.x orders the points like |q - x|^2 does
+        approx = torch.addmm(x_sq[None, :], qc, xc.T, alpha=-2.0)
+        is_self = None
+        if own is not None:
+            is_self = own[:, None] == x_ids[None, :]
+            approx.masked_fill_(is_self, float("inf"))
+        cand = torch.topk(approx, c, dim=1, largest=False, sorted=True)
+        local = cand.indices
+        found = x_ids[local]
+        exact = ((data.x[found].double() - qx[:, None, :].double()) ** 2).sum(-1)  # original values, float64
+        if own is not None:
+            exact.masked_fill_(torch.gather(is_self, 1, local), float("inf"))
+        best_d, best_i = _sorted_by_distance_then_index(exact, k, found)
+        # rounding error of the float32 keys: |fl(key) - key| <= err; a non-candidate z has
+        # key(z) >= last candidate key, so |q - z|^2 >= last + |q|^2 - err
+        err = (qx.shape[1] + 4) * _U32 * (2 * q_sq.sqrt() * radius + radius ** 2) * 2
+        last = cand.values[:, -1].double() + q_sq.double()
+        unsure = (c < n) & (last - err.double() <= best_d[:, -1])
+        if unsure.any():
+            which = torch.nonzero(unsure).flatten()
+            fd, fi = _exact_rows(qx[which], data.x[x_ids], x_ids, k, None if own is None else own[which], memory_mb)
+            best_d[which], best_i[which] = fd, fi
+        out_d[start:stop], out_i[start:stop] = best_d, best_i
+    return out_d, out_i
+
+
+class _Cells:
+    """The points cut into cells: k-means centres on a sample, each point's cell, each cell's radius."""
+
+    def __init__(self, points: _Points, n_cells: int, need: int, seed: int = 0, iterations: int = 8) -> None:
+        xc = points.xc
+        n = len(xc)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        sample = xc[torch.randperm(n, generator=gen)[: min(n, 32 * n_cells)].to(xc.device)]
+        centres = self._seeds(sample, n_cells, gen)
+        for _ in range(iterations):
+            assign = self._nearest(sample, centres)
+            sums = torch.zeros_like(centres).index_add_(0, assign, sample)
+            sizes = torch.bincount(assign, minlength=len(centres)).to(sums.dtype)
+            filled = sizes > 0
+            centres[filled] = sums[filled] / sizes[filled, None]  # an empty cell keeps its centre
+        self.centres = centres.double()
+        self.cell = self._nearest(xc, centres)
+        # exact float64 distance of each point to its centre; the cell radius is their maximum
+        to_centre = (xc.double() - self.centres[self.cell]).norm(dim=1)
+        self.radius = torch.zeros(len(centres), dtype=torch.float64, device=xc.device)
+        self.radius.scatter_reduce_(0, self.cell, to_centre, reduce="amax")
+        self.order = torch.argsort(self.cell, stable=True)  # point ids grouped by cell
+        self.sizes = torch.bincount(self.cell, minlength=len(centres))
+        self.starts = torch.cumsum(self.sizes, 0) - self.sizes
+        # reach[c]: the distance from the centre within which cell c holds `need` points (inf if it can't)
+        grouped = to_centre[self.order]
+        self.reach = torch.full((len(centres),), float("inf"), dtype=torch.float64, device=xc.device)
+        for c in torch.nonzero(self.sizes >= need).flatten().tolist():
+            start, size = int(self.starts[c]), int(self.sizes[c])
+            self.reach[c] = torch.kthvalue(grouped[start : start + size], need).values
+
+    @staticmethod
+    def _seeds(sample: torch.Tensor, n_cells: int, gen: torch.Generator) -> torch.Tensor:
+        """k-means++ seeding: each new centre drawn with probability proportional to squared distance."""
+        chosen = [0]
+        closest = ((sample - sample[0]) ** 2).sum(1)
+        for _ in range(1, n_cells):
+            total = float(closest.sum())
+            if total <= 0:
+                break  # fewer distinct points than cells
+            pick = int(torch.multinomial((closest / total).cpu(), 1, generator=gen))
+            chosen.append(pick)
+            closest = torch.minimum(closest, ((sample - sample[pick]) ** 2).sum(1))
+        return sample[chosen].clone()
+
+    @staticmethod
+    def _nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        keys = torch.addmm((centres * centres).sum(1)[None, :], x, centres.T, alpha=-2.0)
+        return keys.argmin(1)
+
+    def members(self, cells: torch.Tensor) -> torch.Tensor:
+        """Ids of the points in ``cells``."""
+        sizes, starts = self.sizes[cells].tolist(), self.starts[cells].tolist()
+        return torch.cat([self.order[s : s + z] for s, z in zip(starts, sizes)])
+
+    def distances(self, qc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower and upper bounds on the distances of centred queries to every centre.
+
+        A float32 GEMM gives ``|q|^2 + |c|^2 - 2 q.c`` with a rounding error below
+        ``a (|q|^2 + |c|^2)``; folding ``1 -/+ a`` into the norms gives both bounds, one GEMM each.
+        """
+        centres = self.centres.to(qc.dtype)
+        q_sq, c_sq = (qc * qc).sum(1), (centres * centres).sum(1)
+        a = 8 * (qc.shape[1] + 4) * _U32  # twice the error bound of the products, sums and the bound itself
+        near = torch.addmm((1 - a) * q_sq[:, None], qc, centres.T, alpha=-2.0).add_((1 - a) * c_sq[None, :])
+        far = torch.addmm((1 + a) * q_sq[:, None], qc, centres.T, alpha=-2.0).add_((1 + a) * c_sq[None, :])
+        return near.clamp_min_(0).sqrt_(), far.clamp_min_(0).sqrt_()
+
+
+def _cells_knn(queries: _Points, q_ids: torch.Tensor | None, data: _Points, k: int, radius: torch.Tensor,
+               memory_mb: float, dense_share: float | None):
+    """k-NN by cells (see the module docstring); None when ``dense_share`` is set and pruning falls short."""
+    n, nq = len(data.x), len(queries.x)
+    dev = data.x.device
+    cells = _Cells(data, n_cells=max(1, min(n // 8, int(CELLS_PER_ROOT * math.sqrt(n)))), need=k + (q_ids is not None))
+    near, far = cells.distances(queries.xc)
+    # an upper bound on each query's k-th neighbour distance: a cell holding `need` points within
+    # `reach` of its centre holds k points (itself aside) within |q - centre| + reach of the query
+    bound = (far + cells.reach[None, :]).min(1).values
+    # a cell can hold a neighbour only if its nearest possible point is within the bound
+    possible = (near - cells.radius[None, :]) <= bound[:, None]
+    home = near.argmin(1)
+    del near, far
+    groups, group_of = torch.unique(home, return_inverse=True)
+    wanted = torch.zeros(len(groups), len(cells.sizes), dtype=torch.int32, device=dev)
+    wanted = wanted.index_add_(0, group_of, possible.to(torch.int32)) > 0
+    group_size = torch.bincount(group_of, minlength=len(groups))
+    pairs = int((group_size.double() * (wanted.double() @ cells.sizes.double())).sum())
+    if dense_share is not None and pairs > dense_share * n * nq:
+        return None
+    out_d = torch.empty(nq, k, dtype=torch.float64, device=dev)
+    out_i = torch.empty(nq, k, dtype=torch.long, device=dev)
+    by_group = torch.argsort(group_of, stable=True)
+    offsets = (torch.cumsum(group_size, 0) - group_size).tolist()
+    for g, (start, count) in enumerate(zip(offsets, group_size.tolist())):
+        members = by_group[start : start + count]
+        ids = cells.members(torch.nonzero(wanted[g]).flatten())
+        own = None if q_ids is None else q_ids[members]
+        out_d[members], out_i[members] = _knn_among(queries.subset(members), data, ids, k, own,
+                                                    radius, memory_mb)
+    return out_d, out_i
+
+
+def _sklearn_knn(data: np.ndarray, queries: np.ndarray | None, k: int, exclude_self: bool):
+    """scikit-learn's brute-force search (the dense path on a CPU): float64 distances and indices."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(data)
+    dist, idx = nn.kneighbors(None if exclude_self else queries, return_distance=True)
+    return dist.astype(np.float64), idx.astype(np.int64)
+
+
+def exact_knn(data, k: int, queries=None, *, exclude_self: bool = False, device: str = "auto",
+              memory_mb: float = 256.0, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances and indices of the ``k`` nearest ``data`` rows of each query.
+
+    ``queries`` defaults to ``data``; ``exclude_self`` (only when queries are the data) leaves each
+    row out of its own neighbours. ``method`` is ``cells``, ``brute`` or ``auto`` (cells, or the
+    dense search when the cells would not prune; see the module docstring). Returns float64
+    distances and int64 indices, both ``(n_queries, k)``, ordered by distance then index.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if exclude_self and queries is not None:
+        raise ValueError("exclude_self applies only when the queries are the data")
     dev = pick_device(device)
-    x = torch.as_tensor(np.ascontiguousarray(data, dtype=np.float32), device=dev)
+    data_np = np.ascontiguousarray(data, dtype=np.float32)
+    x = torch.as_tensor(data_np, device=dev)
     q = x if queries is None else torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32), device=dev)
+    if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
+        raise ValueError(f"queries have shape {tuple(q.shape)}, data {tuple(x.shape)}: feature counts differ")
     n, nq = len(x), len(q)
     available = n - (1 if exclude_self else 0)
     if k > available:
         raise ValueError(f"k={k} neighbours requested but only {available} points are available")
     if nq == 0 or k == 0:
         return np.zeros((nq, k)), np.zeros((nq, k), dtype=np.int64)
-    center = x.mean(0, keepdim=True)
-    xc, qcent = x - center, q - center  # float32 keys on centred data: smaller norms, smaller rounding error
-    x_sq, q_sq = (xc * xc).sum(1), (qcent * qcent).sum(1)
-    radius = x_sq.max().sqrt()
-    c = min(k + MARGIN, available)
-    chunk = max(1, int(memory_mb * 2**20 // (4 * n * 3)))
-    out_d = torch.empty(nq, k, dtype=torch.float64, device=dev)
-    out_i = torch.empty(nq, k, dtype=torch.long, device=dev)
+    center = x.mean(0, keepdim=True)  # keys on centred data: smaller norms, smaller rounding error
+    points = _Points(x, center)
+    query_points = points if queries is None else _Points(q, center)
+    radius = points.sq.max().sqrt()
+    q_ids = torch.arange(n, device=dev) if exclude_self else None
+    result = None
     with torch.no_grad(), _no_tf32():
-        for start in range(0, nq, chunk):
-            stop = min(start + chunk, nq)
-            qc = q[start:stop]
-            rows = torch.arange(stop - start, device=dev)
-            # |x|^2 - 2 q.x orders the data like |q - x|^2 does
-            approx = torch.addmm(x_sq[None, :], qcent[start:stop], xc.T, alpha=-2.0)
-            self_index = torch.arange(start, stop, device=dev) if exclude_self else None
-            if exclude_self:
-                approx[rows, self_index] = float("inf")
-            cand = torch.topk(approx, c, dim=1, largest=False, sorted=True)
-            idx = cand.indices
-            exact = ((x[idx].double() - qc[:, None, :].double()) ** 2).sum(-1)  # original values, float64
-            best_d, best_i = _sorted_by_distance_then_index(exact, k, idx)
-            # rounding error of the float32 keys: |fl(key) - key| <= err; a non-candidate z has
-            # key(z) >= last candidate key, so |q - z|^2 >= last + |q|^2 - err
-            err = (x.shape[1] + 4) * _U32 * (2 * q_sq[start:stop].sqrt() * radius + radius ** 2) * 2
-            last = cand.values[:, -1].double() + q_sq[start:stop].double()
-            unsure = (c < available) & (last - err.double() <= best_d[:, -1])
-            if unsure.any():
-                which = torch.nonzero(unsure).flatten()
-                fd, fi = _exact_rows(qc[which], x, k, self_index[which] if exclude_self else None, memory_mb)
-                best_d[which], best_i[which] = fd, fi
-            out_d[start:stop], out_i[start:stop] = best_d, best_i
+        if method in ("auto", "cells") and n > 4 * (k + MARGIN):
+            result = _cells_knn(query_points, q_ids, points, k, radius, memory_mb,
+                                DENSE_SHARE if method == "auto" else None)
+        if result is None and method == "auto" and dev.type == "cpu":
+            return _sklearn_knn(data_np, None if queries is None else q.numpy(), k, exclude_self)
+        if result is None:
+            result = _knn_among(query_points, points, None, k, q_ids, radius, memory_mb)
+    out_d, out_i = result
     return out_d.sqrt().cpu().numpy(), out_i.cpu().numpy()
 
 
@@ -128,10 +312,12 @@ class TorchNearestNeighbors(BaseEstimator):
     ``n_neighbors``): BorderlineSMOTE, ADASYN, SVMSMOTE then search in torch, on the GPU when present.
     """
 
-    def __init__(self, n_neighbors: int = 5, device: str = "auto", memory_mb: float = 256.0) -> None:
+    def __init__(self, n_neighbors: int = 5, device: str = "auto", memory_mb: float = 256.0,
+                 method: str = "auto") -> None:
         self.n_neighbors = n_neighbors
         self.device = device
         self.memory_mb = memory_mb
+        self.method = method
 
     def fit(self, X, y=None):
         """Remember the points to search."""
@@ -143,13 +329,14 @@ class TorchNearestNeighbors(BaseEstimator):
     def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
         """As ``sklearn.neighbors.NearestNeighbors.kneighbors``: with X=None, each point is left out of its own."""
         k = n_neighbors or self.n_neighbors
+        options = dict(device=self.device, memory_mb=self.memory_mb, method=self.method)
         if X is None:
-            dist, idx = exact_knn(self._fit_X, k, exclude_self=True, device=self.device, memory_mb=self.memory_mb)
+            dist, idx = exact_knn(self._fit_X, k, exclude_self=True, **options)
         else:
             if k > self.n_samples_fit_:
                 raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
                                  f"n_samples_fit = {self.n_samples_fit_}, n_samples = {len(X)}")
-            dist, idx = exact_knn(self._fit_X, k, np.asarray(X), device=self.device, memory_mb=self.memory_mb)
+            dist, idx = exact_knn(self._fit_X, k, np.asarray(X), **options)
         return (dist, idx) if return_distance else idx
 
     def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):

@@ -121,3 +121,30 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 <p>{report['problems']['count']} input(s) excluded.</p><ul>{problems}</ul>
 </body></html>
 """
+
+
+def render_balance(manifest: dict, console: Console) -> None:
+    """Print what ``augforge balance`` did: train counts before and after, and the summary figures."""
+    from augforge.balance.stats import ClassStats
+
+    info = manifest["balance"]
+    names = list(manifest["class_names"])
+    before = ClassStats(tuple(names), tuple(info["before"][n] for n in names))
+    after = ClassStats(tuple(names), tuple(info["after"][n] for n in names))
+    table = Table(title=f"train split balanced with {info['strategy']} ({info['mode']})")
+    table.add_column("class")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_column("change", justify="right")
+    for name, b, a in zip(names, before.counts, after.counts):
+        table.add_row(name, f"{b:,}", f"{a:,}", f"{a - b:+,}")
+    console.print(table)
+    for label, stats in (("before", before), ("after", after)):
+        console.print(f"{label}: rows {stats.total:,}, imbalance ratio {_ratio(_finite(stats.imbalance_ratio))}, "
+                      f"normalized entropy {stats.entropy:.3f}", highlight=False)
+    console.print(f"synthetic rows: {info['synthetic']:,} (marked synthetic=true, aug 'balance:<step>')",
+                  highlight=False)
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value or value in (float("inf"), float("-inf")) else value

@@ -80,13 +80,16 @@ def check_class_sizes(steps: list[Step], counts, class_names: list[str]) -> None
         current = np.asarray(after.counts)
 
 
-def check_finite(X: np.ndarray, feature_names: list[str] | None, ids: list[str] | None = None) -> None:
-    """Refuse NaN or infinite features, naming the column and the first bad row."""
+def check_finite(X: np.ndarray, feature_names: list[str] | None, row_name=None) -> None:
+    """Refuse NaN or infinite features, naming the column and the first bad row.
+
+    ``row_name(i)`` names row ``i`` in the message (its id); by default the row number is used.
+    """
     bad = ~np.isfinite(X)
     if bad.any():
         row, col = np.argwhere(bad)[0]
         name = feature_names[col] if feature_names and col < len(feature_names) else f"#{col}"
-        where = f"row {ids[row]!r}" if ids else f"row {row}"
+        where = f"row {row_name(int(row))!r}" if row_name else f"row {row}"
         raise AugforgeError(
             f"feature column {name!r} is {X[row, col]} at {where} ({int(bad.sum())} bad values); "
             "impute or drop those rows before balancing"
@@ -107,7 +110,7 @@ def resample(steps: list[Step], y: np.ndarray, class_names: list[str], X: np.nda
         sampler = step.build(class_names, random_state=seed + i, knn_backend=knn_backend)
         try:
             data_out, y_out = sampler.fit_resample(data, y)
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # imbalanced-learn's refusals (ADASYN raises RuntimeError)
             raise AugforgeError(f"strategy step {step.text!r}: {str(exc).splitlines()[0]}") from None
         kept = getattr(sampler, "sample_indices_", None)
         if kept is not None:

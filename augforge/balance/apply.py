@@ -1,0 +1,257 @@
+"""`augforge balance`: resample a dataset's train split with a strategy chain, into a new dataset directory.
+
+Only the train split is resampled; val and test rows pass through untouched, so evaluation
+never sees synthetic rows. Feature payloads are interpolated (SMOTE family) or measured
+(cleaning samplers) on their vectors; image and text rows can only be copied (``over``: marked
+copies that the augmentation stage varies) or dropped (``under``).
+
+Output order: the train rows grouped by the source row they come from (each kept row, then its
+copies or the rows interpolated from it), then rows with no single source (cluster centroids),
+then the val and test rows in source order. This lets one sequential pass over the source write
+the dataset, so memory holds the train features and the resampled ones, not the payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from augforge.balance.resample import INDEX_ONLY, Resampled, check_class_sizes, check_finite, parse_for, resample
+from augforge.balance.strategy import Step, project
+from augforge.datasets import schema as S
+from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, with_provenance, write_dataset
+from augforge.datasets.plan import plan_rows
+from augforge.datasets.sources.base import Source
+from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+from augforge.errors import AugforgeError
+
+#: Prefix of the ``aug`` column of rows made by balancing.
+AUG_PREFIX = "balance:"
+
+
+def needs_vectors(steps: list[Step]) -> bool:
+    """Whether any step interpolates or measures features (everything but plain over/under)."""
+    return any(step.sampler.name not in INDEX_ONLY or step.options.get("shrinkage") for step in steps)
+
+
+def read_features(source: Source, positions: np.ndarray) -> np.ndarray:
+    """The float32 feature matrix of the source rows at ``positions``, read in one streaming pass."""
+    dim = source.feature_dim
+    X = np.empty((len(positions), dim), dtype=np.float32)
+    at = 0
+    for batch in source.read(positions, READ_BATCH_ROWS * 64):
+        values = batch.column(S.FEATURES).flatten().to_numpy(zero_copy_only=False)
+        X[at : at + batch.num_rows] = values.reshape(batch.num_rows, dim)
+        at += batch.num_rows
+    return X
+
+
+@dataclass
+class BalancePlan:
+    """Everything decided before rows are written: the resampled train rows and the output order."""
+
+    steps: list[Step]
+    train_positions: np.ndarray
+    other_positions: np.ndarray
+    other_splits: np.ndarray
+    result: Resampled
+    order: np.ndarray  # output position -> index into result, train rows grouped by origin
+    origins: np.ndarray  # sorted unique origins (indices into train_positions)
+    counts: np.ndarray  # output rows per unique origin
+    orphans: np.ndarray  # indices into result of rows with no single origin
+    before: np.ndarray
+    after: np.ndarray
+
+
+def plan_balance(source: Source, strategy: str, *, splits: SplitSpec = SplitSpec(),
+                 imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0, knn_backend: str = "auto",
+                 on_stage: Callable[[str], None] | None = None) -> BalancePlan:
+    """Resample the train split of ``source`` (labels, and features where the chain needs them)."""
+    stage = on_stage or (lambda _: None)
+    steps = parse_for(strategy, source.payload)
+    rows = plan_rows(source, splits, imbalance, seed)
+    is_train = rows.splits == S.TRAIN
+    train_positions = rows.positions[is_train]
+    if len(train_positions) == 0:
+        raise AugforgeError(f"{source.location}: the train split is empty; nothing to balance")
+    y = rows.labels[is_train]
+    names = list(source.class_names)
+    before = np.bincount(y, minlength=len(names))
+    check_class_sizes(steps, before, names)
+    project(steps, before, names, strategy)  # refuses what imbalanced-learn would refuse, before any reading
+    X = None
+    if needs_vectors(steps):
+        stage(f"reading {len(train_positions):,} feature rows")
+        X = read_features(source, train_positions)
+        feature_names = source.payload_info().get("feature_names")
+        try:
+            check_finite(X, feature_names, lambda row: source.ids()[int(train_positions[row])])
+        except AugforgeError as exc:
+            raise AugforgeError(f"{source.location}: {exc}") from None
+    stage(f"resampling {len(y):,} rows: {strategy}")
+    result = resample(steps, y, names, X, seed=seed, knn_backend=knn_backend)
+    del X
+    key = np.where(result.origin >= 0, result.origin, len(train_positions))
+    order = np.argsort(key, kind="stable")
+    grouped = result.origin[order]
+    origins, counts = np.unique(grouped[grouped >= 0], return_counts=True)
+    return BalancePlan(
+        steps=steps, train_positions=train_positions, other_positions=rows.positions[~is_train],
+        other_splits=rows.splits[~is_train], result=result, order=order, origins=origins, counts=counts,
+        orphans=order[len(grouped[grouped >= 0]):], before=before,
+        after=np.bincount(result.y, minlength=len(names)),
+    )
+
+
+def _copy_ids(ids: pa.Array, synthetic: np.ndarray, copy_index: np.ndarray) -> pa.Array:
+    """Ids of output rows: a source row keeps its id, its j-th synthetic descendant gets ``id~bj``."""
+    values = ids.to_pylist()
+    return pa.array([f"{v}~b{j}" if s else v for v, s, j in zip(values, synthetic, copy_index)], pa.string())
+
+
+def _copy_index(plan: BalancePlan) -> np.ndarray:
+    """For each output row (in output order), how many synthetic rows of the same origin precede it."""
+    syn = plan.result.synthetic[plan.order].astype(np.int64)
+    grouped = plan.result.origin[plan.order]
+    if len(grouped) == 0:
+        return syn
+    running = np.cumsum(syn) - syn
+    starts = np.r_[0, np.flatnonzero(np.diff(grouped)) + 1]
+    group_start = np.repeat(running[starts], np.diff(np.r_[starts, len(grouped)]))
+    return running - group_start
+
+
+def _train_batches(source: Source, plan: BalancePlan, skip: int) -> Iterator[pa.RecordBatch]:
+    """The train rows in output order, from output row ``skip`` on."""
+    res = plan.result
+    copy_index = _copy_index(plan)
+    ends = np.cumsum(plan.counts)
+    first = int(np.searchsorted(ends, skip, side="right"))  # the first origin with rows at or after skip
+    done = int(ends[first - 1]) if first else 0
+    with_vectors = res.X is not None
+    for batch in source.read(plan.train_positions[plan.origins[first:]], READ_BATCH_ROWS):
+        m = batch.num_rows
+        reps = plan.counts[first : first + m]
+        expanded = with_provenance(batch, np.full(m, S.TRAIN, dtype=np.int8)).take(
+            pa.array(np.repeat(np.arange(m), reps)))
+        out = slice(done, done + int(reps.sum()))
+        yield _patched(expanded, plan.order[out], res, copy_index[out], with_vectors).slice(max(skip - done, 0))
+        first += m
+        done = out.stop
+    if len(plan.orphans) and skip < done + len(plan.orphans):
+        yield _orphans(plan, source.schema()).slice(max(skip - done, 0))
+
+
+def _patched(rows: pa.RecordBatch, picked: np.ndarray, res: Resampled, copy_index: np.ndarray,
+             with_vectors: bool) -> pa.RecordBatch:
+    """Source rows expanded to their output rows, marked where synthetic, with resampled features."""
+    synthetic = res.synthetic[picked]
+    made = rows.column(S.SYNTHETIC).to_numpy(zero_copy_only=False) | synthetic
+    aug = [f"{AUG_PREFIX}{a}" if s else old for s, a, old in zip(synthetic, res.aug[picked],
+                                                               rows.column(S.AUG).to_pylist())]
+    columns = {name: rows.column(name) for name in rows.schema.names}
+    columns[S.ID] = _copy_ids(rows.column(S.ID), synthetic, copy_index)
+    columns[S.LABEL] = pa.array(res.y[picked], pa.int64())
+    columns[S.SYNTHETIC] = pa.array(made)
+    columns[S.AUG] = pa.array(aug, pa.string())
+    if with_vectors:
+        columns[S.FEATURES] = _vectors(res.X[picked])
+    return pa.record_batch(columns)
+
+
+def _vectors(X: np.ndarray) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(X, dtype=np.float32).reshape(-1), pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, X.shape[1])
+
+
+def _orphans(plan: BalancePlan, schema: pa.Schema) -> pa.RecordBatch:
+    """Rows with no single source row (cluster centroids): new ids, their own source id."""
+    res, picked = plan.result, plan.orphans
+    ids = pa.array([f"centroid~b{j}" for j in range(len(picked))], pa.string())
+    columns = {
+        S.ID: ids,
+        S.LABEL: pa.array(res.y[picked], pa.int64()),
+        S.FEATURES: _vectors(res.X[picked]),
+        S.SOURCE_ID: ids,
+        S.SYNTHETIC: pa.array(np.ones(len(picked), dtype=bool)),
+        S.AUG: pa.array([f"{AUG_PREFIX}{a}" for a in res.aug[picked]], pa.string()),
+        S.SPLIT: S.split_names(np.full(len(picked), S.TRAIN)),
+    }
+    return pa.record_batch([columns[name] for name in schema.names], schema=schema)
+
+
+def _other_batches(source: Source, plan: BalancePlan, skip: int) -> Iterator[pa.RecordBatch]:
+    """The val and test rows, untouched, from row ``skip`` of that part on."""
+    done = skip
+    for batch in source.read(plan.other_positions[skip:], READ_BATCH_ROWS):
+        yield with_provenance(batch, plan.other_splits[done : done + batch.num_rows])
+        done += batch.num_rows
+
+
+def balance_dataset(
+    source: Source,
+    out: str | Path,
+    strategy: str,
+    *,
+    splits: SplitSpec = SplitSpec(),
+    imbalance: ImbalanceSpec = ImbalanceSpec(),
+    seed: int = 0,
+    knn_backend: str = "auto",
+    shard_rows: int | None = None,
+    shard_mb: float | None = None,
+    overwrite: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> tuple[WriteResult, BalancePlan]:
+    """Write ``source`` to ``out`` with its train split resampled by ``strategy`` (imbalanced-learn semantics).
+
+    Deterministic for a seed; resumable and safe like ``ingest`` (see ``write_dataset``).
+    """
+    plan = plan_balance(source, strategy, splits=splits, imbalance=imbalance, seed=seed, knn_backend=knn_backend,
+                        on_stage=on_stage)
+    names = list(source.class_names)
+    n_train = len(plan.result.y)
+    parts = {
+        "job": "balance",
+        "source": source.describe(),
+        "splits": asdict(splits),
+        "imbalance": asdict(imbalance),
+        "seed": seed,
+        "strategy": strategy,
+        "shard_rows": shard_rows,
+        "shard_mb": shard_mb,
+    }
+    meta = {
+        "source": source.describe(),
+        "payload_info": source.payload_info(),
+        "seed": seed,
+        "splits": asdict(splits),
+        "imbalance": asdict(imbalance) if imbalance.active else None,
+        "recipe": None,
+        "balance": {
+            "strategy": strategy,
+            "mode": "interpolate" if plan.result.X is not None else "copies",
+            "knn_backend": knn_backend,
+            "before": dict(zip(names, plan.before.tolist())),
+            "after": dict(zip(names, plan.after.tolist())),
+            "synthetic": int(plan.result.synthetic.sum()),
+        },
+        "problems": [p.to_dict() for p in source.problems],
+    }
+
+    def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        if skip < n_train:
+            yield from _train_batches(source, plan, skip)
+        yield from _other_batches(source, plan, max(skip - n_train, 0))
+
+    if on_stage:
+        on_stage(f"writing {n_train + len(plan.other_positions):,} rows to {out}")
+    result = write_dataset(out, source.schema(), names, parts=parts, meta=meta,
+                           total_rows=n_train + len(plan.other_positions), batches=batches, shard_rows=shard_rows,
+                           shard_mb=shard_mb, overwrite=overwrite, on_rows=on_rows, on_total=on_total)
+    return result, plan
