@@ -29,6 +29,8 @@ from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import AugforgeError
 
+#: Rows per batch when only ids and provenance are read.
+META_BATCH_ROWS = 65_536
 #: Prefix of the ``aug`` column of rows made by balancing.
 AUG_PREFIX = "balance:"
 
@@ -47,6 +49,18 @@ def read_features(source: Source, positions: np.ndarray) -> np.ndarray:
         values = batch.column(S.FEATURES).flatten().to_numpy(zero_copy_only=False)
         X[at : at + batch.num_rows] = values.reshape(batch.num_rows, dim)
         at += batch.num_rows
+    return X
+
+
+def _train_features(source: Source, positions: np.ndarray, stage: Callable[[str], None]) -> np.ndarray:
+    """The train rows' features, refused with the column and row named if any is NaN or infinite."""
+    stage(f"reading {len(positions):,} feature rows")
+    X = read_features(source, positions)
+    try:
+        check_finite(X, source.payload_info().get("feature_names"), lambda row: source.ids()[int(positions[row])])
+    except AugforgeError as exc:
+        raise AugforgeError(f"{source.location}: {exc}") from None
+    stage(f"resampling {len(positions):,} rows")
     return X
 
 
@@ -81,20 +95,13 @@ def plan_balance(source: Source, strategy: str, *, splits: SplitSpec = SplitSpec
     y = rows.labels[is_train]
     names = list(source.class_names)
     before = np.bincount(y, minlength=len(names))
-    check_class_sizes(steps, before, names)
     project(steps, before, names, strategy)  # refuses what imbalanced-learn would refuse, before any reading
-    X = None
-    if needs_vectors(steps):
-        stage(f"reading {len(train_positions):,} feature rows")
-        X = read_features(source, train_positions)
-        feature_names = source.payload_info().get("feature_names")
-        try:
-            check_finite(X, feature_names, lambda row: source.ids()[int(train_positions[row])])
-        except AugforgeError as exc:
-            raise AugforgeError(f"{source.location}: {exc}") from None
-    stage(f"resampling {len(y):,} rows: {strategy}")
-    result = resample(steps, y, names, X, seed=seed, knn_backend=knn_backend)
-    del X
+    check_class_sizes(steps, before, names)
+    if not needs_vectors(steps):
+        stage(f"resampling {len(y):,} rows")
+    # the features are passed straight in: resample() holds the only reference and frees them after step 1
+    result = resample(steps, y, names, _train_features(source, train_positions, stage) if needs_vectors(steps)
+                      else None, seed=seed, knn_backend=knn_backend)
     key = np.where(result.origin >= 0, result.origin, len(train_positions))
     order = np.argsort(key, kind="stable")
     grouped = result.origin[order]
@@ -133,7 +140,7 @@ def _train_batches(source: Source, plan: BalancePlan, skip: int) -> Iterator[pa.
     first = int(np.searchsorted(ends, skip, side="right"))  # the first origin with rows at or after skip
     done = int(ends[first - 1]) if first else 0
     with_vectors = res.X is not None
-    for batch in source.read(plan.train_positions[plan.origins[first:]], READ_BATCH_ROWS):
+    for batch in _source_rows(source, plan.train_positions[plan.origins[first:]], payload=not with_vectors):
         m = batch.num_rows
         reps = plan.counts[first : first + m]
         expanded = with_provenance(batch, np.full(m, S.TRAIN, dtype=np.int8)).take(
@@ -144,6 +151,23 @@ def _train_batches(source: Source, plan: BalancePlan, skip: int) -> Iterator[pa.
         done = out.stop
     if len(plan.orphans) and skip < done + len(plan.orphans):
         yield _orphans(plan, source.schema()).slice(max(skip - done, 0))
+
+
+def _source_rows(source: Source, positions: np.ndarray, payload: bool) -> Iterator[pa.RecordBatch]:
+    """Source rows at ``positions``; without ``payload``, only the id, label and provenance columns
+    (the resampled features replace the payload, so it is not read a second time)."""
+    if payload:
+        yield from source.read(positions, READ_BATCH_ROWS)
+        return
+    dataset = getattr(source, "dataset", None)
+    ids, labels = (None, None) if dataset is not None else (source.ids(), source.labels())
+    for start in range(0, len(positions), META_BATCH_ROWS):
+        chunk = positions[start : start + META_BATCH_ROWS]
+        if dataset is not None:
+            yield from dataset.take(chunk, [S.ID, S.LABEL, S.SOURCE_ID, S.SYNTHETIC, S.AUG]).to_batches()
+        else:
+            yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
+                                   S.LABEL: pa.array(labels[chunk], pa.int64())})
 
 
 def _patched(rows: pa.RecordBatch, picked: np.ndarray, res: Resampled, copy_index: np.ndarray,

@@ -213,18 +213,28 @@ def _cells_knn(queries: _Points, q_ids: torch.Tensor | None, data: _Points, k: i
     """k-NN by cells (see the module docstring); None when ``dense_share`` is set and pruning falls short."""
     n, nq = len(data.x), len(queries.x)
     dev = data.x.device
-    cells = _Cells(data, n_cells=max(1, min(n // 8, int(CELLS_PER_ROOT * math.sqrt(n)))), need=k + (q_ids is not None))
-    near, far = cells.distances(queries.xc)
-    # an upper bound on each query's k-th neighbour distance: a cell holding `need` points within
-    # `reach` of its centre holds k points (itself aside) within |q - centre| + reach of the query
-    bound = (far + cells.reach[None, :]).min(1).values
-    # a cell can hold a neighbour only if its nearest possible point is within the bound
-    possible = (near - cells.radius[None, :]) <= bound[:, None]
-    home = near.argmin(1)
-    del near, far
+    n_cells = max(1, min(n // 8, int(CELLS_PER_ROOT * math.sqrt(n))))
+    cells = _Cells(data, n_cells, need=k + (q_ids is not None))
+    m = len(cells.sizes)
+    # float32 copies rounded outwards, so that the bounds stay on the safe side
+    radius_up = torch.nextafter(cells.radius.float(), torch.tensor(float("inf"), device=dev))
+    reach_up = torch.nextafter(cells.reach.float(), torch.tensor(float("inf"), device=dev))
+    home = torch.empty(nq, dtype=torch.long, device=dev)
+    wanted = torch.zeros(m, m, dtype=torch.int32, device=dev)  # home cell -> cells its queries need
+    chunk = max(1, int(memory_mb * 2**20 // (m * 4 * 6)))
+    for start in range(0, nq, chunk):
+        near, far = cells.distances(queries.xc[start : start + chunk])
+        # an upper bound on each query's k-th neighbour distance: a cell holding `need` points within
+        # `reach` of its centre holds k points (itself aside) within |q - centre| + reach of the query
+        bound = (far + reach_up[None, :]).min(1).values
+        bound = bound * (1 + 1e-5)  # room for the rounding of the comparison below
+        own = near.argmin(1)  # queries are searched a home cell at a time
+        home[start : start + chunk] = own
+        # a cell can hold a neighbour only if its nearest possible point is within the bound
+        possible = near.sub_(radius_up[None, :]) <= bound[:, None]
+        wanted.index_add_(0, own, possible.to(torch.int32))
     groups, group_of = torch.unique(home, return_inverse=True)
-    wanted = torch.zeros(len(groups), len(cells.sizes), dtype=torch.int32, device=dev)
-    wanted = wanted.index_add_(0, group_of, possible.to(torch.int32)) > 0
+    wanted = wanted[groups] > 0
     group_size = torch.bincount(group_of, minlength=len(groups))
     pairs = int((group_size.double() * (wanted.double() @ cells.sizes.double())).sum())
     if dense_share is not None and pairs > dense_share * n * nq:

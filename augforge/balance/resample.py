@@ -103,6 +103,7 @@ def resample(steps: list[Step], y: np.ndarray, class_names: list[str], X: np.nda
     n = len(y)
     index_only = X is None
     data = np.arange(n, dtype=np.float64)[:, None] if index_only else X
+    del X  # `data` is the only reference here: the input is freed as soon as the first step replaces it
     origin = np.arange(n, dtype=np.int64)
     synthetic = np.zeros(n, dtype=bool)
     aug = np.full(n, None, dtype=object)
