@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(AF) ingest digits $(DEMO)/digits-lt --imbalance longtail --test-split 0.25 --overwrite
 	$(AF) report $(DEMO)/digits-lt --strategy over --html $(DEMO)/report.html
 	$(AF) report $(DEMO)/digits-lt --split test
+	$(AF) balance $(DEMO)/digits-lt $(DEMO)/digits-bal --strategy over --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
