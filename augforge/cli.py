@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from augforge import __version__
 from augforge.errors import AugforgeError
@@ -29,6 +28,15 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--imbalance-factor", type=float, default=10.0, metavar="F",
                        help="majority/minority ratio of the long-tail profile (default 10)")
     group.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every command that writes a dataset directory."""
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
+    size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _source(args: argparse.Namespace):
@@ -241,11 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="image folder, .csv/.tsv/.parquet/.jsonl file, dataset directory, or 'digits'")
     p.add_argument("out", help="the dataset directory to write")
     _add_source_options(p)
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
-    size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_output_options(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("inspect", help="summarise a dataset directory's manifest",
@@ -281,11 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact neighbour search of the SMOTE family (default auto: pruned by cells where the "
                         "data allows, on the GPU when present)")
     _add_source_options(p)
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
-    size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_output_options(p)
     p.set_defaults(func=cmd_balance)
 
     p = sub.add_parser("models", help="list the models, or print one's layers, parameters and MACs",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+
 import numpy as np
 import polars as pl
 import pytest
@@ -68,3 +73,21 @@ def text_csv(tmp_path):
     path = tmp_path / "reviews.csv"
     pl.DataFrame({"review": [r[0] for r in rows], "sentiment": [r[1] for r in rows]}).write_csv(path)
     return path
+
+
+def kill_9_after_shards(proc, out, shards: int = 3, timeout: float = 200.0) -> int:
+    """SIGKILL the writing subprocess ``proc`` once its journal in ``out`` lists ``shards`` shards.
+
+    Returns how many shards the journal lists after the kill.
+    """
+    from augforge.datasets.manifest import PROGRESS
+
+    journal = out / PROGRESS
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if journal.exists() and len(json.loads(journal.read_text())["shards"]) >= shards:
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return len(json.loads(journal.read_text())["shards"])

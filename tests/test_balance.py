@@ -1,11 +1,8 @@
 """`augforge balance`: resampled train splits in the shard store, with provenance, from Python and the CLI."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import numpy as np
@@ -18,9 +15,10 @@ from augforge.balance.apply import balance_dataset
 from augforge.balance.strategy import parse_strategy, project
 from augforge.cli import main
 from augforge.datasets import open_dataset, open_source
-from augforge.datasets.manifest import MANIFEST, PROGRESS
+from augforge.datasets.manifest import MANIFEST
 from augforge.datasets.splits import SplitSpec
 from augforge.errors import AugforgeError
+from conftest import kill_9_after_shards
 
 
 def _table(path, X, labels, **extra):
@@ -156,17 +154,8 @@ def test_kill_9_mid_balance_then_resume_equals_uninterrupted(tmp_path):
     assert run(full).wait(timeout=300) == 0
 
     killed = tmp_path / "killed"
-    proc = run(killed)
-    deadline = time.time() + 200
-    while time.time() < deadline:
-        journal = killed / PROGRESS
-        if journal.exists() and len(json.loads(journal.read_text())["shards"]) >= 3:
-            break
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    done_before = kill_9_after_shards(run(killed), killed)
     assert not (killed / MANIFEST).exists()
-    done_before = len(json.loads((killed / PROGRESS).read_text())["shards"])
     total_shards = len(_shard_checksums(full))
     assert 3 <= done_before < total_shards
 

@@ -1,11 +1,8 @@
 """The shard store: writer, reader, manifest, checksums, atomicity and resume after kill -9."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import polars as pl
@@ -21,6 +18,7 @@ from augforge.datasets.manifest import MANIFEST, PROGRESS
 from augforge.datasets.schema import dataset_schema
 from augforge.datasets.writer import DatasetWriter
 from augforge.errors import AugforgeError
+from conftest import kill_9_after_shards
 
 
 def _rows(n, start=0):
@@ -181,17 +179,8 @@ def test_kill_9_mid_ingest_then_resume_equals_uninterrupted(tmp_path):
     assert run(full).wait(timeout=300) == 0
 
     killed = tmp_path / "killed"
-    proc = run(killed)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        journal = killed / PROGRESS
-        if journal.exists() and len(json.loads(journal.read_text())["shards"]) >= 3:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    done_before = kill_9_after_shards(run(killed), killed)
     assert not (killed / MANIFEST).exists()
-    done_before = len(json.loads((killed / PROGRESS).read_text())["shards"])
     assert 3 <= done_before < 150
 
     assert run(killed).wait(timeout=300) == 0

@@ -13,7 +13,7 @@ the dataset, so memory holds the train features and the resampled ones, not the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,7 +23,8 @@ import pyarrow as pa
 from augforge.balance.resample import INDEX_ONLY, Resampled, check_class_sizes, check_finite, parse_for, resample
 from augforge.balance.strategy import Step, project
 from augforge.datasets import schema as S
-from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, with_provenance, write_dataset
+from augforge.datasets.ingest import (READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance,
+                                      write_dataset)
 from augforge.datasets.plan import plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
@@ -240,33 +241,15 @@ def balance_dataset(
                         on_stage=on_stage)
     names = list(source.class_names)
     n_train = len(plan.result.y)
-    parts = {
-        "job": "balance",
-        "source": source.describe(),
-        "splits": asdict(splits),
-        "imbalance": asdict(imbalance),
-        "seed": seed,
+    parts = content_parts(source, splits, imbalance, seed, shard_rows, shard_mb, job="balance", strategy=strategy)
+    meta = manifest_meta(source, splits, imbalance, seed, balance={
         "strategy": strategy,
-        "shard_rows": shard_rows,
-        "shard_mb": shard_mb,
-    }
-    meta = {
-        "source": source.describe(),
-        "payload_info": source.payload_info(),
-        "seed": seed,
-        "splits": asdict(splits),
-        "imbalance": asdict(imbalance) if imbalance.active else None,
-        "recipe": None,
-        "balance": {
-            "strategy": strategy,
-            "mode": "interpolate" if plan.result.X is not None else "copies",
-            "knn_backend": knn_backend,
-            "before": dict(zip(names, plan.before.tolist())),
-            "after": dict(zip(names, plan.after.tolist())),
-            "synthetic": int(plan.result.synthetic.sum()),
-        },
-        "problems": [p.to_dict() for p in source.problems],
-    }
+        "mode": "interpolate" if plan.result.X is not None else "copies",
+        "knn_backend": knn_backend,
+        "before": dict(zip(names, plan.before.tolist())),
+        "after": dict(zip(names, plan.after.tolist())),
+        "synthetic": int(plan.result.synthetic.sum()),
+    })
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         if skip < n_train:

@@ -38,6 +38,27 @@ def with_provenance(batch: pa.RecordBatch, split_codes: np.ndarray) -> pa.Record
     return pa.record_batch(columns)
 
 
+def content_parts(source: Source, splits: SplitSpec, imbalance: ImbalanceSpec, seed: int, shard_rows: int | None,
+                  shard_mb: float | None, **job) -> dict:
+    """What determines a written dataset's content (hashed into its fingerprint); ``job`` adds the job's own."""
+    return {**job, "source": source.describe(), "splits": asdict(splits), "imbalance": asdict(imbalance),
+            "seed": seed, "shard_rows": shard_rows, "shard_mb": shard_mb}
+
+
+def manifest_meta(source: Source, splits: SplitSpec, imbalance: ImbalanceSpec, seed: int, **job) -> dict:
+    """What a manifest records about where its rows came from; ``job`` adds the job's own keys."""
+    return {
+        "source": source.describe(),
+        "payload_info": source.payload_info(),
+        "seed": seed,
+        "splits": asdict(splits),
+        "imbalance": asdict(imbalance) if imbalance.active else None,
+        "recipe": None,
+        **job,
+        "problems": [p.to_dict() for p in source.problems],
+    }
+
+
 @dataclass
 class WriteResult:
     """What writing a dataset directory did."""
@@ -116,23 +137,8 @@ def ingest(
     plan: RowPlan = plan_rows(source, splits, imbalance, seed)
     if len(plan.positions) == 0:
         raise AugforgeError(f"{source.location}: no rows to write")
-    parts = {
-        "source": source.describe(),
-        "splits": asdict(splits),
-        "imbalance": asdict(imbalance),
-        "seed": seed,
-        "shard_rows": shard_rows,
-        "shard_mb": shard_mb,
-    }
-    meta = {
-        "source": source.describe(),
-        "payload_info": source.payload_info(),
-        "seed": seed,
-        "splits": asdict(splits),
-        "imbalance": asdict(imbalance) if imbalance.active else None,
-        "recipe": None,
-        "problems": [p.to_dict() for p in source.problems],
-    }
+    parts = content_parts(source, splits, imbalance, seed, shard_rows, shard_mb)
+    meta = manifest_meta(source, splits, imbalance, seed)
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         done = skip
