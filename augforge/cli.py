@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from augforge import __version__
@@ -190,6 +191,55 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """Run a recipe's chain (source, clean, balance, augment) into a dataset directory."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from augforge.balance.render import render_build
+    from augforge.pipelines.build import build
+    from augforge.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    err = Console(stderr=True)
+    show = not args.quiet and err.is_terminal
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("[progress.data.speed]{task.fields[rate]}"),
+                  TimeRemainingColumn(), console=err, disable=not show, transient=True) as progress:
+        task = progress.add_task("build", total=None, rate="")
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[0].speed
+            progress.update(task, rate=f"{speed:,.0f} rows/s" if speed else "")
+
+        result = build(recipe, args.out, workers=args.workers, overwrite=args.overwrite,
+                       on_stage=lambda text: progress.update(task, description=text),
+                       on_total=lambda n: progress.update(task, total=n, completed=0), on_rows=advance)
+    out = Console()
+    render_build(result.write.manifest, out)
+    target = args.out or recipe.output.dir
+    if result.write.up_to_date:
+        out.print(f"{target}: already holds this build; nothing to do")
+        return 0
+    resumed = f" (resumed after {result.write.resumed_rows:,} rows)" if result.write.resumed_rows else ""
+    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in result.write.manifest["counts"].items())
+    out.print(f"wrote {result.write.manifest['num_rows']:,} rows ({per_split}) in "
+              f"{len(result.write.manifest['shards'])} shard(s) to {target}{resumed}", highlight=False)
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    """Write a grid of source images and their augmented variants."""
+    from augforge.pipelines.preview import write_preview
+    from augforge.recipe import load_recipe
+
+    result = write_preview(load_recipe(args.recipe), args.out, n=args.n, variants=args.variants)
+    width, height = result.image.size
+    print(f"wrote {args.out}: {len(result.ids)} source images x {args.variants} variants ({width}x{height} px)")
+    return 0
+
+
 def _option_value(text: str):
     import yaml
 
@@ -287,6 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     _add_output_options(p)
     p.set_defaults(func=cmd_balance)
+
+    p = sub.add_parser("build", help="run a recipe: source -> clean -> balance -> augment -> shards",
+                       description="Build the dataset a recipe describes (docs/recipes.md): drop duplicates, balance "
+                                   "the train split, write augmented copies through DALI, pass val/test through. "
+                                   "Deterministic for the recipe's seed; rerun after a crash to resume.")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--out", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                   help="DALI and encoder threads (default: every core)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("preview", help="a grid of source images and their augmented variants",
+                       description="Render N train images of the recipe's source (spread over the classes) next to "
+                                   "VARIANTS augmented versions each, as a PNG.")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--n", type=int, default=8, help="source images (default 8)")
+    p.add_argument("--variants", type=int, default=4, help="augmented variants per image (default 4)")
+    p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("models", help="list the models, or print one's layers, parameters and MACs",
                        description="Without NAME, list the registered models and their options. With NAME, build it "

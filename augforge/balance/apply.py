@@ -25,7 +25,7 @@ from augforge.balance.strategy import Step, project
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import (READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance,
                                       write_dataset)
-from augforge.datasets.plan import plan_rows
+from augforge.datasets.plan import RowPlan, plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import AugforgeError
@@ -82,13 +82,17 @@ class BalancePlan:
     after: np.ndarray
 
 
-def plan_balance(source: Source, strategy: str, *, splits: SplitSpec = SplitSpec(),
+def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = SplitSpec(),
                  imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0, knn_backend: str = "auto",
-                 on_stage: Callable[[str], None] | None = None) -> BalancePlan:
-    """Resample the train split of ``source`` (labels, and features where the chain needs them)."""
+                 on_stage: Callable[[str], None] | None = None, rows: RowPlan | None = None) -> BalancePlan:
+    """Resample the train split of ``source`` (labels, and features where the chain needs them).
+
+    ``rows`` replaces the split plan (``plan_rows``) when the caller has already chosen the rows
+    (a build drops duplicates first); a ``strategy`` of None keeps the train rows as they are.
+    """
     stage = on_stage or (lambda _: None)
-    steps = parse_for(strategy, source.payload)
-    rows = plan_rows(source, splits, imbalance, seed)
+    steps = parse_for(strategy, source.payload) if strategy else []
+    rows = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     is_train = rows.splits == S.TRAIN
     train_positions = rows.positions[is_train]
     if len(train_positions) == 0:
@@ -96,7 +100,7 @@ def plan_balance(source: Source, strategy: str, *, splits: SplitSpec = SplitSpec
     y = rows.labels[is_train]
     names = list(source.class_names)
     before = np.bincount(y, minlength=len(names))
-    project(steps, before, names, strategy)  # refuses what imbalanced-learn would refuse, before any reading
+    project(steps, before, names, strategy or "")  # refuses what imbalanced-learn would refuse, before any reading
     check_class_sizes(steps, before, names)
     if not needs_vectors(steps):
         stage(f"resampling {len(y):,} rows")

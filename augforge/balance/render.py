@@ -148,3 +148,20 @@ def render_balance(manifest: dict, console: Console) -> None:
 
 def _finite(value: float) -> float | None:
     return None if value != value or value in (float("inf"), float("-inf")) else value
+
+
+def render_build(manifest: dict, console: Console) -> None:
+    """Print what ``augforge build`` did: per class, train rows after balancing and after augmenting."""
+    info = manifest["build"]
+    names = list(manifest["class_names"])
+    table = Table(title=f"train split: balance {info['balance']['strategy'] or 'none'}, augment on {info['device']}")
+    for column in ("class", "source", "balanced", "copies", "written"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name in names:
+        table.add_row(name, f"{info['balance']['before'][name]:,}", f"{info['balance']['after'][name]:,}",
+                      str(info["copies"][name]), f"{info['after_augment'][name]:,}")
+    console.print(table)
+    dropped = info["duplicates_dropped"]
+    excluded = len(manifest.get("problems", [])) - dropped
+    console.print(f"clean: {dropped} exact duplicate(s) dropped, {excluded} unreadable input(s) excluded; "
+                  f"{info['augmented']:,} augmented rows", highlight=False)

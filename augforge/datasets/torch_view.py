@@ -23,9 +23,20 @@ def decode_image(data: bytes) -> torch.Tensor:
     return torch.from_numpy(np.array(pixels.transpose(2, 0, 1), copy=True, order="C"))
 
 
-def to_tensor(payload: str, value):
-    """A stored payload value as what a model takes: image tensor, feature tensor, or the text itself."""
+def raw_image(data: bytes, info: dict) -> torch.Tensor:
+    """A raw HWC uint8 payload (``encoding: raw`` in the manifest) as a uint8 CHW tensor."""
+    pixels = np.frombuffer(data, dtype=np.uint8).reshape(info["height"], info["width"], info["channels"])
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+
+
+def to_tensor(payload: str, value, info: dict | None = None):
+    """A stored payload value as what a model takes: image tensor, feature tensor, or the text itself.
+
+    ``info`` is the manifest's ``payload_info`` (it says whether images are encoded or raw pixels).
+    """
     if payload == S.IMAGE:
+        if info and info.get("encoding") == "raw":
+            return raw_image(value, info)
         return decode_image(value)
     if payload == S.FEATURES:
         return torch.tensor(value, dtype=torch.float32)
@@ -62,7 +73,7 @@ class ShardDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         row = self.dataset[index]
         payload = self.dataset.payload
-        x = to_tensor(payload, row[payload])
+        x = to_tensor(payload, row[payload], self.dataset.manifest.get("payload_info"))
         y = row[S.LABEL]
         if self.transform is not None:
             x = self.transform(x)

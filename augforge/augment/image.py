@@ -1,0 +1,391 @@
+"""Image ops on NVIDIA DALI: a declarative op list compiled into one DALI pipeline.
+
+Each op is a small function from a DALI ``DataNode`` to a ``DataNode``. Every op takes a
+probability ``p``; below 1 it runs inside a DALI conditional, so it applies to a random subset
+of each batch. Ops DALI does not have (grayscale, random erasing, padding on every side) are
+built from DALI ops, never as a Python loop over images.
+
+Devices: ``cpu`` runs DALI in CPU-only mode (``device_id=None``); ``gpu`` decodes with the
+``mixed`` decoder and runs every op on the GPU; ``auto`` picks ``gpu`` when a CUDA device is
+present. The op table, with each parameter, is in docs/recipes.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from augforge.errors import AugforgeError
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter of an op: how it is checked (a ``Checker`` method and its arguments) and its default."""
+
+    kind: str
+    default: object = REQUIRED
+    args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """An image op: its parameters, its DALI graph, and what it needs."""
+
+    name: str
+    params: dict
+    build: Callable
+    rgb: bool = False  # needs three channels
+    float_output: bool = False  # produces float pixels (normalize): last, and not for encoded shards
+    summary: str = ""
+
+
+def _span(low=None, high=None, symmetric=False, default=REQUIRED) -> Param:
+    return Param("span", default, {"low": low, "high": high, "symmetric": symmetric})
+
+
+def _uniform(fn, bounds: tuple[float, float]):
+    """A per-sample uniform draw in ``bounds``, or the constant when the bounds are equal."""
+    low, high = bounds
+    return float(low) if low == high else fn.random.uniform(range=[float(low), float(high)])
+
+
+def _fill(params: dict) -> float:
+    return float(params["fill"])
+
+
+def _random_resized_crop(fn, types, img, prm, ctx):
+    h, w = prm["size"]
+    return fn.random_resized_crop(img, device=ctx.op_device, size=[h, w], random_area=list(prm["scale"]),
+                                  random_aspect_ratio=list(prm["ratio"]), antialias=True)
+
+
+def _random_crop(fn, types, img, prm, ctx):
+    h, w = prm["size"]
+    return fn.crop(img, device=ctx.op_device, crop=[h, w], crop_pos_x=fn.random.uniform(range=[0.0, 1.0]),
+                   crop_pos_y=fn.random.uniform(range=[0.0, 1.0]), out_of_bounds_policy="pad",
+                   fill_values=_fill(prm))
+
+
+def _center_crop(fn, types, img, prm, ctx):
+    h, w = prm["size"]
+    return fn.crop(img, device=ctx.op_device, crop=[h, w], out_of_bounds_policy="pad", fill_values=_fill(prm))
+
+
+def _resize(fn, types, img, prm, ctx):
+    h, w = prm["size"]
+    if prm["keep_aspect"]:
+        return fn.resize(img, device=ctx.op_device, resize_shorter=float(min(h, w)), antialias=True)
+    return fn.resize(img, device=ctx.op_device, resize_x=float(w), resize_y=float(h), antialias=True)
+
+
+def _pad(fn, types, img, prm, ctx):
+    n = float(prm["padding"])
+    shape = img.shape(dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    start = fn.cast(fn.stack(height * 0.0 - n, width * 0.0 - n), dtype=types.INT32)
+    size = fn.cast(fn.stack(height + 2.0 * n, width + 2.0 * n), dtype=types.INT32)
+    return fn.slice(img, start, size, device=ctx.op_device, axis_names="HW", out_of_bounds_policy="pad",
+                    fill_values=_fill(prm))
+
+
+def _rotate(fn, types, img, prm, ctx):
+    angle = _uniform(fn, prm["degrees"])
+    if prm["expand"]:
+        return fn.rotate(img, device=ctx.op_device, angle=angle, fill_value=_fill(prm))
+    return fn.rotate(img, device=ctx.op_device, angle=angle, fill_value=_fill(prm), keep_size=True)
+
+
+def _hflip(fn, types, img, prm, ctx):
+    return fn.flip(img, device=ctx.op_device, horizontal=1, vertical=0)
+
+
+def _vflip(fn, types, img, prm, ctx):
+    return fn.flip(img, device=ctx.op_device, horizontal=0, vertical=1)
+
+
+def _color(fn, types, img, prm, ctx):
+    return fn.color_twist(img, device=ctx.op_device, brightness=_uniform(fn, prm["brightness"]),
+                          contrast=_uniform(fn, prm["contrast"]), saturation=_uniform(fn, prm["saturation"]),
+                          hue=_uniform(fn, prm["hue"]))
+
+
+def _grayscale(fn, types, img, prm, ctx):
+    # DALI has no grayscale op that keeps three channels: saturation 0 in HSV space is one
+    return fn.hsv(img, device=ctx.op_device, saturation=0.0)
+
+
+def _gaussian_blur(fn, types, img, prm, ctx):
+    return fn.gaussian_blur(img, device=ctx.op_device, sigma=_uniform(fn, prm["sigma"]),
+                            window_size=int(prm["kernel"]))
+
+
+def _random_erasing(fn, types, img, prm, ctx):
+    # the torchvision recipe as a DALI graph: area share s ~ U(scale), log aspect r ~ U(log ratio)
+    from nvidia.dali import math as dmath
+
+    shape = img.shape(dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    area = _uniform(fn, prm["scale"])
+    log_lo, log_hi = math.log(prm["ratio"][0]), math.log(prm["ratio"][1])
+    aspect = dmath.exp(_uniform(fn, (log_lo, log_hi)))
+    side = dmath.sqrt(area * height * width)
+    eh = dmath.min(side * dmath.sqrt(aspect), height)
+    ew = dmath.min(side / dmath.sqrt(aspect), width)
+    ay = fn.random.uniform(range=[0.0, 1.0]) * (height - eh)
+    ax = fn.random.uniform(range=[0.0, 1.0]) * (width - ew)
+    return fn.erase(img, device=ctx.op_device, anchor=fn.stack(ay, ax), shape=fn.stack(eh, ew), axis_names="HW",
+                    fill_value=_fill(prm))
+
+
+def _cutout(fn, types, img, prm, ctx):
+    shape = img.shape(dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    size = float(prm["size"])
+    ay = fn.random.uniform(range=[0.0, 1.0]) * height - size / 2
+    ax = fn.random.uniform(range=[0.0, 1.0]) * width - size / 2
+    return fn.erase(img, device=ctx.op_device, anchor=fn.stack(ay, ax), shape=[size, size], axis_names="HW",
+                    fill_value=_fill(prm))
+
+
+def _normalize(fn, types, img, prm, ctx):
+    scale = 255.0
+    mean = [m * scale for m in prm["mean"]]
+    std = [s * scale for s in prm["std"]]
+    return fn.crop_mirror_normalize(img, device=ctx.op_device, dtype=types.FLOAT, output_layout="CHW",
+                                    mean=mean, std=std)
+
+
+def _auto_augment(fn, types, img, prm, ctx):
+    from nvidia.dali.auto_aug import auto_augment
+
+    return auto_augment.auto_augment_image_net(img, shape=img.shape(), fill_value=int(prm["fill"]))
+
+
+def _rand_augment(fn, types, img, prm, ctx):
+    from nvidia.dali.auto_aug import rand_augment
+
+    return rand_augment.rand_augment(img, n=int(prm["n"]), m=int(prm["m"]), shape=img.shape(),
+                                     num_magnitude_bins=int(prm["bins"]), fill_value=int(prm["fill"]))
+
+
+def _trivial_augment(fn, types, img, prm, ctx):
+    from nvidia.dali.auto_aug import trivial_augment
+
+    return trivial_augment.trivial_augment_wide(img, shape=img.shape(), num_magnitude_bins=int(prm["bins"]),
+                                                fill_value=int(prm["fill"]))
+
+
+FILL = Param("number", 0, {"low": 0, "high": 255})
+OPS: dict[str, OpDef] = {op.name: op for op in (
+    OpDef("random_resized_crop", {"size": Param("size"), "scale": _span(0.0, 1.0, default=(0.08, 1.0)),
+                                  "ratio": _span(0.01, 100.0, default=(3 / 4, 4 / 3))}, _random_resized_crop,
+          summary="crop a random area share `scale` with aspect `ratio`, resized to `size`"),
+    OpDef("random_crop", {"size": Param("size"), "fill": FILL}, _random_crop,
+          summary="a `size` window at a random position (padded with `fill` where the image is smaller)"),
+    OpDef("center_crop", {"size": Param("size"), "fill": FILL}, _center_crop, summary="the central `size` window"),
+    OpDef("resize", {"size": Param("size"), "keep_aspect": Param("flag", False)}, _resize,
+          summary="to `size` ([h, w]), or the shorter side to `size` with `keep_aspect`"),
+    OpDef("pad", {"padding": Param("number", REQUIRED, {"low": 0, "high": 4096, "integer": True}), "fill": FILL},
+          _pad, summary="`padding` pixels of `fill` on every side"),
+    OpDef("rotate", {"degrees": _span(0, 360, symmetric=True), "fill": FILL, "expand": Param("flag", False)}, _rotate,
+          summary="by a random angle in `degrees` (x means [-x, x]); `expand` grows the canvas"),
+    OpDef("hflip", {}, _hflip, summary="mirror left-right"),
+    OpDef("vflip", {}, _vflip, summary="mirror top-bottom"),
+    OpDef("color", {"brightness": _span(0, 10, default=(1.0, 1.0)), "contrast": _span(0, 10, default=(1.0, 1.0)),
+                    "saturation": _span(0, 10, default=(1.0, 1.0)), "hue": _span(-180, 180, default=(0.0, 0.0))},
+          _color, rgb=True, summary="random brightness, contrast, saturation factors and hue shift (degrees)"),
+    OpDef("grayscale", {}, _grayscale, rgb=True, summary="grey levels, three channels kept"),
+    OpDef("gaussian_blur", {"sigma": _span(0.01, 50, default=(0.1, 2.0)),
+                            "kernel": Param("number", 5, {"low": 1, "high": 101, "integer": True})},
+          _gaussian_blur, summary="blur with a random `sigma`, window `kernel`"),
+    OpDef("random_erasing", {"scale": _span(0.0, 1.0, default=(0.02, 0.33)),
+                             "ratio": _span(0.01, 100.0, default=(0.3, 3.3)), "fill": FILL},
+          _random_erasing, summary="erase a random rectangle (area share `scale`, aspect `ratio`)"),
+    OpDef("cutout", {"size": Param("number", REQUIRED, {"low": 1, "high": 4096, "integer": True}), "fill": FILL},
+          _cutout, summary="erase a `size` square centred at a random point"),
+    OpDef("normalize", {"mean": Param("numbers", (0.485, 0.456, 0.406)), "std": Param("numbers", (0.229, 0.224, 0.225))},
+          _normalize, float_output=True, summary="(x/255 - mean) / std, float32 CHW; streaming only"),
+    OpDef("auto_augment", {"policy": Param("choice", "imagenet", {"options": ("imagenet",)}),
+                           "fill": Param("number", 128, {"low": 0, "high": 255, "integer": True})},
+          _auto_augment, rgb=True, summary="AutoAugment, ImageNet policy (nvidia.dali.auto_aug)"),
+    OpDef("rand_augment", {"n": Param("number", 2, {"low": 1, "high": 14, "integer": True}),
+                           "m": Param("number", 9, {"low": 0, "high": 30, "integer": True}),
+                           "bins": Param("number", 31, {"low": 2, "high": 100, "integer": True}),
+                           "fill": Param("number", 128, {"low": 0, "high": 255, "integer": True})},
+          _rand_augment, rgb=True, summary="RandAugment: `n` random ops at magnitude `m` of `bins`"),
+    OpDef("trivial_augment", {"bins": Param("number", 31, {"low": 2, "high": 100, "integer": True}),
+                              "fill": Param("number", 128, {"low": 0, "high": 255, "integer": True})},
+          _trivial_augment, rgb=True, summary="TrivialAugment Wide: one random op at a random magnitude"),
+)}
+ALIASES = {"horizontal_flip": "hflip", "vertical_flip": "vflip", "color_jitter": "color", "blur": "gaussian_blur",
+           "erase": "random_erasing", "autoaugment": "auto_augment", "randaugment": "rand_augment",
+           "trivialaugment": "trivial_augment"}
+
+
+def check_op(checker, raw, where: str):
+    """Validate one op entry of a recipe (``{op: name, p: ..., <params>}``) into an ``ImageOpSpec``."""
+    from augforge.recipe import ImageOpSpec
+
+    if not isinstance(raw, dict) or "op" not in raw:
+        checker.fail(where, f"expected a mapping with 'op' (one of {', '.join(OPS)}), got {raw!r}")
+    name = ALIASES.get(str(raw["op"]).lower(), str(raw["op"]).lower())
+    if name not in OPS:
+        checker.fail(f"{where}.op", f"unknown op {raw['op']!r}; known: {', '.join(OPS)}")
+    spec = OPS[name]
+    params = {}
+    for key, value in raw.items():
+        if key in ("op", "p"):
+            continue
+        if key not in spec.params:
+            known = ", ".join([*spec.params, "p"])
+            checker.fail(f"{where}.{key}", f"{name} has no parameter {key!r}; it takes {known}")
+    for key, param in spec.params.items():
+        if key not in raw:
+            if param.default is REQUIRED:
+                checker.fail(f"{where}.{key}", f"missing; {name} needs {key}")
+            params[key] = param.default
+            continue
+        params[key] = getattr(checker, param.kind)(raw[key], f"{where}.{key}", **param.args)
+    p = float(checker.number(raw.get("p", 1.0), f"{where}.p", 0.0, 1.0))
+    return ImageOpSpec(name, params, p, where)
+
+
+def check_op_list(ops, color: str, file: str, encoded_output: bool) -> None:
+    """Refuse op lists that cannot run: colour ops on grey images, normalize before the end or into shards."""
+    from augforge.recipe import RecipeError
+
+    for i, op in enumerate(ops):
+        spec = OPS[op.name]
+        if spec.rgb and color == "gray":
+            raise RecipeError(f"{file}: {op.where}.op: {op.name} needs colour images; set augment.color: rgb")
+        if spec.float_output and (i != len(ops) - 1 or encoded_output):
+            why = "it must be the last op" if i != len(ops) - 1 else \
+                "it makes float pixels, which an encoded (png/jpeg/raw uint8) dataset cannot store; normalize when " \
+                "streaming"
+            raise RecipeError(f"{file}: {op.where}.op: normalize: {why}")
+
+
+def resolve_device(device: str) -> str:
+    """'auto' is 'gpu' when a CUDA device is present, else 'cpu'."""
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return "cpu"
+
+
+@dataclass
+class Context:
+    """What every op's graph needs to know: where it runs."""
+
+    device: str  # "cpu" or "gpu"
+
+    @property
+    def op_device(self) -> str:
+        """The ``device`` argument of DALI ops."""
+        return "gpu" if self.device == "gpu" else "cpu"
+
+
+def apply_ops(fn, types, img, ops, ctx: Context):
+    """Chain ``ops`` on the DataNode ``img``; an op with p < 1 runs in a DALI conditional."""
+    for op in ops:
+        img = _maybe(fn, types, img, op, ctx)
+    return img
+
+
+def _maybe(fn, types, img, op, ctx):
+    build = OPS[op.name].build
+    if op.p >= 1.0:
+        return build(fn, types, img, op.params, ctx)
+    if op.p <= 0.0:
+        return img
+    if fn.random.coin_flip(probability=op.p, dtype=types.BOOL):
+        out = build(fn, types, img, op.params, ctx)
+    else:
+        out = img
+    return out
+
+
+def decode(fn, types, encoded, color: str, ctx: Context, first=None):
+    """Decode encoded images (``mixed`` on a GPU). A leading random_resized_crop with p = 1 is fused into the
+    decoder (``decoders.image_random_crop``): only the crop window is decoded. Returns (images, ops consumed)."""
+    out_type = types.GRAY if color == "gray" else types.RGB
+    device = "mixed" if ctx.device == "gpu" else "cpu"
+    if first is not None and first.name == "random_resized_crop" and first.p >= 1.0:
+        h, w = first.params["size"]
+        img = fn.decoders.image_random_crop(encoded, device=device, output_type=out_type,
+                                            random_area=list(first.params["scale"]),
+                                            random_aspect_ratio=list(first.params["ratio"]))
+        return fn.resize(img, device=ctx.op_device, size=[h, w], antialias=True), 1
+    return fn.decoders.image(encoded, device=device, output_type=out_type), 0
+
+
+class ImageAugmenter:
+    """Runs a list of ops over encoded images through one DALI pipeline, in order.
+
+    ``seed`` fixes every random draw: the same images fed in the same batches give the same
+    outputs. ``augment(encoded)`` returns HWC uint8 arrays (CHW float32 after ``normalize``).
+    With ``decode_only`` the ops are skipped (images are only decoded).
+    """
+
+    def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
+                 threads: int = 2, decode_only: bool = False) -> None:
+        self.ops = tuple(ops)
+        self.color = color
+        self.device = resolve_device(device)
+        self.seed = int(seed) % (2**31 - 1)
+        self.batch_size = batch_size
+        self.threads = threads
+        self.decode_only = decode_only
+        self._pipe = None
+
+    def _build(self):
+        from nvidia.dali import fn, pipeline_def, types
+
+        ctx = Context(self.device)
+        ops, color, decode_only = self.ops, self.color, self.decode_only
+
+        @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
+                      device_id=0 if self.device == "gpu" else None, seed=self.seed, enable_conditionals=True,
+                      prefetch_queue_depth=1)
+        def pipeline():
+            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
+            if decode_only:
+                images, used = decode(fn, types, encoded, color, ctx)
+                return images
+            images, used = decode(fn, types, encoded, color, ctx, ops[0] if ops else None)
+            return apply_ops(fn, types, images, ops[used:], ctx)
+
+        pipe = pipeline()
+        pipe.build()
+        return pipe
+
+    def augment(self, encoded: list) -> list[np.ndarray]:
+        """Decode and augment ``encoded`` (a list of bytes or uint8 arrays); outputs in the same order."""
+        if self._pipe is None:
+            self._pipe = self._build()
+        out: list[np.ndarray] = []
+        arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else e for e in encoded]
+        for start in range(0, len(arrays), self.batch_size):
+            batch = arrays[start : start + self.batch_size]
+            self._pipe.feed_input("encoded", batch)
+            try:
+                (result,) = self._pipe.run()
+            except RuntimeError as exc:
+                raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+            if self.device == "gpu":
+                result = result.as_cpu()
+            out.extend(np.array(result[i]) for i in range(len(batch)))
+        return out
+
+    def close(self) -> None:
+        """Release the pipeline (and its threads)."""
+        self._pipe = None

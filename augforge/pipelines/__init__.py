@@ -1,0 +1,1 @@
+"""Pipelines: the offline build (source -> clean -> balance -> augment -> shards) and previews."""

@@ -1,0 +1,368 @@
+"""`augforge build`: source -> clean -> balance -> augment -> shards, from one recipe, offline.
+
+Stages:
+
+1. **source**: the recipe's source, split (stratified, seeded) and, for demos, made long-tailed.
+2. **clean**: exact duplicates by content hash are dropped (the first occurrence is kept) and listed
+   in the manifest; unreadable images were already excluded and listed by the source.
+3. **balance**: the train split is resampled with the recipe's strategy; image rows are copied
+   (``over``) or dropped (``under``), the copies marked synthetic.
+4. **augment**: each train row after balancing yields ``copies + 1`` rows (``copies`` without
+   ``keep_original``). An original row keeps its pixels in the first of them; a balance copy,
+   identical to its source, gets only augmented variants, so the balance is kept exactly.
+5. **shards**: the shard store's atomic, resumable writer.
+
+Determinism: output rows are cut into chunks of ``CHUNK_ROWS``; chunk ``c`` is augmented by a
+fresh DALI pipeline seeded from (recipe seed, c). A chunk's output depends only on the recipe and
+its rows, so two builds are identical, and a build resumed after ``kill -9`` (from the chunk
+holding its first missing row) equals an uninterrupted one.
+
+Val and test rows pass through with their pixels unchanged: re-encoded losslessly for png and raw
+outputs, their source bytes kept for jpeg.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import xxhash
+from PIL import Image
+
+from augforge.augment.image import ImageAugmenter, check_op_list, resolve_device
+from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
+from augforge.datasets import schema as S
+from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance, \
+    write_dataset
+from augforge.datasets.plan import RowPlan, plan_rows
+from augforge.datasets.sources import open_source
+from augforge.datasets.sources.base import Problem, Source
+from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+from augforge.errors import AugforgeError
+from augforge.recipe import Recipe, RecipeError
+
+#: Output rows per augmentation chunk (one seeded DALI pipeline each).
+CHUNK_ROWS = 2048
+#: ``aug`` of augmented rows.
+AUG_NAME = "augment"
+
+
+def recipe_source(recipe: Recipe) -> Source:
+    """The source a recipe names, with its table or image-folder options."""
+    spec = recipe.source
+    return open_source(spec.path, label_col=spec.label_col, text_col=spec.text_col,
+                       feature_cols=list(spec.feature_cols) if spec.feature_cols else None, id_col=spec.id_col,
+                       max_pixels=spec.max_pixels)
+
+
+def recipe_splits(recipe: Recipe) -> tuple[SplitSpec, ImbalanceSpec]:
+    """The split and imbalance options of a recipe's source."""
+    spec = recipe.source
+    return SplitSpec(spec.test_split, spec.val_split), ImbalanceSpec(spec.imbalance, spec.imbalance_factor)
+
+
+def drop_duplicates(source: Source, rows: RowPlan) -> tuple[RowPlan, list[Problem]]:
+    """Drop rows whose payload bytes repeat an earlier row's (xxh3-128 of the bytes), listing each."""
+    seen: dict[bytes, str] = {}
+    keep = np.ones(len(rows.positions), dtype=bool)
+    problems, at = [], 0
+    for batch in source.read(rows.positions, READ_BATCH_ROWS):
+        payload = batch.column(source.payload)
+        for i, (row_id, value) in enumerate(zip(batch.column(S.ID).to_pylist(), payload.to_pylist())):
+            data = value.encode() if isinstance(value, str) else bytes(value) if isinstance(value, bytes) \
+                else np.asarray(value, dtype=np.float32).tobytes()
+            key = xxhash.xxh3_128_digest(data)
+            if key in seen:
+                keep[at + i] = False
+                problems.append(Problem(row_id, f"exact duplicate of {seen[key]}; dropped"))
+            else:
+                seen[key] = row_id
+        at += batch.num_rows
+    return RowPlan(rows.positions[keep], rows.labels[keep], rows.splits[keep]), problems
+
+
+@dataclass
+class OutputPlan:
+    """The train output rows, in order: which balanced row each comes from and whether it is augmented."""
+
+    balanced: np.ndarray  # index into the balance result
+    augmented: np.ndarray  # bool
+    variant: np.ndarray  # per origin: 0 for the kept original, then 1, 2, ... for every augmented row
+    group_end: np.ndarray  # per origin (in plan.origins order): one past its last output row
+
+
+def plan_outputs(plan: BalancePlan, copies: Callable[[int], int], keep_original: bool, has_ops: bool) -> OutputPlan:
+    """Expand every balanced train row into its output rows (see the module docstring)."""
+    res = plan.result
+    order = plan.order[: len(plan.order) - len(plan.orphans)]
+    labels = res.y[order]
+    per_label = np.array([copies(int(label)) for label in range(int(labels.max(initial=0)) + 1)], dtype=np.int64)
+    is_copy = res.synthetic[order]
+    n_out = per_label[labels] + (1 if keep_original else 0)
+    if not has_ops:
+        n_out = np.minimum(n_out, 1)  # nothing varies a row: it is kept (or copied) once
+    balanced = np.repeat(order, n_out)
+    first = np.zeros(len(balanced), dtype=bool)
+    first[(np.cumsum(n_out) - n_out)[n_out > 0]] = True
+    plain = np.repeat(~is_copy & keep_original, n_out) & first
+    augmented = ~plain if has_ops else np.zeros(len(balanced), dtype=bool)
+    # origin groups, aligned with plan.origins: where each one's output rows end
+    row_group = np.searchsorted(plan.origins, res.origin[order])
+    per_group = np.bincount(row_group, weights=n_out, minlength=len(plan.origins)).astype(np.int64)
+    group_end = np.cumsum(per_group)
+    variant = np.arange(len(balanced)) - np.repeat((group_end - per_group)[row_group], n_out)
+    return OutputPlan(balanced, augmented, variant, group_end)
+
+
+class Encoder:
+    """Decoded pixels to the recipe's payload encoding: png, jpeg (quality) or raw HWC uint8 bytes."""
+
+    def __init__(self, fmt: str, quality: int, threads: int) -> None:
+        self.fmt = fmt
+        self.quality = quality
+        self.shape: tuple[int, ...] | None = None
+        self._pool = ThreadPoolExecutor(max(1, threads))
+
+    def encode_one(self, pixels: np.ndarray) -> bytes:
+        """One image's payload bytes."""
+        image = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+        if self.fmt == "raw":
+            return np.ascontiguousarray(pixels).tobytes()
+        buf = io.BytesIO()
+        if self.fmt == "png":
+            Image.fromarray(image).save(buf, format="PNG", compress_level=6)
+        else:
+            Image.fromarray(image).save(buf, format="JPEG", quality=self.quality)
+        return buf.getvalue()
+
+    def encode(self, images: list[np.ndarray], ids: list[str]) -> list[bytes]:
+        """Payloads of ``images`` (raw needs every image the same shape; the row is named if not)."""
+        if self.fmt == "raw":
+            for pixels, row_id in zip(images, ids):
+                if self.shape is None:
+                    self.shape = pixels.shape
+                elif pixels.shape != self.shape:
+                    raise AugforgeError(
+                        f"row {row_id!r} is {'x'.join(map(str, pixels.shape))} but output.format raw needs every "
+                        f"image {'x'.join(map(str, self.shape))}; end augment.image with resize or center_crop, "
+                        "or use png"
+                    )
+        return list(self._pool.map(self.encode_one, images))
+
+    def close(self) -> None:
+        """Stop the encoding threads."""
+        self._pool.shutdown()
+
+
+@dataclass
+class BuildResult:
+    """What a build did."""
+
+    write: WriteResult
+    plan: BalancePlan
+    duplicates: int
+    augmented: int
+    device: str
+
+
+class _TrainWriter:
+    """Produces the train output rows chunk by chunk (see the module docstring)."""
+
+    def __init__(self, recipe: Recipe, source: Source, plan: BalancePlan, out: OutputPlan, encoder: Encoder,
+                 threads: int) -> None:
+        self.recipe, self.source, self.plan, self.out, self.encoder = recipe, source, plan, out, encoder
+        self.threads = threads
+        self.device = resolve_device(recipe.augment.device)
+        self.decoder = ImageAugmenter((), color=recipe.augment.color, device=self.device, threads=threads,
+                                      decode_only=True)
+
+    def _group_of(self, row: int) -> int:
+        """The origin group (index into plan.origins) of output row ``row``."""
+        return int(np.searchsorted(self.out.group_end, row, side="right"))
+
+    def rows(self, skip: int) -> Iterator[pa.RecordBatch]:
+        """Output rows from ``skip`` on, a chunk per batch; the source is read once, in order."""
+        total = len(self.out.balanced)
+        origins = self.plan.origins
+        first = (skip // CHUNK_ROWS) * CHUNK_ROWS
+        loaded = self._group_of(first)
+        reader = iter(self.source.read(self.plan.train_positions[origins[loaded:]], READ_BATCH_ROWS))
+        cache: dict[int, dict] = {}  # origin -> its source row, for the groups of the current chunk
+        for start in range(first, total, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, total)
+            last = self._group_of(stop - 1)
+            while loaded <= last:
+                for row in next(reader).to_pylist():
+                    cache[int(origins[loaded])] = row
+                    loaded += 1
+            yield self._chunk(start, stop, cache).slice(max(skip - start, 0))
+            for origin in [o for o in cache if o < origins[last]]:
+                del cache[origin]
+
+    def _chunk(self, start: int, stop: int, cache: dict[int, dict]) -> pa.RecordBatch:
+        res, out = self.plan.result, self.out
+        picked = out.balanced[start:stop]
+        origin = res.origin[picked]
+        rows = [cache[int(o)] for o in origin]
+        augmented = out.augmented[start:stop]
+        images: list = [None] * len(rows)
+        seed = int(xxhash.xxh3_64_intdigest(f"augment\x00{start // CHUNK_ROWS}".encode(), self.recipe.seed))
+        aug_index = np.flatnonzero(augmented)
+        if len(aug_index):
+            augmenter = ImageAugmenter(self.recipe.augment.image, color=self.recipe.augment.color, device=self.device,
+                                       seed=seed, threads=self.threads)
+            for i, pixels in zip(aug_index, augmenter.augment([rows[i][S.IMAGE] for i in aug_index])):
+                images[i] = pixels
+            augmenter.close()
+        plain_index = np.flatnonzero(~augmented)
+        ids = []
+        for i, row in enumerate(rows):
+            variant = int(out.variant[start + i])
+            ids.append(row[S.ID] if variant == 0 and not augmented[i] else f"{row[S.ID]}~a{variant}")
+        payloads = self._plain_payloads([rows[i] for i in plain_index], [ids[i] for i in plain_index])
+        encoded = self.encoder.encode([images[i] for i in aug_index], [ids[i] for i in aug_index])
+        payload: list = [None] * len(rows)
+        for i, data in zip(plain_index, payloads):
+            payload[i] = data
+        for i, data in zip(aug_index, encoded):
+            payload[i] = data
+        from_copy = res.synthetic[picked]
+        aug = []
+        for i, row in enumerate(rows):
+            if augmented[i]:
+                aug.append(f"{AUG_PREFIX}{res.aug[picked[i]]}+{AUG_NAME}" if from_copy[i] else AUG_NAME)
+            elif from_copy[i]:
+                aug.append(f"{AUG_PREFIX}{res.aug[picked[i]]}")
+            else:
+                aug.append(row.get(S.AUG))
+        return pa.record_batch({
+            S.ID: pa.array(ids, pa.string()),
+            S.LABEL: pa.array(res.y[picked], pa.int64()),
+            S.IMAGE: pa.array(payload, pa.binary()),
+            S.SOURCE_ID: pa.array([row.get(S.SOURCE_ID) or row[S.ID] for row in rows], pa.string()),
+            S.SYNTHETIC: pa.array([bool(row.get(S.SYNTHETIC)) or bool(a) or bool(c)
+                                   for row, a, c in zip(rows, augmented, from_copy)]),
+            S.AUG: pa.array(aug, pa.string()),
+            S.SPLIT: S.split_names(np.full(len(rows), S.TRAIN)),
+        })
+
+    def _plain_payloads(self, rows: list[dict], ids: list[str]) -> list[bytes]:
+        """Rows kept as they are: their bytes for jpeg output, losslessly re-encoded pixels otherwise."""
+        if not rows:
+            return []
+        if self.encoder.fmt == "jpeg":
+            return [row[S.IMAGE] for row in rows]
+        return self.encoder.encode(self.decoder.augment([row[S.IMAGE] for row in rows]), ids)
+
+
+def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, overwrite: bool = False,
+          on_stage: Callable[[str], None] | None = None, on_rows: Callable[[int], None] | None = None,
+          on_total: Callable[[int], None] | None = None) -> BuildResult:
+    """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir)."""
+    stage = on_stage or (lambda _: None)
+    out = out or recipe.output.dir
+    if not out:
+        raise RecipeError(f"{recipe.file}: output.dir: missing; set it in the recipe or pass --out")
+    if workers < 1:
+        raise AugforgeError(f"--workers {workers}: expected at least 1")
+    source = recipe_source(recipe)
+    if source.payload != S.IMAGE:
+        raise RecipeError(f"{recipe.file}: source.path: {source.location} holds {source.payload} rows; this build "
+                          "augments images (balance other payloads with `augforge balance`)")
+    aug = recipe.augment
+    check_op_list(aug.image, aug.color, recipe.file, encoded_output=True)
+    unknown = sorted(set(aug.copies_per_class) - set(source.class_names))
+    if unknown:
+        raise RecipeError(f"{recipe.file}: augment.copies.{unknown[0]}: no such class; classes: "
+                          f"{', '.join(source.class_names)}")
+    if not aug.keep_original:
+        empty = [n for n in source.class_names if aug.copies_for(n) < 1]
+        if empty:
+            raise RecipeError(f"{recipe.file}: augment.copies: with keep_original false every class needs at least "
+                              f"one copy; class {empty[0]!r} would get no rows")
+    splits, imbalance = recipe_splits(recipe)
+    stage("planning splits")
+    rows = plan_rows(source, splits, imbalance, recipe.seed)
+    problems: list[Problem] = list(source.problems)
+    duplicates: list[Problem] = []
+    if recipe.drop_duplicates:
+        stage(f"cleaning: hashing {len(rows.positions):,} rows")
+        rows, duplicates = drop_duplicates(source, rows)
+        problems += duplicates
+    stage("balancing the train split")
+    plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
+    names = list(source.class_names)
+    outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, bool(aug.image))
+    encoder = Encoder(recipe.output.format, recipe.output.quality, workers)
+    train = _TrainWriter(recipe, source, plan, outputs, encoder, workers)
+    n_train = len(outputs.balanced)
+    other_positions, other_splits = rows.positions[rows.splits != S.TRAIN], rows.splits[rows.splits != S.TRAIN]
+    after = np.bincount(plan.result.y[outputs.balanced], minlength=len(names))
+
+    def others(skip: int) -> Iterator[pa.RecordBatch]:
+        done = skip
+        for batch in source.read(other_positions[skip:], READ_BATCH_ROWS):
+            batch = with_provenance(batch, other_splits[done : done + batch.num_rows])
+            if encoder.fmt != "jpeg":
+                pixels = train.decoder.augment(batch.column(S.IMAGE).to_pylist())
+                columns = {n: batch.column(n) for n in batch.schema.names}
+                columns[S.IMAGE] = pa.array(encoder.encode(pixels, batch.column(S.ID).to_pylist()), pa.binary())
+                batch = pa.record_batch(columns)
+            done += batch.num_rows
+            yield batch
+
+    def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        if skip < n_train:
+            yield from train.rows(skip)
+        yield from others(max(skip - n_train, 0))
+
+    import nvidia.dali
+
+    parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
+                          job="build", recipe=recipe.fingerprint_parts(), dali=nvidia.dali.__version__,
+                          chunk_rows=CHUNK_ROWS)
+    meta = manifest_meta(source, splits, imbalance, recipe.seed, build={
+        "recipe_file": recipe.file,
+        "device": train.device,
+        "copies": {n: aug.copies_for(n) for n in names},
+        "keep_original": aug.keep_original,
+        "ops": [{"op": op.name, "p": op.p, **{k: list(v) if isinstance(v, tuple) else v
+                                               for k, v in op.params.items()}} for op in aug.image],
+        "duplicates_dropped": len(duplicates),
+        "balance": {"strategy": recipe.strategy, "before": dict(zip(names, plan.before.tolist())),
+                    "after": dict(zip(names, plan.after.tolist()))},
+        "after_augment": dict(zip(names, after.tolist())),
+        "augmented": int(outputs.augmented.sum()),
+        "dali": nvidia.dali.__version__,
+    })
+    meta["recipe"] = recipe.data
+    meta["problems"] = [p.to_dict() for p in problems]
+    meta["payload_info"] = {"encoding": recipe.output.format, "channels": 1 if aug.color == "gray" else 3,
+                            **({"quality": recipe.output.quality} if recipe.output.format == "jpeg" else {})}
+    stage(f"augmenting and writing {n_train + len(other_positions):,} rows ({train.device})")
+    try:
+        result = write_dataset(out, source.schema(), names, parts=parts, meta=meta,
+                               total_rows=n_train + len(other_positions), batches=batches,
+                               shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb,
+                               overwrite=overwrite, on_rows=on_rows, on_total=on_total)
+    finally:
+        encoder.close()
+    if recipe.output.format == "raw" and encoder.shape is not None and not result.up_to_date:
+        _record_raw_shape(out, encoder.shape)
+    return BuildResult(result, plan, len(duplicates), int(outputs.augmented.sum()), train.device)
+
+
+def _record_raw_shape(out, shape) -> None:
+    """raw payloads need their shape to be read back: add it to the manifest (written atomically)."""
+    from augforge.atomic import write_json
+    from augforge.datasets.manifest import MANIFEST, read_json
+
+    path = Path(out) / MANIFEST
+    manifest = read_json(path, "augforge manifest")
+    manifest["payload_info"].update({"height": shape[0], "width": shape[1], "channels": shape[2]})
+    write_json(path, manifest)

@@ -1,0 +1,329 @@
+"""The recipe: one YAML file that says source, clean, balance, augment and output, validated before any work.
+
+Every error names its place in the file, e.g. ``augment.image[2].degrees: expected a number or
+[min, max], got 'abc'``. The keys are documented in docs/recipes.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from augforge.errors import AugforgeError
+
+OUTPUT_FORMATS = ("png", "jpeg", "raw")
+DEVICES = ("auto", "cpu", "gpu")
+COLORS = ("rgb", "gray")
+
+
+class RecipeError(AugforgeError):
+    """A recipe that cannot be used, with the place in the file that is wrong."""
+
+
+class Checker:
+    """Validates values read from a recipe, naming each one by its path in the file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, where: str, message: str):
+        """Raise a RecipeError for ``where``."""
+        raise RecipeError(f"{self.file}: {where}: {message}")
+
+    def mapping(self, value, where: str, allowed: tuple[str, ...]) -> dict:
+        """A mapping whose keys are all in ``allowed`` (None is an empty mapping)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(where, f"expected a mapping of {', '.join(allowed)}, got {_show(value)}")
+        for key in value:
+            if key not in allowed:
+                self.fail(f"{where}.{key}" if where else str(key),
+                          f"unknown key; expected one of {', '.join(allowed)}")
+        return value
+
+    def number(self, value, where: str, low: float | None = None, high: float | None = None,
+               integer: bool = False) -> float:
+        """A number (an int when ``integer``) within [low, high]."""
+        kind = "a whole number" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+            self.fail(where, f"expected {kind}, got {_show(value)}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            self.fail(where, f"expected {kind} in {bounds}, got {value}")
+        return value
+
+    def span(self, value, where: str, low: float | None = None, high: float | None = None,
+             symmetric: bool = False) -> tuple[float, float]:
+        """A number or ``[min, max]``; with ``symmetric`` a number x means ``[-x, x]``, else ``[x, x]``."""
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                self.fail(where, f"expected a number or [min, max], got {_show(value)}")
+            a = self.number(value[0], f"{where}[0]", low, high)
+            b = self.number(value[1], f"{where}[1]", low, high)
+            if a > b:
+                self.fail(where, f"min {a} is above max {b}")
+            return float(a), float(b)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(where, f"expected a number or [min, max], got {_show(value)}")
+        if symmetric:
+            self.number(value, where, 0, high)
+            return -float(value), float(value)
+        self.number(value, where, low, high)
+        return float(value), float(value)
+
+    def size(self, value, where: str) -> tuple[int, int]:
+        """An image size: ``N`` (square) or ``[height, width]``, positive whole numbers."""
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                self.fail(where, f"expected a size N or [height, width], got {_show(value)}")
+            return (int(self.number(value[0], f"{where}[0]", 1, integer=True)),
+                    int(self.number(value[1], f"{where}[1]", 1, integer=True)))
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(where, f"expected a size N or [height, width], got {_show(value)}")
+        n = int(self.number(value, where, 1, integer=True))
+        return n, n
+
+    def choice(self, value, where: str, options: tuple[str, ...]) -> str:
+        """One of ``options``."""
+        if value not in options:
+            self.fail(where, f"expected one of {', '.join(options)}, got {_show(value)}")
+        return value
+
+    def flag(self, value, where: str) -> bool:
+        """true or false."""
+        if not isinstance(value, bool):
+            self.fail(where, f"expected true or false, got {_show(value)}")
+        return value
+
+    def text(self, value, where: str) -> str:
+        """A non-empty string."""
+        if not isinstance(value, str) or not value.strip():
+            self.fail(where, f"expected a non-empty string, got {_show(value)}")
+        return value
+
+    def numbers(self, value, where: str, length: int | None = None) -> tuple[float, ...]:
+        """A list of numbers (a single number is a list of one)."""
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if length is not None and len(items) not in (1, length):
+            self.fail(where, f"expected 1 or {length} numbers, got {len(items)}")
+        return tuple(float(self.number(v, f"{where}[{i}]")) for i, v in enumerate(items))
+
+
+def _show(value) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, list, dict, type(None))) else repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where rows come from, and how they are split and (for demos) made imbalanced."""
+
+    path: str
+    label_col: str | None = None
+    text_col: str | None = None
+    feature_cols: tuple[str, ...] | None = None
+    id_col: str | None = None
+    max_pixels: int | None = None
+    test_split: float = 0.0
+    val_split: float = 0.0
+    imbalance: str | None = None
+    imbalance_factor: float = 10.0
+
+
+@dataclass(frozen=True)
+class ImageOpSpec:
+    """One image op of the augment list: its name, validated parameters, probability and place in the file."""
+
+    name: str
+    params: dict
+    p: float
+    where: str
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """How many augmented variants each train row gets, and the ops that make them."""
+
+    copies: int = 0
+    copies_per_class: dict = field(default_factory=dict)
+    keep_original: bool = True
+    device: str = "auto"
+    color: str = "rgb"
+    image: tuple[ImageOpSpec, ...] = ()
+
+    def copies_for(self, class_name: str) -> int:
+        """Augmented variants per row of ``class_name``."""
+        return int(self.copies_per_class.get(class_name, self.copies))
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and how the dataset is written."""
+
+    dir: str | None = None
+    format: str = "png"
+    quality: int = 95
+    shard_rows: int | None = None
+    shard_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``data`` is the YAML as loaded (stored in the manifest)."""
+
+    file: str
+    seed: int
+    source: SourceSpec
+    drop_duplicates: bool
+    strategy: str | None
+    augment: AugmentSpec
+    output: OutputSpec
+    data: dict
+
+    def fingerprint_parts(self) -> dict:
+        """What in the recipe determines the built rows (everything but where they are written)."""
+        parts = asdict(self)
+        parts.pop("file")
+        parts.pop("data")
+        parts["output"].pop("dir")
+        return parts
+
+
+TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output")
+SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
+               "imbalance", "imbalance_factor")
+AUGMENT_KEYS = ("copies", "keep_original", "device", "color", "image")
+OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
+
+
+def _source(c: Checker, value, base: Path) -> SourceSpec:
+    raw = c.mapping(value, "source", SOURCE_KEYS)
+    if "path" not in raw:
+        c.fail("source.path", "missing; give an image folder, a table file, a dataset directory or 'digits'")
+    path = c.text(raw["path"], "source.path")
+    resolved = base / path
+    if not Path(path).is_absolute() and resolved.exists():
+        path = str(resolved)
+    opt = {k: c.text(raw[k], f"source.{k}") for k in ("label_col", "text_col", "id_col") if raw.get(k) is not None}
+    if raw.get("feature_cols") is not None:
+        cols = raw["feature_cols"]
+        if not isinstance(cols, list) or not all(isinstance(x, str) for x in cols):
+            c.fail("source.feature_cols", f"expected a list of column names, got {_show(cols)}")
+        opt["feature_cols"] = tuple(cols)
+    if raw.get("max_pixels") is not None:
+        opt["max_pixels"] = int(c.number(raw["max_pixels"], "source.max_pixels", 1, integer=True))
+    for key in ("test_split", "val_split"):
+        if key in raw:
+            opt[key] = float(c.number(raw[key], f"source.{key}", 0.0, 0.9))
+    if opt.get("test_split", 0) + opt.get("val_split", 0) >= 1:
+        c.fail("source", "test_split + val_split must leave rows for training")
+    if raw.get("imbalance") is not None:
+        opt["imbalance"] = c.choice(raw["imbalance"], "source.imbalance", ("longtail",))
+    if "imbalance_factor" in raw:
+        opt["imbalance_factor"] = float(c.number(raw["imbalance_factor"], "source.imbalance_factor", 1.0))
+    return SourceSpec(path=path, **opt)
+
+
+def _copies(c: Checker, value) -> tuple[int, dict]:
+    if isinstance(value, dict):
+        per_class, default = {}, 0
+        for key, n in value.items():
+            count = int(c.number(n, f"augment.copies.{key}", 0, 1000, integer=True))
+            if key == "default":
+                default = count
+            else:
+                per_class[str(key)] = count
+        return default, per_class
+    return int(c.number(value, "augment.copies", 0, 1000, integer=True)), {}
+
+
+def _augment(c: Checker, value) -> AugmentSpec:
+    from augforge.augment.image import check_op
+
+    raw = c.mapping(value, "augment", AUGMENT_KEYS)
+    copies, per_class = _copies(c, raw.get("copies", 0))
+    ops_raw = raw.get("image", [])
+    if not isinstance(ops_raw, list):
+        c.fail("augment.image", f"expected a list of ops, got {_show(ops_raw)}")
+    ops = tuple(check_op(c, op, f"augment.image[{i}]") for i, op in enumerate(ops_raw))
+    if (copies or per_class) and not ops:
+        c.fail("augment.image", "copies are asked for but no ops are given")
+    return AugmentSpec(
+        copies=copies, copies_per_class=per_class,
+        keep_original=c.flag(raw.get("keep_original", True), "augment.keep_original"),
+        device=c.choice(raw.get("device", "auto"), "augment.device", DEVICES),
+        color=c.choice(raw.get("color", "rgb"), "augment.color", COLORS),
+        image=ops,
+    )
+
+
+def _output(c: Checker, value, base: Path) -> OutputSpec:
+    raw = c.mapping(value, "output", OUTPUT_KEYS)
+    out = {}
+    if raw.get("dir") is not None:
+        out["dir"] = str(base / c.text(raw["dir"], "output.dir"))
+    if "format" in raw:
+        out["format"] = c.choice(raw["format"], "output.format", OUTPUT_FORMATS)
+    if "quality" in raw:
+        out["quality"] = int(c.number(raw["quality"], "output.quality", 1, 100, integer=True))
+    if raw.get("shard_rows") is not None and raw.get("shard_mb") is not None:
+        c.fail("output", "give shard_rows or shard_mb, not both")
+    if raw.get("shard_rows") is not None:
+        out["shard_rows"] = int(c.number(raw["shard_rows"], "output.shard_rows", 1, integer=True))
+    if raw.get("shard_mb") is not None:
+        out["shard_mb"] = float(c.number(raw["shard_mb"], "output.shard_mb", 0.001))
+    return OutputSpec(**out)
+
+
+def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> Recipe:
+    """Validate a loaded recipe mapping; ``base`` is the folder relative paths are taken from."""
+    c = Checker(file)
+    raw = c.mapping(data, "", TOP_KEYS)
+    if not raw:
+        c.fail("recipe", "is empty; it needs at least a source")
+    base = Path(base)
+    clean = c.mapping(raw.get("clean"), "clean", ("drop_duplicates",))
+    balance = c.mapping(raw.get("balance"), "balance", ("strategy",))
+    strategy = None
+    if balance.get("strategy") is not None:
+        from augforge.balance.strategy import parse_strategy
+
+        strategy = c.text(balance["strategy"], "balance.strategy")
+        try:
+            parse_strategy(strategy)
+        except AugforgeError as exc:
+            c.fail("balance.strategy", str(exc))
+    seed = raw.get("seed", 0)
+    return Recipe(
+        file=file,
+        seed=int(c.number(seed, "seed", 0, 2**63 - 1, integer=True)),
+        source=_source(c, raw.get("source"), base),
+        drop_duplicates=c.flag(clean.get("drop_duplicates", True), "clean.drop_duplicates"),
+        strategy=strategy,
+        augment=_augment(c, raw.get("augment")),
+        output=_output(c, raw.get("output"), base),
+        data=raw,
+    )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file (YAML, loaded with ``safe_load``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(f"{path}: {where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    return parse_recipe(data, str(path), path.parent)
