@@ -131,11 +131,12 @@ def _random_erasing(fn, types, img, prm, ctx):
     shape = img.shape(dtype=types.FLOAT)
     height, width = shape[0], shape[1]
     area = _uniform(fn, prm["scale"])
-    log_lo, log_hi = math.log(prm["ratio"][0]), math.log(prm["ratio"][1])
-    aspect = dmath.exp(_uniform(fn, (log_lo, log_hi)))
+    log_aspect = _uniform(fn, (math.log(prm["ratio"][0]), math.log(prm["ratio"][1])))
+    # sqrt(aspect) = exp(log_aspect / 2), a constant when the ratio range is one value
+    root = math.exp(log_aspect / 2) if isinstance(log_aspect, float) else dmath.exp(log_aspect * 0.5)
     side = dmath.sqrt(area * height * width)
-    eh = dmath.min(side * dmath.sqrt(aspect), height)
-    ew = dmath.min(side / dmath.sqrt(aspect), width)
+    eh = dmath.min(side * root, height)
+    ew = dmath.min(side / root, width)
     ay = fn.random.uniform(range=[0.0, 1.0]) * (height - eh)
     ax = fn.random.uniform(range=[0.0, 1.0]) * (width - ew)
     return fn.erase(img, device=ctx.op_device, anchor=fn.stack(ay, ax), shape=fn.stack(eh, ew), axis_names="HW",

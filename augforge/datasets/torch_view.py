@@ -26,7 +26,7 @@ def decode_image(data: bytes) -> torch.Tensor:
 def raw_image(data: bytes, info: dict) -> torch.Tensor:
     """A raw HWC uint8 payload (``encoding: raw`` in the manifest) as a uint8 CHW tensor."""
     pixels = np.frombuffer(data, dtype=np.uint8).reshape(info["height"], info["width"], info["channels"])
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+    return torch.from_numpy(np.array(pixels.transpose(2, 0, 1), order="C"))
 
 
 def to_tensor(payload: str, value, info: dict | None = None):
