@@ -19,6 +19,9 @@ demo: $(STAMP)
 	$(AF) report $(DEMO)/digits-lt --strategy over --html $(DEMO)/report.html
 	$(AF) report $(DEMO)/digits-lt --split test
 	$(AF) balance $(DEMO)/digits-lt $(DEMO)/digits-bal --strategy over --overwrite
+	$(AF) preview examples/digits.yaml --out $(DEMO)/preview.png
+	$(AF) build examples/digits.yaml --out $(DEMO)/digits-aug --overwrite
+	$(AF) report $(DEMO)/digits-aug
 
 test: $(STAMP)
 	$(PY) -m pytest -q

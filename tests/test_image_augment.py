@@ -151,3 +151,39 @@ def test_gpu_pipeline_matches_the_cpu_geometry(photo):
     varied = run([{"op": "random_resized_crop", "size": 64}, {"op": "color", "brightness": [0.5, 1.5]},
                   {"op": "auto_augment"}], encoded, n=8, device="gpu")
     assert all(v.shape == (64, 64, 3) for v in varied) and len({v.tobytes() for v in varied}) > 1
+
+
+def test_colour_matrix_algebra():
+    from augforge.augment.image import colour_matrix
+
+    M, T = colour_matrix(1.0, 1.0, 1.0, 0.0)
+    np.testing.assert_allclose(M, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(T, 0)
+    M, _ = colour_matrix(1.0, 1.0, 0.0, 0.0)  # saturation 0: every channel is the grey level
+    np.testing.assert_allclose(M, np.tile([0.299, 0.587, 0.114], (3, 1)), atol=1e-12)
+    np.testing.assert_allclose(colour_matrix(1.0, 1.0, 1.0, 360.0)[0], np.eye(3), atol=1e-9)
+    for hue in (30.0, 120.0):  # a hue turn keeps grey pixels grey
+        np.testing.assert_allclose(colour_matrix(1.0, 1.0, 1.0, hue)[0] @ np.ones(3), np.ones(3), atol=1e-9)
+    M, T = colour_matrix(1.2, 0.5, 1.0, 0.0)
+    np.testing.assert_allclose(M, 0.6 * np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(T, 64.0)
+
+
+@pytest.mark.parametrize("params", [dict(brightness=1.3, contrast=0.8, saturation=0.4, hue=25.0),
+                                    dict(brightness=0.7, contrast=1.2, saturation=1.5, hue=-40.0)])
+def test_colour_op_equals_the_numpy_reference(photo, params):
+    from augforge.augment.image import colour_matrix
+
+    pixels, encoded = photo
+    M, T = colour_matrix(**params)
+    expected = np.clip(np.rint(pixels.astype(np.float64) @ M.T + T), 0, 255)
+    fixed = run([{"op": "color", **params}], encoded)[0]
+    assert np.abs(fixed.astype(int) - expected).max() <= 1
+    # the per-sample path (random ranges) builds the same matrix in the DALI graph
+    tight = {k: [v, v + 1e-4] for k, v in params.items()}
+    drawn = run([{"op": "color", **tight}], encoded)[0]
+    assert np.abs(drawn.astype(int) - expected).max() <= 1
+    # fused with normalize: the same map, then (x/255 - mean) / std
+    fused = run([{"op": "color", **tight}, {"op": "normalize", "mean": [0.5] * 3, "std": [0.2] * 3}], encoded)[0]
+    np.testing.assert_allclose(fused, ((np.clip(pixels.astype(np.float64) @ M.T + T, None, None) / 255 - 0.5) / 0.2)
+                               .transpose(2, 0, 1), atol=0.05)

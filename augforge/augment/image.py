@@ -41,6 +41,7 @@ class OpDef:
     build: Callable
     rgb: bool = False  # needs three channels
     float_output: bool = False  # produces float pixels (normalize): last, and not for encoded shards
+    own_coin: bool = False  # draws its own per-sample coin for p (no DALI conditional needed)
     summary: str = ""
 
 
@@ -61,7 +62,7 @@ def _fill(params: dict) -> float:
 def _random_resized_crop(fn, types, img, prm, ctx):
     h, w = prm["size"]
     return fn.random_resized_crop(img, device=ctx.op_device, size=[h, w], random_area=list(prm["scale"]),
-                                  random_aspect_ratio=list(prm["ratio"]), antialias=True)
+                                  random_aspect_ratio=list(prm["ratio"]), antialias=prm["antialias"])
 
 
 def _random_crop(fn, types, img, prm, ctx):
@@ -100,18 +101,103 @@ def _rotate(fn, types, img, prm, ctx):
     return fn.rotate(img, device=ctx.op_device, angle=angle, fill_value=_fill(prm), keep_size=True)
 
 
+def _coin(fn, types, p: float):
+    return 1 if p >= 1.0 else fn.random.coin_flip(probability=p, dtype=types.INT32)
+
+
 def _hflip(fn, types, img, prm, ctx):
-    return fn.flip(img, device=ctx.op_device, horizontal=1, vertical=0)
+    return fn.flip(img, device=ctx.op_device, horizontal=_coin(fn, types, prm["p"]), vertical=0)
 
 
 def _vflip(fn, types, img, prm, ctx):
-    return fn.flip(img, device=ctx.op_device, horizontal=0, vertical=1)
+    return fn.flip(img, device=ctx.op_device, horizontal=0, vertical=_coin(fn, types, prm["p"]))
+
+
+_GRAY = np.array([0.299, 0.587, 0.114])
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def colour_basis() -> np.ndarray:
+    """(9, 6) matrix B such that the colour matrix (row-major) is ``B @ [1, s, cos h, s cos h, sin h, s sin h]``.
+
+    Saturation ``s`` blends each pixel with its grey level (``s I + (1 - s) 1 w^T``); hue ``h`` rotates
+    the chroma plane of YIQ space around the grey axis. Both are linear in those six terms.
+    """
+    inv = np.linalg.inv(_YIQ)
+    luma = inv @ np.diag([1.0, 0.0, 0.0]) @ _YIQ
+    chroma = inv @ np.diag([0.0, 1.0, 1.0]) @ _YIQ
+    turn = inv @ np.array([[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]) @ _YIQ
+    grey = np.outer(np.ones(3), _GRAY)
+    colour = np.eye(3) - grey
+    terms = [luma @ grey, luma @ colour, chroma @ grey, chroma @ colour, turn @ grey, turn @ colour]
+    return np.stack([t.reshape(9) for t in terms], axis=1)
+
+
+def colour_matrix(brightness: float, contrast: float, saturation: float, hue: float) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map ``x -> M x + T`` (uint8 RGB in, 0..255 scale) of one colour draw (reference in numpy).
+
+    Brightness multiplies, contrast scales around mid-grey 128, saturation and hue act on the chroma.
+    """
+    rad = np.deg2rad(hue)
+    terms = np.array([1, saturation, np.cos(rad), saturation * np.cos(rad), np.sin(rad), saturation * np.sin(rad)])
+    M = (colour_basis() @ terms).reshape(3, 3) * brightness * contrast
+    return M, np.full(3, (1 - contrast) * 128.0)
+
+
+def _node(value, like):
+    """``value`` as a per-sample DataNode (``like`` is any DataNode of the graph)."""
+    return value if not isinstance(value, (int, float)) else like * 0.0 + float(value)
+
+
+def _colour_affine(fn, types, prm, scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0)):
+    """Per-sample (M, T) DataNodes of ``diag(scale) (colour map) + shift``; None when every range is fixed."""
+    from nvidia.dali import math as dmath
+
+    draws = [_uniform(fn, prm[k]) for k in ("brightness", "contrast", "saturation", "hue")]
+    like = next((d for d in draws if not isinstance(d, float)), None)
+    if like is None:
+        return None
+    b, c, sat, hue = draws
+    rad = _node(hue, like) * (math.pi / 180.0)
+    cos, sin, sat = dmath.cos(rad), dmath.sin(rad), _node(sat, like)
+    terms = fn.reshape(fn.stack(_node(1.0, like), sat, cos, sat * cos, sin, sat * sin), shape=[1, 6])
+    basis = colour_basis() * np.repeat(np.asarray(scale, dtype=np.float64), 3)[:, None]
+    # (9 x 6) basis times the six terms, by broadcasting and a sum: the 9 entries of M
+    entries = fn.reductions.sum(terms * types.Constant(basis.astype(np.float32)), axes=[1])
+    M = fn.reshape(entries * (_node(b, like) * c), shape=[3, 3])
+    grey = (1.0 - _node(c, like)) * 128.0
+    T = fn.stack(*[grey * float(scale[i]) + float(shift[i]) for i in range(3)])
+    return M, T
+
+
+def _affine_colour(fn, types, img, prm, ctx, scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0), dtype=None):
+    """Apply colour jitter (then ``diag(scale) x + shift``) as one per-pixel affine map: ``coord_transform``."""
+    dtype = types.UINT8 if dtype is None else dtype
+    nodes = _colour_affine(fn, types, prm, scale, shift)
+    if nodes is None:  # fixed factors: a constant matrix
+        M, T = colour_matrix(*(prm[k][0] for k in ("brightness", "contrast", "saturation", "hue")))
+        M, T = M * np.asarray(scale)[:, None], T * np.asarray(scale) + np.asarray(shift)
+        return fn.coord_transform(img, device=ctx.op_device, M=M.astype(np.float32).ravel().tolist(),
+                                  T=T.astype(np.float32).tolist(), dtype=dtype)
+    M, T = nodes
+    return fn.coord_transform(img, device=ctx.op_device, M=M, T=T, dtype=dtype)
 
 
 def _color(fn, types, img, prm, ctx):
-    return fn.color_twist(img, device=ctx.op_device, brightness=_uniform(fn, prm["brightness"]),
-                          contrast=_uniform(fn, prm["contrast"]), saturation=_uniform(fn, prm["saturation"]),
-                          hue=_uniform(fn, prm["hue"]))
+    return _affine_colour(fn, types, img, prm, ctx)
+
+
+def _normalize_affine(prm) -> tuple[tuple, tuple]:
+    """(scale, shift) per channel of normalize on 0..255 pixels: (x / 255 - mean) / std."""
+    mean, std = np.asarray(prm["mean"], dtype=np.float64), np.asarray(prm["std"], dtype=np.float64)
+    mean, std = np.broadcast_to(mean, 3), np.broadcast_to(std, 3)
+    return tuple(1.0 / (255.0 * std)), tuple(-mean / std)
+
+
+def _colour_then_normalize(fn, types, img, colour, normalize, ctx):
+    """colour followed by normalize, fused into one float coord_transform (one pass over the pixels)."""
+    scale, shift = _normalize_affine(normalize)
+    return _affine_colour(fn, types, img, colour, ctx, scale, shift, dtype=types.FLOAT)
 
 
 def _grayscale(fn, types, img, prm, ctx):
@@ -154,11 +240,10 @@ def _cutout(fn, types, img, prm, ctx):
 
 
 def _normalize(fn, types, img, prm, ctx):
-    scale = 255.0
-    mean = [m * scale for m in prm["mean"]]
-    std = [s * scale for s in prm["std"]]
-    return fn.crop_mirror_normalize(img, device=ctx.op_device, dtype=types.FLOAT, output_layout="CHW",
-                                    mean=mean, std=std)
+    # one per-pixel affine map to float (HWC; the augmenter hands it over as CHW)
+    scale, shift = _normalize_affine(prm)
+    return fn.coord_transform(img, device=ctx.op_device, M=np.diag(scale).astype(np.float32).ravel().tolist(),
+                              T=list(np.float32(shift)), dtype=types.FLOAT)
 
 
 def _auto_augment(fn, types, img, prm, ctx):
@@ -184,7 +269,8 @@ def _trivial_augment(fn, types, img, prm, ctx):
 FILL = Param("number", 0, {"low": 0, "high": 255})
 OPS: dict[str, OpDef] = {op.name: op for op in (
     OpDef("random_resized_crop", {"size": Param("size"), "scale": _span(0.0, 1.0, default=(0.08, 1.0)),
-                                  "ratio": _span(0.01, 100.0, default=(3 / 4, 4 / 3))}, _random_resized_crop,
+                                  "ratio": _span(0.01, 100.0, default=(3 / 4, 4 / 3)),
+                                  "antialias": Param("flag", True)}, _random_resized_crop,
           summary="crop a random area share `scale` with aspect `ratio`, resized to `size`"),
     OpDef("random_crop", {"size": Param("size"), "fill": FILL}, _random_crop,
           summary="a `size` window at a random position (padded with `fill` where the image is smaller)"),
@@ -195,8 +281,8 @@ OPS: dict[str, OpDef] = {op.name: op for op in (
           _pad, summary="`padding` pixels of `fill` on every side"),
     OpDef("rotate", {"degrees": _span(0, 360, symmetric=True), "fill": FILL, "expand": Param("flag", False)}, _rotate,
           summary="by a random angle in `degrees` (x means [-x, x]); `expand` grows the canvas"),
-    OpDef("hflip", {}, _hflip, summary="mirror left-right"),
-    OpDef("vflip", {}, _vflip, summary="mirror top-bottom"),
+    OpDef("hflip", {}, _hflip, own_coin=True, summary="mirror left-right"),
+    OpDef("vflip", {}, _vflip, own_coin=True, summary="mirror top-bottom"),
     OpDef("color", {"brightness": _span(0, 10, default=(1.0, 1.0)), "contrast": _span(0, 10, default=(1.0, 1.0)),
                     "saturation": _span(0, 10, default=(1.0, 1.0)), "hue": _span(-180, 180, default=(0.0, 0.0))},
           _color, rgb=True, summary="random brightness, contrast, saturation factors and hue shift (degrees)"),
@@ -296,20 +382,32 @@ class Context:
 
 
 def apply_ops(fn, types, img, ops, ctx: Context):
-    """Chain ``ops`` on the DataNode ``img``; an op with p < 1 runs in a DALI conditional."""
-    for op in ops:
+    """Chain ``ops`` on the DataNode ``img``; an op with p < 1 runs in a DALI conditional (flips draw their
+    own coin). ``color`` (p = 1) directly followed by the final ``normalize`` is fused into one pass."""
+    ops = list(ops)
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        follower = ops[i + 1] if i + 1 < len(ops) else None
+        if op.name == "color" and op.p >= 1.0 and follower is not None and follower.name == "normalize":
+            img = _colour_then_normalize(fn, types, img, op.params, follower.params, ctx)
+            i += 2
+            continue
         img = _maybe(fn, types, img, op, ctx)
+        i += 1
     return img
 
 
 def _maybe(fn, types, img, op, ctx):
-    build = OPS[op.name].build
-    if op.p >= 1.0:
-        return build(fn, types, img, op.params, ctx)
+    spec = OPS[op.name]
     if op.p <= 0.0:
         return img
+    if spec.own_coin:
+        return spec.build(fn, types, img, {**op.params, "p": op.p}, ctx)
+    if op.p >= 1.0:
+        return spec.build(fn, types, img, op.params, ctx)
     if fn.random.coin_flip(probability=op.p, dtype=types.BOOL):
-        out = build(fn, types, img, op.params, ctx)
+        out = spec.build(fn, types, img, op.params, ctx)
     else:
         out = img
     return out
@@ -325,7 +423,7 @@ def decode(fn, types, encoded, color: str, ctx: Context, first=None):
         img = fn.decoders.image_random_crop(encoded, device=device, output_type=out_type,
                                             random_area=list(first.params["scale"]),
                                             random_aspect_ratio=list(first.params["ratio"]))
-        return fn.resize(img, device=ctx.op_device, size=[h, w], antialias=True), 1
+        return fn.resize(img, device=ctx.op_device, size=[h, w], antialias=first.params["antialias"]), 1
     return fn.decoders.image(encoded, device=device, output_type=out_type), 0
 
 
@@ -346,6 +444,8 @@ class ImageAugmenter:
         self.batch_size = batch_size
         self.threads = threads
         self.decode_only = decode_only
+        #: normalize leaves float HWC pixels in DALI; they are handed over as CHW
+        self.chw = bool(self.ops) and OPS[self.ops[-1].name].float_output and not decode_only
         self._pipe = None
 
     def _build(self):
@@ -369,23 +469,43 @@ class ImageAugmenter:
         pipe.build()
         return pipe
 
-    def augment(self, encoded: list) -> list[np.ndarray]:
-        """Decode and augment ``encoded`` (a list of bytes or uint8 arrays); outputs in the same order."""
+    def _run(self, batch: list):
+        """One DALI iteration over ``batch`` (encoded images): the output TensorList, on the CPU."""
         if self._pipe is None:
             self._pipe = self._build()
+        arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else e for e in batch]
+        self._pipe.feed_input("encoded", arrays)
+        try:
+            (result,) = self._pipe.run()
+        except RuntimeError as exc:
+            raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+        return result.as_cpu() if self.device == "gpu" else result
+
+    def augment(self, encoded: list) -> list[np.ndarray]:
+        """Decode and augment ``encoded`` (a list of bytes or uint8 arrays); outputs in the same order."""
         out: list[np.ndarray] = []
-        arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else e for e in encoded]
-        for start in range(0, len(arrays), self.batch_size):
-            batch = arrays[start : start + self.batch_size]
-            self._pipe.feed_input("encoded", batch)
-            try:
-                (result,) = self._pipe.run()
-            except RuntimeError as exc:
-                raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
-            if self.device == "gpu":
-                result = result.as_cpu()
-            out.extend(np.array(result[i]) for i in range(len(batch)))
+        for start in range(0, len(encoded), self.batch_size):
+            result = self._run(encoded[start : start + self.batch_size])
+            if self.chw:
+                out.extend(np.ascontiguousarray(np.array(result[i]).transpose(2, 0, 1)) for i in range(len(result)))
+            else:
+                out.extend(np.array(result[i]) for i in range(len(result)))
         return out
+
+    def augment_batches(self, encoded: list):
+        """Like ``augment``, one batch at a time as a torch tensor (images of one shape, e.g. after a crop).
+
+        After ``normalize`` the batch is float32 NCHW in ``torch.channels_last`` memory format."""
+        import torch
+
+        for start in range(0, len(encoded), self.batch_size):
+            result = self._run(encoded[start : start + self.batch_size])
+            if not result.is_dense_tensor():
+                raise AugforgeError("the ops give images of different sizes; end them with resize or a crop to "
+                                    "batch them as one tensor")
+            batch = torch.from_numpy(result.as_array())
+            # float pixels: NHWC memory seen as NCHW, i.e. torch's channels_last format (no copy)
+            yield batch.permute(0, 3, 1, 2) if self.chw else batch
 
     def close(self) -> None:
         """Release the pipeline (and its threads)."""
