@@ -31,6 +31,45 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
 
 
+class RowProgress:
+    """A progress bar on stderr for jobs that write rows: stage text, bar, rows done of total, rows/s, ETA.
+
+    Its callbacks (``stage``, ``total``, ``rows``) plug into ingest, balance and build. It stays silent
+    with ``quiet`` or when stderr is not a terminal.
+    """
+
+    def __init__(self, title: str, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        err = Console(stderr=True)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
+                                  disable=quiet or not err.is_terminal, transient=True)
+        self._task = self._progress.add_task(title, total=None, rate="")
+
+    def __enter__(self) -> "RowProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def stage(self, text: str) -> None:
+        """Show what the job is doing now."""
+        self._progress.update(self._task, description=text)
+
+    def total(self, n: int) -> None:
+        """Rows the writing stage will produce."""
+        self._progress.update(self._task, total=n, completed=0)
+
+    def rows(self, n: int) -> None:
+        """``n`` more rows written."""
+        self._progress.advance(self._task, n)
+        speed = self._progress.tasks[0].speed
+        self._progress.update(self._task, rate=f"{speed:,.0f} rows/s" if speed else "")
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """Options of every command that writes a dataset directory."""
     size = parser.add_mutually_exclusive_group()
@@ -56,21 +95,14 @@ def _specs(args: argparse.Namespace):
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Write a source to a dataset directory."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from augforge.datasets import ingest
 
-    err = Console(stderr=True)
     source = _source(args)
     splits, imbalance = _specs(args)
-    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                  TimeRemainingColumn(), console=err, disable=args.quiet or not err.is_terminal,
-                  transient=True) as progress:
-        task = progress.add_task("ingest", total=None)
+    with RowProgress("ingest", args.quiet) as progress:
         result = ingest(source, args.out, splits=splits, imbalance=imbalance, seed=args.seed,
                         shard_rows=args.shard_rows, shard_mb=args.shard_mb, overwrite=args.overwrite,
-                        on_total=lambda n: progress.update(task, total=n),
-                        on_rows=lambda n: progress.advance(task, n))
+                        on_total=progress.total, on_rows=progress.rows)
     manifest = result.manifest
     out = Console()
     if result.up_to_date:
@@ -161,24 +193,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_balance(args: argparse.Namespace) -> int:
     """Resample the train split of a source with a strategy chain, into a new dataset directory."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from augforge.balance.apply import balance_dataset
     from augforge.balance.render import render_balance
 
-    err = Console(stderr=True)
     source = _source(args)
     splits, imbalance = _specs(args)
-    show = not args.quiet and err.is_terminal
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, disable=not show, transient=True) as progress:
-        task = progress.add_task("balance", total=None)
+    with RowProgress("balance", args.quiet) as progress:
         result, _ = balance_dataset(
             source, args.out, args.strategy, splits=splits, imbalance=imbalance, seed=args.seed,
             knn_backend=args.knn_backend, shard_rows=args.shard_rows, shard_mb=args.shard_mb,
-            overwrite=args.overwrite, on_stage=lambda text: progress.update(task, description=text),
-            on_total=lambda n: progress.update(task, total=n, completed=0),
-            on_rows=lambda n: progress.advance(task, n))
+            overwrite=args.overwrite, on_stage=progress.stage, on_total=progress.total, on_rows=progress.rows)
     out = Console()
     render_balance(result.manifest, out)
     if result.up_to_date:
@@ -194,28 +218,14 @@ def cmd_balance(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     """Run a recipe's chain (source, clean, balance, augment) into a dataset directory."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from augforge.balance.render import render_build
     from augforge.pipelines.build import build
     from augforge.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    err = Console(stderr=True)
-    show = not args.quiet and err.is_terminal
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("[progress.data.speed]{task.fields[rate]}"),
-                  TimeRemainingColumn(), console=err, disable=not show, transient=True) as progress:
-        task = progress.add_task("build", total=None, rate="")
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-            speed = progress.tasks[0].speed
-            progress.update(task, rate=f"{speed:,.0f} rows/s" if speed else "")
-
-        result = build(recipe, args.out, workers=args.workers, overwrite=args.overwrite,
-                       on_stage=lambda text: progress.update(task, description=text),
-                       on_total=lambda n: progress.update(task, total=n, completed=0), on_rows=advance)
+    with RowProgress("build", args.quiet) as progress:
+        result = build(recipe, args.out, workers=args.workers, overwrite=args.overwrite, on_stage=progress.stage,
+                       on_total=progress.total, on_rows=progress.rows)
     out = Console()
     render_build(result.write.manifest, out)
     target = args.out or recipe.output.dir

@@ -8,8 +8,8 @@ Albumentations Compose, in a DataLoader with one worker per core.
     pip install '.[bench]'                 # albumentations
     python benchmarks/image_augment.py [--images 512] [--epochs 3] [--workers N]
 
-Prints images/s for each (the median of --repeats alternating runs) and the ratio (augforge / peer). Also prints JPEG decode alone (PIL,
-one core) as the reference the issue quotes.
+Prints images/s for each (the median of --repeats alternating runs) and the ratio (augforge / peer).
+Also prints JPEG decode alone (PIL, one core) as the reference the issue quotes.
 """
 
 from __future__ import annotations

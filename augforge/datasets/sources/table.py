@@ -176,7 +176,8 @@ class TableSource(Source):
             return [str(i) for i in range(len(self.labels()))]
         ids = self._collect([self.id_col]).to_series().cast(pl.String)
         if ids.null_count():
-            raise AugforgeError(f"{self.path}: column {self.id_col!r} is null at row {int(ids.is_null().arg_true()[0])}")
+            row = int(ids.is_null().arg_true()[0])
+            raise AugforgeError(f"{self.path}: column {self.id_col!r} is null at row {row}")
         dup = ids.filter(ids.is_duplicated())
         if len(dup):
             raise AugforgeError(f"{self.path}: column {self.id_col!r} repeats the id {dup[0]!r}; ids must be unique")
