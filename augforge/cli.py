@@ -241,10 +241,18 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """Write a grid of source images and their augmented variants."""
-    from augforge.pipelines.preview import write_preview
+    from rich.console import Console
+
+    from augforge.pipelines.preview import print_text_preview, preview_text, write_preview
     from augforge.recipe import load_recipe
 
-    result = write_preview(load_recipe(args.recipe), args.out, n=args.n, variants=args.variants)
+    recipe = load_recipe(args.recipe)
+    if recipe.augment.text:
+        print_text_preview(preview_text(recipe, n=args.n, variants=args.variants), Console())
+        return 0
+    if not args.out:
+        raise AugforgeError("--out: image previews are written as a PNG; give its path")
+    result = write_preview(recipe, args.out, n=args.n, variants=args.variants)
     width, height = result.image.size
     print(f"wrote {args.out}: {len(result.ids)} source images x {args.variants} variants ({width}x{height} px)")
     return 0
@@ -361,10 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("preview", help="a grid of source images and their augmented variants",
-                       description="Render N train images of the recipe's source (spread over the classes) next to "
-                                   "VARIANTS augmented versions each, as a PNG.")
+                       description="Image recipes: render N train images (spread over the classes) next to VARIANTS "
+                                   "augmented versions each, as a PNG. Text recipes: print N texts and their variants "
+                                   "with the changed words highlighted.")
     p.add_argument("recipe", help="the recipe YAML file")
-    p.add_argument("--out", required=True, help="the PNG file to write")
+    p.add_argument("--out", help="the PNG file to write (image recipes); text recipes print to the terminal")
     p.add_argument("--n", type=int, default=8, help="source images (default 8)")
     p.add_argument("--variants", type=int, default=4, help="augmented variants per image (default 4)")
     p.set_defaults(func=cmd_preview)

@@ -7,6 +7,7 @@ Every error names its place in the file, e.g. ``augment.image[2].degrees: expect
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,20 @@ class Checker:
             self.fail(where, f"expected a non-empty string, got {_show(value)}")
         return value
 
+    def strings(self, value, where: str, options: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """A list of strings (each one of ``options`` when given); a single string is a list of one."""
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            self.fail(where, f"expected a list of strings, got {_show(value)}")
+        for i, item in enumerate(items):
+            if options is not None and item not in options:
+                self.fail(f"{where}[{i}]", f"expected one of {', '.join(options)}, got {_show(item)}")
+        return tuple(items)
+
+    def path(self, value, where: str) -> str:
+        """A local path (models and embeddings are read from disk, never downloaded)."""
+        return self.text(value, where)
+
     def numbers(self, value, where: str, length: int | None = None) -> tuple[float, ...]:
         """A list of numbers (a single number is a list of one)."""
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -146,6 +161,16 @@ class ImageOpSpec:
 
 
 @dataclass(frozen=True)
+class ProtectSpec:
+    """Text tokens no op may change."""
+
+    numbers: bool = True
+    names: bool = False
+    words: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AugmentSpec:
     """How many augmented variants each train row gets, and the ops that make them."""
 
@@ -155,6 +180,9 @@ class AugmentSpec:
     device: str = "auto"
     color: str = "rgb"
     image: tuple[ImageOpSpec, ...] = ()
+    text: tuple[ImageOpSpec, ...] = ()
+    protect: ProtectSpec = ProtectSpec()
+    min_words: int = 1
 
     def copies_for(self, class_name: str) -> int:
         """Augmented variants per row of ``class_name``."""
@@ -197,7 +225,7 @@ class Recipe:
 TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output")
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
-AUGMENT_KEYS = ("copies", "keep_original", "device", "color", "image")
+AUGMENT_KEYS = ("copies", "keep_original", "device", "color", "image", "text", "protect", "min_words")
 OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
 
 
@@ -251,15 +279,41 @@ def _augment(c: Checker, value) -> AugmentSpec:
     if not isinstance(ops_raw, list):
         c.fail("augment.image", f"expected a list of ops, got {_show(ops_raw)}")
     ops = tuple(check_op(c, op, f"augment.image[{i}]") for i, op in enumerate(ops_raw))
-    if (copies or per_class) and not ops:
-        c.fail("augment.image", "copies are asked for but no ops are given")
+    text_ops = _text_ops(c, raw.get("text", []))
+    if ops and text_ops:
+        c.fail("augment", "give image ops or text ops, not both")
+    if (copies or per_class) and not ops and not text_ops:
+        c.fail("augment.image", "copies are asked for but no ops are given (augment.image or augment.text)")
+    protect = c.mapping(raw.get("protect"), "augment.protect", ("numbers", "names", "words", "patterns"))
+    for i, pattern in enumerate(protect.get("patterns", []) or []):
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            c.fail(f"augment.protect.patterns[{i}]", f"not a regular expression ({exc})")
     return AugmentSpec(
         copies=copies, copies_per_class=per_class,
         keep_original=c.flag(raw.get("keep_original", True), "augment.keep_original"),
         device=c.choice(raw.get("device", "auto"), "augment.device", DEVICES),
         color=c.choice(raw.get("color", "rgb"), "augment.color", COLORS),
         image=ops,
+        text=text_ops,
+        protect=ProtectSpec(
+            numbers=c.flag(protect.get("numbers", True), "augment.protect.numbers"),
+            names=c.flag(protect.get("names", False), "augment.protect.names"),
+            words=c.strings(protect.get("words", []), "augment.protect.words"),
+            patterns=c.strings(protect.get("patterns", []), "augment.protect.patterns"),
+        ),
+        min_words=int(c.number(raw.get("min_words", 1), "augment.min_words", 1, 1000, integer=True)),
     )
+
+
+def _text_ops(c: Checker, value) -> tuple:
+    from augforge.augment.image import check_op
+    from augforge.augment.text_ops import TEXT_ALIASES, TEXT_OPS
+
+    if not isinstance(value, list):
+        c.fail("augment.text", f"expected a list of ops, got {_show(value)}")
+    return tuple(check_op(c, op, f"augment.text[{i}]", TEXT_OPS, TEXT_ALIASES) for i, op in enumerate(value))
 
 
 def _output(c: Checker, value, base: Path) -> OutputSpec:

@@ -315,21 +315,24 @@ ALIASES = {"horizontal_flip": "hflip", "vertical_flip": "vflip", "color_jitter":
            "trivialaugment": "trivial_augment"}
 
 
-def check_op(checker, raw, where: str):
-    """Validate one op entry of a recipe (``{op: name, p: ..., <params>}``) into an ``ImageOpSpec``."""
+def check_op(checker, raw, where: str, table: dict | None = None, aliases: dict | None = None):
+    """Validate one op entry of a recipe (``{op: name, p: ..., <params>}``) into an ``ImageOpSpec``.
+
+    ``table`` and ``aliases`` default to the image ops; the text ops pass their own.
+    """
     from augforge.recipe import ImageOpSpec
 
+    table = OPS if table is None else table
+    aliases = ALIASES if aliases is None else aliases
     if not isinstance(raw, dict) or "op" not in raw:
-        checker.fail(where, f"expected a mapping with 'op' (one of {', '.join(OPS)}), got {raw!r}")
-    name = ALIASES.get(str(raw["op"]).lower(), str(raw["op"]).lower())
-    if name not in OPS:
-        checker.fail(f"{where}.op", f"unknown op {raw['op']!r}; known: {', '.join(OPS)}")
-    spec = OPS[name]
+        checker.fail(where, f"expected a mapping with 'op' (one of {', '.join(table)}), got {raw!r}")
+    name = aliases.get(str(raw["op"]).lower(), str(raw["op"]).lower())
+    if name not in table:
+        checker.fail(f"{where}.op", f"unknown op {raw['op']!r}; known: {', '.join(table)}")
+    spec = table[name]
     params = {}
-    for key, value in raw.items():
-        if key in ("op", "p"):
-            continue
-        if key not in spec.params:
+    for key in raw:
+        if key not in ("op", "p") and key not in spec.params:
             known = ", ".join([*spec.params, "p"])
             checker.fail(f"{where}.{key}", f"{name} has no parameter {key!r}; it takes {known}")
     for key, param in spec.params.items():

@@ -163,5 +163,9 @@ def render_build(manifest: dict, console: Console) -> None:
     console.print(table)
     dropped = info["duplicates_dropped"]
     excluded = len(manifest.get("problems", [])) - dropped
-    console.print(f"clean: {dropped} exact duplicate(s) dropped, {excluded} unreadable input(s) excluded; "
+    console.print(f"clean: {dropped} duplicate(s) dropped, {excluded} other input(s) excluded (empty, unreadable); "
                   f"{info['augmented']:,} augmented rows", highlight=False)
+    if "variants_dropped_as_same" in info:
+        console.print(f"variants dropped: {info['variants_dropped_as_same']:,} identical to their source or to "
+                      f"another variant, {info['variants_dropped_for_protected_tokens']:,} that lost a protected "
+                      "token", highlight=False)

@@ -271,20 +271,19 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     if workers < 1:
         raise AugforgeError(f"--workers {workers}: expected at least 1")
     source = recipe_source(recipe)
-    if source.payload != S.IMAGE:
-        raise RecipeError(f"{recipe.file}: source.path: {source.location} holds {source.payload} rows; this build "
-                          "augments images (balance other payloads with `augforge balance`)")
     aug = recipe.augment
+    if source.payload == S.TEXT:
+        if aug.image:
+            raise RecipeError(f"{recipe.file}: augment.image: {source.location} holds text; use augment.text ops")
+        return _build_text(recipe, source, out, workers=workers, overwrite=overwrite, stage=stage,
+                           on_rows=on_rows, on_total=on_total)
+    if source.payload != S.IMAGE:
+        raise RecipeError(f"{recipe.file}: source.path: {source.location} holds {source.payload} rows; builds "
+                          "augment images and text (balance feature tables with `augforge balance`)")
+    if aug.text:
+        raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
     check_op_list(aug.image, aug.color, recipe.file, encoded_output=True)
-    unknown = sorted(set(aug.copies_per_class) - set(source.class_names))
-    if unknown:
-        raise RecipeError(f"{recipe.file}: augment.copies.{unknown[0]}: no such class; classes: "
-                          f"{', '.join(source.class_names)}")
-    if not aug.keep_original:
-        empty = [n for n in source.class_names if aug.copies_for(n) < 1]
-        if empty:
-            raise RecipeError(f"{recipe.file}: augment.copies: with keep_original false every class needs at least "
-                              f"one copy; class {empty[0]!r} would get no rows")
+    _check_copies(recipe, source)
     splits, imbalance = recipe_splits(recipe)
     stage("planning splits")
     rows = plan_rows(source, splits, imbalance, recipe.seed)
@@ -304,17 +303,17 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     other_positions, other_splits = rows.positions[rows.splits != S.TRAIN], rows.splits[rows.splits != S.TRAIN]
     after = np.bincount(plan.result.y[outputs.balanced], minlength=len(names))
 
+    def lossless(batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Val/test images re-encoded without loss (png, raw); jpeg output keeps their source bytes."""
+        if encoder.fmt == "jpeg":
+            return batch
+        pixels = train.decoder.augment(batch.column(S.IMAGE).to_pylist())
+        columns = {n: batch.column(n) for n in batch.schema.names}
+        columns[S.IMAGE] = pa.array(encoder.encode(pixels, batch.column(S.ID).to_pylist()), pa.binary())
+        return pa.record_batch(columns)
+
     def others(skip: int) -> Iterator[pa.RecordBatch]:
-        done = skip
-        for batch in source.read(other_positions[skip:], READ_BATCH_ROWS):
-            batch = with_provenance(batch, other_splits[done : done + batch.num_rows])
-            if encoder.fmt != "jpeg":
-                pixels = train.decoder.augment(batch.column(S.IMAGE).to_pylist())
-                columns = {n: batch.column(n) for n in batch.schema.names}
-                columns[S.IMAGE] = pa.array(encoder.encode(pixels, batch.column(S.ID).to_pylist()), pa.binary())
-                batch = pa.record_batch(columns)
-            done += batch.num_rows
-            yield batch
+        return _passthrough(source, other_positions, other_splits, skip, lossless)
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         if skip < n_train:
@@ -326,22 +325,8 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
                           job="build", recipe=recipe.fingerprint_parts(), dali=nvidia.dali.__version__,
                           chunk_rows=CHUNK_ROWS)
-    meta = manifest_meta(source, splits, imbalance, recipe.seed, build={
-        "recipe_file": recipe.file,
-        "device": train.device,
-        "copies": {n: aug.copies_for(n) for n in names},
-        "keep_original": aug.keep_original,
-        "ops": [{"op": op.name, "p": op.p, **{k: list(v) if isinstance(v, tuple) else v
-                                               for k, v in op.params.items()}} for op in aug.image],
-        "duplicates_dropped": len(duplicates),
-        "balance": {"strategy": recipe.strategy, "before": dict(zip(names, plan.before.tolist())),
-                    "after": dict(zip(names, plan.after.tolist()))},
-        "after_augment": dict(zip(names, after.tolist())),
-        "augmented": int(outputs.augmented.sum()),
-        "dali": nvidia.dali.__version__,
-    })
-    meta["recipe"] = recipe.data
-    meta["problems"] = [p.to_dict() for p in problems]
+    meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, len(duplicates), problems,
+                       train.device, {"augmented": int(outputs.augmented.sum()), "dali": nvidia.dali.__version__})
     meta["payload_info"] = {"encoding": recipe.output.format, "channels": 1 if aug.color == "gray" else 3,
                             **({"quality": recipe.output.quality} if recipe.output.format == "jpeg" else {})}
     stage(f"augmenting and writing {n_train + len(other_positions):,} rows ({train.device})")
@@ -355,6 +340,105 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     if recipe.output.format == "raw" and encoder.shape is not None and not result.up_to_date:
         _record_raw_shape(out, encoder.shape)
     return BuildResult(result, plan, len(duplicates), int(outputs.augmented.sum()), train.device)
+
+
+def _check_copies(recipe: Recipe, source: Source) -> None:
+    """Per-class copies must name real classes, and without originals every class needs a copy."""
+    aug = recipe.augment
+    unknown = sorted(set(aug.copies_per_class) - set(source.class_names))
+    if unknown:
+        raise RecipeError(f"{recipe.file}: augment.copies.{unknown[0]}: no such class; classes: "
+                          f"{', '.join(source.class_names)}")
+    if not aug.keep_original:
+        empty = [n for n in source.class_names if aug.copies_for(n) < 1]
+        if empty:
+            raise RecipeError(f"{recipe.file}: augment.copies: with keep_original false every class needs at least "
+                              f"one copy; class {empty[0]!r} would get no rows")
+
+
+def _passthrough(source: Source, positions: np.ndarray, splits: np.ndarray, skip: int,
+                 convert=None) -> Iterator[pa.RecordBatch]:
+    """Val/test rows from row ``skip`` on, with provenance, optionally converted (``convert(batch)``)."""
+    done = skip
+    for batch in source.read(positions[skip:], READ_BATCH_ROWS):
+        batch = with_provenance(batch, splits[done : done + batch.num_rows])
+        done += batch.num_rows
+        yield convert(batch) if convert else batch
+
+
+def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite: bool, stage, on_rows,
+                on_total) -> BuildResult:
+    """The text build (augforge.pipelines.build_text)."""
+    import tempfile
+
+    from augforge.pipelines.build_text import TextTrain, drop_text_duplicates
+
+    aug = recipe.augment
+    if (aug.copies or aug.copies_per_class) and not aug.text:
+        raise RecipeError(f"{recipe.file}: augment.text: copies are asked for but no text ops are given")
+    _check_copies(recipe, source)
+    splits, imbalance = recipe_splits(recipe)
+    stage("planning splits")
+    rows = plan_rows(source, splits, imbalance, recipe.seed)
+    problems: list[Problem] = list(source.problems)
+    stage(f"cleaning {len(rows.positions):,} texts")
+    cleaned, dropped, duplicates = drop_text_duplicates(source, rows)
+    if recipe.drop_duplicates:
+        rows = cleaned
+        problems += dropped
+    stage("balancing the train split")
+    plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
+    names = list(source.class_names)
+    corpus = [t for b in source.read(plan.train_positions, READ_BATCH_ROWS * 16) for t in b.column(S.TEXT).to_pylist()]
+    stage(f"augmenting {len(plan.origins):,} texts with {workers} process(es)")
+    with tempfile.TemporaryDirectory(prefix="augforge-text-") as workdir:
+        train = TextTrain(recipe, source, plan, workers, corpus, workdir)
+        table = train.table()
+    other_positions, other_splits = rows.positions[rows.splits != S.TRAIN], rows.splits[rows.splits != S.TRAIN]
+
+    def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        if skip < table.num_rows:
+            yield from table.slice(skip).to_batches(max_chunksize=READ_BATCH_ROWS * 8)
+        yield from _passthrough(source, other_positions, other_splits, max(skip - table.num_rows, 0))
+
+    after = np.bincount(np.asarray(table.column(S.LABEL)), minlength=len(names))
+    parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
+                          job="build", recipe=recipe.fingerprint_parts())
+    meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, duplicates, problems, "cpu",
+                       {"variants_dropped_as_same": train.stats.same,
+                        "variants_dropped_for_protected_tokens": train.stats.lost_protected,
+                        "augmented": int(sum(a is not None and a.endswith(AUG_NAME) for a in
+                                             table.column(S.AUG).to_pylist()))})
+    meta["payload_info"] = source.payload_info()
+    stage(f"writing {table.num_rows + len(other_positions):,} rows")
+    result = write_dataset(out, source.schema(), names, parts=parts, meta=meta,
+                           total_rows=table.num_rows + len(other_positions), batches=batches,
+                           shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb, overwrite=overwrite,
+                           on_rows=on_rows, on_total=on_total)
+    return BuildResult(result, plan, duplicates, meta["build"]["augmented"], "cpu")
+
+
+def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: BalancePlan, names: list[str],
+                after: np.ndarray, duplicates: int, problems: list[Problem], device: str, extra: dict) -> dict:
+    """The manifest keys of a build: the recipe, and what each stage did."""
+    aug = recipe.augment
+    ops = aug.image or aug.text
+    meta = manifest_meta(source, splits, imbalance, recipe.seed, build={
+        "recipe_file": recipe.file,
+        "device": device,
+        "copies": {n: aug.copies_for(n) for n in names},
+        "keep_original": aug.keep_original,
+        "ops": [{"op": op.name, "p": op.p, **{k: list(v) if isinstance(v, tuple) else v
+                                               for k, v in op.params.items()}} for op in ops],
+        "duplicates_dropped": duplicates,
+        "balance": {"strategy": recipe.strategy, "before": dict(zip(names, plan.before.tolist())),
+                    "after": dict(zip(names, plan.after.tolist()))},
+        "after_augment": dict(zip(names, after.tolist())),
+        **extra,
+    })
+    meta["recipe"] = recipe.data
+    meta["problems"] = [p.to_dict() for p in problems]
+    return meta
 
 
 def _record_raw_shape(out, shape) -> None:

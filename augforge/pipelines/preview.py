@@ -112,6 +112,74 @@ def _denormalize(chw: np.ndarray, params: dict) -> np.ndarray:
     return np.clip((chw * std + mean) * 255.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
+@dataclass
+class TextPreview:
+    """Source texts and their variants (None where a variant was dropped for a protected token)."""
+
+    ids: list[str]
+    labels: list[str]
+    texts: list[str]
+    variants: list[list[str | None]]
+
+
+def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
+    """``n`` train texts (spread over the classes) and ``variants`` variants each, as the build makes them."""
+    from augforge.augment.text import Protect, build_text_augmenter
+    from augforge.pipelines.build_text import variant_key
+
+    aug = recipe.augment
+    if not aug.text:
+        raise RecipeError(f"{recipe.file}: augment.text: no ops to preview")
+    source = recipe_source(recipe)
+    positions, ids = pick_rows(recipe, n)
+    batch = next(iter(source.read(np.asarray(positions, dtype=np.int64), len(positions))))
+    texts = batch.column(S.TEXT).to_pylist()
+    labels = [source.class_names[i] for i in batch.column(S.LABEL).to_pylist()]
+    augmenter = build_text_augmenter(aug.text, Protect(**vars(aug.protect)), aug.min_words, corpus=texts)
+    made = [[augmenter.variant(text, variant_key(recipe.seed, row_id, j)) for j in range(1, variants + 1)]
+            for row_id, text in zip(ids, texts)]
+    return TextPreview(ids, labels, texts, made)
+
+
+def highlight(source: str, variant: str) -> str:
+    """``variant`` as rich markup with the words that differ from ``source`` in bold yellow."""
+    import difflib
+
+    from rich.markup import escape
+
+    from augforge.augment.text import detokenize, tokenize
+
+    a, b = tokenize(source), tokenize(variant)
+    changed = [True] * len(b)
+    for op, _, _, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            changed[j1:j2] = [False] * (j2 - j1)
+    # spacing as detokenize() puts it, then markup around each changed token
+    spaced = detokenize(b)
+    out, at = [], 0
+    for token, hot in zip(b, changed):
+        start = spaced.index(token, at)
+        out.append(escape(spaced[at:start]))
+        out.append(f"[bold yellow]{escape(token)}[/bold yellow]" if hot else escape(token))
+        at = start + len(token)
+    return "".join(out)
+
+
+def print_text_preview(result: TextPreview, console) -> None:
+    """A terminal table: each source text, then its variants with the changed words highlighted."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_lines=True)
+    table.add_column("row")
+    table.add_column("text / variants")
+    for row_id, label, text, made in zip(result.ids, result.labels, result.texts, result.variants):
+        lines = [f"[b]{escape(text)}[/b]"] + [highlight(text, v) if v is not None else
+                                              "[dim](dropped: a protected token was lost)[/dim]" for v in made]
+        table.add_row(f"{escape(row_id)}\n({escape(label)})", "\n".join(lines))
+    console.print(table)
+
+
 def write_preview(recipe: Recipe, out: str | Path, n: int = 8, variants: int = 4) -> Preview:
     """Render the preview and save it as PNG at ``out`` (atomically)."""
     from augforge.atomic import atomic_path

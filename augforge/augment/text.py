@@ -1,0 +1,307 @@
+"""Text augmentation: EDA on offline WordNet, and nlpaug's augmenters that need nothing downloaded.
+
+Every op works on one sentence with a seeded ``random.Random``, so a variant depends only on
+(seed, row id, copy index). Protected tokens (numbers, capitalised names, a user list, regular
+expressions) are never changed, moved or deleted: the ops skip them, and a variant that lost
+one anyway (an nlpaug augmenter) is dropped.
+
+EDA (Wei and Zou, 2019): synonym replacement (``alpha_sr``), random insertion of a synonym of a word
+of the sentence (``alpha_ri``), random swap (``alpha_rs``) and random deletion (``p_rd``); each
+variant uses one of the four, ``n = max(1, alpha * words)`` times. Synonyms come from WordNet 3.0
+without a POS tagger (none is available offline), as in EDA; stop words are never replaced.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from augforge.augment.wordnet import synonyms
+from augforge.errors import AugforgeError
+
+TOKEN = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:[.,:/]\d+)*|[^\sA-Za-z\d]")
+NUMBER = re.compile(r"^\d+(?:[.,:/]\d+)*$")
+EDA_TECHNIQUES = ("sr", "ri", "rs", "rd")
+
+
+def stop_words() -> frozenset[str]:
+    """English stop words (scikit-learn's list): never replaced by synonyms."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+@dataclass(frozen=True)
+class Protect:
+    """Tokens no op may change: numbers, capitalised names (not sentence-initial), a word list, patterns."""
+
+    numbers: bool = True
+    names: bool = False
+    words: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    _compiled: tuple = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_compiled", tuple(re.compile(p) for p in self.patterns))
+
+    def mask(self, tokens: list[str]) -> list[bool]:
+        """Which tokens are protected."""
+        words = {w.lower() for w in self.words}
+        out = []
+        for i, tok in enumerate(tokens):
+            hit = (self.numbers and bool(NUMBER.match(tok))) or tok.lower() in words
+            hit = hit or (self.names and i > 0 and tok[:1].isupper() and tokens[i - 1] not in ".!?")
+            hit = hit or any(p.fullmatch(tok) for p in self._compiled)
+            out.append(hit)
+        return out
+
+    def tokens(self, text: str) -> list[str]:
+        """The protected tokens of ``text``, in order."""
+        toks = tokenize(text)
+        return [t for t, m in zip(toks, self.mask(toks)) if m]
+
+
+def tokenize(text: str) -> list[str]:
+    """Words (with inner apostrophes and hyphens), numbers, and single punctuation marks."""
+    return TOKEN.findall(text)
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Join tokens with spaces, with no space before closing punctuation or after opening marks."""
+    out = ""
+    for tok in tokens:
+        if out and not (tok in ".,;:!?)]}%’'\"" or out[-1] in "([{$“"):
+            out += " "
+        out += tok
+    return out
+
+
+def match_case(word: str, like: str) -> str:
+    """``word`` in the case pattern of ``like`` (UPPER, Title or lower)."""
+    if like.isupper() and len(like) > 1:
+        return word.upper()
+    if like[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def _is_word(tok: str) -> bool:
+    return tok[:1].isalpha()
+
+
+@dataclass
+class EDA:
+    """EDA's four operations on word tokens, skipping protected tokens and stop words where EDA does."""
+
+    alpha_sr: float = 0.1
+    alpha_ri: float = 0.1
+    alpha_rs: float = 0.1
+    p_rd: float = 0.1
+    techniques: tuple[str, ...] = EDA_TECHNIQUES
+    protect: Protect = field(default_factory=Protect)
+    min_words: int = 1
+    stop: frozenset = field(default_factory=stop_words)
+
+    def _count(self, alpha: float, n_words: int) -> int:
+        return max(1, int(alpha * n_words))
+
+    def replaceable(self, tokens: list[str], mask: list[bool]) -> list[int]:
+        """Positions whose word may be replaced: a word, not protected, not a stop word, with synonyms."""
+        return [i for i, t in enumerate(tokens)
+                if _is_word(t) and not mask[i] and t.lower() not in self.stop and synonyms(t.lower())]
+
+    def synonym_replacement(self, tokens, mask, rng: random.Random):
+        """Replace up to n distinct replaceable words with a random WordNet synonym each (case kept)."""
+        out = list(tokens)
+        places = self.replaceable(tokens, mask)
+        rng.shuffle(places)
+        n = self._count(self.alpha_sr, sum(map(_is_word, tokens)))
+        for i in places[:n]:
+            choice = rng.choice(synonyms(tokens[i].lower()))
+            out[i] = match_case(choice, tokens[i])
+        return out, list(mask)
+
+    def random_insertion(self, tokens, mask, rng: random.Random):
+        """Insert n synonyms of words of the sentence at random positions."""
+        out, out_mask = list(tokens), list(mask)
+        sources = [tokens[i].lower() for i in self.replaceable(tokens, mask)]
+        if not sources:
+            return out, out_mask
+        for _ in range(self._count(self.alpha_ri, sum(map(_is_word, tokens)))):
+            word = rng.choice(synonyms(rng.choice(sources)))
+            at = rng.randint(0, len(out))
+            out.insert(at, word)
+            out_mask.insert(at, False)
+        return out, out_mask
+
+    def random_swap(self, tokens, mask, rng: random.Random):
+        """Swap the words at two random unprotected word positions, n times (the token multiset is kept)."""
+        out = list(tokens)
+        places = [i for i, t in enumerate(tokens) if _is_word(t) and not mask[i]]
+        if len(places) < 2:
+            return out, list(mask)
+        for _ in range(self._count(self.alpha_rs, len(places))):
+            a, b = rng.sample(places, 2)
+            out[a], out[b] = out[b], out[a]
+        return out, list(mask)
+
+    def random_deletion(self, tokens, mask, rng: random.Random):
+        """Delete each unprotected word with probability p_rd, keeping at least ``min_words`` words."""
+        words = sum(map(_is_word, tokens))
+        keep = [not (_is_word(t) and not m and rng.random() < self.p_rd) for t, m in zip(tokens, mask)]
+        kept_words = sum(k and _is_word(t) for k, t in zip(keep, tokens))
+        need = min(max(self.min_words, 1), words)
+        if kept_words < need:  # restore deleted words, in a random order, until enough are left
+            deleted = [i for i, k in enumerate(keep) if not k]
+            rng.shuffle(deleted)
+            for i in deleted[: need - kept_words]:
+                keep[i] = True
+        return [t for t, k in zip(tokens, keep) if k], [m for m, k in zip(mask, keep) if k]
+
+    def augment(self, text: str, rng: random.Random, technique: str | None = None) -> str:
+        """One EDA variant of ``text`` (the technique drawn from ``techniques`` unless given)."""
+        tokens = tokenize(text)
+        if not tokens:
+            return text
+        mask = self.protect.mask(tokens)
+        technique = technique or rng.choice(self.techniques)
+        op = {"sr": self.synonym_replacement, "ri": self.random_insertion, "rs": self.random_swap,
+              "rd": self.random_deletion}[technique]
+        out, _ = op(tokens, mask, rng)
+        return detokenize(out)
+
+
+def eda(sentence: str, alpha_sr: float = 0.1, alpha_ri: float = 0.1, alpha_rs: float = 0.1, p_rd: float = 0.1,
+        n_aug: int = 9, seed: int = 0, protect: Protect | None = None) -> list[str]:
+    """EDA's function: ``n_aug`` variants of ``sentence``, an equal share from each of the four techniques."""
+    aug = EDA(alpha_sr, alpha_ri, alpha_rs, p_rd, protect=protect or Protect())
+    rng = random.Random(seed)
+    return [aug.augment(sentence, rng, EDA_TECHNIQUES[i % 4]) for i in range(n_aug)]
+
+
+# -- nlpaug ----------------------------------------------------------------------------------------
+
+NLPAUG = {
+    # op name: (module, class, fixed keyword arguments)
+    "keyboard": ("nlpaug.augmenter.char", "KeyboardAug", {}),
+    "ocr": ("nlpaug.augmenter.char", "OcrAug", {}),
+    "char_random": ("nlpaug.augmenter.char", "RandomCharAug", {}),
+    "word_random": ("nlpaug.augmenter.word", "RandomWordAug", {}),
+    "tfidf": ("nlpaug.augmenter.word", "TfIdfAug", {}),
+    "word_embs": ("nlpaug.augmenter.word", "WordEmbsAug", {}),
+}
+
+
+def seed_everything(key: int) -> None:
+    """Seed the global generators nlpaug draws from (Python's ``random`` and numpy's)."""
+    random.seed(key)
+    np.random.seed(key % (2**32))
+
+
+@dataclass
+class NlpaugOp:
+    """An nlpaug augmenter behind augforge's protection: protected tokens become nlpaug stop words."""
+
+    name: str
+    options: dict
+
+    def __post_init__(self):
+        import importlib
+
+        module, cls, fixed = NLPAUG[self.name]
+        try:
+            self._aug = getattr(importlib.import_module(module), cls)(**fixed, **self.options)
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            raise AugforgeError(f"nlpaug {cls}: {exc}") from None
+
+    def augment(self, text: str, protected: list[str]) -> str:
+        """One variant (nlpaug returns a list); protected words are passed as its stop words."""
+        self._aug.stopwords = sorted({*(getattr(self._aug, "stopwords", None) or []), *protected})
+        out = self._aug.augment(text)
+        return out[0] if isinstance(out, list) else out
+
+
+def train_tfidf(corpus: list[str], folder) -> str:
+    """Fit nlpaug's TF-IDF model on the dataset's own texts, save it in ``folder``; return the folder."""
+    from pathlib import Path
+
+    import nlpaug.model.word_stats as nmw
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = nmw.TfIdf()
+    model.train([[t.lower() for t in tokenize(text) if _is_word(t)] for text in corpus])
+    model.save(str(folder))
+    return str(folder)
+
+
+# -- the chain a recipe describes ------------------------------------------------------------------
+
+
+@dataclass
+class TextAugmenter:
+    """Applies a recipe's text ops in order (each with its probability) to make one variant per call.
+
+    ``variant(text, key)`` is deterministic in (text, key); ``key`` comes from (seed, row id, copy).
+    """
+
+    ops: list  # (name, probability, callable(text, rng, protected) -> text)
+    protect: Protect
+
+    def variant(self, text: str, key: int) -> str | None:
+        """A variant of ``text``, or None when an op lost a protected token (the variant is dropped)."""
+        rng = random.Random(key)
+        protected = self.protect.tokens(text)
+        out = text
+        for _, p, run in self.ops:
+            if p >= 1.0 or rng.random() < p:
+                seed_everything(rng.getrandbits(63))
+                out = run(out, rng, protected)
+        if sorted(protected) != sorted(self.protect.tokens(out)):
+            return None
+        return out
+
+
+def build_text_augmenter(specs, protect: Protect, min_words: int, corpus: list[str] | None = None,
+                         workdir=None) -> TextAugmenter:
+    """Turn validated text op specs into a ``TextAugmenter`` (TF-IDF is trained on ``corpus``)."""
+    ops: list[tuple[str, float, Callable]] = []
+    for spec in specs:
+        params = dict(spec.params)
+        if spec.name == "eda":
+            eda_op = EDA(params["alpha_sr"], params["alpha_ri"], params["alpha_rs"], params["p_rd"],
+                         tuple(params["techniques"]), protect=protect, min_words=min_words)
+            ops.append((spec.name, spec.p, lambda text, rng, _, a=eda_op: a.augment(text, rng)))
+            continue
+        if spec.name in ("back_translation", "contextual"):
+            from augforge.augment.text_models import model_op
+
+            ops.append((spec.name, spec.p, model_op(spec.name, params, spec.where)))
+            continue
+        if spec.name == "tfidf":
+            if not corpus:
+                raise AugforgeError(f"{spec.where}: tfidf needs the dataset's texts to train on")
+            params["model_path"] = train_tfidf(corpus, workdir or _tmpdir())
+        if spec.name == "word_random":
+            params["target_words"] = list(params["target_words"]) or None
+            if params["action"] == "substitute" and not params["target_words"]:
+                raise AugforgeError(f"{spec.where}.target_words: action substitute needs words to substitute in")
+        if spec.name == "word_embs":
+            from pathlib import Path
+
+            if not Path(params["model_path"]).is_file():
+                raise AugforgeError(f"{spec.where}.model_path: {params['model_path']}: no such embeddings file "
+                                    "(word2vec .bin, GloVe .txt or fastText .vec, read locally)")
+        nl = NlpaugOp(spec.name, params)
+        ops.append((spec.name, spec.p, lambda text, rng, protected, a=nl: a.augment(text, protected)))
+    return TextAugmenter(ops, protect)
+
+
+def _tmpdir():
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="augforge-tfidf-")
