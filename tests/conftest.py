@@ -91,3 +91,16 @@ def kill_9_after_shards(proc, out, shards: int = 3, timeout: float = 200.0) -> i
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return len(json.loads(journal.read_text())["shards"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def augforge_cache(tmp_path_factory):
+    """Keep the prepared NLTK WordNet directory (and any cache) out of the user's home during tests."""
+    folder = tmp_path_factory.mktemp("augforge-cache")
+    previous = os.environ.get("AUGFORGE_CACHE")
+    os.environ["AUGFORGE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("AUGFORGE_CACHE", None)
+    else:
+        os.environ["AUGFORGE_CACHE"] = previous

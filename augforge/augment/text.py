@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -215,6 +216,9 @@ class NlpaugOp:
         module, cls, fixed = NLPAUG[self.name]
         try:
             self._aug = getattr(importlib.import_module(module), cls)(**fixed, **self.options)
+        except ModuleNotFoundError as exc:
+            extra = "embeddings" if self.name == "word_embs" else "text"
+            raise AugforgeError(f"nlpaug {cls} needs {exc.name}: pip install 'augforge[{extra}]'") from None
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise AugforgeError(f"nlpaug {cls}: {exc}") from None
 
@@ -261,7 +265,7 @@ class TextAugmenter:
             if p >= 1.0 or rng.random() < p:
                 seed_everything(rng.getrandbits(63))
                 out = run(out, rng, protected)
-        if sorted(protected) != sorted(self.protect.tokens(out)):
+        if Counter(protected) - Counter(tokenize(out)):  # a protected token was changed or lost
             return None
         return out
 
@@ -286,6 +290,8 @@ def build_text_augmenter(specs, protect: Protect, min_words: int, corpus: list[s
             if not corpus:
                 raise AugforgeError(f"{spec.where}: tfidf needs the dataset's texts to train on")
             params["model_path"] = train_tfidf(corpus, workdir or _tmpdir())
+        if spec.name in ("keyboard", "char_random") and protect.numbers:
+            params["include_numeric"] = False  # digits are protected: no typos inside numbers
         if spec.name == "word_random":
             params["target_words"] = list(params["target_words"]) or None
             if params["action"] == "substitute" and not params["target_words"]:

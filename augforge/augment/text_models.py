@@ -58,6 +58,8 @@ def back_translate(text: str, forward, backward, rng: random.Random, max_length:
         with torch.no_grad():
             ids = model.generate(**batch, do_sample=True, top_k=50, max_new_tokens=max_length)
         out = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        if not out:  # nothing came back: no variant (the build drops it as identical to its source)
+            return text
     return out
 
 

@@ -126,3 +126,10 @@ def synonyms(word: str) -> tuple[str, ...]:
             if candidate != word.lower() and all(ch.isalpha() or ch == " " for ch in candidate):
                 found.add(candidate)
     return tuple(sorted(found))
+
+
+def reopen_after_fork() -> None:
+    """In a forked worker: drop the WordNet data files inherited from the parent (their shared file offsets
+    would interleave the processes' reads); the reader reopens them on first use."""
+    if wordnet.cache_info().currsize:
+        wordnet()._data_file_map = {}

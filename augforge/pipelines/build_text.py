@@ -74,7 +74,11 @@ class Group:
 _WORKER: dict = {}
 
 
-def _init_worker(augmenter: TextAugmenter, seed: int) -> None:
+def _init_worker(augmenter: TextAugmenter, seed: int, forked: bool = True) -> None:
+    from augforge.augment.wordnet import reopen_after_fork
+
+    if forked:
+        reopen_after_fork()
     _WORKER["augmenter"], _WORKER["seed"] = augmenter, seed
 
 
@@ -138,7 +142,7 @@ class TextTrain:
         ctx = multiprocessing.get_context("fork")
         pool = ctx.Pool(self.workers, _init_worker, (self.augmenter, self.recipe.seed)) if self.workers > 1 else None
         if pool is None:
-            _init_worker(self.augmenter, self.recipe.seed)
+            _init_worker(self.augmenter, self.recipe.seed, forked=False)
         batches, at = [], 0
         try:
             for batch in self.source.read(self.plan.train_positions[self.plan.origins], READ_BATCH_ROWS * 4):
