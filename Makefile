@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(AF) preview examples/digits.yaml --out $(DEMO)/preview.png
 	$(AF) build examples/digits.yaml --out $(DEMO)/digits-aug --overwrite
 	$(AF) report $(DEMO)/digits-aug
+	$(AF) preview examples/text.yaml --n 3
+	$(AF) build examples/text.yaml --out $(DEMO)/tickets-aug --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -27,6 +27,8 @@ from augforge.errors import AugforgeError
 TOKEN = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:[.,:/]\d+)*|[^\sA-Za-z\d]")
 NUMBER = re.compile(r"^\d+(?:[.,:/]\d+)*$")
 EDA_TECHNIQUES = ("sr", "ri", "rs", "rd")
+#: Ops that draw from the variant's own generator (the nlpaug ones use the global ones, seeded per call).
+LOCAL_RNG_OPS = ("eda", "back_translation", "contextual")
 
 
 def stop_words() -> frozenset[str]:
@@ -60,8 +62,15 @@ class Protect:
             out.append(hit)
         return out
 
+    @property
+    def active(self) -> bool:
+        """Whether anything is protected at all."""
+        return bool(self.numbers or self.names or self.words or self.patterns)
+
     def tokens(self, text: str) -> list[str]:
         """The protected tokens of ``text``, in order."""
+        if not self.active:
+            return []
         toks = tokenize(text)
         return [t for t, m in zip(toks, self.mask(toks)) if m]
 
@@ -112,8 +121,9 @@ class EDA:
 
     def replaceable(self, tokens: list[str], mask: list[bool]) -> list[int]:
         """Positions whose word may be replaced: a word, not protected, not a stop word, with synonyms."""
+        stop = self.stop
         return [i for i, t in enumerate(tokens)
-                if _is_word(t) and not mask[i] and t.lower() not in self.stop and synonyms(t.lower())]
+                if not mask[i] and _is_word(t) and (low := t.lower()) not in stop and synonyms(low)]
 
     def synonym_replacement(self, tokens, mask, rng: random.Random):
         """Replace up to n distinct replaceable words with a random WordNet synonym each (case kept)."""
@@ -163,12 +173,21 @@ class EDA:
                 keep[i] = True
         return [t for t, k in zip(tokens, keep) if k], [m for m, k in zip(mask, keep) if k]
 
+    def _parsed(self, text: str) -> tuple[list[str], list[bool]]:
+        """Tokens and protection mask of ``text``, kept for the next variants of the same text."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if text not in cache:
+            if len(cache) > 4096:
+                cache.clear()
+            tokens = tokenize(text)
+            cache[text] = (tokens, self.protect.mask(tokens))
+        return cache[text]
+
     def augment(self, text: str, rng: random.Random, technique: str | None = None) -> str:
         """One EDA variant of ``text`` (the technique drawn from ``techniques`` unless given)."""
-        tokens = tokenize(text)
+        tokens, mask = self._parsed(text)
         if not tokens:
             return text
-        mask = self.protect.mask(tokens)
         technique = technique or rng.choice(self.techniques)
         op = {"sr": self.synonym_replacement, "ri": self.random_insertion, "rs": self.random_swap,
               "rd": self.random_deletion}[technique]
@@ -224,7 +243,9 @@ class NlpaugOp:
 
     def augment(self, text: str, protected: list[str]) -> str:
         """One variant (nlpaug returns a list); protected words are passed as its stop words."""
-        self._aug.stopwords = sorted({*(getattr(self._aug, "stopwords", None) or []), *protected})
+        if not hasattr(self, "_own_stopwords"):
+            self._own_stopwords = list(getattr(self._aug, "stopwords", None) or [])
+        self._aug.stopwords = self._own_stopwords + protected if protected else self._own_stopwords
         out = self._aug.augment(text)
         return out[0] if isinstance(out, list) else out
 
@@ -257,15 +278,22 @@ class TextAugmenter:
     protect: Protect
 
     def variant(self, text: str, key: int) -> str | None:
-        """A variant of ``text``, or None when an op lost a protected token (the variant is dropped)."""
-        rng = random.Random(key)
-        protected = self.protect.tokens(text)
+        """A variant of ``text``, or None when an op lost a protected token (the variant is dropped).
+
+        EDA keeps protected tokens by construction and draws from ``rng`` only; the other ops (nlpaug,
+        models) draw from global generators, seeded from ``rng`` before each call, and are checked after.
+        """
+        # a local generator only where something draws from it (EDA, or an op's probability)
+        rng = random.Random(key) if any(name in LOCAL_RNG_OPS or p < 1.0 for name, p, _ in self.ops) else None
+        foreign = any(name != "eda" for name, _, _ in self.ops)
+        protected = self.protect.tokens(text) if foreign else []
         out = text
-        for _, p, run in self.ops:
+        for i, (name, p, run) in enumerate(self.ops):
             if p >= 1.0 or rng.random() < p:
-                seed_everything(rng.getrandbits(63))
+                if name != "eda":
+                    seed_everything(rng.getrandbits(63) if rng is not None else (key + i) & (2**63 - 1))
                 out = run(out, rng, protected)
-        if Counter(protected) - Counter(tokenize(out)):  # a protected token was changed or lost
+        if protected and Counter(protected) - Counter(tokenize(out)):  # a protected token was changed or lost
             return None
         return out
 

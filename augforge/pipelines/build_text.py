@@ -30,7 +30,7 @@ from augforge.recipe import Recipe
 
 _SCHEMA = S.dataset_schema(S.TEXT)
 #: Source rows per unit of work handed to a worker process.
-GROUPS_PER_TASK = 64
+GROUPS_PER_TASK = 256
 AUG_NAME = "augment"
 
 
