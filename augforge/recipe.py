@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from augforge.augment.text import Protect
 from augforge.errors import AugforgeError
 
 OUTPUT_FORMATS = ("png", "jpeg", "raw")
@@ -161,16 +162,6 @@ class ImageOpSpec:
 
 
 @dataclass(frozen=True)
-class ProtectSpec:
-    """Text tokens no op may change."""
-
-    numbers: bool = True
-    names: bool = False
-    words: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class AugmentSpec:
     """How many augmented variants each train row gets, and the ops that make them."""
 
@@ -181,7 +172,7 @@ class AugmentSpec:
     color: str = "rgb"
     image: tuple[ImageOpSpec, ...] = ()
     text: tuple[ImageOpSpec, ...] = ()
-    protect: ProtectSpec = ProtectSpec()
+    protect: Protect = Protect()
     min_words: int = 1
 
     def copies_for(self, class_name: str) -> int:
@@ -297,7 +288,7 @@ def _augment(c: Checker, value) -> AugmentSpec:
         color=c.choice(raw.get("color", "rgb"), "augment.color", COLORS),
         image=ops,
         text=text_ops,
-        protect=ProtectSpec(
+        protect=Protect(
             numbers=c.flag(protect.get("numbers", True), "augment.protect.numbers"),
             names=c.flag(protect.get("names", False), "augment.protect.names"),
             words=c.strings(protect.get("words", []), "augment.protect.words"),

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from augforge.augment.text import Protect, TextAugmenter, build_text_augmenter
+from augforge.augment.text import TextAugmenter, build_text_augmenter
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS
@@ -116,7 +116,7 @@ class TextTrain:
                  workdir) -> None:
         self.recipe, self.source, self.plan, self.workers = recipe, source, plan, workers
         aug = recipe.augment
-        protect = Protect(**vars(aug.protect))
+        protect = aug.protect
         self.augmenter = build_text_augmenter(aug.text, protect, aug.min_words, corpus, workdir)
         names = list(source.class_names)
         res = plan.result

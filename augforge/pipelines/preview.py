@@ -124,7 +124,7 @@ class TextPreview:
 
 def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
     """``n`` train texts (spread over the classes) and ``variants`` variants each, as the build makes them."""
-    from augforge.augment.text import Protect, build_text_augmenter
+    from augforge.augment.text import build_text_augmenter
     from augforge.pipelines.build_text import variant_key
 
     aug = recipe.augment
@@ -135,7 +135,7 @@ def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
     batch = next(iter(source.read(np.asarray(positions, dtype=np.int64), len(positions))))
     texts = batch.column(S.TEXT).to_pylist()
     labels = [source.class_names[i] for i in batch.column(S.LABEL).to_pylist()]
-    augmenter = build_text_augmenter(aug.text, Protect(**vars(aug.protect)), aug.min_words, corpus=texts)
+    augmenter = build_text_augmenter(aug.text, aug.protect, aug.min_words, corpus=texts)
     made = [[augmenter.variant(text, variant_key(recipe.seed, row_id, j)) for j in range(1, variants + 1)]
             for row_id, text in zip(ids, texts)]
     return TextPreview(ids, labels, texts, made)
