@@ -187,10 +187,12 @@ def _color(fn, types, img, prm, ctx):
     return _affine_colour(fn, types, img, prm, ctx)
 
 
-def _normalize_affine(prm) -> tuple[tuple, tuple]:
+def _normalize_affine(prm, channels: int = 3) -> tuple[tuple, tuple]:
     """(scale, shift) per channel of normalize on 0..255 pixels: (x / 255 - mean) / std."""
     mean, std = np.asarray(prm["mean"], dtype=np.float64), np.asarray(prm["std"], dtype=np.float64)
-    mean, std = np.broadcast_to(mean, 3), np.broadcast_to(std, 3)
+    if channels == 1:
+        mean, std = mean[:1], std[:1]
+    mean, std = np.broadcast_to(mean, channels), np.broadcast_to(std, channels)
     return tuple(1.0 / (255.0 * std)), tuple(-mean / std)
 
 
@@ -241,7 +243,7 @@ def _cutout(fn, types, img, prm, ctx):
 
 def _normalize(fn, types, img, prm, ctx):
     # one per-pixel affine map to float (HWC; the augmenter hands it over as CHW)
-    scale, shift = _normalize_affine(prm)
+    scale, shift = _normalize_affine(prm, ctx.channels)
     return fn.coord_transform(img, device=ctx.op_device, M=np.diag(scale).astype(np.float32).ravel().tolist(),
                               T=list(np.float32(shift)), dtype=types.FLOAT)
 
@@ -378,6 +380,7 @@ class Context:
     """What every op's graph needs to know: where it runs."""
 
     device: str  # "cpu" or "gpu"
+    channels: int = 3  # 1 for grey images
 
     @property
     def op_device(self) -> str:
@@ -440,7 +443,7 @@ class ImageAugmenter:
     """
 
     def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
-                 threads: int = 2, decode_only: bool = False) -> None:
+                 threads: int = 2, decode_only: bool = False, decoded: bool = False) -> None:
         self.ops = tuple(ops)
         self.color = color
         self.device = resolve_device(device)
@@ -448,6 +451,8 @@ class ImageAugmenter:
         self.batch_size = batch_size
         self.threads = threads
         self.decode_only = decode_only
+        #: inputs are HWC uint8 pixel arrays (raw shards), not encoded images
+        self.decoded = decoded
         #: normalize leaves float HWC pixels in DALI; they are handed over as CHW
         self.chw = bool(self.ops) and OPS[self.ops[-1].name].float_output and not decode_only
         self._pipe = None
@@ -455,13 +460,16 @@ class ImageAugmenter:
     def _build(self):
         from nvidia.dali import fn, pipeline_def, types
 
-        ctx = Context(self.device)
-        ops, color, decode_only = self.ops, self.color, self.decode_only
+        ctx = Context(self.device, 1 if self.color == "gray" else 3)
+        ops, color, decode_only, decoded = self.ops, self.color, self.decode_only, self.decoded
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
                       device_id=0 if self.device == "gpu" else None, seed=self.seed, enable_conditionals=True,
                       prefetch_queue_depth=1)
         def pipeline():
+            if decoded:
+                images = fn.external_source(name="encoded", dtype=types.UINT8, ndim=3, layout="HWC", no_copy=False)
+                return apply_ops(fn, types, images.gpu() if ctx.device == "gpu" else images, ops, ctx)
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
             if decode_only:
                 images, used = decode(fn, types, encoded, color, ctx)
@@ -499,17 +507,37 @@ class ImageAugmenter:
     def augment_batches(self, encoded: list):
         """Like ``augment``, one batch at a time as a torch tensor (images of one shape, e.g. after a crop).
 
-        After ``normalize`` the batch is float32 NCHW in ``torch.channels_last`` memory format."""
+        After ``normalize`` the batch is float32 NCHW in ``torch.channels_last`` memory format. On a GPU
+        the tensor is already on the device."""
+        for start in range(0, len(encoded), self.batch_size):
+            yield self.batch_tensor(encoded[start : start + self.batch_size])
+
+    def batch_tensor(self, batch: list):
+        """One batch (at most ``batch_size`` images) through the pipeline, as one torch tensor."""
         import torch
 
-        for start in range(0, len(encoded), self.batch_size):
-            result = self._run(encoded[start : start + self.batch_size])
-            if not result.is_dense_tensor():
-                raise AugforgeError("the ops give images of different sizes; end them with resize or a crop to "
-                                    "batch them as one tensor")
-            batch = torch.from_numpy(result.as_array())
-            # float pixels: NHWC memory seen as NCHW, i.e. torch's channels_last format (no copy)
-            yield batch.permute(0, 3, 1, 2) if self.chw else batch
+        if self._pipe is None:
+            self._pipe = self._build()
+        arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else e for e in batch]
+        self._pipe.feed_input("encoded", arrays)
+        try:
+            (result,) = self._pipe.run()
+        except RuntimeError as exc:
+            raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+        if not result.is_dense_tensor():
+            raise AugforgeError("the ops give images of different sizes; end them with resize or a crop to "
+                                "batch them as one tensor")
+        if self.device == "gpu":  # stays on the device: copied into a torch CUDA tensor
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            dense = result.as_tensor()
+            dtype = torch.float32 if self.chw else torch.uint8
+            out = torch.empty(dense.shape(), dtype=dtype, device="cuda")
+            feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
+        else:
+            out = torch.from_numpy(result.as_array())
+        # float pixels: NHWC memory seen as NCHW, i.e. torch's channels_last format (no copy)
+        return out.permute(0, 3, 1, 2) if self.chw else out
 
     def close(self) -> None:
         """Release the pipeline (and its threads)."""

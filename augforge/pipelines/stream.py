@@ -1,0 +1,302 @@
+"""Stream batches from a dataset directory into PyTorch: memory-mapped shards -> DALI -> torch tensors.
+
+``open_loader(dataset_dir, batch_size, ...)`` returns a ``Loader``; a plain loop works::
+
+    loader = open_loader("build/digits-aug", 128, recipe="examples/digits.yaml")
+    for x, y in loader:
+        ...
+
+What each payload yields:
+
+- images: NCHW tensors. uint8 by default; float32 (or bf16) normalized when the ops end with
+  ``normalize``. Decoding and the ops run in one DALI pipeline: in CPU-only mode here, with ``mixed``
+  decoding, GPU ops and tensors already on the device when a GPU is present. Raw uint8 shards skip
+  decoding.
+- features: float32 ``(batch, dim)`` tensors.
+- text: ``((token_ids, lengths), y)``. A word vocabulary is fitted on the train split when the loader
+  opens (deterministic); ids are padded per batch with 0, and 1 is the unknown word.
+
+Labels are int64, or float soft labels with mixup/cutmix.
+
+Epochs:
+
+- The row order is a permutation drawn from (seed, epoch), across and within shards. Every row of the
+  split comes exactly once per epoch (padding aside, see ``last``).
+- ``rank``/``world_size`` (read from torch.distributed when it is initialized) give disjoint,
+  equal-sized partitions. The rows are padded to a multiple of ``world_size`` by repeating the first
+  ones, or truncated with ``last="drop"``.
+- ``state_dict()``/``load_state_dict()`` resume mid-epoch: the restored loader yields exactly the batches
+  of that epoch that were not yet consumed.
+
+A background thread reads and augments up to ``prefetch`` batches ahead. ``stats()`` reports how long
+the consumer waited for each batch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import xxhash
+
+from augforge.augment.image import ImageAugmenter, check_op_list
+from augforge.augment.mix import MixConfig, mix_batch
+from augforge.datasets import schema as S
+from augforge.datasets.reader import Dataset
+from augforge.errors import AugforgeError
+
+LAST = ("keep", "drop", "pad")
+_DONE = object()
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The positions 0..n-1 in the order of ``epoch``: a permutation drawn from (seed, epoch)."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
+
+
+def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.ndarray:
+    """This rank's share of an epoch's order: equal sizes for every rank, disjoint but for the padding."""
+    n = len(order)
+    if world_size > 1:
+        if last == "drop":
+            order = order[: (n // world_size) * world_size]
+        elif n % world_size:
+            order = np.concatenate([order, order[: world_size - n % world_size]])
+    return order[rank::world_size]
+
+
+def raw_batch(column, shape: tuple[int, int, int]) -> np.ndarray:
+    """Equal-sized raw images of an Arrow binary column as one writable (N, H, W, C) uint8 array (one copy)."""
+    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+    values = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    return values[offsets[0] : offsets[-1]].reshape(len(array), *shape).copy()
+
+
+class Vocabulary:
+    """Lower-cased word tokens -> ids; 0 pads, 1 is the unknown word. Ordered by count, then word."""
+
+    def __init__(self, texts, max_size: int = 50_000) -> None:
+        from augforge.augment.text import tokenize
+
+        counts = Counter(t.lower() for text in texts for t in tokenize(text))
+        words = sorted(counts, key=lambda w: (-counts[w], w))[: max_size - 2]
+        self.index = {w: i + 2 for i, w in enumerate(words)}
+        self._tokenize = tokenize
+
+    def __len__(self) -> int:
+        return len(self.index) + 2
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded int64 ids ``(batch, longest)`` and int64 lengths."""
+        rows = [[self.index.get(t.lower(), 1) for t in self._tokenize(text)] or [1] for text in texts]
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+        ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
+        return ids, lengths
+
+
+class Loader:
+    """Batches of one split of a dataset directory, epoch after epoch (see the module docstring)."""
+
+    def __init__(self, dataset_dir, batch_size: int, *, split: str = "train", recipe=None, ops=None,
+                 shuffle: bool = True, seed: int = 0, device: str = "auto", drop_last: bool = False,
+                 last: str | None = None, dtype: str | None = None, rank: int | None = None,
+                 world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
+                 threads: int | None = None, verify: bool = True) -> None:
+        if batch_size < 1:
+            raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
+        last = last or ("drop" if drop_last else "keep")
+        if last not in LAST:
+            raise AugforgeError(f"last={last!r}: expected one of {', '.join(LAST)}")
+        self.dataset = Dataset(dataset_dir, split=split, verify=verify)
+        if len(self.dataset) == 0:
+            raise AugforgeError(f"{dataset_dir}: split {split!r} has no rows")
+        dist_rank, dist_world = _dist()
+        self.rank = dist_rank if rank is None else rank
+        self.world_size = dist_world if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise AugforgeError(f"rank {self.rank} is outside world_size {self.world_size}")
+        self.batch_size, self.shuffle, self.seed, self.last = batch_size, shuffle, seed, last
+        self.mix = mix or MixConfig()
+        self.prefetch = max(1, prefetch)
+        self.epoch, self.position = 0, 0
+        self.payload = self.dataset.payload
+        self.info = self.dataset.manifest.get("payload_info") or {}
+        self.num_classes = len(self.dataset.class_names)
+        self._ops, color = self._resolve_ops(recipe, ops)
+        self.device = device
+        self._augmenter_args = dict(color=color, device=device, batch_size=batch_size,
+                                    threads=threads or max(1, torch.get_num_threads()))
+        self.dtype = dtype
+        self.vocab = None
+        if self.payload == S.TEXT:  # fitted on the train split, whatever split is streamed
+            train = Dataset(dataset_dir, "train", verify=False)
+            self.vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist())
+        self._waits: list[float] = []
+        self._rows_out = 0
+        self._started: float | None = None
+
+    # -- configuration -------------------------------------------------------------------------------
+
+    def _resolve_ops(self, recipe, ops):
+        if recipe is not None and ops is not None:
+            raise AugforgeError("give recipe or ops, not both")
+        if recipe is not None:
+            from augforge.recipe import Recipe, load_recipe
+
+            recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+            return tuple(recipe.augment.image), recipe.augment.color
+        if ops:
+            from augforge.recipe import parse_recipe
+
+            parsed = parse_recipe({"source": {"path": "-"}, "augment": {"image": list(ops)}}, "ops")
+            color = "gray" if self.info.get("channels") == 1 else "rgb"
+            return tuple(parsed.augment.image), color
+        return (), ("gray" if self.info.get("channels") == 1 else "rgb")
+
+    # -- epochs ---------------------------------------------------------------------------------------
+
+    def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's positions (in the split) for ``epoch``, in order."""
+        order = epoch_order(len(self.dataset), self.seed, self.epoch if epoch is None else epoch, self.shuffle)
+        return rank_rows(order, self.rank, self.world_size, self.last)
+
+    def _batches_of(self, rows: np.ndarray) -> list[np.ndarray]:
+        cut = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        if cut and len(cut[-1]) < self.batch_size:
+            if self.last == "drop":
+                cut.pop()
+            elif self.last == "pad":
+                cut[-1] = np.resize(np.concatenate([cut[-1], rows]), self.batch_size)
+        return cut
+
+    def __len__(self) -> int:
+        return len(self._batches_of(self.rows_of_epoch(0)))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch."""
+        self.epoch, self.position = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        """Where the loader is: the epoch and how many of its batches were consumed."""
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "rank": self.rank,
+                "world_size": self.world_size, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()``: the next iteration yields the batches not yet consumed."""
+        for key in ("seed", "world_size", "batch_size"):
+            if state.get(key) != getattr(self, key):
+                raise AugforgeError(f"loader state has {key}={state.get(key)!r}, this loader {getattr(self, key)!r}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    # -- producing batches ----------------------------------------------------------------------------
+
+    def _augmenter(self) -> ImageAugmenter | None:
+        if self.payload != S.IMAGE or (not self._ops and self.info.get("encoding") == "raw"):
+            return None
+        check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
+        seed = xxhash.xxh3_64_intdigest(f"stream\x00{self.rank}\x00{self.epoch}".encode(), self.seed)
+        return ImageAugmenter(self._ops, seed=seed, decoded=self.info.get("encoding") == "raw",
+                              **self._augmenter_args)
+
+    def _raw_pixels(self, data: list[bytes]) -> list[np.ndarray]:
+        shape = (self.info["height"], self.info["width"], self.info["channels"])
+        return [np.frombuffer(d, dtype=np.uint8).reshape(shape) for d in data]
+
+    def _make(self, positions: np.ndarray, augmenter, index: int):
+        table = self.dataset.take(positions, [self.payload, S.LABEL])
+        y = torch.from_numpy(table.column(S.LABEL).to_numpy().astype(np.int64, copy=True))
+        column = table.column(self.payload)
+        if self.payload == S.FEATURES:
+            values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            x = torch.from_numpy(values.reshape(len(positions), -1).astype(np.float32, copy=False))
+        elif self.payload == S.TEXT:
+            x = self.vocab.encode(column.to_pylist())
+        elif augmenter is None:  # raw pixels, no ops: one copy of the stored bytes, reshaped
+            x = torch.from_numpy(raw_batch(column, (self.info["height"], self.info["width"],
+                                                    self.info["channels"]))).permute(0, 3, 1, 2)
+        else:
+            data = column.to_pylist()
+            x = augmenter.batch_tensor(self._raw_pixels(data) if augmenter.decoded else data)
+            if not augmenter.chw:
+                x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+        if self.dtype == "bfloat16" and x.is_floating_point():
+            x = x.to(torch.bfloat16)
+        if self.mix.active and self.payload == S.IMAGE:
+            rng = np.random.default_rng([self.seed, self.rank, self.epoch, index])
+            x, y, _ = mix_batch(x, y, self.num_classes, self.mix, rng)
+        return x, y
+
+    def _produce(self, batches: list[np.ndarray], start: int, out: queue.Queue, stop: threading.Event) -> None:
+        try:
+            augmenter = self._augmenter()
+            for index in range(start, len(batches)):
+                if stop.is_set():
+                    return
+                out.put(self._make(batches[index], augmenter, index))
+            out.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            out.put(exc)
+
+    def __iter__(self):
+        batches = self._batches_of(self.rows_of_epoch())
+        out: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        worker = threading.Thread(target=self._produce, args=(batches, self.position, out, stop), daemon=True)
+        if self._started is None:
+            self._started = time.perf_counter()
+        worker.start()
+        try:
+            while True:
+                waited = time.perf_counter()
+                item = out.get()
+                self._waits.append(time.perf_counter() - waited)
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                self.position += 1
+                self._rows_out += len(item[1])
+                yield item
+            self.epoch, self.position = self.epoch + 1, 0
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    out.get_nowait()
+                except queue.Empty:
+                    pass
+                worker.join(timeout=0.05)
+
+    def stats(self) -> dict:
+        """Waits for each batch, rows/s, and the share of wall time the consumer spent waiting."""
+        wall = time.perf_counter() - self._started if self._started else 0.0
+        waits = np.asarray(self._waits)
+        return {"batches": int(len(waits)), "wait_s_total": float(waits.sum()),
+                "wait_ms_mean": float(waits.mean() * 1000) if len(waits) else 0.0,
+                "wait_ms_p95": float(np.percentile(waits, 95) * 1000) if len(waits) else 0.0,
+                "rows_per_s": self._rows_out / wall if wall else 0.0,
+                "wait_fraction": float(waits.sum() / wall) if wall else 0.0}
+
+
+def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, shuffle: bool = True,
+                seed: int = 0, device: str = "auto", drop_last: bool = False, **options) -> Loader:
+    """A ``Loader`` over ``dataset_dir`` (see ``Loader`` for the other options: ops, last, dtype, rank,
+    world_size, mix, prefetch, threads)."""
+    return Loader(dataset_dir, batch_size, split=split, recipe=recipe, shuffle=shuffle, seed=seed, device=device,
+                  drop_last=drop_last, **options)

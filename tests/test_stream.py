@@ -1,0 +1,197 @@
+"""The streaming loader on real built datasets: epochs, determinism, resume, DDP ranks, mixing, dtypes."""
+
+import numpy as np
+import pytest
+import torch
+
+from augforge.augment.mix import MixConfig, cutmix_box, mix_batch
+from augforge.cli import main
+from augforge.datasets import open_dataset
+from augforge.pipelines.build import build
+from augforge.pipelines.stream import epoch_order, open_loader, rank_rows
+from augforge.recipe import parse_recipe
+
+DIGITS = {"source": {"path": "digits", "test_split": 0.25, "imbalance": "longtail"},
+          "balance": {"strategy": "over"},
+          "augment": {"copies": 1, "color": "gray", "image": [{"op": "pad", "padding": 1},
+                                                               {"op": "random_crop", "size": 8}]},
+          "output": {"format": "png", "shard_rows": 300}}
+OPS = [{"op": "rotate", "degrees": 10}]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    png = root / "png"
+    build(parse_recipe(DIGITS, "r.yaml"), png)
+    raw = root / "raw"
+    build(parse_recipe({**DIGITS, "output": {"format": "raw", "shard_rows": 300}}, "r.yaml"), raw)
+    return png, raw
+
+
+def labels_of(loader):
+    return torch.cat([y for _, y in loader]).tolist()
+
+
+def test_every_row_once_per_epoch_and_shapes(built):
+    png, _ = built
+    loader = open_loader(png, 100, ops=OPS, seed=3)
+    split = open_dataset(png)
+    assert len(loader) == -(-len(split) // 100)
+    seen = []
+    for x, y in loader:
+        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 8, 8) and y.dtype == torch.int64
+        seen.append(y)
+    assert sorted(torch.cat(seen).tolist()) == sorted(split.labels().tolist())
+    rows = loader.rows_of_epoch(0)
+    assert sorted(rows.tolist()) == list(range(len(split)))  # a permutation: every row exactly once
+    assert loader.epoch == 1 and loader.position == 0
+
+
+def test_order_is_deterministic_per_seed_and_epoch(built):
+    _, raw = built
+    a = [x for x, _ in open_loader(raw, 64, seed=5)]
+    b = [x for x, _ in open_loader(raw, 64, seed=5)]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not np.array_equal(epoch_order(500, 5, 0, True), epoch_order(500, 5, 1, True))
+    assert not np.array_equal(epoch_order(500, 5, 0, True), epoch_order(500, 6, 0, True))
+    assert np.array_equal(epoch_order(10, 5, 0, False), np.arange(10))
+
+
+def test_raw_shards_stream_their_exact_pixels(built):
+    _, raw = built
+    loader = open_loader(raw, 50, shuffle=False)
+    x, y = next(iter(loader))
+    stored = open_dataset(raw).take(np.arange(50)).column("image").to_pylist()
+    expected = np.stack([np.frombuffer(b, np.uint8).reshape(8, 8, 1) for b in stored]).transpose(0, 3, 1, 2)
+    assert torch.equal(x, torch.from_numpy(expected))
+
+
+def test_mid_epoch_resume_sees_exactly_the_rest(built):
+    _, raw = built
+    full = [(x.clone(), y.clone()) for x, y in open_loader(raw, 64, seed=9)]
+    first = open_loader(raw, 64, seed=9)
+    it = iter(first)
+    for _ in range(3):
+        next(it)
+    state = first.state_dict()
+    it.close()
+    resumed = open_loader(raw, 64, seed=9)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert len(rest) == len(full) - 3
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(rest, full[3:]))
+    assert resumed.epoch == 1
+
+
+def test_ddp_ranks_are_disjoint_and_equal(built):
+    png, _ = built
+    n = len(open_dataset(png))
+    for world, last in ((2, "keep"), (3, "keep"), (3, "drop"), (4, "drop")):
+        parts = [rank_rows(epoch_order(n, 1, 0, True), r, world, last) for r in range(world)]
+        assert len({len(p) for p in parts}) == 1
+        union = np.concatenate(parts)
+        if last == "drop":
+            assert len(set(union.tolist())) == len(union) == (n // world) * world
+        else:
+            assert set(union.tolist()) == set(range(n)) and len(union) - n == (-n) % world
+    loaders = [open_loader(png, 50, rank=r, world_size=2, last="drop") for r in range(2)]
+    assert len(loaders[0]) == len(loaders[1])
+    a, b = (set(ld.rows_of_epoch(0).tolist()) for ld in loaders)
+    assert not a & b
+
+
+def test_last_batch_keep_drop_pad(built):
+    _, raw = built
+    n = len(open_dataset(raw))
+    sizes = {last: [len(y) for _, y in open_loader(raw, 64, last=last)] for last in ("keep", "drop", "pad")}
+    assert sum(sizes["keep"]) == n and sizes["keep"][-1] == n % 64
+    assert all(s == 64 for s in sizes["drop"]) and len(sizes["drop"]) == n // 64
+    assert all(s == 64 for s in sizes["pad"]) and len(sizes["pad"]) == -(-n // 64)
+
+
+def test_normalize_and_bfloat16(built):
+    png, _ = built
+    ops = [{"op": "normalize", "mean": [0.5], "std": [0.25]}]
+    x, _ = next(iter(open_loader(png, 32, ops=ops, shuffle=False)))
+    assert x.dtype == torch.float32 and x.shape == (32, 1, 8, 8)
+    raw = open_dataset(png).torch_dataset()[0][0]
+    torch.testing.assert_close(x[0], (raw.float() / 255 - 0.5) / 0.25, atol=1e-4, rtol=0)
+    xb, _ = next(iter(open_loader(png, 32, ops=ops, shuffle=False, dtype="bfloat16")))
+    assert xb.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixing_gives_soft_labels_that_sum_to_one(kind):
+    rng = np.random.default_rng(0)
+    x = torch.rand(16, 3, 32, 32)
+    y = torch.arange(16) % 5
+    config = MixConfig(mixup_alpha=0.4 if kind == "mixup" else 0.0, cutmix_alpha=1.0 if kind == "cutmix" else 0.0)
+    before = x.clone()
+    mixed, soft, used = mix_batch(x, y, 5, config, rng)
+    assert used == kind and torch.equal(x, before)  # inputs never mutated
+    torch.testing.assert_close(soft.sum(1), torch.ones(16))
+    lam = soft[torch.arange(16), y].clone()
+    same = y == y.flip(0)
+    lam[same] = float("nan")
+    lam = lam[~same]
+    assert torch.allclose(lam, lam[0].expand_as(lam))  # one lambda for the batch
+    if kind == "cutmix":
+        changed = (mixed != x).any(1).float().mean(dim=(1, 2))
+        assert abs(float(changed.max()) - (1 - float(lam[0]))) < 0.05  # pasted area matches the label weight
+    else:
+        torch.testing.assert_close(mixed, x * lam[0] + x.flip(0) * (1 - lam[0]))
+
+
+def test_mixing_in_the_loader_and_the_box():
+    rng = np.random.default_rng(1)
+    y0, y1, x0, x1 = cutmix_box(32, 32, 0.75, rng)
+    assert 0 <= y0 <= y1 <= 32 and 0 <= x0 <= x1 <= 32
+
+
+def test_loader_mixes_and_reports_stats(built):
+    png, _ = built
+    loader = open_loader(png, 64, ops=OPS, mix=MixConfig(mixup_alpha=0.2, cutmix_alpha=1.0))
+    for x, y in loader:
+        assert y.dtype == torch.float32 and torch.allclose(y.sum(1), torch.ones(len(y)))
+    stats = loader.stats()
+    assert stats["batches"] == len(loader) + 1 and 0 <= stats["wait_fraction"] <= 1 and stats["rows_per_s"] > 0
+
+
+def test_features_and_text(tmp_path, digits_table, text_csv):
+    path = tmp_path / "d.parquet"
+    digits_table.write_parquet(path)
+    assert main(["ingest", str(path), str(tmp_path / "feat"), "-q"]) == 0
+    x, y = next(iter(open_loader(tmp_path / "feat", 32, shuffle=False)))
+    assert x.dtype == torch.float32 and x.shape == (32, 64)
+    np.testing.assert_array_equal(x.numpy(), digits_table.drop("label").to_numpy()[:32])
+    assert main(["ingest", str(text_csv), str(tmp_path / "text"), "--text-col", "review", "--label-col",
+                 "sentiment", "-q"]) == 0
+    (ids, lengths), y = next(iter(open_loader(tmp_path / "text", 4, shuffle=False)))
+    assert ids.dtype == torch.int64 and ids.shape[0] == 4 and lengths.max() == ids.shape[1]
+    assert (ids[0, : lengths[0]] > 1).all()  # words of the train split are known
+
+
+def test_a_five_line_loop_trains_a_model(built):
+    from augforge.train.models import create
+
+    png, _ = built
+    torch.manual_seed(0)
+    model = create("simple_cnn", 10, in_channels=1)
+    opt = torch.optim.AdamW(model.parameters(), 3e-3)
+    losses = []
+    for epoch in range(3):
+        for x, y in open_loader(png, 64, ops=OPS, seed=epoch):
+            loss = torch.nn.functional.cross_entropy(model(x.float() / 255), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the GPU machine)")
+def test_gpu_batches_are_on_the_device(built):
+    png, _ = built
+    x, y = next(iter(open_loader(png, 32, ops=OPS, device="gpu")))
+    assert x.is_cuda and x.shape == (32, 1, 8, 8)
