@@ -195,3 +195,34 @@ def test_gpu_batches_are_on_the_device(built):
     png, _ = built
     x, y = next(iter(open_loader(png, 32, ops=OPS, device="gpu")))
     assert x.is_cuda and x.shape == (32, 1, 8, 8)
+
+
+def test_torch_fallback_dataset(built, sample_images):
+    from augforge.augment.torch_ops import TorchAugment
+    from augforge.errors import AugforgeError
+    from augforge.pipelines.stream import FallbackDataset
+
+    png, _ = built
+    ds = FallbackDataset(png, ops=OPS + [{"op": "normalize", "mean": [0.5], "std": [0.25]}], seed=2)
+    x, y = ds[4]
+    assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and isinstance(y, int)
+    assert torch.equal(ds[4][0], x)  # reproducible for (seed, epoch, index)
+    ds.set_epoch(1)
+    assert not torch.equal(ds[4][0], x)
+    loader = torch.utils.data.DataLoader(ds, batch_size=128, num_workers=2)
+    labels = torch.cat([yb for _, yb in loader])
+    assert sorted(labels.tolist()) == sorted(open_dataset(png).labels().tolist())
+    with pytest.raises(AugforgeError, match="no torch fallback"):
+        FallbackDataset(png, ops=[{"op": "trivial_augment"}])
+    # colour photo: every fallback op keeps shapes and uint8 where expected
+    photo = torch.from_numpy(np.ascontiguousarray(sample_images[0][:120, :160].transpose(2, 0, 1)))
+    ops = parse_recipe({"source": {"path": "-"}, "augment": {"image": [
+        {"op": "random_resized_crop", "size": 64}, {"op": "hflip", "p": 0.5}, {"op": "rotate", "degrees": 20},
+        {"op": "color", "brightness": [0.5, 1.5], "saturation": [0, 2], "hue": [-20, 20]}, {"op": "grayscale", "p": 0.3},
+        {"op": "gaussian_blur"}, {"op": "random_erasing"}, {"op": "cutout", "size": 8}, {"op": "pad", "padding": 2},
+        {"op": "center_crop", "size": 60}, {"op": "resize", "size": [48, 40]}]}}).augment.image
+    outs = [TorchAugment(ops)(photo, torch.Generator().manual_seed(s)) for s in range(4)]
+    assert all(o.shape == (3, 48, 40) and o.dtype == torch.uint8 for o in outs)
+    assert len({o.numpy().tobytes() for o in outs}) == 4
+    flip = parse_recipe({"source": {"path": "-"}, "augment": {"image": [{"op": "hflip"}]}}).augment.image
+    assert torch.equal(TorchAugment(flip)(photo, torch.Generator()), photo.flip(-1))

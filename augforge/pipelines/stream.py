@@ -86,6 +86,24 @@ def raw_batch(column, shape: tuple[int, int, int]) -> np.ndarray:
     return values[offsets[0] : offsets[-1]].reshape(len(array), *shape).copy()
 
 
+def resolve_ops(recipe, ops, info: dict) -> tuple[tuple, str]:
+    """The image ops (and colour mode) of a recipe (a Recipe or a path) or of a list of op mappings."""
+    if recipe is not None and ops is not None:
+        raise AugforgeError("give recipe or ops, not both")
+    if recipe is not None:
+        from augforge.recipe import Recipe, load_recipe
+
+        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        return tuple(recipe.augment.image), recipe.augment.color
+    color = "gray" if info.get("channels") == 1 else "rgb"
+    if ops:
+        from augforge.recipe import parse_recipe
+
+        return tuple(parse_recipe({"source": {"path": "-"}, "augment": {"image": list(ops)}}, "ops").augment.image), \
+            color
+    return (), color
+
+
 class Vocabulary:
     """Lower-cased word tokens -> ids; 0 pads, 1 is the unknown word. Ordered by count, then word."""
 
@@ -138,7 +156,7 @@ class Loader:
         self.payload = self.dataset.payload
         self.info = self.dataset.manifest.get("payload_info") or {}
         self.num_classes = len(self.dataset.class_names)
-        self._ops, color = self._resolve_ops(recipe, ops)
+        self._ops, color = resolve_ops(recipe, ops, self.info)
         self.device = device
         self._augmenter_args = dict(color=color, device=device, batch_size=batch_size,
                                     threads=threads or max(1, torch.get_num_threads()))
@@ -152,22 +170,6 @@ class Loader:
         self._started: float | None = None
 
     # -- configuration -------------------------------------------------------------------------------
-
-    def _resolve_ops(self, recipe, ops):
-        if recipe is not None and ops is not None:
-            raise AugforgeError("give recipe or ops, not both")
-        if recipe is not None:
-            from augforge.recipe import Recipe, load_recipe
-
-            recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-            return tuple(recipe.augment.image), recipe.augment.color
-        if ops:
-            from augforge.recipe import parse_recipe
-
-            parsed = parse_recipe({"source": {"path": "-"}, "augment": {"image": list(ops)}}, "ops")
-            color = "gray" if self.info.get("channels") == 1 else "rgb"
-            return tuple(parsed.augment.image), color
-        return (), ("gray" if self.info.get("channels") == 1 else "rgb")
 
     # -- epochs ---------------------------------------------------------------------------------------
 
@@ -300,3 +302,38 @@ def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train
     world_size, mix, prefetch, threads)."""
     return Loader(dataset_dir, batch_size, split=split, recipe=recipe, shuffle=shuffle, seed=seed, device=device,
                   drop_last=drop_last, **options)
+
+
+class FallbackDataset(torch.utils.data.Dataset):
+    """The torch fallback: one split as a ``torch.utils.data.Dataset`` with the recipe's ops in plain torch.
+
+    For users who cannot install DALI (the loader above is the default). Each item is
+    ``(image, label)``; the ops draw from a generator seeded from (seed, epoch, index), so items are
+    reproducible in any DataLoader worker. Call ``set_epoch`` for fresh draws every epoch.
+    """
+
+    def __init__(self, dataset_dir, *, split: str = "train", recipe=None, ops=None, seed: int = 0) -> None:
+        from augforge.augment.torch_ops import TorchAugment
+        from augforge.datasets.torch_view import ShardDataset
+
+        self.view = ShardDataset(dataset_dir, split=split)
+        if self.view.dataset.payload != S.IMAGE:
+            raise AugforgeError(f"{dataset_dir}: the torch fallback augments images; this dataset holds "
+                                f"{self.view.dataset.payload}")
+        resolved, color = resolve_ops(recipe, ops, self.view.dataset.manifest.get("payload_info") or {})
+        self.augment = TorchAugment(resolved)  # refuses the DALI-only policies first, by name
+        check_op_list(resolved, color, "fallback ops", encoded_output=False)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the draws of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, index: int):
+        x, y = self.view[index]
+        gen = torch.Generator().manual_seed(
+            xxhash.xxh3_64_intdigest(f"fallback\x00{self.epoch}\x00{index}".encode(), self.seed) >> 1)
+        return self.augment(x, gen), y
