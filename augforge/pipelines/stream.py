@@ -78,14 +78,6 @@ def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.nd
     return order[rank::world_size]
 
 
-def raw_batch(column, shape: tuple[int, int, int]) -> np.ndarray:
-    """Equal-sized raw images of an Arrow binary column as one writable (N, H, W, C) uint8 array (one copy)."""
-    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-    values = np.frombuffer(array.buffers()[2], dtype=np.uint8)
-    return values[offsets[0] : offsets[-1]].reshape(len(array), *shape).copy()
-
-
 def resolve_ops(recipe, ops, info: dict) -> tuple[tuple, str]:
     """The image ops (and colour mode) of a recipe (a Recipe or a path) or of a list of op mappings."""
     if recipe is not None and ops is not None:
@@ -216,11 +208,61 @@ class Loader:
         return ImageAugmenter(self._ops, seed=seed, decoded=self.info.get("encoding") == "raw",
                               **self._augmenter_args)
 
-    def _raw_pixels(self, data: list[bytes]) -> list[np.ndarray]:
-        shape = (self.info["height"], self.info["width"], self.info["channels"])
-        return [np.frombuffer(d, dtype=np.uint8).reshape(shape) for d in data]
+    def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
+        cache = self.__dict__.setdefault("_binary_views", {})
+        if index not in cache:
+            array = self.dataset.shard(index).column(S.IMAGE).combine_chunks()
+            offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+            cache[index] = (offsets, np.frombuffer(array.buffers()[2], dtype=np.uint8))
+        return cache[index]
+
+    def _encoded(self, positions: np.ndarray) -> list[np.ndarray]:
+        """The encoded images at ``positions`` as uint8 views of the memory-mapped shards (DALI copies them)."""
+        shard_of, local = self.dataset._locate(self.dataset._rows[positions])
+        out = []
+        for index, row in zip(shard_of.tolist(), local.tolist()):
+            offsets, values = self._shard_binary(index)
+            out.append(values[offsets[row] : offsets[row + 1]])
+        return out
+
+    def _shard_pixels(self, index: int) -> np.ndarray:
+        """Shard ``index``'s raw image column as a (rows, H, W, C) view of the memory map (no copy)."""
+        cache = self.__dict__.setdefault("_raw_views", {})
+        if index not in cache:
+            shape = (self.info["height"], self.info["width"], self.info["channels"])
+            offsets, values = self._shard_binary(index)
+            if not np.all(np.diff(offsets) == int(np.prod(shape))):
+                raise AugforgeError(f"shard {index}: raw images are not all {'x'.join(map(str, shape))}")
+            cache[index] = values[offsets[0] : offsets[-1]].reshape(len(offsets) - 1, *shape)
+        return cache[index]
+
+    def _gather_raw(self, positions: np.ndarray) -> np.ndarray:
+        """One gather copy per shard of the rows at ``positions`` (in this split), as (N, H, W, C) uint8."""
+        shard_of, local = self.dataset._locate(self.dataset._rows[positions])
+        shards = np.unique(shard_of)
+        first = self._shard_pixels(int(shards[0]))
+        out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
+        if len(shards) == 1:
+            np.take(first, local, axis=0, out=out)
+            return out
+        for index in shards:
+            hit = np.flatnonzero(shard_of == index)
+            out[hit] = self._shard_pixels(int(index))[local[hit]]
+        return out
 
     def _make(self, positions: np.ndarray, augmenter, index: int):
+        if self.payload == S.IMAGE:  # straight from the memory-mapped shards: no Arrow take, no Python bytes
+            y = torch.from_numpy(self._labels_all()[positions])
+            if augmenter is None:  # raw pixels, no ops: one gather copy
+                x = torch.from_numpy(self._gather_raw(positions)).permute(0, 3, 1, 2)
+            elif augmenter.decoded:
+                x = augmenter.batch_tensor(list(self._gather_raw(positions)))
+            else:
+                x = augmenter.batch_tensor(self._encoded(positions))
+            if augmenter is not None and not augmenter.chw:
+                x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+            return self._finish(x, y, index)
         table = self.dataset.take(positions, [self.payload, S.LABEL])
         y = torch.from_numpy(table.column(S.LABEL).to_numpy().astype(np.int64, copy=True))
         column = table.column(self.payload)
@@ -229,14 +271,14 @@ class Loader:
             x = torch.from_numpy(values.reshape(len(positions), -1).astype(np.float32, copy=False))
         elif self.payload == S.TEXT:
             x = self.vocab.encode(column.to_pylist())
-        elif augmenter is None:  # raw pixels, no ops: one copy of the stored bytes, reshaped
-            x = torch.from_numpy(raw_batch(column, (self.info["height"], self.info["width"],
-                                                    self.info["channels"]))).permute(0, 3, 1, 2)
-        else:
-            data = column.to_pylist()
-            x = augmenter.batch_tensor(self._raw_pixels(data) if augmenter.decoded else data)
-            if not augmenter.chw:
-                x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+        return self._finish(x, y, index)
+
+    def _labels_all(self) -> np.ndarray:
+        if getattr(self, "_labels", None) is None:
+            self._labels = self.dataset.labels()
+        return self._labels
+
+    def _finish(self, x, y, index: int):
         if self.dtype == "bfloat16" and x.is_floating_point():
             x = x.to(torch.bfloat16)
         if self.mix.active and self.payload == S.IMAGE:
