@@ -98,8 +98,8 @@ def online(root: Path, epochs: int, workers: int, device: str) -> tuple[float, f
     return ours, seen / (time.perf_counter() - start), wait
 
 
-def raw_read(root: Path, rows: int) -> tuple[float, float]:
-    """(augforge MB/s into uint8 NCHW batches of 256 in order, shuffled; raw page-cache MB/s of the same files)."""
+def raw_read(root: Path, batch: int) -> tuple[float, float, float]:
+    """(augforge MB/s into uint8 NCHW batches in order, shuffled; raw page-cache MB/s of the same files)."""
     shards = sorted((root / "shards").glob("*.arrow"))
     for path in shards:  # warm the page cache
         path.read_bytes()
@@ -113,7 +113,7 @@ def raw_read(root: Path, rows: int) -> tuple[float, float]:
     raw = total / (time.perf_counter() - start) / 1e6
     rates = []
     for shuffle in (False, True):
-        loader = open_loader(root, 256, shuffle=shuffle, verify=False)
+        loader = open_loader(root, batch, shuffle=shuffle, verify=False)
         for _ in loader:
             pass
         start, pixels = time.perf_counter(), 0
@@ -142,10 +142,11 @@ def main() -> None:
         pixels = rng.integers(0, 256, size=(args.raw_rows, 32, 32, 3), dtype=np.uint8)
         write_images(raw_root, [p.tobytes() for p in pixels], shape=(32, 32, 3))
         del pixels
-        in_order, shuffled, raw_mb = raw_read(raw_root, args.raw_rows)
-        print(f"raw uint8 32x32x3 shards ({args.raw_rows:,} rows), batches of 256: augforge {in_order:,.0f} MB/s in "
-              f"order, {shuffled:,.0f} MB/s shuffled; page-cache read {raw_mb:,.0f} MB/s; "
-              f"{in_order / raw_mb:.0%} / {shuffled / raw_mb:.0%} of raw bandwidth")
+        for batch in (256, 1024):
+            in_order, shuffled, raw_mb = raw_read(raw_root, batch)
+            print(f"raw uint8 32x32x3 shards ({args.raw_rows:,} rows), batches of {batch}: augforge "
+                  f"{in_order:,.0f} MB/s in order, {shuffled:,.0f} MB/s shuffled; page-cache read {raw_mb:,.0f} "
+                  f"MB/s; {in_order / raw_mb:.0%} / {shuffled / raw_mb:.0%} of raw bandwidth")
 
 
 if __name__ == "__main__":

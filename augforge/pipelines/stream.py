@@ -201,12 +201,15 @@ class Loader:
     # -- producing batches ----------------------------------------------------------------------------
 
     def _augmenter(self) -> ImageAugmenter | None:
+        """The DALI pipeline, built once per loader (seeded from seed and rank) and kept across epochs."""
         if self.payload != S.IMAGE or (not self._ops and self.info.get("encoding") == "raw"):
             return None
-        check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
-        seed = xxhash.xxh3_64_intdigest(f"stream\x00{self.rank}\x00{self.epoch}".encode(), self.seed)
-        return ImageAugmenter(self._ops, seed=seed, decoded=self.info.get("encoding") == "raw",
-                              **self._augmenter_args)
+        if getattr(self, "_pipeline", None) is None:
+            check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
+            seed = xxhash.xxh3_64_intdigest(f"stream\x00{self.rank}".encode(), self.seed)
+            self._pipeline = ImageAugmenter(self._ops, seed=seed, decoded=self.info.get("encoding") == "raw",
+                                            **self._augmenter_args)
+        return self._pipeline
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
@@ -240,6 +243,9 @@ class Loader:
     def _gather_raw(self, positions: np.ndarray) -> np.ndarray:
         """One gather copy per shard of the rows at ``positions`` (in this split), as (N, H, W, C) uint8."""
         shard_of, local = self.dataset._locate(self.dataset._rows[positions])
+        if shard_of[0] == shard_of[-1] and local[-1] - local[0] == len(local) - 1 and \
+                np.array_equal(local, np.arange(local[0], local[-1] + 1)):  # in order: one slice copy
+            return self._shard_pixels(int(shard_of[0]))[local[0] : local[-1] + 1].copy()
         shards = np.unique(shard_of)
         first = self._shard_pixels(int(shards[0]))
         out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
