@@ -305,3 +305,21 @@ def test_the_shipped_text_example(tmp_path, capsys):
     assert report["imbalance_ratio"] <= 1.5 and report["num_classes"] == 4
     assert main(["preview", "examples/text.yaml", "--n", "2", "--variants", "2"]) == 0
     assert "text / variants" in capsys.readouterr().out
+
+
+def test_a_pos_tagger_when_present_restricts_synonyms(monkeypatch):
+    """No tagger data is installed here; with one, synonym replacement keeps the word's part of speech.
+    The tagger is given as a function of the same signature as nltk.pos_tag (Penn tags)."""
+    from augforge.augment import wordnet as wn
+
+    def penn(tokens):
+        return [(t, "VB" if t.lower() == "run" else "NN") for t in tokens]
+
+    monkeypatch.setattr(wn, "pos_tagger", lambda: penn)
+    assert wn.wordnet_pos(["run", "dog"]) == ["v", "n"]
+    verbs, nouns = set(synonyms("run", "v")), set(synonyms("run", "n"))
+    assert verbs - nouns and nouns - verbs
+    aug = EDA(alpha_sr=1.0, stop=frozenset())
+    for seed in range(30):
+        out = tokenize(aug.augment("run", random.Random(seed), "sr"))
+        assert " ".join(out).lower() in verbs

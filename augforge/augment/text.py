@@ -21,14 +21,12 @@ from typing import Callable
 
 import numpy as np
 
-from augforge.augment.wordnet import synonyms
+from augforge.augment.wordnet import synonyms, wordnet_pos
 from augforge.errors import AugforgeError
 
 TOKEN = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:[.,:/]\d+)*|[^\sA-Za-z\d]")
 NUMBER = re.compile(r"^\d+(?:[.,:/]\d+)*$")
 EDA_TECHNIQUES = ("sr", "ri", "rs", "rd")
-#: Ops that draw from the variant's own generator (the nlpaug ones use the global ones, seeded per call).
-LOCAL_RNG_OPS = ("eda", "back_translation", "contextual")
 
 
 def stop_words() -> frozenset[str]:
@@ -128,21 +126,23 @@ class EDA:
     def synonym_replacement(self, tokens, mask, rng: random.Random):
         """Replace up to n distinct replaceable words with a random WordNet synonym each (case kept)."""
         out = list(tokens)
-        places = self.replaceable(tokens, mask)
+        words, replaceable = self._facts(tokens, mask)
+        places = list(replaceable)
         rng.shuffle(places)
-        n = self._count(self.alpha_sr, sum(map(_is_word, tokens)))
+        n = self._count(self.alpha_sr, words)
         for i in places[:n]:
-            choice = rng.choice(synonyms(tokens[i].lower()))
+            choice = rng.choice(self._synonyms_at(tokens, i))
             out[i] = match_case(choice, tokens[i])
         return out, list(mask)
 
     def random_insertion(self, tokens, mask, rng: random.Random):
         """Insert n synonyms of words of the sentence at random positions."""
         out, out_mask = list(tokens), list(mask)
-        sources = [tokens[i].lower() for i in self.replaceable(tokens, mask)]
+        words, replaceable = self._facts(tokens, mask)
+        sources = [tokens[i].lower() for i in replaceable]
         if not sources:
             return out, out_mask
-        for _ in range(self._count(self.alpha_ri, sum(map(_is_word, tokens)))):
+        for _ in range(self._count(self.alpha_ri, words)):
             word = rng.choice(synonyms(rng.choice(sources)))
             at = rng.randint(0, len(out))
             out.insert(at, word)
@@ -162,7 +162,7 @@ class EDA:
 
     def random_deletion(self, tokens, mask, rng: random.Random):
         """Delete each unprotected word with probability p_rd, keeping at least ``min_words`` words."""
-        words = sum(map(_is_word, tokens))
+        words, _ = self._facts(tokens, mask)
         keep = [not (_is_word(t) and not m and rng.random() < self.p_rd) for t, m in zip(tokens, mask)]
         kept_words = sum(k and _is_word(t) for k, t in zip(keep, tokens))
         need = min(max(self.min_words, 1), words)
@@ -177,11 +177,35 @@ class EDA:
         """Tokens and protection mask of ``text``, kept for the next variants of the same text."""
         cache = self.__dict__.setdefault("_cache", {})
         if text not in cache:
-            if len(cache) > 4096:
+            if len(cache) > 4096:  # the per-list caches below are keyed by list identity: clear them together
                 cache.clear()
+                self.__dict__.get("_pos", {}).clear()
+                self.__dict__.get("_facts_cache", {}).clear()
             tokens = tokenize(text)
             cache[text] = (tokens, self.protect.mask(tokens))
+            self.__dict__.setdefault("_pos", {})[id(cache[text][0])] = wordnet_pos(tokens)
         return cache[text]
+
+    def _pos_of(self, tokens: list[str], i: int) -> str | None:
+        """The WordNet part of speech of token ``i`` when a POS tagger is installed, else None."""
+        tags = self.__dict__.get("_pos", {}).get(id(tokens))
+        return tags[i] if tags is not None and i < len(tags) else None
+
+    def _synonyms_at(self, tokens: list[str], i: int) -> tuple[str, ...]:
+        """Synonyms of token ``i``: of its part of speech when tagged (and it has some), else of every one."""
+        pos = self._pos_of(tokens, i)
+        word = tokens[i].lower()
+        return (synonyms(word, pos) if pos else ()) or synonyms(word)
+
+    def _facts(self, tokens: list[str], mask: list[bool]) -> tuple[int, list[int]]:
+        """(word count, replaceable positions) of a parsed text, cached with it."""
+        key = id(tokens)
+        facts = self.__dict__.setdefault("_facts_cache", {})
+        if key not in facts or facts[key][0] is not tokens:
+            if len(facts) > 4096:
+                facts.clear()
+            facts[key] = (tokens, sum(map(_is_word, tokens)), self.replaceable(tokens, mask))
+        return facts[key][1], facts[key][2]
 
     def augment(self, text: str, rng: random.Random, technique: str | None = None) -> str:
         """One EDA variant of ``text`` (the technique drawn from ``techniques`` unless given)."""
@@ -216,10 +240,13 @@ NLPAUG = {
 }
 
 
+_NUMPY_STATE = np.random.mtrand._rand
+
+
 def seed_everything(key: int) -> None:
     """Seed the global generators nlpaug draws from (Python's ``random`` and numpy's)."""
     random.seed(key)
-    np.random.seed(key % (2**32))
+    _NUMPY_STATE.seed(key & 0xFFFFFFFF)
 
 
 @dataclass
@@ -276,24 +303,33 @@ class TextAugmenter:
 
     ops: list  # (name, probability, callable(text, rng, protected) -> text)
     protect: Protect
+    min_words: int = 1
 
-    def variant(self, text: str, key: int) -> str | None:
-        """A variant of ``text``, or None when an op lost a protected token (the variant is dropped).
+    def __post_init__(self):
+        #: some op is not EDA: it draws from the global generators and its output is checked
+        self.foreign = any(name != "eda" for name, _, _ in self.ops)
 
-        EDA keeps protected tokens by construction and draws from ``rng`` only; the other ops (nlpaug,
-        models) draw from global generators, seeded from ``rng`` before each call, and are checked after.
+    def variant(self, text: str, key: int | random.Random) -> str | None:
+        """A variant of ``text``, or None when it was rejected: an op lost a protected token, or fewer than
+        ``min_words`` words are left.
+
+        ``key`` is a seed or a ``random.Random``; the variants of one row are drawn in sequence from one
+        generator seeded from (seed, row id), so variant ``j`` is fixed by (seed, row id, j). EDA keeps
+        protected tokens by construction and draws from that generator only; the other ops (nlpaug, models)
+        draw from global generators, seeded from it before each call, and are checked after.
         """
-        # a local generator only where something draws from it (EDA, or an op's probability)
-        rng = random.Random(key) if any(name in LOCAL_RNG_OPS or p < 1.0 for name, p, _ in self.ops) else None
-        foreign = any(name != "eda" for name, _, _ in self.ops)
+        rng = key if isinstance(key, random.Random) else random.Random(key)
+        foreign = self.foreign
         protected = self.protect.tokens(text) if foreign else []
         out = text
-        for i, (name, p, run) in enumerate(self.ops):
+        for name, p, run in self.ops:
             if p >= 1.0 or rng.random() < p:
                 if name != "eda":
-                    seed_everything(rng.getrandbits(63) if rng is not None else (key + i) & (2**63 - 1))
+                    seed_everything(rng.getrandbits(63))
                 out = run(out, rng, protected)
         if protected and Counter(protected) - Counter(tokenize(out)):  # a protected token was changed or lost
+            return None
+        if foreign and self.min_words > 1 and sum(map(_is_word, tokenize(out))) < self.min_words:
             return None
         return out
 
@@ -332,7 +368,7 @@ def build_text_augmenter(specs, protect: Protect, min_words: int, corpus: list[s
                                     "(word2vec .bin, GloVe .txt or fastText .vec, read locally)")
         nl = NlpaugOp(spec.name, params)
         ops.append((spec.name, spec.p, lambda text, rng, protected, a=nl: a.augment(text, protected)))
-    return TextAugmenter(ops, protect)
+    return TextAugmenter(ops, protect, min_words)
 
 
 def _tmpdir():

@@ -114,13 +114,15 @@ def _user_nltk_wordnet() -> Path | None:
 
 
 @lru_cache(maxsize=65536)
-def synonyms(word: str) -> tuple[str, ...]:
-    """WordNet synonyms of ``word`` (every part of speech, no POS tagger), lower case, without the word itself.
+def synonyms(word: str, pos: str | None = None) -> tuple[str, ...]:
+    """WordNet synonyms of ``word``, lower case, without the word itself.
 
-    Multi-word lemmas come with spaces (``ice_cream`` -> ``ice cream``); sorted, so choices are stable.
+    ``pos`` (WordNet's n, v, a, r) restricts them to one part of speech; None (no tagger) takes every
+    part of speech, as EDA does. Multi-word lemmas come with spaces (``ice_cream`` -> ``ice cream``);
+    sorted, so choices are stable.
     """
     found = set()
-    for synset in wordnet().synsets(word):
+    for synset in wordnet().synsets(word, pos=pos):
         for lemma in synset.lemma_names():
             candidate = lemma.replace("_", " ").replace("-", " ").lower()
             if candidate != word.lower() and all(ch.isalpha() or ch == " " for ch in candidate):
@@ -133,3 +135,36 @@ def reopen_after_fork() -> None:
     would interleave the processes' reads); the reader reopens them on first use."""
     if wordnet.cache_info().currsize:
         wordnet()._data_file_map = {}
+
+
+#: Penn Treebank tag prefixes -> WordNet parts of speech.
+_PENN_TO_WORDNET = {"N": "n", "V": "v", "J": "a", "R": "r"}
+
+
+@lru_cache(maxsize=1)
+def pos_tagger():
+    """NLTK's perceptron POS tagger when its data is installed (it is not offline by default), else None."""
+    try:
+        import nltk
+
+        for name in ("taggers/averaged_perceptron_tagger_eng", "taggers/averaged_perceptron_tagger"):
+            try:
+                nltk.data.find(name)
+            except LookupError:
+                continue
+            return nltk.pos_tag
+    except ImportError:  # pragma: no cover - nltk is a dependency
+        pass
+    return None
+
+
+def wordnet_pos(tokens: list[str]) -> list[str | None]:
+    """WordNet part of speech per token from the POS tagger when present; all None without one."""
+    tagger = pos_tagger()
+    if tagger is None:
+        return [None] * len(tokens)
+    try:
+        tags = tagger(tokens)
+    except LookupError:
+        return [None] * len(tokens)
+    return [_PENN_TO_WORDNET.get(tag[:1]) for _, tag in tags]

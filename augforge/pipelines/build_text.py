@@ -7,13 +7,15 @@
   the same source, and variants that lost a protected token, are dropped and counted;
 - **shards**: the shard store's writer, resumable like every build.
 
-Variant ``j`` of source row ``r`` is made with a generator seeded from (seed, r's id, j), so the
-output does not depend on batching or on ``--workers`` (processes share the work in order).
+The variants of source row ``r`` are drawn in sequence from one generator seeded from (seed, r's id),
+so variant ``j`` is fixed by (seed, r's id, j) and the output does not depend on batching or on
+``--workers`` (processes share the work in order).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,8 +90,9 @@ def _make_variants(group_texts: list[tuple[str, str, int]]) -> list[tuple[list[s
     out = []
     for row_id, text, n in group_texts:
         seen, variants, same, lost = {text}, [], 0, 0
-        for j in range(1, n + 1):
-            v = augmenter.variant(text, variant_key(seed, row_id, j))
+        rng = random.Random(variant_key(seed, row_id, 0))  # variant j: the j-th draw sequence of this generator
+        for _ in range(n):
+            v = augmenter.variant(text, rng)
             if v is None:
                 lost += 1
             elif v in seen or not v.strip():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,8 +137,10 @@ def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
     texts = batch.column(S.TEXT).to_pylist()
     labels = [source.class_names[i] for i in batch.column(S.LABEL).to_pylist()]
     augmenter = build_text_augmenter(aug.text, aug.protect, aug.min_words, corpus=texts)
-    made = [[augmenter.variant(text, variant_key(recipe.seed, row_id, j)) for j in range(1, variants + 1)]
-            for row_id, text in zip(ids, texts)]
+    made = []
+    for row_id, text in zip(ids, texts):  # the build's first variants of each row
+        rng = random.Random(variant_key(recipe.seed, row_id, 0))
+        made.append([augmenter.variant(text, rng) for _ in range(variants)])
     return TextPreview(ids, labels, texts, made)
 
 
