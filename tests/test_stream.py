@@ -218,7 +218,8 @@ def test_torch_fallback_dataset(built, sample_images):
     photo = torch.from_numpy(np.ascontiguousarray(sample_images[0][:120, :160].transpose(2, 0, 1)))
     ops = parse_recipe({"source": {"path": "-"}, "augment": {"image": [
         {"op": "random_resized_crop", "size": 64}, {"op": "hflip", "p": 0.5}, {"op": "rotate", "degrees": 20},
-        {"op": "color", "brightness": [0.5, 1.5], "saturation": [0, 2], "hue": [-20, 20]}, {"op": "grayscale", "p": 0.3},
+        {"op": "color", "brightness": [0.5, 1.5], "saturation": [0, 2], "hue": [-20, 20]},
+        {"op": "grayscale", "p": 0.3},
         {"op": "gaussian_blur"}, {"op": "random_erasing"}, {"op": "cutout", "size": 8}, {"op": "pad", "padding": 2},
         {"op": "center_crop", "size": 60}, {"op": "resize", "size": [48, 40]}]}}).augment.image
     outs = [TorchAugment(ops)(photo, torch.Generator().manual_seed(s)) for s in range(4)]

@@ -167,5 +167,5 @@ def render_build(manifest: dict, console: Console) -> None:
                   f"{info['augmented']:,} augmented rows", highlight=False)
     if "variants_dropped_as_same" in info:
         console.print(f"variants dropped: {info['variants_dropped_as_same']:,} identical to their source or to "
-                      f"another variant, {info['variants_dropped_for_protected_tokens']:,} that lost a protected "
-                      "token", highlight=False)
+                      f"another variant, {info['variants_rejected']:,} rejected (a protected token lost, or "
+                      "fewer than min_words words)", highlight=False)

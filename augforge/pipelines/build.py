@@ -406,7 +406,7 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
                           job="build", recipe=recipe.fingerprint_parts())
     meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, duplicates, problems, "cpu",
                        {"variants_dropped_as_same": train.stats.same,
-                        "variants_dropped_for_protected_tokens": train.stats.lost_protected,
+                        "variants_rejected": train.stats.rejected,
                         "augmented": int(sum(a is not None and a.endswith(AUG_NAME) for a in
                                              table.column(S.AUG).to_pylist()))})
     meta["payload_info"] = source.payload_info()

@@ -109,7 +109,7 @@ class TextStats:
     """What the augmentation dropped."""
 
     same: int = 0
-    lost_protected: int = 0
+    rejected: int = 0
 
 
 class TextTrain:
@@ -166,7 +166,7 @@ class TextTrain:
         ids, labels, texts, sources, synthetic, augs = [], [], [], [], [], []
         for row, (variants, same, lost), g in zip(rows, made, groups):
             self.stats.same += same
-            self.stats.lost_protected += lost
+            self.stats.rejected += lost
             source_id = row.get(S.SOURCE_ID) or row[S.ID]
             label = int(self.labels[g])
             if self.keep[g]:
