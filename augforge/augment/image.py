@@ -481,8 +481,8 @@ class ImageAugmenter:
         pipe.build()
         return pipe
 
-    def _run(self, batch: list):
-        """One DALI iteration over ``batch`` (encoded images): the output TensorList, on the CPU."""
+    def _execute(self, batch: list):
+        """One DALI iteration over ``batch`` (encoded images or pixels): the output TensorList, where DALI left it."""
         if self._pipe is None:
             self._pipe = self._build()
         arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else e for e in batch]
@@ -491,6 +491,11 @@ class ImageAugmenter:
             (result,) = self._pipe.run()
         except RuntimeError as exc:
             raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+        return result
+
+    def _run(self, batch: list):
+        """One DALI iteration over ``batch``: the output TensorList, on the CPU."""
+        result = self._execute(batch)
         return result.as_cpu() if self.device == "gpu" else result
 
     def augment(self, encoded: list) -> list[np.ndarray]:
@@ -516,14 +521,7 @@ class ImageAugmenter:
         """One batch (at most ``batch_size`` images) through the pipeline, as one torch tensor."""
         import torch
 
-        if self._pipe is None:
-            self._pipe = self._build()
-        arrays = [np.frombuffer(e, dtype=np.uint8) if isinstance(e, (bytes, bytearray)) else e for e in batch]
-        self._pipe.feed_input("encoded", arrays)
-        try:
-            (result,) = self._pipe.run()
-        except RuntimeError as exc:
-            raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+        result = self._execute(batch)
         if not result.is_dense_tensor():
             raise AugforgeError("the ops give images of different sizes; end them with resize or a crop to "
                                 "batch them as one tensor")
