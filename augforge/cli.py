@@ -258,6 +258,38 @@ def cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Build or reuse the recipe's dataset, then train and evaluate (the recipe's train section)."""
+    from augforge.recipe import load_recipe
+    from augforge.train.run import train_config, train_recipe
+
+    recipe = load_recipe(args.recipe)
+    train_config(recipe)  # validate the train section before building anything
+    summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume, rebuild=args.rebuild,
+                           workers=args.workers, log=lambda text: print(text, flush=True))
+    if "accuracy" in summary:
+        print(f"test: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
+              f"macro-F1 {summary['macro_f1']:.4f} ({summary['rows']:,} rows); wall {summary['wall_s']:.1f} s; "
+              f"waiting for data {summary['input_bound']:.0%}")
+    print(f"wrote {args.run_dir}/summary.json, metrics.jsonl, model.pt and checkpoints/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Print a checkpoint's metrics on a dataset directory."""
+    from augforge.train.run import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.data} ({args.split}, {metrics['rows']:,} rows): accuracy {metrics['accuracy']:.4f}, "
+              f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+        for name, recall in metrics["recall"].items():
+            print(f"  recall {name}: {recall:.4f}")
+    return 0
+
+
 def _option_value(text: str):
     import yaml
 
@@ -377,6 +409,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=8, help="source images (default 8)")
     p.add_argument("--variants", type=int, default=4, help="augmented variants per image (default 4)")
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("train", help="build or reuse the recipe's dataset, then train and evaluate",
+                       description="Train with the recipe's train section (docs/training.md): stream the built "
+                                   "dataset, evaluate on val each epoch and on test at the end, write RUN_DIR.")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--run-dir", required=True, help="where metrics.jsonl, checkpoints/ and summary.json go")
+    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="a checkpoint's metrics on a dataset directory",
+                       description="Accuracy, balanced accuracy, macro-F1 and per-class recall of a checkpoint "
+                                   "written by augforge train, on a split of a dataset directory.")
+    p.add_argument("checkpoint", help="model.pt, checkpoints/best.pt or checkpoints/last.pt")
+    p.add_argument("data", help="dataset directory")
+    p.add_argument("--split", default="test", help="test (default), val, train or all")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="list the models, or print one's layers, parameters and MACs",
                        description="Without NAME, list the registered models and their options. With NAME, build it "

@@ -213,7 +213,7 @@ class Recipe:
         return parts
 
 
-TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output")
+TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output", "train")
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
 AUGMENT_KEYS = ("copies", "keep_original", "device", "color", "image", "text", "protect", "min_words")

@@ -1,0 +1,224 @@
+"""The training loop: explicit, in the spirit of nanoGPT's train.py, not a callback framework.
+
+One optimizer step is ``accumulate`` micro-batches. Their losses are *summed* over samples and divided
+by the number of samples of the whole step, so N micro-batches of any sizes give exactly the update of
+one batch holding all of them (the schedule counts optimizer steps). Under DDP the gradient all-reduce
+runs on the last micro-batch only (``no_sync`` before).
+
+Per step: autocast (bf16 on CPU or GPU, fp16 with a GradScaler on GPU), a non-finite loss stops the
+run naming the step (or skips the step when ``nonfinite="skip"``; the weights are then untouched),
+gradient clipping, the optimizer, the schedule, the EMA of the weights. Per epoch: SWA snapshots from
+``swa_start`` (``torch.optim.swa_utils``: AveragedModel, SWALR), and at the end ``update_bn`` over
+the training data so the averaged model's BatchNorm statistics are its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
+
+from augforge.errors import AugforgeError
+from augforge.train.losses import binary_cross_entropy_sum, cross_entropy_sum, weight_penalty
+from augforge.train.metrics import classification_metrics
+from augforge.train.optim import build_optimizer
+from augforge.train.schedules import build_scheduler
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop does; the recipe's ``train:`` section maps onto these names."""
+
+    epochs: int = 10
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"
+    warmup: float = 0.0
+    min_lr_factor: float = 0.0
+    step_size: int = 1000
+    gamma: float = 0.1
+    accumulate: int = 1
+    label_smoothing: float = 0.0
+    binary: bool = False
+    l1: float = 0.0
+    l2: float = 0.0
+    clip_grad_norm: float | None = None
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU only)
+    nonfinite: str = "stop"  # stop | skip
+    ema_decay: float | None = None
+    swa_start: int | None = None  # the first epoch (0-based) whose weights are averaged
+    swa_lr: float | None = None
+    swa_every: int = 1  # epochs between snapshots
+
+
+def prepare_input(x):
+    """What a model takes: uint8 images become float in [0, 1]; text (ids, lengths) and floats pass."""
+    if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x
+
+
+def _to(x, device):
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, device) for v in x)
+    return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
+
+def _forward(model, x):
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+class Trainer:
+    """Trains ``model`` with ``config``; ``fit`` runs the epochs, ``evaluate`` measures a loader."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int,
+                 device: str | torch.device = "cpu") -> None:
+        self.model, self.config, self.device = model.to(device), config, torch.device(device)
+        if config.accumulate < 1:
+            raise AugforgeError(f"accumulate {config.accumulate}: expected at least 1")
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise AugforgeError("precision fp16 needs a GPU (GradScaler); use bf16 on the CPU")
+        self.optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.momentum,
+                                         config.nesterov)
+        self.steps_per_epoch = max(1, math.ceil(steps_per_epoch / config.accumulate))
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.scheduler = build_scheduler(self.optimizer, config.schedule, self.total_steps, warmup=config.warmup,
+                                         min_factor=config.min_lr_factor, step_size=config.step_size,
+                                         gamma=config.gamma)
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) \
+            if config.ema_decay else None
+        self.swa = AveragedModel(model) if config.swa_start is not None else None
+        self.swa_scheduler = SWALR(self.optimizer, swa_lr=config.swa_lr or config.lr, anneal_epochs=1) \
+            if self.swa is not None else None
+        self.step, self.epoch, self.skipped = 0, 0, 0
+        self.snapshots = 0
+
+    # -- one optimizer step ----------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.config.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
+
+    def _loss_sum(self, logits, y) -> torch.Tensor:
+        if self.config.binary:
+            return binary_cross_entropy_sum(logits, y, self.config.label_smoothing)
+        return cross_entropy_sum(logits, y, self.config.label_smoothing)
+
+    def optimizer_step(self, micro_batches: list) -> float:
+        """One update from ``micro_batches`` [(x, y), ...]: the loss of all their samples, averaged once."""
+        model, cfg = self.model, self.config
+        total = sum(len(y) for _, y in micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        for i, (x, y) in enumerate(micro_batches):
+            x, y = _to(prepare_input(x), self.device), _to(y, self.device)
+            sync = i == len(micro_batches) - 1
+            no_sync = model.no_sync() if (not sync and hasattr(model, "no_sync")) else contextlib.nullcontext()
+            with no_sync:
+                with self._autocast():
+                    logits = _forward(model, x)
+                loss = self._loss_sum(logits, y) / total
+                if (cfg.l1 or cfg.l2) and sync:
+                    loss = loss + weight_penalty(model, cfg.l1, cfg.l2)
+                if not torch.isfinite(loss):
+                    return self._nonfinite(float(loss))
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_value += float(loss.detach())
+        if cfg.clip_grad_norm:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.swa is None or self.epoch < (self.config.swa_start or 0):
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(model)
+        self.step += 1
+        return loss_value
+
+    def _nonfinite(self, value: float) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.nonfinite == "skip":
+            self.skipped += 1
+            self.step += 1
+            return float("nan")
+        raise AugforgeError(f"step {self.step} (epoch {self.epoch}): the loss is {value}; the weights were not "
+                            "updated. Lower the learning rate, clip gradients (clip_grad_norm), or set "
+                            "nonfinite: skip")
+
+    # -- epochs ----------------------------------------------------------------------------------------
+
+    def train_epoch(self, batches: Iterable) -> dict:
+        """One pass over ``batches``: optimizer steps of ``accumulate`` micro-batches each."""
+        self.model.train()
+        group, losses, rows = [], [], 0
+        for x, y in batches:
+            group.append((x, y))
+            rows += len(y)
+            if len(group) == self.config.accumulate:
+                losses.append(self.optimizer_step(group))
+                group = []
+        if group:
+            losses.append(self.optimizer_step(group))
+        if self.swa is not None and self.epoch >= self.config.swa_start and \
+                (self.epoch - self.config.swa_start) % self.config.swa_every == 0:
+            self.swa.update_parameters(self.model)
+            self.snapshots += 1
+            self.swa_scheduler.step()
+        self.epoch += 1
+        finite = [v for v in losses if not math.isnan(v)]
+        return {"epoch": self.epoch - 1, "loss": float(np.mean(finite)) if finite else float("nan"), "rows": rows,
+                "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": self.skipped}
+
+    def finish_swa(self, batches: Iterable) -> None:
+        """Recompute the averaged model's BatchNorm statistics over the training data (``update_bn``)."""
+        if self.swa is not None and self.snapshots:
+            update_bn(((_to(prepare_input(x), self.device)) for x, _ in batches), self.swa, device=self.device)
+
+    def final_model(self) -> torch.nn.Module:
+        """The model to evaluate and save: the SWA average when it took snapshots, else the EMA, else the model."""
+        if self.swa is not None and self.snapshots:
+            return self.swa.module
+        if self.ema is not None:
+            return self.ema.module
+        return self.model
+
+    def fit(self, train: Callable[[], Iterable] | Iterable, on_epoch: Callable[[dict], None] | None = None) -> list:
+        """All epochs; ``train`` is a re-iterable of (x, y) batches (a loader) or a function returning one."""
+        history = []
+        source = train if callable(train) else (lambda: train)
+        while self.epoch < self.config.epochs:
+            record = self.train_epoch(source())
+            history.append(record)
+            if on_epoch:
+                on_epoch(record)
+        self.finish_swa(source())
+        return history
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable, class_names: list[str], device="cpu",
+             binary: bool = False) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix over ``batches``."""
+    model.eval()
+    true, pred = [], []
+    for x, y in batches:
+        logits = _forward(model, _to(prepare_input(x), device)).float()
+        pred.append((logits.reshape(-1) > 0).long().cpu() if binary else logits.argmax(-1).cpu())
+        true.append(y.argmax(-1) if y.is_floating_point() and y.ndim == 2 else y.long())
+    return classification_metrics(torch.cat(true).numpy(), torch.cat(pred).numpy(), class_names)

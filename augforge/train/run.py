@@ -1,0 +1,202 @@
+"""`augforge train RECIPE`: build (or reuse) the recipe's dataset, stream it, train, evaluate, write a run.
+
+The run directory holds ``metrics.jsonl`` (one line per epoch: train loss, learning rate, validation
+metrics, input-bound share), ``checkpoints/last.pt`` and ``checkpoints/best.pt`` (written atomically,
+read back with ``weights_only=True``), and ``summary.json`` with the final test metrics under
+``accuracy``, ``balanced_accuracy``, ``macro_f1``, the wall time and the input-bound fraction.
+
+The dataset: the recipe's ``output.dir`` (or ``--data``). A complete build of the same recipe is
+reused; a missing or interrupted one is built (or resumed); a build of a *different* recipe is refused
+unless ``--rebuild`` is given, which rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from augforge.atomic import atomic_path, write_json
+from augforge.augment.mix import MixConfig
+from augforge.errors import AugforgeError
+from augforge.recipe import Recipe
+from augforge.train.loop import TrainConfig, Trainer, evaluate
+
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + (
+    "model", "model_options", "batch_size", "seed", "mixup_alpha", "cutmix_alpha", "mix_prob", "stream",
+    "early_stopping_metric", "early_stopping_patience")
+INPUT_BOUND_WARNING = 0.10
+
+
+def train_config(recipe: Recipe) -> tuple[TrainConfig, dict]:
+    """The recipe's ``train:`` section as a TrainConfig, plus the run options (model, batch size, ...)."""
+    from augforge.recipe import Checker
+
+    raw = dict(recipe.data.get("train") or {})
+    c = Checker(recipe.file)
+    c.mapping(raw, "train", TRAIN_KEYS)
+    defaults = TrainConfig()
+    values = {}
+    for f in fields(TrainConfig):
+        if f.name in raw:
+            default = getattr(defaults, f.name)
+            value = raw[f.name]
+            if isinstance(default, bool):
+                value = c.flag(value, f"train.{f.name}")
+            elif isinstance(default, (int, float)) and not isinstance(value, bool):
+                value = c.number(value, f"train.{f.name}", 0)
+            values[f.name] = value
+    config = TrainConfig(**values)
+    run = {
+        "model": raw.get("model", "simple_cnn"),
+        "model_options": dict(raw.get("model_options") or {}),
+        "batch_size": int(c.number(raw.get("batch_size", 64), "train.batch_size", 1, integer=True)),
+        "seed": int(c.number(raw.get("seed", recipe.seed), "train.seed", 0, integer=True)),
+        "mix": MixConfig(float(raw.get("mixup_alpha", 0.0)), float(raw.get("cutmix_alpha", 0.0)),
+                         float(raw.get("mix_prob", 1.0))),
+        "stream": list(raw.get("stream") or []),
+        "early_metric": raw.get("early_stopping_metric", "balanced_accuracy"),
+        "patience": raw.get("early_stopping_patience"),
+    }
+    return config, run
+
+
+def save_checkpoint(path: Path, trainer: Trainer, loader_state: dict, extra: dict) -> None:
+    """Model, optimizer, schedule, EMA/SWA and loader state, written to a temporary name and renamed."""
+    state = {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "swa": trainer.swa.state_dict() if trainer.swa is not None else None,
+        "swa_scheduler": trainer.swa_scheduler.state_dict() if trainer.swa_scheduler is not None else None,
+        "trainer": {"step": trainer.step, "epoch": trainer.epoch, "skipped": trainer.skipped,
+                    "snapshots": trainer.snapshots},
+        "loader": loader_state,
+        "rng": torch.get_rng_state(),
+        **extra,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint, read with ``weights_only=True`` (no pickled code runs)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise AugforgeError(f"{path}: not a readable augforge checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def _restore(trainer: Trainer, state: dict) -> None:
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    if trainer.ema is not None and state.get("ema") is not None:
+        trainer.ema.load_state_dict(state["ema"])
+    if trainer.swa is not None and state.get("swa") is not None:
+        trainer.swa.load_state_dict(state["swa"])
+        trainer.swa_scheduler.load_state_dict(state["swa_scheduler"])
+    for key, value in state["trainer"].items():
+        setattr(trainer, key, value)
+    torch.set_rng_state(state["rng"])
+
+
+def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
+                 rebuild: bool = False, workers: int = 2, log=print) -> dict:
+    """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory."""
+    from augforge.pipelines.build import build
+    from augforge.pipelines.stream import open_loader
+    from augforge.train.models import create
+
+    config, run = train_config(recipe)
+    run_dir = Path(run_dir)
+    data = Path(data or recipe.output.dir or run_dir / "data")
+    started = time.perf_counter()
+    result = build(recipe, data, workers=workers, overwrite=rebuild)
+    log(f"data: {data} ({'reused' if result.write.up_to_date else 'built'}, "
+        f"{result.write.manifest['num_rows']:,} rows)")
+    manifest = result.write.manifest
+    class_names = manifest["class_names"]
+    torch.manual_seed(run["seed"])
+    loader = open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"], mix=run["mix"])
+    has_val = "val" in manifest["counts"]
+    val = open_loader(data, 256, split="val", shuffle=False, ops=run["stream"] or None) if has_val else None
+    test = open_loader(data, 256, split="test", shuffle=False, ops=run["stream"] or None) \
+        if "test" in manifest["counts"] else None
+    channels = (manifest.get("payload_info") or {}).get("channels", 3)
+    arch = {"name": run["model"], "options": run["model_options"], "num_classes": len(class_names),
+            "in_channels": channels, "class_names": class_names}
+    model = create(run["model"], len(class_names), in_channels=channels, **run["model_options"])
+    trainer = Trainer(model, config, len(loader))
+    checkpoints = run_dir / "checkpoints"
+    best, since_best = None, 0
+    if resume and (checkpoints / "last.pt").is_file():
+        state = load_checkpoint(checkpoints / "last.pt")
+        _restore(trainer, state)
+        loader.load_state_dict(state["loader"])
+        best = state.get("best")
+        log(f"resumed at epoch {trainer.epoch}")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise AugforgeError(f"{run_dir}: holds an earlier run; pass --resume to continue it or choose another "
+                            "--run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    while trainer.epoch < config.epochs:
+        record = trainer.train_epoch(loader)
+        stats = loader.stats()
+        record["input_bound"] = stats["wait_fraction"]
+        if val is not None:
+            record["val"] = {k: v for k, v in evaluate(trainer.model, val, class_names).items() if k != "confusion"}
+        score = record.get("val", {}).get(run["early_metric"])
+        improved = score is not None and (best is None or score > best)
+        if improved:
+            best, since_best = score, 0
+        else:
+            since_best += 1
+        with open(metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        save_checkpoint(checkpoints / "last.pt", trainer, loader.state_dict(), {"best": best, "arch": arch})
+        if improved or val is None:
+            save_checkpoint(checkpoints / "best.pt", trainer, loader.state_dict(), {"best": best, "arch": arch})
+        log(f"epoch {record['epoch']}: loss {record['loss']:.4f}, lr {record['lr']:.2e}"
+            + (f", val {run['early_metric']} {score:.4f}" if score is not None else "")
+            + f", waiting for data {record['input_bound']:.0%}")
+        if record["input_bound"] > INPUT_BOUND_WARNING:
+            log(f"warning: training waited for data {record['input_bound']:.0%} of the time; move augmentation to "
+                "the GPU (device: auto), add DALI threads, or pre-build augmented shards")
+        if run["patience"] and since_best >= int(run["patience"]):
+            log(f"early stopping: {run['early_metric']} did not improve for {since_best} epochs")
+            break
+    trainer.finish_swa(loader)
+    final = trainer.final_model()
+    with atomic_path(run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
+        torch.save({"model": final.state_dict(), "arch": arch}, tmp)
+    summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
+               "epochs": trainer.epoch, "model": run["model"], "config": asdict(config)}
+    if test is not None:
+        summary.update({k: v for k, v in evaluate(final, test, class_names).items()})
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test") -> dict:
+    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split."""
+    from augforge.pipelines.stream import open_loader
+    from augforge.train.models import create
+
+    state = load_checkpoint(Path(checkpoint))
+    arch = state.get("arch")
+    if not arch:
+        raise AugforgeError(f"{checkpoint}: has no model description (arch); was it written by augforge train?")
+    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    model.load_state_dict(state["model"])
+    loader = open_loader(data, 256, split=split, shuffle=False)
+    if loader.dataset.class_names != arch["class_names"]:
+        raise AugforgeError(f"{data}: classes {loader.dataset.class_names} differ from the checkpoint's "
+                            f"{arch['class_names']}")
+    return evaluate(model, loader, arch["class_names"])

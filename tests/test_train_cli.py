@@ -1,0 +1,86 @@
+"""`augforge train` and `augforge evaluate`: a run directory, checkpoints, resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from augforge.cli import main
+from augforge.train.run import load_checkpoint
+
+RECIPE = {
+    "seed": 0,
+    "source": {"path": "digits", "test_split": 0.25, "val_split": 0.1, "imbalance": "longtail"},
+    "balance": {"strategy": "over"},
+    "augment": {"copies": 1, "color": "gray", "image": [{"op": "pad", "padding": 1}, {"op": "random_crop", "size": 8}]},
+    "train": {"model": "simple_cnn", "epochs": 3, "batch_size": 64, "accumulate": 2, "lr": 0.003,
+              "schedule": "cosine", "warmup": 0.1, "label_smoothing": 0.1, "swa_start": 2},
+}
+
+
+def write(tmp_path, data, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_train_writes_a_run_directory_and_evaluate_agrees(tmp_path, capsys):
+    recipe = write(tmp_path, RECIPE)
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data")]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "wall_s", "input_bound"):
+        assert key in summary
+    assert summary["accuracy"] > 0.7 and summary["epochs"] == 3
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and "balanced_accuracy" in json.loads(lines[-1])["val"]
+    state = load_checkpoint(run / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["trainer"]["epoch"] == 3 and state["trainer"]["snapshots"] == 1
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "model.pt"), str(tmp_path / "data"), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] == pytest.approx(summary["accuracy"])
+    assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data")]) == 1
+    assert "pass --resume" in capsys.readouterr().err
+
+
+SCRIPT = """
+import sys
+from augforge.cli import main
+sys.exit(main(["train", sys.argv[1], "--run-dir", sys.argv[2], "--data", sys.argv[3]] + sys.argv[4:]))
+"""
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
+    data = {**RECIPE, "train": {**RECIPE["train"], "epochs": 4, "swa_start": None}}
+    recipe = write(tmp_path, data)
+    run = lambda out, *extra: subprocess.Popen(  # noqa: E731
+        [sys.executable, "-c", SCRIPT, str(recipe), str(out), str(tmp_path / "data"), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert run(tmp_path / "full").wait(timeout=300) == 0
+    proc = run(tmp_path / "killed")
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 200
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    assert run(tmp_path / "killed", "--resume").wait(timeout=300) == 0
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_bad_train_sections(tmp_path, capsys):
+    recipe = write(tmp_path, {**RECIPE, "train": {"epochs": 2, "optimiser": "sgd"}})
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "r")]) == 1
+    assert "train.optimiser: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
