@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(AF) report $(DEMO)/digits-aug
 	$(AF) preview examples/text.yaml --n 3
 	$(AF) build examples/text.yaml --out $(DEMO)/tickets-aug --overwrite
+	$(AF) train examples/digits.yaml --data $(DEMO)/digits-aug --run-dir $(DEMO)/run --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q
