@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(AF) preview examples/text.yaml --n 3
 	$(AF) build examples/text.yaml --out $(DEMO)/tickets-aug --overwrite
 	$(AF) train examples/digits.yaml --data $(DEMO)/digits-aug --run-dir $(DEMO)/run --resume
+	$(AF) evaluate $(DEMO)/run/model.pt $(DEMO)/digits-aug --split test
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -275,6 +275,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """The learning-rate range test on the recipe's data and model."""
+    from augforge.recipe import load_recipe
+    from augforge.train.lr_find import lr_find, plot
+    from augforge.train.run import prepare_run
+
+    recipe = load_recipe(args.recipe)
+    config, model, loader = prepare_run(recipe, data=args.data, rebuild=args.rebuild, log=lambda t: print(t))
+    result = lr_find(model, loader, config, start=args.start, end=args.end, steps=args.steps)
+    step = max(1, len(result.lrs) // 12)
+    for lr, loss in list(zip(result.lrs, result.smoothed))[::step]:
+        print(f"  lr {lr:9.2e}  loss {loss:.4f}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    print(f"suggested initial lr: {result.suggestion:.2e} ({result.reason})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print a checkpoint's metrics on a dataset directory."""
     from augforge.train.run import evaluate_checkpoint
@@ -420,6 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="sweep the learning rate and suggest an initial one",
+                       description="The LR range test on the recipe's data and model: the learning rate grows "
+                                   "exponentially over --steps optimizer steps; the smoothed loss is printed and "
+                                   "plotted, and the lr where it falls fastest is suggested. Weights are not kept.")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--start", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    p.add_argument("--end", type=float, default=1.0, help="last learning rate (default 1)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    p.add_argument("--plot", metavar="PNG", help="write loss vs learning rate to this PNG")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("evaluate", help="a checkpoint's metrics on a dataset directory",
                        description="Accuracy, balanced accuracy, macro-F1 and per-class recall of a checkpoint "

@@ -84,3 +84,28 @@ def test_bad_train_sections(tmp_path, capsys):
     assert main(["train", str(recipe), "--run-dir", str(tmp_path / "r")]) == 1
     assert "train.optimiser: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_lr_find_sweeps_suggests_and_plots(tmp_path, capsys):
+    from PIL import Image
+
+    from augforge.train.loop import TrainConfig
+    from augforge.train.lr_find import lr_find
+    from augforge.train.models import create
+
+    recipe = write(tmp_path, RECIPE)
+    png = tmp_path / "lr.png"
+    assert main(["lr-find", str(recipe), "--data", str(tmp_path / "data"), "--steps", "40", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "suggested initial lr" in out
+    with Image.open(png) as img:
+        assert img.size == (700, 400)
+    x = torch.randn(256, 6)
+    y = (x[:, 0] > 0).long()
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+    model = create("mlp", 2, in_channels=6)
+    before = [p.clone() for p in model.parameters()]
+    result = lr_find(model, batches, TrainConfig(optimizer="sgd"), start=1e-4, end=10, steps=60)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the sweep used a copy
+    assert result.lrs == sorted(result.lrs) and 1e-4 <= result.suggestion <= 10
+    assert min(result.smoothed) < result.smoothed[0]

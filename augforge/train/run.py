@@ -109,7 +109,6 @@ def _restore(trainer: Trainer, state: dict) -> None:
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
                  rebuild: bool = False, workers: int = 2, log=print) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory."""
-    from augforge.pipelines.build import build
     from augforge.pipelines.stream import open_loader
     from augforge.train.models import create
 
@@ -117,10 +116,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     run_dir = Path(run_dir)
     data = Path(data or recipe.output.dir or run_dir / "data")
     started = time.perf_counter()
-    result = build(recipe, data, workers=workers, overwrite=rebuild)
-    log(f"data: {data} ({'reused' if result.write.up_to_date else 'built'}, "
-        f"{result.write.manifest['num_rows']:,} rows)")
-    manifest = result.write.manifest
+    manifest = _data(recipe, data, rebuild, workers, log)
     class_names = manifest["class_names"]
     torch.manual_seed(run["seed"])
     loader = open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"], mix=run["mix"])
@@ -128,10 +124,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     val = open_loader(data, 256, split="val", shuffle=False, ops=run["stream"] or None) if has_val else None
     test = open_loader(data, 256, split="test", shuffle=False, ops=run["stream"] or None) \
         if "test" in manifest["counts"] else None
-    channels = (manifest.get("payload_info") or {}).get("channels", 3)
-    arch = {"name": run["model"], "options": run["model_options"], "num_classes": len(class_names),
-            "in_channels": channels, "class_names": class_names}
-    model = create(run["model"], len(class_names), in_channels=channels, **run["model_options"])
+    arch = _arch(run, manifest)
+    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
     trainer = Trainer(model, config, len(loader))
     checkpoints = run_dir / "checkpoints"
     best, since_best = None, 0
@@ -182,6 +176,37 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         summary.update({k: v for k, v in evaluate(final, test, class_names).items()})
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
+    """Build the recipe's dataset into ``data``, or reuse it; the manifest."""
+    from augforge.pipelines.build import build
+
+    result = build(recipe, data, workers=workers, overwrite=rebuild)
+    log(f"data: {data} ({'reused' if result.write.up_to_date else 'built'}, "
+        f"{result.write.manifest['num_rows']:,} rows)")
+    return result.write.manifest
+
+
+def _arch(run: dict, manifest: dict) -> dict:
+    """What rebuilds the model: name, options, classes and input channels."""
+    return {"name": run["model"], "options": run["model_options"], "num_classes": len(manifest["class_names"]),
+            "in_channels": (manifest.get("payload_info") or {}).get("channels", 3),
+            "class_names": manifest["class_names"]}
+
+
+def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: int = 2, log=print):
+    """(TrainConfig, a fresh model, the train loader) for the recipe, building the data when needed."""
+    from augforge.pipelines.stream import open_loader
+    from augforge.train.models import create
+
+    config, run = train_config(recipe)
+    data = Path(data or recipe.output.dir or "build/data")
+    manifest = _data(recipe, data, rebuild, workers, log)
+    torch.manual_seed(run["seed"])
+    arch = _arch(run, manifest)
+    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    return config, model, open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"])
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test") -> dict:
