@@ -267,6 +267,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_config(recipe)  # validate the train section before building anything
     summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume, rebuild=args.rebuild,
                            workers=args.workers, log=lambda text: print(text, flush=True))
+    if not summary:  # a DDP worker other than rank 0: the first process reports
+        return 0
     if "accuracy" in summary:
         print(f"test: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
               f"macro-F1 {summary['macro_f1']:.4f} ({summary['rows']:,} rows); wall {summary['wall_s']:.1f} s; "

@@ -109,3 +109,20 @@ def test_lr_find_sweeps_suggests_and_plots(tmp_path, capsys):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the sweep used a copy
     assert result.lrs == sorted(result.lrs) and 1e-4 <= result.suggestion <= 10
     assert min(result.smoothed) < result.smoothed[0]
+
+
+def test_torchrun_ddp_with_two_cpu_processes(tmp_path):
+    data = {**RECIPE, "source": {"path": "digits", "test_split": 0.25, "imbalance": "longtail"},
+            "train": {"model": "simple_cnn", "epochs": 2, "batch_size": 64, "lr": 0.003, "swa_start": 1}}
+    recipe = write(tmp_path, data)
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "augforge",
+                           "train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["world_size"] == 2 for r in records)
+    train_rows = json.loads((tmp_path / "data" / "manifest.json").read_text())["counts"]["train"]
+    assert records[0]["rows"] == -(-sum(train_rows.values()) // 2)  # each rank saw its half of the epoch
+    assert summary["accuracy"] > 0.8

@@ -82,6 +82,8 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int,
                  device: str | torch.device = "cpu") -> None:
         self.model, self.config, self.device = model.to(device), config, torch.device(device)
+        #: the model itself, also under DistributedDataParallel (what is averaged, saved and evaluated)
+        self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         if config.accumulate < 1:
             raise AugforgeError(f"accumulate {config.accumulate}: expected at least 1")
         if config.precision == "fp16" and self.device.type != "cuda":
@@ -94,9 +96,10 @@ class Trainer:
                                          min_factor=config.min_lr_factor, step_size=config.step_size,
                                          gamma=config.gamma)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) \
+        self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                 use_buffers=True) \
             if config.ema_decay else None
-        self.swa = AveragedModel(model) if config.swa_start is not None else None
+        self.swa = AveragedModel(self.module) if config.swa_start is not None else None
         self.swa_scheduler = SWALR(self.optimizer, swa_lr=config.swa_lr or config.lr, anneal_epochs=1) \
             if self.swa is not None else None
         self.step, self.epoch, self.skipped = 0, 0, 0
@@ -147,7 +150,7 @@ class Trainer:
         if self.swa is None or self.epoch < (self.config.swa_start or 0):
             self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(model)
+            self.ema.update_parameters(self.module)
         self.step += 1
         return loss_value
 
@@ -177,7 +180,7 @@ class Trainer:
             losses.append(self.optimizer_step(group))
         if self.swa is not None and self.epoch >= self.config.swa_start and \
                 (self.epoch - self.config.swa_start) % self.config.swa_every == 0:
-            self.swa.update_parameters(self.model)
+            self.swa.update_parameters(self.module)
             self.snapshots += 1
             self.swa_scheduler.step()
         self.epoch += 1
@@ -196,7 +199,7 @@ class Trainer:
             return self.swa.module
         if self.ema is not None:
             return self.ema.module
-        return self.model
+        return self.module
 
     def fit(self, train: Callable[[], Iterable] | Iterable, on_epoch: Callable[[dict], None] | None = None) -> list:
         """All epochs; ``train`` is a re-iterable of (x, y) batches (a loader) or a function returning one."""

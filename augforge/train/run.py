@@ -67,7 +67,7 @@ def train_config(recipe: Recipe) -> tuple[TrainConfig, dict]:
 def save_checkpoint(path: Path, trainer: Trainer, loader_state: dict, extra: dict) -> None:
     """Model, optimizer, schedule, EMA/SWA and loader state, written to a temporary name and renamed."""
     state = {
-        "model": trainer.model.state_dict(),
+        "model": trainer.module.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
         "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
@@ -93,7 +93,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def _restore(trainer: Trainer, state: dict) -> None:
-    trainer.model.load_state_dict(state["model"])
+    trainer.module.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.ema is not None and state.get("ema") is not None:
@@ -113,19 +113,30 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     from augforge.train.models import create
 
     config, run = train_config(recipe)
+    rank, world = _init_distributed()
+    lead = rank == 0  # only the first process builds, logs and writes
+    log = log if lead else (lambda _: None)
     run_dir = Path(run_dir)
     data = Path(data or recipe.output.dir or run_dir / "data")
     started = time.perf_counter()
-    manifest = _data(recipe, data, rebuild, workers, log)
+    if lead:
+        manifest = _data(recipe, data, rebuild, workers, log)
+    if world > 1:
+        torch.distributed.barrier()  # the others wait for the data
+    if not lead:
+        from augforge.datasets.manifest import read_manifest
+
+        manifest = read_manifest(data)
     class_names = manifest["class_names"]
     torch.manual_seed(run["seed"])
     loader = open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"], mix=run["mix"])
-    has_val = "val" in manifest["counts"]
-    val = open_loader(data, 256, split="val", shuffle=False, ops=run["stream"] or None) if has_val else None
-    test = open_loader(data, 256, split="test", shuffle=False, ops=run["stream"] or None) \
-        if "test" in manifest["counts"] else None
+    whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": run["stream"] or None}  # evaluation: every row
+    val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
+    test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
     arch = _arch(run, manifest)
     model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
     trainer = Trainer(model, config, len(loader))
     checkpoints = run_dir / "checkpoints"
     best, since_best = None, 0
@@ -135,15 +146,19 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         loader.load_state_dict(state["loader"])
         best = state.get("best")
         log(f"resumed at epoch {trainer.epoch}")
-    elif run_dir.exists() and any(run_dir.iterdir()) and not resume:
+    elif lead and run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise AugforgeError(f"{run_dir}: holds an earlier run; pass --resume to continue it or choose another "
                             "--run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     while trainer.epoch < config.epochs:
         record = trainer.train_epoch(loader)
         stats = loader.stats()
         record["input_bound"] = stats["wait_fraction"]
+        record["world_size"] = world
+        if not lead:
+            continue
         if val is not None:
             record["val"] = {k: v for k, v in evaluate(trainer.model, val, class_names).items() if k != "confusion"}
         score = record.get("val", {}).get(run["early_metric"])
@@ -167,6 +182,9 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
             log(f"early stopping: {run['early_metric']} did not improve for {since_best} epochs")
             break
     trainer.finish_swa(loader)
+    if not lead:
+        _end_distributed(world)
+        return {}
     final = trainer.final_model()
     with atomic_path(run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
         torch.save({"model": final.state_dict(), "arch": arch}, tmp)
@@ -175,7 +193,26 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     if test is not None:
         summary.update({k: v for k, v in evaluate(final, test, class_names).items()})
     write_json(run_dir / "summary.json", summary)
+    _end_distributed(world)
     return summary
+
+
+def _init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); (rank, world size)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _end_distributed(world: int) -> None:
+    if world > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
