@@ -266,7 +266,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     train_config(recipe)  # validate the train section before building anything
     summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume, rebuild=args.rebuild,
-                           workers=args.workers, log=lambda text: print(text, flush=True))
+                           workers=args.workers, log=lambda text: print(text, flush=True),
+                           show_progress=sys.stderr.isatty())
     if not summary:  # a DDP worker other than rank 0: the first process reports
         return 0
     if "accuracy" in summary:

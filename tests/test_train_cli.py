@@ -126,3 +126,28 @@ def test_torchrun_ddp_with_two_cpu_processes(tmp_path):
     train_rows = json.loads((tmp_path / "data" / "manifest.json").read_text())["counts"]["train"]
     assert records[0]["rows"] == -(-sum(train_rows.values()) // 2)  # each rank saw its half of the epoch
     assert summary["accuracy"] > 0.8
+
+
+def test_early_stopping_and_the_data_cache(tmp_path, capsys):
+    data = {**RECIPE, "train": {**RECIPE["train"], "epochs": 8, "lr": 0.03, "schedule": "constant", "swa_start": None,
+                                "early_stopping_patience": 1}}
+    recipe = write(tmp_path, data)
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "a"), "--data", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "built" in out
+    scores = [json.loads(line)["val"]["balanced_accuracy"]
+              for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    best, expected = scores[0], len(scores)
+    for epoch, score in enumerate(scores[1:], start=1):  # the rule: stop at the first epoch without improvement
+        if score <= best:
+            expected = epoch + 1
+            break
+        best = score
+    assert len(scores) == expected and (("early stopping" in out) == (expected < 8))
+    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "b"), "--data", str(tmp_path / "data")]) == 0
+    assert "reused" in capsys.readouterr().out
+    changed = write(tmp_path, {**data, "augment": {**data["augment"], "copies": 2}}, "c.yaml")
+    assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data")]) == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data"),
+                 "--rebuild"]) == 0

@@ -158,3 +158,27 @@ def test_bf16_training_learns_and_evaluates():
     history = trainer.fit(batches)
     assert history[-1]["loss"] < history[0]["loss"]
     assert evaluate(trainer.final_model(), batches, ["0", "1", "2"])["accuracy"] > 0.8
+
+
+def test_l2_penalty_and_gradient_clipping_do_what_they_say():
+    x, y = data(16)
+    model = mlp()
+    plain = copy.deepcopy(model)
+    l2 = 0.05
+    Trainer(model, TrainConfig(epochs=1, optimizer="sgd", momentum=0.0, lr=1.0, schedule="constant", l2=l2),
+            1).optimizer_step([(x, y)])
+    Trainer(plain, TrainConfig(epochs=1, optimizer="sgd", momentum=0.0, lr=1.0, schedule="constant"),
+            1).optimizer_step([(x, y)])
+    start = mlp()
+    for (name, a), b, w in zip(model.named_parameters(), plain.parameters(), start.parameters()):
+        if w.ndim >= 2:  # the penalty's gradient 2*l2*w, applied with lr 1
+            torch.testing.assert_close(a, b - 2 * l2 * w, atol=1e-6, rtol=1e-5)
+        else:
+            torch.testing.assert_close(a, b)
+    clipped = mlp()
+    trainer = Trainer(clipped, TrainConfig(epochs=1, optimizer="sgd", momentum=0.0, lr=1.0, schedule="constant",
+                                           clip_grad_norm=0.01), 1)
+    reference = mlp()
+    trainer.optimizer_step([(x * 100, y)])
+    moved = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(clipped.parameters(), reference.parameters())))
+    assert float(moved) == pytest.approx(0.01, rel=1e-3)  # lr 1 x a gradient of norm 0.01

@@ -104,6 +104,7 @@ class Trainer:
             if self.swa is not None else None
         self.step, self.epoch, self.skipped = 0, 0, 0
         self.snapshots = 0
+        self.last_loss = float("nan")
 
     # -- one optimizer step ----------------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.module)
         self.step += 1
+        self.last_loss = loss_value
         return loss_value
 
     def _nonfinite(self, value: float) -> float:

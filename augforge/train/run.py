@@ -107,7 +107,7 @@ def _restore(trainer: Trainer, state: dict) -> None:
 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
-                 rebuild: bool = False, workers: int = 2, log=print) -> dict:
+                 rebuild: bool = False, workers: int = 2, log=print, show_progress: bool = False) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory."""
     from augforge.pipelines.stream import open_loader
     from augforge.train.models import create
@@ -153,7 +153,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     while trainer.epoch < config.epochs:
-        record = trainer.train_epoch(loader)
+        with _EpochProgress(trainer, loader, enabled=lead and show_progress) as batches:
+            record = trainer.train_epoch(batches)
         stats = loader.stats()
         record["input_bound"] = stats["wait_fraction"]
         record["world_size"] = world
@@ -195,6 +196,40 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     write_json(run_dir / "summary.json", summary)
     _end_distributed(world)
     return summary
+
+
+class _EpochProgress:
+    """A progress bar over one epoch's batches: step, loss, learning rate and rows/s (terminal only)."""
+
+    def __init__(self, trainer: Trainer, loader, enabled: bool) -> None:
+        self.trainer, self.loader, self.enabled = trainer, loader, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return self.loader
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                 console=Console(stderr=True), transient=True)
+        self.progress.__enter__()
+        self.task = self.progress.add_task(f"epoch {self.trainer.epoch}", total=len(self.loader), info="")
+        return self._batches()
+
+    def _batches(self):
+        started, rows = time.perf_counter(), 0
+        for x, y in self.loader:
+            yield x, y
+            rows += len(y)
+            t = self.trainer
+            self.progress.update(self.task, advance=1, info=(
+                f"step {t.step}  loss {t.last_loss:.4f}  lr {t.optimizer.param_groups[0]['lr']:.2e}  "
+                f"{rows / max(time.perf_counter() - started, 1e-9):,.0f} rows/s"))
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
 
 
 def _init_distributed() -> tuple[int, int]:
