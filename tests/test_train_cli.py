@@ -31,7 +31,7 @@ def write(tmp_path, data, name="r.yaml"):
 
 
 def test_train_writes_a_run_directory_and_evaluate_agrees(tmp_path, capsys):
-    recipe = write(tmp_path, RECIPE)
+    recipe = write(tmp_path, {**RECIPE, "train": {**RECIPE["train"], "tensorboard": True}})
     run = tmp_path / "run"
     assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data")]) == 0
     summary = json.loads((run / "summary.json").read_text())
@@ -40,6 +40,11 @@ def test_train_writes_a_run_directory_and_evaluate_agrees(tmp_path, capsys):
     assert summary["accuracy"] > 0.7 and summary["epochs"] == 3
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3 and "balanced_accuracy" in json.loads(lines[-1])["val"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == 3 and len(events.Scalars("val/balanced_accuracy")) == 3
     state = load_checkpoint(run / "checkpoints" / "last.pt")  # weights_only=True
     assert state["trainer"]["epoch"] == 3 and state["trainer"]["snapshots"] == 1
     capsys.readouterr()

@@ -27,7 +27,7 @@ from augforge.train.loop import TrainConfig, Trainer, evaluate
 
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + (
     "model", "model_options", "batch_size", "seed", "mixup_alpha", "cutmix_alpha", "mix_prob", "stream",
-    "early_stopping_metric", "early_stopping_patience")
+    "early_stopping_metric", "early_stopping_patience", "tensorboard")
 INPUT_BOUND_WARNING = 0.10
 
 
@@ -60,6 +60,7 @@ def train_config(recipe: Recipe) -> tuple[TrainConfig, dict]:
         "stream": list(raw.get("stream") or []),
         "early_metric": raw.get("early_stopping_metric", "balanced_accuracy"),
         "patience": raw.get("early_stopping_patience"),
+        "tensorboard": c.flag(raw.get("tensorboard", False), "train.tensorboard"),
     }
     return config, run
 
@@ -152,6 +153,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
+    board = _tensorboard(run_dir / "tensorboard") if (lead and run["tensorboard"]) else None
     while trainer.epoch < config.epochs:
         with _EpochProgress(trainer, loader, enabled=lead and show_progress) as batches:
             record = trainer.train_epoch(batches)
@@ -170,6 +172,13 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
             since_best += 1
         with open(metrics_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        if board is not None:
+            for key in ("loss", "lr", "input_bound"):
+                board.add_scalar(f"train/{key}", record[key], record["epoch"])
+            for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+                if key in record.get("val", {}):
+                    board.add_scalar(f"val/{key}", record["val"][key], record["epoch"])
+            board.flush()
         save_checkpoint(checkpoints / "last.pt", trainer, loader.state_dict(), {"best": best, "arch": arch})
         if improved or val is None:
             save_checkpoint(checkpoints / "best.pt", trainer, loader.state_dict(), {"best": best, "arch": arch})
@@ -182,6 +191,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         if run["patience"] and since_best >= int(run["patience"]):
             log(f"early stopping: {run['early_metric']} did not improve for {since_best} epochs")
             break
+    if board is not None:
+        board.close()
     trainer.finish_swa(loader)
     if not lead:
         _end_distributed(world)
@@ -196,6 +207,16 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     write_json(run_dir / "summary.json", summary)
     _end_distributed(world)
     return summary
+
+
+def _tensorboard(folder: Path):
+    """A TensorBoard writer (the optional extra ``augforge[tensorboard]``)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise AugforgeError("train.tensorboard: needs the tensorboard package; pip install 'augforge[tensorboard]'") \
+            from None
+    return SummaryWriter(str(folder))
 
 
 class _EpochProgress:
