@@ -265,6 +265,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     train_config(recipe)  # validate the train section before building anything
+    if args.run_dir is None:
+        from pathlib import Path
+
+        args.run_dir = str(Path("build") / "runs" / Path(args.recipe).stem)
     summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume, rebuild=args.rebuild,
                            workers=args.workers, log=lambda text: print(text, flush=True),
                            show_progress=sys.stderr.isatty())
@@ -436,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train with the recipe's train section (docs/training.md): stream the built "
                                    "dataset, evaluate on val each epoch and on test at the end, write RUN_DIR.")
     p.add_argument("recipe", help="the recipe YAML file")
-    p.add_argument("--run-dir", required=True, help="where metrics.jsonl, checkpoints/ and summary.json go")
+    p.add_argument("--run-dir", help="where metrics.jsonl, checkpoints/ and summary.json go "
+                                     "(default: build/runs/<recipe name>)")
     p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
