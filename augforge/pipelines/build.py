@@ -66,24 +66,42 @@ def recipe_splits(recipe: Recipe) -> tuple[SplitSpec, ImbalanceSpec]:
     return SplitSpec(spec.test_split, spec.val_split), ImbalanceSpec(spec.imbalance, spec.imbalance_factor)
 
 
-def drop_duplicates(source: Source, rows: RowPlan) -> tuple[RowPlan, list[Problem]]:
-    """Drop rows whose payload bytes repeat an earlier row's (xxh3-128 of the bytes), listing each."""
-    seen: dict[bytes, str] = {}
+def _content_key(value) -> tuple[bytes, bytes] | None:
+    """(comparison key, exact key) of a payload value: texts compare up to whitespace, images and features by
+    their bytes; None for an empty text."""
+    if isinstance(value, str):
+        normal = " ".join(value.split())
+        if not normal:
+            return None
+        return xxhash.xxh3_128_digest(normal.encode()), xxhash.xxh3_128_digest(value.encode())
+    data = bytes(value) if isinstance(value, bytes) else np.asarray(value, dtype=np.float32).tobytes()
+    digest = xxhash.xxh3_128_digest(data)
+    return digest, digest
+
+
+def drop_duplicates(source: Source, rows: RowPlan) -> tuple[RowPlan, list[Problem], int]:
+    """Drop rows whose payload repeats an earlier row's (xxh3-128 of the bytes; texts up to whitespace) and
+    empty texts, listing each. Returns the kept rows, the problems and the number of duplicates."""
+    seen: dict[bytes, tuple[str, bytes]] = {}  # comparison key -> (first row id, its exact key)
     keep = np.ones(len(rows.positions), dtype=bool)
-    problems, at = [], 0
+    problems, at, duplicates = [], 0, 0
     for batch in source.read(rows.positions, READ_BATCH_ROWS):
         payload = batch.column(source.payload)
         for i, (row_id, value) in enumerate(zip(batch.column(S.ID).to_pylist(), payload.to_pylist())):
-            data = value.encode() if isinstance(value, str) else bytes(value) if isinstance(value, bytes) \
-                else np.asarray(value, dtype=np.float32).tobytes()
-            key = xxhash.xxh3_128_digest(data)
-            if key in seen:
+            key = _content_key(value)
+            if key is None:
                 keep[at + i] = False
-                problems.append(Problem(row_id, f"exact duplicate of {seen[key]}; dropped"))
+                problems.append(Problem(row_id, "empty text; dropped"))
+            elif key[0] in seen:
+                keep[at + i] = False
+                duplicates += 1
+                first_id, exact = seen[key[0]]
+                kind = "exact" if exact == key[1] else "whitespace-normalized"
+                problems.append(Problem(row_id, f"{kind} duplicate of {first_id}; dropped"))
             else:
-                seen[key] = row_id
+                seen[key[0]] = (row_id, key[1])
         at += batch.num_rows
-    return RowPlan(rows.positions[keep], rows.labels[keep], rows.splits[keep]), problems
+    return RowPlan(rows.positions[keep], rows.labels[keep], rows.splits[keep]), problems, duplicates
 
 
 @dataclass
@@ -288,11 +306,11 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     stage("planning splits")
     rows = plan_rows(source, splits, imbalance, recipe.seed)
     problems: list[Problem] = list(source.problems)
-    duplicates: list[Problem] = []
+    duplicates = 0
     if recipe.drop_duplicates:
         stage(f"cleaning: hashing {len(rows.positions):,} rows")
-        rows, duplicates = drop_duplicates(source, rows)
-        problems += duplicates
+        rows, dropped, duplicates = drop_duplicates(source, rows)
+        problems += dropped
     stage("balancing the train split")
     plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
     names = list(source.class_names)
@@ -325,7 +343,7 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
                           job="build", recipe=recipe.fingerprint_parts(), dali=nvidia.dali.__version__,
                           chunk_rows=CHUNK_ROWS)
-    meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, len(duplicates), problems,
+    meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, duplicates, problems,
                        train.device, {"augmented": int(outputs.augmented.sum()), "dali": nvidia.dali.__version__})
     meta["payload_info"] = {"encoding": recipe.output.format, "channels": 1 if aug.color == "gray" else 3,
                             **({"quality": recipe.output.quality} if recipe.output.format == "jpeg" else {})}
@@ -339,7 +357,7 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
         encoder.close()
     if recipe.output.format == "raw" and encoder.shape is not None and not result.up_to_date:
         _record_raw_shape(out, encoder.shape)
-    return BuildResult(result, plan, len(duplicates), int(outputs.augmented.sum()), train.device)
+    return BuildResult(result, plan, duplicates, int(outputs.augmented.sum()), train.device)
 
 
 def _check_copies(recipe: Recipe, source: Source) -> None:
@@ -371,7 +389,7 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
     """The text build (augforge.pipelines.build_text)."""
     import tempfile
 
-    from augforge.pipelines.build_text import TextTrain, drop_text_duplicates
+    from augforge.pipelines.build_text import TextTrain
 
     aug = recipe.augment
     if (aug.copies or aug.copies_per_class) and not aug.text:
@@ -381,10 +399,10 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
     stage("planning splits")
     rows = plan_rows(source, splits, imbalance, recipe.seed)
     problems: list[Problem] = list(source.problems)
-    stage(f"cleaning {len(rows.positions):,} texts")
-    cleaned, dropped, duplicates = drop_text_duplicates(source, rows)
+    duplicates = 0
     if recipe.drop_duplicates:
-        rows = cleaned
+        stage(f"cleaning {len(rows.positions):,} texts")
+        rows, dropped, duplicates = drop_duplicates(source, rows)
         problems += dropped
     stage("balancing the train split")
     plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)

@@ -23,54 +23,21 @@ import pyarrow as pa
 import xxhash
 
 from augforge.augment.text import TextAugmenter, build_text_augmenter
-from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
+from augforge.balance.apply import AUG_PREFIX, BalancePlan
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS
-from augforge.datasets.plan import RowPlan
-from augforge.datasets.sources.base import Problem, Source
+from augforge.datasets.sources.base import Source
+from augforge.pipelines.build import AUG_NAME, plan_outputs
 from augforge.recipe import Recipe
 
 _SCHEMA = S.dataset_schema(S.TEXT)
 #: Source rows per unit of work handed to a worker process.
 GROUPS_PER_TASK = 256
-AUG_NAME = "augment"
-
-
-def drop_text_duplicates(source: Source, rows: RowPlan) -> tuple[RowPlan, list[Problem], int]:
-    """Drop empty texts and texts equal to an earlier one up to whitespace; list each (returns the count too)."""
-    seen: dict[str, str] = {}
-    keep = np.ones(len(rows.positions), dtype=bool)
-    problems, at, duplicates = [], 0, 0
-    for batch in source.read(rows.positions, READ_BATCH_ROWS * 16):
-        for i, (row_id, text) in enumerate(zip(batch.column(S.ID).to_pylist(), batch.column(S.TEXT).to_pylist())):
-            key = " ".join(text.split())
-            if not key:
-                keep[at + i] = False
-                problems.append(Problem(row_id, "empty text; dropped"))
-            elif key in seen:
-                keep[at + i] = False
-                duplicates += 1
-                same = "exact" if text == seen[key][1] else "whitespace-normalized"
-                problems.append(Problem(row_id, f"{same} duplicate of {seen[key][0]}; dropped"))
-            else:
-                seen[key] = (row_id, text)
-        at += batch.num_rows
-    return RowPlan(rows.positions[keep], rows.labels[keep], rows.splits[keep]), problems, duplicates
 
 
 def variant_key(seed: int, row_id: str, j: int) -> int:
     """The seed of variant ``j`` of source row ``row_id``."""
     return xxhash.xxh3_64_intdigest(f"text\x00{row_id}\x00{j}".encode(), int(seed) & 0xFFFFFFFFFFFFFFFF)
-
-
-@dataclass
-class Group:
-    """One source row's outputs to make: its text, its balanced copies and the variants wanted."""
-
-    row: dict
-    keep: bool  # the original text is one of the outputs
-    copies: int  # balance copies of it (each adds copies + 1 variants)
-    variants: int  # augmented variants to try
 
 
 _WORKER: dict = {}
@@ -123,22 +90,20 @@ class TextTrain:
         self.augmenter = build_text_augmenter(aug.text, protect, aug.min_words, corpus, workdir)
         names = list(source.class_names)
         res = plan.result
-        grouped = res.origin[plan.order]
-        self.copies = np.bincount(np.searchsorted(plan.origins, grouped[res.synthetic[plan.order]]),
-                                  minlength=len(plan.origins))
-        originals = np.zeros(len(plan.origins), dtype=bool)
-        originals[np.searchsorted(plan.origins, grouped[~res.synthetic[plan.order]])] = True
-        self.has_original = originals
-        labels = res.y[plan.order]
-        first = np.r_[0, np.flatnonzero(np.diff(grouped)) + 1] if len(grouped) else np.zeros(0, dtype=np.int64)
-        self.labels = labels[first]
-        k = np.array([aug.copies_for(names[int(c)]) for c in self.labels], dtype=np.int64)
-        rows_per = self.copies + self.has_original
-        keep = self.has_original & aug.keep_original
-        self.variants = rows_per * (k + (1 if aug.keep_original else 0)) - keep
-        self.keep = keep
+        # the same expansion as image builds, one group of output rows per source row
+        out = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, has_ops=True)
+        per_group = np.diff(np.r_[0, out.group_end])
+        group = np.repeat(np.arange(len(per_group)), per_group)
+        #: variants to try per source row; its own text is kept too when one of its outputs is not augmented
+        self.variants = np.bincount(group, weights=out.augmented, minlength=len(per_group)).astype(np.int64)
+        self.keep = per_group > self.variants
+        self.labels = res.y[out.balanced[out.group_end - per_group]]
+        # variants of a row that balancing copied are tagged with the balance step as well
+        step = np.full(len(per_group), None, dtype=object)
+        from_copy = np.flatnonzero(res.synthetic[out.balanced])
+        step[group[from_copy]] = res.aug[out.balanced[from_copy]]
+        self.tags = [f"{AUG_PREFIX}{st}+{AUG_NAME}" if st else AUG_NAME for st in step]
         self.stats = TextStats()
-        self.step_text = {int(o): a for o, a in zip(res.origin, res.aug) if a is not None}
 
     def table(self) -> pa.Table:
         """Every train output row, in order (variants vary in number, so they are made before writing)."""
@@ -176,8 +141,7 @@ class TextTrain:
                 sources.append(source_id)
                 synthetic.append(bool(row.get(S.SYNTHETIC)))
                 augs.append(row.get(S.AUG))
-            step = self.step_text.get(int(self.plan.origins[g]))
-            tag = f"{AUG_PREFIX}{step}+{AUG_NAME}" if step and self.copies[g] else AUG_NAME
+            tag = self.tags[g]
             for j, text in enumerate(variants, start=1):
                 ids.append(f"{row[S.ID]}~a{j}")
                 labels.append(label)
@@ -191,8 +155,3 @@ class TextTrain:
             S.SYNTHETIC: pa.array(synthetic, pa.bool_()), S.AUG: pa.array(augs, pa.string()),
             S.SPLIT: S.split_names(np.full(len(ids), S.TRAIN)),
         })
-
-
-def plan_text_balance(source: Source, recipe: Recipe, rows: RowPlan) -> BalancePlan:
-    """The balanced train split of a text build."""
-    return plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
