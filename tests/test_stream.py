@@ -227,3 +227,13 @@ def test_torch_fallback_dataset(built, sample_images):
     assert len({o.numpy().tobytes() for o in outs}) == 4
     flip = parse_recipe({"source": {"path": "-"}, "augment": {"image": [{"op": "hflip"}]}}).augment.image
     assert torch.equal(TorchAugment(flip)(photo, torch.Generator()), photo.flip(-1))
+
+
+def test_len_counts_the_batches_every_rank_gets(built):
+    _, raw = built
+    for world in (1, 2, 3):
+        for last in ("keep", "drop", "pad"):
+            for batch in (1, 7, 64, 5000):
+                for rank in range(world):
+                    loader = open_loader(raw, batch, rank=rank, world_size=world, last=last)
+                    assert len(loader) == len(loader._batches_of(loader.rows_of_epoch(0)))

@@ -157,6 +157,10 @@ class Loader:
         if self.payload == S.TEXT:  # fitted on the train split, whatever split is streamed
             train = Dataset(dataset_dir, "train", verify=False)
             self.vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist())
+        self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
+        self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
+        self._raw_views: dict[int, np.ndarray] = {}  # shard -> (rows, H, W, C) pixels
+        self._labels: np.ndarray | None = None
         self._waits: list[float] = []
         self._rows_out = 0
         self._started: float | None = None
@@ -180,7 +184,10 @@ class Loader:
         return cut
 
     def __len__(self) -> int:
-        return len(self._batches_of(self.rows_of_epoch(0)))
+        """Batches per epoch, from the counts alone (as ``rank_rows`` and ``_batches_of`` cut them)."""
+        n, world = len(self.dataset), self.world_size
+        rows = n // world if self.last == "drop" else -(-n // world)
+        return rows // self.batch_size if self.last == "drop" else -(-rows // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its first batch."""
@@ -204,7 +211,7 @@ class Loader:
         """The DALI pipeline, built once per loader (seeded from seed and rank) and kept across epochs."""
         if self.payload != S.IMAGE or (not self._ops and self.info.get("encoding") == "raw"):
             return None
-        if getattr(self, "_pipeline", None) is None:
+        if self._pipeline is None:
             check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
             seed = xxhash.xxh3_64_intdigest(f"stream\x00{self.rank}".encode(), self.seed)
             self._pipeline = ImageAugmenter(self._ops, seed=seed, decoded=self.info.get("encoding") == "raw",
@@ -213,7 +220,7 @@ class Loader:
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
-        cache = self.__dict__.setdefault("_binary_views", {})
+        cache = self._binary_views
         if index not in cache:
             array = self.dataset.shard(index).column(S.IMAGE).combine_chunks()
             offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
@@ -231,7 +238,7 @@ class Loader:
 
     def _shard_pixels(self, index: int) -> np.ndarray:
         """Shard ``index``'s raw image column as a (rows, H, W, C) view of the memory map (no copy)."""
-        cache = self.__dict__.setdefault("_raw_views", {})
+        cache = self._raw_views
         if index not in cache:
             shape = (self.info["height"], self.info["width"], self.info["channels"])
             offsets, values = self._shard_binary(index)
@@ -280,7 +287,7 @@ class Loader:
         return self._finish(x, y, index)
 
     def _labels_all(self) -> np.ndarray:
-        if getattr(self, "_labels", None) is None:
+        if self._labels is None:
             self._labels = self.dataset.labels()
         return self._labels
 
