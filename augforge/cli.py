@@ -70,11 +70,12 @@ class RowProgress:
         self._progress.update(self._task, rate=f"{speed:,.0f} rows/s" if speed else "")
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    """Options of every command that writes a dataset directory."""
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
-    size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
+def _add_output_options(parser: argparse.ArgumentParser, shard_size: bool = True) -> None:
+    """Options of every command that writes a dataset directory (a recipe sets its own shard size)."""
+    if shard_size:
+        size = parser.add_mutually_exclusive_group()
+        size.add_argument("--shard-rows", type=int, metavar="N", help="rows per shard")
+        size.add_argument("--shard-mb", type=float, metavar="M", help="approximate MB per shard (default 64)")
     parser.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -422,8 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the dataset directory (default: the recipe's output.dir)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                    help="DALI and encoder threads (default: every core)")
-    p.add_argument("--overwrite", action="store_true", help="replace a different dataset already in OUT")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_output_options(p, shard_size=False)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("preview", help="a grid of source images and their augmented variants",

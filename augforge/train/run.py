@@ -111,7 +111,6 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
                  rebuild: bool = False, workers: int = 2, log=print, show_progress: bool = False) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory."""
     from augforge.pipelines.stream import open_loader
-    from augforge.train.models import create
 
     config, run = train_config(recipe)
     rank, world = _init_distributed()
@@ -135,7 +134,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
     test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
     arch = _arch(run, manifest)
-    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    model = model_from(arch)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     trainer = Trainer(model, config, len(loader))
@@ -288,30 +287,35 @@ def _arch(run: dict, manifest: dict) -> dict:
             "class_names": manifest["class_names"]}
 
 
+def model_from(arch: dict) -> torch.nn.Module:
+    """A fresh model as ``arch`` (stored in every checkpoint) describes it."""
+    from augforge.train.models import create
+
+    return create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+
+
 def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: int = 2, log=print):
     """(TrainConfig, a fresh model, the train loader) for the recipe, building the data when needed."""
     from augforge.pipelines.stream import open_loader
-    from augforge.train.models import create
 
     config, run = train_config(recipe)
     data = Path(data or recipe.output.dir or "build/data")
     manifest = _data(recipe, data, rebuild, workers, log)
     torch.manual_seed(run["seed"])
     arch = _arch(run, manifest)
-    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    model = model_from(arch)
     return config, model, open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"])
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test") -> dict:
     """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split."""
     from augforge.pipelines.stream import open_loader
-    from augforge.train.models import create
 
     state = load_checkpoint(Path(checkpoint))
     arch = state.get("arch")
     if not arch:
         raise AugforgeError(f"{checkpoint}: has no model description (arch); was it written by augforge train?")
-    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    model = model_from(arch)
     model.load_state_dict(state["model"])
     loader = open_loader(data, 256, split=split, shuffle=False)
     if loader.dataset.class_names != arch["class_names"]:
