@@ -162,17 +162,8 @@ def _source_rows(source: Source, positions: np.ndarray, payload: bool) -> Iterat
     """Source rows at ``positions``; without ``payload``, only the id, label and provenance columns
     (the resampled features replace the payload, so it is not read a second time)."""
     if payload:
-        yield from source.read(positions, READ_BATCH_ROWS)
-        return
-    dataset = getattr(source, "dataset", None)
-    ids, labels = (None, None) if dataset is not None else (source.ids(), source.labels())
-    for start in range(0, len(positions), META_BATCH_ROWS):
-        chunk = positions[start : start + META_BATCH_ROWS]
-        if dataset is not None:
-            yield from dataset.take(chunk, [S.ID, S.LABEL, S.SOURCE_ID, S.SYNTHETIC, S.AUG]).to_batches()
-        else:
-            yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
-                                   S.LABEL: pa.array(labels[chunk], pa.int64())})
+        return source.read(positions, READ_BATCH_ROWS)
+    return source.read_meta(positions, META_BATCH_ROWS)
 
 
 def _patched(rows: pa.RecordBatch, picked: np.ndarray, res: Resampled, copy_index: np.ndarray,

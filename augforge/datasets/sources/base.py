@@ -63,6 +63,14 @@ class Source(ABC):
     def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """Record batches of the rows at ``positions`` (source order), at most ``batch_rows`` each."""
 
+    def read_meta(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Like ``read`` without the payload: ``id``, ``label`` and any provenance the source carries."""
+        ids, labels = self.ids(), self.labels()
+        for start in range(0, len(positions), batch_rows):
+            chunk = positions[start : start + batch_rows]
+            yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
+                                   S.LABEL: pa.array(labels[chunk], pa.int64())})
+
     @property
     def feature_dim(self) -> int | None:
         """Length of the feature vector for a features payload."""

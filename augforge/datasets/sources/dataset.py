@@ -43,10 +43,15 @@ class DatasetSource(Source):
             return None
         return self.dataset.shard_schema.field(S.FEATURES).type.list_size
 
-    def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        columns = [S.ID, S.LABEL, self.payload, S.SOURCE_ID, S.SYNTHETIC, S.AUG]
+    def _take(self, positions: np.ndarray, batch_rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
         for start in range(0, len(positions), batch_rows):
             yield from self.dataset.take(positions[start : start + batch_rows], columns).to_batches()
+
+    def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        return self._take(positions, batch_rows, [S.ID, S.LABEL, self.payload, S.SOURCE_ID, S.SYNTHETIC, S.AUG])
+
+    def read_meta(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        return self._take(positions, batch_rows, [S.ID, S.LABEL, S.SOURCE_ID, S.SYNTHETIC, S.AUG])
 
     def payload_info(self) -> dict:
         return dict(self.dataset.manifest.get("payload_info", {}))
