@@ -106,14 +106,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         on_total=progress.total, on_rows=progress.rows)
     manifest = result.manifest
     out = Console()
-    if result.up_to_date:
-        out.print(f"{args.out}: already holds this dataset ({manifest['num_rows']:,} rows); nothing to do")
-        return 0
-    resumed = f" (resumed after {result.resumed_rows:,} rows)" if result.resumed_rows else ""
-    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in manifest["counts"].items())
-    out.print(f"wrote {manifest['num_rows']:,} rows ({per_split}) in {len(manifest['shards'])} shard(s) "
-              f"to {args.out}{resumed}", highlight=False)
-    if manifest["problems"]:
+    _print_written(out, result, args.out)
+    if not result.up_to_date and manifest["problems"]:
         out.print(f"[yellow]excluded {len(manifest['problems'])} input(s)[/yellow]; "
                   f"see `augforge report {args.out}`")
     return 0
@@ -206,19 +200,14 @@ def cmd_balance(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, on_stage=progress.stage, on_total=progress.total, on_rows=progress.rows)
     out = Console()
     render_balance(result.manifest, out)
-    if result.up_to_date:
-        out.print(f"{args.out}: already holds this dataset; nothing to do")
-        return 0
-    resumed = f" (resumed after {result.resumed_rows:,} rows)" if result.resumed_rows else ""
-    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in result.manifest["counts"].items())
-    out.print(f"wrote {result.manifest['num_rows']:,} rows ({per_split}) in {len(result.manifest['shards'])} "
-              f"shard(s) to {args.out}{resumed}", highlight=False)
+    _print_written(out, result, args.out)
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Run a recipe's chain (source, clean, balance, augment) into a dataset directory."""
     from rich.console import Console
+
     from augforge.balance.render import render_build
     from augforge.pipelines.build import build
     from augforge.recipe import load_recipe
@@ -229,14 +218,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                        on_total=progress.total, on_rows=progress.rows)
     out = Console()
     render_build(result.write.manifest, out)
-    target = args.out or recipe.output.dir
-    if result.write.up_to_date:
-        out.print(f"{target}: already holds this build; nothing to do")
-        return 0
-    resumed = f" (resumed after {result.write.resumed_rows:,} rows)" if result.write.resumed_rows else ""
-    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in result.write.manifest["counts"].items())
-    out.print(f"wrote {result.write.manifest['num_rows']:,} rows ({per_split}) in "
-              f"{len(result.write.manifest['shards'])} shard(s) to {target}{resumed}", highlight=False)
+    _print_written(out, result.write, args.out or recipe.output.dir)
     return 0
 
 
@@ -315,6 +297,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for name, recall in metrics["recall"].items():
             print(f"  recall {name}: {recall:.4f}")
     return 0
+
+
+def _print_written(out, result, target) -> None:
+    """What a job writing a dataset directory did: nothing (it was complete), or the rows and shards it wrote.
+
+    Printed without wrapping, so a long path stays on one line."""
+    manifest = result.manifest
+    if result.up_to_date:
+        out.print(f"{target}: already holds this dataset ({manifest['num_rows']:,} rows); nothing to do",
+                  soft_wrap=True, highlight=False)
+        return
+    resumed = f" (resumed after {result.resumed_rows:,} rows)" if result.resumed_rows else ""
+    per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in manifest["counts"].items())
+    out.print(f"wrote {manifest['num_rows']:,} rows ({per_split}) in {len(manifest['shards'])} shard(s) "
+              f"to {target}{resumed}", soft_wrap=True, highlight=False)
 
 
 def _option_value(text: str):
