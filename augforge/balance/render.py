@@ -125,6 +125,7 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 
 def render_balance(manifest: dict, console: Console) -> None:
     """Print what ``augforge balance`` did: train counts before and after, and the summary figures."""
+    from augforge.balance.report import _number
     from augforge.balance.stats import ClassStats
 
     info = manifest["balance"]
@@ -140,14 +141,10 @@ def render_balance(manifest: dict, console: Console) -> None:
         table.add_row(name, f"{b:,}", f"{a:,}", f"{a - b:+,}")
     console.print(table)
     for label, stats in (("before", before), ("after", after)):
-        console.print(f"{label}: rows {stats.total:,}, imbalance ratio {_ratio(_finite(stats.imbalance_ratio))}, "
+        console.print(f"{label}: rows {stats.total:,}, imbalance ratio {_ratio(_number(stats.imbalance_ratio))}, "
                       f"normalized entropy {stats.entropy:.3f}", highlight=False)
     console.print(f"synthetic rows: {info['synthetic']:,} (marked synthetic=true, aug 'balance:<step>')",
                   highlight=False)
-
-
-def _finite(value: float) -> float | None:
-    return None if value != value or value in (float("inf"), float("-inf")) else value
 
 
 def render_build(manifest: dict, console: Console) -> None:
