@@ -9,7 +9,9 @@ skip work where the data has structure:
   noise), where every point is about as far from every other and nothing can be pruned.
 
 For each it prints both times, the ratio (imbalanced-learn / augforge), peak memory above the
-start of each call, and checks that both produce the same class counts.
+start of each call (measured in a separate run, untimed), and checks that both produce the same class counts. Each side runs
+``--repeat`` times (default 3), alternating, and the medians are compared, so that neither side
+alone pays the process's cold start (thread pools, first-touch page faults).
 
     python benchmarks/smote.py                      # 400,000 x 32 and 2,000,000 x 64
     python benchmarks/smote.py --sizes 400000x32    # one size
@@ -84,18 +86,29 @@ class PeakRSS:
 
 
 def run(sampler, X, y):
-    """Time one fit_resample and its peak memory."""
+    """Time one fit_resample (no memory sampler running, so it competes for nothing)."""
+    start = time.perf_counter()
+    Xr, yr = sampler.fit_resample(X, y)
+    return time.perf_counter() - start, Xr, yr
+
+
+def peak_mb(sampler, X, y) -> float:
+    """Peak resident memory above the start of one fit_resample, in a separate, untimed run."""
     with PeakRSS() as mem:
-        start = time.perf_counter()
-        Xr, yr = sampler.fit_resample(X, y)
-        seconds = time.perf_counter() - start
-    return seconds, mem.mb, Xr, yr
+        sampler.fit_resample(X, y)
+    return mem.mb
+
+
+def median_run(runs: list) -> tuple:
+    """The run with the median time."""
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="400000x32,2000000x64", help="ROWSxFEATURES, comma-separated")
     parser.add_argument("--data", default="clustered,overlapping", help="clustered, overlapping or both")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; medians are compared")
     parser.add_argument("--device", default="auto", help="FastSMOTE's device: auto, cpu or cuda")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
@@ -106,14 +119,21 @@ def main() -> None:
         rows, features = (int(v) for v in size.lower().split("x"))
         for kind in args.data.split(","):
             X, y = (clustered if kind == "clustered" else overlapping)(rows, features)
-            fast = FastSMOTE(random_state=0, device=args.device)
-            t_fast, mb_fast, Xf, yf = run(fast, X, y)
-            t_ref, mb_ref, Xr, yr = run(SMOTE(random_state=0), X, y)
+            fast_runs, ref_runs = [], []
+            for _ in range(args.repeat):
+                fast_runs.append(run(FastSMOTE(random_state=0, device=args.device), X, y))
+                ref_runs.append(run(SMOTE(random_state=0), X, y))
+            t_fast, Xf, yf = median_run(fast_runs)
+            t_ref, Xr, yr = median_run(ref_runs)
+            mb_fast = peak_mb(FastSMOTE(random_state=0, device=args.device), X, y)
+            mb_ref = peak_mb(SMOTE(random_state=0), X, y)
             same = np.array_equal(np.bincount(yf), np.bincount(yr))
             print(f"{kind:<12} {size:<12} {t_ref:>10.2f} {t_fast:>10.2f} {t_ref / t_fast:>6.1f}x "
                   f"{mb_ref:>11.0f} {mb_fast:>11.0f}  {'equal' if same else 'DIFFER'} {np.bincount(yf).tolist()}",
                   flush=True)
-            del Xf, Xr
+            print(f"{'':<25} runs: imblearn {' / '.join(f'{r[0]:.2f}' for r in ref_runs)}, "
+                  f"augforge {' / '.join(f'{r[0]:.3f}' for r in fast_runs)}", flush=True)
+            del Xf, Xr, fast_runs, ref_runs
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from scipy import sparse
 from sklearn.base import BaseEstimator
 
 #: Extra candidates per query beyond k, re-ranked exactly.
-MARGIN = 8
+MARGIN = 4
 #: float32 unit round-off.
 _U32 = 2.0 ** -24
 #: ``auto`` runs the dense search when the cell plan still needs more than this share of all pairs.
@@ -53,11 +53,17 @@ def _sorted_by_distance_then_index(d: torch.Tensor, k: int, index: torch.Tensor 
     """The k smallest entries per row, ordered by (distance, index)."""
     if index is None:
         index = torch.arange(d.shape[1], device=d.device).expand_as(d)
-    # a stable sort by index, then a stable sort by distance, orders ties by index
-    by_index = torch.argsort(index, dim=1, stable=True)
-    d_sorted = torch.gather(d, 1, by_index)
-    by_distance = torch.argsort(d_sorted, dim=1, stable=True)[:, :k]
-    chosen = torch.gather(by_index, 1, by_distance)
+    values, order = torch.sort(d, dim=1)
+    chosen = order[:, :k]
+    # one sort decides every row whose first k + 1 values are distinct; rows with a tie there
+    # need the index as the second key: a stable sort by index, then a stable sort by distance
+    span = min(k + 1, d.shape[1])
+    tied = torch.nonzero((values[:, 1:span] == values[:, : span - 1]).any(1)).flatten()
+    if len(tied):
+        by_index = torch.argsort(index[tied], dim=1, stable=True)
+        by_distance = torch.argsort(torch.gather(d[tied], 1, by_index), dim=1, stable=True)[:, :k]
+        chosen = chosen.clone()
+        chosen[tied] = torch.gather(by_index, 1, by_distance)
     return torch.gather(d, 1, chosen), torch.gather(index, 1, chosen)
 
 
@@ -179,7 +185,9 @@ class _Cells:
             total = float(closest.sum())
             if total <= 0:
                 break  # fewer distinct points than cells
-            pick = int(torch.multinomial((closest / total).cpu(), 1, generator=gen))
+            # an inverse-CDF draw: one searchsorted instead of a multinomial, same distribution
+            target = torch.rand(1, generator=gen, dtype=torch.float64).item() * total
+            pick = min(int(torch.searchsorted(torch.cumsum(closest.double(), 0), target)), len(sample) - 1)
             chosen.append(pick)
             closest = torch.minimum(closest, ((sample - sample[pick]) ** 2).sum(1))
         return sample[chosen].clone()
@@ -234,8 +242,10 @@ def _cells_knn(queries: _Points, q_ids: torch.Tensor | None, data: _Points, k: i
         possible = near.sub_(radius_up[None, :]) <= bound[:, None]
         wanted.index_add_(0, own, possible.to(torch.int32))
     groups, group_of = torch.unique(home, return_inverse=True)
-    wanted = wanted[groups] > 0
-    group_size = torch.bincount(group_of, minlength=len(groups))
+    # home cells that need the same cells are searched together: same pairs, fewer calls
+    wanted, merged = torch.unique(wanted[groups] > 0, dim=0, return_inverse=True)
+    group_of = merged[group_of]
+    group_size = torch.bincount(group_of, minlength=len(wanted))
     pairs = int((group_size.double() * (wanted.double() @ cells.sizes.double())).sum())
     if dense_share is not None and pairs > dense_share * n * nq:
         return None
