@@ -28,8 +28,9 @@ Epochs:
 - ``state_dict()``/``load_state_dict()`` resume mid-epoch: the restored loader yields exactly the batches
   of that epoch that were not yet consumed.
 
-A background thread reads and augments up to ``prefetch`` batches ahead. ``stats()`` reports how long
-the consumer waited for each batch.
+A background thread reads and augments up to ``prefetch`` batches ahead (raw-pixel batches without ops
+travel in groups of about ``GROUP_BYTES``, one gather per group, so ``prefetch`` counts groups there).
+``stats()`` reports how long the consumer waited for each batch.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -52,6 +54,10 @@ from augforge.errors import AugforgeError
 
 LAST = ("keep", "drop", "pad")
 _DONE = object()
+#: raw-pixel batches are gathered and handed over in groups of about this many bytes
+GROUP_BYTES = 8 << 20
+#: a shard's piece of a raw batch at least this large is gathered by torch on every core
+THREADED_GATHER_BYTES = 256 << 10
 
 
 def _dist() -> tuple[int, int]:
@@ -159,7 +165,7 @@ class Loader:
             self.vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist())
         self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
         self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
-        self._raw_views: dict[int, np.ndarray] = {}  # shard -> (rows, H, W, C) pixels
+        self._raw_views: dict[int, torch.Tensor] = {}  # shard -> (rows, H, W, C) pixels
         self._labels: np.ndarray | None = None
         self._waits: list[float] = []
         self._rows_out = 0
@@ -175,13 +181,15 @@ class Loader:
         return rank_rows(order, self.rank, self.world_size, self.last)
 
     def _batches_of(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The epoch's rows cut into batches; each batch's rows sorted into storage order, so that reading
+        them walks the memory map forwards (which rows share a batch is what the shuffle decides)."""
         cut = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
         if cut and len(cut[-1]) < self.batch_size:
             if self.last == "drop":
                 cut.pop()
             elif self.last == "pad":
                 cut[-1] = np.resize(np.concatenate([cut[-1], rows]), self.batch_size)
-        return cut
+        return [np.sort(batch) for batch in cut]
 
     def __len__(self) -> int:
         """Batches per epoch, from the counts alone (as ``rank_rows`` and ``_batches_of`` cut them)."""
@@ -236,44 +244,74 @@ class Loader:
             out.append(values[offsets[row] : offsets[row + 1]])
         return out
 
-    def _shard_pixels(self, index: int) -> np.ndarray:
-        """Shard ``index``'s raw image column as a (rows, H, W, C) view of the memory map (no copy)."""
+    def _shard_pixels(self, index: int) -> torch.Tensor:
+        """Shard ``index``'s raw image column as a (rows, H, W, C) uint8 tensor viewing the memory map (no copy)."""
         cache = self._raw_views
         if index not in cache:
             shape = (self.info["height"], self.info["width"], self.info["channels"])
             offsets, values = self._shard_binary(index)
             if not np.all(np.diff(offsets) == int(np.prod(shape))):
                 raise AugforgeError(f"shard {index}: raw images are not all {'x'.join(map(str, shape))}")
-            cache[index] = values[offsets[0] : offsets[-1]].reshape(len(offsets) - 1, *shape)
+            with warnings.catch_warnings():  # the map is read-only, and only ever read from
+                warnings.simplefilter("ignore", UserWarning)
+                pixels = torch.from_numpy(values[offsets[0] : offsets[-1]])
+            cache[index] = pixels.view(len(offsets) - 1, *shape)
         return cache[index]
 
-    def _gather_raw(self, positions: np.ndarray) -> np.ndarray:
-        """One gather copy per shard of the rows at ``positions`` (in this split), as (N, H, W, C) uint8."""
+    def _gather_raw(self, positions: np.ndarray) -> torch.Tensor:
+        """The rows at ``positions`` (in this split, in storage order) as one (N, H, W, C) uint8 tensor.
+
+        A run of consecutive rows is one slice copy. Otherwise each shard's rows are gathered straight
+        into their place in the batch: large pieces by torch's ``index_select`` on every core (a gather
+        over file-backed pages is bound by memory latency, which more threads hide), small ones by
+        numpy's ``take``, whose call costs less.
+        """
         shard_of, local = self.dataset._locate(self.dataset._rows[positions])
-        if shard_of[0] == shard_of[-1] and local[-1] - local[0] == len(local) - 1 and \
-                np.array_equal(local, np.arange(local[0], local[-1] + 1)):  # in order: one slice copy
-            return self._shard_pixels(int(shard_of[0]))[local[0] : local[-1] + 1].copy()
-        shards = np.unique(shard_of)
-        first = self._shard_pixels(int(shards[0]))
-        out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
-        if len(shards) == 1:
-            np.take(first, local, axis=0, out=out)
-            return out
-        for index in shards:
-            hit = np.flatnonzero(shard_of == index)
-            out[hit] = self._shard_pixels(int(index))[local[hit]]
+        if shard_of[0] == shard_of[-1] and local[-1] - local[0] == len(local) - 1:  # sorted: a run
+            return self._shard_pixels(int(shard_of[0]))[local[0] : local[-1] + 1].clone()
+        first = self._shard_pixels(int(shard_of[0]))
+        out = torch.empty((len(positions), *first.shape[1:]), dtype=torch.uint8)
+        shards, starts = np.unique(shard_of, return_index=True)
+        bounds = [*starts.tolist(), len(positions)]
+        row_bytes = first[0].numel()
+        for index, start, stop in zip(shards.tolist(), bounds[:-1], bounds[1:]):
+            pixels, rows = self._shard_pixels(index), local[start:stop]
+            if (stop - start) * row_bytes >= THREADED_GATHER_BYTES:
+                torch.index_select(pixels, 0, torch.from_numpy(rows), out=out[start:stop])
+            else:
+                np.take(pixels.numpy(), rows, axis=0, out=out[start:stop].numpy(), mode="clip")
         return out
 
-    def _make(self, positions: np.ndarray, augmenter, index: int):
+    def _make(self, batches: list[np.ndarray], augmenter, index: int) -> list[tuple]:
+        """Batches ``index``, ``index + 1``, ... made from their positions, as a list of (x, y)."""
+        if self.payload == S.IMAGE and augmenter is None:  # raw pixels, no ops
+            positions = np.concatenate(batches)
+            if np.all(np.diff(positions) == 1):  # in order: the whole group is one slice copy, cut into views
+                sizes = [len(b) for b in batches]
+                xs = torch.split(self._gather_raw(positions), sizes)
+            else:  # shuffled: one gather per batch
+                xs = [self._gather_raw(b) for b in batches]
+            labels = self._labels_all()
+            return [self._finish(x.permute(0, 3, 1, 2), torch.from_numpy(labels[b]), index + i)
+                    for i, (x, b) in enumerate(zip(xs, batches))]
+        return [self._make_one(positions, augmenter, index + i) for i, positions in enumerate(batches)]
+
+    def _group(self, augmenter) -> int:
+        """How many batches one queue item carries: raw-pixel batches go in groups of about GROUP_BYTES, so
+        the gathers and the hand-over between threads are paid once per group; everything else one by one."""
+        if self.payload != S.IMAGE or augmenter is not None:
+            return 1
+        row = self.info["height"] * self.info["width"] * self.info["channels"]
+        return max(1, GROUP_BYTES // (row * self.batch_size))
+
+    def _make_one(self, positions: np.ndarray, augmenter, index: int):
         if self.payload == S.IMAGE:  # straight from the memory-mapped shards: no Arrow take, no Python bytes
             y = torch.from_numpy(self._labels_all()[positions])
-            if augmenter is None:  # raw pixels, no ops: one gather copy
-                x = torch.from_numpy(self._gather_raw(positions)).permute(0, 3, 1, 2)
-            elif augmenter.decoded:
-                x = augmenter.batch_tensor(list(self._gather_raw(positions)))
+            if augmenter.decoded:
+                x = augmenter.batch_tensor(list(self._gather_raw(positions).numpy()))
             else:
                 x = augmenter.batch_tensor(self._encoded(positions))
-            if augmenter is not None and not augmenter.chw:
+            if not augmenter.chw:
                 x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
             return self._finish(x, y, index)
         table = self.dataset.take(positions, [self.payload, S.LABEL])
@@ -302,10 +340,11 @@ class Loader:
     def _produce(self, batches: list[np.ndarray], start: int, out: queue.Queue, stop: threading.Event) -> None:
         try:
             augmenter = self._augmenter()
-            for index in range(start, len(batches)):
+            group = self._group(augmenter)
+            for index in range(start, len(batches), group):
                 if stop.is_set():
                     return
-                out.put(self._make(batches[index], augmenter, index))
+                out.put(self._make(batches[index : index + group], augmenter, index))
             out.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             out.put(exc)
@@ -327,9 +366,12 @@ class Loader:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                self.position += 1
-                self._rows_out += len(item[1])
-                yield item
+                for n, (x, y) in enumerate(item):
+                    if n:
+                        self._waits.append(0.0)  # the rest of a group was ready with its first batch
+                    self.position += 1
+                    self._rows_out += len(y)
+                    yield x, y
             self.epoch, self.position = self.epoch + 1, 0
         finally:
             stop.set()
