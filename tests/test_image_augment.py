@@ -92,6 +92,21 @@ def test_normalize_gives_float_chw(photo):
     np.testing.assert_allclose(out, (pixels.transpose(2, 0, 1) / 255.0 - 0.5) / 0.25, atol=1e-4)
 
 
+def test_batches_are_views_that_later_batches_never_overwrite(photo):
+    """batch_tensor hands DALI's output over without a copy; the next runs must not write into it."""
+    pixels, encoded = photo
+    augmenter = ImageAugmenter(ops({"op": "hflip"}), device="cpu", batch_size=4)
+    first = augmenter.batch_tensor([encoded] * 4)
+    kept = first.clone()
+    other = np.ascontiguousarray(pixels[::-1])  # different pixels through the same pipeline
+    buf = io.BytesIO()
+    Image.fromarray(other).save(buf, format="PNG")
+    for _ in range(5):
+        later = augmenter.batch_tensor([buf.getvalue()] * 4)
+    assert torch.equal(first, kept) and torch.equal(first[0], torch.from_numpy(pixels[:, ::-1].copy()))
+    assert torch.equal(later[0], torch.from_numpy(other[:, ::-1].copy()))
+
+
 def test_probability_applies_to_a_random_share(photo):
     pixels, encoded = photo
     outs = run([{"op": "hflip", "p": 0.5}], encoded, n=64)

@@ -465,7 +465,7 @@ class ImageAugmenter:
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
                       device_id=0 if self.device == "gpu" else None, seed=self.seed, enable_conditionals=True,
-                      prefetch_queue_depth=1)
+                      prefetch_queue_depth=1, exec_dynamic=True)  # outputs stay valid after the next run
         def pipeline():
             if decoded:
                 images = fn.external_source(name="encoded", dtype=types.UINT8, ndim=3, layout="HWC", no_copy=False)
@@ -533,7 +533,8 @@ class ImageAugmenter:
             out = torch.empty(dense.shape(), dtype=dtype, device="cuda")
             feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream())
         else:
-            out = torch.from_numpy(result.as_array())
+            # a view of DALI's output, no copy: the dynamic executor never reuses memory that is still referenced
+            out = torch.from_numpy(np.asarray(result.as_tensor()))
         # float pixels: NHWC memory seen as NCHW, i.e. torch's channels_last format (no copy)
         return out.permute(0, 3, 1, 2) if self.chw else out
 
