@@ -9,9 +9,10 @@ skip work where the data has structure:
   noise), where every point is about as far from every other and nothing can be pruned.
 
 For each it prints both times, the ratio (imbalanced-learn / augforge), peak memory above the
-start of each call (measured in a separate run, untimed), and checks that both produce the same class counts. Each side runs
-``--repeat`` times (default 3), alternating, and the medians are compared, so that neither side
-alone pays the process's cold start (thread pools, first-touch page faults).
+start of each call (measured in a separate, untimed run), and checks that both produce the same
+class counts. Each side runs ``--repeat`` times (default 3), alternating, and the medians are
+compared, so that neither side alone pays the process's cold start (thread pools, first-touch
+page faults).
 
     python benchmarks/smote.py                      # 400,000 x 32 and 2,000,000 x 64
     python benchmarks/smote.py --sizes 400000x32    # one size

@@ -145,6 +145,30 @@ def test_nlpaug_and_eda_ops_through_the_recipe_keep_protected_tokens(ops):
     assert changed >= (2 if ops[0]["op"] == "ocr" else 10)
 
 
+@pytest.mark.parametrize("op, cls, options", [
+    ({"op": "keyboard", "aug_char_p": 0.3, "aug_word_p": 0.3}, "nlpaug.augmenter.char.KeyboardAug",
+     dict(aug_char_p=0.3, aug_word_p=0.3)),
+    ({"op": "word_random", "action": "swap", "aug_p": 0.3}, "nlpaug.augmenter.word.RandomWordAug",
+     dict(action="swap", aug_p=0.3)),
+])
+def test_variants_of_a_row_are_what_nlpaug_makes_from_the_same_seeds(op, cls, options):
+    """The variant maker seeds the global generators once per row and tokenizes each row once; the
+    variants are exactly nlpaug's own calls in sequence from the same seeds."""
+    import importlib
+
+    from augforge.augment.text import seed_everything
+
+    augmenter = _augmenter([op], numbers=False)
+    module, name = cls.rsplit(".", 1)
+    plain = getattr(importlib.import_module(module), name)(**options)
+    for key, text in enumerate(SENTENCES):
+        ours = augmenter.variants(text, 4, key)
+        rng = random.Random(key)
+        seed_everything(rng.getrandbits(63))
+        theirs = [plain.augment(text)[0] for _ in range(4)]
+        assert ours == theirs and len(set(ours)) > 1
+
+
 def test_word_embeddings_from_a_local_file(tmp_path):
     vocab = sorted({t.lower() for s in SENTENCES for t in tokenize(s) if t.isalpha()})
     rng = np.random.default_rng(0)

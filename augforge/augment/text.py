@@ -249,6 +249,19 @@ def seed_everything(key: int) -> None:
     _NUMPY_STATE.seed(key & 0xFFFFFFFF)
 
 
+def _last_text_memo(tokenizer: Callable[[str], list]) -> Callable[[str], list]:
+    """``tokenizer`` remembering its last text: the variants of one row are made in a row, so their
+    tokens are computed once. Each call gets its own copy of the list (nlpaug may change it)."""
+    last: list = [None, None]
+
+    def tokenize_once(text: str) -> list:
+        if text != last[0]:
+            last[0], last[1] = text, tokenizer(text)
+        return list(last[1])
+
+    return tokenize_once
+
+
 @dataclass
 class NlpaugOp:
     """An nlpaug augmenter behind augforge's protection: protected tokens become nlpaug stop words."""
@@ -267,6 +280,8 @@ class NlpaugOp:
             raise AugforgeError(f"nlpaug {cls} needs {exc.name}: pip install 'augforge[{extra}]'") from None
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise AugforgeError(f"nlpaug {cls}: {exc}") from None
+        if callable(getattr(self._aug, "tokenizer", None)):
+            self._aug.tokenizer = _last_text_memo(self._aug.tokenizer)
 
     def augment(self, text: str, protected: list[str]) -> str:
         """One variant (nlpaug returns a list); protected words are passed as its stop words."""
@@ -311,21 +326,28 @@ class TextAugmenter:
 
     def variant(self, text: str, key: int | random.Random) -> str | None:
         """A variant of ``text``, or None when it was rejected: an op lost a protected token, or fewer than
-        ``min_words`` words are left.
+        ``min_words`` words are left. Deterministic in (text, key); the same as ``variants(text, 1, key)[0]``."""
+        return self.variants(text, 1, key)[0]
 
-        ``key`` is a seed or a ``random.Random``; the variants of one row are drawn in sequence from one
-        generator seeded from (seed, row id), so variant ``j`` is fixed by (seed, row id, j). EDA keeps
-        protected tokens by construction and draws from that generator only; the other ops (nlpaug, models)
-        draw from global generators, seeded from it before each call, and are checked after.
+    def variants(self, text: str, n: int, key: int | random.Random) -> list[str | None]:
+        """``n`` variants of ``text`` drawn in sequence (each None where it was rejected, as in ``variant``).
+
+        ``key`` is a seed or a ``random.Random``; the build seeds it from (seed, row id), so variant ``j``
+        is fixed by (seed, row id, j). EDA keeps protected tokens by construction and draws from that
+        generator only. The other ops (nlpaug, models) draw from the global generators: those are seeded
+        from it once, before the first variant, and each variant is checked after.
         """
         rng = key if isinstance(key, random.Random) else random.Random(key)
         foreign = self.foreign
         protected = self.protect.tokens(text) if foreign else []
+        if foreign:
+            seed_everything(rng.getrandbits(63))
+        return [self._variant(text, rng, foreign, protected) for _ in range(n)]
+
+    def _variant(self, text: str, rng: random.Random, foreign: bool, protected: list[str]) -> str | None:
         out = text
         for name, p, run in self.ops:
             if p >= 1.0 or rng.random() < p:
-                if name != "eda":
-                    seed_everything(rng.getrandbits(63))
                 out = run(out, rng, protected)
         if protected and Counter(protected) - Counter(tokenize(out)):  # a protected token was changed or lost
             return None

@@ -15,7 +15,6 @@ so variant ``j`` is fixed by (seed, r's id, j) and the output does not depend on
 from __future__ import annotations
 
 import multiprocessing
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,9 +56,8 @@ def _make_variants(group_texts: list[tuple[str, str, int]]) -> list[tuple[list[s
     out = []
     for row_id, text, n in group_texts:
         seen, variants, same, lost = {text}, [], 0, 0
-        rng = random.Random(variant_key(seed, row_id, 0))  # variant j: the j-th draw sequence of this generator
-        for _ in range(n):
-            v = augmenter.variant(text, rng)
+        # variant j: the j-th draw sequence of one generator seeded from (seed, row id)
+        for v in augmenter.variants(text, n, variant_key(seed, row_id, 0)):
             if v is None:
                 lost += 1
             elif v in seen or not v.strip():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +138,7 @@ def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
     augmenter = build_text_augmenter(aug.text, aug.protect, aug.min_words, corpus=texts)
     made = []
     for row_id, text in zip(ids, texts):  # the build's first variants of each row
-        rng = random.Random(variant_key(recipe.seed, row_id, 0))
-        made.append([augmenter.variant(text, rng) for _ in range(variants)])
+        made.append(augmenter.variants(text, variants, variant_key(recipe.seed, row_id, 0)))
     return TextPreview(ids, labels, texts, made)
 
 
