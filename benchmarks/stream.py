@@ -98,29 +98,36 @@ def online(root: Path, epochs: int, workers: int, device: str) -> tuple[float, f
     return ours, seen / (time.perf_counter() - start), wait
 
 
-def raw_read(root: Path, batch: int) -> tuple[float, float, float]:
-    """(augforge MB/s into uint8 NCHW batches in order, shuffled; raw page-cache MB/s of the same files)."""
+def raw_read(root: Path, batch: int, repeats: int = 3) -> tuple[float, float, float]:
+    """(augforge MB/s into uint8 NCHW batches in order, shuffled; raw page-cache MB/s of the same files).
+
+    Each figure is the median of ``repeats`` epochs (or full reads): this VM's page cache is sometimes
+    reclaimed under a run, and a single epoch can be 3x slow on either side."""
     shards = sorted((root / "shards").glob("*.arrow"))
     for path in shards:  # warm the page cache
         path.read_bytes()
     buffer = bytearray(16 << 20)  # read into one reused buffer: the page cache's copy bandwidth
-    start = time.perf_counter()
-    total = 0
-    for path in shards:
-        with open(path, "rb", buffering=0) as fh:
-            while got := fh.readinto(buffer):
-                total += got
-    raw = total / (time.perf_counter() - start) / 1e6
+    raws = []
+    for _ in range(repeats):
+        start, total = time.perf_counter(), 0
+        for path in shards:
+            with open(path, "rb", buffering=0) as fh:
+                while got := fh.readinto(buffer):
+                    total += got
+        raws.append(total / (time.perf_counter() - start) / 1e6)
     rates = []
     for shuffle in (False, True):
         loader = open_loader(root, batch, shuffle=shuffle, verify=False)
-        for _ in loader:
+        for _ in loader:  # map the shards and warm up
             pass
-        start, pixels = time.perf_counter(), 0
-        for x, _ in loader:
-            pixels += x.numel()
-        rates.append(pixels / (time.perf_counter() - start) / 1e6)
-    return rates[0], rates[1], raw
+        epochs = []
+        for _ in range(repeats):
+            start, pixels = time.perf_counter(), 0
+            for x, _ in loader:
+                pixels += x.numel()
+            epochs.append(pixels / (time.perf_counter() - start) / 1e6)
+        rates.append(float(np.median(epochs)))
+    return rates[0], rates[1], float(np.median(raws))
 
 
 def main() -> None:
