@@ -48,6 +48,28 @@ def test_every_row_once_per_epoch_and_shapes(built):
     assert loader.epoch == 1 and loader.position == 0
 
 
+@pytest.mark.parametrize("threaded_bytes", [0, 1 << 40])  # every piece by torch's index_select / by numpy
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_raw_batches_hold_the_epochs_rows_in_storage_order(built, monkeypatch, threaded_bytes, shuffle):
+    import augforge.pipelines.stream as stream
+    from augforge.datasets import schema as S
+
+    monkeypatch.setattr(stream, "THREADED_GATHER_BYTES", threaded_bytes)
+    _, raw = built
+    split = open_dataset(raw)
+    table = split.take(np.arange(len(split)), [S.IMAGE, S.LABEL])
+    pixels = np.stack([np.frombuffer(b, np.uint8) for b in table.column(S.IMAGE).to_pylist()]).reshape(-1, 1, 8, 8)
+    labels = table.column(S.LABEL).to_numpy()
+    loader = open_loader(raw, 50, seed=4, shuffle=shuffle)
+    rows = loader.rows_of_epoch(0)
+    batches = list(loader)
+    assert len(batches) == len(loader) and len(split) > 300  # rows from several shards per batch
+    for i, (x, y) in enumerate(batches):
+        members = np.sort(rows[i * 50 : (i + 1) * 50])  # the shuffle picks the rows; storage order within
+        assert torch.equal(y, torch.from_numpy(labels[members]))
+        assert torch.equal(x, torch.from_numpy(pixels[members]))
+
+
 def test_order_is_deterministic_per_seed_and_epoch(built):
     _, raw = built
     a = [x for x, _ in open_loader(raw, 64, seed=5)]
