@@ -58,7 +58,7 @@ _DONE = object()
 #: raw-pixel batches are gathered and handed over in groups of about this many bytes
 GROUP_BYTES = 8 << 20
 #: a shard's piece of a raw batch at least this large is gathered by torch on every core
-THREADED_GATHER_BYTES = 256 << 10
+THREADED_GATHER_BYTES = 128 << 10
 
 
 def _dist() -> tuple[int, int]:
@@ -166,7 +166,7 @@ class Loader:
             self.vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist())
         self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
         self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
-        self._raw_views: dict[int, torch.Tensor] = {}  # shard -> (rows, H, W, C) pixels
+        self._raw_views: dict[int, tuple] = {}  # shard -> (rows, H, W, C) pixels, numpy and torch views
         self._labels: np.ndarray | None = None
         self._waits: list[float] = []
         self._rows_out = 0
@@ -245,18 +245,19 @@ class Loader:
             out.append(values[offsets[row] : offsets[row + 1]])
         return out
 
-    def _shard_pixels(self, index: int) -> torch.Tensor:
-        """Shard ``index``'s raw image column as a (rows, H, W, C) uint8 tensor viewing the memory map (no copy)."""
+    def _shard_pixels(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
+        """Shard ``index``'s raw image column as (rows, H, W, C) uint8 views of the memory map, as numpy and
+        as torch (no copy)."""
         cache = self._raw_views
         if index not in cache:
             shape = (self.info["height"], self.info["width"], self.info["channels"])
             offsets, values = self._shard_binary(index)
             if not np.all(np.diff(offsets) == int(np.prod(shape))):
                 raise AugforgeError(f"shard {index}: raw images are not all {'x'.join(map(str, shape))}")
+            pixels = values[offsets[0] : offsets[-1]].reshape(len(offsets) - 1, *shape)
             with warnings.catch_warnings():  # the map is read-only, and only ever read from
                 warnings.simplefilter("ignore", UserWarning)
-                pixels = torch.from_numpy(values[offsets[0] : offsets[-1]])
-            cache[index] = pixels.view(len(offsets) - 1, *shape)
+                cache[index] = (pixels, torch.from_numpy(pixels))
         return cache[index]
 
     def _gather_raw(self, positions: np.ndarray) -> torch.Tensor:
@@ -268,22 +269,22 @@ class Loader:
         numpy's ``take``, whose call costs less.
         """
         shard_of, local = self.dataset._locate(self.dataset._rows[positions])
-        first = self._shard_pixels(int(shard_of[0]))
+        first, first_t = self._shard_pixels(int(shard_of[0]))
         # numpy allocates large arrays on transparent huge pages: writing a fresh batch then faults 2 MB
         # at a time, not 4 KB (a torch.empty batch measured 3-5x slower to fill)
-        out = torch.from_numpy(np.empty((len(positions), *first.shape[1:]), dtype=np.uint8))
+        out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
+        out_t = torch.from_numpy(out)
         if shard_of[0] == shard_of[-1] and local[-1] - local[0] == len(local) - 1:  # sorted: a run
-            return out.copy_(first[local[0] : local[-1] + 1])
-        shards, starts = np.unique(shard_of, return_index=True)
-        bounds = [*starts.tolist(), len(positions)]
-        row_bytes = first[0].numel()
-        for index, start, stop in zip(shards.tolist(), bounds[:-1], bounds[1:]):
-            pixels, rows = self._shard_pixels(index), local[start:stop]
-            if (stop - start) * row_bytes >= THREADED_GATHER_BYTES:
-                torch.index_select(pixels, 0, torch.from_numpy(rows), out=out[start:stop])
+            return out_t.copy_(first_t[local[0] : local[-1] + 1])
+        bounds = [0, *(np.flatnonzero(shard_of[1:] != shard_of[:-1]) + 1).tolist(), len(positions)]
+        threaded_rows = THREADED_GATHER_BYTES // first[0].nbytes
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            pixels, pixels_t = self._shard_pixels(int(shard_of[start]))
+            if stop - start >= threaded_rows:
+                torch.index_select(pixels_t, 0, torch.from_numpy(local[start:stop]), out=out_t[start:stop])
             else:
-                np.take(pixels.numpy(), rows, axis=0, out=out[start:stop].numpy(), mode="clip")
-        return out
+                np.take(pixels, local[start:stop], axis=0, out=out[start:stop], mode="clip")
+        return out_t
 
     def _make(self, batches: list[np.ndarray], augmenter, index: int) -> list[tuple]:
         """Batches ``index``, ``index + 1``, ... made from their positions, as a list of (x, y)."""
