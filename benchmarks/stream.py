@@ -73,9 +73,9 @@ class ShardAlbumentations(AlbumentationsDataset):
         return super().__getitem__(i)
 
 
-def online(root: Path, epochs: int, workers: int, device: str) -> tuple[float, float, float]:
+def online(root: Path, epochs: int, workers: int, device: str, reader_workers: int = 0) -> tuple[float, float, float]:
     """(augforge img/s, peer img/s, augforge wait fraction)."""
-    loader = open_loader(root, BATCH, ops=RECIPE, device=device, threads=workers)
+    loader = open_loader(root, BATCH, ops=RECIPE, device=device, threads=workers, reader_workers=reader_workers)
     for _ in loader:  # warm up: one epoch
         pass
     start, seen = time.perf_counter(), 0
@@ -137,12 +137,16 @@ def main() -> None:
     parser.add_argument("--raw-rows", type=int, default=200_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--reader-workers", type=int, default=0,
+                        help="augforge reads through DALI's parallel external_source with this many processes "
+                             "(0: one thread feeds DALI)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         jpeg_root = Path(tmp) / "jpegs"
         write_images(jpeg_root, make_jpegs(args.images))
-        ours, peer, wait = online(jpeg_root, args.epochs, args.workers, args.device)
-        print(f"online augmentation ({args.workers} workers): augforge {ours:,.0f} img/s (waiting "
+        ours, peer, wait = online(jpeg_root, args.epochs, args.workers, args.device, args.reader_workers)
+        print(f"online augmentation ({args.workers} workers, {args.reader_workers} reader processes): "
+              f"augforge {ours:,.0f} img/s (waiting "
               f"{wait:.0%} of the time), Albumentations + DataLoader {peer:,.0f} img/s, ratio {ours / peer:.2f}x")
         raw_root = Path(tmp) / "raw"
         rng = np.random.default_rng(0)

@@ -70,6 +70,45 @@ def test_raw_batches_hold_the_epochs_rows_in_storage_order(built, monkeypatch, t
         assert torch.equal(x, torch.from_numpy(pixels[members]))
 
 
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("which", [0, 1])  # png shards (decoded by DALI), raw shards with ops
+def test_parallel_external_source_gives_the_threads_batches(built, which):
+    """reader_workers processes read through DALI's parallel external_source: the same batches, pixel for
+    pixel (the same pipeline seed and the same batches in the same order), epoch after epoch."""
+    data = built[which]
+    threaded = open_loader(data, 64, ops=OPS, seed=3)
+    parallel = open_loader(data, 64, ops=OPS, seed=3, reader_workers=2)
+    for _ in range(2):
+        assert _same(list(threaded), list(parallel))
+    assert parallel.epoch == 2
+
+
+def test_parallel_source_resumes_and_continues(built):
+    png, _ = built
+    full = list(open_loader(png, 64, seed=5, reader_workers=2))
+    loader = open_loader(png, 64, seed=5, reader_workers=2)
+    part = []
+    for x, y in loader:
+        part.append((x, y))
+        if len(part) == 10:
+            break
+    state = loader.state_dict()
+    part += list(loader)  # the same loader goes on where it stopped: its workers had read ahead in order
+    assert _same(full, part)
+    resumed = open_loader(png, 64, seed=5, reader_workers=2)
+    resumed.load_state_dict(state)
+    assert _same(full[10:], list(resumed))
+    resumed.set_epoch(0)  # a jump: the workers are started afresh at the new place
+    assert _same(full, list(resumed))
+    from augforge.errors import AugforgeError
+
+    with pytest.raises(AugforgeError, match="reader_workers -1"):
+        open_loader(png, 64, reader_workers=-1)
+
+
 def test_order_is_deterministic_per_seed_and_epoch(built):
     _, raw = built
     a = [x for x, _ in open_loader(raw, 64, seed=5)]

@@ -443,7 +443,8 @@ class ImageAugmenter:
     """
 
     def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
-                 threads: int = 2, decode_only: bool = False, decoded: bool = False) -> None:
+                 threads: int = 2, decode_only: bool = False, decoded: bool = False, source=None,
+                 source_workers: int = 0) -> None:
         self.ops = tuple(ops)
         self.color = color
         self.device = resolve_device(device)
@@ -455,6 +456,10 @@ class ImageAugmenter:
         self.decoded = decoded
         #: normalize leaves float HWC pixels in DALI; they are handed over as CHW
         self.chw = bool(self.ops) and OPS[self.ops[-1].name].float_output and not decode_only
+        #: a picklable callable(BatchInfo) -> list of arrays, run by ``source_workers`` processes through
+        #: DALI's parallel external_source (``next_batch``); None: batches are fed (``batch_tensor``)
+        self.source = source
+        self.source_workers = source_workers
         self._pipe = None
 
     def _build(self):
@@ -463,14 +468,28 @@ class ImageAugmenter:
         ctx = Context(self.device, 1 if self.color == "gray" else 3)
         ops, color, decode_only, decoded = self.ops, self.color, self.decode_only, self.decoded
 
+        source, parallel = self.source, {}
+        if source is not None:
+            import torch
+
+            # forked workers cannot use a CUDA context the parent already holds: spawn them then
+            start = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+            parallel = dict(py_num_workers=max(1, self.source_workers), py_start_method=start)
+
+        def inputs(**layout):
+            if source is None:
+                return fn.external_source(name="encoded", dtype=types.UINT8, no_copy=False, **layout)
+            return fn.external_source(source=source, parallel=True, batch=True, batch_info=True,
+                                      dtype=types.UINT8, prefetch_queue_depth=2, **layout)
+
         @pipeline_def(batch_size=self.batch_size, num_threads=self.threads,
                       device_id=0 if self.device == "gpu" else None, seed=self.seed, enable_conditionals=True,
-                      prefetch_queue_depth=1, exec_dynamic=True)  # outputs stay valid after the next run
+                      prefetch_queue_depth=1, exec_dynamic=True, **parallel)  # outputs stay valid after next run
         def pipeline():
             if decoded:
-                images = fn.external_source(name="encoded", dtype=types.UINT8, ndim=3, layout="HWC", no_copy=False)
+                images = inputs(ndim=3, layout="HWC")
                 return apply_ops(fn, types, images.gpu() if ctx.device == "gpu" else images, ops, ctx)
-            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1, no_copy=False)
+            encoded = inputs(ndim=1)
             if decode_only:
                 images, used = decode(fn, types, encoded, color, ctx)
                 return images
@@ -519,9 +538,26 @@ class ImageAugmenter:
 
     def batch_tensor(self, batch: list):
         """One batch (at most ``batch_size`` images) through the pipeline, as one torch tensor."""
+        return self._tensor(self._execute(batch))
+
+    def next_batch(self):
+        """With a ``source``: the next batch its workers read, as ``batch_tensor`` gives it; None at the end of
+        the source's epoch (the pipeline is then reset, and the next call starts the source's next epoch)."""
+        if self._pipe is None:
+            self._pipe = self._build()
+        try:
+            (result,) = self._pipe.run()
+        except StopIteration:
+            self._pipe.reset()
+            return None
+        except RuntimeError as exc:
+            raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+        return self._tensor(result)
+
+    def _tensor(self, result):
+        """A dense DALI output as one torch tensor (on the GPU when the pipeline runs there)."""
         import torch
 
-        result = self._execute(batch)
         if not result.is_dense_tensor():
             raise AugforgeError("the ops give images of different sizes; end them with resize or a crop to "
                                 "batch them as one tensor")

@@ -134,7 +134,7 @@ class Loader:
                  shuffle: bool = True, seed: int = 0, device: str = "auto", drop_last: bool = False,
                  last: str | None = None, dtype: str | None = None, rank: int | None = None,
                  world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
-                 threads: int | None = None, verify: bool = True) -> None:
+                 threads: int | None = None, reader_workers: int = 0, verify: bool = True) -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -151,6 +151,11 @@ class Loader:
         self.batch_size, self.shuffle, self.seed, self.last = batch_size, shuffle, seed, last
         self.mix = mix or MixConfig()
         self.prefetch = max(1, prefetch)
+        if reader_workers < 0:
+            raise AugforgeError(f"reader_workers {reader_workers}: expected 0 (a thread feeds DALI) or more")
+        self.reader_workers = reader_workers
+        self._dataset_dir = str(dataset_dir)
+        self._split = split
         self.epoch, self.position = 0, 0
         self.payload = self.dataset.payload
         self.info = self.dataset.manifest.get("payload_info") or {}
@@ -165,6 +170,7 @@ class Loader:
             train = Dataset(dataset_dir, "train", verify=False)
             self.vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist())
         self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
+        self._source_next: tuple[int, int] | None = None  # (epoch, position) the parallel source reads next
         self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
         self._raw_views: dict[int, tuple] = {}  # shard -> (rows, H, W, C) pixels, numpy and torch views
         self._labels: np.ndarray | None = None
@@ -223,9 +229,19 @@ class Loader:
         if self._pipeline is None:
             check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
             seed = xxhash.xxh3_64_intdigest(f"stream\x00{self.rank}".encode(), self.seed)
-            self._pipeline = ImageAugmenter(self._ops, seed=seed, decoded=self.info.get("encoding") == "raw",
-                                            **self._augmenter_args)
+            raw = self.info.get("encoding") == "raw"
+            source = None
+            if self.reader_workers:
+                source = _BatchReader(self._dataset_dir, self._reader_config(), self.epoch, self.position, raw)
+                self._source_next = (self.epoch, self.position)
+            self._pipeline = ImageAugmenter(self._ops, seed=seed, decoded=raw, source=source,
+                                            source_workers=self.reader_workers, **self._augmenter_args)
         return self._pipeline
+
+    def _reader_config(self) -> dict:
+        """What a reader process needs to cut the same epochs into the same batches."""
+        return dict(batch_size=self.batch_size, split=self._split, shuffle=self.shuffle, seed=self.seed,
+                    last=self.last, rank=self.rank, world_size=self.world_size, verify=False)
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
@@ -373,6 +389,25 @@ class Loader:
                     pass
                 worker.join(timeout=0.05)
 
+    def _at(self) -> tuple[int, int]:
+        return self.epoch, self.position
+
+    def _from_workers(self, batches: list[np.ndarray], augmenter: ImageAugmenter):
+        """Batches read by DALI's parallel external_source (``reader_workers`` processes, reading ahead) and
+        augmented by the pipeline; labels are looked up here from the same cut of the epoch."""
+        labels = self._labels_all()
+        for index in range(self.position, len(batches)):
+            x = augmenter.next_batch()
+            if x is None or len(x) != len(batches[index]):
+                raise AugforgeError(f"the reader processes gave batch {index} of epoch {self.epoch} out of step")
+            if not augmenter.chw:
+                x = x.permute(0, 3, 1, 2)
+            self._source_next = (self.epoch, index + 1)
+            yield [self._finish(x, torch.from_numpy(labels[batches[index]]), index)]
+        if augmenter.next_batch() is not None:  # the source ends its epoch here, and the pipeline resets
+            raise AugforgeError(f"the reader processes gave more batches than epoch {self.epoch} has")
+        self._source_next = (self.epoch + 1, 0)
+
     def _inline(self, batches: list[np.ndarray]):
         """Groups of raw-pixel batches made when asked, in the consumer's thread: each is a memory copy,
         which a hand-over between threads would cost more than it hides."""
@@ -384,8 +419,16 @@ class Loader:
         batches = self._batches_of(self.rows_of_epoch())
         if self._started is None:
             self._started = time.perf_counter()
-        raw = self.payload == S.IMAGE and self._augmenter() is None
-        items = self._inline(batches) if raw else self._from_thread(batches)
+        if self.reader_workers and self.payload == S.IMAGE and self._source_next not in (None, self._at()):
+            self._pipeline.close()  # its source's workers read ahead from elsewhere: start them afresh
+            self._pipeline, self._source_next = None, None
+        augmenter = self._augmenter() if self.payload == S.IMAGE else None
+        if self.payload == S.IMAGE and augmenter is None:
+            items = self._inline(batches)
+        elif augmenter is not None and augmenter.source is not None:
+            items = self._from_workers(batches, augmenter)
+        else:
+            items = self._from_thread(batches)
         try:
             while True:
                 waited = time.perf_counter()
@@ -414,10 +457,39 @@ class Loader:
                 "wait_fraction": float(waits.sum() / wall) if wall else 0.0}
 
 
+class _BatchReader:
+    """The callback of DALI's parallel external_source: batch ``iteration`` of the source's epoch
+    ``epoch_idx``, read in a worker process from the memory-mapped shards.
+
+    It holds plain settings only (picklable for spawned workers) and cuts epochs exactly as the loader
+    does: epoch ``start_epoch + epoch_idx``, whose first epoch starts at batch ``start_position``.
+    """
+
+    def __init__(self, dataset_dir: str, config: dict, start_epoch: int, start_position: int, raw: bool) -> None:
+        self.dataset_dir, self.config, self.raw = dataset_dir, config, raw
+        self.start_epoch, self.start_position = start_epoch, start_position
+        self._loader = self._epoch = self._batches = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_loader": None, "_epoch": None, "_batches": None}
+
+    def __call__(self, info) -> list[np.ndarray]:
+        if self._loader is None:
+            self._loader = Loader(self.dataset_dir, **self.config)  # no ops: reads, never augments
+        epoch = self.start_epoch + info.epoch_idx
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self._loader._batches_of(self._loader.rows_of_epoch(epoch))
+        index = info.iteration + (self.start_position if info.epoch_idx == 0 else 0)
+        if index >= len(self._batches):
+            raise StopIteration
+        positions = self._batches[index]
+        return list(self._loader._gather_raw(positions).numpy()) if self.raw else self._loader._encoded(positions)
+
+
 def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, shuffle: bool = True,
                 seed: int = 0, device: str = "auto", drop_last: bool = False, **options) -> Loader:
     """A ``Loader`` over ``dataset_dir`` (see ``Loader`` for the other options: ops, last, dtype, rank,
-    world_size, mix, prefetch, threads)."""
+    world_size, mix, prefetch, threads, reader_workers)."""
     return Loader(dataset_dir, batch_size, split=split, recipe=recipe, shuffle=shuffle, seed=seed, device=device,
                   drop_last=drop_last, **options)
 
