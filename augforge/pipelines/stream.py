@@ -28,7 +28,8 @@ Epochs:
 - ``state_dict()``/``load_state_dict()`` resume mid-epoch: the restored loader yields exactly the batches
   of that epoch that were not yet consumed.
 
-A background thread decodes and augments up to ``prefetch`` batches ahead. Raw-pixel batches without
+A background thread feeds DALI, which decodes and augments, up to ``prefetch`` batches ahead; with
+``reader_workers=N`` DALI's parallel external_source reads the shards in N processes instead. Raw-pixel batches without
 ops are a memory copy each: they are made when asked, in the consumer's thread, in groups of about
 ``GROUP_BYTES`` (one copy or gather per group). ``stats()`` reports how long the consumer waited for
 each batch.
