@@ -40,13 +40,22 @@ DATA = {
 }
 
 
+@pytest.fixture(params=["plain", "blocked"])
+def topk(request, monkeypatch):
+    """Run with the candidate top-k as torch.topk, or block-wise on every row (blocks of 4)."""
+    if request.param == "blocked":
+        monkeypatch.setattr(knn_module, "TOPK_BLOCK", 4)
+        monkeypatch.setattr(knn_module, "BLOCKED_TOPK_BLOCKS", 1)
+    return request.param
+
+
 @pytest.mark.parametrize("name", sorted(DATA))
 @pytest.mark.parametrize("method", ["cells", "brute", "auto"])
-def test_equals_brute_force_with_ties_by_index(name, method):
+def test_equals_brute_force_with_ties_by_index(name, method, topk):
     data = DATA[name]
     dist, idx = exact_knn(data, 6, exclude_self=True, method=method, device="cpu")
     ref_d, ref_i = reference(data, 6, exclude_self=True)
-    if method == "auto":  # the dense fallback on a CPU is scikit-learn's: same neighbours up to exact ties
+    if method == "auto":  # a small dense search on a CPU is scikit-learn's: same neighbours up to exact ties
         np.testing.assert_allclose(dist, ref_d, rtol=1e-6, atol=1e-6)
     else:
         np.testing.assert_array_equal(idx, ref_i)
@@ -68,13 +77,22 @@ def test_cells_prune_clustered_data_and_auto_uses_them(monkeypatch):
     np.testing.assert_array_equal(idx, reference(data, 5, exclude_self=True)[1])
 
 
-def test_auto_falls_back_to_the_dense_search_on_noise(monkeypatch):
+@pytest.mark.parametrize("dense_torch_pairs", [4e8, 0])  # scikit-learn's brute force when small, else torch
+def test_auto_falls_back_to_the_dense_search_on_noise(monkeypatch, dense_torch_pairs):
     data = np.random.default_rng(0).normal(size=(3000, 32)).astype(np.float32)
-    calls, original = [], knn_module._sklearn_knn
-    monkeypatch.setattr(knn_module, "_sklearn_knn", lambda *a: calls.append(1) or original(*a))
-    _, idx = exact_knn(data, 5, exclude_self=True, method="auto", device="cpu")
-    assert calls == [1]
-    np.testing.assert_array_equal(idx, reference(data, 5, exclude_self=True)[1])
+    monkeypatch.setattr(knn_module, "DENSE_TORCH_PAIRS", dense_torch_pairs)
+    searches, sklearn_calls = [], []
+    among, brute = knn_module._knn_among, knn_module._sklearn_knn
+    monkeypatch.setattr(knn_module, "_knn_among", lambda q, p, ids, *a: searches.append(ids) or among(q, p, ids, *a))
+    monkeypatch.setattr(knn_module, "_sklearn_knn", lambda *a: sklearn_calls.append(1) or brute(*a))
+    dist, idx = exact_knn(data, 5, exclude_self=True, method="auto", device="cpu")
+    if dense_torch_pairs:
+        assert sklearn_calls == [1] and searches == []  # no cell was searched
+    else:
+        assert sklearn_calls == [] and len(searches) == 1 and searches[0] is None  # one search over every point
+    ref_d, ref_i = reference(data, 5, exclude_self=True)
+    np.testing.assert_array_equal(idx, ref_i)  # no exact ties in Gaussian noise
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-6 if dense_torch_pairs else 1e-12)  # sklearn: float32
 
 
 def test_separate_queries():
@@ -95,10 +113,29 @@ def test_separate_queries():
 )
 def test_property_exact_on_tied_data(data, k, method):
     k = min(k, len(data) - 1)
-    dist, idx = exact_knn(data, k, exclude_self=True, method=method, device="cpu", memory_mb=0.01)
     ref_d, ref_i = reference(data, k, exclude_self=True)
-    np.testing.assert_array_equal(idx, ref_i)
-    np.testing.assert_allclose(dist, ref_d, atol=1e-12)
+    for block in (None, 2):  # torch.topk, then the block-wise top-k on every row
+        with pytest.MonkeyPatch.context() as patch:
+            if block:
+                patch.setattr(knn_module, "TOPK_BLOCK", block)
+                patch.setattr(knn_module, "BLOCKED_TOPK_BLOCKS", 1)
+            dist, idx = exact_knn(data, k, exclude_self=True, method=method, device="cpu", memory_mb=0.01)
+        np.testing.assert_array_equal(idx, ref_i)
+        np.testing.assert_allclose(dist, ref_d, atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 12), st.integers(1, 8), st.integers(0, 2**31))
+def test_blockwise_smallest_equals_topk(rows, blocks, c, seed):
+    import torch
+
+    c = min(c, blocks)
+    keys = torch.from_numpy(np.random.default_rng(seed).integers(0, 5, size=(rows, blocks * 4)).astype(np.float32))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(knn_module, "TOPK_BLOCK", 4)
+        values, where = knn_module._smallest(keys, c)
+    expected = torch.topk(keys, c, dim=1, largest=False, sorted=True).values
+    assert torch.equal(values, expected) and torch.equal(torch.gather(keys, 1, where), values)
 
 
 def test_estimator_api_and_graph():

@@ -23,8 +23,8 @@ def neighbours(k: int, backend: str = "auto", device: str = "auto"):
 
     ``auto``, ``cells``, ``brute``: ``TorchNearestNeighbors`` with that search method (see
     ``augforge.balance.knn``; ``auto`` prunes by cells where the data allows and otherwise runs the
-    dense search, in torch on a GPU and scikit-learn's brute force on a CPU). ``sklearn``:
-    scikit-learn's brute force, always.
+    dense search: torch on a GPU and for large problems, scikit-learn's brute force for small ones on a
+    CPU). ``sklearn``: scikit-learn's brute force, always.
     """
     if backend in ("auto", "cells", "brute"):
         return TorchNearestNeighbors(n_neighbors=k, device=device, method=backend)

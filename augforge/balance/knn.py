@@ -18,13 +18,21 @@ than ``u + radius`` can be a neighbour. Queries are taken a cell at a time, and 
 (as in ``brute``) runs over the cells that can hold a neighbour of any of them. On data with
 structure (clusters: embeddings, many real feature sets) this skips most pairs. Where it would
 not (noise-like or overlapping data), ``auto`` sees it from the plan, before any distance
-between points is computed, and runs the dense search instead: scikit-learn's brute force on a
-CPU, measured faster there than a torch GEMM + top-k, and the torch ``brute`` on a GPU.
+between points is computed, and runs the dense search instead: torch ``brute``, or on a CPU below
+``DENSE_TORCH_PAIRS`` pairs scikit-learn's brute force, as fast there and with imbalanced-learn's
+order among exactly tied neighbours (so FastSMOTE's output stays bit-identical to imbalanced-learn's
+on small integer-valued data such as the digits).
+
+The candidate top-k of long rows works a block of 64 keys at a time (``_smallest``), and on a CPU a
+chunk of queries keeps its keys within ``CPU_CHUNK_BYTES`` so that they are selected from the cache:
+together that made the dense search 1.2-1.6x faster than scikit-learn's brute force on this project's
+2-core machine (it had been 1.4x slower with ``torch.topk`` over chunks sized by memory alone).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +48,13 @@ DENSE_SHARE = 0.25
 #: cells per square root of the number of points.
 CELLS_PER_ROOT = 0.5
 METHODS = ("auto", "cells", "brute")
+#: on a CPU, ``auto``'s dense search is scikit-learn's brute force below this many pairs, torch above
+DENSE_TORCH_PAIRS = 4e8
+#: on a CPU, a chunk of queries holds at most this many bytes of float32 keys (it stays in the cache)
+CPU_CHUNK_BYTES = 12 << 20
+#: the candidate top-k works block-wise (``_smallest``) on rows of at least this many blocks per candidate
+BLOCKED_TOPK_BLOCKS = 8
+TOPK_BLOCK = 64
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -65,6 +80,28 @@ def _sorted_by_distance_then_index(d: torch.Tensor, k: int, index: torch.Tensor 
         chosen = chosen.clone()
         chosen[tied] = torch.gather(by_index, 1, by_distance)
     return torch.gather(d, 1, chosen), torch.gather(index, 1, chosen)
+
+
+class _TopK(NamedTuple):
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+def _smallest(keys: torch.Tensor, c: int) -> _TopK:
+    """``torch.topk(keys, c, largest=False, sorted=True)`` for rows of whole ``TOPK_BLOCK``-wide blocks, with
+    far less work on long rows.
+
+    The c blocks with the smallest minima hold the c smallest keys: the c-th smallest key is at most the
+    c-th smallest block minimum, so any block holding one of them has a minimum no larger. One vectorized
+    minimum per block, a top-k over the minima, a top-k over c blocks. Every key left out is at least the
+    c-th value returned, which is what the float32 certification needs.
+    """
+    q, width = keys.shape
+    blocks = keys.view(q, width // TOPK_BLOCK, TOPK_BLOCK)
+    chosen = torch.topk(blocks.amin(2), c, dim=1, largest=False, sorted=False).indices
+    pooled = torch.gather(blocks, 1, chosen[:, :, None].expand(-1, -1, TOPK_BLOCK)).view(q, c * TOPK_BLOCK)
+    values, at = torch.topk(pooled, c, dim=1, largest=False, sorted=True)
+    return _TopK(values, torch.gather(chosen, 1, at // TOPK_BLOCK) * TOPK_BLOCK + at % TOPK_BLOCK)
 
 
 class _Points:
@@ -112,7 +149,14 @@ def _knn_among(queries: _Points, data: _Points, x_ids: torch.Tensor | None, k: i
         xc, x_sq = data.xc[x_ids], data.sq[x_ids]
     n, nq = len(x_ids), len(queries.x)
     c = min(k + MARGIN, n)
-    chunk = max(1, int(memory_mb * 2**20 // (4 * n * 3)))
+    blocked = n >= BLOCKED_TOPK_BLOCKS * c * TOPK_BLOCK
+    if blocked:  # pad the points to whole blocks: zero rows whose key is +inf, never a candidate
+        pad = -n % TOPK_BLOCK
+        xc = torch.cat([xc, xc.new_zeros(pad, xc.shape[1])])
+        x_sq = torch.cat([x_sq, x_sq.new_full((pad,), float("inf"))])
+    chunk = max(1, int(memory_mb * 2**20 // (4 * len(x_sq) * 3)))
+    if dev.type == "cpu":  # keys of a chunk that stay in the CPU's cache are selected from there
+        chunk = min(chunk, max(16, CPU_CHUNK_BYTES // (4 * len(x_sq))))
     out_d = torch.empty(nq, k, dtype=torch.float64, device=dev)
     out_i = torch.empty(nq, k, dtype=torch.long, device=dev)
     for start in range(0, nq, chunk):
@@ -124,8 +168,8 @@ def _knn_among(queries: _Points, data: _Points, x_ids: torch.Tensor | None, k: i
         is_self = None
         if own is not None:
             is_self = own[:, None] == x_ids[None, :]
-            approx.masked_fill_(is_self, float("inf"))
-        cand = torch.topk(approx, c, dim=1, largest=False, sorted=True)
+            approx[:, :n].masked_fill_(is_self, float("inf"))
+        cand = _smallest(approx, c) if blocked else torch.topk(approx, c, dim=1, largest=False, sorted=True)
         local = cand.indices
         found = x_ids[local]
         exact = ((data.x[found].double() - qx[:, None, :].double()) ** 2).sum(-1)  # original values, float64
@@ -263,7 +307,7 @@ def _cells_knn(queries: _Points, q_ids: torch.Tensor | None, data: _Points, k: i
 
 
 def _sklearn_knn(data: np.ndarray, queries: np.ndarray | None, k: int, exclude_self: bool):
-    """scikit-learn's brute-force search (the dense path on a CPU): float64 distances and indices."""
+    """scikit-learn's brute-force search (the small dense search on a CPU): float64 distances and indices."""
     from sklearn.neighbors import NearestNeighbors
 
     nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(data)
@@ -306,7 +350,7 @@ def exact_knn(data, k: int, queries=None, *, exclude_self: bool = False, device:
         if method in ("auto", "cells") and n > 4 * (k + MARGIN):
             result = _cells_knn(query_points, q_ids, points, k, radius, memory_mb,
                                 DENSE_SHARE if method == "auto" else None)
-        if result is None and method == "auto" and dev.type == "cpu":
+        if result is None and method == "auto" and dev.type == "cpu" and n * nq < DENSE_TORCH_PAIRS:
             return _sklearn_knn(data_np, None if queries is None else q.numpy(), k, exclude_self)
         if result is None:
             result = _knn_among(query_points, points, None, k, q_ids, radius, memory_mb)
