@@ -40,12 +40,14 @@ DATA = {
 }
 
 
-@pytest.fixture(params=["plain", "blocked"])
+@pytest.fixture(params=["plain", "tiled"])
 def topk(request, monkeypatch):
-    """Run with the candidate top-k as torch.topk, or block-wise on every row (blocks of 4)."""
-    if request.param == "blocked":
+    """Run with the candidate top-k over whole rows by torch.topk, or over tiles of 64 points merged one
+    after the other, each block-wise (blocks of 4)."""
+    if request.param == "tiled":
         monkeypatch.setattr(knn_module, "TOPK_BLOCK", 4)
         monkeypatch.setattr(knn_module, "BLOCKED_TOPK_BLOCKS", 1)
+        monkeypatch.setattr(knn_module, "CPU_TILE_COLUMNS", 64)
     return request.param
 
 
@@ -114,11 +116,12 @@ def test_separate_queries():
 def test_property_exact_on_tied_data(data, k, method):
     k = min(k, len(data) - 1)
     ref_d, ref_i = reference(data, k, exclude_self=True)
-    for block in (None, 2):  # torch.topk, then the block-wise top-k on every row
+    for block in (None, 2):  # torch.topk on whole rows, then tiles of 8 points, block-wise
         with pytest.MonkeyPatch.context() as patch:
             if block:
                 patch.setattr(knn_module, "TOPK_BLOCK", block)
                 patch.setattr(knn_module, "BLOCKED_TOPK_BLOCKS", 1)
+                patch.setattr(knn_module, "CPU_TILE_COLUMNS", 8)
             dist, idx = exact_knn(data, k, exclude_self=True, method=method, device="cpu", memory_mb=0.01)
         np.testing.assert_array_equal(idx, ref_i)
         np.testing.assert_allclose(dist, ref_d, atol=1e-12)

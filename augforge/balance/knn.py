@@ -50,9 +50,13 @@ CELLS_PER_ROOT = 0.5
 METHODS = ("auto", "cells", "brute")
 #: on a CPU, ``auto``'s dense search is scikit-learn's brute force below this many pairs, torch above
 DENSE_TORCH_PAIRS = 4e8
-#: on a CPU, a chunk of queries holds at most this many bytes of float32 keys (it stays in the cache)
+#: on a CPU, the keys are computed a tile of (chunk of queries) x (at most CPU_TILE_COLUMNS points) at
+#: a time, each tile at most CPU_CHUNK_BYTES of float32 keys, so that it stays in the cache
 CPU_CHUNK_BYTES = 12 << 20
-#: the candidate top-k works block-wise (``_smallest``) on rows of at least this many blocks per candidate
+CPU_TILE_COLUMNS = 8192
+#: a query's own key when it is left out: after every other point, before the padding (+inf)
+_SELF_KEY = float(torch.finfo(torch.float32).max)
+#: the candidate top-k works block-wise (``_smallest``) on tiles of at least this many blocks per candidate
 BLOCKED_TOPK_BLOCKS = 8
 TOPK_BLOCK = 64
 
@@ -135,6 +139,35 @@ def _exact_rows(q: torch.Tensor, x: torch.Tensor, x_ids: torch.Tensor, k: int, q
     return torch.cat(dists), torch.cat(idxs)
 
 
+def _candidates(qc: torch.Tensor, own: torch.Tensor | None, xc: torch.Tensor, x_sq: torch.Tensor,
+                x_ids: torch.Tensor, n: int, c: int, tile: int) -> _TopK:
+    """The ``c`` smallest float32 keys ``|x|^2 - 2 q.x`` of each query over the first ``n`` columns, taken
+    ``tile`` columns at a time (a running top-c merged with each tile's): the keys of one tile of a chunk
+    stay small enough for the cache. Every column left out has a key at least the c-th value returned.
+
+    ``xc``/``x_sq`` may be padded past ``n`` with keys of +inf; a query's own column (``own``) gets the
+    largest finite float32, so it is chosen before any padding but after every other point.
+    """
+    best = None
+    for start in range(0, len(x_sq), tile):
+        stop = min(start + tile, len(x_sq))
+        keys = torch.addmm(x_sq[None, start:stop], qc, xc[start:stop].T, alpha=-2.0)
+        real = min(stop, n) - start
+        if own is not None:
+            keys[:, :real].masked_fill_(own[:, None] == x_ids[None, start : start + real], _SELF_KEY)
+        take = min(c, real)
+        if (stop - start) % TOPK_BLOCK == 0 and (stop - start) >= BLOCKED_TOPK_BLOCKS * take * TOPK_BLOCK:
+            found = _smallest(keys, take)
+        else:
+            found = torch.topk(keys, take, dim=1, largest=False, sorted=True)
+        found = _TopK(found.values, found.indices + start)
+        if best is not None:
+            values, at = torch.topk(torch.cat([best.values, found.values], 1), c, dim=1, largest=False, sorted=True)
+            found = _TopK(values, torch.gather(torch.cat([best.indices, found.indices], 1), 1, at))
+        best = found
+    return best
+
+
 def _knn_among(queries: _Points, data: _Points, x_ids: torch.Tensor | None, k: int, q_ids: torch.Tensor | None,
                radius: torch.Tensor, memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact squared distances and ids of the k nearest of the ``data`` rows ``x_ids`` (None: all) of each query.
@@ -149,14 +182,14 @@ def _knn_among(queries: _Points, data: _Points, x_ids: torch.Tensor | None, k: i
         xc, x_sq = data.xc[x_ids], data.sq[x_ids]
     n, nq = len(x_ids), len(queries.x)
     c = min(k + MARGIN, n)
-    blocked = n >= BLOCKED_TOPK_BLOCKS * c * TOPK_BLOCK
-    if blocked:  # pad the points to whole blocks: zero rows whose key is +inf, never a candidate
-        pad = -n % TOPK_BLOCK
-        xc = torch.cat([xc, xc.new_zeros(pad, xc.shape[1])])
-        x_sq = torch.cat([x_sq, x_sq.new_full((pad,), float("inf"))])
-    chunk = max(1, int(memory_mb * 2**20 // (4 * len(x_sq) * 3)))
-    if dev.type == "cpu":  # keys of a chunk that stay in the CPU's cache are selected from there
-        chunk = min(chunk, max(16, CPU_CHUNK_BYTES // (4 * len(x_sq))))
+    pad = -n % TOPK_BLOCK  # whole blocks for the block-wise top-k: zero rows whose key is +inf
+    xc = torch.cat([xc, xc.new_zeros(pad, xc.shape[1])])
+    x_sq = torch.cat([x_sq, x_sq.new_full((pad,), float("inf"))])
+    if dev.type == "cpu":  # tiles of keys that stay in the CPU's cache are selected from there
+        tile = min(len(x_sq), CPU_TILE_COLUMNS)
+        chunk = max(16, CPU_CHUNK_BYTES // (4 * tile))
+    else:
+        tile, chunk = len(x_sq), max(1, int(memory_mb * 2**20 // (4 * len(x_sq) * 3)))
     out_d = torch.empty(nq, k, dtype=torch.float64, device=dev)
     out_i = torch.empty(nq, k, dtype=torch.long, device=dev)
     for start in range(0, nq, chunk):
@@ -164,17 +197,11 @@ def _knn_among(queries: _Points, data: _Points, x_ids: torch.Tensor | None, k: i
         qx, qc, q_sq = queries.x[start:stop], queries.xc[start:stop], queries.sq[start:stop]
         own = None if q_ids is None else q_ids[start:stop]
         # |x|^2 - 2 q.x orders the points like |q - x|^2 does
-        approx = torch.addmm(x_sq[None, :], qc, xc.T, alpha=-2.0)
-        is_self = None
-        if own is not None:
-            is_self = own[:, None] == x_ids[None, :]
-            approx[:, :n].masked_fill_(is_self, float("inf"))
-        cand = _smallest(approx, c) if blocked else torch.topk(approx, c, dim=1, largest=False, sorted=True)
-        local = cand.indices
-        found = x_ids[local]
+        cand = _candidates(qc, own, xc, x_sq, x_ids, n, c, tile)
+        found = x_ids[cand.indices]
         exact = ((data.x[found].double() - qx[:, None, :].double()) ** 2).sum(-1)  # original values, float64
         if own is not None:
-            exact.masked_fill_(torch.gather(is_self, 1, local), float("inf"))
+            exact.masked_fill_(found == own[:, None], float("inf"))
         best_d, best_i = _sorted_by_distance_then_index(exact, k, found)
         # rounding error of the float32 keys: |fl(key) - key| <= err; a non-candidate z has
         # key(z) >= last candidate key, so |q - z|^2 >= last + |q|^2 - err
