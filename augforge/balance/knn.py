@@ -26,7 +26,8 @@ on small integer-valued data such as the digits).
 The candidate top-k of long rows works a block of 64 keys at a time (``_smallest``), and on a CPU a
 chunk of queries keeps its keys within ``CPU_CHUNK_BYTES`` so that they are selected from the cache:
 together that made the dense search 1.2-1.6x faster than scikit-learn's brute force on this project's
-2-core machine (it had been 1.4x slower with ``torch.topk`` over chunks sized by memory alone).
+2-core machine (it had been 1.4x slower with ``torch.topk`` over chunks sized by memory alone). Large
+problems go tile by tile (``CPU_TILE_COLUMNS`` points), merging a running top-c.
 """
 
 from __future__ import annotations
