@@ -231,6 +231,10 @@ def test_features_and_text(tmp_path, digits_table, text_csv):
     (ids, lengths), y = next(iter(open_loader(tmp_path / "text", 4, shuffle=False)))
     assert ids.dtype == torch.int64 and ids.shape[0] == 4 and lengths.max() == ids.shape[1]
     assert (ids[0, : lengths[0]] > 1).all()  # words of the train split are known
+    from augforge.errors import AugforgeError
+
+    with pytest.raises(AugforgeError, match="reader_workers: .* holds features rows"):
+        open_loader(tmp_path / "feat", 32, reader_workers=2)
 
 
 def test_a_five_line_loop_trains_a_model(built):

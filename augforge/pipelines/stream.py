@@ -159,6 +159,9 @@ class Loader:
         self._split = split
         self.epoch, self.position = 0, 0
         self.payload = self.dataset.payload
+        if reader_workers and self.payload != S.IMAGE:
+            raise AugforgeError(f"reader_workers: {dataset_dir} holds {self.payload} rows; reader processes feed "
+                                "DALI, which only image datasets go through")
         self.info = self.dataset.manifest.get("payload_info") or {}
         self.num_classes = len(self.dataset.class_names)
         self._ops, color = resolve_ops(recipe, ops, self.info)
