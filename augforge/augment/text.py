@@ -249,17 +249,19 @@ def seed_everything(key: int) -> None:
     _NUMPY_STATE.seed(key & 0xFFFFFFFF)
 
 
-def _last_text_memo(tokenizer: Callable[[str], list]) -> Callable[[str], list]:
-    """``tokenizer`` remembering its last text: the variants of one row are made in a row, so their
-    tokens are computed once. Each call gets its own copy of the list (nlpaug may change it)."""
-    last: list = [None, None]
+class _LastTextMemo:
+    """A tokenizer remembering its last text: the variants of one row are made in a row, so their tokens
+    are computed once. Each call gets its own copy of the list (nlpaug may change it)."""
 
-    def tokenize_once(text: str) -> list:
-        if text != last[0]:
-            last[0], last[1] = text, tokenizer(text)
-        return list(last[1])
+    def __init__(self, tokenizer: Callable[[str], list]) -> None:
+        self.tokenizer = tokenizer
+        self._text: str | None = None
+        self._tokens: list = []
 
-    return tokenize_once
+    def __call__(self, text: str) -> list:
+        if text != self._text:
+            self._text, self._tokens = text, self.tokenizer(text)
+        return list(self._tokens)
 
 
 @dataclass
@@ -281,7 +283,7 @@ class NlpaugOp:
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise AugforgeError(f"nlpaug {cls}: {exc}") from None
         if callable(getattr(self._aug, "tokenizer", None)):
-            self._aug.tokenizer = _last_text_memo(self._aug.tokenizer)
+            self._aug.tokenizer = _LastTextMemo(self._aug.tokenizer)
 
     def augment(self, text: str, protected: list[str]) -> str:
         """One variant (nlpaug returns a list); protected words are passed as its stop words."""
