@@ -301,24 +301,13 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     if aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
     check_op_list(aug.image, aug.color, recipe.file, encoded_output=True)
-    _check_copies(recipe, source)
-    splits, imbalance = recipe_splits(recipe)
-    stage("planning splits")
-    rows = plan_rows(source, splits, imbalance, recipe.seed)
-    problems: list[Problem] = list(source.problems)
-    duplicates = 0
-    if recipe.drop_duplicates:
-        stage(f"cleaning: hashing {len(rows.positions):,} rows")
-        rows, dropped, duplicates = drop_duplicates(source, rows)
-        problems += dropped
-    stage("balancing the train split")
-    plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
+    splits, imbalance, plan, problems, duplicates, other_positions, other_splits = _plan_train(
+        recipe, source, stage, "cleaning: hashing {:,} rows")
     names = list(source.class_names)
     outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, bool(aug.image))
     encoder = Encoder(recipe.output.format, recipe.output.quality, workers)
     train = _TrainWriter(recipe, source, plan, outputs, encoder, workers)
     n_train = len(outputs.balanced)
-    other_positions, other_splits = rows.positions[rows.splits != S.TRAIN], rows.splits[rows.splits != S.TRAIN]
     after = np.bincount(plan.result.y[outputs.balanced], minlength=len(names))
 
     def lossless(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -384,6 +373,27 @@ def _passthrough(source: Source, positions: np.ndarray, splits: np.ndarray, skip
         yield convert(batch) if convert else batch
 
 
+def _plan_train(recipe: Recipe, source: Source, stage, cleaning: str):
+    """What image and text builds plan alike: the copies checked, the splits, the rows (exact duplicates
+    dropped when the recipe says so, announced by ``cleaning`` formatted with the row count), and the
+    balance plan of the train split. Returns (splits, imbalance, plan, problems, duplicates, val/test
+    positions, their splits)."""
+    _check_copies(recipe, source)
+    splits, imbalance = recipe_splits(recipe)
+    stage("planning splits")
+    rows = plan_rows(source, splits, imbalance, recipe.seed)
+    problems: list[Problem] = list(source.problems)
+    duplicates = 0
+    if recipe.drop_duplicates:
+        stage(cleaning.format(len(rows.positions)))
+        rows, dropped, duplicates = drop_duplicates(source, rows)
+        problems += dropped
+    stage("balancing the train split")
+    plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
+    others = rows.splits != S.TRAIN
+    return splits, imbalance, plan, problems, duplicates, rows.positions[others], rows.splits[others]
+
+
 def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite: bool, stage, on_rows,
                 on_total) -> BuildResult:
     """The text build (augforge.pipelines.build_text)."""
@@ -394,25 +404,14 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
     aug = recipe.augment
     if (aug.copies or aug.copies_per_class) and not aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: copies are asked for but no text ops are given")
-    _check_copies(recipe, source)
-    splits, imbalance = recipe_splits(recipe)
-    stage("planning splits")
-    rows = plan_rows(source, splits, imbalance, recipe.seed)
-    problems: list[Problem] = list(source.problems)
-    duplicates = 0
-    if recipe.drop_duplicates:
-        stage(f"cleaning {len(rows.positions):,} texts")
-        rows, dropped, duplicates = drop_duplicates(source, rows)
-        problems += dropped
-    stage("balancing the train split")
-    plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
+    splits, imbalance, plan, problems, duplicates, other_positions, other_splits = _plan_train(
+        recipe, source, stage, "cleaning {:,} texts")
     names = list(source.class_names)
     corpus = [t for b in source.read(plan.train_positions, READ_BATCH_ROWS * 16) for t in b.column(S.TEXT).to_pylist()]
     stage(f"augmenting {len(plan.origins):,} texts with {workers} process(es)")
     with tempfile.TemporaryDirectory(prefix="augforge-text-") as workdir:
         train = TextTrain(recipe, source, plan, workers, corpus, workdir)
         table = train.table()
-    other_positions, other_splits = rows.positions[rows.splits != S.TRAIN], rows.splits[rows.splits != S.TRAIN]
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         if skip < table.num_rows:
