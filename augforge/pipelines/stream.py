@@ -29,10 +29,10 @@ Epochs:
   of that epoch that were not yet consumed.
 
 A background thread feeds DALI, which decodes and augments, up to ``prefetch`` batches ahead; with
-``reader_workers=N`` DALI's parallel external_source reads the shards in N processes instead. Raw-pixel batches without
-ops are a memory copy each: they are made when asked, in the consumer's thread, in groups of about
-``GROUP_BYTES`` (one copy or gather per group). ``stats()`` reports how long the consumer waited for
-each batch.
+``reader_workers=N`` DALI's parallel external_source reads the shards in N processes instead.
+Raw-pixel batches without ops are a memory copy each: they are made when asked, in the consumer's
+thread, in groups of about ``GROUP_BYTES`` (one copy or gather per group). ``stats()`` reports how
+long the consumer waited for each batch.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from augforge.errors import AugforgeError
 
 LAST = ("keep", "drop", "pad")
 _DONE = object()
-#: raw-pixel batches are gathered and handed over in groups of about this many bytes
+#: raw-pixel batches are made in groups of about this many bytes
 GROUP_BYTES = 8 << 20
 #: a shard's piece of a raw batch at least this large is gathered by torch on every core
 THREADED_GATHER_BYTES = 128 << 10
@@ -155,8 +155,6 @@ class Loader:
         if reader_workers < 0:
             raise AugforgeError(f"reader_workers {reader_workers}: expected 0 (a thread feeds DALI) or more")
         self.reader_workers = reader_workers
-        self._dataset_dir = str(dataset_dir)
-        self._split = split
         self.epoch, self.position = 0, 0
         self.payload = self.dataset.payload
         if reader_workers and self.payload != S.IMAGE:
@@ -236,7 +234,7 @@ class Loader:
             raw = self.info.get("encoding") == "raw"
             source = None
             if self.reader_workers:
-                source = _BatchReader(self._dataset_dir, self._reader_config(), self.epoch, self.position, raw)
+                source = _BatchReader(str(self.dataset.root), self._reader_config(), self.epoch, self.position, raw)
                 self._source_next = (self.epoch, self.position)
             self._pipeline = ImageAugmenter(self._ops, seed=seed, decoded=raw, source=source,
                                             source_workers=self.reader_workers, **self._augmenter_args)
@@ -244,7 +242,7 @@ class Loader:
 
     def _reader_config(self) -> dict:
         """What a reader process needs to cut the same epochs into the same batches."""
-        return dict(batch_size=self.batch_size, split=self._split, shuffle=self.shuffle, seed=self.seed,
+        return dict(batch_size=self.batch_size, split=self.dataset.split, shuffle=self.shuffle, seed=self.seed,
                     last=self.last, rank=self.rank, world_size=self.world_size, verify=False)
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -306,25 +304,20 @@ class Loader:
                 np.take(pixels, local[start:stop], axis=0, out=out[start:stop], mode="clip")
         return out_t
 
-    def _make(self, batches: list[np.ndarray], augmenter, index: int) -> list[tuple]:
-        """Batches ``index``, ``index + 1``, ... made from their positions, as a list of (x, y)."""
-        if self.payload == S.IMAGE and augmenter is None:  # raw pixels, no ops
-            positions = np.concatenate(batches)
-            if np.all(np.diff(positions) == 1):  # in order: the whole group is one slice copy, cut into views
-                sizes = [len(b) for b in batches]
-                xs = torch.split(self._gather_raw(positions), sizes)
-            else:  # shuffled: one gather per batch
-                xs = [self._gather_raw(b) for b in batches]
-            labels = self._labels_all()
-            return [self._finish(x.permute(0, 3, 1, 2), torch.from_numpy(labels[b]), index + i)
-                    for i, (x, b) in enumerate(zip(xs, batches))]
-        return [self._make_one(positions, augmenter, index + i) for i, positions in enumerate(batches)]
+    def _make_raw(self, batches: list[np.ndarray], index: int) -> list[tuple]:
+        """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y)."""
+        positions = np.concatenate(batches)
+        if np.all(np.diff(positions) == 1):  # in order: the whole group is one slice copy, cut into views
+            xs = torch.split(self._gather_raw(positions), [len(b) for b in batches])
+        else:  # shuffled: one gather per batch
+            xs = [self._gather_raw(b) for b in batches]
+        labels = self._labels_all()
+        return [self._finish(x.permute(0, 3, 1, 2), torch.from_numpy(labels[b]), index + i)
+                for i, (x, b) in enumerate(zip(xs, batches))]
 
-    def _group(self, augmenter) -> int:
-        """How many batches one queue item carries: raw-pixel batches go in groups of about GROUP_BYTES, so
-        the gathers and the hand-over between threads are paid once per group; everything else one by one."""
-        if self.payload != S.IMAGE or augmenter is not None:
-            return 1
+    def _raw_group(self) -> int:
+        """How many raw-pixel batches are made together: about GROUP_BYTES' worth, so that an in-order
+        group is one copy."""
         row = self.info["height"] * self.info["width"] * self.info["channels"]
         return max(1, GROUP_BYTES // (row * self.batch_size))
 
@@ -364,17 +357,17 @@ class Loader:
     def _produce(self, batches: list[np.ndarray], start: int, out: queue.Queue, stop: threading.Event) -> None:
         try:
             augmenter = self._augmenter()
-            group = self._group(augmenter)
-            for index in range(start, len(batches), group):
+            for index in range(start, len(batches)):
                 if stop.is_set():
                     return
-                out.put(self._make(batches[index : index + group], augmenter, index))
+                out.put([self._make_one(batches[index], augmenter, index)])
             out.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             out.put(exc)
 
     def _from_thread(self, batches: list[np.ndarray]):
-        """Groups of batches made ``prefetch`` ahead by a background thread (decoding, augmenting, Arrow)."""
+        """Batches (in lists of one) made ``prefetch`` ahead by a background thread (decoding, augmenting,
+        Arrow)."""
         out: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(batches, self.position, out, stop), daemon=True)
@@ -415,9 +408,9 @@ class Loader:
     def _inline(self, batches: list[np.ndarray]):
         """Groups of raw-pixel batches made when asked, in the consumer's thread: each is a memory copy,
         which a hand-over between threads would cost more than it hides."""
-        group = self._group(None)
+        group = self._raw_group()
         for index in range(self.position, len(batches), group):
-            yield self._make(batches[index : index + group], None, index)
+            yield self._make_raw(batches[index : index + group], index)
 
     def __iter__(self):
         batches = self._batches_of(self.rows_of_epoch())
