@@ -386,9 +386,6 @@ class Loader:
                     pass
                 worker.join(timeout=0.05)
 
-    def _at(self) -> tuple[int, int]:
-        return self.epoch, self.position
-
     def _from_workers(self, batches: list[np.ndarray], augmenter: ImageAugmenter):
         """Batches read by DALI's parallel external_source (``reader_workers`` processes, reading ahead) and
         augmented by the pipeline; labels are looked up here from the same cut of the epoch."""
@@ -416,7 +413,7 @@ class Loader:
         batches = self._batches_of(self.rows_of_epoch())
         if self._started is None:
             self._started = time.perf_counter()
-        if self.reader_workers and self.payload == S.IMAGE and self._source_next not in (None, self._at()):
+        if self.reader_workers and self.payload == S.IMAGE and self._source_next not in (None, (self.epoch, self.position)):
             self._pipeline.close()  # its source's workers read ahead from elsewhere: start them afresh
             self._pipeline, self._source_next = None, None
         augmenter = self._augmenter() if self.payload == S.IMAGE else None
