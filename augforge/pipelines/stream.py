@@ -413,7 +413,7 @@ class Loader:
         batches = self._batches_of(self.rows_of_epoch())
         if self._started is None:
             self._started = time.perf_counter()
-        if self.reader_workers and self.payload == S.IMAGE and self._source_next not in (None, (self.epoch, self.position)):
+        if self._source_next not in (None, (self.epoch, self.position)):
             self._pipeline.close()  # its source's workers read ahead from elsewhere: start them afresh
             self._pipeline, self._source_next = None, None
         augmenter = self._augmenter() if self.payload == S.IMAGE else None
