@@ -198,7 +198,7 @@ def test_colour_op_equals_the_numpy_reference(photo, params):
     tight = {k: [v, v + 1e-4] for k, v in params.items()}
     drawn = run([{"op": "color", **tight}], encoded)[0]
     assert np.abs(drawn.astype(int) - expected).max() <= 1
-    # fused with normalize: the same map, then (x/255 - mean) / std
+    # followed by normalize: the same map, saturated to 0..255, then (x/255 - mean) / std
     fused = run([{"op": "color", **tight}, {"op": "normalize", "mean": [0.5] * 3, "std": [0.2] * 3}], encoded)[0]
-    np.testing.assert_allclose(fused, ((np.clip(pixels.astype(np.float64) @ M.T + T, None, None) / 255 - 0.5) / 0.2)
+    np.testing.assert_allclose(fused, ((np.clip(pixels.astype(np.float64) @ M.T + T, 0, 255) / 255 - 0.5) / 0.2)
                                .transpose(2, 0, 1), atol=0.05)

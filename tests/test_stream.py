@@ -48,13 +48,13 @@ def test_every_row_once_per_epoch_and_shapes(built):
     assert loader.epoch == 1 and loader.position == 0
 
 
-@pytest.mark.parametrize("threaded_bytes", [0, 1 << 40])  # every piece by torch's index_select / by numpy
+@pytest.mark.parametrize("group_bytes", [1, 8 << 20])  # a gather per batch / the whole epoch in one gather
 @pytest.mark.parametrize("shuffle", [True, False])
-def test_raw_batches_hold_the_epochs_rows_in_storage_order(built, monkeypatch, threaded_bytes, shuffle):
+def test_raw_batches_hold_the_epochs_rows_in_storage_order(built, monkeypatch, group_bytes, shuffle):
     import augforge.pipelines.stream as stream
     from augforge.datasets import schema as S
 
-    monkeypatch.setattr(stream, "THREADED_GATHER_BYTES", threaded_bytes)
+    monkeypatch.setattr(stream, "GROUP_BYTES", group_bytes)
     _, raw = built
     split = open_dataset(raw)
     table = split.take(np.arange(len(split)), [S.IMAGE, S.LABEL])

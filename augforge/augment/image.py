@@ -149,42 +149,31 @@ def _node(value, like):
     return value if not isinstance(value, (int, float)) else like * 0.0 + float(value)
 
 
-def _colour_affine(fn, types, prm, scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0)):
-    """Per-sample (M, T) DataNodes of ``diag(scale) (colour map) + shift``; None when every range is fixed."""
+def _colour_map(fn, types, prm):
+    """(M, T) of one colour draw per sample: DataNodes (3x3 and 3), or numpy arrays when every range is fixed."""
     from nvidia.dali import math as dmath
 
     draws = [_uniform(fn, prm[k]) for k in ("brightness", "contrast", "saturation", "hue")]
     like = next((d for d in draws if not isinstance(d, float)), None)
-    if like is None:
-        return None
+    if like is None:  # fixed factors: a constant matrix
+        return colour_matrix(*draws)
     b, c, sat, hue = draws
     rad = _node(hue, like) * (math.pi / 180.0)
     cos, sin, sat = dmath.cos(rad), dmath.sin(rad), _node(sat, like)
     terms = fn.reshape(fn.stack(_node(1.0, like), sat, cos, sat * cos, sin, sat * sin), shape=[1, 6])
-    basis = colour_basis() * np.repeat(np.asarray(scale, dtype=np.float64), 3)[:, None]
     # (9 x 6) basis times the six terms, by broadcasting and a sum: the 9 entries of M
-    entries = fn.reductions.sum(terms * types.Constant(basis.astype(np.float32)), axes=[1])
+    entries = fn.reductions.sum(terms * types.Constant(colour_basis().astype(np.float32)), axes=[1])
     M = fn.reshape(entries * (_node(b, like) * c), shape=[3, 3])
     grey = (1.0 - _node(c, like)) * 128.0
-    T = fn.stack(*[grey * float(scale[i]) + float(shift[i]) for i in range(3)])
-    return M, T
-
-
-def _affine_colour(fn, types, img, prm, ctx, scale=(1.0, 1.0, 1.0), shift=(0.0, 0.0, 0.0), dtype=None):
-    """Apply colour jitter (then ``diag(scale) x + shift``) as one per-pixel affine map: ``coord_transform``."""
-    dtype = types.UINT8 if dtype is None else dtype
-    nodes = _colour_affine(fn, types, prm, scale, shift)
-    if nodes is None:  # fixed factors: a constant matrix
-        M, T = colour_matrix(*(prm[k][0] for k in ("brightness", "contrast", "saturation", "hue")))
-        M, T = M * np.asarray(scale)[:, None], T * np.asarray(scale) + np.asarray(shift)
-        return fn.coord_transform(img, device=ctx.op_device, M=M.astype(np.float32).ravel().tolist(),
-                                  T=T.astype(np.float32).tolist(), dtype=dtype)
-    M, T = nodes
-    return fn.coord_transform(img, device=ctx.op_device, M=M, T=T, dtype=dtype)
+    return M, fn.stack(grey, grey, grey)
 
 
 def _color(fn, types, img, prm, ctx):
-    return _affine_colour(fn, types, img, prm, ctx)
+    # colour jitter as one per-pixel affine map, saturated to uint8
+    M, T = _colour_map(fn, types, prm)
+    if isinstance(M, np.ndarray):
+        M, T = M.astype(np.float32).ravel().tolist(), T.astype(np.float32).tolist()
+    return fn.coord_transform(img, device=ctx.op_device, M=M, T=T, dtype=types.UINT8)
 
 
 def _normalize_affine(prm, channels: int = 3) -> tuple[tuple, tuple]:
@@ -194,12 +183,6 @@ def _normalize_affine(prm, channels: int = 3) -> tuple[tuple, tuple]:
         mean, std = mean[:1], std[:1]
     mean, std = np.broadcast_to(mean, channels), np.broadcast_to(std, channels)
     return tuple(1.0 / (255.0 * std)), tuple(-mean / std)
-
-
-def _colour_then_normalize(fn, types, img, colour, normalize, ctx):
-    """colour followed by normalize, fused into one float coord_transform (one pass over the pixels)."""
-    scale, shift = _normalize_affine(normalize)
-    return _affine_colour(fn, types, img, colour, ctx, scale, shift, dtype=types.FLOAT)
 
 
 def _grayscale(fn, types, img, prm, ctx):
@@ -381,6 +364,7 @@ class Context:
 
     device: str  # "cpu" or "gpu"
     channels: int = 3  # 1 for grey images
+    fuse: bool = True  # on the CPU, runs of resize/flip/colour/normalize as one pass of the fused kernel
 
     @property
     def op_device(self) -> str:
@@ -388,21 +372,118 @@ class Context:
         return "gpu" if self.device == "gpu" else "cpu"
 
 
-def apply_ops(fn, types, img, ops, ctx: Context):
+def apply_ops(fn, types, img, ops, ctx: Context, resize: tuple | None = None):
     """Chain ``ops`` on the DataNode ``img``; an op with p < 1 runs in a DALI conditional (flips draw their
-    own coin). ``color`` (p = 1) directly followed by the final ``normalize`` is fused into one pass."""
+    own coin). ``resize`` ((h, w), antialias) is a resize still owed by the decoder's fused crop.
+
+    On the CPU, a run of resize (leading the run), flips, one ``color`` and ``normalize`` is one pass of
+    the kernel in ``augforge.augment.fused_cpu`` (see ``_fused_run``); on the GPU, DALI's own ops run."""
     ops = list(ops)
     i = 0
     while i < len(ops):
-        op = ops[i]
-        follower = ops[i + 1] if i + 1 < len(ops) else None
-        if op.name == "color" and op.p >= 1.0 and follower is not None and follower.name == "normalize":
-            img = _colour_then_normalize(fn, types, img, op.params, follower.params, ctx)
-            i += 2
+        fused = _fused_run(ops, i, resize) if ctx.device == "cpu" and ctx.fuse else 0
+        if fused:
+            img, resize = _fused(fn, types, img, ops[i : i + fused], resize, ctx), None
+            i += fused
             continue
-        img = _maybe(fn, types, img, op, ctx)
+        if resize is not None:
+            img, resize = _resize_to(fn, img, *resize, ctx), None
+        img = _maybe(fn, types, img, ops[i], ctx)
         i += 1
+    if resize is not None:
+        fused = ctx.device == "cpu" and ctx.fuse
+        img = _fused(fn, types, img, [], resize, ctx) if fused else _resize_to(fn, img, *resize, ctx)
     return img
+
+
+def _resize_to(fn, img, size, antialias: bool, ctx):
+    return fn.resize(img, device=ctx.op_device, size=list(size), antialias=antialias)
+
+
+#: ops the fused CPU kernel takes on, and those of them worth a pass of their own (flips alone stay DALI's)
+_FUSABLE, _SLOW = ("resize", "hflip", "vflip", "color", "normalize"), ("resize", "color", "normalize")
+
+
+def _fused_run(ops: list, start: int, resize) -> int:
+    """How many ops from ``start`` the fused CPU kernel does: resize (first in the run, none owed by the
+    decoder), flips, one color, normalize, each with p = 1 but flips and color; 0 when none is slow."""
+    n = 0
+    for op in ops[start:]:
+        if op.name not in _FUSABLE or (op.p < 1.0 and op.name not in ("hflip", "vflip", "color")):
+            break
+        if op.name == "resize" and (n or resize is not None or op.params["keep_aspect"]):
+            break
+        if op.name == "color" and any(o.name == "color" for o in ops[start : start + n]):
+            break
+        n += 1
+    slow = resize is not None or any(op.name in _SLOW for op in ops[start : start + n])
+    return n if slow else 0
+
+
+def _float_coin(fn, types, p: float):
+    """A per-sample 0.0/1.0 draw, 1.0 with probability ``p``."""
+    return fn.cast(fn.random.coin_flip(probability=p, dtype=types.INT32), dtype=types.FLOAT)
+
+
+def _xor(a, b):
+    """Exclusive or of two 0/1 flags, floats or per-sample DataNodes."""
+    return a + b - 2.0 * a * b
+
+
+def _fused(fn, types, img, run: list, resize, ctx):
+    """``run`` (and a resize owed by the decoder) as one pass of the fused CPU kernel. Its per-sample parameter
+    vector (``fused_cpu.PARAM_LAYOUT``) is drawn here, by the DALI graph."""
+    from augforge.augment import fused_cpu
+
+    size, antialias = resize if resize is not None else (None, True)
+    M, T = np.eye(3).ravel(), np.zeros(3)
+    S, U = np.ones(3), np.zeros(3)
+    flags = {"hflip": 0.0, "vflip": 0.0}
+    float_output = False
+    for op in run:
+        if op.name == "resize":
+            size, antialias = op.params["size"], True
+        elif op.name in flags:
+            coin = 1.0 if op.p >= 1.0 else _float_coin(fn, types, op.p)
+            flags[op.name] = _xor(flags[op.name], coin)
+        elif op.name == "color":
+            M, T = _colour_map(fn, types, op.params)
+            M = M.ravel() if isinstance(M, np.ndarray) else fn.reshape(M, shape=[9])
+            if op.p < 1.0:  # the identity where the coin says no
+                coin = _float_coin(fn, types, op.p)
+                eye = _constant(fn, types, np.eye(3).ravel())
+                M, T = (_constant(fn, types, M) - eye) * coin + eye, _constant(fn, types, T) * coin
+        elif op.name == "normalize":
+            scale, shift = _normalize_affine(op.params, ctx.channels)
+            S[: len(scale)], U[: len(shift)] = scale, shift
+            float_output = True
+    pieces = [M, T, S, U, flags["hflip"], flags["vflip"], float(antialias)]
+    params = _vector(fn, types, pieces)
+    return fused_cpu.fused_resample(img, params, size, float_output)
+
+
+def _constant(fn, types, value):
+    """``value`` as a float32 vector DataNode (a DataNode is returned as it is)."""
+    if not isinstance(value, (int, float, np.ndarray)):
+        return value
+    value = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    return fn.constant(fdata=value.tolist(), shape=[len(value)], dtype=types.FLOAT)
+
+
+def _vector(fn, types, pieces: list):
+    """One float32 vector per sample from ``pieces``: numbers, numpy arrays and (vector or scalar) DataNodes."""
+    out, constant = [], []
+    for piece in pieces:
+        if isinstance(piece, (int, float, np.ndarray)):
+            constant.extend(np.atleast_1d(np.asarray(piece, dtype=np.float64)).tolist())
+            continue
+        if constant:
+            out.append(_constant(fn, types, np.asarray(constant)))
+            constant = []
+        out.append(fn.cast(fn.reshape(piece, shape=[-1]), dtype=types.FLOAT))
+    if constant:
+        out.append(_constant(fn, types, np.asarray(constant)))
+    return out[0] if len(out) == 1 else fn.cat(*out, axis=0)
 
 
 def _maybe(fn, types, img, op, ctx):
@@ -422,16 +503,16 @@ def _maybe(fn, types, img, op, ctx):
 
 def decode(fn, types, encoded, color: str, ctx: Context, first=None):
     """Decode encoded images (``mixed`` on a GPU). A leading random_resized_crop with p = 1 is fused into the
-    decoder (``decoders.image_random_crop``): only the crop window is decoded. Returns (images, ops consumed)."""
+    decoder (``decoders.image_random_crop``): only the crop window is decoded, and its resize is owed to
+    ``apply_ops``. Returns (images, ops consumed, owed resize ((h, w), antialias) or None)."""
     out_type = types.GRAY if color == "gray" else types.RGB
     device = "mixed" if ctx.device == "gpu" else "cpu"
     if first is not None and first.name == "random_resized_crop" and first.p >= 1.0:
-        h, w = first.params["size"]
         img = fn.decoders.image_random_crop(encoded, device=device, output_type=out_type,
                                             random_area=list(first.params["scale"]),
                                             random_aspect_ratio=list(first.params["ratio"]))
-        return fn.resize(img, device=ctx.op_device, size=[h, w], antialias=first.params["antialias"]), 1
-    return fn.decoders.image(encoded, device=device, output_type=out_type), 0
+        return img, 1, (tuple(first.params["size"]), bool(first.params["antialias"]))
+    return fn.decoders.image(encoded, device=device, output_type=out_type), 0, None
 
 
 class ImageAugmenter:
@@ -444,8 +525,11 @@ class ImageAugmenter:
 
     def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
                  threads: int = 2, decode_only: bool = False, decoded: bool = False, source=None,
-                 source_workers: int = 0) -> None:
+                 source_workers: int = 0, fuse: bool = True) -> None:
         self.ops = tuple(ops)
+        #: on the CPU, runs of resize, flips, colour and normalize are one pass of ``fused_cpu``'s kernel;
+        #: False runs DALI's own ops for them (as on the GPU)
+        self.fuse = fuse
         self.color = color
         self.device = resolve_device(device)
         self.seed = int(seed) % (2**31 - 1)
@@ -465,7 +549,7 @@ class ImageAugmenter:
     def _build(self):
         from nvidia.dali import fn, pipeline_def, types
 
-        ctx = Context(self.device, 1 if self.color == "gray" else 3)
+        ctx = Context(self.device, 1 if self.color == "gray" else 3, self.fuse)
         ops, color, decode_only, decoded = self.ops, self.color, self.decode_only, self.decoded
 
         source, parallel = self.source, {}
@@ -491,10 +575,9 @@ class ImageAugmenter:
                 return apply_ops(fn, types, images.gpu() if ctx.device == "gpu" else images, ops, ctx)
             encoded = inputs(ndim=1)
             if decode_only:
-                images, used = decode(fn, types, encoded, color, ctx)
-                return images
-            images, used = decode(fn, types, encoded, color, ctx, ops[0] if ops else None)
-            return apply_ops(fn, types, images, ops[used:], ctx)
+                return decode(fn, types, encoded, color, ctx)[0]
+            images, used, resize = decode(fn, types, encoded, color, ctx, ops[0] if ops else None)
+            return apply_ops(fn, types, images, ops[used:], ctx, resize)
 
         pipe = pipeline()
         pipe.build()

@@ -56,10 +56,8 @@ from augforge.errors import AugforgeError
 
 LAST = ("keep", "drop", "pad")
 _DONE = object()
-#: raw-pixel batches are made in groups of about this many bytes
+#: raw-pixel batches are made in groups of about this many bytes (one gather or copy per group)
 GROUP_BYTES = 8 << 20
-#: a shard's piece of a raw batch at least this large is gathered by torch on every core
-THREADED_GATHER_BYTES = 128 << 10
 
 
 def _dist() -> tuple[int, int]:
@@ -279,12 +277,11 @@ class Loader:
         return cache[index]
 
     def _gather_raw(self, positions: np.ndarray) -> torch.Tensor:
-        """The rows at ``positions`` (in this split, in storage order) as one (N, H, W, C) uint8 tensor.
+        """The rows at ``positions`` (in this split) as one (N, H, W, C) uint8 tensor, in that order.
 
-        A run of consecutive rows is one slice copy. Otherwise each shard's rows are gathered straight
-        into their place in the batch: large pieces by torch's ``index_select`` on every core (a gather
-        over file-backed pages is bound by memory latency, which more threads hide), small ones by
-        numpy's ``take``, whose call costs less.
+        A run of consecutive rows of one shard is one slice copy (by torch, on every core). Otherwise each
+        shard's rows are copied straight into their places, one ``gather.copy_rows`` call per shard however
+        many batches the positions hold.
         """
         shard_of, local = self.dataset._locate(self.dataset._rows[positions])
         first, first_t = self._shard_pixels(int(shard_of[0]))
@@ -292,32 +289,32 @@ class Loader:
         # at a time, not 4 KB (a torch.empty batch measured 3-5x slower to fill)
         out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
         out_t = torch.from_numpy(out)
-        if shard_of[0] == shard_of[-1] and local[-1] - local[0] == len(local) - 1:  # sorted: a run
+        if shard_of[0] == shard_of[-1] and np.all(np.diff(local) == 1):  # a run
             return out_t.copy_(first_t[local[0] : local[-1] + 1])
-        bounds = [0, *(np.flatnonzero(shard_of[1:] != shard_of[:-1]) + 1).tolist(), len(positions)]
-        threaded_rows = THREADED_GATHER_BYTES // first[0].nbytes
+        from augforge.pipelines.gather import gather_rows
+
+        order = np.argsort(shard_of, kind="stable")
+        shards = shard_of[order]
+        bounds = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(order)]
+        pieces = []
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            pixels, pixels_t = self._shard_pixels(int(shard_of[start]))
-            if stop - start >= threaded_rows:
-                torch.index_select(pixels_t, 0, torch.from_numpy(local[start:stop]), out=out_t[start:stop])
-            else:
-                np.take(pixels, local[start:stop], axis=0, out=out[start:stop], mode="clip")
+            pixels = self._shard_pixels(int(shards[start]))[0]
+            rows = order[start:stop]
+            pieces.append((pixels.reshape(len(pixels), -1), local[rows], rows))
+        gather_rows(out.reshape(len(positions), -1), pieces)
         return out_t
 
     def _make_raw(self, batches: list[np.ndarray], index: int) -> list[tuple]:
-        """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y)."""
-        positions = np.concatenate(batches)
-        if np.all(np.diff(positions) == 1):  # in order: the whole group is one slice copy, cut into views
-            xs = torch.split(self._gather_raw(positions), [len(b) for b in batches])
-        else:  # shuffled: one gather per batch
-            xs = [self._gather_raw(b) for b in batches]
+        """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y). The group is one
+        gather (one copy in order), cut into batches that are views of it."""
+        xs = torch.split(self._gather_raw(np.concatenate(batches)), [len(b) for b in batches])
         labels = self._labels_all()
         return [self._finish(x.permute(0, 3, 1, 2), torch.from_numpy(labels[b]), index + i)
                 for i, (x, b) in enumerate(zip(xs, batches))]
 
     def _raw_group(self) -> int:
-        """How many raw-pixel batches are made together: about GROUP_BYTES' worth, so that an in-order
-        group is one copy."""
+        """How many raw-pixel batches are made together: about GROUP_BYTES' worth, so that a group is one
+        copy in order, one gather call per shard shuffled."""
         row = self.info["height"] * self.info["width"] * self.info["channels"]
         return max(1, GROUP_BYTES // (row * self.batch_size))
 
