@@ -54,84 +54,93 @@ def _as_pointer(typingctx, address):
 
 @njit(cache=True, nogil=True)
 def taps(n_in, n_out, antialias, reverse):
-    """Source indices (clamped to the edges) and weights of each output pixel along one axis:
-    (n_out, K) int64 and float32, K the most taps any output needs. ``reverse`` flips the axis."""
+    """Each output pixel's taps along one axis: (first, weights), with first (n_out,) uint64 and weights
+    (n_out, K) float32 for the K consecutive source pixels first, first + 1, ... Edge pixels stand in for
+    taps outside the image (their weights are folded in), so every output reads exactly K pixels in
+    range. ``reverse`` flips the axis."""
     scale = n_in / n_out
     support = scale if (antialias and scale > 1.0) else 1.0  # triangle radius, in input pixels
-    k = 1
+    span = 1  # the most taps an output pixel has
     for o in range(n_out):
         centre = (o + 0.5) * scale - 0.5
-        k = max(k, int(np.ceil(centre + support)) - int(np.floor(centre - support)) - 1)
-    index = np.zeros((n_out, k), np.int64)
+        span = max(span, int(np.ceil(centre + support)) - int(np.floor(centre - support)) - 1)
+    k = min(span, n_in)
+    first = np.zeros(n_out, np.uint64)
     weight = np.zeros((n_out, k), np.float32)
     for o in range(n_out):
         centre = (o + 0.5) * scale - 0.5
         low = int(np.floor(centre - support)) + 1
         total = 0.0
-        for j in range(k):
+        for j in range(span):
+            total += max(1.0 - abs(low + j - centre) / support, 0.0)
+        start = min(max(low, 0), n_in - k)
+        dest = n_out - 1 - o if reverse else o
+        first[dest] = start
+        for j in range(span):
             v = 1.0 - abs(low + j - centre) / support
             if v > 0.0:
-                total += v
-        dest = n_out - 1 - o if reverse else o
-        for j in range(k):
-            v = 1.0 - abs(low + j - centre) / support
-            weight[dest, j] = v / total if v > 0.0 else 0.0
-            index[dest, j] = min(max(low + j, 0), n_in - 1)
-    return index, weight
+                weight[dest, min(max(low + j, 0), n_in - 1) - start] += v / total
+    return first, weight
 
 
 @njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 def kernel(out, img, prm, rounded):
     """Resample ``img`` (HWC uint8) into ``out`` (HWC float32, or uint8 ``rounded``), flip, colour, scale and
-    shift."""
+    shift. Indices are unsigned (numba then skips its negative-index checks); the common two-tap case of the
+    horizontal pass is written out."""
     ih, iw, c = img.shape
     oh, ow = out.shape[0], out.shape[1]
     antialias = prm[20] > 0.5
-    yi, yw = taps(ih, oh, antialias, prm[19] > 0.5)
-    xi, xw = taps(iw, ow, antialias, prm[18] > 0.5)
-    xi *= c
-    ky, kx = yw.shape[1], xw.shape[1]
-    flat = img.reshape(ih, iw * c)
-    row = np.empty(iw * c, np.float32)
+    fy, wy = taps(ih, oh, antialias, prm[19] > 0.5)
+    fx, wx = taps(iw, ow, antialias, prm[18] > 0.5)
+    fx *= np.uint64(c)
+    ky, kx = wy.shape[1], wx.shape[1]
+    w0 = np.ascontiguousarray(wx[:, 0])
+    w1 = np.ascontiguousarray(wx[:, 1]) if kx > 1 else w0
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    zero, top, half = np.float32(0.0), np.float32(255.0), np.float32(0.5)
     m0, m1, m2, m3, m4, m5, m6, m7, m8 = prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7], prm[8]
     t0, t1, t2, s0, s1, s2, u0, u1, u2 = prm[9], prm[10], prm[11], prm[12], prm[13], prm[14], prm[15], prm[16], \
         prm[17]
+    flat = img.reshape(ih, iw * c)
+    row = np.empty(iw * c, np.float32)
     for y in range(oh):
-        # vertical pass: the weighted sum of the source rows, contiguous (vectorized)
-        src, w = flat[yi[y, 0]], yw[y, 0]
+        # vertical pass: the weighted sum of ky source rows, contiguous (vectorized)
+        src, w = flat[fy[y]], wy[y, 0]
         for i in range(iw * c):
             row[i] = w * np.float32(src[i])
         for j in range(1, ky):
-            src, w = flat[yi[y, j]], yw[y, j]
-            if w != 0.0:
-                for i in range(iw * c):
-                    row[i] += w * np.float32(src[i])
-        line = out[y]
+            src, w = flat[fy[y] + np.uint64(j)], wy[y, j]
+            for i in range(iw * c):
+                row[i] += w * np.float32(src[i])
+        # horizontal pass, then colour, normalize and the store, pixel by pixel
+        line = out[y].reshape(ow * c)
         for x in range(ow):
+            p = fx[x]
             if c == 3:
-                p = xi[x, 0]
-                w = xw[x, 0]
-                r, g, b = w * row[p], w * row[p + 1], w * row[p + 2]
-                for j in range(1, kx):
-                    p, w = xi[x, j], xw[x, j]
-                    r += w * row[p]
-                    g += w * row[p + 1]
-                    b += w * row[p + 2]
-                v0 = min(max(m0 * r + m1 * g + m2 * b + t0, 0.0), 255.0) * s0 + u0
-                v1 = min(max(m3 * r + m4 * g + m5 * b + t1, 0.0), 255.0) * s1 + u1
-                v2 = min(max(m6 * r + m7 * g + m8 * b + t2, 0.0), 255.0) * s2 + u2
-                if rounded:
-                    line[x, 0] = min(max(v0 + 0.5, 0.0), 255.0)
-                    line[x, 1] = min(max(v1 + 0.5, 0.0), 255.0)
-                    line[x, 2] = min(max(v2 + 0.5, 0.0), 255.0)
+                a = w0[x]
+                r, g, b = a * row[p], a * row[p + one], a * row[p + two]
+                if kx == 2:
+                    a, p = w1[x], p + three
+                    r, g, b = r + a * row[p], g + a * row[p + one], b + a * row[p + two]
                 else:
-                    line[x, 0], line[x, 1], line[x, 2] = v0, v1, v2
+                    for j in range(1, kx):
+                        a, q = wx[x, j], p + np.uint64(3 * j)
+                        r, g, b = r + a * row[q], g + a * row[q + one], b + a * row[q + two]
+                v0 = min(max(m0 * r + m1 * g + m2 * b + t0, zero), top) * s0 + u0
+                v1 = min(max(m3 * r + m4 * g + m5 * b + t1, zero), top) * s1 + u1
+                v2 = min(max(m6 * r + m7 * g + m8 * b + t2, zero), top) * s2 + u2
+                if rounded:
+                    v0, v1, v2 = min(max(v0 + half, zero), top), min(max(v1 + half, zero), top), \
+                        min(max(v2 + half, zero), top)
+                o = np.uint64(3 * x)
+                line[o], line[o + one], line[o + two] = v0, v1, v2
             else:
-                v = np.float32(0.0)
+                v = zero
                 for j in range(kx):
-                    v += xw[x, j] * row[xi[x, j]]
-                v = min(max(m0 * v + t0, 0.0), 255.0) * s0 + u0
-                line[x, 0] = min(max(v + 0.5, 0.0), 255.0) if rounded else v
+                    v += wx[x, j] * row[p + np.uint64(j)]
+                v = min(max(m0 * v + t0, zero), top) * s0 + u0
+                line[x] = min(max(v + half, zero), top) if rounded else v
 
 
 _RUN_SIGNATURE = nbtypes.void(nbtypes.uint64, nbtypes.uint64, nbtypes.uint64, nbtypes.int32,
