@@ -9,7 +9,8 @@ Albumentations Compose, in a DataLoader with one worker per core.
     python benchmarks/image_augment.py [--images 512] [--epochs 3] [--workers N]
 
 Prints images/s for each (the median of --repeats alternating runs) and the ratio (augforge / peer).
-Also prints JPEG decode alone (PIL, one core) as the reference the issue quotes.
+Also prints augforge with DALI's own ops instead of its fused CPU pass (``fuse=False``), and JPEG decode
+alone (PIL, one core) as the reference the issue quotes.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def make_jpegs(count: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def augforge_rate(jpegs: list[bytes], epochs: int, workers: int, device: str) -> float:
-    """Images/s of augforge's pipeline, batches handed over as float32 NCHW torch tensors."""
+def augforge_rate(jpegs: list[bytes], epochs: int, workers: int, device: str, fuse: bool = True) -> float:
+    """Images/s of augforge's pipeline, batches handed over as float32 NCHW torch tensors (``fuse``: the fused
+    CPU pass for resize, flip, colour and normalize; else DALI's own ops)."""
     ops = parse_recipe({"source": {"path": "digits"}, "augment": {"copies": 1, "image": RECIPE}}).augment.image
-    augmenter = ImageAugmenter(ops, device=device, seed=0, batch_size=BATCH, threads=workers)
+    augmenter = ImageAugmenter(ops, device=device, seed=0, batch_size=BATCH, threads=workers, fuse=fuse)
     next(augmenter.augment_batches(jpegs[:BATCH]))  # build the pipeline and warm up
     start, seen = time.perf_counter(), 0
     for _ in range(epochs):
@@ -131,15 +133,24 @@ def main() -> None:
           f"{args.images} JPEGs 400x300, {args.epochs} epochs, batch {BATCH}, {args.workers} workers")
     decode = decode_rate(jpegs)
     # alternate the two, and keep each one's median run: the machine's noise hits both alike
-    ours_runs, peer_runs = [], []
+    ours_runs, own_runs, peer_runs = [], [], []
     for _ in range(args.repeats):
         ours_runs.append(augforge_rate(jpegs, args.epochs, args.workers, device))
+        if device == "cpu":
+            own_runs.append(augforge_rate(jpegs, args.epochs, args.workers, device, fuse=False))
         peer_runs.append(peer_rate(jpegs, args.epochs, args.workers))
     ours, peer = float(np.median(ours_runs)), float(np.median(peer_runs))
-    print("runs (img/s): augforge " + ", ".join(f"{r:.0f}" for r in ours_runs) + "; Albumentations "
-          + ", ".join(f"{r:.0f}" for r in peer_runs))
+
+    def runs(rates):
+        return ", ".join(f"{r:.0f}" for r in rates)
+
+    print(f"runs (img/s): augforge {runs(ours_runs)}; Albumentations {runs(peer_runs)}"
+          + (f"; augforge with DALI's own ops {runs(own_runs)}" if own_runs else ""))
     print(f"JPEG decode alone (PIL, 1 core):          {decode:8.0f} img/s")
     print(f"Albumentations + DataLoader ({args.workers} workers): {peer:8.0f} img/s")
+    if own_runs:
+        own = float(np.median(own_runs))
+        print(f"augforge, DALI's own ops (fuse=False):     {own:8.0f} img/s  ({own / peer:.2f}x)")
     print(f"augforge (DALI {device}):                   {ours:8.0f} img/s")
     print(f"ratio augforge / Albumentations:          {ours / peer:8.2f}x")
 

@@ -21,6 +21,8 @@ import numpy as np
 from augforge.errors import AugforgeError
 
 REQUIRED = object()
+#: bumped whenever the pixels an op list makes change (it is part of a build's fingerprint, beside DALI's version)
+OPS_VERSION = 2  # 2: the fused CPU kernel
 
 
 @dataclass(frozen=True)

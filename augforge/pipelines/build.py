@@ -34,7 +34,7 @@ import pyarrow as pa
 import xxhash
 from PIL import Image
 
-from augforge.augment.image import ImageAugmenter, check_op_list, resolve_device
+from augforge.augment.image import OPS_VERSION, ImageAugmenter, check_op_list, resolve_device
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance, \
@@ -331,7 +331,7 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
 
     parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
                           job="build", recipe=recipe.fingerprint_parts(), dali=nvidia.dali.__version__,
-                          chunk_rows=CHUNK_ROWS)
+                          ops_version=OPS_VERSION, chunk_rows=CHUNK_ROWS)
     meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, duplicates, problems,
                        train.device, {"augmented": int(outputs.augmented.sum()), "dali": nvidia.dali.__version__})
     meta["payload_info"] = {"encoding": recipe.output.format, "channels": 1 if aug.color == "gray" else 3,
