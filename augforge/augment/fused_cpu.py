@@ -13,8 +13,8 @@ GIL, per image):
 3. an affine colour map ``M x + T`` (colour jitter), clamped to 0..255;
 4. a per-channel ``x * S + U`` (normalize), and the store as uint8 (rounded) or float32, HWC.
 
-Each image's parameters come in one float32 vector (``PARAMS`` entries, laid out as ``param_index``
-says), drawn per sample by the DALI graph. The kernel and DALI's C entry points are compiled once and
+Each image's parameters come in one float32 vector (``PARAMS`` entries, laid out as ``PARAM_LAYOUT``
+says), drawn per sample by the DALI graph that ``fused_pass`` builds. The kernel and DALI's C entry points are compiled once and
 cached on disk by numba; only the tiny shape function is compiled per output size.
 """
 
@@ -27,10 +27,14 @@ from numba import carray, cfunc, njit
 from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic
+from nvidia.dali.pipeline import do_not_convert
 
-#: layout of the per-image parameter vector
-PARAM_LAYOUT = {"M": slice(0, 9), "T": slice(9, 12), "S": slice(12, 15), "U": slice(15, 18), "hflip": 18,
-                "vflip": 19, "antialias": 20}
+#: flags in the per-image parameter vector (1.0: on)
+HFLIP, VFLIP, ANTIALIAS = 18, 19, 20
+#: layout of the per-image parameter vector: colour matrix M (row-major) and offset T, normalize scale S and
+#: shift U (per channel), and the flags
+PARAM_LAYOUT = {"M": slice(0, 9), "T": slice(9, 12), "S": slice(12, 15), "U": slice(15, 18), "hflip": HFLIP,
+                "vflip": VFLIP, "antialias": ANTIALIAS}
 PARAMS = 21
 
 
@@ -90,9 +94,9 @@ def kernel(out, img, prm, rounded):
     horizontal pass is written out."""
     ih, iw, c = img.shape
     oh, ow = out.shape[0], out.shape[1]
-    antialias = prm[20] > 0.5
-    fy, wy = taps(ih, oh, antialias, prm[19] > 0.5)
-    fx, wx = taps(iw, ow, antialias, prm[18] > 0.5)
+    antialias = prm[ANTIALIAS] > 0.5
+    fy, wy = taps(ih, oh, antialias, prm[VFLIP] > 0.5)
+    fx, wx = taps(iw, ow, antialias, prm[HFLIP] > 0.5)
     fx *= np.uint64(c)
     ky, kx = wy.shape[1], wx.shape[1]
     w0 = np.ascontiguousarray(wx[:, 0])
@@ -212,6 +216,74 @@ def _operator_class():
             return setup_fn
 
     return FusedResample
+
+
+def _float_coin(fn, types, p: float):
+    """A per-sample 0.0/1.0 draw, 1.0 with probability ``p``."""
+    return fn.cast(fn.random.coin_flip(probability=p, dtype=types.INT32), dtype=types.FLOAT)
+
+
+def _xor(a, b):
+    """Exclusive or of two 0/1 flags, floats or per-sample DataNodes."""
+    return a + b - 2.0 * a * b
+
+
+@do_not_convert  # builds nodes, never branches on one: AutoGraph need not convert it (nor what it calls)
+def fused_pass(fn, types, img, run: list, resize, ctx):
+    """``run`` (image ops, see ``image._fused_run``) and a resize owed by the decoder, ((h, w), antialias) or
+    None, as one pass of the kernel over ``img``. Each image's parameter vector (``PARAM_LAYOUT``) is drawn
+    here, by the DALI graph: colour draws, coins for flips and for ``color`` with p < 1."""
+    from augforge.augment.image import _colour_map, _normalize_affine
+
+    size, antialias = resize if resize is not None else (None, True)
+    M, T = np.eye(3).ravel(), np.zeros(3)
+    S, U = np.ones(3), np.zeros(3)
+    flags = {"hflip": 0.0, "vflip": 0.0}
+    float_output = False
+    for op in run:
+        if op.name == "resize":
+            size, antialias = op.params["size"], True
+        elif op.name in flags:
+            coin = 1.0 if op.p >= 1.0 else _float_coin(fn, types, op.p)
+            flags[op.name] = _xor(flags[op.name], coin)
+        elif op.name == "color":
+            M, T = _colour_map(fn, types, op.params)
+            M = M.ravel() if isinstance(M, np.ndarray) else fn.reshape(M, shape=[9])
+            if op.p < 1.0:  # the identity where the coin says no
+                coin = _float_coin(fn, types, op.p)
+                eye = _constant(fn, types, np.eye(3).ravel())
+                M, T = (_constant(fn, types, M) - eye) * coin + eye, _constant(fn, types, T) * coin
+        elif op.name == "normalize":
+            scale, shift = _normalize_affine(op.params, ctx.channels)
+            S[: len(scale)], U[: len(shift)] = scale, shift
+            float_output = True
+    pieces = [M, T, S, U, flags["hflip"], flags["vflip"], float(antialias)]
+    params = _vector(fn, types, pieces)
+    return fused_resample(img, params, size, float_output)
+
+
+def _constant(fn, types, value):
+    """``value`` as a float32 vector DataNode (a DataNode is returned as it is)."""
+    if not isinstance(value, (int, float, np.ndarray)):
+        return value
+    value = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    return fn.constant(fdata=value.tolist(), shape=[len(value)], dtype=types.FLOAT)
+
+
+def _vector(fn, types, pieces: list):
+    """One float32 vector per sample from ``pieces``: numbers, numpy arrays and (vector or scalar) DataNodes."""
+    out, constant = [], []
+    for piece in pieces:
+        if isinstance(piece, (int, float, np.ndarray)):
+            constant.extend(np.atleast_1d(np.asarray(piece, dtype=np.float64)).tolist())
+            continue
+        if constant:
+            out.append(_constant(fn, types, np.asarray(constant)))
+            constant = []
+        out.append(fn.cast(fn.reshape(piece, shape=[-1]), dtype=types.FLOAT))
+    if constant:
+        out.append(_constant(fn, types, np.asarray(constant)))
+    return out[0] if len(out) == 1 else fn.cat(*out, axis=0)
 
 
 def fused_resample(img, params, size: tuple[int, int] | None, float_output: bool):

@@ -379,22 +379,29 @@ def apply_ops(fn, types, img, ops, ctx: Context, resize: tuple | None = None):
     own coin). ``resize`` ((h, w), antialias) is a resize still owed by the decoder's fused crop.
 
     On the CPU, a run of resize (leading the run), flips, one ``color`` and ``normalize`` is one pass of
-    the kernel in ``augforge.augment.fused_cpu`` (see ``_fused_run``); on the GPU, DALI's own ops run."""
+    the kernel in ``augforge.augment.fused_cpu`` (see ``_fused_run``); on the GPU, DALI's own ops run.
+    (Its helpers that only build the graph are kept out of DALI's AutoGraph, whose conversion of a function
+    costs about 0.15 s at every first pipeline build of a process.)"""
     ops = list(ops)
     i = 0
     while i < len(ops):
         fused = _fused_run(ops, i, resize) if ctx.device == "cpu" and ctx.fuse else 0
         if fused:
-            img, resize = _fused(fn, types, img, ops[i : i + fused], resize, ctx), None
+            from augforge.augment.fused_cpu import fused_pass
+
+            img, resize = fused_pass(fn, types, img, ops[i : i + fused], resize, ctx), None
             i += fused
             continue
         if resize is not None:
             img, resize = _resize_to(fn, img, *resize, ctx), None
         img = _maybe(fn, types, img, ops[i], ctx)
         i += 1
-    if resize is not None:
-        fused = ctx.device == "cpu" and ctx.fuse
-        img = _fused(fn, types, img, [], resize, ctx) if fused else _resize_to(fn, img, *resize, ctx)
+    if resize is not None and ctx.device == "cpu" and ctx.fuse:
+        from augforge.augment.fused_cpu import fused_pass
+
+        img = fused_pass(fn, types, img, [], resize, ctx)
+    elif resize is not None:
+        img = _resize_to(fn, img, *resize, ctx)
     return img
 
 
@@ -420,72 +427,6 @@ def _fused_run(ops: list, start: int, resize) -> int:
         n += 1
     slow = resize is not None or any(op.name in _SLOW for op in ops[start : start + n])
     return n if slow else 0
-
-
-def _float_coin(fn, types, p: float):
-    """A per-sample 0.0/1.0 draw, 1.0 with probability ``p``."""
-    return fn.cast(fn.random.coin_flip(probability=p, dtype=types.INT32), dtype=types.FLOAT)
-
-
-def _xor(a, b):
-    """Exclusive or of two 0/1 flags, floats or per-sample DataNodes."""
-    return a + b - 2.0 * a * b
-
-
-def _fused(fn, types, img, run: list, resize, ctx):
-    """``run`` (and a resize owed by the decoder) as one pass of the fused CPU kernel. Its per-sample parameter
-    vector (``fused_cpu.PARAM_LAYOUT``) is drawn here, by the DALI graph."""
-    from augforge.augment import fused_cpu
-
-    size, antialias = resize if resize is not None else (None, True)
-    M, T = np.eye(3).ravel(), np.zeros(3)
-    S, U = np.ones(3), np.zeros(3)
-    flags = {"hflip": 0.0, "vflip": 0.0}
-    float_output = False
-    for op in run:
-        if op.name == "resize":
-            size, antialias = op.params["size"], True
-        elif op.name in flags:
-            coin = 1.0 if op.p >= 1.0 else _float_coin(fn, types, op.p)
-            flags[op.name] = _xor(flags[op.name], coin)
-        elif op.name == "color":
-            M, T = _colour_map(fn, types, op.params)
-            M = M.ravel() if isinstance(M, np.ndarray) else fn.reshape(M, shape=[9])
-            if op.p < 1.0:  # the identity where the coin says no
-                coin = _float_coin(fn, types, op.p)
-                eye = _constant(fn, types, np.eye(3).ravel())
-                M, T = (_constant(fn, types, M) - eye) * coin + eye, _constant(fn, types, T) * coin
-        elif op.name == "normalize":
-            scale, shift = _normalize_affine(op.params, ctx.channels)
-            S[: len(scale)], U[: len(shift)] = scale, shift
-            float_output = True
-    pieces = [M, T, S, U, flags["hflip"], flags["vflip"], float(antialias)]
-    params = _vector(fn, types, pieces)
-    return fused_cpu.fused_resample(img, params, size, float_output)
-
-
-def _constant(fn, types, value):
-    """``value`` as a float32 vector DataNode (a DataNode is returned as it is)."""
-    if not isinstance(value, (int, float, np.ndarray)):
-        return value
-    value = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    return fn.constant(fdata=value.tolist(), shape=[len(value)], dtype=types.FLOAT)
-
-
-def _vector(fn, types, pieces: list):
-    """One float32 vector per sample from ``pieces``: numbers, numpy arrays and (vector or scalar) DataNodes."""
-    out, constant = [], []
-    for piece in pieces:
-        if isinstance(piece, (int, float, np.ndarray)):
-            constant.extend(np.atleast_1d(np.asarray(piece, dtype=np.float64)).tolist())
-            continue
-        if constant:
-            out.append(_constant(fn, types, np.asarray(constant)))
-            constant = []
-        out.append(fn.cast(fn.reshape(piece, shape=[-1]), dtype=types.FLOAT))
-    if constant:
-        out.append(_constant(fn, types, np.asarray(constant)))
-    return out[0] if len(out) == 1 else fn.cat(*out, axis=0)
 
 
 def _maybe(fn, types, img, op, ctx):
