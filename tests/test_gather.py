@@ -50,5 +50,8 @@ def test_a_forked_child_gathers_with_its_own_pool():
     child = context.Process(target=_gather_in_child, args=(queue,))
     child.start()
     child.join(timeout=60)
+    if child.is_alive():  # hung on the parent's threads: end it, then fail
+        child.kill()
+        child.join()
     assert child.exitcode == 0
     assert queue.get(timeout=5) == [[3, 4, 5], [6, 7, 8], [57, 58, 59], [54, 55, 56]]
