@@ -180,6 +180,12 @@ def test_normalize_and_bfloat16(built):
     torch.testing.assert_close(x[0], (raw.float() / 255 - 0.5) / 0.25, atol=1e-4, rtol=0)
     xb, _ = next(iter(open_loader(png, 32, ops=ops, shuffle=False, dtype="bfloat16")))
     assert xb.dtype == torch.bfloat16
+    # resize + flip + normalize: the fused CPU pass, or DALI's own ops with fuse=False
+    ops = [{"op": "resize", "size": 16}, {"op": "hflip"}, *ops]
+    fused, _ = next(iter(open_loader(png, 32, ops=ops, shuffle=False)))
+    own, _ = next(iter(open_loader(png, 32, ops=ops, shuffle=False, fuse=False)))
+    assert fused.shape == own.shape == (32, 1, 16, 16)
+    torch.testing.assert_close(fused, own, atol=0.02, rtol=0)  # DALI's chain rounds to uint8 after the resize
 
 
 @pytest.mark.parametrize("kind", ["mixup", "cutmix"])

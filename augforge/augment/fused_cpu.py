@@ -14,8 +14,9 @@ GIL, per image):
 4. a per-channel ``x * S + U`` (normalize), and the store as uint8 (rounded) or float32, HWC.
 
 Each image's parameters come in one float32 vector (``PARAMS`` entries, laid out as ``PARAM_LAYOUT``
-says), drawn per sample by the DALI graph that ``fused_pass`` builds. The kernel and DALI's C entry points are compiled once and
-cached on disk by numba; only the tiny shape function is compiled per output size.
+says), drawn per sample by the DALI graph that ``fused_pass`` builds. The kernel and DALI's C entry
+points are compiled once and cached on disk by numba; only the tiny shape function is compiled per
+output size.
 """
 
 from __future__ import annotations

@@ -133,7 +133,8 @@ class Loader:
                  shuffle: bool = True, seed: int = 0, device: str = "auto", drop_last: bool = False,
                  last: str | None = None, dtype: str | None = None, rank: int | None = None,
                  world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
-                 threads: int | None = None, reader_workers: int = 0, verify: bool = True) -> None:
+                 threads: int | None = None, reader_workers: int = 0, verify: bool = True,
+                 fuse: bool = True) -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -163,7 +164,7 @@ class Loader:
         self._ops, color = resolve_ops(recipe, ops, self.info)
         self.device = device
         self._augmenter_args = dict(color=color, device=device, batch_size=batch_size,
-                                    threads=threads or max(1, torch.get_num_threads()))
+                                    threads=threads or max(1, torch.get_num_threads()), fuse=fuse)
         self.dtype = dtype
         self.vocab = None
         if self.payload == S.TEXT:  # fitted on the train split, whatever split is streamed
@@ -480,7 +481,8 @@ class _BatchReader:
 def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, shuffle: bool = True,
                 seed: int = 0, device: str = "auto", drop_last: bool = False, **options) -> Loader:
     """A ``Loader`` over ``dataset_dir`` (see ``Loader`` for the other options: ops, last, dtype, rank,
-    world_size, mix, prefetch, threads, reader_workers)."""
+    world_size, mix, prefetch, threads, reader_workers, fuse: False runs DALI's own CPU ops instead of the
+    fused pass)."""
     return Loader(dataset_dir, batch_size, split=split, recipe=recipe, shuffle=shuffle, seed=seed, device=device,
                   drop_last=drop_last, **options)
 
