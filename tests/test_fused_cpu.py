@@ -125,15 +125,18 @@ def test_which_runs_the_kernel_takes():
     assert _fused_run(list(chain), 0, None) == 4
     owed = ((32, 32), True)  # a resize owed by the decoder's crop: a second resize starts a new run
     assert _fused_run(list(chain), 0, owed) == 0 and _fused_run(list(chain), 1, owed) == 3
-    assert _fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, None) == 0  # flips alone stay DALI's
+    assert _fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, None) is None  # flips alone stay DALI's
     assert _fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, owed) == 2
+    # the owed resize is the kernel's whatever follows it, and at the end of the op list too
+    assert _fused_run(list(ops({"op": "rotate", "degrees": 10})), 0, owed) == 0
+    assert _fused_run([], 0, owed) == 0 and _fused_run([], 0, None) is None
     colours = list(ops({"op": "color", "brightness": 1.2}, {"op": "color", "contrast": 0.8}))
     assert _fused_run(colours, 0, None) == 1  # one colour map per pass
     mixed = list(ops({"op": "resize", "size": 40}, {"op": "rotate", "degrees": 10}, {"op": "resize", "size": 32},
                      {"op": "vflip"}))
-    assert _fused_run(mixed, 0, None) == 1 and _fused_run(mixed, 1, None) == 0 and _fused_run(mixed, 2, None) == 2
-    assert _fused_run(list(ops({"op": "resize", "size": 40, "keep_aspect": True})), 0, None) == 0
-    assert _fused_run(list(ops({"op": "resize", "size": 40, "p": 0.5})), 0, None) == 0
+    assert _fused_run(mixed, 0, None) == 1 and _fused_run(mixed, 1, None) is None and _fused_run(mixed, 2, None) == 2
+    assert _fused_run(list(ops({"op": "resize", "size": 40, "keep_aspect": True})), 0, None) is None
+    assert _fused_run(list(ops({"op": "resize", "size": 40, "p": 0.5})), 0, None) is None
 
 
 def run(entries, encoded, n=1, fuse=True, seed=0):
@@ -146,6 +149,9 @@ def run(entries, encoded, n=1, fuse=True, seed=0):
     ([{"op": "resize", "size": [150, 90]}, {"op": "vflip"}, {"op": "normalize"}], 0.02),
     ([{"op": "random_resized_crop", "size": [60, 80], "scale": [1, 1], "ratio": [4 / 3, 4 / 3]}, {"op": "hflip"},
       {"op": "color", "brightness": 0.8, "hue": -30}, {"op": "normalize"}], 0.03),
+    # the crop's owed resize goes through the kernel even when DALI's own op comes next
+    ([{"op": "random_resized_crop", "size": [60, 80], "scale": [1, 1], "ratio": [4 / 3, 4 / 3]},
+      {"op": "rotate", "degrees": [5, 5]}], 1),
 ])
 def test_fused_pipeline_equals_dalis_own_ops(photo, entries, atol):
     _, encoded = photo

@@ -383,25 +383,20 @@ def apply_ops(fn, types, img, ops, ctx: Context, resize: tuple | None = None):
     (Its helpers that only build the graph are kept out of DALI's AutoGraph, whose conversion of a function
     costs about 0.15 s at every first pipeline build of a process.)"""
     ops = list(ops)
+    fuse = ctx.device == "cpu" and ctx.fuse
     i = 0
-    while i < len(ops):
-        fused = _fused_run(ops, i, resize) if ctx.device == "cpu" and ctx.fuse else 0
-        if fused:
+    while i < len(ops) or resize is not None:
+        fused = _fused_run(ops, i, resize) if fuse else None
+        if fused is not None:
             from augforge.augment.fused_cpu import fused_pass
 
             img, resize = fused_pass(fn, types, img, ops[i : i + fused], resize, ctx), None
             i += fused
-            continue
-        if resize is not None:
+        elif resize is not None:
             img, resize = _resize_to(fn, img, *resize, ctx), None
-        img = _maybe(fn, types, img, ops[i], ctx)
-        i += 1
-    if resize is not None and ctx.device == "cpu" and ctx.fuse:
-        from augforge.augment.fused_cpu import fused_pass
-
-        img = fused_pass(fn, types, img, [], resize, ctx)
-    elif resize is not None:
-        img = _resize_to(fn, img, *resize, ctx)
+        else:
+            img = _maybe(fn, types, img, ops[i], ctx)
+            i += 1
     return img
 
 
@@ -413,9 +408,10 @@ def _resize_to(fn, img, size, antialias: bool, ctx):
 _FUSABLE, _SLOW = ("resize", "hflip", "vflip", "color", "normalize"), ("resize", "color", "normalize")
 
 
-def _fused_run(ops: list, start: int, resize) -> int:
-    """How many ops from ``start`` the fused CPU kernel does: resize (first in the run, none owed by the
-    decoder), flips, one color, normalize, each with p = 1 but flips and color; 0 when none is slow."""
+def _fused_run(ops: list, start: int, resize) -> int | None:
+    """How many ops from ``start`` the fused CPU kernel does with the resize owed by the decoder (if any):
+    resize (first in the run, none owed), flips, one color, normalize, each with p = 1 but flips and color.
+    None when the pass would have nothing slow to do (flips alone stay DALI's)."""
     n = 0
     for op in ops[start:]:
         if op.name not in _FUSABLE or (op.p < 1.0 and op.name not in ("hflip", "vflip", "color")):
@@ -426,7 +422,7 @@ def _fused_run(ops: list, start: int, resize) -> int:
             break
         n += 1
     slow = resize is not None or any(op.name in _SLOW for op in ops[start : start + n])
-    return n if slow else 0
+    return n if slow else None
 
 
 def _maybe(fn, types, img, op, ctx):
