@@ -263,27 +263,32 @@ def fused_pass(fn, types, img, run: list, resize, ctx):
     return fused_resample(img, params, size, float_output)
 
 
+def _is_constant(value) -> bool:
+    return isinstance(value, (int, float, np.ndarray))
+
+
 def _constant(fn, types, value):
     """``value`` as a float32 vector DataNode (a DataNode is returned as it is)."""
-    if not isinstance(value, (int, float, np.ndarray)):
+    if not _is_constant(value):
         return value
     value = np.atleast_1d(np.asarray(value, dtype=np.float64))
     return fn.constant(fdata=value.tolist(), shape=[len(value)], dtype=types.FLOAT)
 
 
 def _vector(fn, types, pieces: list):
-    """One float32 vector per sample from ``pieces``: numbers, numpy arrays and (vector or scalar) DataNodes."""
+    """One float32 vector per sample from ``pieces``: numbers, numpy arrays and (vector or scalar) DataNodes.
+    Neighbouring constants become one constant node."""
     out, constant = [], []
     for piece in pieces:
-        if isinstance(piece, (int, float, np.ndarray)):
-            constant.extend(np.atleast_1d(np.asarray(piece, dtype=np.float64)).tolist())
+        if _is_constant(piece):
+            constant.append(np.atleast_1d(piece))
             continue
         if constant:
-            out.append(_constant(fn, types, np.asarray(constant)))
+            out.append(_constant(fn, types, np.concatenate(constant)))
             constant = []
         out.append(fn.cast(fn.reshape(piece, shape=[-1]), dtype=types.FLOAT))
     if constant:
-        out.append(_constant(fn, types, np.asarray(constant)))
+        out.append(_constant(fn, types, np.concatenate(constant)))
     return out[0] if len(out) == 1 else fn.cat(*out, axis=0)
 
 
