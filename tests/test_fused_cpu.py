@@ -12,12 +12,7 @@ from PIL import Image
 from augforge.augment import fused_cpu
 from augforge.augment.fused_cpu import PARAM_LAYOUT, identity_params, resample, taps
 from augforge.augment.image import ImageAugmenter, _fused_run
-from augforge.recipe import parse_recipe
-
-
-def ops(*entries, color="rgb"):
-    return parse_recipe({"source": {"path": "digits"},
-                         "augment": {"copies": 1, "color": color, "image": list(entries)}}).augment.image
+from test_image_augment import ops, run
 
 
 class DaliResize:
@@ -137,10 +132,6 @@ def test_which_runs_the_kernel_takes():
     assert _fused_run(mixed, 0, None) == 1 and _fused_run(mixed, 1, None) is None and _fused_run(mixed, 2, None) == 2
     assert _fused_run(list(ops({"op": "resize", "size": 40, "keep_aspect": True})), 0, None) is None
     assert _fused_run(list(ops({"op": "resize", "size": 40, "p": 0.5})), 0, None) is None
-
-
-def run(entries, encoded, n=1, fuse=True, seed=0):
-    return ImageAugmenter(ops(*entries), device="cpu", seed=seed, batch_size=16, fuse=fuse).augment([encoded] * n)
 
 
 @pytest.mark.parametrize("entries, atol", [

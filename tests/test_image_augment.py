@@ -26,9 +26,9 @@ def ops(*entries, color="rgb"):
     return recipe.augment.image
 
 
-def run(entries, encoded, n=1, seed=0, color="rgb", device="cpu"):
-    return ImageAugmenter(ops(*entries, color=color), seed=seed, color=color, device=device, batch_size=16).augment(
-        [encoded] * n)
+def run(entries, encoded, n=1, seed=0, color="rgb", device="cpu", fuse=True):
+    return ImageAugmenter(ops(*entries, color=color), seed=seed, color=color, device=device, batch_size=16,
+                          fuse=fuse).augment([encoded] * n)
 
 
 def test_exact_geometry(photo):
