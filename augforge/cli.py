@@ -244,16 +244,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Build or reuse the recipe's dataset, then train and evaluate (the recipe's train section)."""
     from augforge.recipe import load_recipe
-    from augforge.train.run import train_config, train_recipe
+    from augforge.train.run import train_recipe
 
-    recipe = load_recipe(args.recipe)
-    train_config(recipe)  # validate the train section before building anything
+    recipe = load_recipe(args.recipe)  # the whole recipe, train section included, is checked before any work
     if args.run_dir is None:
         from pathlib import Path
 
         args.run_dir = str(Path("build") / "runs" / Path(args.recipe).stem)
     summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume, rebuild=args.rebuild,
-                           workers=args.workers, log=lambda text: print(text, flush=True),
+                           workers=args.workers, threads=args.threads, log=lambda text: print(text, flush=True),
                            show_progress=sys.stderr.isatty())
     if not summary:  # a DDP worker other than rank 0: the first process reports
         return 0
@@ -288,7 +287,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print a checkpoint's metrics on a dataset directory."""
     from augforge.train.run import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split)
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -443,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads for training (default: train.threads, else torch's default of one per "
+                        "core; fewer is faster on a loaded machine)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("lr-find", help="sweep the learning rate and suggest an initial one",
@@ -465,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="dataset directory")
     p.add_argument("--split", default="test", help="test (default), val, train or all")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs (default auto: the GPU when present)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("models", help="list the models, or print one's layers, parameters and MACs",

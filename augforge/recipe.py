@@ -7,6 +7,8 @@ Every error names its place in the file, e.g. ``augment.image[2].degrees: expect
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +18,13 @@ import yaml
 
 from augforge.augment.text import Protect
 from augforge.errors import AugforgeError
+from augforge.train.config import RunSpec, TrainConfig, parse_train
 
 OUTPUT_FORMATS = ("png", "jpeg", "raw")
 DEVICES = ("auto", "cpu", "gpu")
 COLORS = ("rgb", "gray")
+#: offline: augmented copies are written into the shards; online: the loader draws new ones every epoch
+MODES = ("offline", "online")
 
 
 class RecipeError(AugforgeError):
@@ -54,6 +59,8 @@ class Checker:
         kind = "a whole number" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             self.fail(where, f"expected {kind}, got {_show(value)}")
+        if not math.isfinite(value):
+            self.fail(where, f"expected a finite number, got {value}")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
             self.fail(where, f"expected {kind} in {bounds}, got {value}")
@@ -167,6 +174,7 @@ class AugmentSpec:
 
     copies: int = 0
     copies_per_class: dict = field(default_factory=dict)
+    mode: str = "offline"
     keep_original: bool = True
     device: str = "auto"
     color: str = "rgb"
@@ -203,20 +211,36 @@ class Recipe:
     augment: AugmentSpec
     output: OutputSpec
     data: dict
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunSpec = field(default_factory=RunSpec)
 
     def fingerprint_parts(self) -> dict:
-        """What in the recipe determines the built rows (everything but where they are written)."""
+        """What in the recipe determines the built rows: not where they are written, nor how they are trained
+        on; the source path resolved (a moved recipe naming the same data by another spelling builds the same)."""
         parts = asdict(self)
-        parts.pop("file")
-        parts.pop("data")
+        for key in ("file", "data", "train", "run"):
+            parts.pop(key)
         parts["output"].pop("dir")
+        parts["source"]["path"] = resolved(self.source.path)
         return parts
+
+    @property
+    def train_ops(self) -> tuple:
+        """The image ops the training loader runs every epoch: the augment ops in online mode, then
+        ``train.stream``."""
+        online = self.augment.image if self.augment.mode == "online" else ()
+        return tuple(online) + tuple(self.run.stream)
+
+
+def resolved(path: str) -> str:
+    """An existing path as an absolute path without links or ``..``; anything else (a bundled name) as it is."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output", "train")
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
-AUGMENT_KEYS = ("copies", "keep_original", "device", "color", "image", "text", "protect", "min_words")
+AUGMENT_KEYS = ("copies", "mode", "keep_original", "device", "color", "image", "text", "protect", "min_words")
 OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
 
 
@@ -225,9 +249,9 @@ def _source(c: Checker, value, base: Path) -> SourceSpec:
     if "path" not in raw:
         c.fail("source.path", "missing; give an image folder, a table file, a dataset directory or 'digits'")
     path = c.text(raw["path"], "source.path")
-    resolved = base / path
-    if not Path(path).is_absolute() and resolved.exists():
-        path = str(resolved)
+    relative = base / path
+    if not Path(path).is_absolute() and relative.exists():
+        path = os.path.normpath(relative)
     opt = {k: c.text(raw[k], f"source.{k}") for k in ("label_col", "text_col", "id_col") if raw.get(k) is not None}
     if raw.get("feature_cols") is not None:
         cols = raw["feature_cols"]
@@ -275,6 +299,12 @@ def _augment(c: Checker, value) -> AugmentSpec:
         c.fail("augment", "give image ops or text ops, not both")
     if (copies or per_class) and not ops and not text_ops:
         c.fail("augment.image", "copies are asked for but no ops are given (augment.image or augment.text)")
+    mode = c.choice(raw.get("mode", "offline"), "augment.mode", MODES)
+    if mode == "online" and text_ops:
+        c.fail("augment.mode", "online augmentation streams image ops; text variants are built offline")
+    if mode == "online" and (copies or per_class):
+        c.fail("augment.copies", "online mode draws fresh augmentations every epoch instead of writing copies; "
+                                 "remove copies, or set augment.mode: offline")
     protect = c.mapping(raw.get("protect"), "augment.protect", ("numbers", "names", "words", "patterns"))
     for i, pattern in enumerate(protect.get("patterns", []) or []):
         try:
@@ -282,7 +312,7 @@ def _augment(c: Checker, value) -> AugmentSpec:
         except (re.error, TypeError) as exc:
             c.fail(f"augment.protect.patterns[{i}]", f"not a regular expression ({exc})")
     return AugmentSpec(
-        copies=copies, copies_per_class=per_class,
+        copies=copies, copies_per_class=per_class, mode=mode,
         keep_original=c.flag(raw.get("keep_original", True), "augment.keep_original"),
         device=c.choice(raw.get("device", "auto"), "augment.device", DEVICES),
         color=c.choice(raw.get("color", "rgb"), "augment.color", COLORS),
@@ -311,7 +341,7 @@ def _output(c: Checker, value, base: Path) -> OutputSpec:
     raw = c.mapping(value, "output", OUTPUT_KEYS)
     out = {}
     if raw.get("dir") is not None:
-        out["dir"] = str(base / c.text(raw["dir"], "output.dir"))
+        out["dir"] = os.path.normpath(base / c.text(raw["dir"], "output.dir"))
     if "format" in raw:
         out["format"] = c.choice(raw["format"], "output.format", OUTPUT_FORMATS)
     if "quality" in raw:
@@ -343,16 +373,19 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
             parse_strategy(strategy)
         except AugforgeError as exc:
             c.fail("balance.strategy", str(exc))
-    seed = raw.get("seed", 0)
+    seed = int(c.number(raw.get("seed", 0), "seed", 0, 2**63 - 1, integer=True))
+    train, run = parse_train(c, raw.get("train"), seed)
     return Recipe(
         file=file,
-        seed=int(c.number(seed, "seed", 0, 2**63 - 1, integer=True)),
+        seed=seed,
         source=_source(c, raw.get("source"), base),
         drop_duplicates=c.flag(clean.get("drop_duplicates", True), "clean.drop_duplicates"),
         strategy=strategy,
         augment=_augment(c, raw.get("augment")),
         output=_output(c, raw.get("output"), base),
         data=raw,
+        train=train,
+        run=run,
     )
 
 

@@ -153,6 +153,6 @@ def test_early_stopping_and_the_data_cache(tmp_path, capsys):
     assert "reused" in capsys.readouterr().out
     changed = write(tmp_path, {**data, "augment": {**data["augment"], "copies": 2}}, "c.yaml")
     assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data")]) == 1
-    assert "pass --overwrite" in capsys.readouterr().err
+    assert "pass --rebuild" in capsys.readouterr().err  # train's own option (it has no --overwrite)
     assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data"),
                  "--rebuild"]) == 0

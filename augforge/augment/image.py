@@ -348,16 +348,46 @@ def check_op_list(ops, color: str, file: str, encoded_output: bool) -> None:
             raise RecipeError(f"{file}: {op.where}.op: normalize: {why}")
 
 
-def resolve_device(device: str) -> str:
-    """'auto' is 'gpu' when a CUDA device is present, else 'cpu'."""
-    if device != "auto":
-        return device
-    try:
-        import torch
+#: ops that do the same to every image when p = 1: evaluation keeps them as they are
+DETERMINISTIC = ("resize", "center_crop", "pad", "normalize", "grayscale")
 
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return "cpu"
+
+def evaluation_ops(ops) -> tuple:
+    """The deterministic part of an op list: what evaluation applies, never a random op.
+
+    resize, center_crop, pad, normalize and grayscale with p = 1 are kept. A random crop becomes its
+    centred window, so that evaluation sees the shape training saw: random_crop -> center_crop of the same
+    size and fill; random_resized_crop -> the shorter side resized to the crop's, then center_crop. Every
+    other op, and every op with p < 1, is left out."""
+    from augforge.recipe import ImageOpSpec
+
+    out = []
+    for op in ops:
+        if op.name == "random_crop":
+            out.append(ImageOpSpec("center_crop", {"size": op.params["size"], "fill": op.params["fill"]}, 1.0,
+                                   op.where))
+        elif op.name == "random_resized_crop":
+            h, w = op.params["size"]
+            out.append(ImageOpSpec("resize", {"size": (min(h, w), min(h, w)), "keep_aspect": True}, 1.0, op.where))
+            out.append(ImageOpSpec("center_crop", {"size": (h, w), "fill": 0}, 1.0, op.where))
+        elif op.name in DETERMINISTIC and op.p >= 1.0:
+            out.append(op)
+    return tuple(out)
+
+
+def op_dicts(ops) -> list[dict]:
+    """Ops as recipe mappings (``{op, p, <params>}``, tuples as lists): JSON for manifests and checkpoints, and
+    read back by ``check_op``."""
+    return [{"op": op.name, "p": op.p, **{k: list(v) if isinstance(v, tuple) else v for k, v in op.params.items()}}
+            for op in ops]
+
+
+def resolve_device(device) -> str:
+    """DALI's device for ``device`` (auto, cpu, gpu/cuda, or an ``augforge.device.Device``): 'gpu' or 'cpu'.
+    'auto' is 'gpu' when a CUDA device is present; the decision is ``augforge.device.choose_device``'s."""
+    from augforge.device import choose_device
+
+    return choose_device(device).dali
 
 
 @dataclass

@@ -83,19 +83,21 @@ def write_dataset(
     overwrite: bool = False,
     on_rows: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    learned: Callable[[], dict] | None = None,
 ) -> WriteResult:
     """Write the deterministic row stream ``batches(skip)`` (rows from ``skip`` on) to ``out``.
 
     ``parts`` is everything that determines the content (hashed into the fingerprint): an
     interrupted write rerun with the same parts resumes after its last complete shard, a
     complete one is left as it is, a different dataset in ``out`` is refused unless
-    ``overwrite``. On an error a fresh ``out`` is removed again.
+    ``overwrite``. On an error a fresh ``out`` is removed again. ``learned()`` adds manifest keys known
+    only once rows are made (kept across a resume); the manifest is written once, with everything.
     """
     if total_rows == 0:
         raise AugforgeError(f"{out}: no rows to write")
     try:
         writer = DatasetWriter(out, schema, class_names, fingerprint=fingerprint(parts), meta=meta,
-                               shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite)
+                               shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite, learned=learned)
     except AlreadyComplete as done:
         return WriteResult(done.manifest, 0, 0, up_to_date=True)
     skip = writer.rows_done

@@ -20,6 +20,18 @@ from augforge.errors import AugforgeError
 DEFAULT_SHARD_MB = 64.0
 
 
+class OtherDataset(AugforgeError):
+    """The directory holds a different dataset (complete or not); the job's own option replaces it."""
+
+    def __init__(self, root: Path, what: str, flag: str = "--overwrite") -> None:
+        self.root, self.what = root, what
+        super().__init__(self.with_flag(flag))
+
+    def with_flag(self, flag: str) -> str:
+        """The message, naming the option of the command that was run (``--overwrite``, ``--rebuild``)."""
+        return f"{self.root}: {self.what}; pass {flag} to replace it or choose another directory"
+
+
 class AlreadyComplete(Exception):
     """The directory already holds the complete dataset this writer would produce."""
 
@@ -64,6 +76,7 @@ class DatasetWriter:
         shard_rows: int | None = None,
         shard_mb: float | None = None,
         overwrite: bool = False,
+        learned=None,
     ) -> None:
         if shard_rows is not None and shard_rows < 1:
             raise AugforgeError(f"--shard-rows {shard_rows}: expected a positive number of rows")
@@ -76,6 +89,10 @@ class DatasetWriter:
         self.class_names = list(class_names)
         self.fingerprint = fingerprint
         self.meta = dict(meta or {})
+        #: ``learned()`` gives manifest keys only known once rows are written (a raw image shape): kept in the
+        #: journal with every shard, so a resumed write that makes no more rows still has them
+        self.learned = learned or (lambda: {})
+        self._learned: dict = {}
         self.shard_rows = shard_rows
         self.shard_bytes = int(shard_mb * 1_000_000) if shard_mb is not None else None
         self.shards: list[dict] = []
@@ -107,10 +124,8 @@ class DatasetWriter:
             if old.get("fingerprint") == self.fingerprint and not overwrite:
                 raise AlreadyComplete(old)
             if not overwrite:
-                raise AugforgeError(
-                    f"{root}: holds another dataset (from {old.get('source', {}).get('location', '?')}); "
-                    "pass --overwrite to replace it or choose another directory"
-                )
+                raise OtherDataset(root, f"holds another dataset (from "
+                                         f"{old.get('source', {}).get('location', '?')})")
             self._clear()
         elif (root / PROGRESS).is_file():
             journal = read_json(root / PROGRESS, "augforge progress journal")
@@ -119,10 +134,7 @@ class DatasetWriter:
             elif overwrite:
                 self._clear()
             else:
-                raise AugforgeError(
-                    f"{root}: holds an unfinished build of different input; pass --overwrite to replace it "
-                    "or choose another directory"
-                )
+                raise OtherDataset(root, "holds an unfinished build of different input")
         elif root.exists() and any(root.iterdir()):
             raise AugforgeError(
                 f"{root}: directory is not empty and is not an augforge dataset; choose an empty or new directory"
@@ -148,6 +160,7 @@ class DatasetWriter:
                     "pass --overwrite to start again"
                 )
         self.shards = list(journal.get("shards", []))
+        self._learned = dict(journal.get("learned") or {})
         listed = {Path(entry["file"]).name for entry in self.shards}
         for path in shards_dir.iterdir() if shards_dir.exists() else ():
             if path.name not in listed:  # a shard renamed after the last journal entry, or a temp file
@@ -207,7 +220,13 @@ class DatasetWriter:
             }
         )
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        write_json(self.root / PROGRESS, {"fingerprint": self.fingerprint, "shards": self.shards})
+        write_json(self.root / PROGRESS, {"fingerprint": self.fingerprint, "shards": self.shards,
+                                          "learned": self._learn()})
+
+    def _learn(self) -> dict:
+        """What the producer has learned so far, over what the journal had."""
+        self._learned = {**self._learned, **self.learned()}
+        return self._learned
 
     def _counts(self, table: pa.Table) -> dict[str, dict[str, int]]:
         labels = table.column(S.LABEL).to_numpy()
@@ -238,7 +257,7 @@ class DatasetWriter:
             "class_names": self.class_names,
             "num_rows": self.rows_done,
             "counts": {split: counts[split] for split in S.SPLITS if split in counts},
-            **self.meta,
+            **_merged(self.meta, self._learn()),
             "shards": self.shards,
         }
         write_json(self.root / MANIFEST, manifest)
@@ -254,3 +273,11 @@ class DatasetWriter:
         self._clear()
         if self._created_root and self.root.exists() and not any(self.root.iterdir()):
             self.root.rmdir()
+
+
+def _merged(meta: dict, learned: dict) -> dict:
+    """``meta`` with ``learned`` laid over it, mappings merged one level deep (payload_info gains keys)."""
+    out = dict(meta)
+    for key, value in learned.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

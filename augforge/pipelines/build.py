@@ -34,7 +34,7 @@ import pyarrow as pa
 import xxhash
 from PIL import Image
 
-from augforge.augment.image import OPS_VERSION, ImageAugmenter, check_op_list, resolve_device
+from augforge.augment.image import OPS_VERSION, ImageAugmenter, check_op_list, op_dicts, resolve_device
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance, \
@@ -336,16 +336,21 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
                        train.device, {"augmented": int(outputs.augmented.sum()), "dali": nvidia.dali.__version__})
     meta["payload_info"] = {"encoding": recipe.output.format, "channels": 1 if aug.color == "gray" else 3,
                             **({"quality": recipe.output.quality} if recipe.output.format == "jpeg" else {})}
+    def raw_shape() -> dict:
+        """raw payloads are read back with their shape: it goes into the one manifest write."""
+        if recipe.output.format != "raw" or encoder.shape is None:
+            return {}
+        height, width, channels = encoder.shape
+        return {"payload_info": {"height": height, "width": width, "channels": channels}}
+
     stage(f"augmenting and writing {n_train + len(other_positions):,} rows ({train.device})")
     try:
         result = write_dataset(out, source.schema(), names, parts=parts, meta=meta,
                                total_rows=n_train + len(other_positions), batches=batches,
                                shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb,
-                               overwrite=overwrite, on_rows=on_rows, on_total=on_total)
+                               overwrite=overwrite, on_rows=on_rows, on_total=on_total, learned=raw_shape)
     finally:
         encoder.close()
-    if recipe.output.format == "raw" and encoder.shape is not None and not result.up_to_date:
-        _record_raw_shape(out, encoder.shape)
     return BuildResult(result, plan, duplicates, int(outputs.augmented.sum()), train.device)
 
 
@@ -445,8 +450,7 @@ def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: Balance
         "device": device,
         "copies": {n: aug.copies_for(n) for n in names},
         "keep_original": aug.keep_original,
-        "ops": [{"op": op.name, "p": op.p, **{k: list(v) if isinstance(v, tuple) else v
-                                               for k, v in op.params.items()}} for op in ops],
+        "ops": op_dicts(ops),
         "duplicates_dropped": duplicates,
         "balance": {"strategy": recipe.strategy, "before": dict(zip(names, plan.before.tolist())),
                     "after": dict(zip(names, plan.after.tolist()))},
@@ -456,14 +460,3 @@ def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: Balance
     meta["recipe"] = recipe.data
     meta["problems"] = [p.to_dict() for p in problems]
     return meta
-
-
-def _record_raw_shape(out, shape) -> None:
-    """raw payloads need their shape to be read back: add it to the manifest (written atomically)."""
-    from augforge.atomic import write_json
-    from augforge.datasets.manifest import MANIFEST, read_json
-
-    path = Path(out) / MANIFEST
-    manifest = read_json(path, "augforge manifest")
-    manifest["payload_info"].update({"height": shape[0], "width": shape[1], "channels": shape[2]})
-    write_json(path, manifest)

@@ -48,10 +48,11 @@ import numpy as np
 import torch
 import xxhash
 
-from augforge.augment.image import ImageAugmenter, check_op_list
+from augforge.augment.image import ImageAugmenter, check_op, check_op_list, evaluation_ops, op_dicts
 from augforge.augment.mix import MixConfig, mix_batch
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
+from augforge.device import choose_device
 from augforge.errors import AugforgeError
 
 LAST = ("keep", "drop", "pad")
@@ -84,34 +85,81 @@ def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.nd
     return order[rank::world_size]
 
 
-def resolve_ops(recipe, ops, info: dict) -> tuple[tuple, str]:
-    """The image ops (and colour mode) of a recipe (a Recipe or a path) or of a list of op mappings."""
+def resolve_ops(recipe, ops, info: dict, augment: bool = True, color: str | None = None) -> tuple[tuple, str]:
+    """The image ops (and colour mode) a loader runs: a recipe's training ops (a Recipe or a path: the
+    augment ops in online mode, then ``train.stream``) or a list of op mappings. Without ``augment`` only
+    their deterministic part (``evaluation_ops``). ``color`` (rgb or gray) overrides the recipe's or the
+    data's own."""
     if recipe is not None and ops is not None:
         raise AugforgeError("give recipe or ops, not both")
+    own = "gray" if info.get("channels") == 1 else "rgb"
+    resolved: tuple = ()
     if recipe is not None:
         from augforge.recipe import Recipe, load_recipe
 
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-        return tuple(recipe.augment.image), recipe.augment.color
-    color = "gray" if info.get("channels") == 1 else "rgb"
-    if ops:
-        from augforge.recipe import parse_recipe
+        resolved, own = recipe.train_ops, recipe.augment.color
+    elif ops:
+        resolved = parse_ops(ops, "ops")
+    if color is not None and color not in ("rgb", "gray"):
+        raise AugforgeError(f"color={color!r}: expected rgb or gray")
+    return (resolved if augment else evaluation_ops(resolved)), color or own
 
-        return tuple(parse_recipe({"source": {"path": "-"}, "augment": {"image": list(ops)}}, "ops").augment.image), \
-            color
-    return (), color
+
+def parse_ops(ops, file: str) -> tuple:
+    """Op mappings (``[{op: ..., p: ..., <params>}]``) validated as a recipe's augment.image list (ops already
+    validated pass as they are)."""
+    from augforge.recipe import Checker, ImageOpSpec
+
+    checker = Checker(file)
+    return tuple(op if isinstance(op, ImageOpSpec) else check_op(checker, op, f"{file}[{i}]")
+                 for i, op in enumerate(ops))
+
+
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, H, W, C) uint8 pixels with ``channels`` channels: grey repeated into RGB, or RGB to its luma
+    (ITU-R BT.601 weights, as JPEG's and DALI's decoders use), rounded."""
+    have = x.shape[-1]
+    if have == channels:
+        return x
+    if have == 1 and channels == 3:
+        return x.expand(*x.shape[:-1], 3).contiguous()
+    if have == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+        return (x.float() @ weights).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(-1)
+    raise AugforgeError(f"images with {have} channels cannot be converted to {channels}")
 
 
 class Vocabulary:
-    """Lower-cased word tokens -> ids; 0 pads, 1 is the unknown word. Ordered by count, then word."""
+    """Lower-cased word tokens -> ids; 0 pads, 1 is the unknown word. Ordered by count, then word.
+
+    ``max_size`` counts the two reserved ids, so every id is below it (a model's ``vocab_size``)."""
 
     def __init__(self, texts, max_size: int = 50_000) -> None:
         from augforge.augment.text import tokenize
 
+        if max_size < 3:
+            raise AugforgeError(f"vocabulary size {max_size}: expected at least 3 (padding, unknown, one word)")
         counts = Counter(t.lower() for text in texts for t in tokenize(text))
-        words = sorted(counts, key=lambda w: (-counts[w], w))[: max_size - 2]
+        self._set(sorted(counts, key=lambda w: (-counts[w], w))[: max_size - 2])
+
+    @classmethod
+    def from_words(cls, words: list[str]) -> "Vocabulary":
+        """The vocabulary whose ids 2, 3, ... are ``words`` (as ``words`` gives them back)."""
+        vocab = cls.__new__(cls)
+        vocab._set(list(words))
+        return vocab
+
+    def _set(self, words: list[str]) -> None:
+        from augforge.augment.text import tokenize
+
         self.index = {w: i + 2 for i, w in enumerate(words)}
         self._tokenize = tokenize
+
+    @property
+    def words(self) -> list[str]:
+        """The words in id order (ids 2, 3, ...): what a checkpoint stores."""
+        return list(self.index)
 
     def __len__(self) -> int:
         return len(self.index) + 2
@@ -134,7 +182,8 @@ class Loader:
                  last: str | None = None, dtype: str | None = None, rank: int | None = None,
                  world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
                  threads: int | None = None, reader_workers: int = 0, verify: bool = True,
-                 fuse: bool = True) -> None:
+                 fuse: bool = True, augment: bool | None = None, color: str | None = None,
+                 vocab: "Vocabulary | list[str] | None" = None, vocab_size: int = 50_000) -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -149,7 +198,9 @@ class Loader:
         if not 0 <= self.rank < self.world_size:
             raise AugforgeError(f"rank {self.rank} is outside world_size {self.world_size}")
         self.batch_size, self.shuffle, self.seed, self.last = batch_size, shuffle, seed, last
-        self.mix = mix or MixConfig()
+        #: whether random ops (and mixing) run: by default on the train split only; evaluation never augments
+        self.augment = split == "train" if augment is None else bool(augment)
+        self.mix = (mix or MixConfig()) if self.augment else MixConfig()
         self.prefetch = max(1, prefetch)
         if reader_workers < 0:
             raise AugforgeError(f"reader_workers {reader_workers}: expected 0 (a thread feeds DALI) or more")
@@ -161,15 +212,19 @@ class Loader:
                                 "DALI, which only image datasets go through")
         self.info = self.dataset.manifest.get("payload_info") or {}
         self.num_classes = len(self.dataset.class_names)
-        self._ops, color = resolve_ops(recipe, ops, self.info)
-        self.device = device
-        self._augmenter_args = dict(color=color, device=device, batch_size=batch_size,
+        self._ops, self.color = resolve_ops(recipe, ops, self.info, self.augment, color)
+        #: the device decision (augforge.device); image batches come out where its DALI pipeline runs
+        self.device = choose_device(device)
+        self._augmenter_args = dict(color=self.color, device=self.device.dali, batch_size=batch_size,
                                     threads=threads or max(1, torch.get_num_threads()), fuse=fuse)
         self.dtype = dtype
         self.vocab = None
-        if self.payload == S.TEXT:  # fitted on the train split, whatever split is streamed
-            train = Dataset(dataset_dir, "train", verify=False)
-            self.vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist())
+        if self.payload == S.TEXT:
+            if vocab is None:  # fitted on the train split, whatever split is streamed
+                train = Dataset(dataset_dir, "train", verify=False)
+                vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist(),
+                                   vocab_size)
+            self.vocab = vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_words(vocab)
         self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
         self._source_next: tuple[int, int] | None = None  # (epoch, position) the parallel source reads next
         self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
@@ -180,6 +235,29 @@ class Loader:
         self._started: float | None = None
 
     # -- configuration -------------------------------------------------------------------------------
+
+    @property
+    def ops(self) -> tuple:
+        """The image ops this loader runs on every batch."""
+        return self._ops
+
+    @property
+    def channels(self) -> int:
+        """Channels of the image batches (the colour mode's, whatever the stored images have)."""
+        return 1 if self.color == "gray" else 3
+
+    def input_spec(self) -> dict:
+        """What evaluation needs to feed a model as this loader feeds it (JSON, stored in checkpoints): the
+        payload, and for images the colour mode and the deterministic part of the ops, for text the
+        vocabulary, for features their width."""
+        spec: dict = {"payload": self.payload}
+        if self.payload == S.IMAGE:
+            spec.update(color=self.color, channels=self.channels, ops=op_dicts(evaluation_ops(self._ops)))
+        elif self.payload == S.TEXT:
+            spec["vocab"] = self.vocab.words
+        else:
+            spec["dim"] = int(self.dataset.manifest.get("payload_info", {}).get("dim") or 0)
+        return spec
 
     # -- epochs ---------------------------------------------------------------------------------------
 
@@ -242,7 +320,8 @@ class Loader:
     def _reader_config(self) -> dict:
         """What a reader process needs to cut the same epochs into the same batches."""
         return dict(batch_size=self.batch_size, split=self.dataset.split, shuffle=self.shuffle, seed=self.seed,
-                    last=self.last, rank=self.rank, world_size=self.world_size, verify=False)
+                    last=self.last, rank=self.rank, world_size=self.world_size, verify=False, color=self.color,
+                    device="cpu")
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
@@ -291,7 +370,7 @@ class Loader:
         out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
         out_t = torch.from_numpy(out)
         if shard_of[0] == shard_of[-1] and np.all(np.diff(local) == 1):  # a run
-            return out_t.copy_(first_t[local[0] : local[-1] + 1])
+            return convert_channels(out_t.copy_(first_t[local[0] : local[-1] + 1]), self.channels)
         from augforge.pipelines.gather import gather_rows
 
         order = np.argsort(shard_of, kind="stable")
@@ -303,7 +382,7 @@ class Loader:
             rows = order[start:stop]
             pieces.append((pixels.reshape(len(pixels), -1), local[rows], rows))
         gather_rows(out.reshape(len(positions), -1), pieces)
-        return out_t
+        return convert_channels(out_t, self.channels)
 
     def _make_raw(self, batches: list[np.ndarray], index: int) -> list[tuple]:
         """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y). The group is one
@@ -490,12 +569,14 @@ def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train
 class FallbackDataset(torch.utils.data.Dataset):
     """The torch fallback: one split as a ``torch.utils.data.Dataset`` with the recipe's ops in plain torch.
 
-    For users who cannot install DALI (the loader above is the default). Each item is
+    For users who cannot install DALI (the loader above is the default). Other splits than train get only
+    the ops' deterministic part (``augment``, as the loader). Each item is
     ``(image, label)``; the ops draw from a generator seeded from (seed, epoch, index), so items are
     reproducible in any DataLoader worker. Call ``set_epoch`` for fresh draws every epoch.
     """
 
-    def __init__(self, dataset_dir, *, split: str = "train", recipe=None, ops=None, seed: int = 0) -> None:
+    def __init__(self, dataset_dir, *, split: str = "train", recipe=None, ops=None, seed: int = 0,
+                 augment: bool | None = None) -> None:
         from augforge.augment.torch_ops import TorchAugment
         from augforge.datasets.torch_view import ShardDataset
 
@@ -503,7 +584,8 @@ class FallbackDataset(torch.utils.data.Dataset):
         if self.view.dataset.payload != S.IMAGE:
             raise AugforgeError(f"{dataset_dir}: the torch fallback augments images; this dataset holds "
                                 f"{self.view.dataset.payload}")
-        resolved, color = resolve_ops(recipe, ops, self.view.dataset.manifest.get("payload_info") or {})
+        augment = split == "train" if augment is None else augment  # evaluation never augments
+        resolved, color = resolve_ops(recipe, ops, self.view.dataset.manifest.get("payload_info") or {}, augment)
         self.augment = TorchAugment(resolved)  # refuses the DALI-only policies first, by name
         check_op_list(resolved, color, "fallback ops", encoded_output=False)
         self.seed, self.epoch = seed, 0

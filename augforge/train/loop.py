@@ -16,47 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
 
+from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError
+from augforge.train.config import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
 from augforge.train.losses import binary_cross_entropy_sum, cross_entropy_sum, weight_penalty
 from augforge.train.metrics import classification_metrics
 from augforge.train.optim import build_optimizer
 from augforge.train.schedules import build_scheduler
-
-
-@dataclass
-class TrainConfig:
-    """Everything the loop does; the recipe's ``train:`` section maps onto these names."""
-
-    epochs: int = 10
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = False
-    schedule: str = "cosine"
-    warmup: float = 0.0
-    min_lr_factor: float = 0.0
-    step_size: int = 1000
-    gamma: float = 0.1
-    accumulate: int = 1
-    label_smoothing: float = 0.0
-    binary: bool = False
-    l1: float = 0.0
-    l2: float = 0.0
-    clip_grad_norm: float | None = None
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU only)
-    nonfinite: str = "stop"  # stop | skip
-    ema_decay: float | None = None
-    swa_start: int | None = None  # the first epoch (0-based) whose weights are averaged
-    swa_lr: float | None = None
-    swa_every: int = 1  # epochs between snapshots
 
 
 def prepare_input(x):
@@ -80,14 +52,16 @@ class Trainer:
     """Trains ``model`` with ``config``; ``fit`` runs the epochs, ``evaluate`` measures a loader."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int,
-                 device: str | torch.device = "cpu") -> None:
-        self.model, self.config, self.device = model.to(device), config, torch.device(device)
+                 device: "str | torch.device | Device" = "cpu") -> None:
+        #: the device decision (augforge.device.Device), shared with the loader that feeds this trainer
+        self.placement = choose_device(device if not isinstance(device, torch.device) else str(device))
+        self.device = self.placement.torch
+        self.model, self.config = model.to(self.device), config
         #: the model itself, also under DistributedDataParallel (what is averaged, saved and evaluated)
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         if config.accumulate < 1:
             raise AugforgeError(f"accumulate {config.accumulate}: expected at least 1")
-        if config.precision == "fp16" and self.device.type != "cuda":
-            raise AugforgeError("precision fp16 needs a GPU (GradScaler); use bf16 on the CPU")
+        self.placement.check_precision(config.precision)
         self.optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.momentum,
                                          config.nesterov)
         self.steps_per_epoch = max(1, math.ceil(steps_per_epoch / config.accumulate))
@@ -218,12 +192,22 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable, class_names: list[str], device="cpu",
-             binary: bool = False) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix over ``batches``."""
+             binary: bool = False, expect_shape: list | None = None, source: str = "the data") -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix over ``batches``,
+    and ``input_shape``: the per-sample shape of image batches (None for text). With ``expect_shape`` a
+    batch of another shape is refused before the model sees it."""
     model.eval()
-    true, pred = [], []
+    true, pred, shape = [], [], None
     for x, y in batches:
+        if isinstance(x, torch.Tensor):
+            shape = list(x.shape[1:])
+            if expect_shape is not None and shape != list(expect_shape):
+                raise AugforgeError(f"{source}: gives inputs of shape {'x'.join(map(str, shape))}, but the model "
+                                    f"was trained and evaluated on {'x'.join(map(str, expect_shape))}; add a "
+                                    "resize or center_crop to the training ops, or evaluate on data of that size")
         logits = _forward(model, _to(prepare_input(x), device)).float()
         pred.append((logits.reshape(-1) > 0).long().cpu() if binary else logits.argmax(-1).cpu())
         true.append(y.argmax(-1) if y.is_floating_point() and y.ndim == 2 else y.long())
-    return classification_metrics(torch.cat(true).numpy(), torch.cat(pred).numpy(), class_names)
+    metrics = classification_metrics(torch.cat(true).numpy(), torch.cat(pred).numpy(), class_names)
+    metrics["input_shape"] = shape
+    return metrics

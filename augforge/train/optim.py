@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from augforge.errors import AugforgeError
+from augforge.train.config import OPTIMIZERS
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

@@ -13,56 +13,26 @@ unless ``--rebuild`` is given, which rebuilds it.
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from augforge.atomic import atomic_path, write_json
-from augforge.augment.mix import MixConfig
+from augforge.device import Device, choose_device, cuda_available
 from augforge.errors import AugforgeError
 from augforge.recipe import Recipe
-from augforge.train.loop import TrainConfig, Trainer, evaluate
+from augforge.train.config import RunSpec, TrainConfig
+from augforge.train.loop import Trainer, evaluate
 
-TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + (
-    "model", "model_options", "batch_size", "seed", "mixup_alpha", "cutmix_alpha", "mix_prob", "stream",
-    "early_stopping_metric", "early_stopping_patience", "tensorboard")
 INPUT_BOUND_WARNING = 0.10
 
 
-def train_config(recipe: Recipe) -> tuple[TrainConfig, dict]:
-    """The recipe's ``train:`` section as a TrainConfig, plus the run options (model, batch size, ...)."""
-    from augforge.recipe import Checker
-
-    raw = dict(recipe.data.get("train") or {})
-    c = Checker(recipe.file)
-    c.mapping(raw, "train", TRAIN_KEYS)
-    defaults = TrainConfig()
-    values = {}
-    for f in fields(TrainConfig):
-        if f.name in raw:
-            default = getattr(defaults, f.name)
-            value = raw[f.name]
-            if isinstance(default, bool):
-                value = c.flag(value, f"train.{f.name}")
-            elif isinstance(default, (int, float)) and not isinstance(value, bool):
-                value = c.number(value, f"train.{f.name}", 0)
-            values[f.name] = value
-    config = TrainConfig(**values)
-    run = {
-        "model": raw.get("model", "simple_cnn"),
-        "model_options": dict(raw.get("model_options") or {}),
-        "batch_size": int(c.number(raw.get("batch_size", 64), "train.batch_size", 1, integer=True)),
-        "seed": int(c.number(raw.get("seed", recipe.seed), "train.seed", 0, integer=True)),
-        "mix": MixConfig(float(raw.get("mixup_alpha", 0.0)), float(raw.get("cutmix_alpha", 0.0)),
-                         float(raw.get("mix_prob", 1.0))),
-        "stream": list(raw.get("stream") or []),
-        "early_metric": raw.get("early_stopping_metric", "balanced_accuracy"),
-        "patience": raw.get("early_stopping_patience"),
-        "tensorboard": c.flag(raw.get("tensorboard", False), "train.tensorboard"),
-    }
-    return config, run
+def train_config(recipe: Recipe) -> tuple[TrainConfig, RunSpec]:
+    """The recipe's ``train:`` section (validated when the recipe was read): (TrainConfig, RunSpec)."""
+    return recipe.train, recipe.run
 
 
 def save_checkpoint(path: Path, trainer: Trainer, loader_state: dict, extra: dict) -> None:
@@ -86,11 +56,21 @@ def save_checkpoint(path: Path, trainer: Trainer, loader_state: dict, extra: dic
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint, read with ``weights_only=True`` (no pickled code runs)."""
+    """A checkpoint, read with ``weights_only=True`` (no pickled code runs); any file that is not one is
+    refused in one line naming it."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise AugforgeError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise AugforgeError(f"{path}: not a readable augforge checkpoint ({str(exc).splitlines()[0]})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AugforgeError(f"{path}: not a readable augforge checkpoint ({first})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise AugforgeError(f"{path}: not an augforge checkpoint (no model weights in it)")
+    return state
 
 
 def _restore(trainer: Trainer, state: dict) -> None:
@@ -108,12 +88,18 @@ def _restore(trainer: Trainer, state: dict) -> None:
 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
-                 rebuild: bool = False, workers: int = 2, log=print, show_progress: bool = False) -> dict:
-    """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory."""
-    from augforge.pipelines.stream import open_loader
+                 rebuild: bool = False, workers: int = 2, threads: int | None = None, log=print,
+                 show_progress: bool = False) -> dict:
+    """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory.
 
-    config, run = train_config(recipe)
-    rank, world = _init_distributed()
+    One device decision (``train.device``) places the loader's batches, the model, mixed precision and
+    every evaluation. Validation and test batches get only the deterministic part of the training ops,
+    and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics."""
+    config, run = recipe.train, recipe.run
+    device = choose_device(run.device)
+    device.check_precision(config.precision)
+    threads = _set_threads(threads or run.threads, log)
+    rank, world = _init_distributed(device)
     lead = rank == 0  # only the first process builds, logs and writes
     log = log if lead else (lambda _: None)
     run_dir = Path(run_dir)
@@ -128,16 +114,15 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
 
         manifest = read_manifest(data)
     class_names = manifest["class_names"]
-    torch.manual_seed(run["seed"])
-    loader = open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"], mix=run["mix"])
-    whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": run["stream"] or None}  # evaluation: every row
-    val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
-    test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
-    arch = _arch(run, manifest)
+    torch.manual_seed(run.seed)
+    loader, val, test = open_loaders(recipe, data, manifest, device)
+    arch = _arch(run, manifest, config)
+    spec = loader.input_spec()
+    log(f"device: {device}; threads: {threads}")
     model = model_from(arch)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    trainer = Trainer(model, config, len(loader))
+        model = torch.nn.parallel.DistributedDataParallel(model.to(device.torch))
+    trainer = Trainer(model, config, len(loader), device=device)
     checkpoints = run_dir / "checkpoints"
     best, since_best = None, 0
     if resume and (checkpoints / "last.pt").is_file():
@@ -145,6 +130,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         _restore(trainer, state)
         loader.load_state_dict(state["loader"])
         best = state.get("best")
+        spec = state.get("input", spec)
         log(f"resumed at epoch {trainer.epoch}")
     elif lead and run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise AugforgeError(f"{run_dir}: holds an earlier run; pass --resume to continue it or choose another "
@@ -152,9 +138,10 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    board = _tensorboard(run_dir / "tensorboard") if (lead and run["tensorboard"]) else None
+    board = _tensorboard(run_dir / "tensorboard") if (lead and run.tensorboard) else None
+    progress = "bar" if show_progress else "lines"
     while trainer.epoch < config.epochs:
-        with _EpochProgress(trainer, loader, enabled=lead and show_progress) as batches:
+        with _EpochProgress(trainer, loader, progress if lead else "off", run.log_every, log) as batches:
             record = trainer.train_epoch(batches)
         stats = loader.stats()
         record["input_bound"] = stats["wait_fraction"]
@@ -162,8 +149,10 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         if not lead:
             continue
         if val is not None:
-            record["val"] = {k: v for k, v in evaluate(trainer.model, val, class_names).items() if k != "confusion"}
-        score = record.get("val", {}).get(run["early_metric"])
+            measured = _evaluate(trainer.model, val, class_names, trainer, arch)
+            spec["shape"] = measured.pop("input_shape", None)
+            record["val"] = {k: v for k, v in measured.items() if k != "confusion"}
+        score = record.get("val", {}).get(run.early_metric)
         improved = score is not None and (best is None or score > best)
         if improved:
             best, since_best = score, 0
@@ -178,17 +167,18 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
                 if key in record.get("val", {}):
                     board.add_scalar(f"val/{key}", record["val"][key], record["epoch"])
             board.flush()
-        save_checkpoint(checkpoints / "last.pt", trainer, loader.state_dict(), {"best": best, "arch": arch})
+        extra = {"best": best, "arch": arch, "input": spec}
+        save_checkpoint(checkpoints / "last.pt", trainer, loader.state_dict(), extra)
         if improved or val is None:
-            save_checkpoint(checkpoints / "best.pt", trainer, loader.state_dict(), {"best": best, "arch": arch})
+            save_checkpoint(checkpoints / "best.pt", trainer, loader.state_dict(), extra)
         log(f"epoch {record['epoch']}: loss {record['loss']:.4f}, lr {record['lr']:.2e}"
-            + (f", val {run['early_metric']} {score:.4f}" if score is not None else "")
+            + (f", val {run.early_metric} {score:.4f}" if score is not None else "")
             + f", waiting for data {record['input_bound']:.0%}")
         if record["input_bound"] > INPUT_BOUND_WARNING:
-            log(f"warning: training waited for data {record['input_bound']:.0%} of the time; move augmentation to "
-                "the GPU (device: auto), add DALI threads, or pre-build augmented shards")
-        if run["patience"] and since_best >= int(run["patience"]):
-            log(f"early stopping: {run['early_metric']} did not improve for {since_best} epochs")
+            log(f"warning: training waited for data {record['input_bound']:.0%} of the time; "
+                + input_bound_hint(device, run.device, threads, loader))
+        if run.patience and since_best >= run.patience:
+            log(f"early stopping: {run.early_metric} did not improve for {since_best} epochs")
             break
     if board is not None:
         board.close()
@@ -197,15 +187,78 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         _end_distributed(world)
         return {}
     final = trainer.final_model()
-    with atomic_path(run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
-        torch.save({"model": final.state_dict(), "arch": arch}, tmp)
     summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
-               "epochs": trainer.epoch, "model": run["model"], "config": asdict(config)}
+               "epochs": trainer.epoch, "model": run.model, "device": str(device), "threads": threads,
+               "config": asdict(config)}
     if test is not None:
-        summary.update({k: v for k, v in evaluate(final, test, class_names).items()})
+        measured = _evaluate(final, test, class_names, trainer, arch)
+        spec["shape"] = measured.pop("input_shape", None)
+        summary.update(measured)
+    with atomic_path(run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
+        torch.save({"model": final.state_dict(), "arch": arch, "input": spec}, tmp)
     write_json(run_dir / "summary.json", summary)
     _end_distributed(world)
     return summary
+
+
+def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device):
+    """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
+    (``Recipe.train_ops``) and mixing; val and test (None where the data has no such split) only the
+    deterministic part, in storage order, on every row."""
+    from augforge.pipelines.stream import open_loader
+
+    run = recipe.run
+    ops = recipe.train_ops or None
+    loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device,
+                         vocab_size=_vocab_size(run))
+    whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
+             "vocab": loader.vocab}
+    val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
+    test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
+    return loader, val, test
+
+
+def _evaluate(model, loader, class_names: list[str], trainer: Trainer, arch: dict) -> dict:
+    """Metrics of ``model`` on an evaluation loader, on the run's device (with the input shape seen)."""
+    return evaluate(model, loader, class_names, device=trainer.device, binary=arch.get("binary", False))
+
+
+def _vocab_size(run: RunSpec) -> int:
+    """The text vocabulary's size: the model's ``vocab_size`` (its option, else its default), so that every
+    token id has an embedding; 50,000 for models without one."""
+    from augforge.train.models import model_options
+
+    size = run.model_options.get("vocab_size", model_options(run.model).get("vocab_size"))
+    return int(size) if isinstance(size, int) else 50_000
+
+
+def _set_threads(threads: int | None, log) -> int:
+    """torch's intra-op threads: ``threads`` when given, else torch's default (one per core)."""
+    if threads is not None:
+        if threads < 1:
+            raise AugforgeError(f"--threads {threads}: expected at least 1")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def input_bound_hint(device: Device, requested: str, threads: int, loader) -> str:
+    """What to do when training waits for data: true for this run's device, threads and ops."""
+    if not device.is_cuda and cuda_available() and loader.payload == "image":
+        return (f"a GPU is present but train.device is {requested}; set train.device: auto to decode and "
+                "augment there")
+    from augforge.augment.image import DETERMINISTIC
+
+    random_ops = [op.name for op in loader.ops if op.name not in DETERMINISTIC or op.p < 1.0]
+    tips = []
+    if not device.is_cuda and threads < (os.cpu_count() or 1):
+        tips.append(f"use more threads (--threads; now {threads})")
+    if random_ops and not device.is_cuda:
+        tips.append(f"write augmented copies offline (augment.mode: offline) instead of running "
+                    f"{', '.join(random_ops)} every epoch")
+    if loader.payload == "image" and loader.info.get("encoding") != "raw":
+        tips.append("store decoded pixels (output.format: raw) so batches skip decoding")
+    tips.append("or raise the batch size")
+    return "; ".join(tips)
 
 
 def _tensorboard(folder: Path):
@@ -219,46 +272,53 @@ def _tensorboard(folder: Path):
 
 
 class _EpochProgress:
-    """A progress bar over one epoch's batches: step, loss, learning rate and rows/s (terminal only)."""
+    """Progress over one epoch's batches: step, loss, learning rate and rows/s. ``bar``: a progress bar on a
+    terminal; ``lines``: a log line every ``every`` seconds (for piped output and log files); ``off``."""
 
-    def __init__(self, trainer: Trainer, loader, enabled: bool) -> None:
-        self.trainer, self.loader, self.enabled = trainer, loader, enabled
+    def __init__(self, trainer: Trainer, loader, mode: str, every: float = 30.0, log=print) -> None:
+        self.trainer, self.loader, self.mode, self.every, self.log = trainer, loader, mode, every, log
 
     def __enter__(self):
-        if not self.enabled:
+        if self.mode == "off":
             return self.loader
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        if self.mode == "bar":
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                 console=Console(stderr=True), transient=True)
-        self.progress.__enter__()
-        self.task = self.progress.add_task(f"epoch {self.trainer.epoch}", total=len(self.loader), info="")
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=True)
+            self.progress.__enter__()
+            self.task = self.progress.add_task(f"epoch {self.trainer.epoch}", total=len(self.loader), info="")
         return self._batches()
 
+    def _status(self, done: int, rows: int, started: float) -> str:
+        t = self.trainer
+        return (f"step {t.step}  loss {t.last_loss:.4f}  lr {t.optimizer.param_groups[0]['lr']:.2e}  "
+                f"{rows / max(time.perf_counter() - started, 1e-9):,.0f} rows/s")
+
     def _batches(self):
-        started, rows = time.perf_counter(), 0
-        for x, y in self.loader:
+        started = last = time.perf_counter()
+        rows, total = 0, len(self.loader)
+        for done, (x, y) in enumerate(self.loader, 1):
             yield x, y
             rows += len(y)
-            t = self.trainer
-            self.progress.update(self.task, advance=1, info=(
-                f"step {t.step}  loss {t.last_loss:.4f}  lr {t.optimizer.param_groups[0]['lr']:.2e}  "
-                f"{rows / max(time.perf_counter() - started, 1e-9):,.0f} rows/s"))
+            if self.mode == "bar":
+                self.progress.update(self.task, advance=1, info=self._status(done, rows, started))
+            elif time.perf_counter() - last >= self.every:
+                last = time.perf_counter()
+                self.log(f"epoch {self.trainer.epoch}: batch {done}/{total}  {self._status(done, rows, started)}")
 
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.mode == "bar":
             self.progress.__exit__(*exc)
 
 
-def _init_distributed() -> tuple[int, int]:
+def _init_distributed(device: Device) -> tuple[int, int]:
     """Join the process group torchrun describes (gloo on CPU, nccl on GPU); (rank, world size)."""
-    import os
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.is_cuda else "gloo")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -272,19 +332,25 @@ def _end_distributed(world: int) -> None:
 
 def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
     """Build the recipe's dataset into ``data``, or reuse it; the manifest."""
+    from augforge.datasets.writer import OtherDataset
     from augforge.pipelines.build import build
 
-    result = build(recipe, data, workers=workers, overwrite=rebuild)
+    try:
+        result = build(recipe, data, workers=workers, overwrite=rebuild)
+    except OtherDataset as exc:  # train and lr-find replace it with --rebuild
+        raise AugforgeError(exc.with_flag("--rebuild")) from None
     log(f"data: {data} ({'reused' if result.write.up_to_date else 'built'}, "
         f"{result.write.manifest['num_rows']:,} rows)")
     return result.write.manifest
 
 
-def _arch(run: dict, manifest: dict) -> dict:
-    """What rebuilds the model: name, options, classes and input channels."""
-    return {"name": run["model"], "options": run["model_options"], "num_classes": len(manifest["class_names"]),
-            "in_channels": (manifest.get("payload_info") or {}).get("channels", 3),
-            "class_names": manifest["class_names"]}
+def _arch(run: RunSpec, manifest: dict, config: TrainConfig | None = None) -> dict:
+    """What rebuilds the model: name, options, classes, input channels (or features), binary head."""
+    info = manifest.get("payload_info") or {}
+    in_channels = info.get("dim") if manifest.get("payload") == "features" else info.get("channels", 3)
+    return {"name": run.model, "options": dict(run.model_options), "num_classes": len(manifest["class_names"]),
+            "in_channels": int(in_channels or 3), "class_names": manifest["class_names"],
+            "binary": bool(config.binary) if config is not None else False}
 
 
 def model_from(arch: dict) -> torch.nn.Module:
@@ -296,29 +362,50 @@ def model_from(arch: dict) -> torch.nn.Module:
 
 def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: int = 2, log=print):
     """(TrainConfig, a fresh model, the train loader) for the recipe, building the data when needed."""
-    from augforge.pipelines.stream import open_loader
-
-    config, run = train_config(recipe)
     data = Path(data or recipe.output.dir or "build/data")
     manifest = _data(recipe, data, rebuild, workers, log)
-    torch.manual_seed(run["seed"])
-    arch = _arch(run, manifest)
-    model = model_from(arch)
-    return config, model, open_loader(data, run["batch_size"], ops=run["stream"] or None, seed=run["seed"])
+    device = choose_device(recipe.run.device)
+    torch.manual_seed(recipe.run.seed)
+    loader = open_loaders(recipe, data, manifest, device)[0]
+    return recipe.train, model_from(_arch(recipe.run, manifest, recipe.train)).to(device.torch), loader
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test") -> dict:
-    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split."""
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto") -> dict:
+    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split.
+
+    The checkpoint's input spec decides the preprocessing: the deterministic part of the training ops,
+    the colour mode (grey and RGB data are converted to what the model was trained on) and the text
+    vocabulary. Data that cannot be made to fit (another payload, other classes, another input shape)
+    is refused in one line."""
     from augforge.pipelines.stream import open_loader
 
-    state = load_checkpoint(Path(checkpoint))
-    arch = state.get("arch")
-    if not arch:
-        raise AugforgeError(f"{checkpoint}: has no model description (arch); was it written by augforge train?")
-    model = model_from(arch)
-    model.load_state_dict(state["model"])
-    loader = open_loader(data, 256, split=split, shuffle=False)
+    path = Path(checkpoint)
+    state = load_checkpoint(path)
+    arch, spec = state.get("arch"), state.get("input")
+    if not isinstance(arch, dict) or not {"name", "num_classes", "class_names"} <= set(arch):
+        raise AugforgeError(f"{path}: has no model description (arch); was it written by augforge train?")
+    if not isinstance(spec, dict) or "payload" not in spec:
+        raise AugforgeError(f"{path}: has no input spec (preprocessing); it was written by an older augforge "
+                            "train, which did not record it: retrain to evaluate it reproducibly")
+    try:
+        model = model_from({"in_channels": 3, "options": {}, **arch})
+        model.load_state_dict(state["model"])
+    except (AugforgeError, RuntimeError, TypeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AugforgeError(f"{path}: the weights do not fit model {arch.get('name')!r} ({first})") from None
+    placement = choose_device(device)
+    options = {"text": {"vocab": spec.get("vocab")}, "image": {"ops": spec.get("ops") or None,
+                                                               "color": spec.get("color")}}.get(spec["payload"], {})
+    loader = open_loader(data, 256, split=split, shuffle=False, augment=False, device=placement, **options)
+    if loader.payload != spec["payload"]:
+        raise AugforgeError(f"{data}: holds {loader.payload} rows; {path} was trained on {spec['payload']}")
     if loader.dataset.class_names != arch["class_names"]:
         raise AugforgeError(f"{data}: classes {loader.dataset.class_names} differ from the checkpoint's "
                             f"{arch['class_names']}")
-    return evaluate(model, loader, arch["class_names"])
+    if spec["payload"] == "features" and spec.get("dim") and loader.input_spec()["dim"] != spec["dim"]:
+        raise AugforgeError(f"{data}: rows have {loader.input_spec()['dim']} features; {path} was trained on "
+                            f"{spec['dim']}")
+    metrics = evaluate(model.to(placement.torch), loader, arch["class_names"], device=placement.torch,
+                       binary=arch.get("binary", False), expect_shape=spec.get("shape"), source=str(data))
+    metrics.pop("input_shape", None)
+    return metrics

@@ -18,8 +18,8 @@ import math
 import torch
 
 from augforge.errors import AugforgeError
+from augforge.train.config import SCHEDULES
 
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:

@@ -1,0 +1,167 @@
+"""The recipe's ``train:`` section, validated without importing torch.
+
+``parse_train`` turns the section into a ``TrainConfig`` (what the loop does) and a ``RunSpec`` (the
+model, the data, the device and the logging around it). Every value is checked here, every enumerated
+string against its list, so that ``build``, ``preview`` and ``train`` all refuse a bad ``train:`` section
+before any work starts, naming its place in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+#: optimizers of ``augforge.train.optim`` and schedules of ``augforge.train.schedules``
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "step", "onecycle", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+NONFINITE = ("stop", "skip")
+#: what the device decision may be told (augforge.device)
+TRAIN_DEVICES = ("auto", "cpu", "cuda")
+#: validation metrics early stopping (and ``best.pt``) can follow; larger is better for each
+EARLY_METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop does; the recipe's ``train:`` section maps onto these names."""
+
+    epochs: int = 10
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "cosine"
+    warmup: float = 0.0
+    min_lr_factor: float = 0.0
+    step_size: int = 1000
+    gamma: float = 0.1
+    accumulate: int = 1
+    label_smoothing: float = 0.0
+    binary: bool = False
+    l1: float = 0.0
+    l2: float = 0.0
+    clip_grad_norm: float | None = None
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU only)
+    nonfinite: str = "stop"  # stop | skip
+    ema_decay: float | None = None
+    swa_start: int | None = None  # the first epoch (0-based) whose weights are averaged
+    swa_lr: float | None = None
+    swa_every: int = 1  # epochs between snapshots
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What surrounds the loop: model, batches, seed, device, threads, mixing, streamed ops, logging."""
+
+    model: str = "simple_cnn"
+    model_options: dict = field(default_factory=dict)
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None  # None: torch's default (one per core)
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    stream: tuple = ()  # ImageOpSpec of the streamed ops
+    early_metric: str = "balanced_accuracy"
+    patience: int | None = None
+    tensorboard: bool = False
+    log_every: float = 30.0  # seconds between progress lines when the output is not a terminal
+
+    def mix(self):
+        """The loader's MixConfig (imported lazily: it needs torch)."""
+        from augforge.augment.mix import MixConfig
+
+        return MixConfig(self.mixup_alpha, self.cutmix_alpha, self.mix_prob)
+
+
+#: per TrainConfig field: (low, high, integer) of a number, or the options of a string
+_NUMBERS = {
+    "epochs": (1, 100_000, True), "lr": (0.0, 100.0, False), "weight_decay": (0.0, 10.0, False),
+    "momentum": (0.0, 1.0, False), "warmup": (0.0, 1e9, False), "min_lr_factor": (0.0, 1.0, False),
+    "step_size": (1, 10**9, True), "gamma": (0.0, 1.0, False), "accumulate": (1, 4096, True),
+    "label_smoothing": (0.0, 0.99, False), "l1": (0.0, 10.0, False), "l2": (0.0, 10.0, False),
+    "clip_grad_norm": (1e-12, 1e9, False), "ema_decay": (0.0, 0.999999, False), "swa_start": (0, 100_000, True),
+    "swa_lr": (0.0, 100.0, False), "swa_every": (1, 100_000, True),
+}
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS, "nonfinite": NONFINITE}
+RUN_KEYS = ("model", "model_options", "batch_size", "seed", "device", "threads", "mixup_alpha", "cutmix_alpha",
+            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every")
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + RUN_KEYS
+
+
+def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True) -> tuple[TrainConfig, RunSpec]:
+    """Validate a ``train:`` mapping with the recipe ``Checker`` ``c``; (TrainConfig, RunSpec).
+
+    ``check_model`` also checks the model name and its options against the registry (which imports torch).
+    """
+    raw = c.mapping(raw, "train", TRAIN_KEYS)
+    values = {}
+    for f in fields(TrainConfig):
+        if f.name not in raw or (raw[f.name] is None and f.default is None):
+            continue
+        where, value = f"train.{f.name}", raw[f.name]
+        if isinstance(f.default, bool):
+            values[f.name] = c.flag(value, where)
+        elif f.name in _CHOICES:
+            values[f.name] = c.choice(value, where, _CHOICES[f.name])
+        else:
+            low, high, integer = _NUMBERS[f.name]
+            number = c.number(value, where, low, high, integer=integer)
+            values[f.name] = int(number) if integer else float(number)
+    config = TrainConfig(**values)
+    if config.precision == "fp16" and raw.get("device", "auto") == "cpu":
+        c.fail("train.precision", "fp16 needs a GPU (its GradScaler); use bf16 on the CPU")
+    if config.swa_start is not None and config.swa_start >= config.epochs:
+        c.fail("train.swa_start", f"epoch {config.swa_start} is not below train.epochs ({config.epochs}); SWA "
+                                  "would never take a snapshot")
+    model = c.text(raw.get("model", "simple_cnn"), "train.model")
+    options = c.mapping(raw.get("model_options"), "train.model_options", tuple(raw.get("model_options") or ()))
+    if check_model:
+        _check_model(c, model, dict(options))
+    patience = raw.get("early_stopping_patience")
+    stream = raw.get("stream") or []
+    if not isinstance(stream, list):
+        c.fail("train.stream", f"expected a list of image ops, got {stream!r}")
+    from augforge.augment.image import check_op
+
+    run = RunSpec(
+        model=model,
+        model_options=dict(options),
+        batch_size=int(c.number(raw.get("batch_size", 64), "train.batch_size", 1, 65_536, integer=True)),
+        seed=int(c.number(raw.get("seed", recipe_seed), "train.seed", 0, 2**63 - 1, integer=True)),
+        device=c.choice(raw.get("device", "auto"), "train.device", TRAIN_DEVICES),
+        threads=None if raw.get("threads") is None else int(c.number(raw["threads"], "train.threads", 1, 1024,
+                                                                      integer=True)),
+        mixup_alpha=float(c.number(raw.get("mixup_alpha", 0.0), "train.mixup_alpha", 0.0, 100.0)),
+        cutmix_alpha=float(c.number(raw.get("cutmix_alpha", 0.0), "train.cutmix_alpha", 0.0, 100.0)),
+        mix_prob=float(c.number(raw.get("mix_prob", 1.0), "train.mix_prob", 0.0, 1.0)),
+        stream=tuple(check_op(c, op, f"train.stream[{i}]") for i, op in enumerate(stream)),
+        early_metric=c.choice(raw.get("early_stopping_metric", "balanced_accuracy"), "train.early_stopping_metric",
+                              EARLY_METRICS),
+        patience=None if patience is None else int(c.number(patience, "train.early_stopping_patience", 1, 100_000,
+                                                            integer=True)),
+        tensorboard=c.flag(raw.get("tensorboard", False), "train.tensorboard"),
+        log_every=float(c.number(raw.get("log_every", 30.0), "train.log_every", 0.1, 86_400.0)),
+    )
+    return config, run
+
+
+def _check_model(c, name: str, options: dict) -> None:
+    """The model name and option names against the registry (values are checked when the model is built)."""
+    from augforge.errors import AugforgeError
+    from augforge.train.models import available, model_options
+
+    if name not in available():
+        c.fail("train.model", f"unknown model {name!r}; available: {', '.join(available())}")
+    known = [*model_options(name), "channels_last", "compile"]
+    for key in options:
+        if key not in known:
+            c.fail(f"train.model_options.{key}", f"{name} has no option {key!r}; options: {', '.join(known)}")
+    try:
+        from augforge.train.models import create
+
+        create(name, 2, **options)  # a tiny head: option values that cannot build a model fail here
+    except AugforgeError as exc:
+        c.fail("train.model_options", str(exc))
