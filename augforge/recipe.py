@@ -222,6 +222,8 @@ class Recipe:
             parts.pop(key)
         parts["output"].pop("dir")
         parts["source"]["path"] = resolved(self.source.path)
+        if self.augment.mode == "online":  # the ops run in the loader: they do not change the built rows
+            parts["augment"]["image"] = ()
         return parts
 
     @property
@@ -375,7 +377,7 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
             c.fail("balance.strategy", str(exc))
     seed = int(c.number(raw.get("seed", 0), "seed", 0, 2**63 - 1, integer=True))
     train, run = parse_train(c, raw.get("train"), seed)
-    return Recipe(
+    recipe = Recipe(
         file=file,
         seed=seed,
         source=_source(c, raw.get("source"), base),
@@ -387,6 +389,10 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
         train=train,
         run=run,
     )
+    from augforge.augment.image import check_op_list
+
+    check_op_list(recipe.train_ops, recipe.augment.color, file, encoded_output=False)
+    return recipe
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -1,24 +1,32 @@
-"""Class statistics, the balancing report, and samplers by name (imbalanced-learn semantics)."""
+"""Class statistics, the balancing report, and samplers by name (imbalanced-learn semantics).
 
-from augforge.balance.fast_smote import FastSMOTE
-from augforge.balance.knn import TorchNearestNeighbors, exact_knn
-from augforge.balance.recommend import recommend
-from augforge.balance.report import build_report, split_stats
-from augforge.balance.stats import ClassStats
-from augforge.balance.strategy import SAMPLERS, Projection, Step, parse_strategy, project, sampler_info
+The names below are imported on first use (PEP 562), so that ``augforge report`` and ``inspect`` do not
+load torch, scikit-learn and imbalanced-learn, which only the samplers need.
+"""
 
-__all__ = [
-    "SAMPLERS",
-    "ClassStats",
-    "FastSMOTE",
-    "Projection",
-    "Step",
-    "TorchNearestNeighbors",
-    "build_report",
-    "exact_knn",
-    "parse_strategy",
-    "project",
-    "recommend",
-    "sampler_info",
-    "split_stats",
-]
+from importlib import import_module
+
+_HOME = {
+    "FastSMOTE": "fast_smote",
+    "TorchNearestNeighbors": "knn",
+    "exact_knn": "knn",
+    "recommend": "recommend",
+    "build_report": "report",
+    "split_stats": "report",
+    "ClassStats": "stats",
+    "SAMPLERS": "strategy",
+    "Projection": "strategy",
+    "Step": "strategy",
+    "parse_strategy": "strategy",
+    "project": "strategy",
+    "sampler_info": "strategy",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value

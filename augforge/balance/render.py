@@ -54,8 +54,39 @@ def render_terminal(report: dict, console: Console) -> None:
             console.print(f"  ... and {problems['count'] - 20} more (see --json)")
 
 
+#: turned labels are cut to this many characters
+LABEL_TURNED = 32
+#: points per character of 10 pt tick text (a generous average), and the share of a slot a label may fill
+_CHAR_PT, _FILL = 6.5, 0.9
+
+
+def tick_labels(names: list[str], slot_pt: float) -> tuple[list[str], int]:
+    """(labels, rotation) of the class axis, so that no two labels overlap: wrapped to the ``slot_pt`` points
+    of axis each class has (10 pt text) when that takes at most three lines each, else one line each,
+    turned upright (90 degrees) and cut with an ellipsis past ``LABEL_TURNED`` characters."""
+    import textwrap
+
+    chars = int(slot_pt * _FILL / _CHAR_PT)
+    if chars >= 4:
+        wrapped = [textwrap.wrap(name, chars) or [name] for name in names]
+        if all(len(lines) <= 3 and max(map(len, lines)) <= chars for lines in wrapped):
+            return ["\n".join(lines) for lines in wrapped], 0
+    return [n if len(n) <= LABEL_TURNED else n[: LABEL_TURNED - 1] + "\u2026" for n in names], 90
+
+
 def chart_png(report: dict) -> bytes:
     """A bar chart of class counts, before and (with a strategy) after, as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(report)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def chart_figure(report: dict):
+    """The matplotlib figure of ``chart_png`` (laid out; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,24 +96,24 @@ def chart_png(report: dict) -> bytes:
     names = list(report["counts"])
     before = np.array([report["counts"][n] for n in names])
     projected = report.get("projected")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(names) + 2), 4), dpi=100)
+    width_in = max(6.0, 0.5 * len(names) + 2)
+    labels, rotation = tick_labels(names, width_in * 72 / max(1, len(names)))
+    turned = max((len(label) for label in labels), default=0) if rotation else 0
+    fig, ax = plt.subplots(figsize=(width_in, 4 + 0.075 * turned), dpi=100)  # room below for turned labels
     x = np.arange(len(names))
     width = 0.4 if projected else 0.7
     ax.bar(x - (width / 2 if projected else 0), before, width, label="before", color="#d95f02")
     if projected:
         after = np.array([projected["counts"][n] for n in names])
         ax.bar(x + width / 2, after, width, label=f"after {projected['strategy']}", color="#1b9e77")
-    ax.set_xticks(x, names, rotation=45 if len(names) > 12 else 0, ha="right" if len(names) > 12 else "center")
+    ax.set_xticks(x, labels, rotation=rotation, ha="center")
     ax.set_xlabel("class")
     ax.set_ylabel("rows")
     ax.set_title(f"class counts - split {report['split']}")
     ax.set_ylim(0, max(1, ax.get_ylim()[1]) * 1.2)  # headroom for the legend
     ax.legend(loc="upper right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def render_html(report: dict) -> str:

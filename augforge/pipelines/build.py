@@ -300,11 +300,12 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
                           "augment images and text (balance feature tables with `augforge balance`)")
     if aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
-    check_op_list(aug.image, aug.color, recipe.file, encoded_output=True)
+    offline = aug.image if aug.mode == "offline" else ()  # online: the loader runs the ops every epoch
+    check_op_list(aug.image, aug.color, recipe.file, encoded_output=bool(offline))
     splits, imbalance, plan, problems, duplicates, other_positions, other_splits = _plan_train(
         recipe, source, stage, "cleaning: hashing {:,} rows")
     names = list(source.class_names)
-    outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, bool(aug.image))
+    outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, bool(offline))
     encoder = Encoder(recipe.output.format, recipe.output.quality, workers)
     train = _TrainWriter(recipe, source, plan, outputs, encoder, workers)
     n_train = len(outputs.balanced)
@@ -450,6 +451,7 @@ def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: Balance
         "device": device,
         "copies": {n: aug.copies_for(n) for n in names},
         "keep_original": aug.keep_original,
+        "mode": aug.mode,
         "ops": op_dicts(ops),
         "duplicates_dropped": duplicates,
         "balance": {"strategy": recipe.strategy, "before": dict(zip(names, plan.before.tolist())),

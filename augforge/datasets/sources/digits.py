@@ -12,6 +12,7 @@ from PIL import Image
 
 from augforge.datasets import schema as S
 from augforge.datasets.sources.base import Source
+from augforge.errors import AugforgeError
 
 #: sklearn's digits hold intensities 0..16; they are stored as 8-bit grey levels.
 DIGITS_MAX = 16
@@ -34,6 +35,22 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as ``load_digits`` gives them, (images (1797, 8, 8) float64, int64 targets), read
+    from the package's own ``datasets/data/digits.csv.gz`` without importing scikit-learn."""
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise AugforgeError("the bundled digits come with scikit-learn, which is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as fh:
+        data = np.loadtxt(fh, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+
+
 class DigitsSource(Source):
     """scikit-learn's ``load_digits``: 10 classes, 1,797 rows, ids ``digits-0000`` ..."""
 
@@ -44,25 +61,25 @@ class DigitsSource(Source):
         super().__init__("digits")
 
     @cached_property
-    def _data(self):
-        from sklearn.datasets import load_digits
-
-        return load_digits()
+    def _data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images (n, 8, 8) float, targets): the file ``load_digits`` reads, read the same way but without
+        importing scikit-learn (a second of start-up for ``augforge report digits``)."""
+        return read_digits()
 
     @property
     def class_names(self) -> list[str]:
-        return [str(int(c)) for c in self._data.target_names]
+        return [str(c) for c in range(10)]
 
     def labels(self) -> np.ndarray:
-        return np.asarray(self._data.target, dtype=np.int64)
+        return self._data[1]
 
     def ids(self) -> list[str]:
-        return [f"digits-{i:04d}" for i in range(len(self._data.target))]
+        return [f"digits-{i:04d}" for i in range(len(self._data[1]))]
 
     def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
         ids = self.ids()
         labels = self.labels()
-        pixels = digits_to_uint8(self._data.images)
+        pixels = digits_to_uint8(self._data[0])
         for start in range(0, len(positions), batch_rows):
             chunk = positions[start : start + batch_rows]
             yield pa.record_batch(

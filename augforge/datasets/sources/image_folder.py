@@ -58,7 +58,14 @@ class ImageFolderSource(Source):
         self.root = root
         self.max_pixels = max_pixels
         self.workers = max(1, workers)
-        self._classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        entries = sorted(root.iterdir())
+        self._classes = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
+        for path in entries:  # what is not a class folder is listed as excluded, never skipped silently
+            if path.is_dir() and path.name.startswith("."):
+                self.problems.append(Problem(str(path), "hidden folder (its name starts with '.'); not a class"))
+            elif not path.is_dir():
+                self.problems.append(Problem(str(path), "a file at the root, outside every class folder; "
+                                                        f"move it into {root}/<class name>/ to use it"))
         if not self._classes:
             raise AugforgeError(
                 f"{root}: no class folders; expected {root}/<class name>/*.jpg (or .jpeg/.png/.bmp/.webp)"
