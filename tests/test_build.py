@@ -158,6 +158,58 @@ def test_raw_output_reads_back_as_tensors(tmp_path):
     assert all(len(b) == 64 for b in payloads(out)["image"])
 
 
+def test_a_raw_build_writes_its_manifest_once_with_the_shape_even_when_resumed(tmp_path, monkeypatch):
+    import augforge.datasets.writer as writer
+
+    data = {**DIGITS, "augment": {**DIGITS["augment"], "copies": 1}, "output": {"format": "raw", "shard_rows": 400}}
+    real = writer.write_json
+    manifest_writes = []
+
+    def crash_at_the_manifest(path, value):
+        if path.name == MANIFEST:
+            manifest_writes.append(value)
+            if len(manifest_writes) == 1:  # a crash between the last shard and the manifest
+                raise KeyboardInterrupt
+        return real(path, value)
+
+    monkeypatch.setattr(writer, "write_json", crash_at_the_manifest)
+    out = tmp_path / "raw"
+    with pytest.raises(KeyboardInterrupt):
+        build(parse_recipe(data, "r.yaml"), out)
+    assert not (out / MANIFEST).exists() and (out / ".augforge-progress.json").exists()
+    result = build(parse_recipe(data, "r.yaml"), out)  # resumed: no row is left to make, the shape is in the journal
+    assert result.write.written_rows == 0 and len(manifest_writes) == 2
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["payload_info"] == {"encoding": "raw", "channels": 1, "height": 8, "width": 8}
+    from augforge.pipelines.stream import open_loader
+
+    x, _ = next(iter(open_loader(out, 16)))
+    assert tuple(x.shape) == (16, 1, 8, 8)
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(writer, "write_json", real)
+    build(parse_recipe(data, "r.yaml"), fresh)
+    assert checksums(fresh) == checksums(out)
+
+
+def test_online_mode_builds_once_and_streams_fresh_ops_every_epoch(tmp_path):
+    data = {**DIGITS, "augment": {"mode": "online", "color": "gray", "image": DIGITS["augment"]["image"]},
+            "train": {"batch_size": 64}}
+    out = tmp_path / "online"
+    result = build(parse_recipe(data, "r.yaml"), out)
+    manifest = result.write.manifest
+    assert result.augmented == 0 and manifest["build"]["mode"] == "online"
+    assert sum(manifest["counts"]["train"].values()) == 10 * max(manifest["counts"]["train"].values())  # balanced
+    from augforge.pipelines.stream import open_loader
+
+    recipe = parse_recipe(data, "r.yaml")
+    loader = open_loader(out, 64, recipe=recipe, shuffle=False)
+    assert [op.name for op in loader.ops] == ["pad", "random_crop", "rotate"]
+    first, second = [x.clone() for x, _ in loader], [x.clone() for x, _ in loader]
+    assert any(not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(first, second))  # new draws each epoch
+    test = open_loader(out, 64, split="test", recipe=recipe)
+    assert [op.name for op in test.ops] == ["pad", "center_crop"]
+
+
 def test_bad_recipes_fail_before_any_work(tmp_path, capsys, text_csv):
     cases = [
         ({**DIGITS, "augment": {**DIGITS["augment"], "image": [{"op": "color", "brightness": 1.2}]}},

@@ -179,3 +179,31 @@ def test_models_list_and_summary(capsys):
 def test_models_errors(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 1 and message in err and err.count("\n") == 1
+
+
+def test_report_and_inspect_do_not_load_torch_or_scikit_learn(digits_lt):
+    code = ("import sys; from augforge.cli import main; main(['report', 'digits']); main(['inspect', sys.argv[1]]);"
+            "heavy = sorted(m for m in ('torch', 'sklearn', 'imblearn', 'nvidia.dali') if m in sys.modules);"
+            "print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", code, str(digits_lt)], capture_output=True, text=True, check=True).stdout
+    assert "imbalance ratio" in out and out.strip().splitlines()[-1] == "HEAVY []"
+
+
+@pytest.mark.parametrize("names", [
+    [f"class {i}" for i in range(5)],
+    [f"supplier invoice dispute {i}" for i in range(6)],
+    [f"a very long class name that goes on and on, number {i}" for i in range(9)],
+    [f"c{i}" for i in range(40)],
+])
+def test_class_labels_of_the_chart_never_overlap(names):
+    import matplotlib.pyplot as plt
+
+    from augforge.balance.render import chart_figure
+
+    fig = chart_figure({"counts": {n: 10 + i for i, n in enumerate(names)}, "split": "train"})
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in fig.axes[0].get_xticklabels()]
+    plt.close(fig)
+    assert len(boxes) == len(names)
+    for a, b in zip(boxes, boxes[1:]):
+        assert a.x1 <= b.x0, (a, b)  # left to right, with no two labels sharing a column of pixels

@@ -97,3 +97,71 @@ def test_per_class_copies_and_symmetric_ranges():
     assert recipe.augment.copies_for("9") == 6 and recipe.augment.copies_for("0") == 2
     assert recipe.augment.image[0].params["degrees"] == (-10.0, 10.0)
     assert recipe.augment.image[1].params["hue"] == (15.0, 15.0)  # a fixed shift: only degrees are symmetric
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"epoch": 3}, "train.epoch: unknown key"),
+    ({"mixup_alpha": "abc"}, 'train.mixup_alpha: expected a number, got "abc"'),
+    ({"precision": "fp8"}, "train.precision: expected one of fp32, bf16, fp16"),
+    ({"early_stopping_metric": "bogus"}, "train.early_stopping_metric: expected one of balanced_accuracy"),
+    ({"optimizer": "adamm"}, "train.optimizer: expected one of sgd, adam, adamw"),
+    ({"schedule": "cosin"}, "train.schedule: expected one of cosine"),
+    ({"nonfinite": "ignore"}, "train.nonfinite: expected one of stop, skip"),
+    ({"device": "tpu"}, "train.device: expected one of auto, cpu, cuda"),
+    ({"model": "resnet9000"}, "train.model: unknown model 'resnet9000'"),
+    ({"model": "simple_cnn", "model_options": {"widht": 8}}, "train.model_options.widht: simple_cnn has no option"),
+    ({"lr": float("nan")}, "train.lr: expected a finite number"),
+    ({"epochs": 0}, "train.epochs: expected a whole number in [1, 100000]"),
+    ({"batch_size": 2 ** 70}, "train.batch_size: expected a whole number in [1, 65536]"),
+    ({"threads": 0}, "train.threads: expected a whole number in [1, 1024]"),
+    ({"swa_start": 5, "epochs": 3}, "train.swa_start: epoch 5 is not below train.epochs (3)"),
+    ({"stream": [{"op": "normalize"}, {"op": "hflip"}]}, "train.stream[0].op: normalize: it must be the last op"),
+    ({"stream": [{"op": "rotate"}]}, "train.stream[0].degrees: missing"),
+    ({"early_stopping_patience": 0}, "train.early_stopping_patience: expected a whole number in [1, 100000]"),
+])
+def test_every_train_key_is_checked_when_the_recipe_is_read(train, message):
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(_with(train=train), "r.yaml")
+    assert str(err.value).startswith("r.yaml: ") and message in str(err.value)
+
+
+def test_build_and_preview_refuse_a_bad_train_section_before_any_work(tmp_path, capsys):
+    import yaml
+
+    from augforge.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(_with(train={"epoch": 3}, output={"dir": "out"})))
+    for argv in (["build", str(recipe)], ["preview", str(recipe), "--out", str(tmp_path / "p.png")]):
+        assert main(argv) == 1
+        assert "r.yaml: train.epoch: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "p.png").exists()
+
+
+def test_online_mode():
+    recipe = parse_recipe(_with(augment={"mode": "online", "image": [{"op": "hflip"}]},
+                                train={"stream": [{"op": "normalize"}]}), "r.yaml")
+    assert [op.name for op in recipe.train_ops] == ["hflip", "normalize"]
+    offline = parse_recipe(_with(train={"stream": [{"op": "normalize"}]}), "r.yaml")
+    assert [op.name for op in offline.train_ops] == ["normalize"]  # offline: the ops were written into shards
+    other_ops = parse_recipe(_with(augment={"mode": "online", "image": [{"op": "vflip"}]}), "r.yaml")
+    assert other_ops.fingerprint_parts() == recipe.fingerprint_parts()  # online ops do not change the build
+    for augment, message in [({"mode": "online", "copies": 2, "image": [{"op": "hflip"}]},
+                              "augment.copies: online mode draws fresh augmentations"),
+                             ({"mode": "later"}, "augment.mode: expected one of offline, online"),
+                             ({"mode": "online", "text": [{"op": "eda"}]}, "augment.mode: online augmentation")]:
+        with pytest.raises(RecipeError, match=message):
+            parse_recipe(_with(augment=augment), "r.yaml")
+
+
+def test_paths_are_printed_and_fingerprinted_resolved(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "t.csv").write_text("text,label\nhello there,a\ngood bye,b\n")
+    (tmp_path / "recipes" / "deep").mkdir(parents=True)
+    near = parse_recipe({"source": {"path": "../data/t.csv", "text_col": "text"}, "output": {"dir": "../out"}},
+                        "a.yaml", tmp_path / "recipes")
+    far = parse_recipe({"source": {"path": "../../data/t.csv", "text_col": "text"}},
+                       "b.yaml", tmp_path / "recipes" / "deep")
+    assert ".." not in near.source.path and ".." not in near.output.dir
+    assert near.output.dir == str(tmp_path / "out")
+    assert near.fingerprint_parts() == far.fingerprint_parts()

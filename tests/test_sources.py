@@ -172,3 +172,15 @@ def test_dataset_directory_is_a_source(digits_lt):
     per_class = np.bincount(load_digits().target)
     assert (splits == TEST).sum() == sum(round(n * 0.25) for n in per_class)
     assert len(source.ids()) == len(splits) == 1002
+
+
+def test_files_at_the_root_and_hidden_folders_are_listed_as_excluded(image_folder):
+    (image_folder / "notes.txt").write_text("not a class")
+    (image_folder / "stray.jpg").write_bytes((image_folder / "china" / "img00.jpg").read_bytes())
+    (image_folder / ".cache").mkdir()
+    (image_folder / ".cache" / "x.png").write_bytes((image_folder / "china" / "img01.png").read_bytes())
+    source = open_source(str(image_folder))
+    assert source.class_names == ["china", "flower"] and len(source.labels()) == 9
+    reasons = {p.path.split("/")[-1]: p.reason for p in source.problems}
+    assert "outside every class folder" in reasons["notes.txt"] and "outside every class folder" in reasons["stray.jpg"]
+    assert "hidden folder" in reasons[".cache"]

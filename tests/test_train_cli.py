@@ -156,3 +156,21 @@ def test_early_stopping_and_the_data_cache(tmp_path, capsys):
     assert "pass --rebuild" in capsys.readouterr().err  # train's own option (it has no --overwrite)
     assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data"),
                  "--rebuild"]) == 0
+
+
+def test_progress_reaches_logs_when_the_output_is_not_a_terminal():
+    from augforge.train.loop import TrainConfig, Trainer
+    from augforge.train.run import _EpochProgress
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
+    trainer = Trainer(model, TrainConfig(epochs=1), len(data))
+    lines = []
+    with _EpochProgress(trainer, data, "lines", every=0.0, log=lines.append) as batches:
+        trainer.train_epoch(batches)
+    assert [line.split("  ")[0] for line in lines] == [f"epoch 0: batch {i}/5" for i in range(1, 6)]
+    assert all("loss" in line and "rows/s" in line for line in lines)
+    quiet = []
+    with _EpochProgress(trainer, data, "lines", every=3600.0, log=quiet.append) as batches:
+        trainer.train_epoch(batches)
+    assert quiet == []

@@ -341,6 +341,9 @@ def check_op_list(ops, color: str, file: str, encoded_output: bool) -> None:
         spec = OPS[op.name]
         if spec.rgb and color == "gray":
             raise RecipeError(f"{file}: {op.where}.op: {op.name} needs colour images; set augment.color: rgb")
+        if spec.float_output and op.p < 1.0:
+            raise RecipeError(f"{file}: {op.where}.p: {op.name} sets the output format (float pixels), so it runs "
+                              "on every image; remove p or set it to 1")
         if spec.float_output and (i != len(ops) - 1 or encoded_output):
             why = "it must be the last op" if i != len(ops) - 1 else \
                 "it makes float pixels, which an encoded (png/jpeg/raw uint8) dataset cannot store; normalize when " \

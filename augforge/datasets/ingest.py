@@ -40,8 +40,13 @@ def with_provenance(batch: pa.RecordBatch, split_codes: np.ndarray) -> pa.Record
 
 def content_parts(source: Source, splits: SplitSpec, imbalance: ImbalanceSpec, seed: int, shard_rows: int | None,
                   shard_mb: float | None, **job) -> dict:
-    """What determines a written dataset's content (hashed into its fingerprint); ``job`` adds the job's own."""
-    return {**job, "source": source.describe(), "splits": asdict(splits), "imbalance": asdict(imbalance),
+    """What determines a written dataset's content (hashed into its fingerprint); ``job`` adds the job's own.
+    The source's location is resolved: another spelling of the same path makes the same dataset."""
+    from augforge.recipe import resolved
+
+    described = source.describe()
+    described["location"] = resolved(described["location"])
+    return {**job, "source": described, "splits": asdict(splits), "imbalance": asdict(imbalance),
             "seed": seed, "shard_rows": shard_rows, "shard_mb": shard_mb}
 
 

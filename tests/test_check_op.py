@@ -1,0 +1,154 @@
+"""The check every image op passes, on every backend: DALI's own CPU ops, the fused CPU pass, the torch
+fallback, and the GPU where one is present.
+
+For each op of the op table (``OPS``) and each backend: the output shape and dtype; ``p = 0`` leaves the
+image unchanged; the same seed gives the same pixels; and the backends agree with DALI's CPU ops within
+the op's stated tolerance, on parameters that make the op deterministic (for the ops that place a box at
+random, on the area they change instead).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from augforge.augment.image import OPS, ImageAugmenter
+from augforge.augment.torch_ops import NEEDS_DALI, TorchAugment
+from augforge.errors import AugforgeError
+from augforge.pipelines.stream import parse_ops
+
+H, W = 120, 160
+#: per op: parameters that make it deterministic (a random box keeps a random place), the output shape for a
+#: 120x160 input, and how the backends must agree: ("pixels", mean abs, max abs) in grey levels (normalized
+#: units for normalize), ("area", relative tolerance) of the changed pixels, or ("box", side) for cutout
+CASES = {
+    "random_resized_crop": ({"size": [64, 48], "scale": [1.0, 1.0], "ratio": [4 / 3, 4 / 3]}, (64, 48),
+                            ("pixels", 0.25, 10)),
+    "random_crop": ({"size": [H, W]}, (H, W), ("pixels", 0, 0)),
+    "center_crop": ({"size": [60, 80]}, (60, 80), ("pixels", 0, 0)),
+    "resize": ({"size": [40, 30]}, (40, 30), ("pixels", 0.25, 10)),
+    "pad": ({"padding": 5, "fill": 7}, (H + 10, W + 10), ("pixels", 0, 0)),
+    "rotate": ({"degrees": [30, 30]}, (H, W), ("pixels", 0.01, 1)),
+    "hflip": ({}, (H, W), ("pixels", 0, 0)),
+    "vflip": ({}, (H, W), ("pixels", 0, 0)),
+    "color": ({"brightness": [1.2, 1.2], "contrast": [0.8, 0.8], "saturation": [0.5, 0.5], "hue": [20, 20]},
+              (H, W), ("pixels", 0.01, 1)),
+    "grayscale": ({}, (H, W), ("pixels", 0.25, 1)),
+    "gaussian_blur": ({"sigma": [1.0, 1.0], "kernel": 5}, (H, W), ("pixels", 0.01, 1)),
+    "random_erasing": ({"scale": [0.1, 0.1], "ratio": [1.0, 1.0]}, (H, W), ("area", 0.05)),
+    "cutout": ({"size": 20}, (H, W), ("box", 20)),
+    "normalize": ({}, (H, W), ("pixels", 1e-5, 1e-4)),
+    "auto_augment": ({}, (H, W), ("pixels", 0, 0)),
+    "rand_augment": ({}, (H, W), ("pixels", 0, 0)),
+    "trivial_augment": ({}, (H, W), ("pixels", 0, 0)),
+}
+BACKENDS = ["dali", "fused", "torch", "gpu"]
+
+
+@pytest.fixture(scope="module")
+def photo(sample_images):
+    pixels = np.ascontiguousarray(sample_images[0][100 : 100 + H, 200 : 200 + W])
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return pixels, buf.getvalue()
+
+
+def apply(backend: str, name: str, params: dict, photo, p: float = 1.0, seed: int = 0, n: int = 1) -> list:
+    """``n`` outputs of one op on the photo, as HWC numpy arrays (uint8, or float32 after normalize)."""
+    pixels, encoded = photo
+    ops = parse_ops([{"op": name, "p": p, **params}], "ops")
+    if backend == "torch":
+        gen = torch.Generator().manual_seed(seed)
+        augment = TorchAugment(ops)
+        chw = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        return [augment(chw, gen).permute(1, 2, 0).numpy() for _ in range(n)]
+    if backend == "gpu" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (runs on the GPU machine)")
+    augmenter = ImageAugmenter(ops, seed=seed, device="gpu" if backend == "gpu" else "cpu", batch_size=8,
+                               fuse=backend == "fused")
+    outs = augmenter.augment([encoded] * n)
+    return [o.transpose(1, 2, 0) if OPS[name].float_output else o for o in outs]
+
+
+def every(name):
+    return [pytest.param(name, backend, id=f"{name}-{backend}") for backend in BACKENDS]
+
+
+CHECKS = [case for name in OPS for case in every(name)]
+
+
+def test_the_check_covers_every_op():
+    assert set(CASES) == set(OPS)
+
+
+def test_normalize_with_p_below_one_is_refused():
+    from augforge.augment.image import check_op_list
+    from augforge.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"ops\[0\]\.p: normalize sets the output format"):
+        check_op_list(parse_ops([{"op": "normalize", "p": 0.5}], "ops"), "rgb", "r.yaml", encoded_output=False)
+
+
+def _refused(backend, name):
+    if backend == "torch" and name in NEEDS_DALI:
+        with pytest.raises(AugforgeError, match="no torch fallback"):
+            TorchAugment(parse_ops([{"op": name}], "ops"))
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name, backend", CHECKS)
+def test_shape_and_dtype(photo, name, backend):
+    if _refused(backend, name):
+        return
+    params, shape, _ = CASES[name]
+    (out,) = apply(backend, name, params, photo)
+    assert out.shape == (*shape, 3)
+    assert out.dtype == (np.float32 if OPS[name].float_output else np.uint8)
+
+
+@pytest.mark.parametrize("name, backend", CHECKS)
+def test_p_zero_leaves_the_image_unchanged(photo, name, backend):
+    if _refused(backend, name) or OPS[name].float_output:  # normalize always runs: it is the output format
+        return
+    params = CASES[name][0]
+    outs = apply(backend, name, params, photo, p=0.0, n=4)
+    assert all(np.array_equal(out, photo[0]) for out in outs)
+
+
+@pytest.mark.parametrize("name, backend", CHECKS)
+def test_the_same_seed_gives_the_same_pixels(photo, name, backend):
+    if _refused(backend, name):
+        return
+    params = {**CASES[name][0], **RANDOM.get(name, {})}
+    p = 1.0 if OPS[name].float_output else 0.7  # normalize runs on every image (p < 1 is refused)
+    first = apply(backend, name, params, photo, p=p, seed=3, n=4)
+    again = apply(backend, name, params, photo, p=p, seed=3, n=4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+#: ranges that make the ops random again, for the seed check
+RANDOM = {"random_resized_crop": {"scale": [0.3, 1.0], "ratio": [0.75, 1.33]}, "random_crop": {"size": 64},
+          "rotate": {"degrees": 30}, "color": {"brightness": [0.5, 1.5], "hue": [-30, 30]},
+          "gaussian_blur": {"sigma": [0.5, 2.0]}, "random_erasing": {"scale": [0.05, 0.3]}}
+
+
+@pytest.mark.parametrize("name, backend", [case for case in CHECKS if case.values[1] != "dali"])
+def test_backends_agree_with_dalis_cpu_ops(photo, name, backend):
+    if _refused(backend, name):
+        return
+    params, _, (kind, *tolerance) = CASES[name]
+    (ref,) = apply("dali", name, params, photo)
+    (out,) = apply(backend, name, params, photo)
+    assert out.shape == ref.shape
+    if kind == "pixels":
+        diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+        assert diff.mean() <= tolerance[0] and diff.max() <= tolerance[1], (diff.mean(), diff.max())
+        return
+    changed_ref, changed = ((o != photo[0]).any(-1).sum() for o in (ref, out))
+    if kind == "area":  # the same share of the image is erased, wherever the box fell
+        assert abs(int(changed) - int(changed_ref)) <= tolerance[0] * changed_ref and changed_ref > 0
+    else:  # a box of that side, clipped where it leaves the image
+        assert 0 < changed <= tolerance[0] ** 2 and 0 < changed_ref <= tolerance[0] ** 2
