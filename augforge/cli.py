@@ -251,9 +251,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         args.run_dir = str(Path("build") / "runs" / Path(args.recipe).stem)
-    summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume, rebuild=args.rebuild,
+    summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume or args.resume_changed,
+                           rebuild=args.rebuild,
                            workers=args.workers, threads=args.threads, log=lambda text: print(text, flush=True),
-                           show_progress=sys.stderr.isatty())
+                           show_progress=sys.stderr.isatty(), resume_changed=args.resume_changed)
     if not summary:  # a DDP worker other than rank 0: the first process reports
         return 0
     if "accuracy" in summary:
@@ -301,8 +302,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _print_written(out, result, target) -> None:
     """What a job writing a dataset directory did: nothing (it was complete), or the rows and shards it wrote.
 
-    Printed without wrapping, so a long path stays on one line."""
+    Printed without wrapping, so a long path stays on one line, and without ``..`` segments."""
     manifest = result.manifest
+    target = os.path.normpath(str(target))
     if result.up_to_date:
         out.print(f"{target}: already holds this dataset ({manifest['num_rows']:,} rows); nothing to do",
                   soft_wrap=True, highlight=False)
@@ -440,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: build/runs/<recipe name>)")
     p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="with --resume: continue even though the train section changed since the checkpoint")
     p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
     p.add_argument("--threads", type=int, metavar="N",
@@ -499,6 +503,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        from augforge.datasets.writer import DISK_FULL
+
+        if exc.errno not in DISK_FULL:
+            raise
+        print(f"augforge {args.command}: error: {exc.filename or 'a file'}: {os.strerror(exc.errno).lower()}; "
+              "free space and rerun", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from augforge.train.config import RunSpec, TrainConfig, parse_train
 OUTPUT_FORMATS = ("png", "jpeg", "raw")
 DEVICES = ("auto", "cpu", "gpu")
 COLORS = ("rgb", "gray")
+#: the largest image side an op may ask for (a 16k x 16k image is already 768 MB of RGB)
+MAX_SIDE = 16384
 #: offline: augmented copies are written into the shards; online: the loader draws new ones every epoch
 MODES = ("offline", "online")
 
@@ -90,11 +92,11 @@ class Checker:
         if isinstance(value, (list, tuple)):
             if len(value) != 2:
                 self.fail(where, f"expected a size N or [height, width], got {_show(value)}")
-            return (int(self.number(value[0], f"{where}[0]", 1, integer=True)),
-                    int(self.number(value[1], f"{where}[1]", 1, integer=True)))
+            return (int(self.number(value[0], f"{where}[0]", 1, MAX_SIDE, integer=True)),
+                    int(self.number(value[1], f"{where}[1]", 1, MAX_SIDE, integer=True)))
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(where, f"expected a size N or [height, width], got {_show(value)}")
-        n = int(self.number(value, where, 1, integer=True))
+        n = int(self.number(value, where, 1, MAX_SIDE, integer=True))
         return n, n
 
     def choice(self, value, where: str, options: tuple[str, ...]) -> str:
@@ -261,7 +263,7 @@ def _source(c: Checker, value, base: Path) -> SourceSpec:
             c.fail("source.feature_cols", f"expected a list of column names, got {_show(cols)}")
         opt["feature_cols"] = tuple(cols)
     if raw.get("max_pixels") is not None:
-        opt["max_pixels"] = int(c.number(raw["max_pixels"], "source.max_pixels", 1, integer=True))
+        opt["max_pixels"] = int(c.number(raw["max_pixels"], "source.max_pixels", 1, 10**12, integer=True))
     for key in ("test_split", "val_split"):
         if key in raw:
             opt[key] = float(c.number(raw[key], f"source.{key}", 0.0, 0.9))
@@ -270,7 +272,7 @@ def _source(c: Checker, value, base: Path) -> SourceSpec:
     if raw.get("imbalance") is not None:
         opt["imbalance"] = c.choice(raw["imbalance"], "source.imbalance", ("longtail",))
     if "imbalance_factor" in raw:
-        opt["imbalance_factor"] = float(c.number(raw["imbalance_factor"], "source.imbalance_factor", 1.0))
+        opt["imbalance_factor"] = float(c.number(raw["imbalance_factor"], "source.imbalance_factor", 1.0, 10_000.0))
     return SourceSpec(path=path, **opt)
 
 
@@ -351,9 +353,9 @@ def _output(c: Checker, value, base: Path) -> OutputSpec:
     if raw.get("shard_rows") is not None and raw.get("shard_mb") is not None:
         c.fail("output", "give shard_rows or shard_mb, not both")
     if raw.get("shard_rows") is not None:
-        out["shard_rows"] = int(c.number(raw["shard_rows"], "output.shard_rows", 1, integer=True))
+        out["shard_rows"] = int(c.number(raw["shard_rows"], "output.shard_rows", 1, 10**9, integer=True))
     if raw.get("shard_mb") is not None:
-        out["shard_mb"] = float(c.number(raw["shard_mb"], "output.shard_mb", 0.001))
+        out["shard_mb"] = float(c.number(raw["shard_mb"], "output.shard_mb", 0.001, 1_000_000.0))
     return OutputSpec(**out)
 
 

@@ -162,23 +162,20 @@ def test_a_raw_build_writes_its_manifest_once_with_the_shape_even_when_resumed(t
     import augforge.datasets.writer as writer
 
     data = {**DIGITS, "augment": {**DIGITS["augment"], "copies": 1}, "output": {"format": "raw", "shard_rows": 400}}
-    real = writer.write_json
-    manifest_writes = []
+    points = []
 
-    def crash_at_the_manifest(path, value):
-        if path.name == MANIFEST:
-            manifest_writes.append(value)
-            if len(manifest_writes) == 1:  # a crash between the last shard and the manifest
-                raise KeyboardInterrupt
-        return real(path, value)
+    def crash_before_the_manifest(name):  # the writer's crash points, seen in process
+        points.append(name)
+        if name == "before-manifest" and points.count(name) == 1:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(writer, "write_json", crash_at_the_manifest)
+    monkeypatch.setattr(writer, "fault_point", crash_before_the_manifest)
     out = tmp_path / "raw"
     with pytest.raises(KeyboardInterrupt):
         build(parse_recipe(data, "r.yaml"), out)
     assert not (out / MANIFEST).exists() and (out / ".augforge-progress.json").exists()
     result = build(parse_recipe(data, "r.yaml"), out)  # resumed: no row is left to make, the shape is in the journal
-    assert result.write.written_rows == 0 and len(manifest_writes) == 2
+    assert result.write.written_rows == 0 and points.count("manifest-write") == 1  # one manifest write, complete
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["payload_info"] == {"encoding": "raw", "channels": 1, "height": 8, "width": 8}
     from augforge.pipelines.stream import open_loader
@@ -186,7 +183,6 @@ def test_a_raw_build_writes_its_manifest_once_with_the_shape_even_when_resumed(t
     x, _ = next(iter(open_loader(out, 16)))
     assert tuple(x.shape) == (16, 1, 8, 8)
     fresh = tmp_path / "fresh"
-    monkeypatch.setattr(writer, "write_json", real)
     build(parse_recipe(data, "r.yaml"), fresh)
     assert checksums(fresh) == checksums(out)
 

@@ -207,3 +207,9 @@ def test_class_labels_of_the_chart_never_overlap(names):
     assert len(boxes) == len(names)
     for a, b in zip(boxes, boxes[1:]):
         assert a.x1 <= b.x0, (a, b)  # left to right, with no two labels sharing a column of pixels
+
+
+def test_printed_paths_have_no_dot_dot_segments(tmp_path, capsys):
+    spelled = tmp_path / "x" / ".." / "d"
+    code, out, _ = run(capsys, "ingest", "digits", spelled, "-q")
+    assert code == 0 and f"to {tmp_path / 'd'}" in out and ".." not in out

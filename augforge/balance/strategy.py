@@ -253,6 +253,26 @@ def _labels_for(counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(counts)), counts)
 
 
+def _too_few_for_neighbours(step: Step, plan: dict, current: np.ndarray, class_names: list[str]) -> list[str]:
+    """Warnings for the classes a neighbour-based over-sampler is asked to grow but has too few rows for:
+    SMOTE and its kin need more than ``k_neighbors`` rows of the class, or imbalanced-learn refuses."""
+    params = inspect.signature(step.sampler.cls).parameters
+    name = next((p for p in ("k_neighbors", "n_neighbors") if p in params), None)
+    if name is None or step.sampler.name in ("over", "kmeans_smote"):
+        return []
+    k = step.options.get(name, params[name].default)
+    if not isinstance(k, int):
+        return []
+    out = []
+    for label, n in plan.items():
+        have = int(current[int(label)])
+        if int(n) > 0 and have <= k:
+            out.append(f"{step.text}: class {class_names[int(label)]!r} has {have} row(s), but "
+                       f"{step.sampler.cls.__name__} needs more than {name}={k}; it will refuse: lower k "
+                       f"(e.g. {step.sampler.name}:k={max(1, have - 1)}) or copy rows with 'over'")
+    return out
+
+
 def project(steps: list[Step], counts, class_names: list[str], strategy_text: str = "") -> Projection:
     """Apply each step's imbalanced-learn sampling_strategy to class counts.
 
@@ -272,6 +292,7 @@ def project(steps: list[Step], counts, class_names: list[str], strategy_text: st
         except ValueError as exc:
             raise AugforgeError(f"strategy step {step.text!r}: imbalanced-learn refuses it: {exc}") from None
         if kind == "over-sampling":
+            notes += _too_few_for_neighbours(step, plan, current, class_names)
             for label, n in plan.items():
                 current[int(label)] += int(n)
         elif kind == "under-sampling":

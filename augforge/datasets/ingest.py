@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,7 +17,7 @@ from augforge.datasets.manifest import FORMAT
 from augforge.datasets.plan import RowPlan, plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
-from augforge.datasets.writer import AlreadyComplete, DatasetWriter
+from augforge.datasets.writer import DISK_FULL, AlreadyComplete, DatasetWriter
 from augforge.errors import AugforgeError
 
 READ_BATCH_ROWS = 1024
@@ -117,7 +118,16 @@ def write_dataset(
                 on_rows(batch.num_rows)
         manifest = writer.close()
     except KeyboardInterrupt:
+        writer.release()
         raise  # leave the journal: rerunning the same command resumes
+    except OSError as exc:
+        writer.abort()
+        if exc.errno in DISK_FULL:
+            left = "the shards written so far are kept: free space and rerun to resume" if writer.resumed else \
+                "the partial output was removed"
+            raise AugforgeError(f"{exc.filename or out}: {os.strerror(exc.errno).lower()} while writing {out}; "
+                                f"{left}") from None
+        raise
     except BaseException:
         writer.abort()
         raise

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from augforge.errors import AugforgeError
 
 MANIFEST = "manifest.json"
 PROGRESS = ".augforge-progress.json"
+#: held (fcntl) by the job writing a dataset directory, for the whole job
+LOCK = ".augforge.lock"
 SHARDS_DIR = "shards"
 FORMAT = "augforge.dataset/1"
 
@@ -46,7 +49,22 @@ def read_manifest(root: str | Path) -> dict:
     for key in ("class_names", "shards", "schema", "payload", "counts"):
         if key not in manifest:
             raise AugforgeError(f"{root / MANIFEST}: missing key {key!r}; rebuild the dataset")
+    if not isinstance(manifest["shards"], list):
+        raise AugforgeError(f"{root / MANIFEST}: 'shards' is not a list; rebuild the dataset")
+    for entry in manifest["shards"]:
+        shard_file(root, entry.get("file") if isinstance(entry, dict) else entry, root / MANIFEST)
     return manifest
+
+
+def shard_file(root: Path, name, listed_in: Path) -> Path:
+    """The path of a shard named in a manifest or journal (``listed_in``): ``shards/<name>.arrow``, which must
+    resolve inside ``root/shards`` (no ``..``, no absolute path, no link leading out)."""
+    root = Path(root)
+    if not isinstance(name, str) or not re.fullmatch(rf"{SHARDS_DIR}/[A-Za-z0-9_.-]+\.arrow", name) or \
+            (root / name).resolve().parent != (root / SHARDS_DIR).resolve():
+        raise AugforgeError(f"{listed_in}: shard {name!r} is not a file inside {root / SHARDS_DIR}; the file was "
+                            "damaged or tampered with, rebuild the dataset")
+    return root / name
 
 
 def counts_by_name(manifest: dict, split: str) -> dict[str, int]:

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from augforge.datasets import schema as S
 from augforge.datasets.checksums import verify_file
-from augforge.datasets.manifest import counts_by_name, read_manifest
+from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
 from augforge.errors import AugforgeError
 
 
@@ -71,7 +71,7 @@ class Dataset:
     # -- shards ----------------------------------------------------------------------------------
 
     def _shard_path(self, index: int) -> Path:
-        return self.root / self.manifest["shards"][index]["file"]
+        return shard_file(self.root, self.manifest["shards"][index]["file"], self.root / MANIFEST)
 
     def verify(self) -> None:
         """Check every shard's size and checksum now; raise naming the first damaged shard."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,11 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from augforge import __version__
-from augforge.atomic import TMP_PREFIX, atomic_path, write_json
+from augforge.atomic import TMP_PREFIX, atomic_open, atomic_path, write_json
 from augforge.datasets import schema as S
 from augforge.datasets.checksums import file_checksum, verify_file
-from augforge.datasets.manifest import FORMAT, MANIFEST, PROGRESS, SHARDS_DIR, read_json
+from augforge.datasets.manifest import FORMAT, LOCK, MANIFEST, PROGRESS, SHARDS_DIR, read_json, shard_file
 from augforge.errors import AugforgeError
+from augforge.faults import fault_point
 
 DEFAULT_SHARD_MB = 64.0
 
@@ -116,44 +120,101 @@ class DatasetWriter:
         return self._resumed
 
     def _prepare(self, overwrite: bool) -> None:
+        """Take the directory: created if missing, locked for the whole job, then resumed, replaced or
+        refused; a new write marks it as augforge's (an empty journal) before anything else is created."""
         root = self.root
         if root.exists() and not root.is_dir():
             raise AugforgeError(f"{root}: exists and is not a directory; choose another output path")
+        self._created_root = not root.exists()
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        fresh = False
         if (root / MANIFEST).is_file():
             old = read_json(root / MANIFEST, "augforge manifest")
             if old.get("fingerprint") == self.fingerprint and not overwrite:
+                self._unlock()
                 raise AlreadyComplete(old)
             if not overwrite:
+                self._unlock()
                 raise OtherDataset(root, f"holds another dataset (from "
                                          f"{old.get('source', {}).get('location', '?')})")
             self._clear()
+            fresh = True
         elif (root / PROGRESS).is_file():
             journal = read_json(root / PROGRESS, "augforge progress journal")
             if journal.get("fingerprint") == self.fingerprint and not overwrite:
                 self._resume(journal)
             elif overwrite:
                 self._clear()
+                fresh = True
             else:
+                self._unlock()
                 raise OtherDataset(root, "holds an unfinished build of different input")
-        elif root.exists() and any(root.iterdir()):
+        elif any(not _leftover(path) for path in root.iterdir()):
+            self._unlock()
             raise AugforgeError(
                 f"{root}: directory is not empty and is not an augforge dataset; choose an empty or new directory"
             )
-        if not root.exists():
-            root.mkdir(parents=True)
-            self._created_root = True
+        else:  # new, or what a job killed before its mark left: its lock, temporary files, an empty shards/
+            self._clear()
+            fresh = True
+        if fresh:
+            write_json(root / PROGRESS, {"fingerprint": self.fingerprint, "shards": [], "learned": {}})
+            fault_point("marked")
         (root / SHARDS_DIR).mkdir(exist_ok=True)
+
+    def _lock(self) -> None:
+        """Hold an exclusive fcntl lock on ``root/.augforge.lock`` until close or abort; another job holding it is
+        named in one line. The file is checked to still be the one locked (a job may remove it as it ends)."""
+        import fcntl
+
+        path = self.root / LOCK
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                raise AugforgeError(f"{self.root}: another augforge job is writing it ({holder}); wait for it to "
+                                    "finish or choose another directory") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        """Give the lock up and remove its file (a finished directory holds only the dataset)."""
+        fd = getattr(self, "_lock_fd", None)
+        if fd is None:
+            return
+        (self.root / LOCK).unlink(missing_ok=True)
+        os.close(fd)
+        self._lock_fd = None
 
     def _clear(self) -> None:
         """Remove an old dataset: manifest first, so the directory is never taken for complete."""
         (self.root / MANIFEST).unlink(missing_ok=True)
         (self.root / PROGRESS).unlink(missing_ok=True)
         shutil.rmtree(self.root / SHARDS_DIR, ignore_errors=True)
+        self._remove_temporaries()
+
+    def _remove_temporaries(self) -> None:
+        """Temporary files a killed job left beside the manifest and the journal."""
+        for path in self.root.glob(TMP_PREFIX + "*"):
+            path.unlink(missing_ok=True)
 
     def _resume(self, journal: dict) -> None:
         shards_dir = self.root / SHARDS_DIR
         for entry in journal.get("shards", []):
-            problem = verify_file(self.root / entry["file"], entry["checksum"], entry["bytes"])
+            problem = verify_file(shard_file(self.root, entry["file"], self.root / PROGRESS), entry["checksum"],
+                                  entry["bytes"])
             if problem:
                 raise AugforgeError(
                     f"{self.root / entry['file']}: {problem}; the unfinished build cannot be resumed, "
@@ -165,7 +226,8 @@ class DatasetWriter:
         for path in shards_dir.iterdir() if shards_dir.exists() else ():
             if path.name not in listed:  # a shard renamed after the last journal entry, or a temp file
                 path.unlink()
-        self._resumed = True
+        self._remove_temporaries()
+        self._resumed = bool(self.shards)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -222,6 +284,7 @@ class DatasetWriter:
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         write_json(self.root / PROGRESS, {"fingerprint": self.fingerprint, "shards": self.shards,
                                           "learned": self._learn()})
+        fault_point("shard")
 
     def _learn(self) -> dict:
         """What the producer has learned so far, over what the journal had."""
@@ -260,18 +323,29 @@ class DatasetWriter:
             **_merged(self.meta, self._learn()),
             "shards": self.shards,
         }
-        write_json(self.root / MANIFEST, manifest)
+        fault_point("before-manifest")
+        with atomic_open(self.root / MANIFEST) as fh:
+            json.dump(manifest, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            fault_point("manifest-write")
         (self.root / PROGRESS).unlink(missing_ok=True)
+        self._unlock()
         return manifest
+
+    def release(self) -> None:
+        """Stop without undoing anything (an interrupt): the journal stays, and the same job resumes."""
+        self._unlock()
 
     def abort(self) -> None:
         """Undo a failed write: a fresh build leaves nothing behind, a resumed one keeps its journal."""
         for path in (self.root / SHARDS_DIR).glob(TMP_PREFIX + "*"):
             path.unlink(missing_ok=True)
-        if self._resumed:
-            return
-        self._clear()
-        if self._created_root and self.root.exists() and not any(self.root.iterdir()):
+        self._remove_temporaries()
+        if not self._resumed:
+            self._clear()
+        self._unlock()
+        if not self._resumed and self._created_root and self.root.exists() and not any(self.root.iterdir()):
             self.root.rmdir()
 
 
@@ -281,3 +355,15 @@ def _merged(meta: dict, learned: dict) -> dict:
     for key, value in learned.items():
         out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def _leftover(path: Path) -> bool:
+    """What a job killed before marking its directory can have left there: the lock, temporary files, an empty
+    shards folder."""
+    if path.name == LOCK or path.name.startswith(TMP_PREFIX):
+        return True
+    return path.name == SHARDS_DIR and path.is_dir() and not any(path.iterdir())
+
+
+#: errno values of a full disk or file-size limit
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)

@@ -87,9 +87,38 @@ def _restore(trainer: Trainer, state: dict) -> None:
     torch.set_rng_state(state["rng"])
 
 
+def training_settings(recipe: Recipe) -> dict:
+    """Every setting of the ``train:`` section that shapes training, keyed ``train.<key>`` (JSON values); a
+    checkpoint stores them, and a resume under other settings is refused naming the keys that differ.
+    Settings that only change logging (tensorboard, log_every) and the device and threads are left out."""
+    from augforge.augment.image import op_dicts
+
+    run = {k: v for k, v in asdict(recipe.run).items() if k not in ("tensorboard", "log_every", "device", "threads")}
+    run["stream"] = op_dicts(recipe.train_ops)
+    settings = {**asdict(recipe.train), **run}
+    return {f"train.{k}": json.loads(json.dumps(v)) for k, v in sorted(settings.items())}
+
+
+def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, log) -> None:
+    """Refuse to resume under other training settings (naming them), unless ``allow_changes``."""
+    stored = state.get("settings")
+    if stored is None:
+        raise AugforgeError(f"{path}: records no training settings (an older augforge wrote it), so a resume cannot "
+                            "be checked; pass --resume-changed to continue it anyway")
+    changed = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
+    if not changed:
+        return
+    listed = ", ".join(f"{k}: {json.dumps(stored.get(k))} -> {json.dumps(settings.get(k))}" for k in changed[:6])
+    more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+    if not allow_changes:
+        raise AugforgeError(f"{path}: was trained with other settings ({listed}{more}); pass --resume-changed to "
+                            "continue under the new ones, or use another --run-dir")
+    log(f"resuming under changed settings: {listed}{more}")
+
+
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
                  rebuild: bool = False, workers: int = 2, threads: int | None = None, log=print,
-                 show_progress: bool = False) -> dict:
+                 show_progress: bool = False, resume_changed: bool = False) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory.
 
     One device decision (``train.device``) places the loader's batches, the model, mixed precision and
@@ -125,8 +154,10 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     trainer = Trainer(model, config, len(loader), device=device)
     checkpoints = run_dir / "checkpoints"
     best, since_best = None, 0
+    settings = training_settings(recipe)
     if resume and (checkpoints / "last.pt").is_file():
         state = load_checkpoint(checkpoints / "last.pt")
+        _check_resume(checkpoints / "last.pt", state, settings, resume_changed, log)
         _restore(trainer, state)
         loader.load_state_dict(state["loader"])
         best = state.get("best")
@@ -167,7 +198,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
                 if key in record.get("val", {}):
                     board.add_scalar(f"val/{key}", record["val"][key], record["epoch"])
             board.flush()
-        extra = {"best": best, "arch": arch, "input": spec}
+        extra = {"best": best, "arch": arch, "input": spec, "settings": settings}
         save_checkpoint(checkpoints / "last.pt", trainer, loader.state_dict(), extra)
         if improved or val is None:
             save_checkpoint(checkpoints / "best.pt", trainer, loader.state_dict(), extra)
@@ -339,7 +370,7 @@ def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
         result = build(recipe, data, workers=workers, overwrite=rebuild)
     except OtherDataset as exc:  # train and lr-find replace it with --rebuild
         raise AugforgeError(exc.with_flag("--rebuild")) from None
-    log(f"data: {data} ({'reused' if result.write.up_to_date else 'built'}, "
+    log(f"data: {os.path.normpath(data)} ({'reused' if result.write.up_to_date else 'built'}, "
         f"{result.write.manifest['num_rows']:,} rows)")
     return result.write.manifest
 

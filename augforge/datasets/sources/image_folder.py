@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -32,10 +33,27 @@ def check_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
                     return f"too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}"
                 img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return f"too large: {exc}"
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else None
+        if pixels is None or pixels > max_pixels:
+            return (f"too large: {f'{pixels:,} pixels ' if pixels else ''}exceeds the limit of {max_pixels:,} "
+                    "(--max-pixels)")
+        return (f"too large: {pixels:,} pixels exceeds Pillow's decompression-bomb guard "
+                f"({Image.MAX_IMAGE_PIXELS:,}), which --max-pixels cannot raise")
     except Exception as exc:  # Pillow raises many types for corrupt data
         return f"unreadable image: {type(exc).__name__}: {exc}"
     return None
+
+
+def _link_problem(path: Path) -> str:
+    """Why a symbolic link in an image folder is not read."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:
+        return "symbolic link loop; not followed"
+    except OSError:
+        return "broken symbolic link (its target does not exist)"
+    return "link to a folder; not followed (folder links can loop): move or copy the images into the class folder"
 
 
 class ImageFolderSource(Source):
@@ -83,7 +101,12 @@ class ImageFolderSource(Source):
             found = 0
             for path in sorted(folder.rglob("*")):
                 rel = path.relative_to(self.root)
-                if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
+                if path.is_symlink() and not path.is_file():  # never skipped silently
+                    self.problems.append(Problem(str(path), _link_problem(path)))
+                    continue
+                if not path.is_file():
                     continue
                 if path.suffix.lower() not in IMAGE_EXTENSIONS:
                     self.problems.append(Problem(str(path), f"not an image file ({path.suffix or 'no extension'})"))
