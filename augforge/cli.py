@@ -265,6 +265,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Run the recipe's leave-one-out, plain and custom arms over paired seeds and compare each with the baseline."""
+    from rich.console import Console
+
+    from augforge.recipe import load_recipe
+    from augforge.train.ablate import run_ablation
+    from augforge.train.ablate_report import print_table
+
+    recipe = load_recipe(args.recipe)
+    report = run_ablation(recipe, args.out, seeds=args.seeds, overrides=args.arms, only=args.only, skip=args.skip,
+                          jobs=args.jobs, metric=args.metric, bootstrap_train=args.bootstrap_train,
+                          budget_minutes=args.budget_minutes, workers=args.workers,
+                          log=lambda text: print(text, flush=True))
+    print_table(report, Console(width=200))
+    print(f"wrote {os.path.normpath(args.out)}/ablation.json, ablation.html and runs/")
+    return 0
+
+
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """The learning-rate range test on the recipe's data and model."""
     from augforge.recipe import load_recipe
@@ -450,6 +468,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads for training (default: train.threads, else torch's default of one per "
                         "core; fewer is faster on a loaded machine)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",
+                       description="Train the recipe as written (baseline), once more per technique it turns on with "
+                                   "that technique removed, once with every technique off (plain), and any --arms, "
+                                   "each over the same seeds; print each arm's paired difference to the baseline "
+                                   "with a 95%% bootstrap interval and a verdict (docs/ablation.md).")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--out", required=True, help="where data/, runs/, ablation.json and ablation.html go")
+    p.add_argument("--seeds", type=int, default=10, help="paired seeds per arm (default 10)")
+    p.add_argument("--arms", nargs="*", default=[], metavar="NAME=PATH:VALUE",
+                   help="extra arms by key path, e.g. lr_x3=train.lr:0.009 (a name repeated adds changes to one arm)")
+    p.add_argument("--only", nargs="*", default=[], metavar="ARM", help="run only these arms (and the baseline)")
+    p.add_argument("--skip", nargs="*", default=[], metavar="ARM", help="leave these arms out")
+    p.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes (torch threads are split)")
+    p.add_argument("--metric", default="balanced_accuracy", choices=["balanced_accuracy", "accuracy", "macro_f1"],
+                   help="the metric the verdicts are about (default balanced_accuracy)")
+    p.add_argument("--bootstrap-train", action="store_true", help="also resample the training rows per seed")
+    p.add_argument("--budget-minutes", type=float, help="start no new run once this much time is spent")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted ablation (the default: finished runs are always reused)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("lr-find", help="sweep the learning rate and suggest an initial one",
                        description="The LR range test on the recipe's data and model: the learning rate grows "

@@ -177,6 +177,7 @@ class AugmentSpec:
     copies: int = 0
     copies_per_class: dict = field(default_factory=dict)
     mode: str = "offline"
+    seed: int | None = None  # the augmentation draws' own seed (None: the recipe's seed)
     keep_original: bool = True
     device: str = "auto"
     color: str = "rgb"
@@ -229,6 +230,12 @@ class Recipe:
         return parts
 
     @property
+    def augment_seed(self) -> int:
+        """The seed of the augmentation draws: ``augment.seed``, else the recipe's (which also draws the split
+        and the balance), so that augmentation can vary while the split stays."""
+        return self.seed if self.augment.seed is None else self.augment.seed
+
+    @property
     def train_ops(self) -> tuple:
         """The image ops the training loader runs every epoch: the augment ops in online mode, then
         ``train.stream``."""
@@ -244,7 +251,7 @@ def resolved(path: str) -> str:
 TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output", "train")
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
-AUGMENT_KEYS = ("copies", "mode", "keep_original", "device", "color", "image", "text", "protect", "min_words")
+AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "text", "protect", "min_words")
 OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
 
 
@@ -317,6 +324,8 @@ def _augment(c: Checker, value) -> AugmentSpec:
             c.fail(f"augment.protect.patterns[{i}]", f"not a regular expression ({exc})")
     return AugmentSpec(
         copies=copies, copies_per_class=per_class, mode=mode,
+        seed=None if raw.get("seed") is None else int(c.number(raw["seed"], "augment.seed", 0, 2**63 - 1,
+                                                                integer=True)),
         keep_original=c.flag(raw.get("keep_original", True), "augment.keep_original"),
         device=c.choice(raw.get("device", "auto"), "augment.device", DEVICES),
         color=c.choice(raw.get("color", "rgb"), "augment.color", COLORS),

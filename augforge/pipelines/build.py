@@ -229,7 +229,7 @@ class _TrainWriter:
         rows = [cache[int(o)] for o in origin]
         augmented = out.augmented[start:stop]
         images: list = [None] * len(rows)
-        seed = int(xxhash.xxh3_64_intdigest(f"augment\x00{start // CHUNK_ROWS}".encode(), self.recipe.seed))
+        seed = int(xxhash.xxh3_64_intdigest(f"augment\x00{start // CHUNK_ROWS}".encode(), self.recipe.augment_seed))
         aug_index = np.flatnonzero(augmented)
         if len(aug_index):
             augmenter = ImageAugmenter(self.recipe.augment.image, color=self.recipe.augment.color, device=self.device,
@@ -295,9 +295,12 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
             raise RecipeError(f"{recipe.file}: augment.image: {source.location} holds text; use augment.text ops")
         return _build_text(recipe, source, out, workers=workers, overwrite=overwrite, stage=stage,
                            on_rows=on_rows, on_total=on_total)
+    if source.payload == S.FEATURES:
+        return _build_features(recipe, source, out, overwrite=overwrite, stage=stage, on_rows=on_rows,
+                               on_total=on_total)
     if source.payload != S.IMAGE:
-        raise RecipeError(f"{recipe.file}: source.path: {source.location} holds {source.payload} rows; builds "
-                          "augment images and text (balance feature tables with `augforge balance`)")
+        raise RecipeError(f"{recipe.file}: source.path: {source.location} holds {source.payload} rows, which a "
+                          "build cannot write")
     if aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
     offline = aug.image if aug.mode == "offline" else ()  # online: the loader runs the ops every epoch
@@ -439,6 +442,26 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
                            shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb, overwrite=overwrite,
                            on_rows=on_rows, on_total=on_total)
     return BuildResult(result, plan, duplicates, meta["build"]["augmented"], "cpu")
+
+
+def _build_features(recipe: Recipe, source: Source, out, *, overwrite: bool, stage, on_rows, on_total) -> BuildResult:
+    """A feature table: split, then the balance strategy (SMOTE and the rest interpolate feature rows), no
+    augmentation ops (they are image and text ops). The same writer as ``augforge balance`` and ``ingest``."""
+    from augforge.balance.apply import balance_dataset
+    from augforge.datasets.ingest import ingest
+
+    aug = recipe.augment
+    if aug.image or aug.text or aug.copies or aug.copies_per_class:
+        raise RecipeError(f"{recipe.file}: augment: {source.location} holds feature rows; augment ops are image and "
+                          "text ops (rebalance feature rows with balance.strategy, e.g. smote)")
+    splits, imbalance = recipe_splits(recipe)
+    options = dict(splits=splits, imbalance=imbalance, seed=recipe.seed, shard_rows=recipe.output.shard_rows,
+                   shard_mb=recipe.output.shard_mb, overwrite=overwrite, on_rows=on_rows, on_total=on_total)
+    if recipe.strategy:
+        result, plan = balance_dataset(source, out, recipe.strategy, on_stage=stage, **options)
+        return BuildResult(result, plan, 0, 0, "cpu")
+    stage("writing the feature rows")
+    return BuildResult(ingest(source, out, **options), None, 0, 0, "cpu")
 
 
 def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: BalancePlan, names: list[str],

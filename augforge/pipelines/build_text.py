@@ -106,9 +106,10 @@ class TextTrain:
     def table(self) -> pa.Table:
         """Every train output row, in order (variants vary in number, so they are made before writing)."""
         ctx = multiprocessing.get_context("fork")
-        pool = ctx.Pool(self.workers, _init_worker, (self.augmenter, self.recipe.seed)) if self.workers > 1 else None
+        seed = self.recipe.augment_seed
+        pool = ctx.Pool(self.workers, _init_worker, (self.augmenter, seed)) if self.workers > 1 else None
         if pool is None:
-            _init_worker(self.augmenter, self.recipe.seed, forked=False)
+            _init_worker(self.augmenter, seed, forked=False)
         batches, at = [], 0
         try:
             for batch in self.source.read(self.plan.train_positions[self.plan.origins], READ_BATCH_ROWS * 4):

@@ -183,7 +183,8 @@ class Loader:
                  world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
                  threads: int | None = None, reader_workers: int = 0, verify: bool = True,
                  fuse: bool = True, augment: bool | None = None, color: str | None = None,
-                 vocab: "Vocabulary | list[str] | None" = None, vocab_size: int = 50_000) -> None:
+                 vocab: "Vocabulary | list[str] | None" = None, vocab_size: int = 50_000,
+                 bootstrap: int | None = None) -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -206,6 +207,12 @@ class Loader:
             raise AugforgeError(f"reader_workers {reader_workers}: expected 0 (a thread feeds DALI) or more")
         self.reader_workers = reader_workers
         self.epoch, self.position = 0, 0
+        #: ``bootstrap``: the split's rows resampled with replacement once, from that seed (every epoch then
+        #: shuffles the resample), for estimates that include the variance of the training rows
+        self.bootstrap = bootstrap
+        n = len(self.dataset)
+        self._base = None if bootstrap is None else \
+            np.sort(np.random.default_rng([int(bootstrap), 0xB007]).integers(0, n, n))
         self.payload = self.dataset.payload
         if reader_workers and self.payload != S.IMAGE:
             raise AugforgeError(f"reader_workers: {dataset_dir} holds {self.payload} rows; reader processes feed "
@@ -256,7 +263,7 @@ class Loader:
         elif self.payload == S.TEXT:
             spec["vocab"] = self.vocab.words
         else:
-            spec["dim"] = int(self.dataset.manifest.get("payload_info", {}).get("dim") or 0)
+            spec["dim"] = len(self.info.get("feature_names") or ())
         return spec
 
     # -- epochs ---------------------------------------------------------------------------------------
@@ -264,6 +271,8 @@ class Loader:
     def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
         """This rank's positions (in the split) for ``epoch``, in order."""
         order = epoch_order(len(self.dataset), self.seed, self.epoch if epoch is None else epoch, self.shuffle)
+        if self._base is not None:
+            order = self._base[order]
         return rank_rows(order, self.rank, self.world_size, self.last)
 
     def _batches_of(self, rows: np.ndarray) -> list[np.ndarray]:
@@ -321,7 +330,7 @@ class Loader:
         """What a reader process needs to cut the same epochs into the same batches."""
         return dict(batch_size=self.batch_size, split=self.dataset.split, shuffle=self.shuffle, seed=self.seed,
                     last=self.last, rank=self.rank, world_size=self.world_size, verify=False, color=self.color,
-                    device="cpu")
+                    device="cpu", bootstrap=self.bootstrap)
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""

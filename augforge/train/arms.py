@@ -1,0 +1,199 @@
+"""The arms of an ablation: the recipe as written, one arm per technique it turns on with exactly that technique
+removed, a plain arm with every technique off, and the user's named overrides.
+
+Arms are built on the recipe mapping (the YAML as loaded) by key paths such as ``train.lr`` or
+``augment.image[2]``, and every arm is validated by the recipe checker, so an override naming a key the
+recipe does not have fails in one line naming the arm.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from augforge.errors import AugforgeError
+
+#: a change that removes the key (the recipe's default applies)
+REMOVE = object()
+
+
+@dataclass
+class Arm:
+    """One arm: its name, what kind it is, and the changes from the baseline recipe (key path, value)."""
+
+    name: str
+    kind: str  # baseline | leave-one-out | plain | custom
+    changes: list = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        """The recipe diff, one line per change."""
+        return [f"{path}: removed" if value is REMOVE else f"{path}: {json.dumps(value)}" for path, value in self.changes]
+
+
+def parse_path(path: str) -> list:
+    """``train.model_options.alpha`` or ``augment.image[2].p`` as a list of keys and indices."""
+    parts: list = []
+    for piece in path.split("."):
+        match = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", piece)
+        if not match:
+            raise AugforgeError(f"{path!r}: not a key path (e.g. train.lr or augment.image[0].p)")
+        parts.append(match.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
+    return parts
+
+
+def apply_changes(data: dict, changes: list) -> dict:
+    """A copy of the recipe mapping with ``changes`` applied in order; list items removed from the end first."""
+    out = copy.deepcopy(data)
+    removals = []
+    for path, value in changes:
+        keys = parse_path(path)
+        parent = out
+        for depth, key in enumerate(keys):
+            if isinstance(key, int) and (not isinstance(parent, list) or key >= len(parent)):
+                raise AugforgeError(f"{path}: the recipe has no item [{key}] there")
+            if not isinstance(key, int) and not isinstance(parent, dict):
+                raise AugforgeError(f"{path}: {key!r} would be inside a value, not a section")
+            if depth == len(keys) - 1:
+                break
+            if not isinstance(key, int) and parent.get(key) is None:
+                parent[key] = {}
+            parent = parent[key]
+        if value is REMOVE:
+            removals.append((parent, keys[-1]))
+        else:
+            parent[keys[-1]] = copy.deepcopy(value)
+    for parent, key in sorted(removals, key=lambda r: -r[1] if isinstance(r[1], int) else 0):
+        if isinstance(key, int):
+            del parent[key]
+        else:
+            parent.pop(key, None)
+    return out
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """``NAME=key.path:VALUE`` (the value read as YAML) as (name, path, value)."""
+    name, sep, rest = text.partition("=")
+    path, sep2, raw = rest.partition(":")
+    if not sep or not sep2 or not name.strip() or not path.strip():
+        raise AugforgeError(f"--arms {text!r}: expected NAME=key.path:VALUE, e.g. lr_x3=train.lr:0.009")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise AugforgeError(f"--arms {text!r}: the value is not valid YAML ({exc})") from None
+    return name.strip(), path.strip(), value
+
+
+def technique_arms(recipe) -> list[Arm]:
+    """One leave-one-out arm per technique the recipe turns on (see docs/ablation.md for the list)."""
+    from augforge.augment.image import DETERMINISTIC
+    from augforge.train.models import model_options
+
+    arms: list[Arm] = []
+    aug, train, run, raw = recipe.augment, recipe.train, recipe.run, recipe.data
+
+    def add(name: str, *changes) -> None:
+        taken = {a.name for a in arms}
+        unique, n = name, 2
+        while unique in taken:
+            unique, n = f"{name}-{n}", n + 1
+        arms.append(Arm(unique, "leave-one-out", list(changes)))
+
+    if recipe.strategy:
+        add("no-balance", ("balance.strategy", REMOVE))
+    section = "image" if aug.image else "text"
+    ops = aug.image or aug.text
+    copies_on = aug.mode == "offline" and bool(aug.copies or aug.copies_per_class)
+    for i, op in enumerate(ops):
+        steady = _steady_form(op)
+        if steady is not None:  # a random crop becomes its centred window: the images keep their shape
+            add(f"no-{op.name}", (f"augment.{section}[{i}]", steady))
+            continue
+        changes = [(f"augment.{section}[{i}]", REMOVE)]
+        if len(ops) == 1 and copies_on:  # the last op: its copies go with it
+            changes += [("augment.copies", REMOVE), ("augment.keep_original", REMOVE)]
+        add(f"no-{op.name}", *changes)
+    if copies_on and len(ops) > 1:
+        add("no-copies", ("augment.copies", REMOVE), ("augment.keep_original", REMOVE))
+    for i, op in enumerate(run.stream):
+        if op.name not in DETERMINISTIC or op.p < 1.0:
+            steady = _steady_form(op)
+            add(f"no-stream-{op.name}", (f"train.stream[{i}]", REMOVE if steady is None else steady))
+    for key, name in (("mixup_alpha", "no-mixup"), ("cutmix_alpha", "no-cutmix")):
+        if getattr(run, key) > 0:
+            add(name, (f"train.{key}", REMOVE))
+    for key, name in (("label_smoothing", "no-label-smoothing"), ("warmup", "no-warmup"),
+                      ("weight_decay", "no-weight-decay"), ("l1", "no-l1"), ("l2", "no-l2")):
+        if getattr(train, key) > 0:
+            add(name, (f"train.{key}", REMOVE))
+    if train.swa_start is not None:
+        add("no-swa", ("train.swa_start", REMOVE), *([("train.swa_lr", REMOVE)] if "swa_lr" in raw.get("train", {})
+                                                     else []))
+    if train.ema_decay is not None:
+        add("no-ema", ("train.ema_decay", REMOVE))
+    if train.schedule != "constant":
+        add("constant-lr", ("train.schedule", "constant"))
+    defaults = model_options(run.model)
+    if "dropout" in defaults and (run.model_options.get("dropout", defaults["dropout"]) or 0) > 0:
+        add("no-dropout", ("train.model_options.dropout", 0.0))
+    if run.model_options.get("attention_after"):
+        add("no-attention", ("train.model_options.attention_after", REMOVE))
+    return arms
+
+
+def _steady_form(op) -> dict | None:
+    """The op that takes a random crop's place in its arm, keeping the output shape: random_crop becomes
+    center_crop of its size, random_resized_crop a resize to its size; None for every other op."""
+    if op.name == "random_crop":
+        return {"op": "center_crop", "size": list(op.params["size"]), "fill": op.params["fill"]}
+    if op.name == "random_resized_crop":
+        return {"op": "resize", "size": list(op.params["size"])}
+    return None
+
+
+def plain_arm(arms: list[Arm]) -> Arm:
+    """Every technique off at once: no balance, no augmentation (every augment op and the copies removed), no
+    regularizers, constant learning rate."""
+    changes = []
+    for path, value in (change for arm in arms for change in arm.changes):
+        if path.startswith(("augment.image[", "augment.text[")):
+            changes += [(path, REMOVE), ("augment.copies", REMOVE), ("augment.keep_original", REMOVE)]
+        else:
+            changes.append((path, value))
+    unique = []
+    for change in changes:
+        if change not in unique:
+            unique.append(change)
+    return Arm("plain", "plain", unique)
+
+
+def build_arms(recipe, overrides: list[str] = (), only: list[str] = (), skip: list[str] = ()) -> list[Arm]:
+    """The baseline, the leave-one-out arms, the plain arm, then the overrides (``NAME=path:value``, a name
+    repeated adds changes to one arm); ``only``/``skip`` select arms by name (the baseline always runs)."""
+    found = technique_arms(recipe)
+    arms = [Arm("baseline", "baseline"), *found]
+    if found:
+        arms.append(plain_arm(found))
+    custom: dict[str, Arm] = {}
+    for text in overrides:
+        name, path, value = parse_override(text)
+        if name in {a.name for a in arms}:
+            raise AugforgeError(f"--arms {text!r}: {name!r} is already an arm's name; choose another")
+        custom.setdefault(name, Arm(name, "custom")).changes.append((path, value))
+    arms += list(custom.values())
+    names = [a.name for a in arms]
+    for selector, label in ((only, "--only"), (skip, "--skip")):
+        for name in selector:
+            if name not in names:
+                raise AugforgeError(f"{label} {name}: no such arm; arms: {', '.join(names)}")
+    if only:
+        arms = [a for a in arms if a.kind == "baseline" or a.name in only]
+    arms = [a for a in arms if a.kind == "baseline" or a.name not in skip]
+    if len(arms) == 1:
+        raise AugforgeError(f"{recipe.file}: no technique to ablate: the recipe turns on no balance, augmentation, "
+                            "regularizer or schedule, and no --arms were given (e.g. --arms lr_x3=train.lr:0.009)")
+    return arms

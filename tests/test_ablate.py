@@ -1,0 +1,155 @@
+"""`augforge ablate`: the arms a recipe implies, paired seeds, a no-op arm and a destructive arm, resume after
+kill -9, clear errors, and the HTML page in a browser."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from augforge.cli import main
+from augforge.errors import AugforgeError
+from augforge.recipe import load_recipe, parse_recipe
+from augforge.train.ablate import run_ablation
+from augforge.train.arms import REMOVE, apply_changes, build_arms
+
+
+def test_the_arms_of_the_digits_example():
+    recipe = load_recipe("examples/digits.yaml")
+    arms = build_arms(recipe)
+    names = [a.name for a in arms]
+    assert names == ["baseline", "no-balance", "no-pad", "no-random_crop", "no-rotate", "no-gaussian_blur",
+                     "no-copies", "no-label-smoothing", "no-warmup", "no-weight-decay", "no-swa", "constant-lr",
+                     "no-dropout", "plain"]
+    by = {a.name: a for a in arms}
+    assert by["no-random_crop"].changes == [("augment.image[1]", {"op": "center_crop", "size": [8, 8], "fill": 0})]
+    assert by["no-swa"].changes == [("train.swa_start", REMOVE), ("train.swa_lr", REMOVE)]
+    plain = apply_changes(recipe.data, by["plain"].changes)
+    assert "strategy" not in plain["balance"] and plain["augment"]["image"] == [] and "copies" not in plain["augment"]
+    assert plain["train"]["schedule"] == "constant" and plain["train"]["model_options"]["dropout"] == 0.0
+    assert "label_smoothing" not in plain["train"] and "swa_start" not in plain["train"]
+    parse_recipe(plain, recipe.file, "examples")  # every arm is a valid recipe
+
+
+def test_overrides_selection_and_clear_errors(tmp_path):
+    recipe = load_recipe("examples/digits.yaml")
+    arms = build_arms(recipe, ["acc=train.accumulate:1", "acc=train.batch_size:128", "a75=train.lr:0.009"],
+                      only=["acc", "no-swa"])
+    assert [a.name for a in arms] == ["baseline", "no-swa", "acc"]
+    assert arms[2].changes == [("train.accumulate", 1), ("train.batch_size", 128)]
+    assert [a.name for a in build_arms(recipe, skip=["plain", "no-swa"])][-1] == "no-dropout"
+    with pytest.raises(AugforgeError, match="--only nope: no such arm"):
+        build_arms(recipe, only=["nope"])
+    with pytest.raises(AugforgeError, match="expected NAME=key.path:VALUE"):
+        build_arms(recipe, ["lr_x3"])
+    with pytest.raises(AugforgeError, match=r"arm typo: .*train\.lrr: unknown key"):
+        run_ablation(recipe, tmp_path / "a", seeds=2, overrides=["typo=train.lrr:0.1"], only=["typo"])
+    bare = parse_recipe({"source": {"path": "digits", "test_split": 0.25}, "train": {"schedule": "constant",
+                         "model_options": {"dropout": 0.0}}}, "bare.yaml")
+    with pytest.raises(AugforgeError, match="bare.yaml: no technique to ablate"):
+        build_arms(bare)
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory, digits_table):
+    root = tmp_path_factory.mktemp("ablate")
+    table = root / "digits.parquet"
+    digits_table.write_parquet(table)
+    return root, table
+
+
+def feature_recipe(root, table, **train):
+    data = {"seed": 0, "source": {"path": str(table), "label_col": "label", "test_split": 0.25, "val_split": 0.15},
+            "train": {"model": "mlp", "model_options": {"hidden": [32], "dropout": 0.0, "norm": False},
+                      "epochs": 3, "batch_size": 64, "lr": 0.01, "schedule": "constant", **train}}
+    path = root / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_recipe(path)
+
+
+def test_a_no_op_arm_shows_no_effect_and_a_destructive_arm_hurts(features, capsys):
+    root, table = features
+    recipe = feature_recipe(root, table)
+    out = root / "run"
+    # accumulation 2 at batch 32 makes the updates of batch 64: the same model, so no detectable effect
+    assert main(["ablate", str(recipe.file), "--out", str(out), "--seeds", "5", "--jobs", "2",
+                 "--arms", "acc2=train.batch_size:32", "acc2=train.accumulate:2", "zero=train.lr:0"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "ablation.json").read_text())
+    arms = {a["name"]: a for a in report["arms"]}
+    assert set(arms) == {"baseline", "acc2", "zero"} and report["runs_finished"] == 15
+    acc2, zero = arms["acc2"]["comparison"], arms["zero"]["comparison"]
+    assert acc2["verdict"] == "no detectable effect" and abs(acc2["mean_delta"]) < 0.003
+    assert zero["verdict"] == "hurts" and zero["ci_high"] < -0.3
+    assert arms["baseline"]["spread"]["balanced_accuracy"]["mean"] > 0.85
+    assert all(len(a["runs"]) == 5 for a in arms.values())
+    assert (out / "runs" / "zero" / "4" / "summary.json").is_file()
+    assert "hurts" in printed and "no detectable effect" in printed and "noise floor" in printed
+    assert 0 < report["noise_floor"] < 0.03 and report["test_rows"] > 400
+    # time to target: the baseline reaches 99% of its own final validation metric, lr 0 never does
+    assert arms["baseline"]["never_reached_target"] == 0 and arms["zero"]["never_reached_target"] == 5
+
+
+def test_the_html_page_in_a_browser(features, tmp_path):
+    from test_cli import _chromium
+
+    root, table = features
+    recipe = feature_recipe(root, table, epochs=1)
+    report = run_ablation(recipe, tmp_path / "a", seeds=5, overrides=["zero=train.lr:0", "half=train.lr:0.005"],
+                          log=lambda _: None)
+    page = (tmp_path / "a" / "ablation.html").read_text()
+    assert '<img id="forest"' in page and "train.lr: 0" in page and report["arms"][1]["name"] == "zero"
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,900",
+                    (tmp_path / "a" / "ablation.html").as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    hurts = (np.abs(pixels - [0xD9, 0x5F, 0x02]).sum(axis=2) < 30).sum()  # the "hurts" interval and point
+    assert hurts > 50
+
+
+SCRIPT = """
+import sys
+from augforge.cli import main
+sys.exit(main(["ablate", sys.argv[1], "--out", sys.argv[2], "--seeds", "5", "--arms", "zero=train.lr:0",
+               "half=train.lr:0.005"]))
+"""
+
+
+def _strip(report):
+    """The report without what depends on the clock."""
+    for arm in report["arms"]:
+        for run in arm["runs"]:
+            run.pop("wall_s"), run.pop("time_to_target_s")
+        arm["spread"].pop("wall_s"), arm["spread"].pop("time_to_target_s")
+    report.pop("wall_s")
+    return report
+
+
+def test_resume_after_kill_9_repeats_no_finished_run(features, tmp_path):
+    root, table = features
+    recipe = feature_recipe(root, table, epochs=1)
+    full = tmp_path / "full"
+    run_ablation(recipe, full, seeds=5, overrides=["zero=train.lr:0", "half=train.lr:0.005"], log=lambda _: None)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(recipe.file), str(out)], stdout=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(out.glob("runs/*/*/run.json"))) < 4:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/run.json")}
+    assert 4 <= len(done) < 15 and not (out / "ablation.json").exists()
+    assert main(["ablate", str(recipe.file), "--out", str(out), "--seeds", "5", "--resume",
+                 "--arms", "zero=train.lr:0", "half=train.lr:0.005"]) == 0
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in done.items())  # finished runs were not repeated
+    resumed = json.loads((out / "ablation.json").read_text())
+    assert resumed["runs_finished"] == 15
+    assert _strip(resumed) == _strip(json.loads((full / "ablation.json").read_text()))
