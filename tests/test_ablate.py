@@ -94,6 +94,18 @@ def test_a_no_op_arm_shows_no_effect_and_a_destructive_arm_hurts(features, capsy
     assert 0 < report["noise_floor"] < 0.03 and report["test_rows"] > 400
     # time to target: the baseline reaches 99% of its own final validation metric, lr 0 never does
     assert arms["baseline"]["never_reached_target"] == 0 and arms["zero"]["never_reached_target"] == 5
+    assert len(list((out / "data").iterdir())) == 1  # arms that change only training share the baseline's build
+
+
+def test_the_budget_stops_new_runs_and_a_rerun_finishes(features, tmp_path):
+    root, table = features
+    recipe = feature_recipe(root, table, epochs=1)
+    stopped = run_ablation(recipe, tmp_path / "a", seeds=5, overrides=["zero=train.lr:0"], budget_minutes=0.0,
+                           log=lambda _: None)
+    assert stopped["stopped_by_budget"] and stopped["runs_finished"] == 0 and stopped["runs_total"] == 10
+    assert all(arm["comparison"] is None for arm in stopped["arms"])
+    finished = run_ablation(recipe, tmp_path / "a", seeds=5, overrides=["zero=train.lr:0"], log=lambda _: None)
+    assert not finished["stopped_by_budget"] and finished["runs_finished"] == 10
 
 
 def test_the_html_page_in_a_browser(features, tmp_path):

@@ -58,10 +58,14 @@ def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap
     from augforge.train.run import training_settings
 
     base = Path(recipe.file).parent
+    aug = recipe.augment
+    copies = aug.mode == "offline" and bool(aug.image or aug.text) and bool(aug.copies or aug.copies_per_class)
     tasks = []
     for arm in arms:
         for seed in range(seeds):
-            changes = [*arm.changes, ("train.seed", seed), ("augment.seed", seed)]
+            changes = [*arm.changes, ("train.seed", seed)]
+            if copies:  # the offline copies are drawn anew per seed; without copies the build is shared
+                changes.append(("augment.seed", seed))
             if bootstrap_train:
                 changes.append(("train.bootstrap", seed))
             try:

@@ -103,8 +103,11 @@ def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, 
     """Refuse to resume under other training settings (naming them), unless ``allow_changes``."""
     stored = state.get("settings")
     if stored is None:
-        raise AugforgeError(f"{path}: records no training settings (an older augforge wrote it), so a resume cannot "
-                            "be checked; pass --resume-changed to continue it anyway")
+        if not allow_changes:
+            raise AugforgeError(f"{path}: records no training settings (an older augforge wrote it), so a resume "
+                                "cannot be checked; pass --resume-changed to continue it anyway")
+        log("resuming a checkpoint that records no training settings")
+        return
     changed = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
     if not changed:
         return
@@ -127,7 +130,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     config, run = recipe.train, recipe.run
     device = choose_device(run.device)
     device.check_precision(config.precision)
-    threads = _set_threads(threads or run.threads, log)
+    threads = _set_threads(threads or run.threads)
     rank, world = _init_distributed(device)
     lead = rank == 0  # only the first process builds, logs and writes
     log = log if lead else (lambda _: None)
@@ -265,7 +268,7 @@ def _vocab_size(run: RunSpec) -> int:
     return int(size) if isinstance(size, int) else 50_000
 
 
-def _set_threads(threads: int | None, log) -> int:
+def _set_threads(threads: int | None) -> int:
     """torch's intra-op threads: ``threads`` when given, else torch's default (one per core)."""
     if threads is not None:
         if threads < 1:
