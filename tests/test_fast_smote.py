@@ -117,3 +117,19 @@ def test_too_few_rows_for_k_is_refused_like_imblearn():
         SMOTE(random_state=0).fit_resample(X, y)
     with pytest.raises(ValueError):
         FastSMOTE(random_state=0).fit_resample(X, y)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_equals_imbalanced_learn(fmt):
+    """TF-IDF rows of the example tickets (sparse, 4 imbalanced classes): the same rows, in the input's format."""
+    import polars as pl
+    from imblearn.over_sampling import SMOTE
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    frame = pl.read_csv("examples/tickets.csv")
+    X = TfidfVectorizer(ngram_range=(1, 2)).fit_transform(frame["text"].to_list()).asformat(fmt)
+    y = np.unique(frame["label"].to_numpy(), return_inverse=True)[1]
+    ours, y_ours = FastSMOTE(random_state=3, k_neighbors=4).fit_resample(X, y)
+    ref, y_ref = SMOTE(random_state=3, k_neighbors=4).fit_resample(X, y)
+    assert ours.format == fmt and ours.shape == ref.shape and ours.shape[0] > X.shape[0]
+    assert (ours != ref).nnz == 0 and np.array_equal(y_ours, y_ref)

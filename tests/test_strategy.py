@@ -1,5 +1,6 @@
 """Strategy chains: parsing, and projected counts equal to what imbalanced-learn's samplers produce."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -125,3 +126,21 @@ def test_bad_strategies(text, message):
 def test_strategies_imblearn_refuses(text, message):
     with pytest.raises(AugforgeError, match=message):
         project(parse_strategy(text), [100, 50, 20], ["0", "1", "2"])
+
+
+@pytest.mark.parametrize("mapping", ["{yes: 40, 01: 40}", "{'yes': 40, '01': 40}", '{"yes": 40, "01": 40}'])
+def test_class_names_yaml_would_coerce_stay_strings(tmp_path, capsys, mapping):
+    import polars as pl
+
+    from augforge.cli import main
+
+    rng = np.random.default_rng(0)
+    labels = ["yes"] * 10 + ["no"] * 40 + ["01"] * 20 + ["on"] * 5
+    path = tmp_path / "t.csv"
+    pl.DataFrame({"x": rng.normal(size=len(labels)), "label": labels}).write_csv(path)
+    assert main(["report", str(path), "--strategy", f"over:{mapping}", "--json"]) == 0
+    projected = json.loads(capsys.readouterr().out)["projected"]["counts"]
+    assert projected == {"01": 40, "no": 40, "on": 5, "yes": 40}
+    assert parse_strategy(f"over:{mapping}")[0].sampling_strategy == {"yes": 40, "01": 40}
+    with pytest.raises(AugforgeError, match="count '1.5' is not a whole number"):
+        parse_strategy("over:{yes: 1.5}")

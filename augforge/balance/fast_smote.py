@@ -64,6 +64,10 @@ class FastSMOTE(BaseOverSampler):
         return clone(self.k_neighbors)
 
     def _fit_resample(self, X, y):
+        from scipy import sparse
+
+        if sparse.issparse(X):
+            return self._fit_resample_sparse(X, y)
         X = np.asarray(X)
         plan = [(klass, n) for klass, n in self.sampling_strategy_.items() if n > 0]
         total = len(X) + sum(n for _, n in plan)
@@ -76,10 +80,7 @@ class FastSMOTE(BaseOverSampler):
             X_class = X[members]
             nn = self._neighbours().fit(X_class)
             nns = nn.kneighbors(X_class, return_distance=False)[:, 1:]
-            # imbalanced-learn's draws, in its order, from a fresh generator per class
-            rng = check_random_state(self.random_state)
-            picks = rng.randint(low=0, high=nns.size, size=n_samples)
-            steps = rng.uniform(size=n_samples)
+            picks, steps = self._draws(nns.size, n_samples)
             rows, cols = np.floor_divide(picks, nns.shape[1]), np.mod(picks, nns.shape[1])
             partner = nns[rows, cols]
             interpolate(X_class, rows, partner, steps, out=X_out[at : at + n_samples])
@@ -90,6 +91,39 @@ class FastSMOTE(BaseOverSampler):
         self.sample_origin_ = np.concatenate(origins) if origins else np.zeros(0, dtype=np.int64)
         self.sample_neighbor_ = np.concatenate(partners) if partners else np.zeros(0, dtype=np.int64)
         return X_out, y_out
+
+    def _draws(self, n_neighbours: int, n_samples: int):
+        """imbalanced-learn's draws for one class, in its order, from a fresh generator: (picks, steps)."""
+        rng = check_random_state(self.random_state)
+        return rng.randint(low=0, high=n_neighbours, size=n_samples), rng.uniform(size=n_samples)
+
+    def _fit_resample_sparse(self, X, y):
+        """Sparse input (CSR/CSC), as imbalanced-learn takes it: scikit-learn's exact search on the sparse rows
+        (the torch search is dense), the same draws, rows built as sparse ``base + step * (partner - base)``;
+        the output keeps the input's format."""
+        from scipy import sparse
+
+        fmt = X.format
+        X = X.tocsr()
+        new_rows, labels, origins, partners = [], [], [], []
+        for klass, n_samples in ((k, n) for k, n in self.sampling_strategy_.items() if n > 0):
+            members = np.flatnonzero(y == klass)
+            X_class = X[members]
+            search = NearestNeighbors(n_neighbors=self.k_neighbors + 1, algorithm="brute") \
+                if isinstance(self.k_neighbors, numbers.Integral) else clone(self.k_neighbors)
+            nns = search.fit(X_class).kneighbors(X_class, return_distance=False)[:, 1:]
+            picks, steps = self._draws(nns.size, n_samples)
+            rows, cols = np.floor_divide(picks, nns.shape[1]), np.mod(picks, nns.shape[1])
+            partner = nns[rows, cols]
+            base = X_class[rows]
+            new_rows.append(base + sparse.csr_matrix(steps[:, None]).multiply(X_class[partner] - base))
+            labels.append(np.full(n_samples, klass, dtype=y.dtype))
+            origins.append(members[rows])
+            partners.append(members[partner])
+        self.sample_origin_ = np.concatenate(origins) if origins else np.zeros(0, dtype=np.int64)
+        self.sample_neighbor_ = np.concatenate(partners) if partners else np.zeros(0, dtype=np.int64)
+        X_out = sparse.vstack([X, *new_rows], format=fmt).astype(X.dtype)
+        return X_out, np.concatenate([y, *labels])
 
 
 def interpolate(X: np.ndarray, rows: np.ndarray, partner: np.ndarray, steps: np.ndarray, out: np.ndarray,

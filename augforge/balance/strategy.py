@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -176,13 +177,18 @@ def _split_top(text: str, sep: str) -> list[str]:
 def _strategy_value(text: str, step: str):
     value = text.strip()
     if value.startswith("{"):
-        try:
-            parsed = yaml.safe_load(value)
+        try:  # keys stay the strings written: yes, no, on, 01 are class names here, not booleans or numbers
+            parsed = yaml.load(value, Loader=yaml.BaseLoader)
         except yaml.YAMLError:
             parsed = None
-        if not isinstance(parsed, dict):
+        if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
             raise AugforgeError(f"strategy step {step!r}: {value!r} is not a mapping like {{classA: 100, classB: 50}}")
-        return parsed
+        counts = {}
+        for key, count in parsed.items():
+            if not re.fullmatch(r"\d+", count.strip()):
+                raise AugforgeError(f"strategy step {step!r}: class {key!r}: count {count!r} is not a whole number")
+            counts[key] = int(count)
+        return counts
     if value.replace("_", " ") in STRATEGY_WORDS:
         return value.replace("_", " ")
     try:

@@ -253,11 +253,13 @@ def _report(recipe: Recipe, arms: list[Arm], tasks: list[Task], results: dict, m
             if summary is None:
                 continue
             ttt = _time_to_target(_curve(folders[(arm.name, seed)]), metric, targets[seed])
+            reached = None if targets[seed] is None else ttt is not None  # None: no val split to measure on
             runs.append({"seed": seed, **{k: summary.get(k) for k in METRICS}, "wall_s": summary.get("wall_s"),
-                         "time_to_target_s": ttt, "reached_target": ttt is not None})
+                         "time_to_target_s": ttt, "reached_target": reached})
         entry = {"name": arm.name, "kind": arm.kind, "changes": arm.describe(), "runs": runs,
                  "spread": {k: _spread([r[k] for r in runs]) for k in (*METRICS, "wall_s", "time_to_target_s")},
-                 "never_reached_target": sum(not r["reached_target"] for r in runs), "comparison": None}
+                 "never_reached_target": sum(r["reached_target"] is False for r in runs),
+                 "target_measured": any(r["reached_target"] is not None for r in runs), "comparison": None}
         paired = [s for s in range(seeds) if results.get((arm.name, s)) and base_runs[s]]
         if arm.kind != "baseline" and len(paired) >= 2:
             result = compare([results[(arm.name, s)][metric] for s in paired],

@@ -41,8 +41,8 @@ def print_table(report: dict, console) -> None:
     for arm in report["arms"]:
         c = arm["comparison"]
         target = arm["spread"]["time_to_target_s"]
-        reach = _pm(target, digits=1) + (f" ({arm['never_reached_target']} never)" if arm["never_reached_target"]
-                                         else "")
+        reach = "n/a (no val split)" if not arm.get("target_measured") else \
+            _pm(target, digits=1) + (f" ({arm['never_reached_target']} never)" if arm["never_reached_target"] else "")
         table.add_row(arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), _delta(c),
                       f"{c['p_value']:.3f} ({c['p_holm']:.3f})" if c else "-", f"{c['p_better']:.2f}" if c else "-",
                       _pm(arm["spread"][metric]), _pm(arm["spread"]["accuracy"]),
