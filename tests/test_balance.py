@@ -217,3 +217,33 @@ def test_report_of_the_output_shows_the_balance(tmp_path, digits_lt, capsys):
 def test_python_api_errors_are_augforge_errors(tmp_path, digits_lt):
     with pytest.raises(AugforgeError, match="needs feature vectors"):
         balance_dataset(open_source(digits_lt), tmp_path / "x", "smote")
+
+
+def test_bad_tables_are_refused_not_passed_silently(tmp_path, capsys):
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40).round(3).astype(str).tolist()
+    x[17] = "oops"
+    pl.DataFrame({"x": x, "z": rng.normal(size=40), "label": ["a"] * 30 + ["b"] * 10}).write_csv(tmp_path / "bad.csv")
+    _fails(capsys, ["balance", str(tmp_path / "bad.csv"), str(tmp_path / "o1"), "--strategy", "over"],
+           "column 'x' holds numbers but 'oops' at row 17")
+    (tmp_path / "header.csv").write_text("x,label\n")
+    _fails(capsys, ["report", str(tmp_path / "header.csv")], "the table has no rows")
+    pl.DataFrame({"x": pl.Series([], dtype=pl.Float64), "label": pl.Series([], dtype=pl.String)}).write_parquet(
+        tmp_path / "empty.parquet")
+    _fails(capsys, ["report", str(tmp_path / "empty.parquet")], "the table has no rows")
+    values = rng.normal(size=40)
+    values[3] = np.nan
+    pl.DataFrame({"x": values, "label": ["a"] * 30 + ["b"] * 10}).write_parquet(tmp_path / "nan.parquet")
+    _fails(capsys, ["balance", str(tmp_path / "nan.parquet"), str(tmp_path / "o2"), "--strategy", "over"],
+           "feature column 'x' is nan at row '3'")  # copies refuse NaN rows as interpolation does
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    names = pl.DataFrame({"name": ["ann", "bob", "42"] * 10, "v": rng.normal(size=30), "label": ["a", "b", "a"] * 10})
+    names.write_csv(tmp_path / "names.csv")  # a text column with one number in it is not a broken number column
+    assert main(["report", str(tmp_path / "names.csv")]) == 0
+
+
+def test_the_iht_projection_says_it_is_a_lower_bound(capsys):
+    assert main(["report", "digits", "--imbalance", "longtail", "--strategy", "iht"]) == 0
+    assert "keeps at least these counts" in " ".join(capsys.readouterr().out.split())

@@ -103,6 +103,8 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     project(steps, before, names, strategy or "")  # refuses what imbalanced-learn would refuse, before any reading
     check_class_sizes(steps, before, names)
     if not needs_vectors(steps):
+        if steps and source.payload == S.FEATURES:  # copies of NaN rows are refused as interpolation is
+            _train_features(source, train_positions, stage)
         stage(f"resampling {len(y):,} rows")
     # the features are passed straight in: resample() holds the only reference and frees them after step 1
     result = resample(steps, y, names, _train_features(source, train_positions, stage) if needs_vectors(steps)

@@ -309,6 +309,9 @@ def project(steps: list[Step], counts, class_names: list[str], strategy_text: st
                      else "the classes it cleans")
             notes.append(f"{step.text}: {step.sampler.cls.__name__} removes a data-dependent number of rows "
                          f"from {where}; counts are upper bounds")
+        elif step.sampler.name == "iht":
+            notes.append(f"{step.text}: InstanceHardnessThreshold keeps at least these counts, not at most: every "
+                         "row tied at its hardness threshold is kept, often many more than asked")
         elif not step.sampler.exact:
             notes.append(f"{step.text}: {step.sampler.cls.__name__} produces approximately these counts")
         if step.sampler.name == "nearmiss" and step.options.get("version") == 3:

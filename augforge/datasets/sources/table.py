@@ -122,10 +122,32 @@ class TableSource(Source):
                 self.feature_cols = list(feature_cols)
             else:
                 self.feature_cols = [c for c, t in self._schema.items() if c not in reserved and t.is_numeric()]
+                self._refuse_broken_numbers([c for c, t in self._schema.items()
+                                             if c not in reserved and t in (pl.String, pl.Utf8)])
             if not self.feature_cols:
+                if self._lf.select(pl.len()).collect().item() == 0:
+                    raise AugforgeError(f"{path}: the table has no rows")
                 raise AugforgeError(
                     f"{path}: no numeric feature columns besides {label_col!r}; pass --text-col for text "
                     "or --feature-cols"
+                )
+
+    def _refuse_broken_numbers(self, columns: list[str]) -> None:
+        """A text column whose values are mostly numbers has a bad cell: left out of the features, it would be
+        dropped silently. Refuse it, naming the column, the row and the value."""
+        if not columns:
+            return
+        raw = self._collect(columns)
+        parsed = raw.select([pl.col(c).str.strip_chars().cast(pl.Float64, strict=False) for c in columns])
+        for column in columns:
+            given = raw[column].is_not_null()
+            numbers = parsed[column].is_not_null()
+            broken = given & ~numbers
+            if broken.any() and numbers.sum() > given.sum() / 2:
+                row = int(broken.arg_true()[0])
+                raise AugforgeError(
+                    f"{self.path}: column {column!r} holds numbers but {raw[column][row]!r} at row {row} "
+                    f"({int(broken.sum())} such cells); fix them, or name the features with --feature-cols"
                 )
 
     def _require(self, column: str, option: str) -> None:
@@ -144,6 +166,8 @@ class TableSource(Source):
     @cached_property
     def _label_index(self) -> tuple[list[str], np.ndarray]:
         series = self._collect([self.label_col]).to_series()
+        if len(series) == 0:
+            raise AugforgeError(f"{self.path}: the table has no rows")
         if series.null_count():
             row = int(series.is_null().arg_true()[0])
             raise AugforgeError(
