@@ -165,3 +165,16 @@ def test_resume_after_kill_9_repeats_no_finished_run(features, tmp_path):
     resumed = json.loads((out / "ablation.json").read_text())
     assert resumed["runs_finished"] == 15
     assert _strip(resumed) == _strip(json.loads((full / "ablation.json").read_text()))
+
+
+def test_verdicts_read_as_statements_about_the_technique():
+    from augforge.train.ablate_report import meaning
+
+    def arm(name, kind, verdict):
+        return {"name": name, "kind": kind, "comparison": {"verdict": verdict}}
+
+    assert meaning(arm("no-balance", "leave-one-out", "hurts")) == "balance helps"
+    assert meaning(arm("no-dropout", "leave-one-out", "helps")) == "dropout hurts"
+    assert meaning(arm("constant-lr", "leave-one-out", "no detectable effect")) == "the schedule: no detectable effect"
+    assert meaning(arm("plain", "plain", "hurts")) == "the techniques together help"
+    assert meaning(arm("lr_x3", "custom", "helps")) == "lr_x3 helps"

@@ -416,6 +416,12 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
     splits, imbalance, plan, problems, duplicates, other_positions, other_splits = _plan_train(
         recipe, source, stage, "cleaning {:,} texts")
     names = list(source.class_names)
+    parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
+                          job="build", recipe=recipe.fingerprint_parts())
+    done = _complete(out, parts, overwrite)
+    if done is not None:  # the variants are made before writing: do not make them again for a finished build
+        return BuildResult(WriteResult(done, 0, 0, up_to_date=True), plan, duplicates,
+                           int(done.get("build", {}).get("augmented", 0)), "cpu")
     corpus = [t for b in source.read(plan.train_positions, READ_BATCH_ROWS * 16) for t in b.column(S.TEXT).to_pylist()]
     stage(f"augmenting {len(plan.origins):,} texts with {workers} process(es)")
     with tempfile.TemporaryDirectory(prefix="augforge-text-") as workdir:
@@ -428,8 +434,6 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
         yield from _passthrough(source, other_positions, other_splits, max(skip - table.num_rows, 0))
 
     after = np.bincount(np.asarray(table.column(S.LABEL)), minlength=len(names))
-    parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
-                          job="build", recipe=recipe.fingerprint_parts())
     meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, duplicates, problems, "cpu",
                        {"variants_dropped_as_same": train.stats.same,
                         "variants_rejected": train.stats.rejected,
@@ -462,6 +466,18 @@ def _build_features(recipe: Recipe, source: Source, out, *, overwrite: bool, sta
         return BuildResult(result, plan, 0, 0, "cpu")
     stage("writing the feature rows")
     return BuildResult(ingest(source, out, **options), None, 0, 0, "cpu")
+
+
+def _complete(out, parts: dict, overwrite: bool) -> dict | None:
+    """The manifest of ``out`` when it already holds the complete dataset ``parts`` describe (else None)."""
+    from augforge.datasets.ingest import fingerprint
+    from augforge.datasets.manifest import MANIFEST, read_json
+
+    path = Path(out) / MANIFEST
+    if overwrite or not path.is_file():
+        return None
+    manifest = read_json(path, "augforge manifest")
+    return manifest if manifest.get("fingerprint") == fingerprint(parts) else None
 
 
 def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: BalancePlan, names: list[str],

@@ -25,8 +25,31 @@ def verdict_text(comparison: dict | None) -> str:
     if not comparison:
         return "fewer than 2 paired runs"
     if comparison["verdict"] == "no detectable effect":
+        if comparison["detectable"] == 0:
+            return "no effect: every paired run scored the same"
         return f"no detectable effect (could detect ≥ {comparison['detectable']:.4f})"
     return comparison["verdict"]
+
+
+def meaning(arm: dict) -> str:
+    """The verdict read as a statement about the technique: removing a technique that *hurts* the metric
+    means the technique helps. Custom arms are read as they are."""
+    c = arm["comparison"]
+    if arm["kind"] == "baseline":
+        return "the recipe as written"
+    if not c or c["verdict"] in ("too few seeds",):
+        return "-"
+    technique = {"constant-lr": "the schedule", "plain": "the techniques together"}.get(
+        arm["name"], arm["name"].removeprefix("no-"))
+    if arm["kind"] == "custom":
+        return f"{arm['name']} {c['verdict']}" if c["verdict"] != "no detectable effect" else \
+            f"{arm['name']}: no detectable effect"
+    plural = arm["name"] == "plain"
+    if c["verdict"] == "hurts":
+        return f"{technique} {'help' if plural else 'helps'}"
+    if c["verdict"] == "helps":
+        return f"{technique} {'hurt' if plural else 'hurts'}"
+    return f"{technique}: no detectable effect"
 
 
 def print_table(report: dict, console) -> None:
@@ -35,15 +58,16 @@ def print_table(report: dict, console) -> None:
 
     metric = report["metric"]
     table = Table(title=f"ablation of {report['recipe']}: {metric}, {report['seeds']} paired seeds")
-    for column in ("arm", "verdict", "Δ [95% CI]", "p (Holm)", "P(better)", metric, "accuracy", "s/run",
+    for column in ("arm", "verdict", "meaning", "Δ [95% CI]", "p (Holm)", "P(better)", metric, "accuracy", "s/run",
                    "to target (s)"):
-        table.add_column(column, justify="left" if column in ("arm", "verdict") else "right")
+        table.add_column(column, justify="left" if column in ("arm", "verdict", "meaning") else "right")
     for arm in report["arms"]:
         c = arm["comparison"]
         target = arm["spread"]["time_to_target_s"]
         reach = "n/a (no val split)" if not arm.get("target_measured") else \
             _pm(target, digits=1) + (f" ({arm['never_reached_target']} never)" if arm["never_reached_target"] else "")
-        table.add_row(arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), _delta(c),
+        table.add_row(arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm),
+                      _delta(c),
                       f"{c['p_value']:.3f} ({c['p_holm']:.3f})" if c else "-", f"{c['p_better']:.2f}" if c else "-",
                       _pm(arm["spread"][metric]), _pm(arm["spread"]["accuracy"]),
                       _pm(arm["spread"]["wall_s"], digits=1), reach)
@@ -96,7 +120,7 @@ def write_html(report: dict, path) -> None:
         c = arm["comparison"]
         rows.append(
             "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (
-                arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), _delta(c),
+                arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm), _delta(c),
                 f"{c['p_value']:.3f} / {c['p_holm']:.3f}" if c else "-", _pm(arm["spread"][metric]),
                 _pm(arm["spread"]["accuracy"]), _pm(arm["spread"]["wall_s"], digits=1),
                 "; ".join(arm["changes"]) or "(the recipe as written)")) + "</tr>")
@@ -112,12 +136,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 {report['test_rows']} test rows{f", noise floor ±{floor:.4f}" if floor is not None else ""};
 {'training rows bootstrapped per seed; ' if report['bootstrap_train'] else ''}wall {report['wall_s'] / 60:.1f} min.</p>
 <img id="forest" alt="forest plot" src="data:image/png;base64,{chart}">
-<table id="arms"><tr><th>arm</th><th>verdict</th><th>Δ [95% CI]</th><th>p / Holm</th><th>{esc(metric)}</th>
+<table id="arms"><tr><th>arm</th><th>verdict</th><th>meaning</th><th>Δ [95% CI]</th><th>p / Holm</th><th>{esc(metric)}</th>
 <th>accuracy</th><th>s/run</th><th>recipe diff</th></tr>
 {''.join(rows)}
 </table>
-<p>Verdicts: <b>helps</b> or <b>hurts</b> when the 95% interval of the mean paired difference excludes 0;
-otherwise no detectable effect, with the smallest effect these seeds could detect (80% power, 5% level).</p>
+<p>Verdicts are about the arm against the baseline: <b>helps</b> or <b>hurts</b> when the 95% interval of the
+mean paired difference excludes 0; otherwise no detectable effect, with the smallest effect these seeds could
+detect (80% power, 5% level). An arm that removes a technique and hurts means the technique helps: the
+meaning column says so.</p>
 </body></html>
 """
     with atomic_open(path) as fh:
