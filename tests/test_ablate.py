@@ -178,3 +178,20 @@ def test_verdicts_read_as_statements_about_the_technique():
     assert meaning(arm("constant-lr", "leave-one-out", "no detectable effect")) == "the schedule: no detectable effect"
     assert meaning(arm("plain", "plain", "hurts")) == "the techniques together help"
     assert meaning(arm("lr_x3", "custom", "helps")) == "lr_x3 helps"
+
+
+def test_seeds_set_the_draws_and_bootstrap_train_resamples_per_seed(tmp_path):
+    from augforge.train.ablate import plan_tasks
+
+    recipe = load_recipe("examples/digits.yaml")
+    arms = build_arms(recipe, only=["no-swa"])
+    tasks = plan_tasks(recipe, arms, tmp_path, seeds=3, bootstrap_train=True)
+    assert [(t.arm.name, t.seed) for t in tasks] == [(a, s) for a in ("baseline", "no-swa") for s in range(3)]
+    assert all(t.recipe.run.seed == t.seed and t.recipe.augment.seed == t.seed and t.recipe.run.bootstrap == t.seed
+               for t in tasks)
+    assert all(t.recipe.source == recipe.source and t.recipe.seed == recipe.seed for t in tasks)  # the split stays
+    by = {(t.arm.name, t.seed): t for t in tasks}
+    assert by[("baseline", 1)].data == by[("no-swa", 1)].data != by[("baseline", 2)].data  # shared per seed
+    assert by[("baseline", 1)].fingerprint != by[("no-swa", 1)].fingerprint
+    plain = plan_tasks(recipe, arms, tmp_path, seeds=2, bootstrap_train=False)
+    assert all(t.recipe.run.bootstrap is None for t in plain)

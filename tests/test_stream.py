@@ -308,3 +308,16 @@ def test_len_counts_the_batches_every_rank_gets(built):
                 for rank in range(world):
                     loader = open_loader(raw, batch, rank=rank, world_size=world, last=last)
                     assert len(loader) == len(loader._batches_of(loader.rows_of_epoch(0)))
+
+
+def test_bootstrapped_training_rows(built):
+    png, _ = built
+    plain = open_loader(png, 64, seed=0)
+    n = len(plain.dataset)
+    a, b = (open_loader(png, 64, seed=0, bootstrap=s) for s in (1, 2))
+    rows_a, rows_b = a.rows_of_epoch(0), b.rows_of_epoch(0)
+    assert len(rows_a) == n and len(np.unique(rows_a)) < n  # drawn with replacement: repeats, and rows left out
+    assert not np.array_equal(np.sort(rows_a), np.sort(rows_b))  # another seed, another resample
+    assert np.array_equal(np.sort(rows_a), np.sort(a.rows_of_epoch(3)))  # the same resample every epoch
+    assert np.array_equal(rows_a, open_loader(png, 64, seed=0, bootstrap=1).rows_of_epoch(0))
+    assert len(a) == len(plain) and sum(len(y) for _, y in a) == n

@@ -30,11 +30,6 @@ from augforge.train.loop import Trainer, evaluate
 INPUT_BOUND_WARNING = 0.10
 
 
-def train_config(recipe: Recipe) -> tuple[TrainConfig, RunSpec]:
-    """The recipe's ``train:`` section (validated when the recipe was read): (TrainConfig, RunSpec)."""
-    return recipe.train, recipe.run
-
-
 def save_checkpoint(path: Path, trainer: Trainer, loader_state: dict, extra: dict) -> None:
     """Model, optimizer, schedule, EMA/SWA and loader state, written to a temporary name and renamed."""
     state = {
