@@ -359,3 +359,16 @@ def test_the_smote_projection_warns_for_classes_it_will_refuse(capsys):
                  "--strategy", "smote:k=20"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "needs more than k_neighbors=20; it will refuse" in out
+
+
+def test_a_complete_dataset_is_reused_while_another_job_holds_its_lock(tmp_path, references):
+    """Reusing a finished dataset only reads it: parallel trainings that share a build must not collide."""
+    recipe, refs = references
+    out = tmp_path / "out"
+    assert cli(job_argv("ingest", out, recipe)).returncode == 0
+    with open(out / LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        again = cli(job_argv("ingest", out, recipe))
+        assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
+    (out / LOCK).unlink()
+    assert snapshot(out) == refs["ingest"]

@@ -125,6 +125,10 @@ class DatasetWriter:
         root = self.root
         if root.exists() and not root.is_dir():
             raise AugforgeError(f"{root}: exists and is not a directory; choose another output path")
+        if not overwrite and (root / MANIFEST).is_file():  # complete and the same: a read, no lock needed
+            old = read_json(root / MANIFEST, "augforge manifest")
+            if old.get("fingerprint") == self.fingerprint:
+                raise AlreadyComplete(old)
         self._created_root = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
         self._lock()
