@@ -253,3 +253,17 @@ def test_preview_grid(tmp_path):
     assert main(["preview", str(write_recipe(tmp_path / "r.yaml", DIGITS)), "--out", str(out), "--n", "4"]) == 0
     with Image.open(out) as img:
         assert img.size == (GAP + 5 * (cell + GAP), GAP + 4 * (cell + LABEL_HEIGHT + GAP))
+
+
+def test_a_complete_text_build_is_reused_without_making_its_variants_again(tmp_path, text_csv, monkeypatch):
+    data = {"seed": 0, "source": {"path": str(text_csv), "text_col": "review", "label_col": "sentiment"},
+            "augment": {"copies": 1, "text": [{"op": "keyboard", "aug_char_p": 0.1, "aug_word_p": 0.2}]}}
+    first = build(parse_recipe(data, "r.yaml"), tmp_path / "t")
+    assert not first.write.up_to_date and first.augmented > 0
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the variants of a complete build were made again")
+
+    monkeypatch.setattr("augforge.pipelines.build_text.TextTrain", not_again)
+    again = build(parse_recipe(data, "r.yaml"), tmp_path / "t")
+    assert again.write.up_to_date and again.augmented == first.augmented

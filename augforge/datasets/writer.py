@@ -125,10 +125,9 @@ class DatasetWriter:
         root = self.root
         if root.exists() and not root.is_dir():
             raise AugforgeError(f"{root}: exists and is not a directory; choose another output path")
-        if not overwrite and (root / MANIFEST).is_file():  # complete and the same: a read, no lock needed
-            old = read_json(root / MANIFEST, "augforge manifest")
-            if old.get("fingerprint") == self.fingerprint:
-                raise AlreadyComplete(old)
+        done = None if overwrite else complete_manifest(root, self.fingerprint)
+        if done is not None:  # complete and the same: a read, no lock needed
+            raise AlreadyComplete(done)
         self._created_root = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -359,6 +358,15 @@ def _merged(meta: dict, learned: dict) -> dict:
     for key, value in learned.items():
         out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def complete_manifest(root: str | Path, fingerprint: str) -> dict | None:
+    """The manifest of ``root`` when it is a complete dataset with this fingerprint, else None (a read only)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    manifest = read_json(path, "augforge manifest")
+    return manifest if manifest.get("fingerprint") == fingerprint else None
 
 
 def _leftover(path: Path) -> bool:

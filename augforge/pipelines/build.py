@@ -37,12 +37,13 @@ from PIL import Image
 from augforge.augment.image import OPS_VERSION, ImageAugmenter, check_op_list, op_dicts, resolve_device
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
-from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance, \
-    write_dataset
+from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, fingerprint, manifest_meta, \
+    with_provenance, write_dataset
 from augforge.datasets.plan import RowPlan, plan_rows
 from augforge.datasets.sources import open_source
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+from augforge.datasets.writer import complete_manifest
 from augforge.errors import AugforgeError
 from augforge.recipe import Recipe, RecipeError
 
@@ -418,7 +419,7 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
     names = list(source.class_names)
     parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
                           job="build", recipe=recipe.fingerprint_parts())
-    done = _complete(out, parts, overwrite)
+    done = None if overwrite else complete_manifest(out, fingerprint(parts))
     if done is not None:  # the variants are made before writing: do not make them again for a finished build
         return BuildResult(WriteResult(done, 0, 0, up_to_date=True), plan, duplicates,
                            int(done.get("build", {}).get("augmented", 0)), "cpu")
@@ -466,18 +467,6 @@ def _build_features(recipe: Recipe, source: Source, out, *, overwrite: bool, sta
         return BuildResult(result, plan, 0, 0, "cpu")
     stage("writing the feature rows")
     return BuildResult(ingest(source, out, **options), None, 0, 0, "cpu")
-
-
-def _complete(out, parts: dict, overwrite: bool) -> dict | None:
-    """The manifest of ``out`` when it already holds the complete dataset ``parts`` describe (else None)."""
-    from augforge.datasets.ingest import fingerprint
-    from augforge.datasets.manifest import MANIFEST, read_json
-
-    path = Path(out) / MANIFEST
-    if overwrite or not path.is_file():
-        return None
-    manifest = read_json(path, "augforge manifest")
-    return manifest if manifest.get("fingerprint") == fingerprint(parts) else None
 
 
 def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: BalancePlan, names: list[str],
