@@ -165,3 +165,9 @@ def test_paths_are_printed_and_fingerprinted_resolved(tmp_path):
     assert ".." not in near.source.path and ".." not in near.output.dir
     assert near.output.dir == str(tmp_path / "out")
     assert near.fingerprint_parts() == far.fingerprint_parts()
+
+
+@pytest.mark.parametrize("options", [float("nan"), [1, 2], {1.5: 2}, "alpha"])
+def test_model_options_must_be_a_mapping_of_names(options):
+    with pytest.raises(RecipeError, match="r.yaml: train.model_options: expected a mapping of option names"):
+        parse_recipe(_with(train={"model_options": options}), "r.yaml")

@@ -118,7 +118,9 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True) -> tuple
         c.fail("train.swa_start", f"epoch {config.swa_start} is not below train.epochs ({config.epochs}); SWA "
                                   "would never take a snapshot")
     model = c.text(raw.get("model", "simple_cnn"), "train.model")
-    options = c.mapping(raw.get("model_options"), "train.model_options", tuple(raw.get("model_options") or ()))
+    options = raw.get("model_options") or {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        c.fail("train.model_options", f"expected a mapping of option names to values, got {options!r}")
     if check_model:
         _check_model(c, model, dict(options))
     patience = raw.get("early_stopping_patience")
