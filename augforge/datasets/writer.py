@@ -131,40 +131,41 @@ class DatasetWriter:
         self._created_root = not root.exists()
         root.mkdir(parents=True, exist_ok=True)
         self._lock()
-        fresh = False
+        try:
+            fresh = self._take(overwrite)
+            if fresh:
+                write_json(root / PROGRESS, {"fingerprint": self.fingerprint, "shards": [], "learned": {}})
+                fault_point("marked")
+        except BaseException:  # refused, or a journal that cannot be resumed: the lock goes with it
+            self._unlock()
+            raise
+        (root / SHARDS_DIR).mkdir(exist_ok=True)
+
+    def _take(self, overwrite: bool) -> bool:
+        """Under the lock: resume the same unfinished write, replace another dataset (``overwrite``) or refuse
+        it; True when the write starts afresh."""
+        root = self.root
         if (root / MANIFEST).is_file():
             old = read_json(root / MANIFEST, "augforge manifest")
             if old.get("fingerprint") == self.fingerprint and not overwrite:
-                self._unlock()
                 raise AlreadyComplete(old)
             if not overwrite:
-                self._unlock()
                 raise OtherDataset(root, f"holds another dataset (from "
                                          f"{old.get('source', {}).get('location', '?')})")
-            self._clear()
-            fresh = True
         elif (root / PROGRESS).is_file():
             journal = read_json(root / PROGRESS, "augforge progress journal")
             if journal.get("fingerprint") == self.fingerprint and not overwrite:
                 self._resume(journal)
-            elif overwrite:
-                self._clear()
-                fresh = True
-            else:
-                self._unlock()
+                return False
+            if not overwrite:
                 raise OtherDataset(root, "holds an unfinished build of different input")
         elif any(not _leftover(path) for path in root.iterdir()):
-            self._unlock()
             raise AugforgeError(
                 f"{root}: directory is not empty and is not an augforge dataset; choose an empty or new directory"
             )
-        else:  # new, or what a job killed before its mark left: its lock, temporary files, an empty shards/
-            self._clear()
-            fresh = True
-        if fresh:
-            write_json(root / PROGRESS, {"fingerprint": self.fingerprint, "shards": [], "learned": {}})
-            fault_point("marked")
-        (root / SHARDS_DIR).mkdir(exist_ok=True)
+        # another dataset to replace, or a new directory, or what a job killed before its mark left there
+        self._clear()
+        return True
 
     def _lock(self) -> None:
         """Hold an exclusive fcntl lock on ``root/.augforge.lock`` until close or abort; another job holding it is

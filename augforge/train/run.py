@@ -323,7 +323,7 @@ class _EpochProgress:
             self.task = self.progress.add_task(f"epoch {self.trainer.epoch}", total=len(self.loader), info="")
         return self._batches()
 
-    def _status(self, done: int, rows: int, started: float) -> str:
+    def _status(self, rows: int, started: float) -> str:
         t = self.trainer
         return (f"step {t.step}  loss {t.last_loss:.4f}  lr {t.optimizer.param_groups[0]['lr']:.2e}  "
                 f"{rows / max(time.perf_counter() - started, 1e-9):,.0f} rows/s")
@@ -335,10 +335,10 @@ class _EpochProgress:
             yield x, y
             rows += len(y)
             if self.mode == "bar":
-                self.progress.update(self.task, advance=1, info=self._status(done, rows, started))
+                self.progress.update(self.task, advance=1, info=self._status(rows, started))
             elif time.perf_counter() - last >= self.every:
                 last = time.perf_counter()
-                self.log(f"epoch {self.trainer.epoch}: batch {done}/{total}  {self._status(done, rows, started)}")
+                self.log(f"epoch {self.trainer.epoch}: batch {done}/{total}  {self._status(rows, started)}")
 
     def __exit__(self, *exc):
         if self.mode == "bar":
@@ -375,14 +375,14 @@ def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
     return result.write.manifest
 
 
-def _arch(run: RunSpec, manifest: dict, config: TrainConfig | None = None) -> dict:
+def _arch(run: RunSpec, manifest: dict, config: TrainConfig) -> dict:
     """What rebuilds the model: name, options, classes, input channels (or features), binary head."""
     info = manifest.get("payload_info") or {}
     in_channels = len(info.get("feature_names") or ()) if manifest.get("payload") == "features" else \
         info.get("channels", 3)
     return {"name": run.model, "options": dict(run.model_options), "num_classes": len(manifest["class_names"]),
             "in_channels": int(in_channels or 3), "class_names": manifest["class_names"],
-            "binary": bool(config.binary) if config is not None else False}
+            "binary": bool(config.binary)}
 
 
 def model_from(arch: dict) -> torch.nn.Module:
