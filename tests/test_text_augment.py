@@ -14,7 +14,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from augforge.augment.text import EDA, Protect, build_text_augmenter, detokenize, eda, tokenize
+from augforge.augment.text import EDA, Protect, build_text_augmenter, eda
+from augforge.augment.words import Words, tokenize
 from augforge.augment.wordnet import LEXNAMES, lexnames_text, prepare_nltk_data, synonyms
 from augforge.cli import main
 from augforge.datasets import open_dataset
@@ -75,22 +76,23 @@ def test_synonyms_are_wordnet_synonyms(word):
 def test_eda_invariants(sentence, seed):
     protect = Protect(numbers=True, words=("refund",))
     aug = EDA(0.3, 0.3, 0.3, 0.5, protect=protect, min_words=3)
-    tokens = tokenize(sentence)
-    mask = protect.mask(tokens)
+    words = Words.of(sentence, protect.mask)
+    tokens, mask = words.tokens, words.flags
     rng = random.Random(seed)
-    swapped, _ = aug.random_swap(tokens, mask, rng)
+    swapped = aug.random_swap(words, rng).tokens
     assert sorted(swapped) == sorted(tokens)  # swap keeps the multiset of tokens
     assert all(s == t for s, t, m in zip(swapped, tokens, mask) if m)  # protected tokens stay in place
-    kept, _ = aug.random_deletion(tokens, mask, rng)
-    words = [t for t in kept if t[:1].isalpha()]
-    assert len(words) >= 3 and all(t in kept for t, m in zip(tokens, mask) if m)
-    inserted, _ = aug.random_insertion(tokens, mask, rng)
-    added = list(inserted)
+    kept = aug.random_deletion(words, rng)
+    assert tokenize(kept.text()) == kept.tokens  # what is rendered is what was edited
+    kept = kept.tokens
+    assert len([t for t in kept if t[:1].isalpha()]) >= 3 and all(t in kept for t, m in zip(tokens, mask) if m)
+    inserted = aug.random_insertion(words, rng)
+    added = list(inserted.tokens)
     for t in tokens:
         added.remove(t)
     allowed = {s for t in tokens for s in synonyms(t.lower())}
     assert all(a in allowed for a in added)  # insertion only adds synonyms of words in the text
-    replaced, _ = aug.synonym_replacement(tokens, mask, rng)
+    replaced = aug.synonym_replacement(words, rng).tokens
     for before, after, m in zip(tokens, replaced, mask):
         if before != after:
             assert not m and after.lower() in synonyms(before.lower()) and before.lower() not in aug.stop
@@ -112,7 +114,9 @@ def test_eda_function_and_determinism():
 
 
 def test_case_and_spacing_are_kept():
-    assert detokenize(tokenize("Hello, world! It's 12.5 % (really).")) == "Hello, world! It's 12.5% (really)."
+    text = "Hello,  world! It's 12.5 % (really) -- \"Sisters of Mercy\"."
+    assert Words.of(text).text() == text
+    assert Words.of(text).swap(0, 2).text() == "world,  Hello! It's 12.5 % (really) -- \"Sisters of Mercy\"."
     out = EDA(alpha_sr=1.0).augment("The Quick brown FOX", random.Random(1), "sr")
     assert [t[:1].isupper() for t in tokenize(out)][:1] == [True]
 
@@ -153,8 +157,10 @@ def test_nlpaug_and_eda_ops_through_the_recipe_keep_protected_tokens(ops):
 ])
 def test_variants_of_a_row_are_what_nlpaug_makes_from_the_same_seeds(op, cls, options):
     """The variant maker seeds the global generators once per row and tokenizes each row once; the
-    variants are exactly nlpaug's own calls in sequence from the same seeds."""
+    variants are exactly nlpaug's own calls in sequence from the same seeds, re-spaced against the source."""
     import importlib
+
+    from augforge.augment.words import respace
 
     from augforge.augment.text import seed_everything
 
@@ -165,7 +171,7 @@ def test_variants_of_a_row_are_what_nlpaug_makes_from_the_same_seeds(op, cls, op
         ours = augmenter.variants(text, 4, key)
         rng = random.Random(key)
         seed_everything(rng.getrandbits(63))
-        theirs = [plain.augment(text)[0] for _ in range(4)]
+        theirs = [respace(text, plain.augment(text)[0]) for _ in range(4)]
         assert ours == theirs and len(set(ours)) > 1
 
 

@@ -9,6 +9,10 @@ EDA (Wei and Zou, 2019): synonym replacement (``alpha_sr``), random insertion of
 of the sentence (``alpha_ri``), random swap (``alpha_rs``) and random deletion (``p_rd``); each
 variant uses one of the four, ``n = max(1, alpha * words)`` times. Synonyms come from WordNet 3.0
 without a POS tagger (none is available offline), as in EDA; stop words are never replaced.
+
+Words are segmented with ``augforge.augment.words`` (every script's letters, CJK runs kept whole), and
+edits work on the segmented source: text no edit touched comes out byte for byte. Variants made by
+nlpaug or a model are re-spaced against their source the same way.
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ from typing import Callable
 import numpy as np
 
 from augforge.augment.wordnet import synonyms, wordnet_pos
+from augforge.augment.words import Words, is_number, is_word, respace, tokenize
 from augforge.errors import AugforgeError
 
-TOKEN = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:[.,:/]\d+)*|[^\sA-Za-z\d]")
-NUMBER = re.compile(r"^\d+(?:[.,:/]\d+)*$")
 EDA_TECHNIQUES = ("sr", "ri", "rs", "rd")
 
 
@@ -54,7 +57,7 @@ class Protect:
         words = {w.lower() for w in self.words}
         out = []
         for i, tok in enumerate(tokens):
-            hit = (self.numbers and bool(NUMBER.match(tok))) or tok.lower() in words
+            hit = (self.numbers and is_number(tok)) or tok.lower() in words
             hit = hit or (self.names and i > 0 and tok[:1].isupper() and tokens[i - 1] not in ".!?")
             hit = hit or any(p.fullmatch(tok) for p in self._compiled)
             out.append(hit)
@@ -73,21 +76,6 @@ class Protect:
         return [t for t, m in zip(toks, self.mask(toks)) if m]
 
 
-def tokenize(text: str) -> list[str]:
-    """Words (with inner apostrophes and hyphens), numbers, and single punctuation marks."""
-    return TOKEN.findall(text)
-
-
-def detokenize(tokens: list[str]) -> str:
-    """Join tokens with spaces, with no space before closing punctuation or after opening marks."""
-    out = ""
-    for tok in tokens:
-        if out and not (tok in ".,;:!?)]}%’'\"" or out[-1] in "([{$“"):
-            out += " "
-        out += tok
-    return out
-
-
 def match_case(word: str, like: str) -> str:
     """``word`` in the case pattern of ``like`` (UPPER, Title or lower)."""
     if like.isupper() and len(like) > 1:
@@ -95,10 +83,6 @@ def match_case(word: str, like: str) -> str:
     if like[:1].isupper():
         return word[:1].upper() + word[1:]
     return word
-
-
-def _is_word(tok: str) -> bool:
-    return tok[:1].isalpha()
 
 
 @dataclass
@@ -113,6 +97,8 @@ class EDA:
     protect: Protect = field(default_factory=Protect)
     min_words: int = 1
     stop: frozenset = field(default_factory=stop_words)
+    #: scripts without spaces: a run is one word (``run``) or each character is (``char``), or a segmenter
+    cjk: object = "run"
 
     def _count(self, alpha: float, n_words: int) -> int:
         return max(1, int(alpha * n_words))
@@ -121,69 +107,63 @@ class EDA:
         """Positions whose word may be replaced: a word, not protected, not a stop word, with synonyms."""
         stop = self.stop
         return [i for i, t in enumerate(tokens)
-                if not mask[i] and _is_word(t) and (low := t.lower()) not in stop and synonyms(low)]
+                if not mask[i] and is_word(t) and (low := t.lower()) not in stop and synonyms(low)]
 
-    def synonym_replacement(self, tokens, mask, rng: random.Random):
+    def synonym_replacement(self, words: Words, rng: random.Random) -> Words:
         """Replace up to n distinct replaceable words with a random WordNet synonym each (case kept)."""
-        out = list(tokens)
-        words, replaceable = self._facts(tokens, mask)
+        tokens = words.tokens
+        count, replaceable = self._facts(tokens, words.flags)
         places = list(replaceable)
         rng.shuffle(places)
-        n = self._count(self.alpha_sr, words)
-        for i in places[:n]:
-            choice = rng.choice(self._synonyms_at(tokens, i))
-            out[i] = match_case(choice, tokens[i])
-        return out, list(mask)
+        for i in places[: self._count(self.alpha_sr, count)]:
+            words = words.replace(i, match_case(rng.choice(self._synonyms_at(tokens, i)), tokens[i]))
+        return words
 
-    def random_insertion(self, tokens, mask, rng: random.Random):
-        """Insert n synonyms of words of the sentence at random positions."""
-        out, out_mask = list(tokens), list(mask)
-        words, replaceable = self._facts(tokens, mask)
-        sources = [tokens[i].lower() for i in replaceable]
+    def random_insertion(self, words: Words, rng: random.Random) -> Words:
+        """Insert n synonyms of words of the sentence, each at a random word boundary."""
+        count, replaceable = self._facts(words.tokens, words.flags)
+        sources = [words.tokens[i].lower() for i in replaceable]
         if not sources:
-            return out, out_mask
-        for _ in range(self._count(self.alpha_ri, words)):
+            return words
+        for _ in range(self._count(self.alpha_ri, count)):
             word = rng.choice(synonyms(rng.choice(sources)))
-            at = rng.randint(0, len(out))
-            out.insert(at, word)
-            out_mask.insert(at, False)
-        return out, out_mask
+            words = words.insert(rng.choice(words.gaps()), word)
+        return words
 
-    def random_swap(self, tokens, mask, rng: random.Random):
+    def random_swap(self, words: Words, rng: random.Random) -> Words:
         """Swap the words at two random unprotected word positions, n times (the token multiset is kept)."""
-        out = list(tokens)
-        places = [i for i, t in enumerate(tokens) if _is_word(t) and not mask[i]]
+        places = [i for i, t in enumerate(words.tokens) if is_word(t) and not words.flags[i]]
         if len(places) < 2:
-            return out, list(mask)
+            return words
         for _ in range(self._count(self.alpha_rs, len(places))):
             a, b = rng.sample(places, 2)
-            out[a], out[b] = out[b], out[a]
-        return out, list(mask)
+            words = words.swap(a, b)
+        return words
 
-    def random_deletion(self, tokens, mask, rng: random.Random):
+    def random_deletion(self, words: Words, rng: random.Random) -> Words:
         """Delete each unprotected word with probability p_rd, keeping at least ``min_words`` words."""
-        words, _ = self._facts(tokens, mask)
-        keep = [not (_is_word(t) and not m and rng.random() < self.p_rd) for t, m in zip(tokens, mask)]
-        kept_words = sum(k and _is_word(t) for k, t in zip(keep, tokens))
-        need = min(max(self.min_words, 1), words)
+        tokens, mask = words.tokens, words.flags
+        count, _ = self._facts(tokens, mask)
+        keep = [not (is_word(t) and not m and rng.random() < self.p_rd) for t, m in zip(tokens, mask)]
+        kept_words = sum(k and is_word(t) for k, t in zip(keep, tokens))
+        need = min(max(self.min_words, 1), count)
         if kept_words < need:  # restore deleted words, in a random order, until enough are left
             deleted = [i for i, k in enumerate(keep) if not k]
             rng.shuffle(deleted)
             for i in deleted[: need - kept_words]:
                 keep[i] = True
-        return [t for t, k in zip(tokens, keep) if k], [m for m, k in zip(mask, keep) if k]
+        return words.delete({i for i, k in enumerate(keep) if not k})
 
-    def _parsed(self, text: str) -> tuple[list[str], list[bool]]:
-        """Tokens and protection mask of ``text``, kept for the next variants of the same text."""
+    def _parsed(self, text: str) -> Words:
+        """``text`` segmented, with its protection mask, kept for the next variants of the same text."""
         cache = self.__dict__.setdefault("_cache", {})
         if text not in cache:
             if len(cache) > 4096:  # the per-list caches below are keyed by list identity: clear them together
                 cache.clear()
                 self.__dict__.get("_pos", {}).clear()
                 self.__dict__.get("_facts_cache", {}).clear()
-            tokens = tokenize(text)
-            cache[text] = (tokens, self.protect.mask(tokens))
-            self.__dict__.setdefault("_pos", {})[id(cache[text][0])] = wordnet_pos(tokens)
+            cache[text] = words = Words.of(text, self.protect.mask, self.cjk)
+            self.__dict__.setdefault("_pos", {})[id(words.tokens)] = wordnet_pos(words.tokens)
         return cache[text]
 
     def _pos_of(self, tokens: list[str], i: int) -> str | None:
@@ -204,19 +184,18 @@ class EDA:
         if key not in facts or facts[key][0] is not tokens:
             if len(facts) > 4096:
                 facts.clear()
-            facts[key] = (tokens, sum(map(_is_word, tokens)), self.replaceable(tokens, mask))
+            facts[key] = (tokens, sum(map(is_word, tokens)), self.replaceable(tokens, mask))
         return facts[key][1], facts[key][2]
 
     def augment(self, text: str, rng: random.Random, technique: str | None = None) -> str:
         """One EDA variant of ``text`` (the technique drawn from ``techniques`` unless given)."""
-        tokens, mask = self._parsed(text)
-        if not tokens:
+        words = self._parsed(text)
+        if not words.tokens:
             return text
         technique = technique or rng.choice(self.techniques)
         op = {"sr": self.synonym_replacement, "ri": self.random_insertion, "rs": self.random_swap,
               "rd": self.random_deletion}[technique]
-        out, _ = op(tokens, mask, rng)
-        return detokenize(out)
+        return op(words, rng).text()
 
 
 def eda(sentence: str, alpha_sr: float = 0.1, alpha_ri: float = 0.1, alpha_rs: float = 0.1, p_rd: float = 0.1,
@@ -303,7 +282,7 @@ def train_tfidf(corpus: list[str], folder) -> str:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = nmw.TfIdf()
-    model.train([[t.lower() for t in tokenize(text) if _is_word(t)] for text in corpus])
+    model.train([[t.lower() for t in tokenize(text) if is_word(t)] for text in corpus])
     model.save(str(folder))
     return str(folder)
 
@@ -350,10 +329,11 @@ class TextAugmenter:
         out = text
         for name, p, run in self.ops:
             if p >= 1.0 or rng.random() < p:
-                out = run(out, rng, protected)
+                made = run(out, rng, protected)
+                out = made if name == "eda" else respace(out, made)
         if protected and Counter(protected) - Counter(tokenize(out)):  # a protected token was changed or lost
             return None
-        if foreign and self.min_words > 1 and sum(map(_is_word, tokenize(out))) < self.min_words:
+        if foreign and self.min_words > 1 and sum(map(is_word, tokenize(out))) < self.min_words:
             return None
         return out
 
@@ -366,7 +346,7 @@ def build_text_augmenter(specs, protect: Protect, min_words: int, corpus: list[s
         params = dict(spec.params)
         if spec.name == "eda":
             eda_op = EDA(params["alpha_sr"], params["alpha_ri"], params["alpha_rs"], params["p_rd"],
-                         tuple(params["techniques"]), protect=protect, min_words=min_words)
+                         tuple(params["techniques"]), protect=protect, min_words=min_words, cjk=params["cjk"])
             ops.append((spec.name, spec.p, lambda text, rng, _, a=eda_op: a.augment(text, rng)))
             continue
         if spec.name in ("back_translation", "contextual"):

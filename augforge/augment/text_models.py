@@ -68,17 +68,18 @@ def contextual(text: str, tokenizer, model, rng: random.Random, protected: list[
     """Replace a share ``aug_p`` of the unprotected words, each by one of the masked LM's ``top_k`` guesses."""
     import torch
 
-    from augforge.augment.text import detokenize, match_case, tokenize
+    from augforge.augment.text import match_case
+    from augforge.augment.words import Words, is_word
 
     if tokenizer.mask_token is None:
         raise AugforgeError("contextual: the tokenizer has no mask token; use a masked language model")
-    tokens = tokenize(text)
+    words = Words.of(text)
+    tokens = words.tokens
     keep = {p.lower() for p in protected}
-    places = [i for i, t in enumerate(tokens) if t[:1].isalpha() and t.lower() not in keep]
+    places = [i for i, t in enumerate(tokens) if is_word(t) and t.lower() not in keep]
     rng.shuffle(places)
     for i in places[: max(1, int(aug_p * len(places)))] if places else []:
-        masked = tokens[:i] + [tokenizer.mask_token] + tokens[i + 1 :]
-        batch = tokenizer(detokenize(masked), return_tensors="pt", truncation=True)
+        batch = tokenizer(words.replace(i, tokenizer.mask_token).text(), return_tensors="pt", truncation=True)
         where = (batch["input_ids"][0] == tokenizer.mask_token_id).nonzero()
         if len(where) == 0:
             continue
@@ -92,8 +93,8 @@ def contextual(text: str, tokenizer, model, rng: random.Random, protected: list[
             if len(candidates) == top_k:
                 break
         if candidates:
-            tokens[i] = match_case(rng.choice(candidates), tokens[i])
-    return detokenize(tokens)
+            words = words.replace(i, match_case(rng.choice(candidates), tokens[i]))
+    return words.text()
 
 
 def model_op(name: str, params: dict, where: str):

@@ -23,7 +23,8 @@ def _none(*_):
 
 TEXT_OPS: dict[str, OpDef] = {op.name: op for op in (
     OpDef("eda", {"alpha_sr": _prob(0.1), "alpha_ri": _prob(0.1), "alpha_rs": _prob(0.1), "p_rd": _prob(0.1),
-                  "techniques": Param("strings", ("sr", "ri", "rs", "rd"), {"options": ("sr", "ri", "rs", "rd")})},
+                  "techniques": Param("strings", ("sr", "ri", "rs", "rd"), {"options": ("sr", "ri", "rs", "rd")}),
+                  "cjk": _choice("run", ("run", "char"))},
           _none, summary="EDA: one of synonym replacement, random insertion, random swap, random deletion"),
     OpDef("keyboard", {"aug_char_p": _prob(0.1), "aug_word_p": _prob(0.1)}, _none,
           summary="nlpaug KeyboardAug: typos from neighbouring keys"),

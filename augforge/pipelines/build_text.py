@@ -4,7 +4,8 @@
 - **balance**: the train split is resampled (``over`` copies, ``under``);
 - **augment**: each balanced row yields ``copies + 1`` rows. An original keeps its text in the first;
   a balance copy gets only variants. Variants identical to their source or to an earlier variant of
-  the same source, and variants that lost a protected token, are dropped and counted;
+  the same source (up to whitespace and punctuation: ``augforge.augment.words.surface``), and variants
+  that lost a protected token, are dropped and counted;
 - **shards**: the shard store's writer, resumable like every build.
 
 The variants of source row ``r`` are drawn in sequence from one generator seeded from (seed, r's id),
@@ -22,6 +23,7 @@ import pyarrow as pa
 import xxhash
 
 from augforge.augment.text import TextAugmenter, build_text_augmenter
+from augforge.augment.words import surface
 from augforge.balance.apply import AUG_PREFIX, BalancePlan
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS
@@ -55,15 +57,15 @@ def _make_variants(group_texts: list[tuple[str, str, int]]) -> list[tuple[list[s
     augmenter, seed = _WORKER["augmenter"], _WORKER["seed"]
     out = []
     for row_id, text, n in group_texts:
-        seen, variants, same, lost = {text}, [], 0, 0
+        seen, variants, same, lost = {surface(text)}, [], 0, 0
         # variant j: the j-th draw sequence of one generator seeded from (seed, row id)
         for v in augmenter.variants(text, n, variant_key(seed, row_id, 0)):
             if v is None:
                 lost += 1
-            elif v in seen or not v.strip():
+            elif (bare := surface(v)) in seen or not bare:  # differs at most in whitespace or punctuation
                 same += 1
             else:
-                seen.add(v)
+                seen.add(bare)
                 variants.append(v)
         out.append((variants, same, lost))
     return out

@@ -143,26 +143,24 @@ def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
 
 
 def highlight(source: str, variant: str) -> str:
-    """``variant`` as rich markup with the words that differ from ``source`` in bold yellow."""
+    """``variant`` as rich markup, every token that differs from ``source`` (words and punctuation alike) in
+    bold yellow; the variant's own spacing is kept."""
     import difflib
 
     from rich.markup import escape
 
-    from augforge.augment.text import detokenize, tokenize
+    from augforge.augment.words import segment
 
-    a, b = tokenize(source), tokenize(variant)
+    a = segment(source)[0]
+    b, seps = segment(variant)
     changed = [True] * len(b)
     for op, _, _, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if op == "equal":
             changed[j1:j2] = [False] * (j2 - j1)
-    # spacing as detokenize() puts it, then markup around each changed token
-    spaced = detokenize(b)
-    out, at = [], 0
-    for token, hot in zip(b, changed):
-        start = spaced.index(token, at)
-        out.append(escape(spaced[at:start]))
+    out = [escape(seps[0])]
+    for token, hot, sep in zip(b, changed, seps[1:]):
         out.append(f"[bold yellow]{escape(token)}[/bold yellow]" if hot else escape(token))
-        at = start + len(token)
+        out.append(escape(sep))
     return "".join(out)
 
 
