@@ -247,6 +247,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from augforge.train.run import train_recipe
 
     recipe = load_recipe(args.recipe)  # the whole recipe, train section included, is checked before any work
+    if args.seed is not None:  # train.seed from the command line: one recipe, many seeds
+        import copy
+        from pathlib import Path
+
+        from augforge.recipe import parse_recipe
+
+        data = copy.deepcopy(recipe.data)
+        data["train"] = {**(data.get("train") or {}), "seed": args.seed}
+        recipe = parse_recipe(data, recipe.file, Path(args.recipe).parent)
     if args.run_dir is None:
         from pathlib import Path
 
@@ -313,7 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.data} ({args.split}, {metrics['rows']:,} rows): accuracy {metrics['accuracy']:.4f}, "
               f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
         for name, recall in metrics["recall"].items():
-            print(f"  recall {name}: {recall:.4f}")
+            print(f"  recall {name}: " + (f"{recall:.4f}" if recall is not None else "undefined (no rows of it here)"))
     return 0
 
 
@@ -467,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for training (default: train.threads, else torch's default of one per "
                         "core; fewer is faster on a loaded machine)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="train.seed for this run (initialisation, row order, streamed draws); the split and the "
+                        "offline build stay the recipe's seed")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",

@@ -255,6 +255,22 @@ AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "i
 OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
 
 
+def _payload_of(source: SourceSpec) -> str:
+    """The payload the source will give (image, text, features), read from the spec alone: a text column
+    means text; another table, features; a dataset directory says in its manifest; else images."""
+    from augforge.datasets.sources.table import TABLE_SUFFIXES
+
+    if source.text_col:
+        return "text"
+    path = Path(source.path)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return "features"
+    try:
+        return str(json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("payload") or "image")
+    except (OSError, ValueError, AttributeError):
+        return "image"
+
+
 def _source(c: Checker, value, base: Path) -> SourceSpec:
     raw = c.mapping(value, "source", SOURCE_KEYS)
     if "path" not in raw:
@@ -387,11 +403,12 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
         except AugforgeError as exc:
             c.fail("balance.strategy", str(exc))
     seed = int(c.number(raw.get("seed", 0), "seed", 0, 2**63 - 1, integer=True))
-    train, run = parse_train(c, raw.get("train"), seed)
+    source = _source(c, raw.get("source"), base)
+    train, run = parse_train(c, raw.get("train"), seed, payload=_payload_of(source))
     recipe = Recipe(
         file=file,
         seed=seed,
-        source=_source(c, raw.get("source"), base),
+        source=source,
         drop_duplicates=c.flag(clean.get("drop_duplicates", True), "clean.drop_duplicates"),
         strategy=strategy,
         augment=_augment(c, raw.get("augment")),

@@ -196,25 +196,36 @@ def test_evaluate_refuses_what_it_cannot_reproduce(tmp_path, capsys, text_csv):
     assert "no input spec" in capsys.readouterr().err
 
 
-def test_text_runs_keep_their_vocabulary_and_evaluate_equals_the_summary(tmp_path, capsys):
+@pytest.mark.parametrize("model, tokenizer", [("text_bilstm", "wordpiece"), ("fasttext", "auto"),
+                                              ("text_transformer", "bpe")])
+def test_text_runs_keep_their_encoder_and_evaluate_equals_the_summary(tmp_path, capsys, model, tokenizer):
     csv = tmp_path / "tickets.csv"
     shutil.copy("examples/tickets.csv", csv)
+    options = {"text_bilstm": {"vocab_size": 100, "embed_dim": 32, "hidden": 32},
+               "text_transformer": {"vocab_size": 120, "d_model": 32, "heads": 2, "layers": 1, "max_len": 16},
+               "fasttext": {"embed_dim": 16}}[model]
     recipe = {"seed": 0, "source": {"path": str(csv), "text_col": "text", "label_col": "label",
                                     "test_split": 0.2, "val_split": 0.1},
-              "train": {"model": "text_bilstm", "model_options": {"vocab_size": 100, "embed_dim": 32, "hidden": 32},
-                        "epochs": 2, "batch_size": 64, "lr": 0.01}}
-    run, data, summary = _train(tmp_path, recipe, "text")  # the loader's vocabulary fits the model's 100 ids
+              "train": {"model": model, "model_options": options, "epochs": 2, "batch_size": 64, "lr": 0.01,
+                        "text": {"tokenizer": tokenizer, "buckets": 5000, "max_tokens": 12, "truncate": "head+tail"}}}
+    run, data, summary = _train(tmp_path, recipe, "text")
     state = load_checkpoint(run / "model.pt")
-    vocab = state["input"]["vocab"]
-    assert state["input"]["payload"] == "text" and len(vocab) == 98 and all(isinstance(w, str) for w in vocab)
+    spec = state["input"]["text"]
+    assert state["input"]["payload"] == "text" and spec["kind"] == {"auto": "hashed"}.get(tokenizer, tokenizer)
+    size = state["arch"]["options"].get("vocab_size")
+    assert size == (5002 if model == "fasttext" else options["vocab_size"])  # the model's ids are the encoder's
+    assert summary["text"]["train"]["truncated"] > 0 and summary["text"]["max_tokens"] == 12
     metrics = _evaluate_cli(capsys, run / "model.pt", data)
     assert {k: metrics[k] for k in METRICS} == {k: summary[k] for k in METRICS}
-    # another build's train split would fit another vocabulary: evaluate keeps the checkpoint's
+    # another build's train split would fit another tokenizer: evaluate keeps the checkpoint's
     other = tmp_path / "other"
     build(parse_recipe({**recipe, "seed": 5}, "r.yaml"), other)
-    loader = open_loader(other, 256, split="test", shuffle=False, vocab=vocab)
-    refit = open_loader(other, 256, split="test", shuffle=False, vocab_size=100)
-    assert loader.vocab.words == vocab and refit.vocab.words != vocab
+    kept = open_loader(other, 256, split="test", shuffle=False, text=spec)
+    assert kept.encoder.spec() == spec
+    old = tmp_path / "old.pt"  # a checkpoint of an older augforge: a word list, no encoder
+    torch.save({**state, "input": {"payload": "text", "vocab": ["a", "b"]}}, old)
+    assert main(["evaluate", str(old), str(data)]) == 1
+    assert "records no text encoder" in capsys.readouterr().err
 
 
 # -- 3. one device decision ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ IMAGE_MODELS = ["simple_cnn", "mobilenet_v3_small", "mobilenet_v3_large"]
 
 
 def _inputs(name, batch=4, size=32, in_channels=3):
-    if name.startswith("text_"):
+    if name.startswith("text_") or name == "fasttext":
         ids = torch.randint(1, 100, (batch, 12))
         lengths = torch.tensor([12, 7, 3, 1][:batch])
         ids[torch.arange(12)[None, :] >= lengths[:, None]] = 0
@@ -24,13 +24,13 @@ def _inputs(name, batch=4, size=32, in_channels=3):
 
 
 def _create(name, num_classes, **options):
-    extra = {"vocab_size": 100} if name.startswith("text_") else {"in_features": 20} if name == "mlp" else {}
+    extra = {"vocab_size": 100} if name.startswith("text_") or name == "fasttext" else {"in_features": 20} if name == "mlp" else {}
     return create(name, num_classes, **extra, **options)
 
 
 def test_registry_lists_every_model():
-    assert available() == ["mlp", "mobilenet_v3_large", "mobilenet_v3_small", "simple_cnn", "text_bilstm",
-                           "text_transformer"]
+    assert available() == ["fasttext", "mlp", "mobilenet_v3_large", "mobilenet_v3_small", "simple_cnn",
+                           "text_bilstm", "text_encoder", "text_transformer"]
     with pytest.raises(AugforgeError, match="unknown model 'resnet'"):
         create("resnet", 10)
     with pytest.raises(AugforgeError, match="has no option 'width'"):
@@ -96,14 +96,14 @@ def test_grey_inputs_and_224():
         assert create("mobilenet_v3_large", 5).eval()(torch.randn(1, 3, 224, 224)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("name", ["text_transformer", "text_bilstm", "mlp"])
+@pytest.mark.parametrize("name", ["fasttext", "text_transformer", "text_bilstm", "mlp"])
 @pytest.mark.parametrize("num_classes", [2, 7])
 def test_text_and_feature_forward_shapes(name, num_classes):
     model = _create(name, num_classes).eval()
     assert model(*_inputs(name)).shape == (4, num_classes)
 
 
-@pytest.mark.parametrize("name", ["text_transformer", "text_bilstm"])
+@pytest.mark.parametrize("name", ["fasttext", "text_transformer", "text_bilstm"])
 def test_text_models_ignore_padding(name):
     model = _create(name, 3, dropout=0.0).eval()
     ids, lengths = _inputs(name)
@@ -112,7 +112,7 @@ def test_text_models_ignore_padding(name):
     assert torch.allclose(model(ids, lengths), model(noisy, lengths), atol=1e-5)
 
 
-ALL = IMAGE_MODELS + ["text_transformer", "text_bilstm", "mlp"]
+ALL = IMAGE_MODELS + ["fasttext", "text_transformer", "text_bilstm", "mlp"]
 
 
 @pytest.mark.parametrize("name", ALL + ["attention"])

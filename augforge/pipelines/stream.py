@@ -13,8 +13,10 @@ What each payload yields:
   decoding, GPU ops and tensors already on the device when a GPU is present. Raw uint8 shards skip
   decoding.
 - features: float32 ``(batch, dim)`` tensors.
-- text: ``((token_ids, lengths), y)``. A word vocabulary is fitted on the train split when the loader
-  opens (deterministic); ids are padded per batch with 0, and 1 is the unknown word.
+- text: ``((token_ids, lengths), y)``. The ids come from a text encoder
+  (``augforge.pipelines.text_encoding``): given, restored from a checkpoint's spec, or made when the
+  loader opens (``text=TextOptions(...)``; by default fastText's hashed n-grams; a tokenizer is trained
+  on the train split, deterministically). Texts are truncated to ``max_tokens``; ids are padded per batch.
 
 Labels are int64, or float soft labels with mixup/cutmix.
 
@@ -41,7 +43,6 @@ import queue
 import threading
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,19 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     if not shuffle:
         return np.arange(n, dtype=np.int64)
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
+
+
+def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """An epoch of class-balanced draws: ``len(labels)`` positions drawn with replacement from (seed, epoch),
+    each class equally likely, each row equally likely within its class."""
+    rng = np.random.default_rng([int(seed), int(epoch), 0xBA1A])
+    classes, inverse = np.unique(labels, return_inverse=True)
+    members = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[members], np.arange(len(classes)))
+    sizes = np.bincount(inverse, minlength=len(classes))
+    pick = rng.integers(0, len(classes), len(labels))
+    within = (rng.random(len(labels)) * sizes[pick]).astype(np.int64)
+    return members[starts[pick] + within].astype(np.int64)
 
 
 def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.ndarray:
@@ -130,48 +144,21 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise AugforgeError(f"images with {have} channels cannot be converted to {channels}")
 
 
-class Vocabulary:
-    """Lower-cased word tokens -> ids; 0 pads, 1 is the unknown word. Ordered by count, then word.
+def _text_encoder(text, dataset_dir):
+    """The loader's text encoder: ``text`` itself (an encoder), one restored from a checkpoint's spec (a
+    dict), or one made from ``TextOptions`` (default: fastText's hashed n-grams), trained on the train
+    split's texts where it learns."""
+    from augforge.pipelines.text_encoding import encoder_from_spec, fit_encoder
+    from augforge.train.config import TextOptions
 
-    ``max_size`` counts the two reserved ids, so every id is below it (a model's ``vocab_size``)."""
-
-    def __init__(self, texts, max_size: int = 50_000) -> None:
-        from augforge.augment.text import tokenize
-
-        if max_size < 3:
-            raise AugforgeError(f"vocabulary size {max_size}: expected at least 3 (padding, unknown, one word)")
-        counts = Counter(t.lower() for text in texts for t in tokenize(text))
-        self._set(sorted(counts, key=lambda w: (-counts[w], w))[: max_size - 2])
-
-    @classmethod
-    def from_words(cls, words: list[str]) -> "Vocabulary":
-        """The vocabulary whose ids 2, 3, ... are ``words`` (as ``words`` gives them back)."""
-        vocab = cls.__new__(cls)
-        vocab._set(list(words))
-        return vocab
-
-    def _set(self, words: list[str]) -> None:
-        from augforge.augment.text import tokenize
-
-        self.index = {w: i + 2 for i, w in enumerate(words)}
-        self._tokenize = tokenize
-
-    @property
-    def words(self) -> list[str]:
-        """The words in id order (ids 2, 3, ...): what a checkpoint stores."""
-        return list(self.index)
-
-    def __len__(self) -> int:
-        return len(self.index) + 2
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded int64 ids ``(batch, longest)`` and int64 lengths."""
-        rows = [[self.index.get(t.lower(), 1) for t in self._tokenize(text)] or [1] for text in texts]
-        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-        ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.int64)
-        return ids, lengths
+    if isinstance(text, dict):
+        return encoder_from_spec(text)
+    if text is not None and not isinstance(text, TextOptions):
+        return text
+    options = text or TextOptions()
+    train = Dataset(dataset_dir, "train", verify=False)
+    texts = train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist()
+    return fit_encoder(options, "fasttext", texts, None)
 
 
 class Loader:
@@ -183,8 +170,7 @@ class Loader:
                  world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
                  threads: int | None = None, reader_workers: int = 0, verify: bool = True,
                  fuse: bool = True, augment: bool | None = None, color: str | None = None,
-                 vocab: "Vocabulary | list[str] | None" = None, vocab_size: int = 50_000,
-                 bootstrap: int | None = None) -> None:
+                 text=None, bootstrap: int | None = None, sampler: str = "shuffle") -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -207,6 +193,10 @@ class Loader:
             raise AugforgeError(f"reader_workers {reader_workers}: expected 0 (a thread feeds DALI) or more")
         self.reader_workers = reader_workers
         self.epoch, self.position = 0, 0
+        if sampler not in ("shuffle", "balanced"):
+            raise AugforgeError(f"sampler={sampler!r}: expected shuffle or balanced")
+        #: ``balanced``: each epoch draws its rows with replacement, every class equally often (train only)
+        self.sampler = sampler if self.augment else "shuffle"
         #: ``bootstrap``: the split's rows resampled with replacement once, from that seed (every epoch then
         #: shuffles the resample), for estimates that include the variance of the training rows
         self.bootstrap = bootstrap
@@ -225,13 +215,8 @@ class Loader:
         self._augmenter_args = dict(color=self.color, device=self.device.dali, batch_size=batch_size,
                                     threads=threads or max(1, torch.get_num_threads()), fuse=fuse)
         self.dtype = dtype
-        self.vocab = None
-        if self.payload == S.TEXT:
-            if vocab is None:  # fitted on the train split, whatever split is streamed
-                train = Dataset(dataset_dir, "train", verify=False)
-                vocab = Vocabulary(train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist(),
-                                   vocab_size)
-            self.vocab = vocab if isinstance(vocab, Vocabulary) else Vocabulary.from_words(vocab)
+        #: text rows: the encoder that turns them into ids (shared by a run's train, val and test loaders)
+        self.encoder = _text_encoder(text, dataset_dir) if self.payload == S.TEXT else None
         self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
         self._source_next: tuple[int, int] | None = None  # (epoch, position) the parallel source reads next
         self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
@@ -256,12 +241,12 @@ class Loader:
     def input_spec(self) -> dict:
         """What evaluation needs to feed a model as this loader feeds it (JSON, stored in checkpoints): the
         payload, and for images the colour mode and the deterministic part of the ops, for text the
-        vocabulary, for features their width."""
+        encoder (tokenizer, n-gram settings, truncation), for features their width."""
         spec: dict = {"payload": self.payload}
         if self.payload == S.IMAGE:
             spec.update(color=self.color, channels=self.channels, ops=op_dicts(evaluation_ops(self._ops)))
         elif self.payload == S.TEXT:
-            spec["vocab"] = self.vocab.words
+            spec["text"] = self.encoder.spec()
         else:
             spec["dim"] = len(self.info.get("feature_names") or ())
         return spec
@@ -270,7 +255,11 @@ class Loader:
 
     def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
         """This rank's positions (in the split) for ``epoch``, in order."""
-        order = epoch_order(len(self.dataset), self.seed, self.epoch if epoch is None else epoch, self.shuffle)
+        epoch = self.epoch if epoch is None else epoch
+        if self.sampler == "balanced":
+            order = balanced_order(self._labels_all(), self.seed, epoch)
+        else:
+            order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
         if self._base is not None:
             order = self._base[order]
         return rank_rows(order, self.rank, self.world_size, self.last)
@@ -424,7 +413,7 @@ class Loader:
             values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
             x = torch.from_numpy(values.reshape(len(positions), -1).astype(np.float32, copy=False))
         elif self.payload == S.TEXT:
-            x = self.vocab.encode(column.to_pylist())
+            x = self.encoder.encode(column.to_pylist())
         return self._finish(x, y, index)
 
     def _labels_all(self) -> np.ndarray:

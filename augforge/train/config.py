@@ -19,6 +19,37 @@ NONFINITE = ("stop", "skip")
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 #: validation metrics early stopping (and ``best.pt``) can follow; larger is better for each
 EARLY_METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+#: the loss's class weights: none, or inversely proportional to the training rows' class counts
+CLASS_WEIGHTS = ("none", "balanced")
+#: how an epoch's training rows are drawn: a permutation, or class-balanced draws with replacement
+SAMPLERS = ("shuffle", "balanced")
+#: the model a recipe trains when it names none, by payload
+DEFAULT_MODELS = {"image": "simple_cnn", "text": "fasttext", "features": "mlp"}
+#: text encoders (augforge.pipelines.text_encoding) and truncation modes
+TEXT_TOKENIZERS = ("auto", "wordpiece", "bpe", "unigram", "word", "hashed", "pretrained")
+TRUNCATE = ("head", "tail", "head+tail")
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """The ``train.text`` section: how texts become token ids (``augforge.pipelines.text_encoding``)."""
+
+    tokenizer: str = "auto"  # one of TEXT_TOKENIZERS, or a path to a tokenizer.json
+    vocab_size: int | None = None  # trained tokenizers: the vocabulary's size (None: the model's vocab_size)
+    lowercase: bool = True
+    max_tokens: int = 512
+    truncate: str = "head"
+    word_ngrams: int = 2
+    char_ngrams: tuple[int, int] = (3, 5)  # (0, 0): none
+    buckets: int = 1 << 20
+    path: str | None = None  # pretrained: the local model directory (the text_encoder's path option)
+
+    def kind_for(self, model: str) -> str:
+        """The encoder kind: ``auto`` is ``hashed`` for fastText, ``pretrained`` for a text_encoder and
+        ``wordpiece`` for the other models; any other string is a tokenizer file (``file``)."""
+        if self.tokenizer != "auto":
+            return self.tokenizer if self.tokenizer in TEXT_TOKENIZERS else "file"
+        return {"fasttext": "hashed", "text_encoder": "pretrained"}.get(model, "wordpiece")
 
 
 @dataclass
@@ -44,6 +75,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU only)
     nonfinite: str = "stop"  # stop | skip
+    class_weights: str = "none"  # none | balanced (weights n / (classes * count) in the loss)
     ema_decay: float | None = None
     swa_start: int | None = None  # the first epoch (0-based) whose weights are averaged
     swa_lr: float | None = None
@@ -54,7 +86,7 @@ class TrainConfig:
 class RunSpec:
     """What surrounds the loop: model, batches, seed, device, threads, mixing, streamed ops, logging."""
 
-    model: str = "simple_cnn"
+    model: str = "simple_cnn"  # the recipe's, else DEFAULT_MODELS of its payload
     model_options: dict = field(default_factory=dict)
     batch_size: int = 64
     seed: int = 0
@@ -69,6 +101,8 @@ class RunSpec:
     tensorboard: bool = False
     log_every: float = 30.0  # seconds between progress lines when the output is not a terminal
     bootstrap: int | None = None  # resample the training rows with replacement from this seed
+    sampler: str = "shuffle"  # shuffle | balanced
+    text: TextOptions = TextOptions()
 
     def mix(self):
         """The loader's MixConfig (imported lazily: it needs torch)."""
@@ -86,16 +120,20 @@ _NUMBERS = {
     "clip_grad_norm": (1e-12, 1e9, False), "ema_decay": (0.0, 0.999999, False), "swa_start": (0, 100_000, True),
     "swa_lr": (0.0, 100.0, False), "swa_every": (1, 100_000, True),
 }
-_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS, "nonfinite": NONFINITE}
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS, "nonfinite": NONFINITE,
+            "class_weights": CLASS_WEIGHTS}
 RUN_KEYS = ("model", "model_options", "batch_size", "seed", "device", "threads", "mixup_alpha", "cutmix_alpha",
-            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every", "bootstrap")
+            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every", "bootstrap",
+            "sampler", "text")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + RUN_KEYS
 
 
-def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True) -> tuple[TrainConfig, RunSpec]:
+def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
+                payload: str = "image") -> tuple[TrainConfig, RunSpec]:
     """Validate a ``train:`` mapping with the recipe ``Checker`` ``c``; (TrainConfig, RunSpec).
 
-    ``check_model`` also checks the model name and its options against the registry (which imports torch).
+    ``payload`` (image, text, features) picks the model when the section names none. ``check_model``
+    also checks the model name and its options against the registry (which imports torch).
     """
     raw = c.mapping(raw, "train", TRAIN_KEYS)
     values = {}
@@ -117,7 +155,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True) -> tuple
     if config.swa_start is not None and config.swa_start >= config.epochs:
         c.fail("train.swa_start", f"epoch {config.swa_start} is not below train.epochs ({config.epochs}); SWA "
                                   "would never take a snapshot")
-    model = c.text(raw.get("model", "simple_cnn"), "train.model")
+    model = c.text(raw.get("model", DEFAULT_MODELS.get(payload, "simple_cnn")), "train.model")
     options = raw.get("model_options") or {}
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         c.fail("train.model_options", f"expected a mapping of option names to values, got {options!r}")
@@ -149,8 +187,36 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True) -> tuple
         log_every=float(c.number(raw.get("log_every", 30.0), "train.log_every", 0.1, 86_400.0)),
         bootstrap=None if raw.get("bootstrap") is None else int(c.number(raw["bootstrap"], "train.bootstrap", 0,
                                                                           2**63 - 1, integer=True)),
+        sampler=c.choice(raw.get("sampler", "shuffle"), "train.sampler", SAMPLERS),
+        text=_text_options(c, raw.get("text"), model),
     )
     return config, run
+
+
+def _text_options(c, raw, model: str) -> TextOptions:
+    """The ``train.text`` mapping, checked."""
+    raw = c.mapping(raw, "train.text", tuple(f.name for f in fields(TextOptions) if f.name != "path"))
+    tokenizer = c.text(raw.get("tokenizer", "auto"), "train.text.tokenizer")
+    grams = raw.get("char_ngrams", [3, 5])
+    if grams in (0, None, False):
+        grams = [0, 0]
+    if not isinstance(grams, list) or len(grams) != 2:
+        c.fail("train.text.char_ngrams", f"expected [min, max] (e.g. [3, 5]) or 0 for none, got {grams!r}")
+    low = int(c.number(grams[0], "train.text.char_ngrams[0]", 0, 20, integer=True))
+    high = int(c.number(grams[1], "train.text.char_ngrams[1]", 0, 20, integer=True))
+    if (low == 0) != (high == 0) or low > high:
+        c.fail("train.text.char_ngrams", f"expected 1 <= min <= max, or 0 for none; got {grams!r}")
+    size = raw.get("vocab_size")
+    return TextOptions(
+        tokenizer=tokenizer,
+        vocab_size=None if size is None else int(c.number(size, "train.text.vocab_size", 3, 10_000_000, integer=True)),
+        lowercase=c.flag(raw.get("lowercase", True), "train.text.lowercase"),
+        max_tokens=int(c.number(raw.get("max_tokens", 512), "train.text.max_tokens", 1, 10_000_000, integer=True)),
+        truncate=c.choice(raw.get("truncate", "head"), "train.text.truncate", TRUNCATE),
+        word_ngrams=int(c.number(raw.get("word_ngrams", 2), "train.text.word_ngrams", 1, 10, integer=True)),
+        char_ngrams=(low, high),
+        buckets=int(c.number(raw.get("buckets", 1 << 20), "train.text.buckets", 1, 1 << 26, integer=True)),
+    )
 
 
 def _check_model(c, name: str, options: dict) -> None:
@@ -165,6 +231,11 @@ def _check_model(c, name: str, options: dict) -> None:
         if key not in known:
             c.fail(f"train.model_options.{key}", f"{name} has no option {key!r}; options: {', '.join(known)}")
     try:
+        if name == "text_encoder":  # its weights are loaded when training starts; the directory is checked now
+            from augforge.train.models.text_encoder import local_config
+
+            local_config(options.get("path"))
+            return
         from augforge.train.models import create
 
         create(name, 2, **options)  # a tiny head: option values that cannot build a model fail here

@@ -52,11 +52,13 @@ class Trainer:
     """Trains ``model`` with ``config``; ``fit`` runs the epochs, ``evaluate`` measures a loader."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int,
-                 device: "str | torch.device | Device" = "cpu") -> None:
+                 device: "str | torch.device | Device" = "cpu", class_weights: torch.Tensor | None = None) -> None:
         #: the device decision (augforge.device.Device), shared with the loader that feeds this trainer
         self.placement = choose_device(device if not isinstance(device, torch.device) else str(device))
         self.device = self.placement.torch
         self.model, self.config = model.to(self.device), config
+        #: per-class loss weights (``train.class_weights: balanced``), or None
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights).float().to(self.device)
         #: the model itself, also under DistributedDataParallel (what is averaged, saved and evaluated)
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         if config.accumulate < 1:
@@ -91,7 +93,7 @@ class Trainer:
     def _loss_sum(self, logits, y) -> torch.Tensor:
         if self.config.binary:
             return binary_cross_entropy_sum(logits, y, self.config.label_smoothing)
-        return cross_entropy_sum(logits, y, self.config.label_smoothing)
+        return cross_entropy_sum(logits, y, self.config.label_smoothing, self.class_weights)
 
     def optimizer_step(self, micro_batches: list) -> float:
         """One update from ``micro_batches`` [(x, y), ...]: the loss of all their samples, averaged once."""

@@ -17,13 +17,26 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -
     return soft * (1.0 - smoothing) + smoothing / num_classes
 
 
-def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Summed cross-entropy for class indices or soft targets, with label smoothing."""
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed cross-entropy for class indices or soft targets, with label smoothing; ``weight`` scales each
+    class's term (as ``F.cross_entropy``'s ``weight`` does, without its division by the weights' sum)."""
     logits = logits.float()
     if not targets.is_floating_point() and smoothing == 0.0:
-        return F.cross_entropy(logits, targets.long(), reduction="sum")
+        return F.cross_entropy(logits, targets.long(), weight=weight, reduction="sum")
     soft = smoothed_targets(targets, logits.shape[-1], smoothing)
+    if weight is not None:
+        soft = soft * weight.to(soft.device, soft.dtype)
     return -(soft * F.log_softmax(logits, dim=-1)).sum()
+
+
+def balanced_class_weights(counts) -> torch.Tensor:
+    """scikit-learn's ``class_weight="balanced"``: ``n / (classes * count)`` per class (0 for absent ones)."""
+    counts = torch.as_tensor(counts, dtype=torch.float32)
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
 
 
 def binary_cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:

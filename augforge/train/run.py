@@ -143,13 +143,19 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     class_names = manifest["class_names"]
     torch.manual_seed(run.seed)
     loader, val, test = open_loaders(recipe, data, manifest, device)
-    arch = _arch(run, manifest, config)
+    arch = _arch(run, manifest, config, loader.encoder)
     spec = loader.input_spec()
     log(f"device: {device}; threads: {threads}")
-    model = model_from(arch)
+    text_stats = _text_stats(loader, val, test, log) if loader.encoder is not None else None
+    model = model_from(arch, pretrained=True)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model.to(device.torch))
-    trainer = Trainer(model, config, len(loader), device=device)
+    weights = None
+    if config.class_weights == "balanced":
+        from augforge.train.losses import balanced_class_weights
+
+        weights = balanced_class_weights([manifest["counts"]["train"].get(n, 0) for n in class_names])
+    trainer = Trainer(model, config, len(loader), device=device, class_weights=weights)
     checkpoints = run_dir / "checkpoints"
     best, since_best = None, 0
     settings = training_settings(recipe)
@@ -221,6 +227,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
                "epochs": trainer.epoch, "model": run.model, "device": str(device), "threads": threads,
                "config": asdict(config)}
+    if text_stats is not None:
+        summary["text"] = text_stats
     if test is not None:
         measured = _evaluate(final, test, class_names, trainer, arch)
         spec["shape"] = measured.pop("input_shape", None)
@@ -234,33 +242,79 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
 
 def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device):
     """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
-    (``Recipe.train_ops``) and mixing; val and test (None where the data has no such split) only the
-    deterministic part, in storage order, on every row."""
+    (``Recipe.train_ops``), mixing and its sampler; val and test (None where the data has no such split)
+    only the deterministic part, in storage order, on every row. Text splits share one encoder, made for
+    the recipe's model (``text_encoder``)."""
     from augforge.pipelines.stream import open_loader
 
     run = recipe.run
     ops = recipe.train_ops or None
-    loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device,
-                         vocab_size=_vocab_size(run), bootstrap=run.bootstrap)
+    text = text_encoder(run, data) if manifest.get("payload") == "text" else None
+    loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
+                         bootstrap=run.bootstrap, sampler=run.sampler)
     whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
-             "vocab": loader.vocab}
+             "text": loader.encoder}
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
     test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
     return loader, val, test
 
 
+def text_encoder(run: RunSpec, data: Path):
+    """The text encoder of a run: ``train.text`` for its model (fastText: hashed n-grams; a text_encoder:
+    its own tokenizer; others: a tokenizer trained on the train split, as large as the model's
+    ``vocab_size`` unless ``train.text.vocab_size`` says), truncating to at most the model's ``max_len``."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from augforge.datasets import schema as S
+    from augforge.datasets.reader import Dataset
+    from augforge.pipelines.text_encoding import fit_encoder
+    from augforge.train.models import model_options
+
+    defaults = {**model_options(run.model), **run.model_options}
+    options = run.text
+    if isinstance(defaults.get("max_len"), int):
+        options = replace(options, max_tokens=min(options.max_tokens, defaults["max_len"]))
+    if run.model == "text_encoder":
+        from augforge.train.models.text_encoder import local_config
+
+        limit = local_config(defaults.get("path")).get("max_position_embeddings")
+        options = replace(options, path=str(defaults.get("path") or ""),
+                          max_tokens=min(options.max_tokens, int(limit or options.max_tokens)))
+    kind = options.kind_for(run.model)
+    texts = []
+    if kind in ("wordpiece", "bpe", "unigram", "word"):
+        train = Dataset(data, "train", verify=False)
+        texts = train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist()
+    size = run.model_options.get("vocab_size")
+    return fit_encoder(options, run.model, texts, size if isinstance(size, int) else None)
+
+
+def _text_stats(loader, val, test, log) -> dict:
+    """Token counts per split before truncation, and how many rows each split truncates (logged)."""
+    import numpy as np
+
+    from augforge.datasets import schema as S
+    from augforge.pipelines.text_encoding import lengths_summary
+
+    out = {"encoder": loader.encoder.kind, "vocab_size": loader.encoder.vocab_size,
+           "max_tokens": loader.encoder.options.max_tokens, "truncate": loader.encoder.options.truncate}
+    for name, split in (("train", loader), ("val", val), ("test", test)):
+        if split is None:
+            continue
+        dataset = split.dataset
+        texts = dataset.take(np.arange(len(dataset)), [S.TEXT]).column(S.TEXT).to_pylist()
+        out[name] = lengths_summary(split.encoder, texts)
+        if out[name]["truncated"]:
+            log(f"text: {out[name]['truncated']:,} of {len(texts):,} {name} rows are longer than "
+                f"{out['max_tokens']:,} tokens and were truncated ({out['truncate']}; longest {out[name]['max']:,})")
+    return out
+
+
 def _evaluate(model, loader, class_names: list[str], trainer: Trainer, arch: dict) -> dict:
     """Metrics of ``model`` on an evaluation loader, on the run's device (with the input shape seen)."""
     return evaluate(model, loader, class_names, device=trainer.device, binary=arch.get("binary", False))
-
-
-def _vocab_size(run: RunSpec) -> int:
-    """The text vocabulary's size: the model's ``vocab_size`` (its option, else its default), so that every
-    token id has an embedding; 50,000 for models without one."""
-    from augforge.train.models import model_options
-
-    size = run.model_options.get("vocab_size", model_options(run.model).get("vocab_size"))
-    return int(size) if isinstance(size, int) else 50_000
 
 
 def _set_threads(threads: int | None) -> int:
@@ -375,21 +429,37 @@ def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
     return result.write.manifest
 
 
-def _arch(run: RunSpec, manifest: dict, config: TrainConfig) -> dict:
-    """What rebuilds the model: name, options, classes, input channels (or features), binary head."""
+def _arch(run: RunSpec, manifest: dict, config: TrainConfig, encoder=None) -> dict:
+    """What rebuilds the model: name, options, classes, input channels (or features), binary head. A text
+    model's ``vocab_size`` and ``pad_id`` are its encoder's."""
+    from augforge.train.models import model_options
+
     info = manifest.get("payload_info") or {}
     in_channels = len(info.get("feature_names") or ()) if manifest.get("payload") == "features" else \
         info.get("channels", 3)
-    return {"name": run.model, "options": dict(run.model_options), "num_classes": len(manifest["class_names"]),
+    options = dict(run.model_options)
+    if encoder is not None:
+        known = model_options(run.model)
+        options.update({k: v for k, v in (("vocab_size", encoder.vocab_size), ("pad_id", encoder.pad_id))
+                        if k in known})
+    if run.model == "text_encoder":  # the architecture travels with the weights: evaluation needs no directory
+        from augforge.train.models.text_encoder import local_config
+
+        options["config"] = local_config(options.get("path"))
+    return {"name": run.model, "options": options, "num_classes": len(manifest["class_names"]),
             "in_channels": int(in_channels or 3), "class_names": manifest["class_names"],
             "binary": bool(config.binary)}
 
 
-def model_from(arch: dict) -> torch.nn.Module:
-    """A fresh model as ``arch`` (stored in every checkpoint) describes it."""
+def model_from(arch: dict, pretrained: bool = False) -> torch.nn.Module:
+    """A fresh model as ``arch`` (stored in every checkpoint) describes it. ``pretrained``: a text_encoder
+    loads its directory's weights (to train); otherwise its stored config rebuilds it (to load weights into)."""
     from augforge.train.models import create
 
-    return create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **arch["options"])
+    options = dict(arch["options"])
+    if pretrained:
+        options.pop("config", None)
+    return create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **options)
 
 
 def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: int = 2, log=print):
@@ -399,7 +469,8 @@ def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: in
     device = choose_device(recipe.run.device)
     torch.manual_seed(recipe.run.seed)
     loader = open_loaders(recipe, data, manifest, device)[0]
-    return recipe.train, model_from(_arch(recipe.run, manifest, recipe.train)).to(device.torch), loader
+    arch = _arch(recipe.run, manifest, recipe.train, loader.encoder)
+    return recipe.train, model_from(arch, pretrained=True).to(device.torch), loader
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto") -> dict:
@@ -407,7 +478,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
 
     The checkpoint's input spec decides the preprocessing: the deterministic part of the training ops,
     the colour mode (grey and RGB data are converted to what the model was trained on) and the text
-    vocabulary. Data that cannot be made to fit (another payload, other classes, another input shape)
+    encoder (tokenizer and truncation). Data that cannot be made to fit (another payload, other classes, another input shape)
     is refused in one line."""
     from augforge.pipelines.stream import open_loader
 
@@ -426,8 +497,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AugforgeError(f"{path}: the weights do not fit model {arch.get('name')!r} ({first})") from None
     placement = choose_device(device)
-    options = {"text": {"vocab": spec.get("vocab")}, "image": {"ops": spec.get("ops") or None,
-                                                               "color": spec.get("color")}}.get(spec["payload"], {})
+    if spec["payload"] == "text" and not isinstance(spec.get("text"), dict):
+        raise AugforgeError(f"{path}: records no text encoder (an older augforge stored a word list); retrain it to "
+                            "evaluate it reproducibly")
+    options = {"text": {"text": spec.get("text")}, "image": {"ops": spec.get("ops") or None,
+                                                             "color": spec.get("color")}}.get(spec["payload"], {})
     loader = open_loader(data, 256, split=split, shuffle=False, augment=False, device=placement, **options)
     if loader.payload != spec["payload"]:
         raise AugforgeError(f"{data}: holds {loader.payload} rows; {path} was trained on {spec['payload']}")

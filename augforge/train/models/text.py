@@ -1,4 +1,5 @@
-"""Text classifiers over padded token ids and their lengths: a transformer encoder and a BiLSTM baseline."""
+"""Text classifiers over padded token ids and their lengths: fastText (the default: hashed word and character
+n-grams averaged into a linear head), a transformer encoder and a BiLSTM."""
 
 from __future__ import annotations
 
@@ -85,11 +86,53 @@ class TextBiLSTM(ClassifierMixin, nn.Module):
         return self.head(self.dropout(torch.cat([hidden[-2], hidden[-1]], dim=1)))
 
 
+class FastText(ClassifierMixin, nn.Module):
+    """fastText (Joulin et al., 2017): the mean of the ids' embeddings (an ``EmbeddingBag`` that skips
+    padding) into a linear layer. Fed ``augforge.pipelines.text_encoding.HashedEncoder`` ids, its input is
+    the bag of words, word n-grams and character n-grams: as strong as TF-IDF + a linear model, and as fast."""
+
+    input_kind = "tokens"
+
+    def __init__(self, num_classes: int, vocab_size: int, embed_dim: int, dropout: float, pad_id: int) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.embed = nn.EmbeddingBag(vocab_size, embed_dim, mode="mean", padding_idx=pad_id)
+        nn.init.uniform_(self.embed.weight, -1.0 / embed_dim, 1.0 / embed_dim)  # fastText's initialisation
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.num_classes = num_classes
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is not None:  # positions past a row's length are padding, whatever ids they hold
+            ids = ids.masked_fill(padding_mask(ids, lengths, self.pad_id), self.pad_id)
+        return self.head(self.dropout(self.embed(ids)))
+
+
+@register_model
+def fasttext(num_classes: int, in_channels: int = 3, vocab_size: int = (1 << 20) + 2, embed_dim: int = 64,
+             dropout: float = 0.0, pad_id: int = 0) -> FastText:
+    """fastText classifier; ``forward(ids, lengths)``. ``vocab_size``: the hashed encoder's buckets + 2."""
+    _positive(vocab_size=vocab_size, embed_dim=embed_dim)
+    return FastText(num_classes, vocab_size, embed_dim, dropout, pad_id)
+
+
+def _positive(**values) -> None:
+    """Refuse sizes below 1 when the model is built (not at its first forward pass)."""
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 @register_model
 def text_transformer(num_classes: int, in_channels: int = 3, vocab_size: int = 30000, d_model: int = 128,
                      heads: int = 4, layers: int = 2, mlp_ratio: float = 4.0, max_len: int = 512,
                      dropout: float = 0.1, pad_id: int = 0) -> TextTransformer:
     """Transformer encoder classifier; ``forward(ids, lengths)``. ``in_channels`` is not used by text models."""
+    _positive(vocab_size=vocab_size, d_model=d_model, heads=heads, layers=layers, max_len=max_len)
+    if d_model % heads:
+        raise ValueError(f"d_model {d_model} is not a multiple of heads {heads}")
     return TextTransformer(num_classes, vocab_size, d_model, heads, layers, mlp_ratio, max_len, dropout, pad_id)
 
 
@@ -97,4 +140,5 @@ def text_transformer(num_classes: int, in_channels: int = 3, vocab_size: int = 3
 def text_bilstm(num_classes: int, in_channels: int = 3, vocab_size: int = 30000, embed_dim: int = 128,
                 hidden: int = 128, layers: int = 1, dropout: float = 0.2, pad_id: int = 0) -> TextBiLSTM:
     """BiLSTM baseline; ``forward(ids, lengths)``. ``in_channels`` is not used by text models."""
+    _positive(vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden, layers=layers)
     return TextBiLSTM(num_classes, vocab_size, embed_dim, hidden, layers, dropout, pad_id)

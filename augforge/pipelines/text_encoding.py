@@ -1,0 +1,281 @@
+"""Texts -> padded token ids for the text models, with truncation; saved with the model as JSON.
+
+Three encoders, one interface (``encode``, ``vocab_size``, ``pad_id``, ``spec``):
+
+- ``TokenizerEncoder``: a Hugging Face ``tokenizers`` tokenizer (WordPiece, BPE, Unigram or whole
+  words), trained on the train split's texts with a vocabulary size, or read from a local
+  ``tokenizer.json``. Normalisation is NFC (+ lower case); pre-tokenisation is BERT's (whitespace and
+  punctuation, CJK per character), so accented words and every script stay whole. Its JSON goes into
+  the checkpoint.
+- ``HashedEncoder``: fastText's input (Joulin et al., 2017): the lower-cased words of
+  ``augforge.augment.words``, their n-grams up to ``word_ngrams`` and the character n-grams of
+  ``<word>`` from ``char_ngrams[0]`` to ``char_ngrams[1]``, each hashed (xxh3, seeded) into ``buckets``
+  rows of an embedding table. Nothing is fitted, so nothing but its settings is saved.
+- ``PretrainedEncoder``: the tokenizer of a local Hugging Face model directory (``text_encoder``).
+
+Truncation: texts longer than ``max_tokens`` keep their first tokens (``head``), their last (``tail``) or
+a quarter from the start and the rest from the end (``head+tail``, Sun et al., 2019). ``truncated(texts)``
+counts the rows that lose tokens; ``augforge train`` reports it per split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import xxhash
+
+from augforge.errors import AugforgeError
+from augforge.train.config import TEXT_TOKENIZERS, TextOptions
+
+TOKENIZERS = ("wordpiece", "bpe", "unigram", "word")
+KINDS = TEXT_TOKENIZERS
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+def truncate_ids(ids: list[int], max_tokens: int, how: str) -> list[int]:
+    """``ids`` cut to ``max_tokens`` as ``how`` says (head, tail, head+tail)."""
+    if len(ids) <= max_tokens:
+        return ids
+    if how == "head":
+        return ids[:max_tokens]
+    if how == "tail":
+        return ids[len(ids) - max_tokens :]
+    head = max_tokens // 4
+    return ids[:head] + ids[len(ids) - (max_tokens - head) :]
+
+
+def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded int64 ids ``(batch, longest)`` and int64 lengths."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    ids = torch.full((len(rows), int(lengths.max()) if rows else 0), pad_id, dtype=torch.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.int64)
+    return ids, lengths
+
+
+class _Encoder:
+    """What every encoder shares: per-text memo, truncation, padding, the truncated count."""
+
+    pad_id = 0
+    unk_id = 1
+
+    def __init__(self, options: TextOptions) -> None:
+        self.options = options
+        self._memo: dict[str, list[int]] = {}
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def full_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's ids before truncation (memoised: a split's texts are encoded once)."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if todo:
+            if len(self._memo) > 500_000:
+                self._memo.clear()
+            for text, ids in zip(todo, self._ids(todo)):
+                self._memo[text] = ids or [self.unk_id]
+        return [self._memo[t] for t in texts]
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids and lengths of ``texts``, each truncated to ``max_tokens``."""
+        o = self.options
+        return pad_batch([truncate_ids(ids, o.max_tokens, o.truncate) for ids in self.full_ids(texts)], self.pad_id)
+
+    def truncated(self, texts: list[str]) -> int:
+        """How many of ``texts`` are longer than ``max_tokens`` (and lose tokens)."""
+        return sum(len(ids) > self.options.max_tokens for ids in self.full_ids(texts))
+
+    def spec(self) -> dict:
+        """JSON that ``encoder_from_spec`` turns back into this encoder (stored in checkpoints)."""
+        options = asdict(self.options)
+        options["char_ngrams"] = list(options["char_ngrams"])
+        return {"kind": self.kind, "options": options}
+
+
+class TokenizerEncoder(_Encoder):
+    """A Hugging Face ``tokenizers`` tokenizer: trained here, read from a file, or restored from JSON."""
+
+    def __init__(self, options: TextOptions, tokenizer, kind: str) -> None:
+        super().__init__(options)
+        self.tokenizer, self.kind = tokenizer, kind
+        self.pad_id = _special_id(tokenizer, (PAD, "<pad>", "[pad]"), "padding")
+        self.unk_id = _special_id(tokenizer, (UNK, "<unk>", "[unk]"), "unknown", required=False)
+        if self.unk_id is None:
+            self.unk_id = self.pad_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids run from 0 to ``vocab_size - 1``."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def _ids(self, texts):
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def spec(self) -> dict:
+        return {**super().spec(), "tokenizer": self.tokenizer.to_str()}
+
+
+def _special_id(tokenizer, names: tuple[str, ...], what: str, required: bool = True) -> int | None:
+    for name in names:
+        found = tokenizer.token_to_id(name)
+        if found is not None:
+            return int(found)
+    if required:
+        raise AugforgeError(f"the tokenizer has no {what} token (one of {', '.join(names)}); add one to it")
+    return None
+
+
+def train_tokenizer(texts: list[str], options: TextOptions, kind: str, vocab_size: int) -> TokenizerEncoder:
+    """A ``kind`` tokenizer (wordpiece, bpe, unigram, word) of at most ``vocab_size`` ids, trained on
+    ``texts`` (deterministic: the same texts give the same tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < 3:
+        raise AugforgeError(f"vocabulary size {vocab_size}: expected at least 3 (padding, unknown, one token)")
+    special = [PAD, UNK]
+    model, trainer = {
+        "wordpiece": (models.WordPiece(unk_token=UNK), trainers.WordPieceTrainer),
+        "bpe": (models.BPE(unk_token=UNK), trainers.BpeTrainer),
+        "unigram": (models.Unigram(), trainers.UnigramTrainer),
+        "word": (models.WordLevel(unk_token=UNK), trainers.WordLevelTrainer),
+    }[kind]
+    tokenizer = Tokenizer(model)
+    steps = [normalizers.NFC()] + ([normalizers.Lowercase()] if options.lowercase else [])
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    if kind == "wordpiece":
+        tokenizer.decoder = decoders.WordPiece()
+    extra = {"unk_token": UNK} if kind == "unigram" else {}
+    tokenizer.train_from_iterator(texts, trainer(vocab_size=vocab_size, special_tokens=special,
+                                                 show_progress=False, **extra))
+    return TokenizerEncoder(options, tokenizer, kind)
+
+
+class HashedEncoder(_Encoder):
+    """fastText's hashed word, word n-gram and character n-gram ids (see the module docstring)."""
+
+    kind = "hashed"
+    #: ids 0 (padding) and 1 (empty text) are reserved; hashed ids are 2 .. buckets + 1
+    RESERVED = 2
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids run from 0 to ``vocab_size - 1``."""
+        return self.options.buckets + self.RESERVED
+
+    def _hash(self, piece: str) -> int:
+        return xxhash.xxh3_64_intdigest(piece.encode("utf-8", "surrogatepass")) % self.options.buckets + self.RESERVED
+
+    def _ids(self, texts):
+        from augforge.augment.words import tokenize
+
+        o = self.options
+        low, high = o.char_ngrams
+        out = []
+        for text in texts:
+            words = truncate_ids([w.lower() if o.lowercase else w for w in tokenize(text)], o.max_tokens, o.truncate)
+            ids = [self._hash("w\x00" + w) for w in words]
+            for n in range(2, o.word_ngrams + 1):
+                ids += [self._hash("n\x00" + "\x00".join(words[i : i + n])) for i in range(len(words) - n + 1)]
+            if high:
+                for w in words:
+                    marked = f"<{w}>"
+                    ids += [self._hash("c\x00" + marked[i : i + n]) for n in range(low, high + 1)
+                            for i in range(len(marked) - n + 1) if marked[i : i + n] != marked]
+            out.append(ids)
+        return out
+
+    def encode(self, texts):
+        """Padded ids and lengths: the words are cut to ``max_tokens`` before their n-grams are taken."""
+        return pad_batch(self.full_ids(texts), self.pad_id)
+
+    def truncated(self, texts):
+        from augforge.augment.words import tokenize
+
+        return sum(len(tokenize(t)) > self.options.max_tokens for t in texts)
+
+
+class PretrainedEncoder(_Encoder):
+    """The tokenizer of a local Hugging Face model directory (what a ``text_encoder`` was trained with)."""
+
+    kind = "pretrained"
+
+    def __init__(self, options: TextOptions, tokenizer_json: str | None = None) -> None:
+        super().__init__(options)
+        from tokenizers import Tokenizer
+
+        if tokenizer_json is None:
+            from augforge.train.models.text_encoder import local_tokenizer
+
+            tokenizer_json = local_tokenizer(options.path)
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.pad_id = _special_id(self.tokenizer, (PAD, "<pad>", "[pad]"), "padding")
+        self.unk_id = _special_id(self.tokenizer, (UNK, "<unk>"), "unknown", required=False) or self.pad_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids run from 0 to ``vocab_size - 1``."""
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def _ids(self, texts):
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    def spec(self) -> dict:
+        return {**super().spec(), "tokenizer": self.tokenizer.to_str()}
+
+
+def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_size: int | None) -> _Encoder:
+    """The encoder ``options`` describe for ``model``; a trained tokenizer learns from ``train_texts``
+    (``vocab_size``: its size when the options give none)."""
+    kind = options.kind_for(model)
+    if kind == "hashed":
+        return HashedEncoder(options)
+    if kind == "pretrained":
+        if not options.path:
+            raise AugforgeError("train.text.tokenizer: pretrained needs a text_encoder model (its path option)")
+        return PretrainedEncoder(options)
+    if kind == "file":
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        path = Path(options.tokenizer)
+        if not path.is_file():
+            raise AugforgeError(f"train.text.tokenizer: {path}: no such tokenizer file (a tokenizer.json saved by "
+                                "Hugging Face tokenizers), and not one of " + ", ".join(KINDS))
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise AugforgeError(f"{path}: not a Hugging Face tokenizer file ({str(exc).splitlines()[0]})") from None
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return TokenizerEncoder(options, tokenizer, "file")
+    size = options.vocab_size or vocab_size or 16_000
+    return train_tokenizer(train_texts, options, kind, int(size))
+
+
+def encoder_from_spec(spec: dict) -> _Encoder:
+    """The encoder a checkpoint's ``input.text`` spec describes (nothing is refitted)."""
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise AugforgeError("the checkpoint's text encoder spec is missing or damaged")
+    raw = dict(spec.get("options") or {})
+    raw["char_ngrams"] = tuple(raw.get("char_ngrams") or (0, 0))
+    options = TextOptions(**raw)
+    if spec["kind"] == "hashed":
+        return HashedEncoder(options)
+    if spec["kind"] == "pretrained":
+        return PretrainedEncoder(options, spec["tokenizer"])
+    from tokenizers import Tokenizer
+
+    return TokenizerEncoder(options, Tokenizer.from_str(spec["tokenizer"]), spec["kind"])
+
+
+def lengths_summary(encoder: _Encoder, texts: list[str]) -> dict:
+    """Token counts of ``texts`` before truncation (median, 95th percentile, max) and how many are cut."""
+    counts = np.array([len(ids) for ids in encoder.full_ids(texts)] or [0])
+    return {"median": float(np.median(counts)), "p95": float(np.percentile(counts, 95)), "max": int(counts.max()),
+            "truncated": encoder.truncated(texts)}
