@@ -172,7 +172,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     stats = split_stats(source, args.split, splits, imbalance, args.seed)
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
                           split=args.split, problems=[p.to_dict() for p in source.problems],
-                          strategy=args.strategy)
+                          strategy=args.strategy, warnings=source.warnings)
     if args.html:
         with atomic_open(args.html, "w") as fh:
             fh.write(render_html(report))
@@ -340,6 +340,8 @@ def _print_written(out, result, target) -> None:
     per_split = ", ".join(f"{split} {sum(c.values()):,}" for split, c in manifest["counts"].items())
     out.print(f"wrote {manifest['num_rows']:,} rows ({per_split}) in {len(manifest['shards'])} shard(s) "
               f"to {target}{resumed}", soft_wrap=True, highlight=False)
+    for warning in manifest.get("warnings") or []:
+        out.print(f"warning: {warning}", soft_wrap=True, highlight=False, markup=False)
 
 
 def _option_value(text: str):

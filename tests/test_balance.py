@@ -227,7 +227,7 @@ def test_bad_tables_are_refused_not_passed_silently(tmp_path, capsys):
     x[17] = "oops"
     pl.DataFrame({"x": x, "z": rng.normal(size=40), "label": ["a"] * 30 + ["b"] * 10}).write_csv(tmp_path / "bad.csv")
     _fails(capsys, ["balance", str(tmp_path / "bad.csv"), str(tmp_path / "o1"), "--strategy", "over"],
-           "column 'x' holds numbers but 'oops' at row 17")
+           "column 'x' holds numbers but 'oops' at line 19")
     (tmp_path / "header.csv").write_text("x,label\n")
     _fails(capsys, ["report", str(tmp_path / "header.csv")], "the table has no rows")
     pl.DataFrame({"x": pl.Series([], dtype=pl.Float64), "label": pl.Series([], dtype=pl.String)}).write_parquet(

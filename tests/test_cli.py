@@ -102,13 +102,13 @@ def _csv(tmp_path, name, frame):
     (["report", "{tmp}/missing"], "no such file or directory"),
     (["report", "{tmp}/empty_dir"], "no class folders"),
     (["report", "{tmp}/nolabel.csv"], "no column 'label' (columns: x, y); set --label-col"),
-    (["report", "{tmp}/nulls.csv"], "column 'label' is null at row 1"),
+    (["report", "{tmp}/nulls.csv"], "column 'label' is null at line 3"),
     (["report", "digits", "--strategy", "smote:0.5"], "can be a float only when the type of target is binary"),
     (["report", "digits", "--strategy", "warp:0.5"], "unknown sampler 'warp'"),
     (["report", "digits", "--split", "dev"], "unknown split 'dev'"),
     (["ingest", "digits", "{tmp}/out", "--test-split", "1.5"], "--test-split 1.5"),
     (["ingest", "digits", "{tmp}/out", "--label-col", "y"], "--label-col do(es) not apply"),
-    (["ingest", "{tmp}/nulls.csv", "{tmp}/out"], "column 'label' is null at row 1"),
+    (["ingest", "{tmp}/nulls.csv", "{tmp}/out"], "column 'label' is null at line 3"),
     (["inspect", "{tmp}/empty_dir"], "not an augforge dataset"),
 ])
 def test_bad_input_gets_one_line_and_a_non_zero_exit(tmp_path, capsys, argv, message):

@@ -140,12 +140,13 @@ def test_table_errors_name_the_column_and_row(tmp_path, frame, kwargs, message):
         source.labels(), source.ids(), source.native_splits()
 
 
-def test_null_payload_is_refused_with_its_row(tmp_path):
+def test_null_text_is_dropped_and_listed_with_its_line(tmp_path):
     path = tmp_path / "t.csv"
     pl.DataFrame({"review": ["fine", None, "ok"], "label": ["a", "b", "a"]}).write_csv(path)
     source = open_source(path, text_col="review")
-    with pytest.raises(AugforgeError, match="text column 'review' is null at row 1"):
-        list(source.read(np.arange(3), 10))
+    assert [(p.path, p.reason) for p in source.problems] == [(f"{path} line 3", "empty text; dropped")]
+    batch = next(source.read(np.arange(2), 10))
+    assert batch.column("text").to_pylist() == ["fine", "ok"] and source.ids() == ["0", "2"]
 
 
 def test_non_utf8_csv_is_named(tmp_path):

@@ -153,8 +153,8 @@ def test_ingest_refuses_to_clobber(tmp_path):
 
 def test_failed_ingest_leaves_nothing(tmp_path):
     path = tmp_path / "t.csv"
-    pl.DataFrame({"review": ["good"] * 50 + [None], "label": ["a", "b"] * 25 + ["a"]}).write_csv(path)
-    with pytest.raises(AugforgeError, match="null at row 50"):
+    pl.DataFrame({"review": ["good"] * 51, "label": ["a", "b"] * 25 + [None]}).write_csv(path)
+    with pytest.raises(AugforgeError, match="null at line 52"):
         ingest(open_source(path, text_col="review"), tmp_path / "out", shard_rows=10)
     assert not (tmp_path / "out").exists()
 

@@ -306,9 +306,9 @@ def test_bad_text_input(tmp_path, capsys, monkeypatch):
     pl.DataFrame({"text": [1, 2, 3], "label": ["a", "b", "a"]}).write_csv(tmp_path / "numbers.csv")
     fails(_recipe(tmp_path, {**TEXT_RECIPE, "source": {"path": "numbers.csv", "text_col": "text"}}, "n.yaml"),
           "numbers.csv", "not text")
-    pl.DataFrame({"text": ["a b c d", None, "e f g h"], "label": ["a", "b", "a"]}).write_csv(tmp_path / "nulls.csv")
+    pl.DataFrame({"text": ["a b c d", "x y z", "e f g h"], "label": ["a", None, "a"]}).write_csv(tmp_path / "nulls.csv")
     fails(_recipe(tmp_path, {**TEXT_RECIPE, "source": {"path": "nulls.csv", "text_col": "text"}}, "u.yaml"),
-          "nulls.csv", "null at row 1")
+          "nulls.csv", "null at line 3")
     (tmp_path / "latin1.csv").write_bytes("text,label\ncaf\xe9 au lait,a\n".encode("latin-1"))
     fails(_recipe(tmp_path, {**TEXT_RECIPE, "source": {"path": "latin1.csv", "text_col": "text"}}, "l.yaml"),
           "latin1.csv")

@@ -7,6 +7,7 @@ import html
 import io
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -45,6 +46,8 @@ def render_terminal(report: dict, console: Console) -> None:
                       f"{'' if projected['exact'] else ' (approximate)'}", highlight=False)
         for note in projected["notes"]:
             console.print(f"  note: {note}", highlight=False)
+    for warning in report.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     problems = report["problems"]
     if problems["count"]:
         console.print(f"[yellow]{problems['count']} input(s) excluded:[/yellow]")

@@ -38,8 +38,10 @@ def _summary(stats: ClassStats) -> dict:
 
 
 def build_report(stats: ClassStats, *, source: str, kind: str, payload: str, split: str,
-                 problems: list[dict] | None = None, strategy: str | None = None) -> dict:
-    """The report dict: distribution, recommendation, excluded inputs, and projected counts for ``strategy``."""
+                 problems: list[dict] | None = None, strategy: str | None = None,
+                 warnings: list[str] | None = None) -> dict:
+    """The report dict: distribution, recommendation, excluded inputs, warnings (classes too small to split),
+    and projected counts for ``strategy``."""
     problems = problems or []
     report = {
         "schema": REPORT_SCHEMA,
@@ -54,6 +56,7 @@ def build_report(stats: ClassStats, *, source: str, kind: str, payload: str, spl
         "minority": stats.minority,
         "recommendation": recommend(stats, payload),
         "problems": {"count": len(problems), "items": problems},
+        "warnings": list(warnings or []),
     }
     if strategy is not None:
         projection = project(parse_strategy(strategy), stats.counts, list(stats.class_names), strategy)

@@ -62,6 +62,7 @@ def manifest_meta(source: Source, splits: SplitSpec, imbalance: ImbalanceSpec, s
         "recipe": None,
         **job,
         "problems": [p.to_dict() for p in source.problems],
+        "warnings": list(source.warnings),
     }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
 from augforge.datasets.sources.base import Source
-from augforge.datasets.splits import ImbalanceSpec, SplitSpec, assign_splits, imbalance_mask
+from augforge.datasets.splits import ImbalanceSpec, SplitSpec, assign_splits, imbalance_mask, split_warnings
 from augforge.errors import AugforgeError
 
 
@@ -41,6 +41,8 @@ def plan_rows(source: Source, splits: SplitSpec = SplitSpec(), imbalance: Imbala
     else:
         keys = row_keys(seed, ids, "split") if splits.active else None
         split_of = assign_splits(labels, keys, splits)
+    #: classes the split leaves unmeasured (ingest, build and report show these lines)
+    source.warnings = split_warnings(labels, split_of, source.class_names, splits, native is not None)
     if imbalance.active:
         keep = imbalance_mask(labels, row_keys(seed, ids, "imbalance"), split_of == S.TRAIN, imbalance,
                               len(source.class_names))

@@ -84,6 +84,43 @@ def assign_splits(labels: np.ndarray, keys: np.ndarray, spec: SplitSpec) -> np.n
     return out
 
 
+def rows_needed(fraction: float) -> int:
+    """The fewest rows a class needs for ``assign_splits`` to give it one row of a split of ``fraction``."""
+    if fraction <= 0:
+        return 0
+    n = 1
+    while np.rint(n * fraction) < 1:
+        n += 1
+    return n
+
+
+def split_warnings(labels: np.ndarray, split_of: np.ndarray, class_names: list[str], spec: SplitSpec,
+                   native: bool = False) -> list[str]:
+    """One line per class that is present but gets no test (or val) rows: it is trained on and never
+    measured, so its recall is undefined. Without a split, classes below what a 20% test split needs."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    out = []
+    if not spec.active and not native:
+        need = rows_needed(0.2)
+        return [f"class {name!r} has {int(n)} row{'s' if n != 1 else ''}: too few for a stratified split (a 20% "
+                f"test split needs {need} rows per class for one test row); add rows, merge it or drop it"
+                for name, n in zip(class_names, counts) if 0 < n < need]
+    wanted = [(S.TEST, "test", spec.test), (S.VAL, "val", spec.val)]
+    for code, name, fraction in wanted:
+        if fraction <= 0 and not native:
+            continue
+        held = np.bincount(np.asarray(labels)[split_of == code], minlength=len(class_names))
+        if native and not held.any():
+            continue
+        for cls, total, got in zip(class_names, counts, held):
+            if total and not got:
+                out.append(f"class {cls!r} ({int(total)} row{'s' if total != 1 else ''}) gets no {name} rows: its "
+                           f"{name} metrics will be undefined" + (f"; a {fraction:.0%} split needs "
+                                                                   f"{rows_needed(fraction)} rows per class"
+                                                                   if not native else ""))
+    return out
+
+
 def longtail_keep_counts(counts: np.ndarray, factor: float) -> np.ndarray:
     """How many rows each class keeps under the long-tail profile."""
     counts = np.asarray(counts, dtype=np.int64)

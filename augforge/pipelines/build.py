@@ -489,4 +489,5 @@ def _build_meta(recipe: Recipe, source: Source, splits, imbalance, plan: Balance
     })
     meta["recipe"] = recipe.data
     meta["problems"] = [p.to_dict() for p in problems]
+    meta["warnings"] = list(source.warnings)
     return meta

@@ -2,9 +2,11 @@
 
 Three encoders, one interface (``encode``, ``vocab_size``, ``pad_id``, ``spec``):
 
-- ``TokenizerEncoder``: a Hugging Face ``tokenizers`` tokenizer (WordPiece, BPE, Unigram or whole
-  words), trained on the train split's texts with a vocabulary size, or read from a local
-  ``tokenizer.json``. Normalisation is NFC (+ lower case); pre-tokenisation is BERT's (whitespace and
+- ``TokenizerEncoder``: a Hugging Face ``tokenizers`` tokenizer (BPE, WordPiece or whole words),
+  trained on the train split's texts with a vocabulary size, or read from a local ``tokenizer.json``.
+  BPE and word tokenizers train to the same vocabulary every time; HF's WordPiece trainer breaks
+  frequency ties in hash order, so two trainings may differ in their last few pieces (the checkpoint
+  keeps the one a model was trained with). Normalisation is NFC (+ lower case); pre-tokenisation is BERT's (whitespace and
   punctuation, CJK per character), so accented words and every script stay whole. Its JSON goes into
   the checkpoint.
 - ``HashedEncoder``: fastText's input (Joulin et al., 2017): the lower-cased words of
@@ -29,7 +31,7 @@ import xxhash
 from augforge.errors import AugforgeError
 from augforge.train.config import TEXT_TOKENIZERS, TextOptions
 
-TOKENIZERS = ("wordpiece", "bpe", "unigram", "word")
+TOKENIZERS = ("bpe", "wordpiece", "word")
 KINDS = TEXT_TOKENIZERS
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -128,8 +130,7 @@ def _special_id(tokenizer, names: tuple[str, ...], what: str, required: bool = T
 
 
 def train_tokenizer(texts: list[str], options: TextOptions, kind: str, vocab_size: int) -> TokenizerEncoder:
-    """A ``kind`` tokenizer (wordpiece, bpe, unigram, word) of at most ``vocab_size`` ids, trained on
-    ``texts`` (deterministic: the same texts give the same tokenizer)."""
+    """A ``kind`` tokenizer (bpe, wordpiece, word) of at most ``vocab_size`` ids, trained on ``texts``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     if vocab_size < 3:
@@ -138,7 +139,6 @@ def train_tokenizer(texts: list[str], options: TextOptions, kind: str, vocab_siz
     model, trainer = {
         "wordpiece": (models.WordPiece(unk_token=UNK), trainers.WordPieceTrainer),
         "bpe": (models.BPE(unk_token=UNK), trainers.BpeTrainer),
-        "unigram": (models.Unigram(), trainers.UnigramTrainer),
         "word": (models.WordLevel(unk_token=UNK), trainers.WordLevelTrainer),
     }[kind]
     tokenizer = Tokenizer(model)
@@ -147,9 +147,7 @@ def train_tokenizer(texts: list[str], options: TextOptions, kind: str, vocab_siz
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     if kind == "wordpiece":
         tokenizer.decoder = decoders.WordPiece()
-    extra = {"unk_token": UNK} if kind == "unigram" else {}
-    tokenizer.train_from_iterator(texts, trainer(vocab_size=vocab_size, special_tokens=special,
-                                                 show_progress=False, **extra))
+    tokenizer.train_from_iterator(texts, trainer(vocab_size=vocab_size, special_tokens=special, show_progress=False))
     return TokenizerEncoder(options, tokenizer, kind)
 
 

@@ -26,7 +26,7 @@ SAMPLERS = ("shuffle", "balanced")
 #: the model a recipe trains when it names none, by payload
 DEFAULT_MODELS = {"image": "simple_cnn", "text": "fasttext", "features": "mlp"}
 #: text encoders (augforge.pipelines.text_encoding) and truncation modes
-TEXT_TOKENIZERS = ("auto", "wordpiece", "bpe", "unigram", "word", "hashed", "pretrained")
+TEXT_TOKENIZERS = ("auto", "bpe", "wordpiece", "word", "hashed", "pretrained")
 TRUNCATE = ("head", "tail", "head+tail")
 
 
@@ -46,10 +46,10 @@ class TextOptions:
 
     def kind_for(self, model: str) -> str:
         """The encoder kind: ``auto`` is ``hashed`` for fastText, ``pretrained`` for a text_encoder and
-        ``wordpiece`` for the other models; any other string is a tokenizer file (``file``)."""
+        ``bpe`` for the other models; any other string is a tokenizer file (``file``)."""
         if self.tokenizer != "auto":
             return self.tokenizer if self.tokenizer in TEXT_TOKENIZERS else "file"
-        return {"fasttext": "hashed", "text_encoder": "pretrained"}.get(model, "wordpiece")
+        return {"fasttext": "hashed", "text_encoder": "pretrained"}.get(model, "bpe")
 
 
 @dataclass

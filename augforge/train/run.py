@@ -426,6 +426,8 @@ def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
         raise AugforgeError(exc.with_flag("--rebuild")) from None
     log(f"data: {os.path.normpath(data)} ({'reused' if result.write.up_to_date else 'built'}, "
         f"{result.write.manifest['num_rows']:,} rows)")
+    for warning in result.write.manifest.get("warnings") or []:
+        log(f"warning: {warning}")
     return result.write.manifest
 
 

@@ -41,6 +41,8 @@ class Source(ABC):
     def __init__(self, location: str) -> None:
         self.location = location
         self.problems: list[Problem] = []
+        #: what the row plan found worth saying (classes a split leaves without test rows, ...)
+        self.warnings: list[str] = []
 
     @property
     @abstractmethod

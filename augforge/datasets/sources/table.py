@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 
 from augforge.datasets import schema as S
-from augforge.datasets.sources.base import Source
+from augforge.datasets.sources.base import Problem, Source
 from augforge.errors import AugforgeError
 
 TABLE_SUFFIXES = {
@@ -108,6 +108,7 @@ class TableSource(Source):
                 )
             self.payload = S.TEXT
             self.feature_cols: list[str] = []
+            self._drop_empty_texts()
         else:
             self.payload = S.FEATURES
             reserved = {label_col, id_col, S.SPLIT}
@@ -146,9 +147,62 @@ class TableSource(Source):
             if broken.any() and numbers.sum() > given.sum() / 2:
                 row = int(broken.arg_true()[0])
                 raise AugforgeError(
-                    f"{self.path}: column {column!r} holds numbers but {raw[column][row]!r} at row {row} "
+                    f"{self.path}: column {column!r} holds numbers but {raw[column][row]!r} at {self._where(row)} "
                     f"({int(broken.sum())} such cells); fix them, or name the features with --feature-cols"
                 )
+
+    #: the source row number column added when rows are dropped (ids and messages keep the file's numbering)
+    _ROW = "__augforge_row"
+    _rows: np.ndarray | None = None
+
+    def _drop_empty_texts(self) -> None:
+        """Empty, whitespace-only and missing texts are dropped here, for every command alike, each listed as
+        a problem naming its file line (ingest, build and report show them; ids keep the file's row numbers)."""
+        text = pl.col(self.text_col)
+        empty = text.is_null() | (text.str.strip_chars() == "")
+        indexed = self._lf.with_row_index(self._ROW)
+        try:
+            dropped = indexed.filter(empty).select(self._ROW).collect().to_series().to_numpy()
+            if not len(dropped):
+                return
+            self._rows = indexed.filter(~empty).select(self._ROW).collect().to_series().to_numpy().astype(np.int64)
+        except Exception as exc:
+            raise _read_error(self.path, exc) from None
+        self._lf = indexed.filter(~empty).drop(self._ROW)
+        self.problems += [Problem(f"{self.path} {where}", "empty text; dropped")
+                          for where in self._places(dropped.astype(np.int64))]
+
+    def _places(self, rows: np.ndarray) -> list[str]:
+        """Where source rows (0-based, before any drop) are in the file: ``line N`` for CSV/TSV (quoted line
+        breaks counted) and JSONL, ``row N`` for Parquet."""
+        fmt = TABLE_SUFFIXES[self.path.suffix.lower()]
+        if fmt == "parquet":
+            return [f"row {int(r)}" for r in rows]
+        wanted, starts = {int(r) for r in rows}, {}
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            if fmt == "jsonl":
+                record = -1
+                for number, line in enumerate(fh, 1):
+                    if line.strip():
+                        record += 1
+                        if record in wanted:
+                            starts[record] = number
+            else:
+                import csv
+
+                reader, end, record = csv.reader(fh, delimiter="\t" if fmt == "tsv" else ","), 0, -2
+                for fields in reader:
+                    start, end = end + 1, reader.line_num
+                    if fields:
+                        record += 1  # the header is record -1
+                        if record in wanted:
+                            starts[record] = start
+        return [f"line {starts.get(int(r), '?')}" for r in rows]
+
+    def _where(self, position: int) -> str:
+        """A row of the (kept) table, as a place in the file."""
+        row = int(self._rows[position]) if self._rows is not None else int(position)
+        return self._places(np.array([row]))[0]
 
     def _require(self, column: str, option: str) -> None:
         if column not in self._schema:
@@ -171,8 +225,8 @@ class TableSource(Source):
         if series.null_count():
             row = int(series.is_null().arg_true()[0])
             raise AugforgeError(
-                f"{self.path}: column {self.label_col!r} is null at row {row} ({series.null_count()} null labels); "
-                "fill or drop those rows"
+                f"{self.path}: column {self.label_col!r} is null at {self._where(row)} ({series.null_count()} null "
+                "labels); fill or drop those rows"
             )
         if series.dtype.is_float():
             if not (series == series.round(0)).all():
@@ -196,12 +250,13 @@ class TableSource(Source):
 
     @cached_property
     def _ids(self) -> list[str]:
-        if self.id_col is None:
-            return [str(i) for i in range(len(self.labels()))]
+        if self.id_col is None:  # the file's 0-based row numbers, also when empty texts were dropped
+            rows = self._rows if self._rows is not None else range(len(self.labels()))
+            return [str(int(i)) for i in rows]
         ids = self._collect([self.id_col]).to_series().cast(pl.String)
         if ids.null_count():
             row = int(ids.is_null().arg_true()[0])
-            raise AugforgeError(f"{self.path}: column {self.id_col!r} is null at row {row}")
+            raise AugforgeError(f"{self.path}: column {self.id_col!r} is null at {self._where(row)}")
         dup = ids.filter(ids.is_duplicated())
         if len(dup):
             raise AugforgeError(f"{self.path}: column {self.id_col!r} repeats the id {dup[0]!r}; ids must be unique")
@@ -218,7 +273,7 @@ class TableSource(Source):
         if len(bad):
             row = int((splits.is_null() | ~splits.is_in(list(S.SPLITS))).arg_true()[0])
             raise AugforgeError(
-                f"{self.path}: column 'split' holds {bad[0]!r} at row {row}; expected train, val or test"
+                f"{self.path}: column 'split' holds {bad[0]!r} at {self._where(row)}; expected train, val or test"
             )
         return S.split_codes(splits)
 
@@ -239,7 +294,7 @@ class TableSource(Source):
             row = int(bad.min())
             col = next(c for c in cols if frame[row, c] is None)
             kind = "text" if self.payload == S.TEXT else "feature"
-            raise AugforgeError(f"{self.path}: {kind} column {col!r} is null at row {row}; fill or drop it")
+            raise AugforgeError(f"{self.path}: {kind} column {col!r} is null at {self._where(row)}; fill or drop it")
 
     def _payload_array(self, frame: pl.DataFrame) -> pa.Array:
         if self.payload == S.TEXT:
