@@ -210,6 +210,9 @@ def test_train_seed_on_the_command_line(tmp_path, capsys):
     for seed in (1, 2):
         assert main(["train", str(recipe), "--run-dir", str(tmp_path / f"s{seed}"), "--seed", str(seed)]) == 0
         assert load_checkpoint(tmp_path / f"s{seed}" / "checkpoints" / "last.pt")["settings"]["train.seed"] == seed
+    epochs = [json.loads(line) for line in (tmp_path / "s1" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0, 1] and all(e["train_s"] > 0 for e in epochs)
+    assert epochs[1]["elapsed_s"] >= epochs[0]["elapsed_s"] + epochs[1]["train_s"]  # per-epoch and cumulative
     a = load_checkpoint(tmp_path / "s1" / "model.pt")["model"]["embed.weight"]
     b = load_checkpoint(tmp_path / "s2" / "model.pt")["model"]["embed.weight"]
     assert not torch.equal(a, b)
@@ -258,6 +261,18 @@ def test_text_encoder_from_a_local_directory_trains_and_evaluates_without_it(tmp
     assert main(["evaluate", str(tmp_path / "run" / "model.pt"), str(tmp_path / "data"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {k: metrics[k] for k in ("accuracy", "macro_f1")} == {k: summary[k] for k in ("accuracy", "macro_f1")}
+
+
+def test_text_recipes_default_to_fasttext_at_its_learning_rate():
+    from augforge.recipe import parse_recipe
+
+    text = {"path": "x.csv", "text_col": "text"}
+    assert parse_recipe({"source": text}).run.model == "fasttext"
+    assert parse_recipe({"source": text}).train.lr == 0.03
+    assert parse_recipe({"source": text, "train": {"lr": 0.002}}).train.lr == 0.002
+    assert parse_recipe({"source": text, "train": {"model": "text_bilstm"}}).train.lr == 1e-3
+    assert parse_recipe({"source": {"path": "digits"}}).run.model == "simple_cnn"
+    assert parse_recipe({"source": {"path": "x.parquet"}}).run.model == "mlp"
 
 
 def test_text_encoder_errors_name_the_directory(tmp_path):

@@ -37,6 +37,15 @@ def test_segment_joins_back_to_any_text(text):
     assert all(not s.strip() for s in seps) and all(t and t == t.strip() for t in tokens)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=80))
+def test_the_ascii_fast_path_equals_the_unicode_segmentation(text):
+    from augforge.augment import words
+
+    assert words._ASCII_SPLIT.split(text) == words._SPLIT.split(text)
+    assert surface(text) == words._PUNCT_OR_SPACE.sub("", text)
+
+
 def test_edits_keep_untouched_text_byte_for_byte():
     text = 'He wrote -- twice -- "Sisters of Mercy"  (1987)\n'
     words = Words.of(text)

@@ -112,7 +112,7 @@ class EDA:
     def synonym_replacement(self, words: Words, rng: random.Random) -> Words:
         """Replace up to n distinct replaceable words with a random WordNet synonym each (case kept)."""
         tokens = words.tokens
-        count, replaceable = self._facts(tokens, words.flags)
+        count, replaceable, _ = self._facts(tokens, words.flags)
         places = list(replaceable)
         rng.shuffle(places)
         for i in places[: self._count(self.alpha_sr, count)]:
@@ -121,7 +121,7 @@ class EDA:
 
     def random_insertion(self, words: Words, rng: random.Random) -> Words:
         """Insert n synonyms of words of the sentence, each at a random word boundary."""
-        count, replaceable = self._facts(words.tokens, words.flags)
+        count, replaceable, _ = self._facts(words.tokens, words.flags)
         sources = [words.tokens[i].lower() for i in replaceable]
         if not sources:
             return words
@@ -132,7 +132,7 @@ class EDA:
 
     def random_swap(self, words: Words, rng: random.Random) -> Words:
         """Swap the words at two random unprotected word positions, n times (the token multiset is kept)."""
-        places = [i for i, t in enumerate(words.tokens) if is_word(t) and not words.flags[i]]
+        places = self._facts(words.tokens, words.flags)[2]
         if len(places) < 2:
             return words
         for _ in range(self._count(self.alpha_rs, len(places))):
@@ -142,10 +142,13 @@ class EDA:
 
     def random_deletion(self, words: Words, rng: random.Random) -> Words:
         """Delete each unprotected word with probability p_rd, keeping at least ``min_words`` words."""
-        tokens, mask = words.tokens, words.flags
-        count, _ = self._facts(tokens, mask)
-        keep = [not (is_word(t) and not m and rng.random() < self.p_rd) for t, m in zip(tokens, mask)]
-        kept_words = sum(k and is_word(t) for k, t in zip(keep, tokens))
+        count, _, editable = self._facts(words.tokens, words.flags)
+        keep = [True] * len(words.tokens)
+        p_rd, draw = self.p_rd, rng.random
+        for i in editable:  # one draw per unprotected word, in order
+            if draw() < p_rd:
+                keep[i] = False
+        kept_words = count - keep.count(False)
         need = min(max(self.min_words, 1), count)
         if kept_words < need:  # restore deleted words, in a random order, until enough are left
             deleted = [i for i, k in enumerate(keep) if not k]
@@ -177,15 +180,17 @@ class EDA:
         word = tokens[i].lower()
         return (synonyms(word, pos) if pos else ()) or synonyms(word)
 
-    def _facts(self, tokens: list[str], mask: list[bool]) -> tuple[int, list[int]]:
-        """(word count, replaceable positions) of a parsed text, cached with it."""
+    def _facts(self, tokens: list[str], mask: list[bool]) -> tuple[int, list[int], list[int]]:
+        """(word count, replaceable positions, unprotected word positions) of a parsed text, cached with it."""
         key = id(tokens)
         facts = self.__dict__.setdefault("_facts_cache", {})
         if key not in facts or facts[key][0] is not tokens:
             if len(facts) > 4096:
                 facts.clear()
-            facts[key] = (tokens, sum(map(is_word, tokens)), self.replaceable(tokens, mask))
-        return facts[key][1], facts[key][2]
+            flags = [t[:1].isalpha() for t in tokens]
+            facts[key] = (tokens, sum(flags), self.replaceable(tokens, mask),
+                          [i for i, (w, m) in enumerate(zip(flags, mask)) if w and not m])
+        return facts[key][1:]
 
     def augment(self, text: str, rng: random.Random, technique: str | None = None) -> str:
         """One EDA variant of ``text`` (the technique drawn from ``techniques`` unless given)."""

@@ -16,6 +16,7 @@ tokens equal the source's, the source's spacing is restored.
 from __future__ import annotations
 
 import difflib
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,13 +32,17 @@ _TOKEN = regex.compile(
     r"|(?P<number>\p{Nd}+(?:[.,:/]\p{Nd}+)*)"
     r"|(?P<other>[^\s\x1c-\x1f]\p{M}*)"  # what str.isspace() calls whitespace separates, as \s does
 )
+#: the same tokens as one capturing group: ``split`` gives separators and tokens alternately, in C
+_SPLIT = regex.compile("(" + regex.sub(r"\(\?P<\w+>", "(?:", _TOKEN.pattern) + ")")
+#: the same split for ASCII text, on the faster standard ``re`` (equal to ``_SPLIT`` there, tested)
+_ASCII_SPLIT = re.compile(r"([A-Za-z][A-Za-z0-9]*(?:['\-][A-Za-z]+)*|[0-9]+(?:[.,:/][0-9]+)*|\S)")
 NUMBER = regex.compile(r"^\p{Nd}+(?:[.,:/]\p{Nd}+)*$")
 CJK_MODES = ("run", "char")
 
 
 def is_word(token: str) -> bool:
-    """Whether a token is a word (starts with a letter of any script)."""
-    return bool(token) and unicodedata.category(token[0]).startswith("L")
+    """Whether a token is a word (starts with a letter of any script: ``str.isalpha`` is unicode-aware)."""
+    return token[:1].isalpha()
 
 
 def is_number(token: str) -> bool:
@@ -49,10 +54,13 @@ def segment(text: str, cjk: str | Callable[[str], list[str]] = "run") -> tuple[l
     """``(tokens, separators)`` with ``len(separators) == len(tokens) + 1``; separators are whitespace.
 
     ``text == seps[0] + tokens[0] + seps[1] + ... + tokens[-1] + seps[-1]`` always holds."""
+    if cjk == "run":
+        parts = (_ASCII_SPLIT if text.isascii() else _SPLIT).split(text)
+        return parts[1::2], parts[0::2]
     tokens, seps, at = [], [], 0
     for match in _TOKEN.finditer(text):
         pieces = [match.group()]
-        if match.lastgroup == "cjk" and cjk != "run":
+        if match.lastgroup == "cjk":
             pieces = list(match.group()) if cjk == "char" else [p for p in cjk(match.group()) if p]
             if "".join(pieces) != match.group():
                 raise ValueError("the CJK segmenter must return pieces that join back to its input")
@@ -65,13 +73,14 @@ def segment(text: str, cjk: str | Callable[[str], list[str]] = "run") -> tuple[l
 
 
 @lru_cache(maxsize=65_536)
-def _tokens_cached(text: str) -> tuple[str, ...]:
-    return tuple(segment(text)[0])
+def _segment_cached(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    tokens, seps = segment(text)
+    return tuple(tokens), tuple(seps)
 
 
 def tokenize(text: str) -> list[str]:
     """The tokens of ``text`` (see ``segment``), CJK runs whole."""
-    return list(_tokens_cached(text))
+    return list(_segment_cached(text)[0])
 
 
 def join(tokens: list[str], seps: list[str]) -> str:
@@ -159,8 +168,12 @@ def respace(source: str, variant: str) -> str:
     tokens (equal, or replaced one for one): an augmenter that re-joins tokens with spaces (``- -`` for
     ``--``, ``," Sisters`` for ``, "Sisters``) changes nothing it did not mean to. Around inserted or
     deleted tokens the variant's own spacing stays."""
-    a_tokens, a_seps = segment(source)
+    if variant == source:
+        return source
+    a_tokens, a_seps = _segment_cached(source)
     b_tokens, b_seps = segment(variant)
+    if len(a_tokens) == len(b_tokens):  # token for token (typos, substitutions, swaps): the source's spacing
+        return join(b_tokens, list(a_seps))
     origin: list[int | None] = [None] * len(b_tokens)  # the source token each variant token stands for
     matcher = difflib.SequenceMatcher(a=a_tokens, b=b_tokens, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -178,10 +191,14 @@ def respace(source: str, variant: str) -> str:
     return join(b_tokens, seps)
 
 
-_PUNCT_OR_SPACE = regex.compile(r"[\p{P}\p{Z}\s]+")
+_PUNCT_OR_SPACE = regex.compile(r"[\p{P}\s\x1c-\x1f]+")
+_ASCII_PUNCT_OR_SPACE = {c: None for c in range(128)
+                         if chr(c).isspace() or unicodedata.category(chr(c)).startswith("P")}
 
 
 def surface(text: str) -> str:
     """``text`` without whitespace and punctuation: two texts with the same surface differ only in those
     (a variant like that is no variant)."""
-    return _PUNCT_OR_SPACE.sub("", unicodedata.normalize("NFC", text))
+    if text.isascii():
+        return text.translate(_ASCII_PUNCT_OR_SPACE)
+    return _PUNCT_OR_SPACE.sub("", text)

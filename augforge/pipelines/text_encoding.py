@@ -103,9 +103,8 @@ class TokenizerEncoder(_Encoder):
         super().__init__(options)
         self.tokenizer, self.kind = tokenizer, kind
         self.pad_id = _special_id(tokenizer, (PAD, "<pad>", "[pad]"), "padding")
-        self.unk_id = _special_id(tokenizer, (UNK, "<unk>", "[unk]"), "unknown", required=False)
-        if self.unk_id is None:
-            self.unk_id = self.pad_id
+        unk = _special_id(tokenizer, (UNK, "<unk>", "[unk]"), "unknown", required=False)
+        self.unk_id = self.pad_id if unk is None else unk
 
     @property
     def vocab_size(self) -> int:
@@ -195,35 +194,24 @@ class HashedEncoder(_Encoder):
         return sum(len(tokenize(t)) > self.options.max_tokens for t in texts)
 
 
-class PretrainedEncoder(_Encoder):
-    """The tokenizer of a local Hugging Face model directory (what a ``text_encoder`` was trained with)."""
-
-    kind = "pretrained"
+class PretrainedEncoder(TokenizerEncoder):
+    """The tokenizer of a local Hugging Face model directory (what a ``text_encoder`` was trained with), with
+    the model's special tokens ([CLS], [SEP] or their like) added as the model expects."""
 
     def __init__(self, options: TextOptions, tokenizer_json: str | None = None) -> None:
-        super().__init__(options)
         from tokenizers import Tokenizer
 
         if tokenizer_json is None:
             from augforge.train.models.text_encoder import local_tokenizer
 
             tokenizer_json = local_tokenizer(options.path)
-        self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        self.tokenizer.no_truncation()
-        self.tokenizer.no_padding()
-        self.pad_id = _special_id(self.tokenizer, (PAD, "<pad>", "[pad]"), "padding")
-        self.unk_id = _special_id(self.tokenizer, (UNK, "<unk>"), "unknown", required=False) or self.pad_id
-
-    @property
-    def vocab_size(self) -> int:
-        """Ids run from 0 to ``vocab_size - 1``."""
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+        tokenizer = Tokenizer.from_str(tokenizer_json)
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        super().__init__(options, tokenizer, "pretrained")
 
     def _ids(self, texts):
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
-
-    def spec(self) -> dict:
-        return {**super().spec(), "tokenizer": self.tokenizer.to_str()}
 
 
 def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_size: int | None) -> _Encoder:

@@ -177,11 +177,13 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     progress = "bar" if show_progress else "lines"
     training = time.perf_counter()
     while trainer.epoch < config.epochs:
+        epoch_started = time.perf_counter()
         with _EpochProgress(trainer, loader, progress if lead else "off", run.log_every, log) as batches:
             record = trainer.train_epoch(batches)
         stats = loader.stats()
         record["input_bound"] = stats["wait_fraction"]
         record["world_size"] = world
+        record["train_s"] = time.perf_counter() - epoch_started  # this epoch's training pass
         record["elapsed_s"] = time.perf_counter() - training  # training (and validation) time so far
         if not lead:
             continue

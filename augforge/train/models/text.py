@@ -111,7 +111,7 @@ class FastText(ClassifierMixin, nn.Module):
 
 
 @register_model
-def fasttext(num_classes: int, in_channels: int = 3, vocab_size: int = (1 << 20) + 2, embed_dim: int = 64,
+def fasttext(num_classes: int, in_channels: int = 3, vocab_size: int = (1 << 17) + 2, embed_dim: int = 32,
              dropout: float = 0.0, pad_id: int = 0) -> FastText:
     """fastText classifier; ``forward(ids, lengths)``. ``vocab_size``: the hashed encoder's buckets + 2."""
     _positive(vocab_size=vocab_size, embed_dim=embed_dim)
