@@ -46,8 +46,7 @@ REFERENCE = "tfidf_lr_balanced"
 def split_texts(data: Path, split: str) -> tuple[list[str], np.ndarray]:
     """(texts, labels) of one split of a built dataset."""
     ds = Dataset(data, split)
-    table = ds.take(np.arange(len(ds)), ["text", "label"])
-    return table.column("text").to_pylist(), table.column("label").to_numpy()
+    return ds.texts(), ds.labels()
 
 
 def linear(data: Path, names: list[str], class_weight, char: bool) -> dict:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from augforge.cli import main
+from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.table import TableSource
 from augforge.errors import AugforgeError
 from augforge.pipelines.stream import balanced_order, open_loader
@@ -136,6 +137,14 @@ def test_the_sampler_in_a_run_and_loader_resume(tmp_path, capsys):
     resumed.load_state_dict(saved)
     assert consumed + [y.tolist() for _, y in resumed] == first
     assert open_loader(tmp_path / "data", 16, split="test", sampler="balanced").sampler == "shuffle"
+    resampled = open_loader(tmp_path / "data", 16, sampler="balanced", seed=1, bootstrap=3)
+    rows = resampled.rows_of_epoch(0)  # balanced over the bootstrap resample, whose rows it draws from
+    assert set(rows) <= set(resampled._base)
+    counts = np.bincount(labels[rows], minlength=loader.num_classes)
+    assert counts.min() > 0.5 * counts.max()
+    assert Dataset(tmp_path / "data", "test").texts() == \
+        Dataset(tmp_path / "data", "test").take(np.arange(len(Dataset(tmp_path / "data", "test"))), ["text"]) \
+        .column("text").to_pylist()
 
 
 def test_long_texts_train_with_truncation(tmp_path, capsys):

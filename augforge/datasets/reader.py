@@ -174,6 +174,12 @@ class Dataset:
         chunks = [np.asarray(b.column(0)) for b in self.iter_batches([S.LABEL])]
         return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, dtype=np.int64)
 
+    def texts(self) -> list[str]:
+        """The texts of this split, in row order (a text dataset's payload)."""
+        if self.payload != S.TEXT:
+            raise AugforgeError(f"{self.root}: holds {self.payload} rows, not text")
+        return [t for b in self.iter_batches([S.TEXT]) for t in b.column(0).to_pylist()]
+
     def to_polars(self, columns: Sequence[str] = S.META_COLUMNS) -> pl.DataFrame:
         """The non-payload columns of this split as a polars DataFrame (nothing is decoded)."""
         schema = pa.schema([self.shard_schema.field(c) for c in columns])

@@ -16,7 +16,7 @@ What each payload yields:
 - text: ``((token_ids, lengths), y)``. The ids come from a text encoder
   (``augforge.pipelines.text_encoding``): given, restored from a checkpoint's spec, or made when the
   loader opens (``text=TextOptions(...)``; by default fastText's hashed n-grams; a tokenizer is trained
-  on the train split, deterministically). Texts are truncated to ``max_tokens``; ids are padded per batch.
+  on the train split). Texts are truncated to ``max_tokens``; ids are padded per batch.
 
 Labels are int64, or float soft labels with mixup/cutmix.
 
@@ -156,9 +156,7 @@ def _text_encoder(text, dataset_dir):
     if text is not None and not isinstance(text, TextOptions):
         return text
     options = text or TextOptions()
-    train = Dataset(dataset_dir, "train", verify=False)
-    texts = train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist()
-    return fit_encoder(options, "fasttext", texts, None)
+    return fit_encoder(options, "fasttext", Dataset(dataset_dir, "train", verify=False).texts(), None)
 
 
 class Loader:
@@ -256,8 +254,9 @@ class Loader:
     def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
         """This rank's positions (in the split) for ``epoch``, in order."""
         epoch = self.epoch if epoch is None else epoch
-        if self.sampler == "balanced":
-            order = balanced_order(self._labels_all(), self.seed, epoch)
+        if self.sampler == "balanced":  # over the bootstrap resample's labels when there is one
+            labels = self._labels_all() if self._base is None else self._labels_all()[self._base]
+            order = balanced_order(labels, self.seed, epoch)
         else:
             order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
         if self._base is not None:

@@ -267,9 +267,6 @@ def text_encoder(run: RunSpec, data: Path):
     ``vocab_size`` unless ``train.text.vocab_size`` says), truncating to at most the model's ``max_len``."""
     from dataclasses import replace
 
-    import numpy as np
-
-    from augforge.datasets import schema as S
     from augforge.datasets.reader import Dataset
     from augforge.pipelines.text_encoding import fit_encoder
     from augforge.train.models import model_options
@@ -285,19 +282,13 @@ def text_encoder(run: RunSpec, data: Path):
         options = replace(options, path=str(defaults.get("path") or ""),
                           max_tokens=min(options.max_tokens, int(limit or options.max_tokens)))
     kind = options.kind_for(run.model)
-    texts = []
-    if kind in ("wordpiece", "bpe", "unigram", "word"):
-        train = Dataset(data, "train", verify=False)
-        texts = train.take(np.arange(len(train)), [S.TEXT]).column(S.TEXT).to_pylist()
+    texts = Dataset(data, "train", verify=False).texts() if kind in ("bpe", "wordpiece", "word") else []
     size = run.model_options.get("vocab_size")
     return fit_encoder(options, run.model, texts, size if isinstance(size, int) else None)
 
 
 def _text_stats(loader, val, test, log) -> dict:
     """Token counts per split before truncation, and how many rows each split truncates (logged)."""
-    import numpy as np
-
-    from augforge.datasets import schema as S
     from augforge.pipelines.text_encoding import lengths_summary
 
     out = {"encoder": loader.encoder.kind, "vocab_size": loader.encoder.vocab_size,
@@ -305,8 +296,7 @@ def _text_stats(loader, val, test, log) -> dict:
     for name, split in (("train", loader), ("val", val), ("test", test)):
         if split is None:
             continue
-        dataset = split.dataset
-        texts = dataset.take(np.arange(len(dataset)), [S.TEXT]).column(S.TEXT).to_pylist()
+        texts = split.dataset.texts()
         out[name] = lengths_summary(split.encoder, texts)
         if out[name]["truncated"]:
             log(f"text: {out[name]['truncated']:,} of {len(texts):,} {name} rows are longer than "
