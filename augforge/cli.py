@@ -173,6 +173,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
                           split=args.split, problems=[p.to_dict() for p in source.problems],
                           strategy=args.strategy, warnings=source.warnings)
+    if args.evaluate:  # the strategy given, else the recommendation, measured on these rows
+        from augforge.balance.evaluate import evaluate_source
+
+        report["evaluation"] = evaluate_source(source, args.split, args.strategy or report["recommendation"]["strategy"],
+                                               splits=splits, imbalance=imbalance, seed=args.seed, folds=args.folds,
+                                               classifier=args.classifier)
     if args.html:
         with atomic_open(args.html, "w") as fh:
             fh.write(render_html(report))
@@ -180,6 +186,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         render_terminal(report, Console())
+        if args.evaluate:
+            from augforge.balance.render import render_evaluation
+
+            render_evaluation(report["evaluation"], Console())
         if args.html:
             Console().print(f"wrote {args.html}")
     return 0
@@ -423,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "sampling_strategy semantics)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (schema: docs/report.md)")
     p.add_argument("--html", metavar="FILE", help="also write an HTML page with a bar chart")
+    p.add_argument("--evaluate", action="store_true",
+                   help="cross-validate no resampling, class weights, a tuned threshold (binary) and the strategy "
+                        "(--strategy, else the recommendation) with a simple classifier on these rows")
+    p.add_argument("--folds", type=int, default=5, help="--evaluate: stratified folds (default 5)")
+    p.add_argument("--classifier", default="logistic", choices=["logistic", "tree"],
+                   help="--evaluate: the fixed classifier (default logistic regression)")
     _add_source_options(p)
     p.set_defaults(func=cmd_report)
 

@@ -13,13 +13,25 @@ BALANCED_RATIO = 1.5
 HEAVY_RATIO = 10.0
 #: SMOTE's default k_neighbors is 5: a class needs at least k + 1 rows.
 SMOTE_MIN_ROWS = 6
+#: ... and in each training fold of a 5-fold cross-validation (4/5 of its rows): ceil(6 * 5 / 4)
+SMOTE_MIN_ROWS_CV = 8
+#: what to try before any resampling (imbalanced-learn's maintainers' advice), in every recommendation
+ALTERNATIVE = ("first try class weights (class_weight='balanced' in scikit-learn, train.class_weights: balanced in "
+               "augforge) or a tuned decision threshold: they change no rows; `augforge report --evaluate` "
+               "measures them against the strategy on these rows")
 
 
 def recommend(stats: ClassStats, payload: str) -> dict:
-    """A strategy string (or None) with the reason, from the class distribution and the payload kind.
+    """A strategy string (or None) with the reason and the alternative, from the class distribution and the
+    payload kind. Every recommended strategy is one imbalanced-learn accepts for these counts, also within
+    the training folds of a 5-fold cross-validation."""
+    out = _recommend(stats, payload)
+    if out["strategy"]:
+        out["alternative"] = ALTERNATIVE
+    return out
 
-    Every recommended strategy is one imbalanced-learn accepts for these counts.
-    """
+
+def _recommend(stats: ClassStats, payload: str) -> dict:
     ratio = stats.imbalance_ratio
     if stats.num_classes < 2 or math.isnan(ratio):
         return {"strategy": None, "reason": "fewer than two classes with rows: there is nothing to balance"}
@@ -45,10 +57,11 @@ def recommend(stats: ClassStats, payload: str) -> dict:
                 "reason": f"imbalance {ratio:.1f}:1 on {payload} data: over-sample every class to the majority with "
                           "marked copies that the augmentation stage varies; SMOTE needs a feature column "
                           "(embeddings) for images and text"}
-    if smallest < SMOTE_MIN_ROWS:
+    if smallest < SMOTE_MIN_ROWS_CV:
         return {"strategy": "over",
-                "reason": f"the smallest class has {smallest} rows, fewer than SMOTE's k_neighbors + 1 = "
-                          f"{SMOTE_MIN_ROWS}: random over-sampling until it has more data"}
+                "reason": f"the smallest class has {smallest} rows: SMOTE needs k_neighbors + 1 = {SMOTE_MIN_ROWS} "
+                          f"in every training fold ({SMOTE_MIN_ROWS_CV} rows for 5 folds), so random over-sampling "
+                          "until it has more data"}
     if heavy:
         return {"strategy": "smote:0.5,under:0.8",
                 "reason": f"imbalance {ratio:.1f}:1: SMOTE the minority to half the majority, then under-sample the "

@@ -40,6 +40,8 @@ def render_terminal(report: dict, console: Console) -> None:
     console.print(f"minority classes (*): {', '.join(report['minority']) or 'none'}")
     rec = report["recommendation"]
     console.print(f"recommendation: {rec['strategy'] or 'no resampling'}: {rec['reason']}", highlight=False)
+    if rec.get("alternative"):
+        console.print(f"  alternative: {rec['alternative']}", highlight=False)
     if projected:
         console.print(f"after {projected['strategy']}: rows {projected['total']:,}, imbalance ratio "
                       f"{_ratio(projected['imbalance_ratio'])}, entropy {projected['entropy']:.3f}"
@@ -149,6 +151,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 {report['num_classes']} classes. Imbalance ratio {esc(_ratio(report['imbalance_ratio']))},
 normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join(report['minority']) or 'none')}.</p>
 <p><b>Recommendation:</b> <code>{esc(rec['strategy'] or 'no resampling')}</code>: {esc(rec['reason'])}</p>
+<p>{esc(rec.get('alternative') or '')}</p>
 {after}
 <img id="chart" alt="bar chart of class counts" src="data:image/png;base64,{chart}">
 <table>{head}{rows}</table>
@@ -200,3 +203,20 @@ def render_build(manifest: dict, console: Console) -> None:
         console.print(f"variants dropped: {info['variants_dropped_as_same']:,} identical to their source or to "
                       f"another variant, {info['variants_rejected']:,} rejected (a protected token lost, or "
                       "fewer than min_words words)", highlight=False)
+
+
+def render_evaluation(evaluation: dict, console) -> None:
+    """The ``--evaluate`` table: each arm's cross-validated scores, and the verdict."""
+    table = Table(title=f"{evaluation['folds']}-fold stratified CV, {evaluation['classifier']} classifier, "
+                        f"{evaluation['rows']:,} rows")
+    table.add_column("arm")
+    for metric in ("balanced accuracy", "macro-F1", "g-mean"):
+        table.add_column(metric, justify="right")
+    for name, result in evaluation["arms"].items():
+        if "failed" in result:
+            table.add_row(escape(name), f"failed: {escape(result['failed'])}", "", "")
+            continue
+        table.add_row(escape(name), *(f"{result[m]['mean']:.3f} ± {result[m]['std']:.3f}"
+                                      for m in ("balanced_accuracy", "macro_f1", "g_mean")))
+    console.print(table)
+    console.print(f"verdict: {escape(evaluation['verdict'])}", highlight=False)

@@ -1,0 +1,167 @@
+"""`augforge report --evaluate`: the recommendation measured on the user's own rows.
+
+A recommendation from class counts alone can hurt: resampling that helps one table makes another worse.
+So the report can check it, by stratified k-fold cross-validation of one fixed, simple classifier:
+
+- ``none``: the classifier as it is;
+- ``class weights``: the same with ``class_weight="balanced"`` (the alternative imbalanced-learn's
+  maintainers advise trying first);
+- ``threshold`` (binary targets): the decision threshold tuned for balanced accuracy by an inner CV
+  (scikit-learn's ``TunedThresholdClassifierCV``);
+- the strategy (the recommendation, or ``--strategy``): its samplers in an ``imblearn.pipeline.Pipeline``
+  in front of the classifier, so that resampling only ever sees the training folds.
+
+Features are standardised inside the pipeline; texts become TF-IDF (word 1-2-grams). Each arm reports
+balanced accuracy, macro-F1 and the geometric mean of the recalls, mean ± sample std over the folds.
+An arm that fails inside a fold (too few neighbours, say) is reported as failed, with the reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+
+from augforge.errors import AugforgeError
+
+CLASSIFIERS = ("logistic", "tree")
+METRICS = ("balanced_accuracy", "macro_f1", "g_mean")
+
+
+def _classifier(name: str, balanced: bool, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    weight = "balanced" if balanced else None
+    if name == "logistic":
+        return LogisticRegression(max_iter=2000, class_weight=weight)
+    return DecisionTreeClassifier(random_state=seed, class_weight=weight)
+
+
+def _front(payload: str):
+    """The transform before any sampler: TF-IDF for texts, standardisation for features."""
+    if payload == "text":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler()
+
+
+def arms(strategy: str | None, payload: str, class_names: list[str], classifier: str, seed: int,
+         binary: bool) -> dict[str, object]:
+    """The pipelines to compare, by name."""
+    from imblearn.pipeline import Pipeline
+    from sklearn.model_selection import TunedThresholdClassifierCV
+
+    from augforge.balance.resample import expand_steps, parse_for
+
+    out = {
+        "none": Pipeline([("front", _front(payload)), ("model", _classifier(classifier, False, seed))]),
+        "class weights": Pipeline([("front", _front(payload)), ("model", _classifier(classifier, True, seed))]),
+    }
+    if binary:
+        tuned = TunedThresholdClassifierCV(_classifier(classifier, False, seed), scoring="balanced_accuracy",
+                                           cv=3, random_state=seed)
+        out["threshold"] = Pipeline([("front", _front(payload)), ("model", tuned)])
+    if strategy:
+        steps = expand_steps(parse_for(strategy, payload))
+        samplers = [(f"step{i}", step.build(class_names, random_state=seed + i)) for i, step in enumerate(steps)]
+        out[strategy] = Pipeline([("front", _front(payload)), *samplers,
+                                  ("model", _classifier(classifier, False, seed))])
+    return out
+
+
+def _scores(y_true, y_pred) -> dict[str, float]:
+    from imblearn.metrics import geometric_mean_score
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    return {"balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+            "g_mean": float(geometric_mean_score(y_true, y_pred, average="multiclass"))}
+
+
+def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str | None, *, payload: str,
+                        folds: int = 5, classifier: str = "logistic", seed: int = 0) -> dict:
+    """Cross-validate the arms on (X, y); a JSON-able dict with each arm's mean and spread, and a verdict."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    if classifier not in CLASSIFIERS:
+        raise AugforgeError(f"--classifier {classifier!r}: expected one of {', '.join(CLASSIFIERS)}")
+    y = np.asarray(y)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise AugforgeError("--evaluate: needs at least two classes with rows")
+    smallest = int(np.bincount(y)[present].min())
+    if smallest < 2:
+        name = class_names[int(present[np.argmin(np.bincount(y)[present])])]
+        raise AugforgeError(f"--evaluate: class {name!r} has 1 row; cross-validation needs at least 2 per class")
+    k = min(int(folds), smallest)
+    if k < 2:
+        raise AugforgeError(f"--folds {folds}: expected at least 2")
+    candidates = arms(strategy, payload, class_names, classifier, seed, len(present) == 2)
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    results = {}
+    for name, pipeline in candidates.items():
+        per_fold, failure = [], None
+        for fold, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
+            model = clone(pipeline)
+            try:
+                model.fit(_rows(X, train), y[train])
+            except (ValueError, RuntimeError) as exc:
+                failure = f"fold {fold + 1}: {str(exc).splitlines()[0]}"
+                break
+            per_fold.append(_scores(y[test], model.predict(_rows(X, test))))
+        if failure:
+            results[name] = {"failed": failure}
+            continue
+        results[name] = {m: {"mean": statistics.mean(s[m] for s in per_fold),
+                             "std": statistics.stdev(s[m] for s in per_fold)} for m in METRICS}
+    return {"folds": k, "classifier": classifier, "rows": int(len(y)), "strategy": strategy,
+            "arms": results, "verdict": verdict(results, strategy)}
+
+
+def _rows(X, index: np.ndarray):
+    return [X[i] for i in index] if isinstance(X, list) else X[index]
+
+
+def verdict(results: dict, strategy: str | None) -> str:
+    """One sentence: which arm is best by balanced accuracy, and whether the strategy helped."""
+    scored = {n: r["balanced_accuracy"]["mean"] for n, r in results.items() if "failed" not in r}
+    if not scored:
+        return "every arm failed; see the reasons"
+    best = max(scored, key=scored.get)
+    line = f"best by balanced accuracy: {best} ({scored[best]:.3f})"
+    if strategy:
+        if strategy not in scored:
+            return f"{line}; {strategy} failed inside cross-validation ({results[strategy]['failed']}): do not use it"
+        plain = max((n for n in ("none", "class weights") if n in scored), key=scored.get, default=None)
+        if plain is not None and scored[strategy] < scored[plain]:
+            instead = "no resampling" if plain == "none" else "class weights"
+            return (f"{line}; {strategy} did not beat {instead} ({scored[strategy]:.3f} against "
+                    f"{scored[plain]:.3f}): prefer {instead}")
+    return line
+
+
+def evaluate_source(source, split: str, strategy: str | None, *, splits=None, imbalance=None, seed: int = 0,
+                    folds: int = 5, classifier: str = "logistic") -> dict:
+    """``evaluate_strategies`` on one split of a source: its feature vectors, or its texts."""
+    from augforge.balance.apply import read_features
+    from augforge.datasets import schema as S
+    from augforge.datasets.plan import plan_rows
+    from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+
+    if source.payload == S.IMAGE:
+        raise AugforgeError("--evaluate: needs feature vectors or texts; for images, ingest a feature column "
+                            "(embeddings) and evaluate that")
+    plan = plan_rows(source, splits or SplitSpec(), imbalance or ImbalanceSpec(), seed)
+    chosen = plan.splits >= 0 if split == S.ALL_SPLITS else plan.splits == S.SPLITS.index(S.check_split(split))
+    positions, y = plan.positions[chosen], plan.labels[chosen]
+    if source.payload == S.FEATURES:
+        X = read_features(source, positions)
+    else:
+        X = [t for batch in source.read(positions, 65_536) for t in batch.column(S.TEXT).to_pylist()]
+    return evaluate_strategies(X, y, list(source.class_names), strategy, payload=source.payload, folds=folds,
+                               classifier=classifier, seed=seed)

@@ -1,0 +1,75 @@
+"""`augforge report --evaluate`: the recommendation cross-validated on real rows against no resampling,
+class weights and a tuned threshold; recommendations that hold inside cross-validation."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from augforge.balance.evaluate import evaluate_strategies
+from augforge.balance.recommend import recommend
+from augforge.balance.stats import ClassStats
+from augforge.cli import main
+
+
+def _long_tail_digits(minority: int) -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_digits(return_X_y=True)
+    keep = np.concatenate([np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:minority]])
+    return X[keep].astype(np.float32), (y[keep] == 1).astype(np.int64)
+
+
+def test_the_class_weights_arm_is_what_scikit_learn_computes():
+    X, y = load_breast_cancer(return_X_y=True)
+    out = evaluate_strategies(X, y, ["malignant", "benign"], "smote", payload="features", folds=5)
+    assert set(out["arms"]) == {"none", "class weights", "threshold", "smote"} and out["folds"] == 5
+    expected = []
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        expected.append(balanced_accuracy_score(y[test], model.fit(X[train], y[train]).predict(X[test])))
+    assert out["arms"]["class weights"]["balanced_accuracy"]["mean"] == pytest.approx(np.mean(expected), abs=1e-12)
+    again = evaluate_strategies(X, y, ["malignant", "benign"], "smote", payload="features", folds=5)
+    assert again == out  # seeded: the same figures every run
+    for arm in out["arms"].values():
+        assert all(0.8 < arm[m]["mean"] <= 1.0 for m in ("balanced_accuracy", "macro_f1", "g_mean"))
+
+
+def test_a_strategy_that_fails_inside_a_fold_is_reported_not_raised():
+    X, y = _long_tail_digits(7)  # 7 minority rows: 5 or 6 per training fold, SMOTE's k=5 needs 6
+    out = evaluate_strategies(X, y, ["zero", "one"], "smote", payload="features", folds=5)
+    assert out["arms"]["smote"]["failed"].startswith("fold ")
+    assert "failed inside cross-validation" in out["verdict"] and "do not use it" in out["verdict"]
+    stats = ClassStats(("zero", "one"), (178, 7))
+    assert recommend(stats, "features")["strategy"] == "over"  # the recommendation holds inside CV
+    assert evaluate_strategies(X, y, ["zero", "one"], "over", payload="features", folds=5)["arms"]["over"].get(
+        "failed") is None
+
+
+def test_every_recommendation_carries_the_class_weights_alternative():
+    rec = recommend(ClassStats(("a", "b"), (500, 20)), "features")
+    assert rec["strategy"] and "class weights" in rec["alternative"]
+    assert "alternative" not in recommend(ClassStats(("a", "b"), (50, 45)), "features")  # nothing to balance
+
+
+def test_report_evaluate_from_the_cli_on_features_text_and_images(tmp_path, capsys):
+    X, y = _long_tail_digits(40)
+    table = tmp_path / "digits.parquet"
+    pl.DataFrame({**{f"p{i}": X[:, i] for i in range(X.shape[1])}, "label": y}).write_parquet(table)
+    assert main(["report", str(table), "--evaluate", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["evaluation"]["strategy"] == report["recommendation"]["strategy"]
+    assert set(report["evaluation"]["arms"]) >= {"none", "class weights", "threshold"}
+    assert main(["report", str(table), "--evaluate", "--strategy", "under", "--classifier", "tree"]) == 0
+    out = capsys.readouterr().out
+    assert "5-fold stratified CV, tree classifier" in out and "verdict: best by balanced accuracy" in out
+    assert main(["report", "examples/tickets.csv", "--text-col", "text", "--evaluate", "--folds", "3", "--json"]) == 0
+    text = json.loads(capsys.readouterr().out)["evaluation"]
+    assert text["folds"] == 3 and text["strategy"] == "over" and "failed" not in text["arms"]["over"]
+    assert main(["report", "digits", "--evaluate"]) == 1
+    assert "needs feature vectors or texts" in capsys.readouterr().err
