@@ -152,16 +152,15 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
             low, high, integer = _NUMBERS[f.name]
             number = c.number(value, where, low, high, integer=integer)
             values[f.name] = int(number) if integer else float(number)
-    model_name = raw.get("model", DEFAULT_MODELS.get(payload, "simple_cnn"))
-    if "lr" not in values and model_name in MODEL_LR:
-        values["lr"] = MODEL_LR[model_name]
+    model = c.text(raw.get("model", DEFAULT_MODELS.get(payload, "simple_cnn")), "train.model")
+    if "lr" not in values and model in MODEL_LR:
+        values["lr"] = MODEL_LR[model]
     config = TrainConfig(**values)
     if config.precision == "fp16" and raw.get("device", "auto") == "cpu":
         c.fail("train.precision", "fp16 needs a GPU (its GradScaler); use bf16 on the CPU")
     if config.swa_start is not None and config.swa_start >= config.epochs:
         c.fail("train.swa_start", f"epoch {config.swa_start} is not below train.epochs ({config.epochs}); SWA "
                                   "would never take a snapshot")
-    model = c.text(raw.get("model", DEFAULT_MODELS.get(payload, "simple_cnn")), "train.model")
     options = raw.get("model_options") or {}
     if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         c.fail("train.model_options", f"expected a mapping of option names to values, got {options!r}")
