@@ -22,14 +22,15 @@ def neighbours(k: int, backend: str = "auto", device: str = "auto"):
     """An exact nearest-neighbours estimator for ``k`` neighbours.
 
     ``auto``, ``cells``, ``brute``: ``TorchNearestNeighbors`` with that search method (see
-    ``augforge.balance.knn``; ``auto`` prunes by cells where the data allows and otherwise runs the
-    dense search: torch on a GPU and for large problems, scikit-learn's brute force for small ones on a
-    CPU). ``sklearn``: scikit-learn's brute force, always.
+    ``augforge.balance.knn``; ``auto`` on a CPU runs imbalanced-learn's own search below 4e8 query x point
+    pairs, and above that prunes by cells where the data allows and otherwise runs the dense torch
+    search; on a GPU, cells or the dense search). ``sklearn``: scikit-learn's ``NearestNeighbors`` with its default algorithm, always: the
+    estimator imbalanced-learn builds itself.
     """
     if backend in ("auto", "cells", "brute"):
         return TorchNearestNeighbors(n_neighbors=k, device=device, method=backend)
     if backend == "sklearn":
-        return NearestNeighbors(n_neighbors=k, algorithm="brute")
+        return NearestNeighbors(n_neighbors=k)
     raise ValueError(f"unknown knn_backend {backend!r}; use one of {', '.join(KNN_BACKENDS)}")
 
 

@@ -18,10 +18,15 @@ than ``u + radius`` can be a neighbour. Queries are taken a cell at a time, and 
 (as in ``brute``) runs over the cells that can hold a neighbour of any of them. On data with
 structure (clusters: embeddings, many real feature sets) this skips most pairs. Where it would
 not (noise-like or overlapping data), ``auto`` sees it from the plan, before any distance
-between points is computed, and runs the dense search instead: torch ``brute``, or on a CPU below
-``DENSE_TORCH_PAIRS`` pairs scikit-learn's brute force, as fast there and with imbalanced-learn's
-order among exactly tied neighbours (so FastSMOTE's output stays bit-identical to imbalanced-learn's
-on small integer-valued data such as the digits).
+between points is computed, and runs the dense search (torch ``brute``) instead.
+
+``auto`` on a CPU below ``DENSE_TORCH_PAIRS`` query x point pairs runs none of these: it runs the search
+imbalanced-learn itself runs, scikit-learn's ``NearestNeighbors`` with its default algorithm (a KD-tree
+up to 15 features), on the input's own dtype. There the neighbour lists are imbalanced-learn's exactly,
+tie order and float64 included, so the samplers built on them are bit-identical to imbalanced-learn's.
+The torch searches order exactly tied neighbours by index and compute float32 keys from float32 values
+(re-ranked in float64): they give imbalanced-learn's lists whenever no two of a query's candidates are
+at exactly the same distance and the data are float32 (tested; docs/balance.md states it).
 
 The candidate top-k of long rows works a block of 64 keys at a time (``_smallest``), and on a CPU a
 chunk of queries keeps its keys within ``CPU_CHUNK_BYTES`` so that they are selected from the cache:
@@ -335,11 +340,13 @@ def _cells_knn(queries: _Points, q_ids: torch.Tensor | None, data: _Points, k: i
 
 
 def _sklearn_knn(data: np.ndarray, queries: np.ndarray | None, k: int, exclude_self: bool):
-    """scikit-learn's brute-force search (the small dense search on a CPU): float64 distances and indices."""
+    """imbalanced-learn's own search (``auto`` on a CPU for small problems): scikit-learn's
+    ``NearestNeighbors`` with its default algorithm, on the data's own dtype; float64 distances, indices."""
     from sklearn.neighbors import NearestNeighbors
 
-    nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(data)
-    dist, idx = nn.kneighbors(None if exclude_self else queries, return_distance=True)
+    nn = NearestNeighbors(n_neighbors=k).fit(data)
+    # kneighbors(None) leaves each point out of its own list: only what exclude_self asks for
+    dist, idx = nn.kneighbors(None if exclude_self else (data if queries is None else queries), return_distance=True)
     return dist.astype(np.float64), idx.astype(np.int64)
 
 
@@ -357,17 +364,21 @@ def exact_knn(data, k: int, queries=None, *, exclude_self: bool = False, device:
     if exclude_self and queries is not None:
         raise ValueError("exclude_self applies only when the queries are the data")
     dev = pick_device(device)
-    data_np = np.ascontiguousarray(data, dtype=np.float32)
-    x = torch.as_tensor(data_np, device=dev)
-    q = x if queries is None else torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32), device=dev)
-    if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
-        raise ValueError(f"queries have shape {tuple(q.shape)}, data {tuple(x.shape)}: feature counts differ")
-    n, nq = len(x), len(q)
+    data = np.asarray(data)
+    queries = None if queries is None else np.asarray(queries)
+    shape_q = data.shape if queries is None else queries.shape
+    if len(shape_q) != 2 or data.ndim != 2 or shape_q[1] != data.shape[1]:
+        raise ValueError(f"queries have shape {tuple(shape_q)}, data {tuple(data.shape)}: feature counts differ")
+    n, nq = len(data), shape_q[0]
     available = n - (1 if exclude_self else 0)
     if k > available:
         raise ValueError(f"k={k} neighbours requested but only {available} points are available")
     if nq == 0 or k == 0:
         return np.zeros((nq, k)), np.zeros((nq, k), dtype=np.int64)
+    if method == "auto" and dev.type == "cpu" and n * nq < DENSE_TORCH_PAIRS:
+        return _sklearn_knn(data, queries, k, exclude_self)  # imbalanced-learn's search, its dtype and ties
+    x = torch.as_tensor(np.ascontiguousarray(data, dtype=np.float32), device=dev)
+    q = x if queries is None else torch.as_tensor(np.ascontiguousarray(queries, dtype=np.float32), device=dev)
     center = x.mean(0, keepdim=True)  # keys on centred data: smaller norms, smaller rounding error
     points = _Points(x, center)
     query_points = points if queries is None else _Points(q, center)
@@ -378,8 +389,6 @@ def exact_knn(data, k: int, queries=None, *, exclude_self: bool = False, device:
         if method in ("auto", "cells") and n > 4 * (k + MARGIN):
             result = _cells_knn(query_points, q_ids, points, k, radius, memory_mb,
                                 DENSE_SHARE if method == "auto" else None)
-        if result is None and method == "auto" and dev.type == "cpu" and n * nq < DENSE_TORCH_PAIRS:
-            return _sklearn_knn(data_np, None if queries is None else q.numpy(), k, exclude_self)
         if result is None:
             result = _knn_among(query_points, points, None, k, q_ids, radius, memory_mb)
     out_d, out_i = result
@@ -405,15 +414,17 @@ class TorchNearestNeighbors(BaseEstimator):
     """
 
     def __init__(self, n_neighbors: int = 5, device: str = "auto", memory_mb: float = 256.0,
-                 method: str = "auto") -> None:
+                 method: str = "auto", n_jobs: int | None = None) -> None:
         self.n_neighbors = n_neighbors
+        #: accepted as scikit-learn's (imbalanced-learn's cleaning samplers set it); the search sizes its own threads
+        self.n_jobs = n_jobs
         self.device = device
         self.memory_mb = memory_mb
         self.method = method
 
     def fit(self, X, y=None):
         """Remember the points to search."""
-        self._fit_X = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+        self._fit_X = np.asarray(X)  # its own dtype: the small search is imbalanced-learn's, on it
         self.n_samples_fit_ = len(self._fit_X)
         self.n_features_in_ = self._fit_X.shape[1]
         return self

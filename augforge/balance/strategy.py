@@ -80,10 +80,11 @@ SAMPLERS: dict[str, SamplerInfo] = {
         SamplerInfo("cluster_centroids", _UNDER + "ClusterCentroids"),
         SamplerInfo("nearmiss", _UNDER + "NearMiss"),
         SamplerInfo("iht", _UNDER + "InstanceHardnessThreshold", exact=False),
-        SamplerInfo("tomek", _UNDER + "TomekLinks", exact=False),
-        SamplerInfo("enn", _UNDER + "EditedNearestNeighbours", exact=False),
-        SamplerInfo("renn", _UNDER + "RepeatedEditedNearestNeighbours", exact=False),
-        SamplerInfo("allknn", _UNDER + "AllKNN", exact=False),
+        SamplerInfo("tomek", "augforge.balance.cleaning.ExactTomekLinks", exact=False),
+        SamplerInfo("enn", _UNDER + "EditedNearestNeighbours", exact=False, neighbour_params=("n_neighbors",)),
+        SamplerInfo("renn", _UNDER + "RepeatedEditedNearestNeighbours", exact=False,
+                    neighbour_params=("n_neighbors",)),
+        SamplerInfo("allknn", _UNDER + "AllKNN", exact=False, neighbour_params=("n_neighbors",)),
         SamplerInfo("oss", _UNDER + "OneSidedSelection", exact=False),
         SamplerInfo("cnn", _UNDER + "CondensedNearestNeighbour", exact=False),
         SamplerInfo("ncr", _UNDER + "NeighbourhoodCleaningRule", exact=False),
@@ -93,7 +94,7 @@ SAMPLERS: dict[str, SamplerInfo] = {
 }
 ALIASES = {
     "ros": "over", "random_over": "over", "rus": "under", "random_under": "under", "borderline": "borderline_smote",
-    "tomek_links": "tomek", "edited_nearest_neighbours": "enn", "instance_hardness_threshold": "iht",
+    "tomek_links": "tomek", "tomeklinks": "tomek", "edited_nearest_neighbours": "enn", "instance_hardness_threshold": "iht",
     "one_sided_selection": "oss", "condensed_nearest_neighbour": "cnn", "neighbourhood_cleaning_rule": "ncr",
     **{info.path.rpartition(".")[2].lower(): info.name for info in SAMPLERS.values()},
 }
