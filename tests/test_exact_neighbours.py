@@ -97,3 +97,42 @@ def test_combined_chains_equal_imbalanced_learn_where_their_steps_do(chain, peer
     ours = resample(parse_strategy(chain), y, ["0", "1", "2"], X, seed=0)
     theirs_x, theirs_y = peer(random_state=0).fit_resample(X, y)
     assert len(ours.y) == len(theirs_y) and np.array_equal(np.bincount(ours.y), np.bincount(theirs_y))
+
+
+def test_auto_on_a_cpu_runs_imbalanced_learns_search_where_the_cells_would_not_prune(monkeypatch):
+    from augforge.balance import knn
+
+    monkeypatch.setattr(knn, "DENSE_TORCH_PAIRS", 1000)  # past the small-problem shortcut: the cells are tried
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=(3000, 16))  # noise-like: nothing to prune
+    dist, idx = exact_knn(noise, 6)
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=6).fit(noise).kneighbors(noise)
+    assert np.array_equal(idx, ref_idx) and np.array_equal(dist, ref_dist)  # imbalanced-learn's own, float64
+    centres = rng.uniform(-50, 50, size=(30, 16))
+    clusters = (centres[rng.integers(0, 30, 3000)] + rng.normal(size=(3000, 16))).astype(np.float32)
+    dist, idx = exact_knn(clusters, 6)  # the cells prune here: torch's search, the same neighbours
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=6).fit(clusters).kneighbors(clusters)
+    assert np.array_equal(idx, ref_idx) and np.allclose(dist, ref_dist, rtol=1e-5, atol=1e-5)
+
+
+def test_searches_take_the_cores_other_processes_leave_free(monkeypatch):
+    import torch
+
+    from augforge.balance import knn
+
+    monkeypatch.setattr(knn.os, "sched_getaffinity", lambda _: {0, 1})
+    monkeypatch.setattr(knn, "_runnable_now", lambda: 0)
+    assert knn.search_threads() == min(2, torch.get_num_threads())
+    monkeypatch.setattr(knn, "_runnable_now", lambda: 1)  # another busy process: one thread, not two waiting
+    assert knn.search_threads() == 1
+    monkeypatch.setattr(knn, "_runnable_now", lambda: 7)
+    assert knn.search_threads() == 1
+    monkeypatch.setattr(knn, "_runnable_now", lambda: None)  # no /proc: torch's own setting
+    assert knn.search_threads() == torch.get_num_threads()
+    X = np.random.default_rng(1).normal(size=(500, 8)).astype(np.float32)
+    monkeypatch.setattr(knn, "_runnable_now", lambda: 1)
+    busy = exact_knn(X, 5, method="brute")  # one thread: the same neighbours
+    monkeypatch.setattr(knn, "_runnable_now", lambda: 0)
+    before = torch.get_num_threads()
+    assert all(np.array_equal(a, b) for a, b in zip(busy, exact_knn(X, 5, method="brute")))
+    assert torch.get_num_threads() == before  # the setting is restored after each search
