@@ -273,7 +273,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume or args.resume_changed,
                            rebuild=args.rebuild,
                            workers=args.workers, threads=args.threads, log=lambda text: print(text, flush=True),
-                           show_progress=sys.stderr.isatty(), resume_changed=args.resume_changed)
+                           show_progress=sys.stderr.isatty(), resume_changed=args.resume_changed,
+                           profile=args.profile_steps if args.profile else None)
     if not summary:  # a DDP worker other than rank 0: the first process reports
         return 0
     if "accuracy" in summary:
@@ -494,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for training (default: train.threads, else torch's default of one per "
                         "core; fewer is faster on a loaded machine)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile the first epoch's steps with torch.profiler: a trace in RUN_DIR/profile/ "
+                        "(TensorBoard's profiler plugin, Perfetto), the top operators and the data-wait share")
+    p.add_argument("--profile-steps", type=int, default=5, metavar="N",
+                   help="--profile: active steps, after 1 waiting and 1 warm-up step (default 5)")
     p.add_argument("--seed", type=int, metavar="N",
                    help="train.seed for this run (initialisation, row order, streamed draws); the split and the "
                         "offline build stay the recipe's seed")

@@ -116,12 +116,13 @@ def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
                  rebuild: bool = False, workers: int = 2, threads: int | None = None, log=print,
-                 show_progress: bool = False, resume_changed: bool = False) -> dict:
+                 show_progress: bool = False, resume_changed: bool = False, profile: int | None = None) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory.
 
     One device decision (``train.device``) places the loader's batches, the model, mixed precision and
     every evaluation. Validation and test batches get only the deterministic part of the training ops,
-    and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics."""
+    and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics.
+    ``profile``: profile that many steps of the first epoch (``augforge.train.profile``)."""
     config, run = recipe.train, recipe.run
     device = choose_device(run.device)
     device.check_precision(config.precision)
@@ -176,10 +177,22 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     board = _tensorboard(run_dir / "tensorboard") if (lead and run.tensorboard) else None
     progress = "bar" if show_progress else "lines"
     training = time.perf_counter()
+    profiler = None
+    if profile and lead:
+        from augforge.train.profile import StepProfiler
+
+        profiler = StepProfiler(run_dir / "profile", profile, device.torch)
     while trainer.epoch < config.epochs:
         epoch_started = time.perf_counter()
         with _EpochProgress(trainer, loader, progress if lead else "off", run.log_every, log) as batches:
+            if profiler is not None and profiler.summary is None:
+                batches = profiler.batches(batches)
             record = trainer.train_epoch(batches)
+        if profiler is not None and profiler.summary is None:
+            from augforge.train.profile import report_lines
+
+            for line in report_lines(profiler.finish()):
+                log(line)
         stats = loader.stats()
         record["input_bound"] = stats["wait_fraction"]
         record["world_size"] = world
@@ -231,6 +244,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
                "config": asdict(config)}
     if text_stats is not None:
         summary["text"] = text_stats
+    if profiler is not None:
+        summary["profile"] = {k: profiler.summary[k] for k in ("steps", "wait_share", "trace")}
     if test is not None:
         measured = _evaluate(final, test, class_names, trainer, arch)
         spec["shape"] = measured.pop("input_shape", None)
