@@ -285,6 +285,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a run's model to ONNX or torch.export and check it against PyTorch on test batches."""
+    from augforge.train.export import export_run
+
+    result = export_run(args.run, args.format, args.out, args.data, args.batches)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"wrote {result['file']} ({result['bytes'] / 1e6:.2f} MB, {result['format']}); against PyTorch on "
+          f"{result['rows']:,} test rows ({result['batches']} batches): max |difference| {result['max_abs_diff']:.2e}, "
+          f"{'the same' if result['same_predictions'] else 'DIFFERENT'} predictions")
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     """Run the recipe's leave-one-out, plain and custom arms over paired seeds and compare each with the baseline."""
     from rich.console import Console
@@ -504,6 +518,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train.seed for this run (initialisation, row order, streamed draws); the split and the "
                         "offline build stay the recipe's seed")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a run's model (ONNX or torch.export) and check it against PyTorch",
+                       description="Export RUN_DIR/model.pt to ONNX (run back with ONNX Runtime) or a torch.export "
+                                   "program (.pt2), and compare its logits with PyTorch's on real test batches.")
+    p.add_argument("run", help="a run directory (augforge train --run-dir) or a checkpoint file")
+    p.add_argument("--format", default="onnx", choices=["onnx", "pt2"])
+    p.add_argument("--out", help="the file to write (default: RUN_DIR/model.onnx or model.pt2)")
+    p.add_argument("--data", help="the dataset directory whose test batches check it (default: the run's)")
+    p.add_argument("--batches", type=int, default=4, help="test batches of 64 rows to compare (default 4)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",
                        description="Train the recipe as written (baseline), once more per technique it turns on with "

@@ -241,6 +241,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     final = trainer.final_model()
     summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
                "epochs": trainer.epoch, "model": run.model, "device": str(device), "threads": threads,
+               "data": os.path.abspath(data),
                "config": asdict(config)}
     if text_stats is not None:
         summary["text"] = text_stats
@@ -482,13 +483,11 @@ def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: in
     return recipe.train, model_from(arch, pretrained=True).to(device.torch), loader
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto") -> dict:
-    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split.
-
-    The checkpoint's input spec decides the preprocessing: the deterministic part of the training ops,
-    the colour mode (grey and RGB data are converted to what the model was trained on) and the text
-    encoder (tokenizer and truncation). Data that cannot be made to fit (another payload, other classes, another input shape)
-    is refused in one line."""
+def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto",
+                                batch_size: int = 256):
+    """(model, loader, arch, input spec, device) of a checkpoint on a dataset directory's split: the model
+    rebuilt and loaded, the loader feeding it as training fed evaluation (the checkpoint's input spec).
+    Data that cannot be made to fit (another payload, other classes, another width) is refused in one line."""
     from augforge.pipelines.stream import open_loader
 
     path = Path(checkpoint)
@@ -511,7 +510,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
                             "evaluate it reproducibly")
     options = {"text": {"text": spec.get("text")}, "image": {"ops": spec.get("ops") or None,
                                                              "color": spec.get("color")}}.get(spec["payload"], {})
-    loader = open_loader(data, 256, split=split, shuffle=False, augment=False, device=placement, **options)
+    loader = open_loader(data, batch_size, split=split, shuffle=False, augment=False, device=placement, **options)
     if loader.payload != spec["payload"]:
         raise AugforgeError(f"{data}: holds {loader.payload} rows; {path} was trained on {spec['payload']}")
     if loader.dataset.class_names != arch["class_names"]:
@@ -520,7 +519,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
     if spec["payload"] == "features" and spec.get("dim") and loader.input_spec()["dim"] != spec["dim"]:
         raise AugforgeError(f"{data}: rows have {loader.input_spec()['dim']} features; {path} was trained on "
                             f"{spec['dim']}")
-    metrics = evaluate(model.to(placement.torch), loader, arch["class_names"], device=placement.torch,
+    return model.to(placement.torch).eval(), loader, arch, spec, placement
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto") -> dict:
+    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split.
+
+    The checkpoint's input spec decides the preprocessing: the deterministic part of the training ops,
+    the colour mode (grey and RGB data are converted to what the model was trained on) and the text
+    encoder (tokenizer and truncation). Data that cannot be made to fit (another payload, other classes,
+    another input shape) is refused in one line."""
+    model, loader, arch, spec, placement = checkpoint_model_and_loader(checkpoint, data, split, device)
+    metrics = evaluate(model, loader, arch["class_names"], device=placement.torch,
                        binary=arch.get("binary", False), expect_shape=spec.get("shape"), source=str(data))
     metrics.pop("input_shape", None)
     return metrics
