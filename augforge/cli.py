@@ -391,6 +391,14 @@ def _print_written(out, result, target) -> None:
         out.print(f"warning: {warning}", soft_wrap=True, highlight=False, markup=False)
 
 
+def _add_run_options(p, out_help: str) -> None:
+    """The arguments of the commands that take a finished run: the run, --out, --data, --json."""
+    p.add_argument("run", help="a run directory (augforge train --run-dir) or a checkpoint file")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--data", help="the dataset directory whose test (and train) batches it uses (default: the run's)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
 def _option_value(text: str):
     import yaml
 
@@ -544,24 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a run's model (ONNX or torch.export) and check it against PyTorch",
                        description="Export RUN_DIR/model.pt to ONNX (run back with ONNX Runtime) or a torch.export "
                                    "program (.pt2), and compare its logits with PyTorch's on real test batches.")
-    p.add_argument("run", help="a run directory (augforge train --run-dir) or a checkpoint file")
+    _add_run_options(p, "the file to write (default: RUN_DIR/model.onnx or model.pt2)")
     p.add_argument("--format", default="onnx", choices=["onnx", "pt2"])
-    p.add_argument("--out", help="the file to write (default: RUN_DIR/model.onnx or model.pt2)")
-    p.add_argument("--data", help="the dataset directory whose test batches check it (default: the run's)")
     p.add_argument("--batches", type=int, default=4, help="test batches of 64 rows to compare (default 4)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="int8 quantization (ONNX Runtime, static QDQ) measured against the float model",
                        description="Quantize RUN_DIR/model.pt to int8 (ONNX Runtime static QDQ, per-channel weights), "
                                    "calibrated on training batches, and report accuracy, size and CPU latency next "
                                    "to the float model; exit 1 when accuracy drops more than --max-drop points.")
-    p.add_argument("run", help="a run directory (augforge train --run-dir) or a checkpoint file")
-    p.add_argument("--out", help="the int8 model to write (default: RUN_DIR/model.int8.onnx)")
-    p.add_argument("--data", help="the dataset directory (default: the run's)")
+    _add_run_options(p, "the int8 model to write (default: RUN_DIR/model.int8.onnx)")
     p.add_argument("--calib-batches", type=int, default=16, help="training batches of 64 rows to calibrate on")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the int8 model may lose (default 1)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",

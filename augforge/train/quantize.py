@@ -72,15 +72,9 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         session = onnxruntime.InferenceSession(str(prepared), providers=["CPUExecutionProvider"])
-        spec_text = None
-        from augforge.train.run import load_checkpoint
+        from augforge.train.run import load_checkpoint, loader_options
 
-        spec = load_checkpoint(checkpoint)["input"]
-        if spec["payload"] == "text":
-            spec_text = spec.get("text")
-        options = {"text": spec_text} if spec_text else {}
-        if spec["payload"] == "image":
-            options = {"ops": spec.get("ops") or None, "color": spec.get("color")}
+        options = loader_options(load_checkpoint(checkpoint)["input"])
         train = open_loader(data, 64, split="train", shuffle=True, augment=False, seed=0, **options)
 
         class Calibration(CalibrationDataReader):
@@ -124,7 +118,9 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
                             "latency_ms_batch_1": _latency_ms(model, _batch_of(kept, 1)),
                             "latency_ms_batch_64": _latency_ms(model, _batch_of(kept, 64))}
     drop = 100.0 * (report["float"]["accuracy"] - report["int8"]["accuracy"])
-    quantized = sorted({n.op_type for n in __import__("onnx").load(str(out)).graph.node
+    import onnx
+
+    quantized = sorted({n.op_type for n in onnx.load(str(out)).graph.node
                         if n.op_type in ("QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger")})
     return {**report, "file": str(out), "rows": int(len(truth)), "calibration_batches": calib_batches,
             "accuracy_drop_points": drop, "max_drop": max_drop, "within": drop <= max_drop, "qdq_ops": quantized}

@@ -483,6 +483,13 @@ def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: in
     return recipe.train, model_from(arch, pretrained=True).to(device.torch), loader
 
 
+def loader_options(spec: dict) -> dict:
+    """The loader options that feed a model as its checkpoint's input spec says: a text model's encoder, an
+    image model's deterministic ops and colour mode."""
+    return {"text": {"text": spec.get("text")}, "image": {"ops": spec.get("ops") or None,
+                                                          "color": spec.get("color")}}.get(spec["payload"], {})
+
+
 def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto",
                                 batch_size: int = 256):
     """(model, loader, arch, input spec, device) of a checkpoint on a dataset directory's split: the model
@@ -508,9 +515,8 @@ def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split:
     if spec["payload"] == "text" and not isinstance(spec.get("text"), dict):
         raise AugforgeError(f"{path}: records no text encoder (an older augforge stored a word list); retrain it to "
                             "evaluate it reproducibly")
-    options = {"text": {"text": spec.get("text")}, "image": {"ops": spec.get("ops") or None,
-                                                             "color": spec.get("color")}}.get(spec["payload"], {})
-    loader = open_loader(data, batch_size, split=split, shuffle=False, augment=False, device=placement, **options)
+    loader = open_loader(data, batch_size, split=split, shuffle=False, augment=False, device=placement,
+                         **loader_options(spec))
     if loader.payload != spec["payload"]:
         raise AugforgeError(f"{data}: holds {loader.payload} rows; {path} was trained on {spec['payload']}")
     if loader.dataset.class_names != arch["class_names"]:
