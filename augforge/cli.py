@@ -285,6 +285,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Search the recipe's tune: space with Optuna; write best.yaml, trials.csv and the study database."""
+    from augforge.train.tune import tune_recipe
+
+    result = tune_recipe(args.recipe, args.trials, args.out, storage=args.storage, pruner=args.pruner,
+                         log=lambda text: print(text, flush=True))
+    best = result["best"]
+    print(f"{result['trials']} finished trials ({result['pruned']} pruned); best: trial {best['number']}, "
+          f"{result['metric']} {best['value']:.4f} {json.dumps(best['params'])}")
+    print(f"wrote {result['best_yaml']} (augforge train accepts it), trials.csv; study: {result['study']}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's model to ONNX or torch.export and check it against PyTorch on test batches."""
     from augforge.train.export import export_run
@@ -548,6 +561,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train.seed for this run (initialisation, row order, streamed draws); the split and the "
                         "offline build stay the recipe's seed")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search the recipe's tune: space with Optuna (TPE, pruning, a resumable study)",
+                       description="Run Optuna's TPE over the recipe's tune: space (keyed by recipe path), pruning "
+                                   "trials on the validation metric after every epoch; the study lives in "
+                                   "OUT/study.db (or --storage) and a rerun continues it.")
+    p.add_argument("recipe", help="the recipe YAML file, with a tune: section")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should have")
+    p.add_argument("--out", required=True, help="where study.db, data/, trials/, best.yaml and trials.csv go")
+    p.add_argument("--storage", help="an Optuna storage URL instead of OUT/study.db (sqlite:///..., postgresql://...)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband"])
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("export", help="export a run's model (ONNX or torch.export) and check it against PyTorch",
                        description="Export RUN_DIR/model.pt to ONNX (run back with ONNX Runtime) or a torch.export "

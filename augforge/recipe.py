@@ -248,7 +248,7 @@ def resolved(path: str) -> str:
     return str(Path(path).resolve()) if Path(path).exists() else path
 
 
-TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output", "train")
+TOP_KEYS = ("name", "seed", "source", "clean", "balance", "augment", "output", "train", "tune")
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
 AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "text", "protect", "min_words")
@@ -388,6 +388,13 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
     """Validate a loaded recipe mapping; ``base`` is the folder relative paths are taken from."""
     c = Checker(file)
     raw = c.mapping(data, "", TOP_KEYS)
+    if raw.get("tune") is not None:  # augforge tune's search space, checked by every command
+        from augforge.train.tune import parse_space
+
+        try:
+            parse_space(raw["tune"])
+        except AugforgeError as exc:  # its message starts with the place (tune.space.train.lr: ...)
+            raise RecipeError(f"{c.file}: {exc}") from None
     if not raw:
         c.fail("recipe", "is empty; it needs at least a source")
     base = Path(base)

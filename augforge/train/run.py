@@ -116,13 +116,15 @@ def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
                  rebuild: bool = False, workers: int = 2, threads: int | None = None, log=print,
-                 show_progress: bool = False, resume_changed: bool = False, profile: int | None = None) -> dict:
+                 show_progress: bool = False, resume_changed: bool = False, profile: int | None = None,
+                 on_epoch=None) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory.
 
     One device decision (``train.device``) places the loader's batches, the model, mixed precision and
     every evaluation. Validation and test batches get only the deterministic part of the training ops,
     and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics.
-    ``profile``: profile that many steps of the first epoch (``augforge.train.profile``)."""
+    ``profile``: profile that many steps of the first epoch (``augforge.train.profile``). ``on_epoch``:
+    called with each epoch's record after its checkpoint is written (``augforge tune`` prunes there)."""
     config, run = recipe.train, recipe.run
     device = choose_device(run.device)
     device.check_precision(config.precision)
@@ -229,6 +231,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         if record["input_bound"] > INPUT_BOUND_WARNING:
             log(f"warning: training waited for data {record['input_bound']:.0%} of the time; "
                 + input_bound_hint(device, run.device, threads, loader))
+        if on_epoch is not None:
+            on_epoch(record)
         if run.patience and since_best >= run.patience:
             log(f"early stopping: {run.early_metric} did not improve for {since_best} epochs")
             break

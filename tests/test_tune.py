@@ -1,0 +1,92 @@
+"""`augforge tune`: Optuna's TPE over the recipe's own keys, pruning on the validation metric, a study in
+SQLite that survives kill -9, best.yaml that augforge train accepts; the space is validated like the recipe."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+
+from augforge.cli import main
+from augforge.errors import AugforgeError
+from augforge.recipe import load_recipe, parse_recipe
+
+SPACE = {"metric": "balanced_accuracy",
+         "space": {"train.lr": {"choice": [1.0e-6, 0.003]}, "train.label_smoothing": {"uniform": [0.0, 0.2]}}}
+
+
+def _recipe(tmp_path, epochs=3):
+    data = {"name": "tune-digits", "seed": 0, "source": {"path": "digits", "test_split": 0.2, "val_split": 0.2},
+            "train": {"epochs": epochs, "batch_size": 64}, "tune": SPACE}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _finished_count(db) -> int:
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet, or locked for a moment
+        return 0
+
+
+def _finished(out):
+    study = optuna.load_study(study_name="tune-digits", storage=f"sqlite:///{out / 'study.db'}")
+    return [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+
+
+def test_a_study_prunes_and_writes_a_best_recipe_that_trains(tmp_path, capsys):
+    path, out = _recipe(tmp_path), tmp_path / "out"
+    assert main(["tune", str(path), "--trials", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    trials = _finished(out)
+    assert len(trials) == 5 and any(t.state.name == "PRUNED" for t in trials)  # pruning prunes
+    assert "5 finished trials" in printed and len((out / "trials.csv").read_text().splitlines()) == 6
+    best = load_recipe(out / "best.yaml")  # plain YAML, no tune section, accepted by train
+    assert best.train.lr == 0.003 and "tune" not in yaml.safe_load((out / "best.yaml").read_text())
+    assert len(list((out / "data").iterdir())) == 1  # trials that share their data share one build
+    assert main(["tune", str(path), "--trials", "5", "--out", str(out)]) == 0  # already done: nothing new
+    assert len(_finished(out)) == 5
+
+
+def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path):
+    path, out = _recipe(tmp_path, epochs=4), tmp_path / "out"
+    command = [sys.executable, "-m", "augforge", "tune", str(path), "--trials", "6", "--out", str(out)]
+    log = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _finished_count(out / "study.db") >= 2:  # read-only: the polling never writes to the study
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, (tmp_path / "first.log").read_text()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {t.number: t.value for t in _finished(out)}
+    assert 2 <= len(before) < 6
+    assert subprocess.run(command, capture_output=True, text=True, timeout=600).returncode == 0
+    after = {t.number: t.value for t in _finished(out)}
+    assert len(after) == 6 and all(after[n] == v for n, v in before.items())  # nothing finished was lost
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"space": {"train.lr": {"log_uniform": [0.0, 1.0]}}}, "tune.space.train.lr.log_uniform: the low end"),
+    ({"space": {"train.lr": {"uniform": [1.0, 0.5]}}}, "low < high"),
+    ({"space": {"lr": {"uniform": [0.1, 0.5]}}}, "tune.space.lr: expected a recipe path"),
+    ({"space": {"train.epochs": {"int": [1.5, 3]}}}, "expected whole numbers"),
+    ({"space": {"train.lr": {"normal": [0, 1]}}}, "expected one of"),
+    ({"metric": "loss", "space": {"train.lr": {"uniform": [0.1, 0.5]}}}, "tune.metric"),
+    ({"space": {}}, "non-empty 'space'"),
+])
+def test_bad_spaces_are_recipe_errors_naming_their_place(space, message):
+    with pytest.raises(AugforgeError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        parse_recipe({"source": {"path": "digits"}, "tune": space})
