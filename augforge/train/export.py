@@ -52,8 +52,9 @@ class _AsTrained(torch.nn.Module):
         self.model = model
 
     def forward(self, x, lengths=None):
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
+        from augforge.train.loop import prepare_input
+
+        x = prepare_input(x)  # the loop's own conversion, traced into the graph
         return self.model(x) if lengths is None else self.model(x, lengths)
 
 
