@@ -76,3 +76,13 @@ def test_detectable_effect_and_noise_floor():
     expected = (ss.t.ppf(0.975, 4) + ss.t.ppf(0.8, 4)) * sd / np.sqrt(5)
     assert detectable_effect(values) == pytest.approx(expected)
     assert noise_floor(0.9, 400) == pytest.approx(0.015)
+
+
+def test_two_seeds_give_a_finite_interval_spanning_the_pair():
+    """On 2 paired seeds the expanded tail underflows to 0; the interval is the bootstrap's extremes, the two
+    differences themselves, not NaN (ablate and tune --confirm accept 2 seeds)."""
+    from augforge.train.compare import compare
+
+    result = compare([0.91, 0.95], [0.90, 0.92])
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.01, 0.03))
+    assert result.verdict == "too few seeds" and result.mean_delta == pytest.approx(0.02)

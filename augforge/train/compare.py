@@ -77,7 +77,9 @@ def bca_interval(values, level: float = 0.95, resamples: int = 10_000, seed: int
     observed = float(values.mean())
     if n < 2 or np.all(values == values[0]):
         return observed, observed
-    tail = _tail(level, n, expand)
+    # on 2 seeds the expanded tail underflows to 0 (Student's t on 1 degree of freedom); a bootstrap of this
+    # many resamples cannot resolve a tail below half a resample anyway, so that is where it stops
+    tail = max(_tail(level, n, expand), 0.5 / resamples)
     means = _bootstrap_means(values, resamples, seed)
     below = (np.sum(means < observed) + 0.5 * np.sum(means == observed)) / resamples
     below = min(max(below, 1.0 / resamples), 1 - 1.0 / resamples)
