@@ -290,11 +290,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from augforge.train.tune import tune_recipe
 
     result = tune_recipe(args.recipe, args.trials, args.out, storage=args.storage, pruner=args.pruner,
-                         log=lambda text: print(text, flush=True))
+                         confirm=args.confirm, val_split=args.val_split, log=lambda text: print(text, flush=True))
     best = result["best"]
     print(f"{result['trials']} finished trials ({result['pruned']} pruned); best: trial {best['number']}, "
           f"{result['metric']} {best['value']:.4f} {json.dumps(best['params'])}")
-    print(f"wrote {result['best_yaml']} (augforge train accepts it), trials.csv; study: {result['study']}")
+    print(f"wrote {result['best_yaml']} (augforge train accepts it), trials.csv, {result['html']}; "
+          f"study: {result['study']}")
+    if "confirm" in result:
+        from rich.console import Console
+
+        from augforge.train.ablate_report import print_table
+
+        print_table(result["confirm"], Console())
     return 0
 
 
@@ -316,17 +323,27 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     """int8 with ONNX Runtime (static QDQ, per-channel), measured against the float model; exit 1 past --max-drop."""
     from augforge.train.quantize import quantize_run
 
-    result = quantize_run(args.run, args.out, args.data, args.calib_batches, args.max_drop)
+    keep = [b for part in args.keep_float for b in part.split(",") if b]
+    log = (lambda _: None) if args.json else (lambda text: print(text, flush=True))
+    result = quantize_run(args.run, args.out, args.data, args.calib_batches, args.max_drop, keep_float=keep,
+                          qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, log=log)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'':<7} {'accuracy':>9} {'balanced':>9} {'size MB':>8} {'batch 1 ms':>11} {'batch 64 ms':>12}")
-        for name in ("float", "int8"):
-            r = result[name]
-            print(f"{name:<7} {r['accuracy']:>9.4f} {r['balanced_accuracy']:>9.4f} {r['bytes'] / 1e6:>8.2f} "
-                  f"{r['latency_ms_batch_1']:>11.3f} {r['latency_ms_batch_64']:>12.3f}")
-        print(f"wrote {result['file']}; {result['rows']:,} test rows, calibrated on {result['calibration_batches']} "
-              f"training batches; accuracy drop {result['accuracy_drop_points']:.2f} points")
+        print(f"{'':<15} {'accuracy':>9} {'balanced':>9} {'size MB':>8} {'batch 1 ms':>11} {'batch 64 ms':>12}")
+        for name in ("float", "int8", "int8_qat", "float_finetuned"):
+            if name in result:
+                r = result[name]
+                print(f"{name:<15} {r['accuracy']:>9.4f} {r['balanced_accuracy']:>9.4f} {r['bytes'] / 1e6:>8.2f} "
+                      f"{r['latency_ms_batch_1']:>11.3f} {r['latency_ms_batch_64']:>12.3f}")
+        kept = ", ".join(f"{block} ({n} nodes)" for block, n in result["kept_float"].items())
+        print(f"wrote {result['file']} ({result['delivered']}); {result['rows']:,} test rows, calibrated on "
+              f"{result['calibration_batches']} training batches; accuracy drop "
+              f"{result['accuracy_drop_points']:.2f} points" + (f"; kept in float: {kept}" if kept else ""))
+        if "float_finetuned" in result:
+            print(f"float_finetuned: the float model fine-tuned for the same {result['qat']['epochs']} epoch(s) without "
+                  "fake quantization; what the QAT model gains over it is quantization's, the rest the extra "
+                  "epochs'")
     if not result["within"]:
         print(f"augforge quantize: the int8 model loses {result['accuracy_drop_points']:.2f} accuracy points, more "
               f"than --max-drop {result['max_drop']}", file=sys.stderr)
@@ -571,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where study.db, data/, trials/, best.yaml and trials.csv go")
     p.add_argument("--storage", help="an Optuna storage URL instead of OUT/study.db (sqlite:///..., postgresql://...)")
     p.add_argument("--pruner", default="median", choices=["median", "hyperband"])
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="retrain the original and the best recipe over K paired seeds and compare them on the test "
+                        "split (augforge ablate's statistics; OUT/confirm)")
+    p.add_argument("--val-split", type=float, default=0.2, metavar="F",
+                   help="for a recipe without source.val_split: the share of the train split the trials hold out "
+                        "for validation (best.yaml keeps the recipe's split; default 0.2)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("export", help="export a run's model (ONNX or torch.export) and check it against PyTorch",
@@ -588,6 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "the int8 model to write (default: RUN_DIR/model.int8.onnx)")
     p.add_argument("--calib-batches", type=int, default=16, help="training batches of 64 rows to calibrate on")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the int8 model may lose (default 1)")
+    p.add_argument("--keep-float", nargs="*", default=[], metavar="BLOCK",
+                   help="leave these blocks in float: depthwise, hardswish, se (MobileNetV3's int8 trouble spots)")
+    p.add_argument("--qat-epochs", type=int, default=0, metavar="E",
+                   help="also fine-tune E epochs with fake quantization (torchao PT2E) and deliver that model when "
+                        "it is more accurate than the post-training one")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="the fine-tuning learning rate (default 1e-4)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",

@@ -90,3 +90,39 @@ def test_a_killed_study_resumes_without_losing_finished_trials(tmp_path):
 def test_bad_spaces_are_recipe_errors_naming_their_place(space, message):
     with pytest.raises(AugforgeError, match=message.replace("(", r"\(").replace(".", r"\.")):
         parse_recipe({"source": {"path": "digits"}, "tune": space})
+
+
+def test_confirm_and_the_study_page_in_a_browser(tmp_path, capsys):
+    """--confirm retrains the original and the best recipe over paired seeds with ablate's statistics, on the
+    test split; study.html shows the history (the best-so-far line), the importances and the confirmation."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from test_cli import _chromium
+
+    path, out = _recipe(tmp_path), tmp_path / "out"
+    assert main(["tune", str(path), "--trials", "4", "--out", str(out), "--confirm", "2"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "confirm" / "ablation.json").read_text())
+    baseline, tuned = report["arms"]
+    assert [baseline["name"], tuned["name"]] == ["baseline", "tuned"] and report["seeds"] == 2
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert tuned["changes"] == [f"train.label_smoothing: {json.dumps(best['train']['label_smoothing'])}",
+                                f"train.lr: {json.dumps(best['train']['lr'])}"]
+    for seed in range(2):  # the tuned run at each seed trained the best recipe, at that seed
+        summary = json.loads((out / "confirm" / "runs" / "tuned" / str(seed) / "summary.json").read_text())
+        assert summary["balanced_accuracy"] == tuned["runs"][seed]["balanced_accuracy"]
+    deltas = [t["balanced_accuracy"] - b["balanced_accuracy"] for t, b in zip(tuned["runs"], baseline["runs"])]
+    assert tuned["comparison"]["deltas"] == deltas and "confirm over 2 seeds" in printed
+    page = (out / "study.html").read_text()
+    assert 'id="history"' in page and 'id="confirm"' in page and "tuned" in page
+    assert 'id="importances"' in page and page.count("<tr>") >= 4 + 1 + 3
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,900",
+                    (out / "study.html").as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    best_line = (np.abs(pixels - [0xD9, 0x5F, 0x02]).sum(axis=2) < 30).sum()  # the best-so-far step line
+    assert best_line > 200

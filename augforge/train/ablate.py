@@ -107,9 +107,11 @@ def _curve(folder: Path) -> list[dict]:
 
 def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=(), only=(), skip=(), jobs: int = 1,
                  metric: str = "balanced_accuracy", bootstrap_train: bool = False,
-                 budget_minutes: float | None = None, workers: int = 2, log=print) -> dict:
+                 budget_minutes: float | None = None, workers: int = 2, arms: list[Arm] | None = None,
+                 log=print) -> dict:
     """Run (or reuse) every arm at every seed, compare each arm with the baseline, write ``ablation.json`` and
-    ``ablation.html`` into ``out``; the result dict (as written)."""
+    ``ablation.html`` into ``out``; the result dict (as written). ``arms`` replaces the arms that
+    ``build_arms`` would make from the recipe and the overrides (the first must be the baseline)."""
     from augforge.train.ablate_report import write_html
 
     if metric not in METRICS:
@@ -119,7 +121,10 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
     if jobs < 1:
         raise AugforgeError(f"--jobs {jobs}: expected at least 1")
     out = Path(out)
-    arms = build_arms(recipe, overrides, only, skip)
+    if arms is None:
+        arms = build_arms(recipe, overrides, only, skip)
+    elif not arms or arms[0].kind != "baseline":
+        raise AugforgeError("ablate: the first arm must be the baseline")
     tasks = plan_tasks(recipe, arms, out, seeds, bootstrap_train)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

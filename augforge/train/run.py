@@ -251,6 +251,9 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         summary["text"] = text_stats
     if profiler is not None:
         summary["profile"] = {k: profiler.summary[k] for k in ("steps", "wait_share", "trace")}
+    if val is not None:  # the delivered model (SWA / EMA average when configured) on the validation split
+        measured = _evaluate(final, val, class_names, trainer, arch)
+        summary["val"] = {k: v for k, v in measured.items() if k not in ("confusion", "input_shape")}
     if test is not None:
         measured = _evaluate(final, test, class_names, trainer, arch)
         spec["shape"] = measured.pop("input_shape", None)
