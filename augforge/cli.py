@@ -93,17 +93,40 @@ def _specs(args: argparse.Namespace):
     return SplitSpec(args.test_split, args.val_split), ImbalanceSpec(args.imbalance, args.imbalance_factor)
 
 
+def _engine(args: argparse.Namespace):
+    """The --engine, --address, --workers and --gpus-per-worker options as an EngineSpec."""
+    from augforge.pipelines.engine import EngineSpec
+
+    workers = args.workers if args.engine == "ray" else None
+    return EngineSpec(args.engine, args.address, workers, args.gpus_per_worker)
+
+
+def _add_engine_options(p: argparse.ArgumentParser, workers_help: str) -> None:
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="where the heavy work runs: here (default) or on Ray Data (pip install 'augforge[ray]'; "
+                        "docs/distributed.md); the output is the same bytes")
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="--engine ray: the cluster to join (default: start a Ray instance for this job)")
+    p.add_argument("--workers", type=int, default=None, help=workers_help)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="--engine ray: GPUs per worker (its DALI pipelines then run on the GPU)")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Write a source to a dataset directory."""
     from rich.console import Console
     from augforge.datasets import ingest
 
     source = _source(args)
+    if args.workers is not None and args.workers < 1:
+        raise AugforgeError(f"--workers {args.workers}: expected at least 1")
+    if args.workers and hasattr(source, "workers"):
+        source.workers = args.workers
     splits, imbalance = _specs(args)
     with RowProgress("ingest", args.quiet) as progress:
         result = ingest(source, args.out, splits=splits, imbalance=imbalance, seed=args.seed,
                         shard_rows=args.shard_rows, shard_mb=args.shard_mb, overwrite=args.overwrite,
-                        on_total=progress.total, on_rows=progress.rows)
+                        on_total=progress.total, on_rows=progress.rows, engine=_engine(args))
     manifest = result.manifest
     out = Console()
     _print_written(out, result, args.out)
@@ -224,11 +247,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     with RowProgress("build", args.quiet) as progress:
-        result = build(recipe, args.out, workers=args.workers, overwrite=args.overwrite, on_stage=progress.stage,
-                       on_total=progress.total, on_rows=progress.rows)
+        result = build(recipe, args.out, workers=args.workers or os.cpu_count() or 2, overwrite=args.overwrite,
+                       on_stage=progress.stage, on_total=progress.total, on_rows=progress.rows,
+                       engine=_engine(args))
     out = Console()
     render_build(result.write.manifest, out)
     _print_written(out, result.write, args.out or recipe.output.dir)
+    if result.engine:
+        nodes = result.engine["nodes"]
+        out.print(f"Ray: {result.engine['units']} chunks on {len(nodes)} node(s) "
+                  f"({', '.join(f'{node[:8]}: {n}' for node, n in nodes.items())}), "
+                  f"{result.engine['worker_processes']} worker process(es)", highlight=False)
     return 0
 
 
@@ -489,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the dataset directory to write")
     _add_source_options(p)
     _add_output_options(p)
+    _add_engine_options(p, "image folders: threads checking the files (default 2); --engine ray: worker actors "
+                           "(default: every CPU of the cluster)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("inspect", help="summarise a dataset directory's manifest",
@@ -539,8 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Deterministic for the recipe's seed; rerun after a crash to resume.")
     p.add_argument("recipe", help="the recipe YAML file")
     p.add_argument("--out", help="the dataset directory (default: the recipe's output.dir)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                   help="DALI and encoder threads (default: every core)")
+    _add_engine_options(p, "local: DALI and encoder threads (default: every core); ray: worker actors, one CPU "
+                           "each (default: every CPU of the cluster)")
     _add_output_options(p, shard_size=False)
     p.set_defaults(func=cmd_build)
 

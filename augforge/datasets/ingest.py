@@ -147,11 +147,30 @@ def ingest(
     overwrite: bool = False,
     on_rows: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    engine=None,
 ) -> WriteResult:
     """Write ``source`` to the dataset directory ``out``, split and optionally made imbalanced.
 
-    Deterministic for a seed and resumable (see ``write_dataset``).
+    Deterministic for a seed and resumable (see ``write_dataset``). ``engine`` (an
+    ``augforge.pipelines.engine.EngineSpec``) checks an image folder's files on Ray; the output is the same.
     """
+    from augforge.pipelines.engine import open_engine
+
+    with open_engine(engine) as runner:
+        if runner is not None:
+            if not hasattr(source, "engine"):
+                raise AugforgeError(f"--engine ray: ingest distributes the checking of image folders; "
+                                    f"{source.location} is a {source.kind} source (use --engine local)")
+            source.engine = runner
+        try:
+            return _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total)
+        finally:
+            if runner is not None:
+                source.engine = None
+
+
+def _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total) -> WriteResult:
+    """``ingest`` with the engine set on the source."""
     plan: RowPlan = plan_rows(source, splits, imbalance, seed)
     if len(plan.positions) == 0:
         raise AugforgeError(f"{source.location}: no rows to write")

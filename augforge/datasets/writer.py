@@ -317,7 +317,7 @@ class DatasetWriter:
         manifest = {
             "format": FORMAT,
             "augforge_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": created_time(),
             "fingerprint": self.fingerprint,
             "payload": S.payload_of(self.schema),
             "schema": {field.name: str(field.type) for field in self.schema},
@@ -351,6 +351,20 @@ class DatasetWriter:
         self._unlock()
         if not self._resumed and self._created_root and self.root.exists() and not any(self.root.iterdir()):
             self.root.rmdir()
+
+
+def created_time() -> str:
+    """The manifest's ``created``: now (UTC), or ``SOURCE_DATE_EPOCH`` when set (the reproducible-builds
+    convention), so that two builds of the same recipe can be byte-identical, manifest included."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            moment = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise AugforgeError(f"SOURCE_DATE_EPOCH={epoch!r}: expected whole seconds since 1970") from None
+    else:
+        moment = _dt.datetime.now(_dt.timezone.utc)
+    return moment.isoformat(timespec="seconds")
 
 
 def _merged(meta: dict, learned: dict) -> dict:

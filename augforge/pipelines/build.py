@@ -187,6 +187,7 @@ class BuildResult:
     duplicates: int
     augmented: int
     device: str
+    engine: dict | None = None  # a distributed build's units per node and worker processes
 
 
 class _TrainWriter:
@@ -222,6 +223,17 @@ class _TrainWriter:
             yield self._chunk(start, stop, cache).slice(max(skip - start, 0))
             for origin in [o for o in cache if o < origins[last]]:
                 del cache[origin]
+
+    def chunk(self, index: int) -> pa.RecordBatch:
+        """Chunk ``index`` on its own, reading just its source rows: what a distributed worker runs. Equal to
+        the same chunk of ``rows``."""
+        start = index * CHUNK_ROWS
+        stop = min(start + CHUNK_ROWS, len(self.out.balanced))
+        first, last = self._group_of(start), self._group_of(stop - 1)
+        origins = self.plan.origins[first : last + 1]
+        rows = [row for batch in self.source.read(self.plan.train_positions[origins], READ_BATCH_ROWS)
+                for row in batch.to_pylist()]
+        return self._chunk(start, stop, {int(o): row for o, row in zip(origins, rows)})
 
     def _chunk(self, start: int, stop: int, cache: dict[int, dict]) -> pa.RecordBatch:
         res, out = self.plan.result, self.out
@@ -279,10 +291,65 @@ class _TrainWriter:
         return self.encoder.encode(self.decoder.augment([row[S.IMAGE] for row in rows]), ids)
 
 
+@dataclass
+class ChunkJob:
+    """What a distributed worker needs to make train chunks: the recipe, the source and the plans."""
+
+    recipe: Recipe
+    source: Source
+    plan: BalancePlan
+    outputs: OutputPlan
+
+
+def chunk_worker(job: ChunkJob) -> Callable[[int], tuple[pa.RecordBatch, tuple | None]]:
+    """The per-actor state of a distributed image build (one decoder, one encoder, one thread); the returned
+    function makes chunk ``index`` and returns it with the raw shape its images had (None for png/jpeg)."""
+    encoder = Encoder(job.recipe.output.format, job.recipe.output.quality, 1)
+    writer = _TrainWriter(job.recipe, job.source, job.plan, job.outputs, encoder, 1)
+
+    def run(index: int) -> tuple[pa.RecordBatch, tuple | None]:
+        return writer.chunk(index), encoder.shape
+
+    return run
+
+
+def _distributed_rows(engine, job: ChunkJob, encoder: Encoder, skip: int) -> Iterator[pa.RecordBatch]:
+    """The train output rows from ``skip`` on, made chunk by chunk on the engine's workers, in order."""
+    total = len(job.outputs.balanced)
+    first = skip // CHUNK_ROWS
+    chunks = list(range(first, (total + CHUNK_ROWS - 1) // CHUNK_ROWS))
+    for index, (batch, shape) in zip(chunks, engine.map_ordered(chunk_worker, job, chunks)):
+        if shape is not None:  # raw output: every worker's images must share the first one's shape
+            if encoder.shape is None:
+                encoder.shape = shape
+            elif tuple(shape) != tuple(encoder.shape):
+                raise AugforgeError(
+                    f"row {batch.column(S.ID)[0].as_py()!r} (chunk {index}) is {'x'.join(map(str, shape))} but "
+                    f"output.format raw needs every image {'x'.join(map(str, encoder.shape))}; end augment.image "
+                    "with resize or center_crop, or use png")
+        yield batch.slice(max(skip - index * CHUNK_ROWS, 0))
+
+
 def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, overwrite: bool = False,
           on_stage: Callable[[str], None] | None = None, on_rows: Callable[[int], None] | None = None,
-          on_total: Callable[[int], None] | None = None) -> BuildResult:
-    """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir)."""
+          on_total: Callable[[int], None] | None = None, engine=None) -> BuildResult:
+    """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir).
+    ``engine`` (an ``augforge.pipelines.engine.EngineSpec``) runs the augmentation on Ray instead of here;
+    the output is the same bytes."""
+    from augforge.pipelines.engine import open_engine
+
+    with open_engine(engine) as runner:
+        result = _build(recipe, out, workers=workers, overwrite=overwrite, on_stage=on_stage, on_rows=on_rows,
+                        on_total=on_total, engine=runner)
+        if runner is not None:
+            result.engine = {"name": "ray", "units": sum(runner.nodes.values()), "nodes": dict(runner.nodes),
+                             "worker_processes": len(runner.processes)}
+    return result
+
+
+def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_rows, on_total,
+           engine) -> BuildResult:
+    """``build`` with the engine opened (None: local)."""
     stage = on_stage or (lambda _: None)
     out = out or recipe.output.dir
     if not out:
@@ -295,8 +362,11 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
         if aug.image:
             raise RecipeError(f"{recipe.file}: augment.image: {source.location} holds text; use augment.text ops")
         return _build_text(recipe, source, out, workers=workers, overwrite=overwrite, stage=stage,
-                           on_rows=on_rows, on_total=on_total)
+                           on_rows=on_rows, on_total=on_total, engine=engine)
     if source.payload == S.FEATURES:
+        if engine is not None:
+            raise AugforgeError(f"--engine ray distributes image and text builds; {source.location} holds feature "
+                                "rows, which build here (use --engine local)")
         return _build_features(recipe, source, out, overwrite=overwrite, stage=stage, on_rows=on_rows,
                                on_total=on_total)
     if source.payload != S.IMAGE:
@@ -329,7 +399,10 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         if skip < n_train:
-            yield from train.rows(skip)
+            if engine is None:
+                yield from train.rows(skip)
+            else:
+                yield from _distributed_rows(engine, ChunkJob(recipe, source, plan, outputs), encoder, skip)
         yield from others(max(skip - n_train, 0))
 
     import nvidia.dali
@@ -348,7 +421,7 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
         height, width, channels = encoder.shape
         return {"payload_info": {"height": height, "width": width, "channels": channels}}
 
-    stage(f"augmenting and writing {n_train + len(other_positions):,} rows ({train.device})")
+    stage(f"augmenting and writing {n_train + len(other_positions):,} rows ({train.device if engine is None else 'Ray'})")
     try:
         result = write_dataset(out, source.schema(), names, parts=parts, meta=meta,
                                total_rows=n_train + len(other_positions), batches=batches,
@@ -405,7 +478,7 @@ def _plan_train(recipe: Recipe, source: Source, stage, cleaning: str):
 
 
 def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite: bool, stage, on_rows,
-                on_total) -> BuildResult:
+                on_total, engine=None) -> BuildResult:
     """The text build (augforge.pipelines.build_text)."""
     import tempfile
 
@@ -424,10 +497,10 @@ def _build_text(recipe: Recipe, source: Source, out, *, workers: int, overwrite:
         return BuildResult(WriteResult(done, 0, 0, up_to_date=True), plan, duplicates,
                            int(done.get("build", {}).get("augmented", 0)), "cpu")
     corpus = [t for b in source.read(plan.train_positions, READ_BATCH_ROWS * 16) for t in b.column(S.TEXT).to_pylist()]
-    stage(f"augmenting {len(plan.origins):,} texts with {workers} process(es)")
+    stage(f"augmenting {len(plan.origins):,} texts with {f'{workers} process(es)' if engine is None else 'Ray'}")
     with tempfile.TemporaryDirectory(prefix="augforge-text-") as workdir:
         train = TextTrain(recipe, source, plan, workers, corpus, workdir)
-        table = train.table()
+        table = train.table(engine)
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         if skip < table.num_rows:

@@ -72,6 +72,28 @@ def _make_variants(group_texts: list[tuple[str, str, int]]) -> list[tuple[list[s
 
 
 @dataclass
+class TextJob:
+    """What a distributed worker needs to vary texts: the ops, the protection, the corpus, the seed."""
+
+    ops: tuple
+    protect: object  # augforge.recipe.Protect
+    min_words: int
+    corpus: list
+    seed: int
+
+
+def text_worker(job: TextJob):
+    """The per-actor state of a distributed text build: the augmenter, built from the job as the driver
+    builds it (the same ops fitted on the same corpus); returns ``_make_variants``."""
+    import tempfile
+
+    workdir = tempfile.mkdtemp(prefix="augforge-text-worker-")
+    _init_worker(build_text_augmenter(job.ops, job.protect, job.min_words, job.corpus, workdir), job.seed,
+                 forked=False)
+    return _make_variants
+
+
+@dataclass
 class TextStats:
     """What the augmentation dropped."""
 
@@ -84,10 +106,9 @@ class TextTrain:
 
     def __init__(self, recipe: Recipe, source: Source, plan: BalancePlan, workers: int, corpus: list[str],
                  workdir) -> None:
-        self.recipe, self.source, self.plan, self.workers = recipe, source, plan, workers
+        self.recipe, self.source, self.plan, self.workers, self.corpus = recipe, source, plan, workers, corpus
         aug = recipe.augment
-        protect = aug.protect
-        self.augmenter = build_text_augmenter(aug.text, protect, aug.min_words, corpus, workdir)
+        self.workdir = workdir
         names = list(source.class_names)
         res = plan.result
         # the same expansion as image builds, one group of output rows per source row
@@ -105,28 +126,39 @@ class TextTrain:
         self.tags = [f"{AUG_PREFIX}{st}+{AUG_NAME}" if st else AUG_NAME for st in step]
         self.stats = TextStats()
 
-    def table(self) -> pa.Table:
-        """Every train output row, in order (variants vary in number, so they are made before writing)."""
-        ctx = multiprocessing.get_context("fork")
-        seed = self.recipe.augment_seed
-        pool = ctx.Pool(self.workers, _init_worker, (self.augmenter, seed)) if self.workers > 1 else None
-        if pool is None:
-            _init_worker(self.augmenter, seed, forked=False)
-        batches, at = [], 0
-        try:
-            for batch in self.source.read(self.plan.train_positions[self.plan.origins], READ_BATCH_ROWS * 4):
-                rows = batch.to_pylist()
-                span = range(at, at + len(rows))
-                at += len(rows)
-                work = [(r[S.ID], r[S.TEXT], int(n)) for r, n in zip(rows, self.variants[span.start : span.stop])]
-                tasks = [work[i : i + GROUPS_PER_TASK] for i in range(0, len(work), GROUPS_PER_TASK)]
-                results = pool.map(_make_variants, tasks) if pool else [_make_variants(t) for t in tasks]
-                batches.append(self._batch(rows, [item for chunk in results for item in chunk], span))
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+    def table(self, engine=None) -> pa.Table:
+        """Every train output row, in order (variants vary in number, so they are made before writing), by
+        ``workers`` local processes or, with an ``engine``, by its workers."""
+        rows = [row for batch in self.source.read(self.plan.train_positions[self.plan.origins], READ_BATCH_ROWS * 4)
+                for row in batch.to_pylist()]
+        work = [(r[S.ID], r[S.TEXT], int(n)) for r, n in zip(rows, self.variants)]
+        tasks = [work[i : i + GROUPS_PER_TASK] for i in range(0, len(work), GROUPS_PER_TASK)]
+        if engine is not None:
+            aug = self.recipe.augment
+            job = TextJob(aug.text, aug.protect, aug.min_words, self.corpus, self.recipe.augment_seed)
+            results = list(engine.map_ordered(text_worker, job, tasks))
+        else:
+            results = self._local(tasks)
+        made = [item for chunk in results for item in chunk]
+        batches = [self._batch(rows[at : at + READ_BATCH_ROWS * 4], made[at : at + READ_BATCH_ROWS * 4],
+                               range(at, min(at + READ_BATCH_ROWS * 4, len(rows))))
+                   for at in range(0, len(rows), READ_BATCH_ROWS * 4)]
         return pa.Table.from_batches(batches) if batches else pa.Table.from_batches([], schema=_SCHEMA)
+
+    def _local(self, tasks: list) -> list:
+        """``_make_variants`` of every task, in order, in ``workers`` forked processes (or this one)."""
+        seed = self.recipe.augment_seed
+        aug = self.recipe.augment
+        augmenter = build_text_augmenter(aug.text, aug.protect, aug.min_words, self.corpus, self.workdir)
+        if self.workers <= 1:
+            _init_worker(augmenter, seed, forked=False)
+            return [_make_variants(t) for t in tasks]
+        pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker, (augmenter, seed))
+        try:
+            return pool.map(_make_variants, tasks)
+        finally:
+            pool.close()
+            pool.join()
 
     def _batch(self, rows: list[dict], made, groups) -> pa.RecordBatch:
         ids, labels, texts, sources, synthetic, augs = [], [], [], [], [], []

@@ -56,6 +56,23 @@ def _link_problem(path: Path) -> str:
     return "link to a folder; not followed (folder links can loop): move or copy the images into the class folder"
 
 
+def _read(path: Path) -> bytes:
+    """An image file's bytes; a file gone or unreadable since it was checked is an error naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AugforgeError(f"{path}: {exc.strerror or exc} (it was readable when the source was listed)") from None
+
+
+#: image files checked per unit of a distributed check
+CHECKS_PER_UNIT = 64
+
+
+def check_worker(max_pixels: int):
+    """The per-worker function of a distributed check: ``check_image`` of each path of a unit."""
+    return lambda paths: [check_image(Path(p), max_pixels) for p in paths]
+
+
 class ImageFolderSource(Source):
     """Class names are the sub-folder names (sorted); ids are paths relative to ROOT.
 
@@ -76,6 +93,8 @@ class ImageFolderSource(Source):
         self.root = root
         self.max_pixels = max_pixels
         self.workers = max(1, workers)
+        #: a distributed engine (``augforge.pipelines.engine.RayEngine``) that checks the images, else threads
+        self.engine = None
         entries = sorted(root.iterdir())
         self._classes = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]
         for path in entries:  # what is not a class folder is listed as excluded, never skipped silently
@@ -88,6 +107,10 @@ class ImageFolderSource(Source):
             raise AugforgeError(
                 f"{root}: no class folders; expected {root}/<class name>/*.jpg (or .jpeg/.png/.bmp/.webp)"
             )
+
+    def __getstate__(self) -> dict:
+        """Pickled for distributed workers without the engine (a connection, not data)."""
+        return {**self.__dict__, "engine": None}
 
     @property
     def class_names(self) -> list[str]:
@@ -117,8 +140,13 @@ class ImageFolderSource(Source):
                 raise AugforgeError(
                     f"{folder}: class folder has no images (.jpg/.jpeg/.png/.bmp/.webp); add images or remove it"
                 )
-        with ThreadPoolExecutor(self.workers) as pool:
-            verdicts = list(pool.map(lambda c: check_image(c[0], self.max_pixels), candidates))
+        if self.engine is not None:  # decoding every file dominates: spread it over the engine's workers
+            units = [[str(p) for p, _ in candidates[i : i + CHECKS_PER_UNIT]]
+                     for i in range(0, len(candidates), CHECKS_PER_UNIT)]
+            verdicts = [v for part in self.engine.map_ordered(check_worker, self.max_pixels, units) for v in part]
+        else:
+            with ThreadPoolExecutor(self.workers) as pool:
+                verdicts = list(pool.map(lambda c: check_image(c[0], self.max_pixels), candidates))
         paths, labels = [], []
         for (path, label), verdict in zip(candidates, verdicts):
             if verdict is None:
@@ -151,7 +179,7 @@ class ImageFolderSource(Source):
                 {
                     S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                     S.LABEL: pa.array(labels[chunk], pa.int64()),
-                    S.IMAGE: pa.array([paths[i].read_bytes() for i in chunk], pa.binary()),
+                    S.IMAGE: pa.array([_read(paths[i]) for i in chunk], pa.binary()),
                 }
             )
 
