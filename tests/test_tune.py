@@ -21,7 +21,7 @@ SPACE = {"metric": "balanced_accuracy",
 
 def _recipe(tmp_path, epochs=3):
     data = {"name": "tune-digits", "seed": 0, "source": {"path": "digits", "test_split": 0.2, "val_split": 0.2},
-            "train": {"epochs": epochs, "batch_size": 64}, "tune": SPACE}
+            "output": {"dir": "built"}, "train": {"epochs": epochs, "batch_size": 64}, "tune": SPACE}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -53,6 +53,7 @@ def test_a_study_prunes_and_writes_a_best_recipe_that_trains(tmp_path, capsys):
     assert "5 finished trials" in printed and len((out / "trials.csv").read_text().splitlines()) == 6
     best = load_recipe(out / "best.yaml")  # plain YAML, no tune section, accepted by train
     assert best.train.lr == 0.003 and "tune" not in yaml.safe_load((out / "best.yaml").read_text())
+    assert best.output.dir == str(tmp_path / "built")  # relative paths still name the recipe's files
     assert len(list((out / "data").iterdir())) == 1  # trials that share their data share one build
     assert main(["tune", str(path), "--trials", "5", "--out", str(out)]) == 0  # already done: nothing new
     assert len(_finished(out)) == 5

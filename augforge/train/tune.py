@@ -197,7 +197,7 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
         study.optimize(objective, n_trials=1, catch=())
     finished = study.get_trials(deepcopy=False, states=done)
     best = study.best_trial
-    _write_text(out / "best.yaml", yaml.safe_dump(apply(raw, best.params), sort_keys=False))
+    _write_text(out / "best.yaml", yaml.safe_dump(_portable(apply(raw, best.params), recipe), sort_keys=False))
     records = trial_records(study)
     table = io.StringIO()
     writer = csv.writer(table)
@@ -217,6 +217,18 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     summary["importances"] = importances
     write_html(summary, records, importances, out / "study.html", summary.get("confirm"))
     return summary
+
+
+def _portable(data: dict, recipe) -> dict:
+    """The recipe mapping with the paths a recipe takes relative to its own file (source.path, output.dir)
+    made absolute, so that best.yaml, written elsewhere, names the same files."""
+    import os
+
+    if Path(recipe.source.path).exists():
+        data["source"]["path"] = os.path.abspath(recipe.source.path)
+    if (data.get("output") or {}).get("dir"):
+        data["output"]["dir"] = os.path.abspath(recipe.output.dir)
+    return data
 
 
 def trial_records(study) -> list[dict]:
