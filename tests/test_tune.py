@@ -53,7 +53,7 @@ def test_a_study_prunes_and_writes_a_best_recipe_that_trains(tmp_path, capsys):
     assert "5 finished trials" in printed and len((out / "trials.csv").read_text().splitlines()) == 6
     best = load_recipe(out / "best.yaml")  # plain YAML, no tune section, accepted by train
     assert best.train.lr == 0.003 and "tune" not in yaml.safe_load((out / "best.yaml").read_text())
-    assert best.output.dir == str(tmp_path / "built")  # relative paths still name the recipe's files
+    assert best.output.dir == str(tmp_path / "built")  # the same data settings: the recipe's own data directory
     assert len(list((out / "data").iterdir())) == 1  # trials that share their data share one build
     assert main(["tune", str(path), "--trials", "5", "--out", str(out)]) == 0  # already done: nothing new
     assert len(_finished(out)) == 5
@@ -127,3 +127,22 @@ def test_confirm_and_the_study_page_in_a_browser(tmp_path, capsys):
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     best_line = (np.abs(pixels - [0xD9, 0x5F, 0x02]).sum(axis=2) < 30).sum()  # the best-so-far step line
     assert best_line > 200
+
+
+def test_best_yaml_keeps_the_recipes_files_and_its_own_data(tmp_path):
+    """best.yaml is written elsewhere: a relative source is made absolute, and tuned data settings get their
+    own data directory instead of overwriting the original recipe's."""
+    from augforge.train.tune import best_recipe
+
+    (tmp_path / "sub").mkdir()
+    table = tmp_path / "sub" / "rows.csv"
+    table.write_text("a,b,label\n1,2,x\n3,4,y\n")
+    raw = {"seed": 0, "source": {"path": "rows.csv"}, "output": {"dir": "built"}, "train": {"lr": 0.001},
+           "tune": SPACE}
+    recipe = parse_recipe(raw, str(tmp_path / "sub" / "r.yaml"), tmp_path / "sub")
+    same = best_recipe(raw, {"train.lr": 0.01}, recipe, tmp_path / "out")
+    assert same["source"]["path"] == str(table) and same["output"]["dir"] == str(tmp_path / "sub" / "built")
+    assert same["train"]["lr"] == 0.01 and "tune" not in same
+    other = best_recipe(raw, {"balance.strategy": "over"}, recipe, tmp_path / "out")
+    assert other["output"]["dir"] == str(tmp_path / "out" / "best-data") and other["balance"]["strategy"] == "over"
+    assert raw["output"]["dir"] == "built"  # the recipe's own mapping is left as it was

@@ -197,7 +197,7 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
         study.optimize(objective, n_trials=1, catch=())
     finished = study.get_trials(deepcopy=False, states=done)
     best = study.best_trial
-    _write_text(out / "best.yaml", yaml.safe_dump(_portable(apply(raw, best.params), recipe), sort_keys=False))
+    _write_text(out / "best.yaml", yaml.safe_dump(best_recipe(raw, best.params, recipe, out), sort_keys=False))
     records = trial_records(study)
     table = io.StringIO()
     writer = csv.writer(table)
@@ -219,15 +219,20 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     return summary
 
 
-def _portable(data: dict, recipe) -> dict:
-    """The recipe mapping with the paths a recipe takes relative to its own file (source.path, output.dir)
-    made absolute, so that best.yaml, written elsewhere, names the same files."""
+def best_recipe(raw: dict, params: dict, recipe, out: Path) -> dict:
+    """best.yaml's mapping: the recipe with the best parameters, its source path made absolute (a recipe takes
+    it relative to its own file), and its data in the recipe's output.dir when the parameters leave the data
+    settings as they are, else in ``out/best-data`` (the tuned data must not overwrite the original's)."""
     import os
 
+    data = apply(raw, params)
+    same_data = _data_key(data) == _data_key(apply(raw, {}))
     if Path(recipe.source.path).exists():
         data["source"]["path"] = os.path.abspath(recipe.source.path)
-    if (data.get("output") or {}).get("dir"):
+    if same_data and (raw.get("output") or {}).get("dir"):
         data["output"]["dir"] = os.path.abspath(recipe.output.dir)
+    elif not same_data:
+        data.setdefault("output", {})["dir"] = os.path.abspath(out / "best-data")
     return data
 
 
