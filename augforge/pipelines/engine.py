@@ -100,7 +100,7 @@ class RayEngine:
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
         self.nodes: Counter = Counter()  # units per node id
-        self.processes: set[int] = set()  # the worker processes that returned a unit (per node, by pid)
+        self.processes: set[tuple[str, int]] = set()  # (node id, pid) of the workers that returned a unit
         self._ray = None
 
     def __enter__(self) -> "RayEngine":
@@ -112,7 +112,6 @@ class RayEngine:
         if self._ray is not None:
             return self._ray
         ray = _import_ray()
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                       configure_logging=True)
         try:
@@ -157,7 +156,7 @@ class RayEngine:
             batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=1,
             num_gpus=self.spec.gpus_per_worker or None)
         expected = 0
-        for row in dataset.iter_rows():
+        for row in _rows(ray, dataset):
             (status, value), node, pid = pickle.loads(row["result"])
             if int(row["index"]) != expected:
                 raise AugforgeError(f"--engine ray: unit {row['index']} came back before unit {expected}")
@@ -167,6 +166,15 @@ class RayEngine:
             self.nodes[node] += 1
             self.processes.add((node, pid))
             yield value
+
+
+def _rows(ray, dataset) -> Iterator[dict]:
+    """The dataset's rows; Ray's own failures (a worker that cannot start, a lost object) as one line."""
+    try:
+        yield from dataset.iter_rows()
+    except ray.exceptions.RayError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise AugforgeError(f"--engine ray: {type(exc).__name__}: {first}") from None
 
 
 def open_engine(spec: EngineSpec | None):
