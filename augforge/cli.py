@@ -255,7 +255,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     _print_written(out, result.write, args.out or recipe.output.dir)
     if result.engine:
         nodes = result.engine["nodes"]
-        out.print(f"Ray: {result.engine['units']} chunks on {len(nodes)} node(s) "
+        out.print(f"Ray: {result.engine['units']} units of work on {len(nodes)} node(s) "
                   f"({', '.join(f'{node[:8]}: {n}' for node, n in nodes.items())}), "
                   f"{result.engine['worker_processes']} worker process(es)", highlight=False)
     return 0

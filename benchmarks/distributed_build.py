@@ -79,7 +79,7 @@ def main() -> None:
             wall = time.perf_counter() - started
             same = same_tree(root / "local", root / f"ray{workers}")
             print(f"ray, {workers} worker(s): {wall:.2f} s = {wall / local_s:.2f}x local; "
-                  f"{result.engine['units']} chunks on {result.engine['worker_processes']} worker process(es); "
+                  f"{result.engine['units']} units on {result.engine['worker_processes']} worker process(es); "
                   f"byte-identical to local: {same}")
     with RayEngine(EngineSpec("ray", workers=2)) as engine:
         started = time.perf_counter()

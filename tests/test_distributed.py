@@ -18,6 +18,7 @@ from augforge.cli import main
 from augforge.datasets import ingest, open_source
 from augforge.datasets.manifest import MANIFEST
 from augforge.errors import AugforgeError
+from augforge.datasets.ingest import READ_BATCH_ROWS
 from augforge.pipelines.build import CHUNK_ROWS, build
 from augforge.pipelines.engine import EngineSpec
 from augforge.recipe import load_recipe, parse_recipe
@@ -78,10 +79,13 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _chunks(out: Path) -> int:
-    """How many train chunks a build of ``out``'s size is cut into."""
-    train = sum(json.loads((out / MANIFEST).read_text())["counts"]["train"].values())
-    return -(-train // CHUNK_ROWS)
+def _units(out: Path) -> int:
+    """How many units of work a Ray build of ``out``'s size has: its train chunks, then its val/test rows a
+    read batch at a time."""
+    counts = json.loads((out / MANIFEST).read_text())["counts"]
+    train = sum(counts["train"].values())
+    others = sum(sum(c.values()) for split, c in counts.items() if split != "train")
+    return -(-train // CHUNK_ROWS) + -(-others // READ_BATCH_ROWS)
 
 
 def _same_bytes(a: Path, b: Path) -> None:
@@ -120,7 +124,7 @@ def test_an_image_build_on_ray_is_byte_identical_to_the_local_one(tmp_path, loca
         out = tmp_path / f"ray{workers}"
         assert main(["build", str(recipe), "--engine", "ray", "--workers", str(workers), "--out", str(out)]) == 0
         printed = capsys.readouterr().out
-        assert f"Ray: {_chunks(local_images)} chunks on 1 node(s)" in printed
+        assert f"Ray: {_units(local_images)} units of work on 1 node(s)" in printed
         _same_bytes(local_images, out)
 
 
@@ -147,7 +151,7 @@ def test_a_killed_worker_is_retried_and_the_output_is_still_identical(tmp_path, 
     monkeypatch.setenv("AUGFORGE_FAULT_ONCE", str(marker))
     result = build(load_recipe(images_recipe), tmp_path / "ray", engine=EngineSpec("ray", workers=2))
     assert marker.exists()  # a worker did die mid-chunk
-    assert result.engine["units"] == _chunks(local_images)
+    assert result.engine["units"] == _units(local_images) == 4 + 1
     _same_bytes(local_images, tmp_path / "ray")
     again = build(load_recipe(images_recipe), tmp_path / "ray", engine=EngineSpec("ray", workers=2))
     assert again.write.up_to_date and again.engine["units"] == 0  # a complete build starts no Ray work
@@ -287,3 +291,21 @@ def test_source_date_epoch_fixes_the_manifest_time(monkeypatch):
         created_time()
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     assert created_time().endswith("+00:00") and created_time() != "2023-11-14T22:13:20+00:00"
+
+
+def test_raw_output_of_mixed_sizes_is_refused_on_ray_as_locally(tmp_path, sample_images):
+    """output.format raw needs one image shape; the Ray build refuses a folder of two sizes with the local
+    engine's message (the shapes are checked across workers too)."""
+    from PIL import Image
+
+    folder = make_image_folder(tmp_path / "photos", sample_images, per_class=(8, 4), size=32)
+    Image.fromarray(sample_images[1][:40, :48]).save(folder / "flower" / "wide.png")
+    data = {"seed": 0, "source": {"path": str(folder), "test_split": 0.25}, "output": {"format": "raw"}}
+    messages = []
+    for engine in (None, EngineSpec("ray", workers=2)):
+        with pytest.raises(AugforgeError) as failure:
+            build(parse_recipe(data, "raw.yaml"), tmp_path / f"out{len(messages)}", engine=engine)
+        messages.append(str(failure.value))
+        assert not (tmp_path / f"out{len(messages) - 1}").exists()
+    assert all("output.format raw needs every image 32x32x3" in m or "needs every image 40x48x3" in m
+               for m in messages), messages

@@ -282,6 +282,15 @@ class _TrainWriter:
             S.SPLIT: S.split_names(np.full(len(rows), S.TRAIN)),
         })
 
+    def lossless(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Val/test images re-encoded without loss (png, raw); jpeg output keeps their source bytes."""
+        if self.encoder.fmt == "jpeg":
+            return batch
+        pixels = self.decoder.augment(batch.column(S.IMAGE).to_pylist())
+        columns = {n: batch.column(n) for n in batch.schema.names}
+        columns[S.IMAGE] = pa.array(self.encoder.encode(pixels, batch.column(S.ID).to_pylist()), pa.binary())
+        return pa.record_batch(columns)
+
     def _plain_payloads(self, rows: list[dict], ids: list[str]) -> list[bytes]:
         """Rows kept as they are: their bytes for jpeg output, losslessly re-encoded pixels otherwise."""
         if not rows:
@@ -293,41 +302,50 @@ class _TrainWriter:
 
 @dataclass
 class ChunkJob:
-    """What a distributed worker needs to make train chunks: the recipe, the source and the plans."""
+    """What a distributed worker needs: the recipe, the source, the plans, and the val/test rows."""
 
     recipe: Recipe
     source: Source
     plan: BalancePlan
     outputs: OutputPlan
+    other_positions: np.ndarray
+    other_splits: np.ndarray
 
 
-def chunk_worker(job: ChunkJob) -> Callable[[int], tuple[pa.RecordBatch, tuple | None]]:
-    """The per-actor state of a distributed image build (one decoder, one encoder, one thread); the returned
-    function makes chunk ``index`` and returns it with the raw shape its images had (None for png/jpeg)."""
+def chunk_worker(job: ChunkJob) -> Callable[[tuple[str, int]], tuple[pa.RecordBatch, tuple | None]]:
+    """The per-actor state of a distributed image build (one decoder, one encoder, one thread). The returned
+    function makes a unit, ``("train", chunk index)`` or ``("other", first val/test row)``, and returns it with
+    the raw shape its images had (None for png/jpeg)."""
     encoder = Encoder(job.recipe.output.format, job.recipe.output.quality, 1)
     writer = _TrainWriter(job.recipe, job.source, job.plan, job.outputs, encoder, 1)
 
-    def run(index: int) -> tuple[pa.RecordBatch, tuple | None]:
-        return writer.chunk(index), encoder.shape
+    def run(unit: tuple[str, int]) -> tuple[pa.RecordBatch, tuple | None]:
+        kind, at = unit
+        if kind == "train":
+            return writer.chunk(at), encoder.shape
+        span = slice(at, at + READ_BATCH_ROWS)
+        batch = next(_passthrough(job.source, job.other_positions[span], job.other_splits[span], 0, writer.lossless))
+        return batch, encoder.shape
 
     return run
 
 
 def _distributed_rows(engine, job: ChunkJob, encoder: Encoder, skip: int) -> Iterator[pa.RecordBatch]:
-    """The train output rows from ``skip`` on, made chunk by chunk on the engine's workers, in order."""
-    total = len(job.outputs.balanced)
-    first = skip // CHUNK_ROWS
-    chunks = list(range(first, (total + CHUNK_ROWS - 1) // CHUNK_ROWS))
-    for index, (batch, shape) in zip(chunks, engine.map_ordered(chunk_worker, job, chunks)):
+    """Every output row from ``skip`` on: the train chunks, then the val/test rows a batch at a time, made on
+    the engine's workers and received in order."""
+    n_train = len(job.outputs.balanced)
+    units = [("train", c) for c in range(skip // CHUNK_ROWS, -(-n_train // CHUNK_ROWS))] if skip < n_train else []
+    units += [("other", at) for at in range(max(skip - n_train, 0), len(job.other_positions), READ_BATCH_ROWS)]
+    for (kind, at), (batch, shape) in zip(units, engine.map_ordered(chunk_worker, job, units)):
         if shape is not None:  # raw output: every worker's images must share the first one's shape
             if encoder.shape is None:
                 encoder.shape = shape
             elif tuple(shape) != tuple(encoder.shape):
                 raise AugforgeError(
-                    f"row {batch.column(S.ID)[0].as_py()!r} (chunk {index}) is {'x'.join(map(str, shape))} but "
-                    f"output.format raw needs every image {'x'.join(map(str, encoder.shape))}; end augment.image "
-                    "with resize or center_crop, or use png")
-        yield batch.slice(max(skip - index * CHUNK_ROWS, 0))
+                    f"row {batch.column(S.ID)[0].as_py()!r} is {'x'.join(map(str, shape))} but output.format raw "
+                    f"needs every image {'x'.join(map(str, encoder.shape))}; end augment.image with resize or "
+                    "center_crop, or use png")
+        yield batch.slice(max(skip - at * CHUNK_ROWS, 0)) if kind == "train" else batch
 
 
 def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, overwrite: bool = False,
@@ -385,25 +403,14 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
     n_train = len(outputs.balanced)
     after = np.bincount(plan.result.y[outputs.balanced], minlength=len(names))
 
-    def lossless(batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Val/test images re-encoded without loss (png, raw); jpeg output keeps their source bytes."""
-        if encoder.fmt == "jpeg":
-            return batch
-        pixels = train.decoder.augment(batch.column(S.IMAGE).to_pylist())
-        columns = {n: batch.column(n) for n in batch.schema.names}
-        columns[S.IMAGE] = pa.array(encoder.encode(pixels, batch.column(S.ID).to_pylist()), pa.binary())
-        return pa.record_batch(columns)
-
-    def others(skip: int) -> Iterator[pa.RecordBatch]:
-        return _passthrough(source, other_positions, other_splits, skip, lossless)
-
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        if engine is not None:
+            job = ChunkJob(recipe, source, plan, outputs, other_positions, other_splits)
+            yield from _distributed_rows(engine, job, encoder, skip)
+            return
         if skip < n_train:
-            if engine is None:
-                yield from train.rows(skip)
-            else:
-                yield from _distributed_rows(engine, ChunkJob(recipe, source, plan, outputs), encoder, skip)
-        yield from others(max(skip - n_train, 0))
+            yield from train.rows(skip)
+        yield from _passthrough(source, other_positions, other_splits, max(skip - n_train, 0), train.lossless)
 
     import nvidia.dali
 
