@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(AF) build examples/text.yaml --out $(DEMO)/tickets-aug --overwrite
 	$(AF) train examples/digits.yaml --data $(DEMO)/digits-aug --run-dir $(DEMO)/run --resume
 	$(AF) evaluate $(DEMO)/run/model.pt $(DEMO)/digits-aug --split test
+	$(AF) quantize $(DEMO)/run --data $(DEMO)/digits-aug
 	$(PY) examples/make_glosses.py
 	$(AF) train examples/glosses.yaml --run-dir $(DEMO)/glosses-run --resume
 	$(AF) evaluate $(DEMO)/glosses-run/model.pt build/glosses-data --split test

@@ -279,6 +279,32 @@ def test_resume_with_a_changed_train_section_is_refused_naming_the_keys(tmp_path
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_setting_newer_than_the_checkpoint_counts_as_changed_only_off_its_default(tmp_path, capsys):
+    """A checkpoint written before a setting existed records no value for it: the old code behaved as the
+    default, so a resume with the default goes on, and one with another value is refused naming it."""
+    import torch
+
+    data = {**RECIPE, "train": {"model": "simple_cnn", "epochs": 1, "batch_size": 64}}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    argv = ["train", str(recipe), "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path / "data")]
+    assert main(argv) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["settings"]["train.sampler"], state["settings"]["train.text"]  # as an older augforge wrote it
+    torch.save(state, last)
+    capsys.readouterr()
+    recipe.write_text(yaml.safe_dump({**data, "train": {**data["train"], "epochs": 2}}))
+    assert main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "train.epochs: 1 -> 2" in err and "train.sampler" not in err and "train.text" not in err
+    recipe.write_text(yaml.safe_dump({**data, "train": {**data["train"], "sampler": "balanced"}}))
+    assert main([*argv, "--resume"]) == 1
+    assert 'train.sampler: null -> "balanced"' in capsys.readouterr().err
+    recipe.write_text(yaml.safe_dump(data))
+    assert main([*argv, "--resume"]) == 0
+
+
 # -- fuzzed recipes ----------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,9 @@ cannot be exported fails in one line naming the operator the exporter refused, w
 from __future__ import annotations
 
 import json
+import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,21 @@ from augforge.errors import AugforgeError
 FORMATS = ("onnx", "pt2")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
 _OP = re.compile(r"(aten::[\w.]+|aten\.[\w.]+|torch\.ops\.[\w.]+|prim::\w+)")
+
+
+@contextmanager
+def quiet_loggers(*names: str):
+    """Raise these loggers to ERROR for the block: torchao's import-time chatter (GPU kernels a CPU build
+    cannot load), torch's deprecation and exporter notices."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _run_files(run: Path) -> tuple[Path, Path | None]:
@@ -97,7 +114,7 @@ def _export(model, example: tuple, fmt: str, out: Path, name: str):
             return lambda *xs: loaded(*xs)
         import onnxruntime
 
-        with atomic_path(out) as tmp:
+        with atomic_path(out) as tmp, quiet_loggers("torch.onnx"):
             torch.onnx.export(model, example, str(tmp), dynamo=True, dynamic_shapes=shapes, verbose=False,
                               external_data=False)
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -14,34 +14,18 @@ is theirs rather than quantization's.
 
 from __future__ import annotations
 
-import logging
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from augforge.errors import AugforgeError
-
-
-@contextmanager
-def _quiet(*names: str):
-    """Raise these loggers to ERROR for the block: torchao's import-time chatter (GPU kernels a CPU build
-    cannot load), torch's deprecation and exporter notices."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+from augforge.train.export import quiet_loggers
 
 
 def _torchao():
     """torchao's PT2E pieces, imported quietly."""
-    with _quiet("torchao", "torch.utils._pytree"):
+    with quiet_loggers("torchao", "torch.utils._pytree"):
         try:
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
             from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -106,7 +90,7 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
             log(f"{'qat' if quantize else 'float'} fine-tuning epoch {epoch}: loss {loss:.4f}")
         move_exported_model_to_eval(prepared)
         converted = convert_pt2e(prepared) if quantize else prepared
-        with atomic_path(out) as tmp, _quiet("torch.onnx"):
+        with atomic_path(out) as tmp, quiet_loggers("torch.onnx"):
             torch.onnx.export(converted, example, str(tmp), dynamo=True, dynamic_shapes=_dynamic_shapes(example),
                               verbose=False, external_data=False)
     return {"epochs": epochs, "steps": steps, "lr": lr, "final_loss": loss}

@@ -94,6 +94,14 @@ def training_settings(recipe: Recipe) -> dict:
     return {f"train.{k}": json.loads(json.dumps(v)) for k, v in sorted(settings.items())}
 
 
+def _default_settings() -> dict:
+    """The training settings of an empty recipe, keyed as ``training_settings`` keys them."""
+    from augforge.train.config import RunSpec, TrainConfig
+
+    settings = {**asdict(TrainConfig()), **asdict(RunSpec())}
+    return {f"train.{k}": json.loads(json.dumps(v)) for k, v in settings.items()}
+
+
 def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, log) -> None:
     """Refuse to resume under other training settings (naming them), unless ``allow_changes``."""
     stored = state.get("settings")
@@ -103,7 +111,10 @@ def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, 
                                 "cannot be checked; pass --resume-changed to continue it anyway")
         log("resuming a checkpoint that records no training settings")
         return
-    changed = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
+    # a setting newer than the checkpoint is no change where it holds its default (the old code's behaviour)
+    defaults = _default_settings()
+    changed = [k for k in sorted(set(stored) | set(settings))
+               if stored.get(k, defaults.get(k)) != settings.get(k)]
     if not changed:
         return
     listed = ", ".join(f"{k}: {json.dumps(stored.get(k))} -> {json.dumps(settings.get(k))}" for k in changed[:6])
