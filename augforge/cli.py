@@ -247,7 +247,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     with RowProgress("build", args.quiet) as progress:
-        result = build(recipe, args.out, workers=args.workers or os.cpu_count() or 2, overwrite=args.overwrite,
+        threads = args.workers if args.workers is not None else os.cpu_count() or 2
+        result = build(recipe, args.out, workers=threads, overwrite=args.overwrite,
                        on_stage=progress.stage, on_total=progress.total, on_rows=progress.rows,
                        engine=_engine(args))
     out = Console()

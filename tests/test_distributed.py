@@ -129,10 +129,13 @@ def test_an_image_build_on_ray_is_byte_identical_to_the_local_one(tmp_path, loca
 
 
 def test_a_text_build_on_ray_is_byte_identical_to_the_local_one(tmp_path, text_csv):
+    """keyboard typos, TF-IDF substitution (each worker fits the model on the same corpus) and EDA swaps and
+    deletions: the variants are the local engine's."""
     data = {"seed": 0, "source": {"path": str(text_csv), "text_col": "review", "label_col": "sentiment",
                                   "test_split": 0.2},
             "balance": {"strategy": "over"},
             "augment": {"copies": 2, "text": [{"op": "keyboard", "aug_char_p": 0.1, "aug_word_p": 0.2},
+                                              {"op": "tfidf", "aug_p": 0.2},
                                               {"op": "eda", "alpha_sr": 0, "alpha_ri": 0, "alpha_rs": 0.2,
                                                "p_rd": 0.1}]}}
     recipe = parse_recipe(data, "text.yaml")
@@ -270,6 +273,9 @@ def test_engine_options_are_checked(tmp_path, monkeypatch, capsys):
         build(parse_recipe({"source": {"path": str(features)}}, "f.yaml"), tmp_path / "f", engine=EngineSpec("ray"))
     recipe = tmp_path / "images.yaml"
     recipe.write_text(yaml.safe_dump(IMAGES))
+    for engine in ("local", "ray"):
+        assert main(["build", str(recipe), "--engine", engine, "--workers", "0", "--out", str(tmp_path / "x")]) == 1
+        assert "--workers 0: expected at least 1" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert main(["build", str(recipe), "--engine", "ray", "--out", str(tmp_path / "x")]) == 1
     assert "--engine ray needs Ray Data: pip install 'augforge[ray]'" in capsys.readouterr().err

@@ -81,15 +81,19 @@ class TextJob:
     corpus: list
     seed: int
 
+    def augmenter(self, workdir) -> TextAugmenter:
+        """The recipe's text augmenter, its TF-IDF model (if any) fitted on the corpus into ``workdir``."""
+        return build_text_augmenter(self.ops, self.protect, self.min_words, self.corpus, workdir)
+
 
 def text_worker(job: TextJob):
     """The per-actor state of a distributed text build: the augmenter, built from the job as the driver
-    builds it (the same ops fitted on the same corpus); returns ``_make_variants``."""
+    builds it (the same ops fitted on the same corpus); returns ``_make_variants``. The TF-IDF model is
+    loaded when the augmenter is made, so its folder goes when the augmenter is built."""
     import tempfile
 
-    workdir = tempfile.mkdtemp(prefix="augforge-text-worker-")
-    _init_worker(build_text_augmenter(job.ops, job.protect, job.min_words, job.corpus, workdir), job.seed,
-                 forked=False)
+    with tempfile.TemporaryDirectory(prefix="augforge-text-worker-") as workdir:
+        _init_worker(job.augmenter(workdir), job.seed, forked=False)
     return _make_variants
 
 
@@ -133,27 +137,22 @@ class TextTrain:
                 for row in batch.to_pylist()]
         work = [(r[S.ID], r[S.TEXT], int(n)) for r, n in zip(rows, self.variants)]
         tasks = [work[i : i + GROUPS_PER_TASK] for i in range(0, len(work), GROUPS_PER_TASK)]
-        if engine is not None:
-            aug = self.recipe.augment
-            job = TextJob(aug.text, aug.protect, aug.min_words, self.corpus, self.recipe.augment_seed)
-            results = list(engine.map_ordered(text_worker, job, tasks))
-        else:
-            results = self._local(tasks)
+        aug = self.recipe.augment
+        job = TextJob(aug.text, aug.protect, aug.min_words, self.corpus, self.recipe.augment_seed)
+        results = list(engine.map_ordered(text_worker, job, tasks)) if engine is not None else self._local(job, tasks)
         made = [item for chunk in results for item in chunk]
         batches = [self._batch(rows[at : at + READ_BATCH_ROWS * 4], made[at : at + READ_BATCH_ROWS * 4],
                                range(at, min(at + READ_BATCH_ROWS * 4, len(rows))))
                    for at in range(0, len(rows), READ_BATCH_ROWS * 4)]
         return pa.Table.from_batches(batches) if batches else pa.Table.from_batches([], schema=_SCHEMA)
 
-    def _local(self, tasks: list) -> list:
+    def _local(self, job: TextJob, tasks: list) -> list:
         """``_make_variants`` of every task, in order, in ``workers`` forked processes (or this one)."""
-        seed = self.recipe.augment_seed
-        aug = self.recipe.augment
-        augmenter = build_text_augmenter(aug.text, aug.protect, aug.min_words, self.corpus, self.workdir)
+        augmenter = job.augmenter(self.workdir)
         if self.workers <= 1:
-            _init_worker(augmenter, seed, forked=False)
+            _init_worker(augmenter, job.seed, forked=False)
             return [_make_variants(t) for t in tasks]
-        pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker, (augmenter, seed))
+        pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker, (augmenter, job.seed))
         try:
             return pool.map(_make_variants, tasks)
         finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from augforge.atomic import atomic_path
 from augforge.errors import AugforgeError
 
 LATENCY_RUNS = 20
@@ -165,12 +166,12 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
         delivered = "int8"
         if qat is not None and report["int8_qat"]["accuracy"] > report["int8"]["accuracy"]:
             delivered = "int8_qat"
-        shutil.copyfile(models[delivered], str(out) + ".tmp")
-        Path(str(out) + ".tmp").replace(out)
+        with atomic_path(out) as tmp_out:
+            shutil.copyfile(models[delivered], tmp_out)
         quantized = sorted({n.op_type for n in onnx.load(str(out)).graph.node
                             if n.op_type in ("QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger")})
     drop = 100.0 * (report["float"]["accuracy"] - report[delivered]["accuracy"])
-    return {**report, "file": str(out), "rows": report.pop("rows"), "calibration_batches": calib_batches,
+    return {**report, "file": str(out), "calibration_batches": calib_batches,
             "delivered": delivered, "qat": qat, "kept_float": {k: len(v) for k, v in kept.items()},
             "accuracy_drop_points": drop, "max_drop": max_drop, "within": drop <= max_drop, "qdq_ops": quantized}
 
