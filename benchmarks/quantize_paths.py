@@ -14,8 +14,6 @@ torchao 0.18 with a stride assertion.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from pathlib import Path
 
@@ -24,23 +22,16 @@ import torch
 from augforge.pipelines.stream import open_loader
 from augforge.train.export import _AsTrained, _inputs, _run_files
 from augforge.train.qat import _torchao
-from augforge.train.quantize import quantize_run
+from augforge.train.quantize import median_ms, quantize_run
 from augforge.train.run import checkpoint_model_and_loader, load_checkpoint, loader_options
 
 RUNS = 20
 
 
 def latency_ms(model, x) -> float:
-    """Median of RUNS timed calls after 5 warm-up calls."""
+    """Median of RUNS timed calls after 5 warm-up calls, without autograd."""
     with torch.no_grad():
-        for _ in range(5):
-            model(x)
-        times = []
-        for _ in range(RUNS):
-            started = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - started) * 1e3)
-    return statistics.median(times)
+        return median_ms(lambda: model(x), RUNS, warmup=5)
 
 
 def torchao_path(run: Path, data: Path) -> dict:

@@ -73,16 +73,21 @@ def _feeds(session, inputs: tuple) -> dict:
     return {i.name: np.ascontiguousarray(x.cpu().numpy()) for i, x in zip(session.get_inputs(), inputs)}
 
 
-def _latency_ms(session, inputs: tuple) -> float:
-    feeds = _feeds(session, inputs)
-    for _ in range(3):
-        session.run(None, feeds)
+def median_ms(call, runs: int = LATENCY_RUNS, warmup: int = 3) -> float:
+    """The median wall time of ``call()`` in milliseconds, over ``runs`` timed calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        call()
     times = []
-    for _ in range(LATENCY_RUNS):
+    for _ in range(runs):
         started = time.perf_counter()
-        session.run(None, feeds)
+        call()
         times.append((time.perf_counter() - started) * 1e3)
     return statistics.median(times)
+
+
+def _latency_ms(session, inputs: tuple) -> float:
+    feeds = _feeds(session, inputs)
+    return median_ms(lambda: session.run(None, feeds))
 
 
 def _batch_of(loader_batches: list[tuple], size: int) -> tuple:

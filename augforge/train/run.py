@@ -90,7 +90,11 @@ def training_settings(recipe: Recipe) -> dict:
 
     run = {k: v for k, v in asdict(recipe.run).items() if k not in ("tensorboard", "log_every", "device", "threads")}
     run["stream"] = op_dicts(recipe.train_ops)
-    settings = {**asdict(recipe.train), **run}
+    return _keyed({**asdict(recipe.train), **run})
+
+
+def _keyed(settings: dict) -> dict:
+    """Settings keyed ``train.<key>``, in key order, with JSON values (as checkpoints store them)."""
     return {f"train.{k}": json.loads(json.dumps(v)) for k, v in sorted(settings.items())}
 
 
@@ -98,8 +102,7 @@ def _default_settings() -> dict:
     """The training settings of an empty recipe, keyed as ``training_settings`` keys them."""
     from augforge.train.config import RunSpec, TrainConfig
 
-    settings = {**asdict(TrainConfig()), **asdict(RunSpec())}
-    return {f"train.{k}": json.loads(json.dumps(v)) for k, v in settings.items()}
+    return _keyed({**asdict(TrainConfig()), **asdict(RunSpec())})
 
 
 def _check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, log) -> None:

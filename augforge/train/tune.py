@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import xxhash
 import yaml
 
-from augforge.atomic import atomic_path
+from augforge.atomic import atomic_open
 from augforge.errors import AugforgeError
 from augforge.recipe import RecipeError
 
@@ -116,11 +115,6 @@ def _data_key(data: dict) -> str:
     return xxhash.xxh3_64_hexdigest(json.dumps(rest, sort_keys=True, default=str).encode())
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
-
-
 def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str | None = None,
                 pruner: str = "median", confirm: int = 0, val_split: float = 0.2, log=print) -> dict:
     """Run (or continue) the study until it has ``trials`` finished trials; write best.yaml, trials.csv and
@@ -197,15 +191,15 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
         study.optimize(objective, n_trials=1, catch=())
     finished = study.get_trials(deepcopy=False, states=done)
     best = study.best_trial
-    _write_text(out / "best.yaml", yaml.safe_dump(best_recipe(raw, best.params, recipe, out), sort_keys=False))
+    with atomic_open(out / "best.yaml") as fh:
+        fh.write(yaml.safe_dump(best_recipe(raw, best.params, recipe, out), sort_keys=False))
     records = trial_records(study)
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["number", "state", metric, *space])
-    for t in records:
-        writer.writerow([t["number"], t["state"], "" if t["value"] is None else t["value"],
-                         *(t["params"].get(name, "") for name in space)])
-    _write_text(out / "trials.csv", table.getvalue())
+    with atomic_open(out / "trials.csv") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["number", "state", metric, *space])
+        for t in records:
+            writer.writerow([t["number"], t["state"], "" if t["value"] is None else t["value"],
+                             *(t["params"].get(name, "") for name in space)])
     pruned = sum(t.state == TrialState.PRUNED for t in finished)
     summary = {"recipe": str(path), "trials": len(finished), "pruned": pruned,
                "best": {"number": best.number, "value": best.value, "params": best.params},
