@@ -9,6 +9,8 @@ import sys
 
 from augforge import __version__
 from augforge.errors import AugforgeError
+from augforge.train.int8_target import SCHEMES as INT8_SCHEMES
+from augforge.train.int8_target import TARGETS as INT8_TARGETS
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -356,7 +358,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     keep = [b for part in args.keep_float for b in part.split(",") if b]
     log = (lambda _: None) if args.json else (lambda text: print(text, flush=True))
     result = quantize_run(args.run, args.out, args.data, args.calib_batches, args.max_drop, keep_float=keep,
-                          qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, log=log)
+                          qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, target=args.target, scheme=args.scheme,
+                          log=log)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -374,6 +377,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             print(f"float_finetuned: the float model fine-tuned for the same {result['qat']['epochs']} epoch(s) without "
                   "fake quantization; what the QAT model gains over it is quantization's, the rest the extra "
                   "epochs'")
+        scheme = result["scheme"]
+        for candidate in scheme["candidates"]:
+            agreement = candidate["agreement"]
+            print(f"  {candidate['scheme']}: " + (f"agrees with float on {100 * agreement:.2f}% of "
+                  f"{scheme['selection_split']} rows; " if agreement is not None else "") + candidate["reason"])
+        why = "as asked (--scheme)" if scheme["asked"] != "auto" else "the most agreement with the float model, ties " \
+            "to the faster"
+        print(f"scheme {scheme['name']} for {scheme['target']} (this CPU: {scheme['host']}): {why}")
+        if result["warning"]:
+            print(f"warning: {result['warning']}", file=sys.stderr)
     if not result["within"]:
         print(f"augforge quantize: the int8 model loses {result['accuracy_drop_points']:.2f} accuracy points, more "
               f"than --max-drop {result['max_drop']}", file=sys.stderr)
@@ -649,6 +662,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fine-tune E epochs with fake quantization (torchao PT2E) and deliver that model when "
                         "it is more accurate than the post-training one")
     p.add_argument("--qat-lr", type=float, default=1e-4, help="the fine-tuning learning rate (default 1e-4)")
+    p.add_argument("--target", default="auto", choices=INT8_TARGETS,
+                   help="the CPU the int8 model is for (default auto: this one); decides which schemes are measured "
+                        "and with which arithmetic (docs/toolchain.md)")
+    p.add_argument("--scheme", default="auto", choices=("auto", *INT8_SCHEMES),
+                   help="auto (default): measure u8s8, u8s7 and u8u8 and deliver the one closest to the float model; "
+                        "or quantize with this one only")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from augforge.pipelines.stream import open_loader
-from augforge.train.export import _AsTrained, _inputs, _run_files
+from augforge.train.export import AsTrained, model_inputs, run_files
 from augforge.train.qat import _torchao
 from augforge.train.quantize import median_ms, quantize_run
 from augforge.train.run import checkpoint_model_and_loader, load_checkpoint, loader_options
@@ -41,13 +41,13 @@ def torchao_path(run: Path, data: Path) -> dict:
     x86, _, convert_pt2e, _ = _torchao()
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    checkpoint, _ = _run_files(run)
+    checkpoint, _ = run_files(run)
     model, test, _, _, _ = checkpoint_model_and_loader(checkpoint, data, "test", device="cpu", batch_size=64)
-    model = _AsTrained(model).eval()
+    model = AsTrained(model).eval()
     options = loader_options(load_checkpoint(checkpoint)["input"])
     train = open_loader(data, 64, split="train", shuffle=True, augment=False, seed=0, **options)
-    calibration = [_inputs(x)[0] for _, (x, _) in zip(range(16), train)]
-    test_batches = [(_inputs(x)[0], y) for x, y in test]
+    calibration = [model_inputs(x)[0] for _, (x, _) in zip(range(16), train)]
+    test_batches = [(model_inputs(x)[0], y) for x, y in test]
     rows = torch.cat([x for x, _ in test_batches])
     inductor.freezing = True
     result = {}
@@ -82,7 +82,7 @@ def main() -> None:
     torch.manual_seed(0)
     for run in args.runs:
         ort = quantize_run(run, run / "bench.int8.onnx", args.data, max_drop=100.0, log=lambda _: None)
-        data = args.data or _run_files(run)[1]
+        data = args.data or run_files(run)[1]
         tao = torchao_path(run, data)
         print(f"{run}: {ort['rows']} test rows")
         print(f"  ONNX Runtime QDQ  accuracy float {ort['float']['accuracy']:.4f}  int8 {ort['int8']['accuracy']:.4f}")

@@ -47,7 +47,7 @@ def quiet_loggers(*names: str):
             logger.setLevel(level)
 
 
-def _run_files(run: Path) -> tuple[Path, Path | None]:
+def run_files(run: Path) -> tuple[Path, Path | None]:
     """(checkpoint, the run's data directory as its summary records it) of a run directory or checkpoint."""
     if run.is_file():
         return run, None
@@ -61,7 +61,7 @@ def _run_files(run: Path) -> tuple[Path, Path | None]:
     return checkpoint, Path(data) if data else None
 
 
-class _AsTrained(torch.nn.Module):
+class AsTrained(torch.nn.Module):
     """The model behind the training loop's input conversion (uint8 images to float in [0, 1])."""
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -75,12 +75,13 @@ class _AsTrained(torch.nn.Module):
         return self.model(x) if lengths is None else self.model(x, lengths)
 
 
-def _inputs(x) -> tuple:
+def model_inputs(x) -> tuple:
     """The model's positional inputs of a batch: (images,), (features,) or (ids, lengths)."""
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def _dynamic_shapes(inputs: tuple) -> tuple:
+def dynamic_shapes(inputs: tuple) -> tuple:
+    """``torch.export`` dynamic shapes of ``inputs``: any batch size, and any token count for text."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     if len(inputs) == 2:  # text: ids (batch, tokens) and lengths (batch,)
         tokens = torch.export.Dim("tokens", min=1, max=1 << 20)
@@ -101,7 +102,7 @@ def _export(model, example: tuple, fmt: str, out: Path, name: str):
     """Write the exported model to ``out``; a callable running it on numpy-free torch inputs."""
     import warnings
 
-    shapes = _dynamic_shapes(example)
+    shapes = dynamic_shapes(example)
     quiet = warnings.catch_warnings()
     quiet.__enter__()
     warnings.simplefilter("ignore")  # the exporters' deprecation chatter
@@ -137,16 +138,16 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
 
     if fmt not in FORMATS:
         raise AugforgeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    checkpoint, recorded = _run_files(Path(run))
+    checkpoint, recorded = run_files(Path(run))
     data = Path(data) if data else recorded
     if data is None:
         raise AugforgeError(f"{run}: its summary records no data directory; give --data DIR")
     model, loader, arch, _, _ = checkpoint_model_and_loader(checkpoint, data, "test", device="cpu", batch_size=64)
-    model = _AsTrained(model).eval()
+    model = AsTrained(model).eval()
     out = Path(out) if out else checkpoint.with_suffix(SUFFIX[fmt])
     batches_seen = []
     for x, _ in loader:
-        batches_seen.append(_inputs(x))
+        batches_seen.append(model_inputs(x))
         if len(batches_seen) == batches:
             break
     with torch.no_grad():

@@ -43,7 +43,7 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
     x86, move_exported_model_to_eval, convert_pt2e, prepare_qat_pt2e = _torchao()
     from augforge.atomic import atomic_path
     from augforge.pipelines.stream import open_loader
-    from augforge.train.export import _AsTrained, _dynamic_shapes, _inputs
+    from augforge.train.export import AsTrained, dynamic_shapes, model_inputs
     from augforge.train.run import checkpoint_model_and_loader, load_checkpoint, loader_options
 
     if epochs < 1:
@@ -57,12 +57,12 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
     train = open_loader(data, 64, split="train", shuffle=True, augment=False, seed=seed, drop_last=True, **options)
     torch.manual_seed(seed)
     first, _ = next(iter(train))
-    example = _inputs(first)
+    example = model_inputs(first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            graph = torch.export.export(_AsTrained(model).train(), example,
-                                        dynamic_shapes=_dynamic_shapes(example)).module()
+            graph = torch.export.export(AsTrained(model).train(), example,
+                                        dynamic_shapes=dynamic_shapes(example)).module()
             if quantize:
                 quantizer = x86.X86InductorQuantizer().set_global(
                     x86.get_default_x86_inductor_quantization_config(is_qat=True))
@@ -79,7 +79,7 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
             train.set_epoch(epoch)
             total, rows = 0.0, 0
             for x, y in train:
-                batch_loss = torch.nn.functional.cross_entropy(prepared(*_inputs(x)), y)
+                batch_loss = torch.nn.functional.cross_entropy(prepared(*model_inputs(x)), y)
                 optimizer.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 optimizer.step()
@@ -91,6 +91,6 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
         move_exported_model_to_eval(prepared)
         converted = convert_pt2e(prepared) if quantize else prepared
         with atomic_path(out) as tmp, quiet_loggers("torch.onnx"):
-            torch.onnx.export(converted, example, str(tmp), dynamo=True, dynamic_shapes=_dynamic_shapes(example),
+            torch.onnx.export(converted, example, str(tmp), dynamo=True, dynamic_shapes=dynamic_shapes(example),
                               verbose=False, external_data=False)
     return {"epochs": epochs, "steps": steps, "lr": lr, "final_loss": loss}

@@ -10,6 +10,12 @@ The report puts the int8 model next to the float ONNX model, both run by ONNX Ru
 accuracy and balanced accuracy, file size, and CPU latency at batch 1 and batch 64 (median of timed
 runs after a warm-up). If the int8 accuracy is more than ``max_drop`` points below the float accuracy,
 the command says so and exits non-zero.
+
+The int8 scheme depends on the CPU the model is meant for (``--target``, ``auto`` = this one): ``u8s8``,
+``u8s7`` (7-bit weights) or ``u8u8`` are each quantized and compared with the float model on
+``SELECTION_ROWS`` rows that are not the test split, each with the target's arithmetic (see
+``augforge.train.int8_target``); the scheme that agrees most with the float model is delivered, and the
+report says which, why, and whether the target is another CPU than this one.
 """
 
 from __future__ import annotations
@@ -24,8 +30,13 @@ import numpy as np
 
 from augforge.atomic import atomic_path
 from augforge.errors import AugforgeError
+from augforge.train.int8_predict import predict, session_feeds
+from augforge.train.int8_target import (emulator_available, host_cpu, plan_schemes, resolve_target,
+                                        target_warning)
 
 LATENCY_RUNS = 20
+#: the rows (val split, else the first training rows in storage order) on which the schemes are compared
+SELECTION_ROWS = 1024
 #: the blocks ``--keep-float`` can leave in float (MobileNetV3's known int8 trouble spots)
 FLOAT_BLOCKS = ("depthwise", "hardswish", "se")
 #: how many nodes past a pooling node a squeeze-excitation's rescaling multiply may lie
@@ -69,10 +80,6 @@ def _excitation(pool, consumers: dict) -> list[str]:
     return [name for path in paths for name in path]
 
 
-def _feeds(session, inputs: tuple) -> dict:
-    return {i.name: np.ascontiguousarray(x.cpu().numpy()) for i, x in zip(session.get_inputs(), inputs)}
-
-
 def median_ms(call, runs: int = LATENCY_RUNS, warmup: int = 3) -> float:
     """The median wall time of ``call()`` in milliseconds, over ``runs`` timed calls after ``warmup`` calls."""
     for _ in range(warmup):
@@ -85,33 +92,79 @@ def median_ms(call, runs: int = LATENCY_RUNS, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def _latency_ms(session, inputs: tuple) -> float:
-    feeds = _feeds(session, inputs)
-    return median_ms(lambda: session.run(None, feeds))
+
+#: ONNX Runtime's settings of each scheme: (weight type, reduce_range)
+SCHEME_SETTINGS = {"u8s8": ("QInt8", False), "u8s7": ("QInt8", True), "u8u8": ("QUInt8", False)}
 
 
-def _batch_of(loader_batches: list[tuple], size: int) -> tuple:
-    """``size`` rows cut from the collected test batches (the first input of each kind)."""
-    import torch
+def _collect(loader, rows: int | None = None) -> tuple[list[tuple], np.ndarray]:
+    """(the model-input tuples of ``loader``'s batches as numpy arrays, their labels), up to ``rows`` rows."""
+    from augforge.train.export import model_inputs
 
-    parts = [torch.cat([b[i] for b in loader_batches])[:size] for i in range(len(loader_batches[0]))]
-    return tuple(parts)
+    batches, labels, seen = [], [], 0
+    for x, y in loader:
+        batches.append(tuple(np.ascontiguousarray(t.cpu().numpy()) for t in model_inputs(x)))
+        labels.append(y.numpy())
+        seen += len(labels[-1])
+        if rows is not None and seen >= rows:
+            break
+    return batches, (np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64))
+
+
+def _quantize(prepared: Path, out: Path, calibration: list[dict], scheme: str, excluded: list[str],
+              checkpoint: Path) -> Path:
+    """``prepared`` quantized to QDQ (per-channel weights, uint8 activations) with ``scheme``'s settings."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(calibration)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    weight, reduce_range = SCHEME_SETTINGS[scheme]
+    try:
+        quantize_static(str(prepared), str(out), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=reduce_range, weight_type=getattr(QuantType, weight),
+                        activation_type=QuantType.QUInt8, nodes_to_exclude=excluded)
+    except Exception as exc:
+        raise AugforgeError(f"{checkpoint}: ONNX Runtime could not quantize it "
+                            f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})") from None
+    return out
+
+
+def _select_scheme(paths: dict[str, Path], float_path: Path, plans: dict, selection: list[tuple]) -> dict:
+    """Each measured scheme's agreement with the float model on the selection rows, with its arithmetic."""
+    from augforge.train.int8_target import choose_scheme
+
+    reference = predict({"float": float_path}, selection)["float"]
+    agreement = {}
+    for scheme, path in paths.items():
+        predicted = predict({scheme: path}, selection, plans[scheme].where)[scheme]
+        agreement[scheme] = float(np.mean(predicted == reference)) if len(reference) else 1.0
+    chosen = choose_scheme(agreement)
+    candidates = [{"scheme": p.scheme, "measured": p.where or "not measured", "reason": p.reason,
+                   "agreement": agreement.get(p.scheme)} for p in plans.values()]
+    return {"name": chosen, "candidates": candidates, "agreement": agreement[chosen]}
 
 
 def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Path | None = None,
                  calib_batches: int = 16, max_drop: float = 1.0, keep_float=(), qat_epochs: int = 0,
-                 qat_lr: float = 1e-4, log=print) -> dict:
-    """Quantize a run's model to int8 and measure it against the float model (see the module docstring).
-    ``keep_float`` names blocks of ``FLOAT_BLOCKS`` left in float; ``qat_epochs`` > 0 also fine-tunes with
-    fake quantization (``augforge.train.qat``), and alike in float as the control (``float_finetuned``), and
-    delivers the QAT model when it is more accurate than the post-training one."""
+                 qat_lr: float = 1e-4, target: str = "auto", scheme: str = "auto", log=print) -> dict:
+    """Quantize a run's model to int8 for the ``target`` CPU and measure it against the float model (see the
+    module docstring). ``keep_float`` names blocks of ``FLOAT_BLOCKS`` left in float; ``qat_epochs`` > 0 also
+    fine-tunes with fake quantization (``augforge.train.qat``), and alike in float as the control
+    (``float_finetuned``), and delivers the QAT model when it is more accurate than the post-training one.
+    ``scheme`` other than ``auto`` quantizes with that scheme alone (still measured, with the target's
+    arithmetic)."""
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from augforge.datasets.manifest import read_manifest
     from augforge.pipelines.stream import open_loader
-    from augforge.train.export import _inputs, _run_files, export_run
+    from augforge.train.export import export_run, run_files
     from augforge.train.run import load_checkpoint, loader_options
 
     unknown = sorted(set(keep_float) - set(FLOAT_BLOCKS))
@@ -119,7 +172,19 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
         raise AugforgeError(f"--keep-float {unknown[0]}: expected some of {', '.join(FLOAT_BLOCKS)}")
     if qat_epochs < 0:
         raise AugforgeError(f"--qat-epochs {qat_epochs}: expected 0 or more")
-    checkpoint, recorded = _run_files(Path(run))
+    host = host_cpu()
+    target = resolve_target(target, host)
+    every = {p.scheme: p for p in plan_schemes(target, host, emulator_available())}
+    if qat_epochs and every["u8s8"].where is None:
+        raise AugforgeError(f"--qat-epochs {qat_epochs}: the QAT model has 8-bit weights, and {every['u8s8'].reason}")
+    plans = every
+    if scheme != "auto":
+        if scheme not in every:
+            raise AugforgeError(f"--scheme {scheme}: expected auto or one of {', '.join(every)}")
+        if every[scheme].where is None:
+            raise AugforgeError(f"--scheme {scheme}: {every[scheme].reason}")
+        plans = {scheme: every[scheme]}
+    checkpoint, recorded = run_files(Path(run))
     data = Path(data) if data else recorded
     if data is None:
         raise AugforgeError(f"{run}: its summary records no data directory; give --data DIR")
@@ -132,42 +197,28 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         session = onnxruntime.InferenceSession(str(prepared), providers=["CPUExecutionProvider"])
         train = open_loader(data, 64, split="train", shuffle=True, augment=False, seed=0, **options)
-
-        class Calibration(CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter(train)
-                self.left = calib_batches
-
-            def get_next(self):
-                if self.left <= 0:
-                    return None
-                self.left -= 1
-                try:
-                    x, _ = next(self.batches)
-                except StopIteration:
-                    return None
-                return _feeds(session, _inputs(x))
-
+        calibration = [session_feeds(session, inputs) for inputs in _collect(train, 64 * calib_batches)[0]]
         kept = float_nodes(onnx.load(str(prepared)).graph, keep_float)
-        ptq_path = Path(tmp) / "model.ptq.onnx"
-        try:
-            quantize_static(str(prepared), str(ptq_path), Calibration(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            nodes_to_exclude=[name for names in kept.values() for name in names])
-        except Exception as exc:
-            raise AugforgeError(f"{checkpoint}: ONNX Runtime could not quantize it "
-                                f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})") from None
-        models = {"float": float_path, "int8": ptq_path}
+        excluded = [name for names in kept.values() for name in names]
+        paths = {name: _quantize(prepared, Path(tmp) / f"model.{name}.onnx", calibration, name, excluded, checkpoint)
+                 for name, plan in plans.items() if plan.where is not None}
+        split = "val" if "val" in read_manifest(data).get("counts", {}) else "train"
+        selection = open_loader(data, 64, split=split, shuffle=False, augment=False, **options)
+        chosen = {**_select_scheme(paths, float_path, plans, _collect(selection, SELECTION_ROWS)[0]),
+                  "target": target, "host": host, "selection_split": split, "asked": scheme}
+        models = {"float": float_path, "int8": paths[chosen["name"]]}
+        where = {"int8": plans[chosen["name"]].where}
         qat = None
         if qat_epochs:
             from augforge.train.qat import finetune_onnx
 
             models["int8_qat"] = Path(tmp) / "model.qat.onnx"
+            where["int8_qat"] = every["u8s8"].where
             qat = finetune_onnx(checkpoint, data, models["int8_qat"], qat_epochs, qat_lr, log=log)
             models["float_finetuned"] = Path(tmp) / "model.finetuned.onnx"  # the control: same epochs, in float
             finetune_onnx(checkpoint, data, models["float_finetuned"], qat_epochs, qat_lr, quantize=False, log=log)
         test = open_loader(data, 64, split="test", shuffle=False, augment=False, **options)
-        report = _measure(models, test)
+        report = _measure(models, test, where)
         delivered = "int8"
         if qat is not None and report["int8_qat"]["accuracy"] > report["int8"]["accuracy"]:
             delivered = "int8_qat"
@@ -176,34 +227,31 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
         quantized = sorted({n.op_type for n in onnx.load(str(out)).graph.node
                             if n.op_type in ("QLinearConv", "QuantizeLinear", "DequantizeLinear", "ConvInteger")})
     drop = 100.0 * (report["float"]["accuracy"] - report[delivered]["accuracy"])
-    return {**report, "file": str(out), "calibration_batches": calib_batches,
-            "delivered": delivered, "qat": qat, "kept_float": {k: len(v) for k, v in kept.items()},
-            "accuracy_drop_points": drop, "max_drop": max_drop, "within": drop <= max_drop, "qdq_ops": quantized}
+    return {**report, "file": str(out), "calibration_batches": calib_batches, "scheme": chosen,
+            "warning": target_warning(target, host), "delivered": delivered, "qat": qat,
+            "kept_float": {k: len(v) for k, v in kept.items()}, "accuracy_drop_points": drop, "max_drop": max_drop,
+            "within": drop <= max_drop, "qdq_ops": quantized}
 
 
-def _measure(models: dict[str, Path], test) -> dict:
-    """Per model (ONNX Runtime on the CPU): accuracy and balanced accuracy on the test split, file size,
-    latency at batch 1 and 64; and ``rows``."""
+def _measure(models: dict[str, Path], test, where: dict[str, str]) -> dict:
+    """Per model: accuracy and balanced accuracy on the test split (ONNX Runtime, with the arithmetic
+    ``where`` names for it, this CPU's by default), file size, and this CPU's latency at batch 1 and 64;
+    and ``rows``."""
     import onnxruntime
 
-    from augforge.train.export import _inputs
     from augforge.train.metrics import classification_metrics
 
-    sessions = {name: onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                for name, path in models.items()}
-    truth, preds, kept = [], {name: [] for name in models}, []
-    for x, y in test:
-        inputs = _inputs(x)
-        kept.append(inputs)
-        truth.append(y.numpy())
-        for name, session in sessions.items():
-            preds[name].append(session.run(None, _feeds(session, inputs))[0].argmax(-1))
-    truth = np.concatenate(truth)
+    batches, truth = _collect(test)
     report = {"rows": int(len(truth))}
-    for name, session in sessions.items():
-        metrics = classification_metrics(truth, np.concatenate(preds[name]), test.dataset.class_names)
+    first = [np.concatenate([b[i] for b in batches]) for i in range(len(batches[0]))]
+    for name, path in models.items():
+        predicted = predict({name: path}, batches, where.get(name, "native"))[name]
+        metrics = classification_metrics(truth, predicted, test.dataset.class_names)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        latency = {}
+        for size in (1, 64):
+            feeds = session_feeds(session, tuple(part[:size] for part in first))
+            latency[f"latency_ms_batch_{size}"] = median_ms(lambda feeds=feeds: session.run(None, feeds))
         report[name] = {"accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
-                        "bytes": models[name].stat().st_size,
-                        "latency_ms_batch_1": _latency_ms(session, _batch_of(kept, 1)),
-                        "latency_ms_batch_64": _latency_ms(session, _batch_of(kept, 64))}
+                        "bytes": path.stat().st_size, "measured": where.get(name, "native"), **latency}
     return report
