@@ -11,11 +11,11 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from augforge.augment.image import OPS, ImageAugmenter
 from augforge.augment.torch_ops import NEEDS_DALI, TorchAugment
+from augforge.augment.torch_pipeline import TorchImageAugmenter
 from augforge.errors import AugforgeError
 from augforge.pipelines.stream import parse_ops
 
@@ -59,21 +59,18 @@ def apply(backend: str, name: str, params: dict, photo, p: float = 1.0, seed: in
     """``n`` outputs of one op on the photo, as HWC numpy arrays (uint8, or float32 after normalize)."""
     pixels, encoded = photo
     ops = parse_ops([{"op": name, "p": p, **params}], "ops")
-    if backend == "torch":
-        gen = torch.Generator().manual_seed(seed)
-        augment = TorchAugment(ops)
-        chw = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-        return [augment(chw, gen).permute(1, 2, 0).numpy() for _ in range(n)]
-    if backend == "gpu" and not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU (runs on the GPU machine)")
-    augmenter = ImageAugmenter(ops, seed=seed, device="gpu" if backend == "gpu" else "cpu", batch_size=8,
-                               fuse=backend == "fused")
+    if backend == "torch":  # the pipeline that runs where DALI is absent: PIL decoding, then the torch ops
+        augmenter = TorchImageAugmenter(ops, seed=seed, device="cpu")
+    else:
+        augmenter = ImageAugmenter(ops, seed=seed, device="gpu" if backend == "gpu" else "cpu", batch_size=8,
+                                   fuse=backend == "fused")
     outs = augmenter.augment([encoded] * n)
     return [o.transpose(1, 2, 0) if OPS[name].float_output else o for o in outs]
 
 
 def every(name):
-    return [pytest.param(name, backend, id=f"{name}-{backend}") for backend in BACKENDS]
+    return [pytest.param(name, backend, id=f"{name}-{backend}", marks=[pytest.mark.gpu] if backend == "gpu" else [])
+            for backend in BACKENDS]
 
 
 CHECKS = [case for name in OPS for case in every(name)]

@@ -34,7 +34,8 @@ import pyarrow as pa
 import xxhash
 from PIL import Image
 
-from augforge.augment.image import OPS_VERSION, ImageAugmenter, check_op_list, op_dicts, resolve_device
+from augforge.augment.backend import image_augmenter
+from augforge.augment.image import OPS_VERSION, check_op_list, op_dicts, resolve_device
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, fingerprint, manifest_meta, \
@@ -198,8 +199,8 @@ class _TrainWriter:
         self.recipe, self.source, self.plan, self.out, self.encoder = recipe, source, plan, out, encoder
         self.threads = threads
         self.device = resolve_device(recipe.augment.device)
-        self.decoder = ImageAugmenter((), color=recipe.augment.color, device=self.device, threads=threads,
-                                      decode_only=True)
+        self.decoder = image_augmenter((), color=recipe.augment.color, device=self.device, threads=threads,
+                                       decode_only=True)
 
     def _group_of(self, row: int) -> int:
         """The origin group (index into plan.origins) of output row ``row``."""
@@ -245,8 +246,8 @@ class _TrainWriter:
         seed = int(xxhash.xxh3_64_intdigest(f"augment\x00{start // CHUNK_ROWS}".encode(), self.recipe.augment_seed))
         aug_index = np.flatnonzero(augmented)
         if len(aug_index):
-            augmenter = ImageAugmenter(self.recipe.augment.image, color=self.recipe.augment.color, device=self.device,
-                                       seed=seed, threads=self.threads)
+            augmenter = image_augmenter(self.recipe.augment.image, color=self.recipe.augment.color,
+                                        device=self.device, seed=seed, threads=self.threads)
             for i, pixels in zip(aug_index, augmenter.augment([rows[i][S.IMAGE] for i in aug_index])):
                 images[i] = pixels
             augmenter.close()
@@ -412,13 +413,13 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
             yield from train.rows(skip)
         yield from _passthrough(source, other_positions, other_splits, max(skip - n_train, 0), train.lossless)
 
-    import nvidia.dali
+    from augforge.augment.backend import backend_version
 
     parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
-                          job="build", recipe=recipe.fingerprint_parts(), dali=nvidia.dali.__version__,
+                          job="build", recipe=recipe.fingerprint_parts(), images=backend_version(),
                           ops_version=OPS_VERSION, chunk_rows=CHUNK_ROWS)
     meta = _build_meta(recipe, source, splits, imbalance, plan, names, after, duplicates, problems,
-                       train.device, {"augmented": int(outputs.augmented.sum()), "dali": nvidia.dali.__version__})
+                       train.device, {"augmented": int(outputs.augmented.sum()), "images": backend_version()})
     meta["payload_info"] = {"encoding": recipe.output.format, "channels": 1 if aug.color == "gray" else 3,
                             **({"quality": recipe.output.quality} if recipe.output.format == "jpeg" else {})}
     def raw_shape() -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from augforge.augment.image import ImageAugmenter, check_op_list
+from augforge.augment.backend import image_augmenter
+from augforge.augment.image import check_op_list
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
 from augforge.datasets.plan import plan_rows
@@ -94,8 +95,8 @@ def preview(recipe: Recipe, n: int = 8, variants: int = 4) -> Preview:
     batch = next(iter(source.read(np.asarray(positions, dtype=np.int64), len(positions))))
     encoded = batch.column(S.IMAGE).to_pylist()
     labels = [source.class_names[i] for i in batch.column(S.LABEL).to_pylist()]
-    originals = ImageAugmenter((), color=aug.color, decode_only=True).augment(encoded)
-    augmenter = ImageAugmenter(aug.image, color=aug.color, device=aug.device, seed=recipe.seed)
+    originals = image_augmenter((), color=aug.color, decode_only=True).augment(encoded)
+    augmenter = image_augmenter(aug.image, color=aug.color, device=aug.device, seed=recipe.seed)
     varied = augmenter.augment([e for e in encoded for _ in range(variants)])
     if any(v.dtype != np.uint8 for v in varied):  # after normalize: back to 0..255 for display
         varied = [_denormalize(v, aug.image[-1].params) for v in varied]

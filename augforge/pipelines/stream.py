@@ -49,7 +49,8 @@ import numpy as np
 import torch
 import xxhash
 
-from augforge.augment.image import ImageAugmenter, check_op, check_op_list, evaluation_ops, op_dicts
+from augforge.augment.backend import image_augmenter
+from augforge.augment.image import check_op, check_op_list, evaluation_ops, op_dicts
 from augforge.augment.mix import MixConfig, mix_batch
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
@@ -215,7 +216,7 @@ class Loader:
         self.dtype = dtype
         #: text rows: the encoder that turns them into ids (shared by a run's train, val and test loaders)
         self.encoder = _text_encoder(text, dataset_dir) if self.payload == S.TEXT else None
-        self._pipeline: ImageAugmenter | None = None  # built on first use, kept across epochs
+        self._pipeline = None  # the image pipeline (augment.backend), built on first use, kept across epochs
         self._source_next: tuple[int, int] | None = None  # (epoch, position) the parallel source reads next
         self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
         self._raw_views: dict[int, tuple] = {}  # shard -> (rows, H, W, C) pixels, numpy and torch views
@@ -298,8 +299,9 @@ class Loader:
 
     # -- producing batches ----------------------------------------------------------------------------
 
-    def _augmenter(self) -> ImageAugmenter | None:
-        """The DALI pipeline, built once per loader (seeded from seed and rank) and kept across epochs."""
+    def _augmenter(self):
+        """The image pipeline (DALI's, or the torch one where DALI is absent: ``augforge.augment.backend``),
+        built once per loader (seeded from seed and rank) and kept across epochs."""
         if self.payload != S.IMAGE or (not self._ops and self.info.get("encoding") == "raw"):
             return None
         if self._pipeline is None:
@@ -310,8 +312,8 @@ class Loader:
             if self.reader_workers:
                 source = _BatchReader(str(self.dataset.root), self._reader_config(), self.epoch, self.position, raw)
                 self._source_next = (self.epoch, self.position)
-            self._pipeline = ImageAugmenter(self._ops, seed=seed, decoded=raw, source=source,
-                                            source_workers=self.reader_workers, **self._augmenter_args)
+            self._pipeline = image_augmenter(self._ops, seed=seed, decoded=raw, source=source,
+                                             source_workers=self.reader_workers, **self._augmenter_args)
         return self._pipeline
 
     def _reader_config(self) -> dict:
@@ -460,7 +462,7 @@ class Loader:
                     pass
                 worker.join(timeout=0.05)
 
-    def _from_workers(self, batches: list[np.ndarray], augmenter: ImageAugmenter):
+    def _from_workers(self, batches: list[np.ndarray], augmenter):
         """Batches read by DALI's parallel external_source (``reader_workers`` processes, reading ahead) and
         augmented by the pipeline; labels are looked up here from the same cut of the epoch."""
         labels = self._labels_all()
