@@ -1,12 +1,14 @@
 # make demo: set up .venv and run the main job on the bundled data
 # make test: set up .venv and run the whole test suite
+# make gpu-check: on a CUDA machine, the GPU-only tests and GPU benchmarks into build/gpu-check/ (or $OUT);
+#                 without a GPU, one line and a dry run of every step
 VENV ?= .venv
 PY := $(VENV)/bin/python
 AF := $(VENV)/bin/augforge
 STAMP := $(VENV)/.augforge-installed
 DEMO := build/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test gpu-check clean
 
 setup: $(STAMP)
 
@@ -32,7 +34,10 @@ demo: $(STAMP)
 	$(AF) evaluate $(DEMO)/glosses-run/model.pt build/glosses-data --split test
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+gpu-check: $(STAMP)
+	bash scripts/gpu-check.sh
 
 clean:
 	rm -rf build .pytest_cache

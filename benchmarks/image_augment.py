@@ -111,6 +111,38 @@ def peer_rate(jpegs: list[bytes], epochs: int, workers: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+def torchvision_gpu_rate(jpegs: list[bytes], epochs: int) -> float | None:
+    """Images/s of torchvision's v2 transforms on the GPU (nvJPEG decode with ``decode_jpeg(device='cuda')``,
+    then per-image random resized crop, flip, colour jitter, normalize, stacked), or None where torchvision
+    or a GPU is absent."""
+    try:
+        import torchvision
+        from torchvision.transforms import v2
+    except Exception:  # noqa: BLE001 - absent, or built for another torch ("operator ... does not exist")
+        return None
+    if not torch.cuda.is_available():
+        return None
+    transform = v2.Compose([v2.RandomResizedCrop(224, scale=(0.08, 1.0), antialias=False), v2.RandomHorizontalFlip(),
+                            v2.ColorJitter(0.4, 0.4, 0.4, 0.05), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    encoded = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+
+    def batches():
+        for start in range(0, len(encoded), BATCH):
+            images = torchvision.io.decode_jpeg(encoded[start : start + BATCH], device="cuda")
+            yield torch.stack([transform(image) for image in images])
+
+    next(batches())  # warm up nvJPEG and the kernels
+    torch.cuda.synchronize()
+    start, seen = time.perf_counter(), 0
+    for _ in range(epochs):
+        for batch in batches():
+            assert batch.shape[1:] == (3, 224, 224)
+            seen += len(batch)
+    torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
 def decode_rate(jpegs: list[bytes]) -> float:
     """JPEG decode alone with PIL on one core."""
     start = time.perf_counter()
@@ -119,26 +151,33 @@ def decode_rate(jpegs: list[bytes]) -> float:
     return len(jpegs) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``make gpu-check`` parses it in its dry run)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="threads / DataLoader workers")
     parser.add_argument("--device", default="auto", help="augforge's device: auto, cpu or gpu")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each; the medians are compared")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     jpegs = make_jpegs(args.images)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; augforge device: {device}; "
           f"{args.images} JPEGs 400x300, {args.epochs} epochs, batch {BATCH}, {args.workers} workers")
     decode = decode_rate(jpegs)
     # alternate the two, and keep each one's median run: the machine's noise hits both alike
-    ours_runs, own_runs, peer_runs = [], [], []
+    ours_runs, own_runs, peer_runs, vision_runs = [], [], [], []
     for _ in range(args.repeats):
         ours_runs.append(augforge_rate(jpegs, args.epochs, args.workers, device))
         if device == "cpu":
             own_runs.append(augforge_rate(jpegs, args.epochs, args.workers, device, fuse=False))
         peer_runs.append(peer_rate(jpegs, args.epochs, args.workers))
+        if device == "gpu" and (rate := torchvision_gpu_rate(jpegs, args.epochs)) is not None:
+            vision_runs.append(rate)
     ours, peer = float(np.median(ours_runs)), float(np.median(peer_runs))
 
     def runs(rates):
@@ -151,6 +190,9 @@ def main() -> None:
     if own_runs:
         own = float(np.median(own_runs))
         print(f"augforge, DALI's own ops (fuse=False):     {own:8.0f} img/s  ({own / peer:.2f}x)")
+    if vision_runs:
+        vision = float(np.median(vision_runs))
+        print(f"torchvision v2 on the GPU (nvJPEG):        {vision:8.0f} img/s  ({vision / peer:.2f}x)")
     print(f"augforge (DALI {device}):                   {ours:8.0f} img/s")
     print(f"ratio augforge / Albumentations:          {ours / peer:8.2f}x")
 

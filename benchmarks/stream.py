@@ -130,7 +130,8 @@ def raw_read(root: Path, batch: int, repeats: int = 3) -> tuple[float, float, fl
     return rates[0], rates[1], float(np.median(raws))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (``make gpu-check`` parses it in its dry run)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
@@ -140,7 +141,11 @@ def main() -> None:
     parser.add_argument("--reader-workers", type=int, default=0,
                         help="augforge reads through DALI's parallel external_source with this many processes "
                              "(0: one thread feeds DALI)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         jpeg_root = Path(tmp) / "jpegs"
         write_images(jpeg_root, make_jpegs(args.images))

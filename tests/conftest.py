@@ -16,6 +16,18 @@ from sklearn.datasets import load_digits, load_sample_images
 from augforge.cli import main as cli_main
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA GPU: skipped without one (``make gpu-check`` runs them on a GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check runs these on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def sample_images() -> list[np.ndarray]:
     """scikit-learn's two real photos (china, flower), 427x640x3 uint8."""

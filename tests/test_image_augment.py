@@ -157,7 +157,7 @@ def test_device_choice():
     assert resolve_device("cpu") == "cpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the GPU machine)")
+@pytest.mark.gpu
 def test_gpu_pipeline_matches_the_cpu_geometry(photo):
     pixels, encoded = photo
     out = run([{"op": "hflip"}, {"op": "pad", "padding": 2}], encoded, device="gpu")[0]

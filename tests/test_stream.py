@@ -261,7 +261,7 @@ def test_a_five_line_loop_trains_a_model(built):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (runs on the GPU machine)")
+@pytest.mark.gpu
 def test_gpu_batches_are_on_the_device(built):
     png, _ = built
     x, y = next(iter(open_loader(png, 32, ops=OPS, device="gpu")))
