@@ -1,5 +1,5 @@
 # make demo: set up .venv and run the main job on the bundled data
-# make test: set up .venv and run the whole test suite
+# make test: set up .venv and run the whole test suite (two pytest-xdist workers, a test file per worker)
 # make gpu-check: on a CUDA machine, the GPU-only tests and GPU benchmarks into build/gpu-check/ (or $OUT);
 #                 without a GPU, one line and a dry run of every step
 VENV ?= .venv
@@ -34,7 +34,7 @@ demo: $(STAMP)
 	$(AF) evaluate $(DEMO)/glosses-run/model.pt build/glosses-data --split test
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 gpu-check: $(STAMP)
 	bash scripts/gpu-check.sh

@@ -16,6 +16,18 @@ from sklearn.datasets import load_digits, load_sample_images
 from augforge.cli import main as cli_main
 
 
+def pytest_configure(config):
+    """Under ``pytest -n N`` (``make test`` runs two workers), each worker's torch, DALI and subprocesses get
+    their share of the cores instead of all of them: N workers times all cores oversubscribes the CPU."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need a CUDA GPU: skipped without one (``make gpu-check`` runs them on a GPU)."""
     import torch

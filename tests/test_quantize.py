@@ -70,7 +70,7 @@ def test_simple_cnn_and_mobilenet_v3_small_quantize_within_the_drop_on_this_cpu(
             assert result[side]["latency_ms_batch_1"] > 0 and result[side]["latency_ms_batch_64"] > 0
         assert (run / "model.int8.onnx").stat().st_size == result["int8"]["bytes"]
         if name == "mobilenet":
-            _keeps_mobilenet_blocks_in_float(capsys, run)
+            _keeps_mobilenet_blocks_in_float(capsys, run, scheme["name"])
 
 
 def test_mobilenet_for_the_other_kind_of_cpu_holds_and_is_measured_with_its_arithmetic(trained, tmp_path, capsys):
@@ -101,16 +101,16 @@ def _weights_through_dequantize(graph) -> set[str]:
     return {node.name for node in graph.node if node.op_type == "Conv" and node.input[1] in dequantized}
 
 
-def _keeps_mobilenet_blocks_in_float(capsys, run):
-    """--keep-float depthwise hardswish se: the report counts what stayed float, and the int8 graph has those
-    convolutions on float weights while the others are int8."""
+def _keeps_mobilenet_blocks_in_float(capsys, run, scheme: str):
+    """--keep-float depthwise hardswish se (with the scheme this CPU's run chose): the report counts what stayed
+    float, and the int8 graph has those convolutions on float weights while the others are int8."""
     import onnx
     import torch
 
     from augforge.train.models import create
     from augforge.train.quantize import float_nodes
 
-    code, result, _ = _quantize(capsys, run, "--keep-float", "depthwise", "hardswish,se")
+    code, result, _ = _quantize(capsys, run, "--keep-float", "depthwise", "hardswish,se", "--scheme", scheme)
     assert code == 0 and result["within"], result
     model = create("mobilenet_v3_small", 10, alpha=0.5, in_channels=1)
     depthwise = sum(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
