@@ -12,6 +12,10 @@ import functools
 import os
 import sys
 
+from augforge.augment.image import ImageAugmenter
+from augforge.augment.torch_pipeline import TorchImageAugmenter
+from augforge.errors import AugforgeError
+
 #: the environment variable that forces a backend (``dali`` or ``torch``); unset: DALI when it imports
 BACKEND_VARIABLE = "AUGFORGE_IMAGE_BACKEND"
 _announced: list[bool] = []
@@ -28,8 +32,6 @@ def _dali_version() -> str | None:
 
 def image_backend() -> str:
     """``dali`` or ``torch``: the pipeline this process runs image ops with."""
-    from augforge.errors import AugforgeError
-
     wanted = os.environ.get(BACKEND_VARIABLE, "").strip().lower()
     if wanted not in ("", "dali", "torch"):
         raise AugforgeError(f"{BACKEND_VARIABLE}={wanted}: expected dali or torch")
@@ -55,11 +57,7 @@ def image_augmenter(ops, **options):
     """The image pipeline for ``ops`` (``ImageAugmenter``'s keyword options): DALI's, or the torch one where
     DALI is absent, announced once per process on stderr."""
     if image_backend() == "dali":
-        from augforge.augment.image import ImageAugmenter
-
         return ImageAugmenter(ops, **options)
-    from augforge.augment.torch_pipeline import TorchImageAugmenter
-
     if not _announced:
         _announced.append(True)
         why = "as asked" if os.environ.get(BACKEND_VARIABLE) else "nvidia.dali is not installed"

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from augforge.augment.image import OPS, resolve_device
+from augforge.augment.torch_ops import TorchAugment
 from augforge.errors import AugforgeError
 
 
@@ -40,9 +42,6 @@ class TorchImageAugmenter:
     def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
                  threads: int = 2, decode_only: bool = False, decoded: bool = False, source=None,
                  source_workers: int = 0, fuse: bool = True) -> None:
-        from augforge.augment.image import OPS, resolve_device
-        from augforge.augment.torch_ops import TorchAugment
-
         if source is not None:
             raise AugforgeError("reader_workers: reader processes feed DALI's parallel external_source, and DALI "
                                 "is not installed; use reader_workers: 0")

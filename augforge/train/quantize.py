@@ -31,8 +31,8 @@ import numpy as np
 from augforge.atomic import atomic_path
 from augforge.errors import AugforgeError
 from augforge.train.int8_predict import predict, session_feeds
-from augforge.train.int8_target import (emulator_available, host_cpu, plan_schemes, resolve_target,
-                                        target_warning)
+from augforge.train.int8_target import (choose_scheme, emulator_available, host_cpu, plan_schemes,
+                                        resolve_target, target_warning)
 
 LATENCY_RUNS = 20
 #: the rows (val split, else the first training rows in storage order) on which the schemes are compared
@@ -136,8 +136,6 @@ def _quantize(prepared: Path, out: Path, calibration: list[dict], scheme: str, e
 
 def _select_scheme(paths: dict[str, Path], float_path: Path, plans: dict, selection: list[tuple]) -> dict:
     """Each measured scheme's agreement with the float model on the selection rows, with its arithmetic."""
-    from augforge.train.int8_target import choose_scheme
-
     reference = predict({"float": float_path}, selection)["float"]
     agreement = {}
     for scheme, path in paths.items():
