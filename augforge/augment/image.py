@@ -487,13 +487,11 @@ def decode(fn, types, encoded, color: str, ctx: Context, first=None):
     return fn.decoders.image(encoded, device=device, output_type=out_type), 0, None
 
 
-class ImageAugmenter:
-    """Runs a list of ops over encoded images through one DALI pipeline, in order.
-
-    ``seed`` fixes every random draw: the same images fed in the same batches give the same
-    outputs. ``augment(encoded)`` returns HWC uint8 arrays (CHW float32 after ``normalize``).
-    With ``decode_only`` the ops are skipped (images are only decoded).
-    """
+class ImagePipeline:
+    """What every image pipeline is given and says of its outputs (DALI's ``ImageAugmenter`` and the torch
+    one, ``augforge.augment.torch_pipeline``): the ops, colour, device, seed, batch size and threads, and
+    ``chw``, whether batches come out as float NCHW (after ``normalize``) rather than uint8 NHWC.
+    Subclasses give ``batch_tensor``; ``augment_batches`` is built on it."""
 
     def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
                  threads: int = 2, decode_only: bool = False, decoded: bool = False, source=None,
@@ -516,6 +514,30 @@ class ImageAugmenter:
         #: DALI's parallel external_source (``next_batch``); None: batches are fed (``batch_tensor``)
         self.source = source
         self.source_workers = source_workers
+
+    def batch_tensor(self, batch: list):
+        """One batch (at most ``batch_size`` images) through the pipeline, as one torch tensor."""
+        raise NotImplementedError
+
+    def augment_batches(self, encoded: list):
+        """Like ``augment``, one batch at a time as a torch tensor (images of one shape, e.g. after a crop).
+
+        After ``normalize`` the batch is float32 NCHW (in ``torch.channels_last`` memory format from DALI).
+        On a GPU the tensor is already on the device."""
+        for start in range(0, len(encoded), self.batch_size):
+            yield self.batch_tensor(encoded[start : start + self.batch_size])
+
+
+class ImageAugmenter(ImagePipeline):
+    """Runs a list of ops over encoded images through one DALI pipeline, in order.
+
+    ``seed`` fixes every random draw: the same images fed in the same batches give the same
+    outputs. ``augment(encoded)`` returns HWC uint8 arrays (CHW float32 after ``normalize``).
+    With ``decode_only`` the ops are skipped (images are only decoded).
+    """
+
+    def __init__(self, ops, **options) -> None:
+        super().__init__(ops, **options)
         self._pipe = None
 
     def _build(self):
@@ -582,14 +604,6 @@ class ImageAugmenter:
             else:
                 out.extend(np.array(result[i]) for i in range(len(result)))
         return out
-
-    def augment_batches(self, encoded: list):
-        """Like ``augment``, one batch at a time as a torch tensor (images of one shape, e.g. after a crop).
-
-        After ``normalize`` the batch is float32 NCHW in ``torch.channels_last`` memory format. On a GPU
-        the tensor is already on the device."""
-        for start in range(0, len(encoded), self.batch_size):
-            yield self.batch_tensor(encoded[start : start + self.batch_size])
 
     def batch_tensor(self, batch: list):
         """One batch (at most ``batch_size`` images) through the pipeline, as one torch tensor."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from augforge.augment.image import OPS, resolve_device
+from augforge.augment.image import ImagePipeline
 from augforge.augment.torch_ops import TorchAugment
 from augforge.errors import AugforgeError
 
@@ -35,28 +35,16 @@ def decode_as(data, color: str) -> torch.Tensor:
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy())  # a writable copy: PIL's array is read-only
 
 
-class TorchImageAugmenter:
+class TorchImageAugmenter(ImagePipeline):
     """Runs a list of ops over encoded images (or HWC uint8 pixels, ``decoded``) with the torch ops, in
     order; the interface of ``augforge.augment.image.ImageAugmenter`` (its ``source`` readers excepted)."""
 
-    def __init__(self, ops, *, color: str = "rgb", device: str = "auto", seed: int = 0, batch_size: int = 64,
-                 threads: int = 2, decode_only: bool = False, decoded: bool = False, source=None,
-                 source_workers: int = 0, fuse: bool = True) -> None:
+    def __init__(self, ops, *, source=None, **options) -> None:
         if source is not None:
             raise AugforgeError("reader_workers: reader processes feed DALI's parallel external_source, and DALI "
                                 "is not installed; use reader_workers: 0")
-        self.ops = tuple(ops)
-        self.color = color
-        self.device = resolve_device(device)
-        self.seed = int(seed) % (2**31 - 1)
-        self.batch_size = batch_size
-        self.threads = threads
-        self.decode_only = decode_only
-        self.decoded = decoded
-        self.chw = bool(self.ops) and OPS[self.ops[-1].name].float_output and not decode_only
-        self.source = None
-        self.fuse = fuse
-        self._augment = TorchAugment(() if decode_only else self.ops)  # refuses the DALI-only policies by name
+        super().__init__(ops, **options)
+        self._augment = TorchAugment(() if self.decode_only else self.ops)  # refuses the DALI-only policies
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def _image(self, item) -> torch.Tensor:
@@ -79,11 +67,6 @@ class TorchImageAugmenter:
         for image in self._outputs(list(encoded)):
             out.append(np.ascontiguousarray(image.numpy() if self.chw else image.permute(1, 2, 0).numpy()))
         return out
-
-    def augment_batches(self, encoded: list):
-        """Like ``augment``, ``batch_size`` images at a time as one torch tensor (see ``batch_tensor``)."""
-        for start in range(0, len(encoded), self.batch_size):
-            yield self.batch_tensor(encoded[start : start + self.batch_size])
 
     def batch_tensor(self, batch: list) -> torch.Tensor:
         """One batch as one tensor: NHWC uint8, or NCHW float32 after ``normalize`` (``chw``); on the GPU
