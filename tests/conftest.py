@@ -28,10 +28,21 @@ def pytest_configure(config):
         torch.set_num_threads(share)
 
 
+#: the longest test files (``--durations``), handed to the xdist workers first so that no long file starts last
+LONGEST_FIRST = ("test_distributed", "test_faults", "test_quantize", "test_train_cli", "test_tune", "test_text_augment",
+                 "test_text_models", "test_build", "test_balance", "test_store", "test_check_op")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need a CUDA GPU: skipped without one (``make gpu-check`` runs them on a GPU)."""
+    """The longest files first (the order within a file kept); tests marked ``gpu`` need a CUDA GPU: skipped
+    without one (``make gpu-check`` runs them on a GPU)."""
     import torch
 
+    def rank(item):
+        stem = item.path.stem
+        return LONGEST_FIRST.index(stem) if stem in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check runs these on a GPU machine)")
