@@ -353,3 +353,20 @@ def test_a_pos_tagger_when_present_restricts_synonyms(monkeypatch):
     for seed in range(30):
         out = tokenize(aug.augment("run", random.Random(seed), "sr"))
         assert " ".join(out).lower() in verbs
+
+
+def test_tfidf_substitutes_from_its_own_corpus_after_another_in_the_same_process(tmp_path):
+    """nlpaug keeps one TF-IDF model per process whatever its path: a second corpus must not be augmented with
+    the first corpus's words (this made a Ray text build differ from the local one when a forked worker held
+    an earlier model)."""
+    from augforge.augment.text import NlpaugOp, seed_everything, train_tfidf
+
+    first = ["zebra quokka narwhal axolotl pangolin", "quokka zebra okapi tapir", "narwhal okapi axolotl tapir"]
+    second = ["copper silver cobalt nickel zinc", "silver zinc iron tin lead", "cobalt iron lead nickel tin"]
+    words = {w for text in second for w in text.split()}
+    for corpus, name in ((first, "a"), (second, "b")):
+        op = NlpaugOp("tfidf", {"model_path": train_tfidf(corpus, tmp_path / name), "aug_p": 1.0, "aug_min": 5})
+    seed_everything(0)
+    out = [op.augment(text, []) for text in second for _ in range(5)]
+    assert any(o != t for o, t in zip(out, [t for t in second for _ in range(5)]))  # it substituted
+    assert {w for text in out for w in text.split()} <= words  # ...and only with the second corpus's words

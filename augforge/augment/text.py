@@ -266,6 +266,8 @@ class NlpaugOp:
             raise AugforgeError(f"nlpaug {cls} needs {exc.name}: pip install 'augforge[{extra}]'") from None
         except (FileNotFoundError, OSError, ValueError) as exc:
             raise AugforgeError(f"nlpaug {cls}: {exc}") from None
+        if self.name == "tfidf":  # nlpaug keeps one TF-IDF model per process, whatever the path: load this one
+            self._aug.model = self._aug.get_model(force_reload=True)
         if callable(getattr(self._aug, "tokenizer", None)):
             self._aug.tokenizer = _LastTextMemo(self._aug.tokenizer)
 
