@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from augforge.cli import main
-from augforge.train.int8_target import (EMULATED_CPU, EMULATOR, arithmetic, cpu_class, emulator_available, host_cpu,
-                                        plan_schemes)
+from augforge.train.int8_target import (EMULATED_CPU, EMULATOR, PROBE_INPUT, arithmetic, cpu_class,
+                                        emulator_available, host_cpu, plan_schemes)
 
 MOBILENET = {"model": "mobilenet_v3_small", "model_options": {"alpha": 0.5}, "epochs": 12, "batch_size": 32,
              "lr": 0.005, "stream": [{"op": "resize", "size": 32}]}
@@ -220,23 +220,11 @@ def test_choose_scheme_takes_the_most_agreement_and_breaks_ties_to_the_faster():
     assert choose_scheme({"u8s8": 1.0, "u8s7": 1.0, "u8u8": 1.0}) == "u8s8"
 
 
-def _dot_probe(path, weight: int, dtype):
-    """An ONNX model of one dot product, 255 x ``weight`` over 64 terms, whose argmax is 0 when ONNX Runtime
-    sums it exactly and 1 when it comes out lower (pairs saturated at +-32767 in int16)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+def _dot_probe(path, weight: int, dtype: str):
+    """``dot_probe`` written to ``path``: argmax 0 when the dot product is summed exactly, 1 when lower."""
+    from augforge.train.int8_target import dot_probe
 
-    exact = 255 * weight * 64
-    weights = numpy_helper.from_array(np.full((64, 1), weight, dtype), "w")
-    threshold = numpy_helper.from_array(np.array([[exact - 0.5]], np.float32), "t")
-    nodes = [helper.make_node("MatMulInteger", ["a", "w"], ["s"]),
-             helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
-             helper.make_node("Concat", ["f", "t"], ["y"], axis=1)]
-    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weights, threshold])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    path.write_bytes(dot_probe(weight, dtype))
     return path
 
 
@@ -246,11 +234,11 @@ def test_this_cpu_and_the_emulated_ones_add_int8_products_as_the_plan_says(tmp_p
     bound (255 x 64 and x -64) and u8u8 (255 x 255) are exact everywhere."""
     from augforge.train.int8_predict import predict
 
-    probes = {"u8s8": _dot_probe(tmp_path / "u8s8.onnx", 127, np.int8),
-              "u8s7+": _dot_probe(tmp_path / "u8s7+.onnx", 64, np.int8),
-              "u8s7-": _dot_probe(tmp_path / "u8s7-.onnx", -64, np.int8),
-              "u8u8": _dot_probe(tmp_path / "u8u8.onnx", 255, np.uint8)}
-    batch = [(np.full((1, 64), 255, np.uint8),)]
+    probes = {"u8s8": _dot_probe(tmp_path / "u8s8.onnx", 127, "int8"),
+              "u8s7+": _dot_probe(tmp_path / "u8s7+.onnx", 64, "int8"),
+              "u8s7-": _dot_probe(tmp_path / "u8s7-.onnx", -64, "int8"),
+              "u8u8": _dot_probe(tmp_path / "u8u8.onnx", 255, "uint8")}
+    batch = [(np.array([PROBE_INPUT], np.uint8),)]
 
     def expected(kind):
         return {"u8s8": [1 if kind == "saturating" else 0], "u8s7+": [0], "u8s7-": [0], "u8u8": [0]}

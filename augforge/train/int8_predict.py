@@ -39,7 +39,7 @@ def predict_here(models: dict[str, str | Path], batches: list[tuple]) -> dict[st
 
 
 def predict(models: dict[str, str | Path], batches: list[tuple], where: str = "native") -> dict[str, np.ndarray]:
-    """``predict_here`` where ``where`` is ``native``; otherwise ``where`` is an emulator's command line
+    """``predict_here`` of numpy ``batches`` where ``where`` is ``native``; otherwise ``where`` is an emulator's command line
     (``qemu-x86_64 -cpu Haswell``) that runs this Python on this module, with the batches passed as files."""
     if where == "native":
         return predict_here(models, batches)
@@ -47,8 +47,7 @@ def predict(models: dict[str, str | Path], batches: list[tuple], where: str = "n
 
     with tempfile.TemporaryDirectory(prefix="augforge-int8-") as tmp:
         folder = Path(tmp)
-        arrays = {f"b{i}_{j}": (x if isinstance(x, np.ndarray) else x.cpu().numpy())
-                  for i, inputs in enumerate(batches) for j, x in enumerate(inputs)}
+        arrays = {f"b{i}_{j}": x for i, inputs in enumerate(batches) for j, x in enumerate(inputs)}
         np.savez(folder / INPUTS, **arrays)
         spec = {"models": {name: str(path) for name, path in models.items()}, "batches": len(batches),
                 "arity": len(batches[0]) if batches else 0}

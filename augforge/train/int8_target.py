@@ -81,23 +81,40 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset()
 
 
-def measured_arithmetic() -> str:
-    """``saturating`` or ``exact``, measured: ONNX Runtime's own kernel sums 64 products of 255 x 127 here
-    (exactly 2,072,640; 1,048,544 when its int16 pairs saturate). CPUID decides the kernel, and the flags
-    in /proc/cpuinfo can differ from it (under an emulator, or a hypervisor that masks features)."""
+def dot_probe(weight: int = 127, dtype: str = "int8") -> bytes:
+    """An ONNX model (serialized) of one dot product of 64 uint8 inputs with ``weight`` (``dtype`` int8 or
+    uint8), whose output's argmax is 0 when ONNX Runtime sums it exactly and 1 when it comes out lower
+    (pairs saturated in int16). With 255 inputs and weight 127: exactly 2,072,640, saturated 1,048,544."""
     import numpy as np
-    import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = numpy_helper.from_array(np.full((64, 1), 127, np.int8), "w")
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "probe",
-                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])], [weights])
+    exact = 255 * weight * 64
+    weights = numpy_helper.from_array(np.full((64, 1), weight, np.dtype(dtype)), "w")
+    threshold = numpy_helper.from_array(np.array([[exact - 0.5]], np.float32), "t")
+    nodes = [helper.make_node("MatMulInteger", ["a", "w"], ["s"]),
+             helper.make_node("Cast", ["s"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Concat", ["f", "t"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weights, threshold])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    total = int(session.run(None, {"a": np.full((1, 64), 255, np.uint8)})[0][0, 0])
-    return "exact" if total == 255 * 127 * 64 else "saturating"
+    return model.SerializeToString()
+
+
+#: the input every ``dot_probe`` is run on
+PROBE_INPUT = (255,) * 64
+
+
+def measured_arithmetic() -> str:
+    """``saturating`` or ``exact``, measured: ONNX Runtime's own kernel runs ``dot_probe`` (255 x 127 over 64
+    terms) here. CPUID decides the kernel, and the flags in /proc/cpuinfo can differ from it (under an
+    emulator, or a hypervisor that masks features)."""
+    import numpy as np
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(dot_probe(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"a": np.array([PROBE_INPUT], np.uint8)})[0]
+    return "exact" if int(out.argmax(-1)[0]) == 0 else "saturating"
 
 
 def host_cpu() -> str:
