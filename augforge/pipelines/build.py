@@ -34,7 +34,7 @@ import pyarrow as pa
 import xxhash
 from PIL import Image
 
-from augforge.augment.backend import image_augmenter
+from augforge.augment.backend import backend_version, image_augmenter
 from augforge.augment.image import OPS_VERSION, check_op_list, op_dicts, resolve_device
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
@@ -412,8 +412,6 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
         if skip < n_train:
             yield from train.rows(skip)
         yield from _passthrough(source, other_positions, other_splits, max(skip - n_train, 0), train.lossless)
-
-    from augforge.augment.backend import backend_version
 
     parts = content_parts(source, splits, imbalance, recipe.seed, recipe.output.shard_rows, recipe.output.shard_mb,
                           job="build", recipe=recipe.fingerprint_parts(), images=backend_version(),
