@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from augforge.errors import AugforgeError
 from augforge.recipe import load_recipe, parse_recipe
 from augforge.train.ablate import run_ablation
 from augforge.train.arms import REMOVE, apply_changes, build_arms
+from cli_process import start_cli
 
 
 def test_the_arms_of_the_digits_example():
@@ -127,13 +127,6 @@ def test_the_html_page_in_a_browser(features, tmp_path):
     assert hurts > 50
 
 
-SCRIPT = """
-import sys
-from augforge.cli import main
-sys.exit(main(["ablate", sys.argv[1], "--out", sys.argv[2], "--seeds", "5", "--arms", "zero=train.lr:0",
-               "half=train.lr:0.005"]))
-"""
-
 
 def _strip(report):
     """The report without what depends on the clock."""
@@ -151,7 +144,8 @@ def test_resume_after_kill_9_repeats_no_finished_run(features, tmp_path):
     full = tmp_path / "full"
     run_ablation(recipe, full, seeds=5, overrides=["zero=train.lr:0", "half=train.lr:0.005"], log=lambda _: None)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(recipe.file), str(out)], stdout=subprocess.DEVNULL)
+    proc = start_cli(["ablate", str(recipe.file), "--out", str(out), "--seeds", "5", "--arms", "zero=train.lr:0",
+                      "half=train.lr:0.005"])
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("runs/*/*/run.json"))) < 4:
         time.sleep(0.05)

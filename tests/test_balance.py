@@ -1,8 +1,6 @@
 """`augforge balance`: resampled train splits in the shard store, with provenance, from Python and the CLI."""
 
 import json
-import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
@@ -18,6 +16,7 @@ from augforge.datasets import open_dataset, open_source
 from augforge.datasets.manifest import MANIFEST
 from augforge.datasets.splits import SplitSpec
 from augforge.errors import AugforgeError
+from cli_process import start_cli
 from conftest import kill_9_after_shards
 
 
@@ -135,13 +134,6 @@ def test_val_and_test_pass_through(digits_parquet, tmp_path):
         assert not b.to_polars()["synthetic"].any()
 
 
-BALANCE_SCRIPT = """
-import sys
-from augforge.cli import main
-sys.exit(main(["balance", sys.argv[1], sys.argv[2], "--strategy", "smote:0.5,under:0.9", "--shard-rows", "2000",
-               "--test-split", "0.1", "-q"]))
-"""
-
 
 def test_kill_9_mid_balance_then_resume_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(0)
@@ -149,7 +141,8 @@ def test_kill_9_mid_balance_then_resume_equals_uninterrupted(tmp_path):
     X = np.concatenate([rng.normal(0, 1, (n_major, 16)), rng.normal(1.5, 1, (n_minor, 16))])
     y = np.r_[np.zeros(n_major, int), np.ones(n_minor, int)]
     src = _table(tmp_path / "big.parquet", X, y)
-    run = lambda out: subprocess.Popen([sys.executable, "-c", BALANCE_SCRIPT, str(src), str(out)])  # noqa: E731
+    run = lambda out: start_cli(["balance", str(src), str(out), "--strategy", "smote:0.5,under:0.9",  # noqa: E731
+                                 "--shard-rows", "2000", "--test-split", "0.1", "-q"])
     full = tmp_path / "full"
     assert run(full).wait(timeout=300) == 0
 

@@ -2,8 +2,6 @@
 
 import io
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from augforge.datasets.manifest import MANIFEST
 from augforge.pipelines.build import build
 from augforge.pipelines.preview import GAP, LABEL_HEIGHT, preview
 from augforge.recipe import load_recipe, parse_recipe
+from cli_process import start_cli
 from conftest import kill_9_after_shards, make_image_folder
 
 DIGITS = {
@@ -99,17 +98,11 @@ def test_refuses_to_clobber_and_is_idempotent(digits_build, tmp_path, capsys):
     assert "pass --overwrite" in capsys.readouterr().err
 
 
-BUILD_SCRIPT = """
-import sys
-from augforge.cli import main
-sys.exit(main(["build", sys.argv[1], "--out", sys.argv[2], "-q"]))
-"""
-
 
 def test_kill_9_mid_build_then_resume_equals_uninterrupted(tmp_path):
     data = {**DIGITS, "augment": {**DIGITS["augment"], "copies": 7}, "output": {"format": "png", "shard_rows": 100}}
     recipe = write_recipe(tmp_path / "r.yaml", data)
-    run = lambda out: subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(recipe), str(out)])  # noqa: E731
+    run = lambda out: start_cli(["build", str(recipe), "--out", str(out), "-q"])  # noqa: E731
     full = tmp_path / "full"
     assert run(full).wait(timeout=300) == 0
     killed = tmp_path / "killed"

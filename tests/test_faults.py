@@ -26,6 +26,7 @@ from augforge.cli import main
 from augforge.datasets.manifest import LOCK, MANIFEST, PROGRESS
 from augforge.errors import AugforgeError
 from augforge.recipe import parse_recipe
+from cli_process import run_cli
 
 RECIPE = {
     "seed": 0,
@@ -47,9 +48,13 @@ def job_argv(job: str, out: Path, recipe: Path) -> list[str]:
 
 
 def cli(argv: list[str], fault: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """``augforge ARGV`` in a process of its own, killed at ``fault`` when given. Forked from a server that has
+    the imports done (``cli_process``), unless ``kwargs`` ask for a subprocess (``preexec_fn``)."""
     env = {k: v for k, v in os.environ.items() if k != "AUGFORGE_FAULT"}
     if fault:
         env["AUGFORGE_FAULT"] = fault
+    if not kwargs:
+        return run_cli(argv, env)
     return subprocess.run([sys.executable, "-m", "augforge.cli", *argv], env=env, capture_output=True, text=True,
                           timeout=600, **kwargs)
 

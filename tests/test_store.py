@@ -1,8 +1,6 @@
 """The shard store: writer, reader, manifest, checksums, atomicity and resume after kill -9."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
@@ -18,6 +16,7 @@ from augforge.datasets.manifest import MANIFEST, PROGRESS
 from augforge.datasets.schema import dataset_schema
 from augforge.datasets.writer import DatasetWriter
 from augforge.errors import AugforgeError
+from cli_process import start_cli
 from conftest import kill_9_after_shards
 
 
@@ -169,12 +168,6 @@ def test_failed_ingest_leaves_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-INGEST_SCRIPT = """
-import sys
-from augforge.cli import main
-sys.exit(main(["ingest", sys.argv[1], sys.argv[2], "--shard-rows", "2000", "--test-split", "0.1", "-q"]))
-"""
-
 
 def test_kill_9_mid_ingest_then_resume_equals_uninterrupted(tmp_path):
     rng = np.random.default_rng(0)
@@ -183,7 +176,8 @@ def test_kill_9_mid_ingest_then_resume_equals_uninterrupted(tmp_path):
     table = table.with_columns(pl.Series("label", rng.integers(0, 5, n)))
     src = tmp_path / "big.parquet"
     table.write_parquet(src)
-    run = lambda out: subprocess.Popen([sys.executable, "-c", INGEST_SCRIPT, str(src), str(out)])  # noqa: E731
+    run = lambda out: start_cli(["ingest", str(src), str(out), "--shard-rows", "2000", "--test-split", "0.1",  # noqa: E731
+                                 "-q"])
 
     full = tmp_path / "full"
     assert run(full).wait(timeout=300) == 0

@@ -3,8 +3,6 @@ local-model ops with tiny models built here, and text builds (determinism, resum
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from augforge.datasets import open_dataset
 from augforge.datasets.manifest import MANIFEST
 from augforge.errors import AugforgeError
 from augforge.recipe import parse_recipe
+from cli_process import start_cli
 from conftest import kill_9_after_shards
 
 WORDNET = Path("/usr/share/wordnet")
@@ -283,9 +282,7 @@ def test_text_build_is_balanced_deterministic_and_keeps_test_texts(tmp_path, cap
 def test_kill_9_mid_text_build_then_resume(tmp_path):
     data = {**TEXT_RECIPE, "augment": {**TEXT_RECIPE["augment"], "copies": 12}, "output": {"shard_rows": 10}}
     recipe = _recipe(tmp_path, data)
-    script = ("import sys\nfrom augforge.cli import main\n"
-              "sys.exit(main(['build', sys.argv[1], '--out', sys.argv[2], '-q']))")
-    run = lambda out: subprocess.Popen([sys.executable, "-c", script, str(recipe), str(out)])  # noqa: E731
+    run = lambda out: start_cli(["build", str(recipe), "--out", str(out), "-q"])  # noqa: E731
     full = tmp_path / "full"
     assert run(full).wait(timeout=300) == 0
     killed = tmp_path / "killed"

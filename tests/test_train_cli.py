@@ -13,6 +13,7 @@ import yaml
 
 from augforge.cli import main
 from augforge.train.run import load_checkpoint
+from cli_process import start_cli
 
 RECIPE = {
     "seed": 0,
@@ -55,19 +56,12 @@ def test_train_writes_a_run_directory_and_evaluate_agrees(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
 
 
-SCRIPT = """
-import sys
-from augforge.cli import main
-sys.exit(main(["train", sys.argv[1], "--run-dir", sys.argv[2], "--data", sys.argv[3]] + sys.argv[4:]))
-"""
-
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     data = {**RECIPE, "train": {**RECIPE["train"], "epochs": 4, "swa_start": None}}
     recipe = write(tmp_path, data)
-    run = lambda out, *extra: subprocess.Popen(  # noqa: E731
-        [sys.executable, "-c", SCRIPT, str(recipe), str(out), str(tmp_path / "data"), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = lambda out, *extra: start_cli(  # noqa: E731
+        ["train", str(recipe), "--run-dir", str(out), "--data", str(tmp_path / "data"), *extra])
     assert run(tmp_path / "full").wait(timeout=300) == 0
     proc = run(tmp_path / "killed")
     metrics = tmp_path / "killed" / "metrics.jsonl"
