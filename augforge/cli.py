@@ -97,7 +97,7 @@ def _specs(args: argparse.Namespace):
 
 def _engine(args: argparse.Namespace):
     """The --engine, --address, --workers and --gpus-per-worker options as an EngineSpec."""
-    from augforge.pipelines.engine import EngineSpec
+    from augforge.engine import EngineSpec
 
     workers = args.workers if args.engine == "ray" else None
     return EngineSpec(args.engine, args.address, workers, args.gpus_per_worker)
@@ -496,7 +496,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from augforge.train import models
+    from augforge import models
 
     out = Console()
     if args.name is None:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from augforge.pipelines.build import CHUNK_ROWS, build
-from augforge.pipelines.engine import EngineSpec, RayEngine
+from augforge.engine import EngineSpec, RayEngine
 from augforge.recipe import parse_recipe
 
 

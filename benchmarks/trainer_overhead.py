@@ -22,7 +22,7 @@ import torch
 
 from augforge.device import choose_device
 from augforge.train.loop import TrainConfig, Trainer
-from augforge.train.models import create
+from augforge.models import create
 
 
 def batches(n: int, device: torch.device, seed: int = 0):

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from augforge.augment.image import OPS, ImageAugmenter
+from augforge.augment.image import ImageAugmenter
+from augforge.augment.image_ops import OPS
 from augforge.augment.torch_ops import NEEDS_DALI, TorchAugment
 from augforge.augment.torch_pipeline import TorchImageAugmenter
 from augforge.errors import AugforgeError
@@ -81,7 +82,7 @@ def test_the_check_covers_every_op():
 
 
 def test_normalize_with_p_below_one_is_refused():
-    from augforge.augment.image import check_op_list
+    from augforge.augment.image_ops import check_op_list
     from augforge.recipe import RecipeError
 
     with pytest.raises(RecipeError, match=r"ops\[0\]\.p: normalize sets the output format"):

@@ -20,7 +20,7 @@ from augforge.datasets.manifest import MANIFEST
 from augforge.errors import AugforgeError
 from augforge.datasets.ingest import READ_BATCH_ROWS
 from augforge.pipelines.build import CHUNK_ROWS, build
-from augforge.pipelines.engine import EngineSpec
+from augforge.engine import EngineSpec
 from augforge.recipe import load_recipe, parse_recipe
 from conftest import make_image_folder
 
@@ -211,7 +211,7 @@ def test_ingest_on_ray_checks_an_image_folder_like_the_local_engine(tmp_path, sa
     folder = make_image_folder(tmp_path / "photos", sample_images, per_class=(14, 8), size=24)
     (folder / "china" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
     ingest(open_source(folder), tmp_path / "local", splits=_splits())
-    from augforge.pipelines.engine import RayEngine
+    from augforge.engine import RayEngine
 
     mapped = []
     original = RayEngine.map_ordered

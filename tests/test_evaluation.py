@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from augforge.augment.image import DETERMINISTIC, OPS, REQUIRED, evaluation_ops
+from augforge.augment.image_ops import DETERMINISTIC, OPS, evaluation_ops
+from augforge.augment.ops import REQUIRED
 from augforge.cli import main
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError

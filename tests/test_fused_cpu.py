@@ -11,7 +11,7 @@ from PIL import Image
 
 from augforge.augment import fused_cpu
 from augforge.augment.fused_cpu import PARAM_LAYOUT, identity_params, resample, taps
-from augforge.augment.image import ImageAugmenter, _fused_run
+from augforge.augment.image import ImageAugmenter, fused_run
 from test_image_augment import ops, run
 
 
@@ -117,21 +117,21 @@ def test_uint8_output_is_the_rounded_float(photo):
 def test_which_runs_the_kernel_takes():
     chain = ops({"op": "resize", "size": 32}, {"op": "hflip", "p": 0.5}, {"op": "color", "brightness": [0.5, 1.5]},
                 {"op": "normalize"})
-    assert _fused_run(list(chain), 0, None) == 4
+    assert fused_run(list(chain), 0, None) == 4
     owed = ((32, 32), True)  # a resize owed by the decoder's crop: a second resize starts a new run
-    assert _fused_run(list(chain), 0, owed) == 0 and _fused_run(list(chain), 1, owed) == 3
-    assert _fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, None) is None  # flips alone stay DALI's
-    assert _fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, owed) == 2
+    assert fused_run(list(chain), 0, owed) == 0 and fused_run(list(chain), 1, owed) == 3
+    assert fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, None) is None  # flips alone stay DALI's
+    assert fused_run(list(ops({"op": "hflip"}, {"op": "vflip"})), 0, owed) == 2
     # the owed resize is the kernel's whatever follows it, and at the end of the op list too
-    assert _fused_run(list(ops({"op": "rotate", "degrees": 10})), 0, owed) == 0
-    assert _fused_run([], 0, owed) == 0 and _fused_run([], 0, None) is None
+    assert fused_run(list(ops({"op": "rotate", "degrees": 10})), 0, owed) == 0
+    assert fused_run([], 0, owed) == 0 and fused_run([], 0, None) is None
     colours = list(ops({"op": "color", "brightness": 1.2}, {"op": "color", "contrast": 0.8}))
-    assert _fused_run(colours, 0, None) == 1  # one colour map per pass
+    assert fused_run(colours, 0, None) == 1  # one colour map per pass
     mixed = list(ops({"op": "resize", "size": 40}, {"op": "rotate", "degrees": 10}, {"op": "resize", "size": 32},
                      {"op": "vflip"}))
-    assert _fused_run(mixed, 0, None) == 1 and _fused_run(mixed, 1, None) is None and _fused_run(mixed, 2, None) == 2
-    assert _fused_run(list(ops({"op": "resize", "size": 40, "keep_aspect": True})), 0, None) is None
-    assert _fused_run(list(ops({"op": "resize", "size": 40, "p": 0.5})), 0, None) is None
+    assert fused_run(mixed, 0, None) == 1 and fused_run(mixed, 1, None) is None and fused_run(mixed, 2, None) == 2
+    assert fused_run(list(ops({"op": "resize", "size": 40, "keep_aspect": True})), 0, None) is None
+    assert fused_run(list(ops({"op": "resize", "size": 40, "p": 0.5})), 0, None) is None
 
 
 @pytest.mark.parametrize("entries, atol", [
@@ -157,7 +157,7 @@ def test_per_sample_coins_pick_each_image_its_own_flip_and_colour(photo):
     colour = {"brightness": 1.3, "contrast": 0.7, "saturation": 0.5, "hue": 40.0}
     outs = run([{"op": "resize", "size": [40, 56]}, {"op": "hflip", "p": 0.5}, {"op": "color", "p": 0.5, **colour}],
                encoded, n=48, seed=11)
-    from augforge.augment.image import colour_matrix
+    from augforge.augment.colour import colour_matrix
 
     M, T = colour_matrix(**colour)
     variants = {}

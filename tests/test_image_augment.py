@@ -7,7 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from augforge.augment.image import OPS, REQUIRED, ImageAugmenter, check_op, check_op_list, resolve_device
+from augforge.augment.image import ImageAugmenter, resolve_device
+from augforge.augment.image_ops import OPS, check_op_list
+from augforge.augment.image_ops import check_image_op as check_op
+from augforge.augment.ops import REQUIRED
 from augforge.recipe import Checker, RecipeError, parse_recipe
 
 
@@ -169,7 +172,7 @@ def test_gpu_pipeline_matches_the_cpu_geometry(photo):
 
 
 def test_colour_matrix_algebra():
-    from augforge.augment.image import colour_matrix
+    from augforge.augment.colour import colour_matrix
 
     M, T = colour_matrix(1.0, 1.0, 1.0, 0.0)
     np.testing.assert_allclose(M, np.eye(3), atol=1e-12)
@@ -187,7 +190,7 @@ def test_colour_matrix_algebra():
 @pytest.mark.parametrize("params", [dict(brightness=1.3, contrast=0.8, saturation=0.4, hue=25.0),
                                     dict(brightness=0.7, contrast=1.2, saturation=1.5, hue=-40.0)])
 def test_colour_op_equals_the_numpy_reference(photo, params):
-    from augforge.augment.image import colour_matrix
+    from augforge.augment.colour import colour_matrix
 
     pixels, encoded = photo
     M, T = colour_matrix(**params)

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from augforge.errors import AugforgeError
-from augforge.train.models import TransformerBlock2d, available, create, summary
-from augforge.train.models.attention import sincos_2d
-from augforge.train.models.summary import example_inputs
+from augforge.models import TransformerBlock2d, available, create, summary
+from augforge.models.attention import sincos_2d
+from augforge.models.summary import example_inputs
 
 IMAGE_MODELS = ["simple_cnn", "mobilenet_v3_small", "mobilenet_v3_large"]
 

@@ -107,7 +107,7 @@ def _keeps_mobilenet_blocks_in_float(capsys, run, scheme: str):
     import onnx
     import torch
 
-    from augforge.train.models import create
+    from augforge.models import create
     from augforge.train.quantize import float_nodes
 
     code, result, _ = _quantize(capsys, run, "--keep-float", "depthwise", "hardswish,se", "--scheme", scheme)

@@ -244,7 +244,7 @@ def test_features_and_text(tmp_path, digits_table, text_csv):
 
 
 def test_a_five_line_loop_trains_a_model(built):
-    from augforge.train.models import create
+    from augforge.models import create
 
     png, _ = built
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from augforge.errors import AugforgeError
 from augforge.pipelines.stream import balanced_order, open_loader
 from augforge.pipelines.text_encoding import (HashedEncoder, encoder_from_spec, fit_encoder, train_tokenizer,
                                               truncate_ids)
-from augforge.train.config import TextOptions
+from augforge.recipe.train import TextOptions
 from augforge.train.losses import balanced_class_weights, cross_entropy_sum
 from augforge.train.run import load_checkpoint
 

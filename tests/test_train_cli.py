@@ -90,7 +90,7 @@ def test_lr_find_sweeps_suggests_and_plots(tmp_path, capsys):
 
     from augforge.train.loop import TrainConfig
     from augforge.train.lr_find import lr_find
-    from augforge.train.models import create
+    from augforge.models import create
 
     recipe = write(tmp_path, RECIPE)
     png = tmp_path / "lr.png"

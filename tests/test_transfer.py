@@ -6,8 +6,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from augforge.errors import AugforgeError
-from augforge.train.models import (create, freeze_backbone, load_weights, param_groups, read_state_dict, save_weights)
-from augforge.train.models.transfer import FrozenBatchNorm
+from augforge.models import (create, freeze_backbone, load_weights, param_groups, read_state_dict, save_weights)
+from augforge.models.transfer import FrozenBatchNorm
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from nvidia.dali.pipeline import do_not_convert
 
+from augforge.augment.colour import colour_map, normalize_affine
+
 #: flags in the per-image parameter vector (1.0: on)
 HFLIP, VFLIP, ANTIALIAS = 18, 19, 20
 #: layout of the per-image parameter vector: colour matrix M (row-major) and offset T, normalize scale S and
@@ -231,10 +233,9 @@ def _xor(a, b):
 
 @do_not_convert  # builds nodes, never branches on one: AutoGraph need not convert it (nor what it calls)
 def fused_pass(fn, types, img, run: list, resize, ctx):
-    """``run`` (image ops, see ``image._fused_run``) and a resize owed by the decoder, ((h, w), antialias) or
+    """``run`` (image ops, see ``image.fused_run``) and a resize owed by the decoder, ((h, w), antialias) or
     None, as one pass of the kernel over ``img``. Each image's parameter vector (``PARAM_LAYOUT``) is drawn
     here, by the DALI graph: colour draws, coins for flips and for ``color`` with p < 1."""
-    from augforge.augment.image import _colour_map, _normalize_affine
 
     size, antialias = resize if resize is not None else (None, True)
     M, T = np.eye(3).ravel(), np.zeros(3)
@@ -248,14 +249,14 @@ def fused_pass(fn, types, img, run: list, resize, ctx):
             coin = 1.0 if op.p >= 1.0 else _float_coin(fn, types, op.p)
             flags[op.name] = _xor(flags[op.name], coin)
         elif op.name == "color":
-            M, T = _colour_map(fn, types, op.params)
+            M, T = colour_map(fn, types, op.params)
             M = M.ravel() if isinstance(M, np.ndarray) else fn.reshape(M, shape=[9])
             if op.p < 1.0:  # the identity where the coin says no
                 coin = _float_coin(fn, types, op.p)
                 eye = _constant(fn, types, np.eye(3).ravel())
                 M, T = (_constant(fn, types, M) - eye) * coin + eye, _constant(fn, types, T) * coin
         elif op.name == "normalize":
-            scale, shift = _normalize_affine(op.params, ctx.channels)
+            scale, shift = normalize_affine(op.params, ctx.channels)
             S[: len(scale)], U[: len(shift)] = scale, shift
             float_output = True
     pieces = [M, T, S, U, flags["hflip"], flags["vflip"], float(antialias)]

@@ -25,8 +25,9 @@ from typing import Callable
 
 import numpy as np
 
+from augforge.augment.text_models import model_op
 from augforge.augment.wordnet import synonyms, wordnet_pos
-from augforge.augment.words import Words, is_number, is_word, respace, tokenize
+from augforge.augment.words import Words, is_number, is_word, match_case, respace, tokenize
 from augforge.errors import AugforgeError
 
 EDA_TECHNIQUES = ("sr", "ri", "rs", "rd")
@@ -74,15 +75,6 @@ class Protect:
             return []
         toks = tokenize(text)
         return [t for t, m in zip(toks, self.mask(toks)) if m]
-
-
-def match_case(word: str, like: str) -> str:
-    """``word`` in the case pattern of ``like`` (UPPER, Title or lower)."""
-    if like.isupper() and len(like) > 1:
-        return word.upper()
-    if like[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
 
 
 @dataclass
@@ -357,8 +349,6 @@ def build_text_augmenter(specs, protect: Protect, min_words: int, corpus: list[s
             ops.append((spec.name, spec.p, lambda text, rng, _, a=eda_op: a.augment(text, rng)))
             continue
         if spec.name in ("back_translation", "contextual"):
-            from augforge.augment.text_models import model_op
-
             ops.append((spec.name, spec.p, model_op(spec.name, params, spec.where)))
             continue
         if spec.name == "tfidf":

@@ -12,6 +12,7 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
+from augforge.augment.words import Words, is_word, match_case
 from augforge.errors import AugforgeError
 
 
@@ -67,9 +68,6 @@ def contextual(text: str, tokenizer, model, rng: random.Random, protected: list[
                top_k: int = 5) -> str:
     """Replace a share ``aug_p`` of the unprotected words, each by one of the masked LM's ``top_k`` guesses."""
     import torch
-
-    from augforge.augment.text import match_case
-    from augforge.augment.words import Words, is_word
 
     if tokenizer.mask_token is None:
         raise AugforgeError("contextual: the tokenizer has no mask token; use a masked language model")

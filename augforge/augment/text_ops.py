@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from augforge.augment.image import REQUIRED, OpDef, Param
+from augforge.augment.ops import REQUIRED, OpDef, Param
 
 
 def _prob(default: float) -> Param:

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from augforge.augment.image import colour_matrix
+from augforge.augment.colour import colour_matrix
 from augforge.errors import AugforgeError
 
 NEEDS_DALI = ("auto_augment", "rand_augment", "trivial_augment")

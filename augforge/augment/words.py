@@ -202,3 +202,12 @@ def surface(text: str) -> str:
     if text.isascii():
         return text.translate(_ASCII_PUNCT_OR_SPACE)
     return _PUNCT_OR_SPACE.sub("", text)
+
+
+def match_case(word: str, like: str) -> str:
+    """``word`` in the case pattern of ``like`` (UPPER, Title or lower)."""
+    if like.isupper() and len(like) > 1:
+        return word.upper()
+    if like[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word

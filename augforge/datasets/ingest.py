@@ -18,7 +18,9 @@ from augforge.datasets.plan import RowPlan, plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.datasets.writer import DISK_FULL, AlreadyComplete, DatasetWriter
+from augforge.engine import open_engine
 from augforge.errors import AugforgeError
+from augforge.paths import resolved
 
 READ_BATCH_ROWS = 1024
 
@@ -43,8 +45,6 @@ def content_parts(source: Source, splits: SplitSpec, imbalance: ImbalanceSpec, s
                   shard_mb: float | None, **job) -> dict:
     """What determines a written dataset's content (hashed into its fingerprint); ``job`` adds the job's own.
     The source's location is resolved: another spelling of the same path makes the same dataset."""
-    from augforge.recipe import resolved
-
     described = source.describe()
     described["location"] = resolved(described["location"])
     return {**job, "source": described, "splits": asdict(splits), "imbalance": asdict(imbalance),
@@ -152,10 +152,8 @@ def ingest(
     """Write ``source`` to the dataset directory ``out``, split and optionally made imbalanced.
 
     Deterministic for a seed and resumable (see ``write_dataset``). ``engine`` (an
-    ``augforge.pipelines.engine.EngineSpec``) checks an image folder's files on Ray; the output is the same.
+    ``augforge.engine.EngineSpec``) checks an image folder's files on Ray; the output is the same.
     """
-    from augforge.pipelines.engine import open_engine
-
     with open_engine(engine) as runner:
         if runner is not None:
             if not hasattr(source, "engine"):

@@ -35,7 +35,9 @@ import xxhash
 from PIL import Image
 
 from augforge.augment.backend import backend_version, image_augmenter
-from augforge.augment.image import OPS_VERSION, check_op_list, op_dicts, resolve_device
+from augforge.augment.image import resolve_device
+from augforge.augment.image_ops import OPS_VERSION, check_op_list
+from augforge.augment.ops import op_dicts
 from augforge.balance.apply import AUG_PREFIX, BalancePlan, plan_balance
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, fingerprint, manifest_meta, \
@@ -46,7 +48,8 @@ from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.datasets.writer import complete_manifest
 from augforge.errors import AugforgeError
-from augforge.recipe import Recipe, RecipeError
+from augforge.checks import RecipeError
+from augforge.recipe import Recipe
 
 #: Output rows per augmentation chunk (one seeded DALI pipeline each).
 CHUNK_ROWS = 2048
@@ -353,9 +356,9 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
           on_stage: Callable[[str], None] | None = None, on_rows: Callable[[int], None] | None = None,
           on_total: Callable[[int], None] | None = None, engine=None) -> BuildResult:
     """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir).
-    ``engine`` (an ``augforge.pipelines.engine.EngineSpec``) runs the augmentation on Ray instead of here;
+    ``engine`` (an ``augforge.engine.EngineSpec``) runs the augmentation on Ray instead of here;
     the output is the same bytes."""
-    from augforge.pipelines.engine import open_engine
+    from augforge.engine import open_engine
 
     with open_engine(engine) as runner:
         result = _build(recipe, out, workers=workers, overwrite=overwrite, on_stage=on_stage, on_rows=on_rows,

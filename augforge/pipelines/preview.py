@@ -9,13 +9,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from augforge.augment.backend import image_augmenter
-from augforge.augment.image import check_op_list
+from augforge.augment.image_ops import check_op_list
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
 from augforge.datasets.plan import plan_rows
 from augforge.errors import AugforgeError
 from augforge.pipelines.build import recipe_source, recipe_splits
-from augforge.recipe import Recipe, RecipeError
+from augforge.checks import RecipeError
+from augforge.recipe import Recipe
 
 #: Cells are at least this many pixels on a side (small images are scaled up, nearest neighbour).
 MIN_CELL = 96

@@ -50,12 +50,17 @@ import torch
 import xxhash
 
 from augforge.augment.backend import image_augmenter
-from augforge.augment.image import check_op, check_op_list, evaluation_ops, op_dicts
+from augforge.augment.image_ops import check_image_op, check_op_list, evaluation_ops
 from augforge.augment.mix import MixConfig, mix_batch
+from augforge.augment.ops import OpSpec, op_dicts
+from augforge.checks import Checker
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.device import choose_device
 from augforge.errors import AugforgeError
+from augforge.pipelines.text_encoding import encoder_from_spec, fit_encoder
+from augforge.recipe import Recipe, load_recipe
+from augforge.recipe.train import TextOptions
 
 LAST = ("keep", "drop", "pad")
 _DONE = object()
@@ -110,8 +115,6 @@ def resolve_ops(recipe, ops, info: dict, augment: bool = True, color: str | None
     own = "gray" if info.get("channels") == 1 else "rgb"
     resolved: tuple = ()
     if recipe is not None:
-        from augforge.recipe import Recipe, load_recipe
-
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         resolved, own = recipe.train_ops, recipe.augment.color
     elif ops:
@@ -124,10 +127,8 @@ def resolve_ops(recipe, ops, info: dict, augment: bool = True, color: str | None
 def parse_ops(ops, file: str) -> tuple:
     """Op mappings (``[{op: ..., p: ..., <params>}]``) validated as a recipe's augment.image list (ops already
     validated pass as they are)."""
-    from augforge.recipe import Checker, ImageOpSpec
-
     checker = Checker(file)
-    return tuple(op if isinstance(op, ImageOpSpec) else check_op(checker, op, f"{file}[{i}]")
+    return tuple(op if isinstance(op, OpSpec) else check_image_op(checker, op, f"{file}[{i}]")
                  for i, op in enumerate(ops))
 
 
@@ -149,9 +150,6 @@ def _text_encoder(text, dataset_dir):
     """The loader's text encoder: ``text`` itself (an encoder), one restored from a checkpoint's spec (a
     dict), or one made from ``TextOptions`` (default: fastText's hashed n-grams), trained on the train
     split's texts where it learns."""
-    from augforge.pipelines.text_encoding import encoder_from_spec, fit_encoder
-    from augforge.train.config import TextOptions
-
     if isinstance(text, dict):
         return encoder_from_spec(text)
     if text is not None and not isinstance(text, TextOptions):

@@ -29,7 +29,7 @@ import torch
 import xxhash
 
 from augforge.errors import AugforgeError
-from augforge.train.config import TEXT_TOKENIZERS, TextOptions
+from augforge.recipe.train import TEXT_TOKENIZERS, TextOptions
 
 TOKENIZERS = ("bpe", "wordpiece", "word")
 KINDS = TEXT_TOKENIZERS
@@ -202,7 +202,7 @@ class PretrainedEncoder(TokenizerEncoder):
         from tokenizers import Tokenizer
 
         if tokenizer_json is None:
-            from augforge.train.models.text_encoder import local_tokenizer
+            from augforge.models.text_encoder import local_tokenizer
 
             tokenizer_json = local_tokenizer(options.path)
         tokenizer = Tokenizer.from_str(tokenizer_json)

@@ -1,1 +1,1 @@
-"""Training: models (this package's `models`), and later schedules, regularizers and the loop."""
+"""Training: the loop, runs (checkpoint, data, restore), ablations, tuning, export and int8 quantization."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from augforge.augment.image_ops import DETERMINISTIC
 from augforge.errors import AugforgeError
 
 #: a change that removes the key (the recipe's default applies)
@@ -90,8 +91,7 @@ def parse_override(text: str) -> tuple[str, str, object]:
 
 def technique_arms(recipe) -> list[Arm]:
     """One leave-one-out arm per technique the recipe turns on (see docs/ablation.md for the list)."""
-    from augforge.augment.image import DETERMINISTIC
-    from augforge.train.models import model_options
+    from augforge.models import model_options
 
     arms: list[Arm] = []
     aug, train, run, raw = recipe.augment, recipe.train, recipe.run, recipe.data

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, up
 
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError
-from augforge.train.config import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
+from augforge.recipe.train import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
 from augforge.train.losses import binary_cross_entropy_sum, cross_entropy_sum, weight_penalty
 from augforge.train.metrics import classification_metrics
 from augforge.train.optim import build_optimizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from augforge.errors import AugforgeError
-from augforge.train.config import OPTIMIZERS
+from augforge.recipe.train import OPTIMIZERS
 
 
 

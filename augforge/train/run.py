@@ -23,8 +23,10 @@ import torch
 from augforge.atomic import atomic_path, write_json
 from augforge.device import Device, choose_device, cuda_available
 from augforge.errors import AugforgeError
+from augforge.augment.image_ops import DETERMINISTIC
+from augforge.augment.ops import op_dicts
 from augforge.recipe import Recipe
-from augforge.train.config import RunSpec, TrainConfig
+from augforge.recipe.train import RunSpec, TrainConfig
 from augforge.train.loop import Trainer, evaluate
 
 INPUT_BOUND_WARNING = 0.10
@@ -86,7 +88,6 @@ def training_settings(recipe: Recipe) -> dict:
     """Every setting of the ``train:`` section that shapes training, keyed ``train.<key>`` (JSON values); a
     checkpoint stores them, and a resume under other settings is refused naming the keys that differ.
     Settings that only change logging (tensorboard, log_every) and the device and threads are left out."""
-    from augforge.augment.image import op_dicts
 
     run = {k: v for k, v in asdict(recipe.run).items() if k not in ("tensorboard", "log_every", "device", "threads")}
     run["stream"] = op_dicts(recipe.train_ops)
@@ -100,7 +101,7 @@ def _keyed(settings: dict) -> dict:
 
 def _default_settings() -> dict:
     """The training settings of an empty recipe, keyed as ``training_settings`` keys them."""
-    from augforge.train.config import RunSpec, TrainConfig
+    from augforge.recipe.train import RunSpec, TrainConfig
 
     return _keyed({**asdict(TrainConfig()), **asdict(RunSpec())})
 
@@ -306,14 +307,14 @@ def text_encoder(run: RunSpec, data: Path):
 
     from augforge.datasets.reader import Dataset
     from augforge.pipelines.text_encoding import fit_encoder
-    from augforge.train.models import model_options
+    from augforge.models import model_options
 
     defaults = {**model_options(run.model), **run.model_options}
     options = run.text
     if isinstance(defaults.get("max_len"), int):
         options = replace(options, max_tokens=min(options.max_tokens, defaults["max_len"]))
     if run.model == "text_encoder":
-        from augforge.train.models.text_encoder import local_config
+        from augforge.models.text_encoder import local_config
 
         limit = local_config(defaults.get("path")).get("max_position_embeddings")
         options = replace(options, path=str(defaults.get("path") or ""),
@@ -360,7 +361,6 @@ def input_bound_hint(device: Device, requested: str, threads: int, loader) -> st
     if not device.is_cuda and cuda_available() and loader.payload == "image":
         return (f"a GPU is present but train.device is {requested}; set train.device: auto to decode and "
                 "augment there")
-    from augforge.augment.image import DETERMINISTIC
 
     random_ops = [op.name for op in loader.ops if op.name not in DETERMINISTIC or op.p < 1.0]
     tips = []
@@ -463,7 +463,7 @@ def _data(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
 def _arch(run: RunSpec, manifest: dict, config: TrainConfig, encoder=None) -> dict:
     """What rebuilds the model: name, options, classes, input channels (or features), binary head. A text
     model's ``vocab_size`` and ``pad_id`` are its encoder's."""
-    from augforge.train.models import model_options
+    from augforge.models import model_options
 
     info = manifest.get("payload_info") or {}
     in_channels = len(info.get("feature_names") or ()) if manifest.get("payload") == "features" else \
@@ -474,7 +474,7 @@ def _arch(run: RunSpec, manifest: dict, config: TrainConfig, encoder=None) -> di
         options.update({k: v for k, v in (("vocab_size", encoder.vocab_size), ("pad_id", encoder.pad_id))
                         if k in known})
     if run.model == "text_encoder":  # the architecture travels with the weights: evaluation needs no directory
-        from augforge.train.models.text_encoder import local_config
+        from augforge.models.text_encoder import local_config
 
         options["config"] = local_config(options.get("path"))
     return {"name": run.model, "options": options, "num_classes": len(manifest["class_names"]),
@@ -485,7 +485,7 @@ def _arch(run: RunSpec, manifest: dict, config: TrainConfig, encoder=None) -> di
 def model_from(arch: dict, pretrained: bool = False) -> torch.nn.Module:
     """A fresh model as ``arch`` (stored in every checkpoint) describes it. ``pretrained``: a text_encoder
     loads its directory's weights (to train); otherwise its stored config rebuilds it (to load weights into)."""
-    from augforge.train.models import create
+    from augforge.models import create
 
     options = dict(arch["options"])
     if pretrained:

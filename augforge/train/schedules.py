@@ -18,7 +18,7 @@ import math
 import torch
 
 from augforge.errors import AugforgeError
-from augforge.train.config import SCHEDULES
+from augforge.recipe.train import SCHEDULES
 
 
 

@@ -93,7 +93,7 @@ class ImageFolderSource(Source):
         self.root = root
         self.max_pixels = max_pixels
         self.workers = max(1, workers)
-        #: a distributed engine (``augforge.pipelines.engine.RayEngine``) that checks the images, else threads
+        #: a distributed engine (``augforge.engine.RayEngine``) that checks the images, else threads
         self.engine = None
         entries = sorted(root.iterdir())
         self._classes = [p.name for p in entries if p.is_dir() and not p.name.startswith(".")]

@@ -1,34 +1,9 @@
-"""Models written in torch itself: a registry, conv nets with optional attention, text models, an MLP,
-transfer learning and a layer summary."""
+"""Deprecated: the models moved to ``augforge.models`` (this path re-exports its public names for one
+release)."""
 
-from augforge.train.models import mlp, mobilenetv3, simple_cnn, text, text_encoder  # noqa: F401  (register the builders)
-from augforge.train.models._registry import available, create, model_options, register_model
-from augforge.train.models.attention import TransformerBlock2d, add_attention
-from augforge.train.models.summary import Summary, summary
-from augforge.train.models.transfer import (
-    LoadReport,
-    freeze_backbone,
-    load_weights,
-    param_groups,
-    read_state_dict,
-    replace_head,
-    save_weights,
-)
+import warnings
 
-__all__ = [
-    "LoadReport",
-    "Summary",
-    "TransformerBlock2d",
-    "add_attention",
-    "available",
-    "create",
-    "freeze_backbone",
-    "load_weights",
-    "model_options",
-    "param_groups",
-    "read_state_dict",
-    "register_model",
-    "replace_head",
-    "save_weights",
-    "summary",
-]
+from augforge.models import *  # noqa: F401,F403
+from augforge.models import __all__  # noqa: F401
+
+warnings.warn("augforge.train.models is deprecated; import augforge.models", DeprecationWarning, stacklevel=2)

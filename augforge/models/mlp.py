@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from augforge.train.models._registry import register_model
-from augforge.train.models.layers import ClassifierMixin
+from augforge.models.registry import register_model
+from augforge.models.layers import ClassifierMixin
 
 
 class MLP(ClassifierMixin, nn.Module):

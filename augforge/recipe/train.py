@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from augforge.augment.image_ops import check_image_op
+from augforge.errors import AugforgeError
+
 #: optimizers of ``augforge.train.optim`` and schedules of ``augforge.train.schedules``
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
@@ -98,7 +101,7 @@ class RunSpec:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
-    stream: tuple = ()  # ImageOpSpec of the streamed ops
+    stream: tuple = ()  # OpSpec of the streamed ops
     early_metric: str = "balanced_accuracy"
     patience: int | None = None
     tensorboard: bool = False
@@ -109,7 +112,7 @@ class RunSpec:
 
     def mix(self):
         """The loader's MixConfig (imported lazily: it needs torch)."""
-        from augforge.augment.mix import MixConfig
+        from augforge.augment.mix import MixConfig  # lazy: torch
 
         return MixConfig(self.mixup_alpha, self.cutmix_alpha, self.mix_prob)
 
@@ -170,8 +173,6 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
     stream = raw.get("stream") or []
     if not isinstance(stream, list):
         c.fail("train.stream", f"expected a list of image ops, got {stream!r}")
-    from augforge.augment.image import check_op
-
     run = RunSpec(
         model=model,
         model_options=dict(options),
@@ -183,7 +184,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
         mixup_alpha=float(c.number(raw.get("mixup_alpha", 0.0), "train.mixup_alpha", 0.0, 100.0)),
         cutmix_alpha=float(c.number(raw.get("cutmix_alpha", 0.0), "train.cutmix_alpha", 0.0, 100.0)),
         mix_prob=float(c.number(raw.get("mix_prob", 1.0), "train.mix_prob", 0.0, 1.0)),
-        stream=tuple(check_op(c, op, f"train.stream[{i}]") for i, op in enumerate(stream)),
+        stream=tuple(check_image_op(c, op, f"train.stream[{i}]") for i, op in enumerate(stream)),
         early_metric=c.choice(raw.get("early_stopping_metric", "balanced_accuracy"), "train.early_stopping_metric",
                               EARLY_METRICS),
         patience=None if patience is None else int(c.number(patience, "train.early_stopping_patience", 1, 100_000,
@@ -226,8 +227,7 @@ def _text_options(c, raw, model: str) -> TextOptions:
 
 def _check_model(c, name: str, options: dict) -> None:
     """The model name and option names against the registry (values are checked when the model is built)."""
-    from augforge.errors import AugforgeError
-    from augforge.train.models import available, model_options
+    from augforge.models import available, model_options  # lazy: the registry imports torch
 
     if name not in available():
         c.fail("train.model", f"unknown model {name!r}; available: {', '.join(available())}")
@@ -237,11 +237,11 @@ def _check_model(c, name: str, options: dict) -> None:
             c.fail(f"train.model_options.{key}", f"{name} has no option {key!r}; options: {', '.join(known)}")
     try:
         if name == "text_encoder":  # its weights are loaded when training starts; the directory is checked now
-            from augforge.train.models.text_encoder import local_config
+            from augforge.models.text_encoder import local_config  # lazy: torch
 
             local_config(options.get("path"))
             return
-        from augforge.train.models import create
+        from augforge.models import create  # lazy: torch
 
         create(name, 2, **options)  # a tiny head: option values that cannot build a model fail here
     except AugforgeError as exc:

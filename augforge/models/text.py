@@ -8,8 +8,8 @@ import math
 import torch
 from torch import nn
 
-from augforge.train.models._registry import register_model
-from augforge.train.models.layers import ClassifierMixin
+from augforge.models.registry import register_model
+from augforge.models.layers import ClassifierMixin
 
 
 def padding_mask(ids: torch.Tensor, lengths: torch.Tensor | None, pad_id: int) -> torch.Tensor:

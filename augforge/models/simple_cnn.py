@@ -6,9 +6,9 @@ from typing import Sequence
 
 from torch import nn
 
-from augforge.train.models._registry import register_model
-from augforge.train.models.convnet import ConvClassifier, with_attention
-from augforge.train.models.layers import ConvNormAct
+from augforge.models.registry import register_model
+from augforge.models.convnet import ConvClassifier, with_attention
+from augforge.models.layers import ConvNormAct
 
 
 @register_model

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from augforge.train.models.attention import add_attention
-from augforge.train.models.layers import ClassifierMixin
+from augforge.models.attention import add_attention
+from augforge.models.layers import ClassifierMixin
 
 
 class ConvClassifier(ClassifierMixin, nn.Module):

@@ -16,9 +16,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from augforge.train.models._registry import register_model
-from augforge.train.models.convnet import ConvClassifier, with_attention
-from augforge.train.models.layers import ConvNormAct, SqueezeExcite, activation, make_divisible
+from augforge.models.registry import register_model
+from augforge.models.convnet import ConvClassifier, with_attention
+from augforge.models.layers import ConvNormAct, SqueezeExcite, activation, make_divisible
 
 #: The reference implementations' BatchNorm settings (TensorFlow's defaults).
 BN = {"bn_eps": 0.001, "bn_momentum": 0.01}

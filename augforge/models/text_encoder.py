@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from augforge.errors import AugforgeError
-from augforge.train.models._registry import register_model
-from augforge.train.models.layers import ClassifierMixin
+from augforge.models.registry import register_model
+from augforge.models.layers import ClassifierMixin
 
 POOLING = ("mean", "cls")
 

@@ -1,0 +1,102 @@
+"""The recipe's ``augment:`` section: how many variants each train row gets, and the ops that make them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from augforge.augment.image_ops import check_image_op
+from augforge.augment.ops import OpSpec, check_op
+from augforge.augment.text import Protect
+from augforge.augment.text_ops import TEXT_ALIASES, TEXT_OPS
+from augforge.checks import Checker, show_value
+
+DEVICES = ("auto", "cpu", "gpu")
+COLORS = ("rgb", "gray")
+#: offline: augmented copies are written into the shards; online: the loader draws new ones every epoch
+MODES = ("offline", "online")
+AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "text", "protect", "min_words")
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """How many augmented variants each train row gets, and the ops that make them."""
+
+    copies: int = 0
+    copies_per_class: dict = field(default_factory=dict)
+    mode: str = "offline"
+    seed: int | None = None  # the augmentation draws' own seed (None: the recipe's seed)
+    keep_original: bool = True
+    device: str = "auto"
+    color: str = "rgb"
+    image: tuple[OpSpec, ...] = ()
+    text: tuple[OpSpec, ...] = ()
+    protect: Protect = Protect()
+    min_words: int = 1
+
+    def copies_for(self, class_name: str) -> int:
+        """Augmented variants per row of ``class_name``."""
+        return int(self.copies_per_class.get(class_name, self.copies))
+
+
+def _copies(c: Checker, value) -> tuple[int, dict]:
+    if isinstance(value, dict):
+        per_class, default = {}, 0
+        for key, n in value.items():
+            count = int(c.number(n, f"augment.copies.{key}", 0, 1000, integer=True))
+            if key == "default":
+                default = count
+            else:
+                per_class[str(key)] = count
+        return default, per_class
+    return int(c.number(value, "augment.copies", 0, 1000, integer=True)), {}
+
+
+def parse_augment(c: Checker, value) -> AugmentSpec:
+    """The ``augment:`` mapping, checked: copies, mode, the image or the text ops and their options."""
+    raw = c.mapping(value, "augment", AUGMENT_KEYS)
+    copies, per_class = _copies(c, raw.get("copies", 0))
+    ops_raw = raw.get("image", [])
+    if not isinstance(ops_raw, list):
+        c.fail("augment.image", f"expected a list of ops, got {show_value(ops_raw)}")
+    ops = tuple(check_image_op(c, op, f"augment.image[{i}]") for i, op in enumerate(ops_raw))
+    text_ops = _text_ops(c, raw.get("text", []))
+    if ops and text_ops:
+        c.fail("augment", "give image ops or text ops, not both")
+    if (copies or per_class) and not ops and not text_ops:
+        c.fail("augment.image", "copies are asked for but no ops are given (augment.image or augment.text)")
+    mode = c.choice(raw.get("mode", "offline"), "augment.mode", MODES)
+    if mode == "online" and text_ops:
+        c.fail("augment.mode", "online augmentation streams image ops; text variants are built offline")
+    if mode == "online" and (copies or per_class):
+        c.fail("augment.copies", "online mode draws fresh augmentations every epoch instead of writing copies; "
+                                 "remove copies, or set augment.mode: offline")
+    protect = c.mapping(raw.get("protect"), "augment.protect", ("numbers", "names", "words", "patterns"))
+    for i, pattern in enumerate(protect.get("patterns", []) or []):
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            c.fail(f"augment.protect.patterns[{i}]", f"not a regular expression ({exc})")
+    return AugmentSpec(
+        copies=copies, copies_per_class=per_class, mode=mode,
+        seed=None if raw.get("seed") is None else int(c.number(raw["seed"], "augment.seed", 0, 2**63 - 1,
+                                                                integer=True)),
+        keep_original=c.flag(raw.get("keep_original", True), "augment.keep_original"),
+        device=c.choice(raw.get("device", "auto"), "augment.device", DEVICES),
+        color=c.choice(raw.get("color", "rgb"), "augment.color", COLORS),
+        image=ops,
+        text=text_ops,
+        protect=Protect(
+            numbers=c.flag(protect.get("numbers", True), "augment.protect.numbers"),
+            names=c.flag(protect.get("names", False), "augment.protect.names"),
+            words=c.strings(protect.get("words", []), "augment.protect.words"),
+            patterns=c.strings(protect.get("patterns", []), "augment.protect.patterns"),
+        ),
+        min_words=int(c.number(raw.get("min_words", 1), "augment.min_words", 1, 1000, integer=True)),
+    )
+
+
+def _text_ops(c: Checker, value) -> tuple:
+    if not isinstance(value, list):
+        c.fail("augment.text", f"expected a list of ops, got {show_value(value)}")
+    return tuple(check_op(c, op, f"augment.text[{i}]", TEXT_OPS, TEXT_ALIASES) for i, op in enumerate(value))
