@@ -6,7 +6,7 @@ Two augmenters:
   a plain loop, one process (nlpaug's WordNet augmenter needs a POS tagger, which is not available offline);
 - nlpaug's KeyboardAug: the peer is ``KeyboardAug.augment`` called in a plain loop, one process.
 
-augforge runs them through the build's variant maker (``augforge.pipelines.build_text``): one
+augforge runs them through the build's variant maker (``augforge.pipelines.text_rows``): one
 process per core, each sentence's variants seeded from (seed, row id, copy). Both sides make the
 same number of variants of the same sentences (the support tickets of examples/tickets.csv,
 repeated). Prints sentences/s for each and the ratio.
@@ -26,7 +26,7 @@ import nlpaug.augmenter.char as nac
 
 from augforge.augment.text import Protect, build_text_augmenter, eda
 from augforge.augment.wordnet import synonyms
-from augforge.pipelines import build_text as bt
+from augforge.pipelines import text_rows as bt
 from augforge.recipe import parse_recipe
 
 TICKETS = Path(__file__).resolve().parents[1] / "examples" / "tickets.csv"
@@ -48,8 +48,8 @@ def augforge_rate(texts: list[str], ops: list[dict], variants: int, workers: int
     work = [(f"r{i}", text, variants) for i, text in enumerate(texts)]
     tasks = [work[i : i + bt.GROUPS_PER_TASK] for i in range(0, len(work), bt.GROUPS_PER_TASK)]
     start = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(workers, bt._init_worker, (augmenter, 0)) as pool:
-        made = pool.map(bt._make_variants, tasks)
+    with multiprocessing.get_context("fork").Pool(workers, bt.init_variant_worker, (augmenter, 0)) as pool:
+        made = pool.map(bt.make_variants, tasks)
     elapsed = time.perf_counter() - start
     assert sum(len(v) for chunk in made for v, _, _ in chunk) > 0
     return len(texts) / elapsed

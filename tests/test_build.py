@@ -257,6 +257,6 @@ def test_a_complete_text_build_is_reused_without_making_its_variants_again(tmp_p
     def not_again(*args, **kwargs):
         raise AssertionError("the variants of a complete build were made again")
 
-    monkeypatch.setattr("augforge.pipelines.build_text.TextTrain", not_again)
+    monkeypatch.setattr("augforge.pipelines.text_rows.TextTrainRows", not_again)
     again = build(parse_recipe(data, "r.yaml"), tmp_path / "t")
     assert again.write.up_to_date and again.augmented == first.augmented

@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from augforge.atomic import atomic_path
 from augforge.augment.backend import image_augmenter
 from augforge.augment.image_ops import check_op_list
+from augforge.augment.text import build_text_augmenter
+from augforge.augment.words import segment
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
 from augforge.datasets.plan import plan_rows
 from augforge.errors import AugforgeError
-from augforge.pipelines.build import recipe_source, recipe_splits
+from augforge.pipelines.build_plan import recipe_source, recipe_splits
+from augforge.pipelines.text_rows import variant_key
 from augforge.checks import RecipeError
 from augforge.recipe import Recipe
 
@@ -126,9 +130,6 @@ class TextPreview:
 
 def preview_text(recipe: Recipe, n: int = 8, variants: int = 4) -> TextPreview:
     """``n`` train texts (spread over the classes) and ``variants`` variants each, as the build makes them."""
-    from augforge.augment.text import build_text_augmenter
-    from augforge.pipelines.build_text import variant_key
-
     aug = recipe.augment
     if not aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: no ops to preview")
@@ -150,8 +151,6 @@ def highlight(source: str, variant: str) -> str:
     import difflib
 
     from rich.markup import escape
-
-    from augforge.augment.words import segment
 
     a = segment(source)[0]
     b, seps = segment(variant)
@@ -183,8 +182,6 @@ def print_text_preview(result: TextPreview, console) -> None:
 
 def write_preview(recipe: Recipe, out: str | Path, n: int = 8, variants: int = 4) -> Preview:
     """Render the preview and save it as PNG at ``out`` (atomically)."""
-    from augforge.atomic import atomic_path
-
     result = preview(recipe, n, variants)
     with atomic_path(Path(out)) as tmp:
         result.image.save(tmp, format="PNG")

@@ -1,4 +1,4 @@
-"""The text half of `augforge build`: source -> clean -> balance -> n variants per row -> shards.
+"""The text half of `augforge build` (``build_texts``): source -> clean -> balance -> n variants per row -> shards.
 
 - **clean**: empty texts, exact duplicates and duplicates up to whitespace are dropped and listed;
 - **balance**: the train split is resampled (``over`` copies, ``under``);
@@ -16,19 +16,25 @@ so variant ``j`` is fixed by (seed, r's id, j) and the output does not depend on
 from __future__ import annotations
 
 import multiprocessing
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import xxhash
 
 from augforge.augment.text import TextAugmenter, build_text_augmenter
+from augforge.augment.wordnet import reopen_after_fork
 from augforge.augment.words import surface
 from augforge.balance.apply import AUG_PREFIX, BalancePlan
 from augforge.datasets import schema as S
-from augforge.datasets.ingest import READ_BATCH_ROWS
+from augforge.checks import RecipeError
+from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, fingerprint, write_dataset
 from augforge.datasets.sources.base import Source
-from augforge.pipelines.build import AUG_NAME, plan_outputs
+from augforge.datasets.writer import complete_manifest
+from augforge.pipelines.build_plan import AUG_NAME, BuildResult, build_meta, passthrough, plan_outputs, plan_train
 from augforge.recipe import Recipe
 
 _SCHEMA = S.dataset_schema(S.TEXT)
@@ -44,15 +50,15 @@ def variant_key(seed: int, row_id: str, j: int) -> int:
 _WORKER: dict = {}
 
 
-def _init_worker(augmenter: TextAugmenter, seed: int, forked: bool = True) -> None:
-    from augforge.augment.wordnet import reopen_after_fork
-
+def init_variant_worker(augmenter: TextAugmenter, seed: int, forked: bool = True) -> None:
+    """Set up a process that makes variants (``make_variants``) with ``augmenter``; a forked one reopens
+    WordNet's files, which it must not share with its parent."""
     if forked:
         reopen_after_fork()
     _WORKER["augmenter"], _WORKER["seed"] = augmenter, seed
 
 
-def _make_variants(group_texts: list[tuple[str, str, int]]) -> list[tuple[list[str], int, int]]:
+def make_variants(group_texts: list[tuple[str, str, int]]) -> list[tuple[list[str], int, int]]:
     """For each (row id, text, n): its distinct variants, and how many were dropped as same / unprotected."""
     augmenter, seed = _WORKER["augmenter"], _WORKER["seed"]
     out = []
@@ -88,13 +94,13 @@ class TextJob:
 
 def text_worker(job: TextJob):
     """The per-actor state of a distributed text build: the augmenter, built from the job as the driver
-    builds it (the same ops fitted on the same corpus); returns ``_make_variants``. The TF-IDF model is
+    builds it (the same ops fitted on the same corpus); returns ``make_variants``. The TF-IDF model is
     loaded when the augmenter is made, so its folder goes when the augmenter is built."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="augforge-text-worker-") as workdir:
-        _init_worker(job.augmenter(workdir), job.seed, forked=False)
-    return _make_variants
+        init_variant_worker(job.augmenter(workdir), job.seed, forked=False)
+    return make_variants
 
 
 @dataclass
@@ -105,8 +111,8 @@ class TextStats:
     rejected: int = 0
 
 
-class TextTrain:
-    """The train output rows of a text build, in order, made by ``workers`` processes."""
+class TextTrainRows:
+    """Makes the train output rows of a text build, in order, by ``workers`` processes."""
 
     def __init__(self, recipe: Recipe, source: Source, plan: BalancePlan, workers: int, corpus: list[str],
                  workdir) -> None:
@@ -147,14 +153,14 @@ class TextTrain:
         return pa.Table.from_batches(batches) if batches else pa.Table.from_batches([], schema=_SCHEMA)
 
     def _local(self, job: TextJob, tasks: list) -> list:
-        """``_make_variants`` of every task, in order, in ``workers`` forked processes (or this one)."""
+        """``make_variants`` of every task, in order, in ``workers`` forked processes (or this one)."""
         augmenter = job.augmenter(self.workdir)
         if self.workers <= 1:
-            _init_worker(augmenter, job.seed, forked=False)
-            return [_make_variants(t) for t in tasks]
-        pool = multiprocessing.get_context("fork").Pool(self.workers, _init_worker, (augmenter, job.seed))
+            init_variant_worker(augmenter, job.seed, forked=False)
+            return [make_variants(t) for t in tasks]
+        pool = multiprocessing.get_context("fork").Pool(self.workers, init_variant_worker, (augmenter, job.seed))
         try:
-            return pool.map(_make_variants, tasks)
+            return pool.map(make_variants, tasks)
         finally:
             pool.close()
             pool.join()
@@ -187,3 +193,44 @@ class TextTrain:
             S.SYNTHETIC: pa.array(synthetic, pa.bool_()), S.AUG: pa.array(augs, pa.string()),
             S.SPLIT: S.split_names(np.full(len(ids), S.TRAIN)),
         })
+
+
+def build_texts(recipe: Recipe, source: Source, out: str | Path, *, workers: int, overwrite: bool,
+                stage: Callable[[str], None], on_rows, on_total, engine=None) -> BuildResult:
+    """The text build of ``augforge.pipelines.build.build`` (``engine``: an open Ray engine, or None)."""
+    aug = recipe.augment
+    if (aug.copies or aug.copies_per_class) and not aug.text:
+        raise RecipeError(f"{recipe.file}: augment.text: copies are asked for but no text ops are given")
+    planned = plan_train(recipe, source, stage, "cleaning {:,} texts")
+    plan, other_positions, other_splits = planned.balance, planned.other_positions, planned.other_splits
+    names = list(source.class_names)
+    parts = content_parts(source, planned.splits, planned.imbalance, recipe.seed, recipe.output.shard_rows,
+                          recipe.output.shard_mb, job="build", recipe=recipe.fingerprint_parts())
+    done = None if overwrite else complete_manifest(out, fingerprint(parts))
+    if done is not None:  # the variants are made before writing: do not make them again for a finished build
+        return BuildResult(WriteResult(done, 0, 0, up_to_date=True), plan, planned.duplicates,
+                           int(done.get("build", {}).get("augmented", 0)), "cpu")
+    corpus = [t for b in source.read(plan.train_positions, READ_BATCH_ROWS * 16) for t in b.column(S.TEXT).to_pylist()]
+    stage(f"augmenting {len(plan.origins):,} texts with {f'{workers} process(es)' if engine is None else 'Ray'}")
+    with tempfile.TemporaryDirectory(prefix="augforge-text-") as workdir:
+        train = TextTrainRows(recipe, source, plan, workers, corpus, workdir)
+        table = train.table(engine)
+
+    def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        if skip < table.num_rows:
+            yield from table.slice(skip).to_batches(max_chunksize=READ_BATCH_ROWS * 8)
+        yield from passthrough(source, other_positions, other_splits, max(skip - table.num_rows, 0))
+
+    after = np.bincount(np.asarray(table.column(S.LABEL)), minlength=len(names))
+    meta = build_meta(recipe, source, planned, names, after, "cpu",
+                      {"variants_dropped_as_same": train.stats.same,
+                       "variants_rejected": train.stats.rejected,
+                       "augmented": int(sum(a is not None and a.endswith(AUG_NAME) for a in
+                                            table.column(S.AUG).to_pylist()))})
+    meta["payload_info"] = source.payload_info()
+    stage(f"writing {table.num_rows + len(other_positions):,} rows")
+    result = write_dataset(out, source.schema(), names, parts=parts, meta=meta,
+                           total_rows=table.num_rows + len(other_positions), batches=batches,
+                           shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb, overwrite=overwrite,
+                           on_rows=on_rows, on_total=on_total)
+    return BuildResult(result, plan, planned.duplicates, meta["build"]["augmented"], "cpu")
