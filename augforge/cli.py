@@ -41,13 +41,9 @@ class RowProgress:
     """
 
     def __init__(self, title: str, quiet: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from augforge.progress import progress_bar
 
-        err = Console(stderr=True)
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
-                                  disable=quiet or not err.is_terminal, transient=True)
+        self._progress = progress_bar("rate", quiet=quiet, terminal_only=True)
         self._task = self._progress.add_task(title, total=None, rate="")
 
     def __enter__(self) -> "RowProgress":
@@ -433,7 +429,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print a checkpoint's metrics on a dataset directory."""
-    from augforge.train.run import evaluate_checkpoint
+    from augforge.train.restore import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
     if args.json:

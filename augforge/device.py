@@ -46,6 +46,15 @@ class Device:
         return f"cuda:{self.index}" if self.is_cuda else "cpu"
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's (rank, world size) in torch.distributed's process group; (0, 1) outside one."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def cuda_available() -> bool:
     """Whether torch sees a CUDA device."""
     import torch

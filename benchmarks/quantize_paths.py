@@ -23,7 +23,8 @@ from augforge.pipelines.stream import open_loader
 from augforge.train.export import AsTrained, model_inputs, run_files
 from augforge.train.qat import _torchao
 from augforge.train.quantize import median_ms, quantize_run
-from augforge.train.run import checkpoint_model_and_loader, load_checkpoint, loader_options
+from augforge.train.checkpoint import load_checkpoint
+from augforge.train.restore import checkpoint_model_and_loader, loader_options
 
 RUNS = 20
 

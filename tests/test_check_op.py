@@ -18,7 +18,7 @@ from augforge.augment.image_ops import OPS
 from augforge.augment.torch_ops import NEEDS_DALI, TorchAugment
 from augforge.augment.torch_pipeline import TorchImageAugmenter
 from augforge.errors import AugforgeError
-from augforge.pipelines.stream import parse_ops
+from augforge.pipelines.loader_ops import parse_ops
 
 H, W = 120, 160
 #: per op: parameters that make it deterministic (a random box keeps a random place), the output shape for a

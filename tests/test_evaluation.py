@@ -18,10 +18,13 @@ from augforge.cli import main
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError
 from augforge.pipelines.build import build
-from augforge.pipelines.stream import convert_channels, open_loader, parse_ops
+from augforge.pipelines.loader_ops import convert_channels, parse_ops
+from augforge.pipelines.stream import open_loader
 from augforge.recipe import parse_recipe
 from augforge.train import run as run_module
-from augforge.train.run import evaluate_checkpoint, input_bound_hint, load_checkpoint
+from augforge.train.checkpoint import load_checkpoint
+from augforge.train.progress import input_bound_hint
+from augforge.train.restore import evaluate_checkpoint
 
 GREY = {
     "seed": 0,
@@ -103,7 +106,7 @@ def test_evaluation_ops_are_deterministic_and_idempotent(entries):
 
 
 def test_the_fallback_dataset_does_not_augment_other_splits(grey_data):
-    from augforge.pipelines.stream import FallbackDataset
+    from augforge.pipelines.fallback import FallbackDataset
 
     ops = [{"op": "rotate", "degrees": 45}, {"op": "hflip"}]
     a, b = (FallbackDataset(grey_data, split="test", ops=ops, seed=s) for s in (1, 2))
@@ -288,8 +291,8 @@ def test_fp16_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
 def test_the_input_bound_hint_is_true_for_the_situation(grey_data, monkeypatch):
     loader = open_loader(grey_data, 64, ops=GREY["train"]["stream"])
     monkeypatch.setattr("augforge.device.cuda_available", lambda: False)
-    monkeypatch.setattr("augforge.train.run.cuda_available", lambda: False)
+    monkeypatch.setattr("augforge.train.progress.cuda_available", lambda: False)
     hint = input_bound_hint(Device("cpu"), "auto", 1, loader)
     assert "GPU" not in hint and "device" not in hint and "augment.mode: offline" in hint and "rotate" in hint
-    monkeypatch.setattr("augforge.train.run.cuda_available", lambda: True)
+    monkeypatch.setattr("augforge.train.progress.cuda_available", lambda: True)
     assert "set train.device: auto" in input_bound_hint(Device("cpu"), "cpu", 1, loader)

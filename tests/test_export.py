@@ -12,7 +12,7 @@ import yaml
 from augforge.cli import main
 from augforge.errors import AugforgeError
 from augforge.train.export import _export
-from augforge.train.run import evaluate_checkpoint
+from augforge.train.restore import evaluate_checkpoint
 
 
 def _run(tmp_path, capsys, recipe: dict, name: str):

@@ -8,7 +8,7 @@ import yaml
 
 from augforge.cli import main
 from augforge.train.profile import load_trace
-from augforge.train.run import load_checkpoint
+from augforge.train.checkpoint import load_checkpoint
 
 
 def test_a_profiled_run_writes_a_trace_that_loads_and_trains_the_same_weights(tmp_path, capsys):

@@ -8,7 +8,8 @@ from augforge.augment.mix import MixConfig, cutmix_box, mix_batch
 from augforge.cli import main
 from augforge.datasets import open_dataset
 from augforge.pipelines.build import build
-from augforge.pipelines.stream import epoch_order, open_loader, rank_rows
+from augforge.pipelines.order import epoch_order, rank_rows
+from augforge.pipelines.stream import open_loader
 from augforge.recipe import parse_recipe
 
 DIGITS = {"source": {"path": "digits", "test_split": 0.25, "imbalance": "longtail"},
@@ -271,7 +272,7 @@ def test_gpu_batches_are_on_the_device(built):
 def test_torch_fallback_dataset(built, sample_images):
     from augforge.augment.torch_ops import TorchAugment
     from augforge.errors import AugforgeError
-    from augforge.pipelines.stream import FallbackDataset
+    from augforge.pipelines.fallback import FallbackDataset
 
     png, _ = built
     ds = FallbackDataset(png, ops=OPS + [{"op": "normalize", "mean": [0.5], "std": [0.25]}], seed=2)

@@ -20,12 +20,13 @@ from augforge.cli import main
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.table import TableSource
 from augforge.errors import AugforgeError
-from augforge.pipelines.stream import balanced_order, open_loader
+from augforge.pipelines.order import balanced_order
+from augforge.pipelines.stream import open_loader
 from augforge.pipelines.text_encoding import (HashedEncoder, encoder_from_spec, fit_encoder, train_tokenizer,
                                               truncate_ids)
 from augforge.recipe.train import TextOptions
 from augforge.train.losses import balanced_class_weights, cross_entropy_sum
-from augforge.train.run import load_checkpoint
+from augforge.train.checkpoint import load_checkpoint
 
 TEXTS = ["Café crème brûlée is délicieux — naïve résumé", "我们喜欢吃饭。", "The refund for order 4417 never came",
          "Password reset link expired again", "Где мой заказ?"] * 4

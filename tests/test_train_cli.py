@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from augforge.cli import main
-from augforge.train.run import load_checkpoint
+from augforge.train.checkpoint import load_checkpoint
 from cli_process import start_cli
 
 RECIPE = {
@@ -154,17 +154,17 @@ def test_early_stopping_and_the_data_cache(tmp_path, capsys):
 
 def test_progress_reaches_logs_when_the_output_is_not_a_terminal():
     from augforge.train.loop import TrainConfig, Trainer
-    from augforge.train.run import _EpochProgress
+    from augforge.train.progress import EpochProgress
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     data = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(5)]
     trainer = Trainer(model, TrainConfig(epochs=1), len(data))
     lines = []
-    with _EpochProgress(trainer, data, "lines", every=0.0, log=lines.append) as batches:
+    with EpochProgress(trainer, data, "lines", every=0.0, log=lines.append) as batches:
         trainer.train_epoch(batches)
     assert [line.split("  ")[0] for line in lines] == [f"epoch 0: batch {i}/5" for i in range(1, 6)]
     assert all("loss" in line and "rows/s" in line for line in lines)
     quiet = []
-    with _EpochProgress(trainer, data, "lines", every=3600.0, log=quiet.append) as batches:
+    with EpochProgress(trainer, data, "lines", every=3600.0, log=quiet.append) as batches:
         trainer.train_epoch(batches)
     assert quiet == []

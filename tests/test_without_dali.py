@@ -97,7 +97,7 @@ def test_the_torch_pipeline_gives_the_dali_pipelines_shapes_and_reruns_equal(sam
 
     from augforge.augment.image import ImageAugmenter
     from augforge.augment.torch_pipeline import TorchImageAugmenter
-    from augforge.pipelines.stream import parse_ops
+    from augforge.pipelines.loader_ops import parse_ops
 
     encoded = []
     for photo in sample_images:

@@ -128,6 +128,10 @@ class Dataset:
         shard = np.searchsorted(self._offsets, rows, side="right") - 1
         return shard, rows - self._offsets[shard]
 
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where this split's rows at ``positions`` (0..len-1) live: (shard index, row within the shard)."""
+        return self._locate(self._rows[np.asarray(positions, dtype=np.int64)])
+
     # -- rows ------------------------------------------------------------------------------------
 
     def iter_batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,100 +49,23 @@ import torch
 import xxhash
 
 from augforge.augment.backend import image_augmenter
-from augforge.augment.image_ops import check_image_op, check_op_list, evaluation_ops
+from augforge.augment.image_ops import check_op_list, evaluation_ops
 from augforge.augment.mix import MixConfig, mix_batch
-from augforge.augment.ops import OpSpec, op_dicts
-from augforge.checks import Checker
+from augforge.augment.ops import op_dicts
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
-from augforge.device import choose_device
+from augforge.device import choose_device, rank_and_world
 from augforge.errors import AugforgeError
+from augforge.pipelines.fallback import FallbackDataset  # noqa: F401  (its documented path until the next release)
+from augforge.pipelines.loader_ops import resolve_ops
+from augforge.pipelines.shard_images import ShardImages
+from augforge.pipelines.order import LAST, balanced_order, epoch_order, rank_rows
 from augforge.pipelines.text_encoding import encoder_from_spec, fit_encoder
-from augforge.recipe import Recipe, load_recipe
 from augforge.recipe.train import TextOptions
 
-LAST = ("keep", "drop", "pad")
 _DONE = object()
 #: raw-pixel batches are made in groups of about this many bytes (one gather or copy per group)
 GROUP_BYTES = 8 << 20
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """The positions 0..n-1 in the order of ``epoch``: a permutation drawn from (seed, epoch)."""
-    if not shuffle:
-        return np.arange(n, dtype=np.int64)
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
-
-
-def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
-    """An epoch of class-balanced draws: ``len(labels)`` positions drawn with replacement from (seed, epoch),
-    each class equally likely, each row equally likely within its class."""
-    rng = np.random.default_rng([int(seed), int(epoch), 0xBA1A])
-    classes, inverse = np.unique(labels, return_inverse=True)
-    members = np.argsort(inverse, kind="stable")
-    starts = np.searchsorted(inverse[members], np.arange(len(classes)))
-    sizes = np.bincount(inverse, minlength=len(classes))
-    pick = rng.integers(0, len(classes), len(labels))
-    within = (rng.random(len(labels)) * sizes[pick]).astype(np.int64)
-    return members[starts[pick] + within].astype(np.int64)
-
-
-def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.ndarray:
-    """This rank's share of an epoch's order: equal sizes for every rank, disjoint but for the padding."""
-    n = len(order)
-    if world_size > 1:
-        if last == "drop":
-            order = order[: (n // world_size) * world_size]
-        elif n % world_size:
-            order = np.concatenate([order, order[: world_size - n % world_size]])
-    return order[rank::world_size]
-
-
-def resolve_ops(recipe, ops, info: dict, augment: bool = True, color: str | None = None) -> tuple[tuple, str]:
-    """The image ops (and colour mode) a loader runs: a recipe's training ops (a Recipe or a path: the
-    augment ops in online mode, then ``train.stream``) or a list of op mappings. Without ``augment`` only
-    their deterministic part (``evaluation_ops``). ``color`` (rgb or gray) overrides the recipe's or the
-    data's own."""
-    if recipe is not None and ops is not None:
-        raise AugforgeError("give recipe or ops, not both")
-    own = "gray" if info.get("channels") == 1 else "rgb"
-    resolved: tuple = ()
-    if recipe is not None:
-        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-        resolved, own = recipe.train_ops, recipe.augment.color
-    elif ops:
-        resolved = parse_ops(ops, "ops")
-    if color is not None and color not in ("rgb", "gray"):
-        raise AugforgeError(f"color={color!r}: expected rgb or gray")
-    return (resolved if augment else evaluation_ops(resolved)), color or own
-
-
-def parse_ops(ops, file: str) -> tuple:
-    """Op mappings (``[{op: ..., p: ..., <params>}]``) validated as a recipe's augment.image list (ops already
-    validated pass as they are)."""
-    checker = Checker(file)
-    return tuple(op if isinstance(op, OpSpec) else check_image_op(checker, op, f"{file}[{i}]")
-                 for i, op in enumerate(ops))
-
-
-def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(N, H, W, C) uint8 pixels with ``channels`` channels: grey repeated into RGB, or RGB to its luma
-    (ITU-R BT.601 weights, as JPEG's and DALI's decoders use), rounded."""
-    have = x.shape[-1]
-    if have == channels:
-        return x
-    if have == 1 and channels == 3:
-        return x.expand(*x.shape[:-1], 3).contiguous()
-    if have == 3 and channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
-        return (x.float() @ weights).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(-1)
-    raise AugforgeError(f"images with {have} channels cannot be converted to {channels}")
 
 
 def _text_encoder(text, dataset_dir):
@@ -176,7 +98,7 @@ class Loader:
         self.dataset = Dataset(dataset_dir, split=split, verify=verify)
         if len(self.dataset) == 0:
             raise AugforgeError(f"{dataset_dir}: split {split!r} has no rows")
-        dist_rank, dist_world = _dist()
+        dist_rank, dist_world = rank_and_world()
         self.rank = dist_rank if rank is None else rank
         self.world_size = dist_world if world_size is None else world_size
         if not 0 <= self.rank < self.world_size:
@@ -216,8 +138,7 @@ class Loader:
         self.encoder = _text_encoder(text, dataset_dir) if self.payload == S.TEXT else None
         self._pipeline = None  # the image pipeline (augment.backend), built on first use, kept across epochs
         self._source_next: tuple[int, int] | None = None  # (epoch, position) the parallel source reads next
-        self._binary_views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
-        self._raw_views: dict[int, tuple] = {}  # shard -> (rows, H, W, C) pixels, numpy and torch views
+        self.images = ShardImages(self.dataset, self.info, self.channels)
         self._labels: np.ndarray | None = None
         self._waits: list[float] = []
         self._rows_out = 0
@@ -320,71 +241,10 @@ class Loader:
                     last=self.last, rank=self.rank, world_size=self.world_size, verify=False, color=self.color,
                     device="cpu", bootstrap=self.bootstrap)
 
-    def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
-        cache = self._binary_views
-        if index not in cache:
-            array = self.dataset.shard(index).column(S.IMAGE).combine_chunks()
-            offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-            cache[index] = (offsets, np.frombuffer(array.buffers()[2], dtype=np.uint8))
-        return cache[index]
-
-    def _encoded(self, positions: np.ndarray) -> list[np.ndarray]:
-        """The encoded images at ``positions`` as uint8 views of the memory-mapped shards (DALI copies them)."""
-        shard_of, local = self.dataset._locate(self.dataset._rows[positions])
-        out = []
-        for index, row in zip(shard_of.tolist(), local.tolist()):
-            offsets, values = self._shard_binary(index)
-            out.append(values[offsets[row] : offsets[row + 1]])
-        return out
-
-    def _shard_pixels(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
-        """Shard ``index``'s raw image column as (rows, H, W, C) uint8 views of the memory map, as numpy and
-        as torch (no copy)."""
-        cache = self._raw_views
-        if index not in cache:
-            shape = (self.info["height"], self.info["width"], self.info["channels"])
-            offsets, values = self._shard_binary(index)
-            if not np.all(np.diff(offsets) == int(np.prod(shape))):
-                raise AugforgeError(f"shard {index}: raw images are not all {'x'.join(map(str, shape))}")
-            pixels = values[offsets[0] : offsets[-1]].reshape(len(offsets) - 1, *shape)
-            with warnings.catch_warnings():  # the map is read-only, and only ever read from
-                warnings.simplefilter("ignore", UserWarning)
-                cache[index] = (pixels, torch.from_numpy(pixels))
-        return cache[index]
-
-    def _gather_raw(self, positions: np.ndarray) -> torch.Tensor:
-        """The rows at ``positions`` (in this split) as one (N, H, W, C) uint8 tensor, in that order.
-
-        A run of consecutive rows of one shard is one slice copy (by torch, on every core). Otherwise each
-        shard's rows are copied straight into their places, one ``gather.copy_rows`` call per shard however
-        many batches the positions hold.
-        """
-        shard_of, local = self.dataset._locate(self.dataset._rows[positions])
-        first, first_t = self._shard_pixels(int(shard_of[0]))
-        # numpy allocates large arrays on transparent huge pages: writing a fresh batch then faults 2 MB
-        # at a time, not 4 KB (a torch.empty batch measured 3-5x slower to fill)
-        out = np.empty((len(positions), *first.shape[1:]), dtype=np.uint8)
-        out_t = torch.from_numpy(out)
-        if shard_of[0] == shard_of[-1] and np.all(np.diff(local) == 1):  # a run
-            return convert_channels(out_t.copy_(first_t[local[0] : local[-1] + 1]), self.channels)
-        from augforge.pipelines.gather import gather_rows
-
-        order = np.argsort(shard_of, kind="stable")
-        shards = shard_of[order]
-        bounds = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist(), len(order)]
-        pieces = []
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            pixels = self._shard_pixels(int(shards[start]))[0]
-            rows = order[start:stop]
-            pieces.append((pixels.reshape(len(pixels), -1), local[rows], rows))
-        gather_rows(out.reshape(len(positions), -1), pieces)
-        return convert_channels(out_t, self.channels)
-
     def _make_raw(self, batches: list[np.ndarray], index: int) -> list[tuple]:
         """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y). The group is one
         gather (one copy in order), cut into batches that are views of it."""
-        xs = torch.split(self._gather_raw(np.concatenate(batches)), [len(b) for b in batches])
+        xs = torch.split(self.images.gather_raw(np.concatenate(batches)), [len(b) for b in batches])
         labels = self._labels_all()
         return [self._finish(x.permute(0, 3, 1, 2), torch.from_numpy(labels[b]), index + i)
                 for i, (x, b) in enumerate(zip(xs, batches))]
@@ -399,9 +259,9 @@ class Loader:
         if self.payload == S.IMAGE:  # straight from the memory-mapped shards: no Arrow take, no Python bytes
             y = torch.from_numpy(self._labels_all()[positions])
             if augmenter.decoded:
-                x = augmenter.batch_tensor(list(self._gather_raw(positions).numpy()))
+                x = augmenter.batch_tensor(list(self.images.gather_raw(positions).numpy()))
             else:
-                x = augmenter.batch_tensor(self._encoded(positions))
+                x = augmenter.batch_tensor(self.images.encoded(positions))
             if not augmenter.chw:
                 x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
             return self._finish(x, y, index)
@@ -551,7 +411,7 @@ class _BatchReader:
         if index >= len(self._batches):
             raise StopIteration
         positions = self._batches[index]
-        return list(self._loader._gather_raw(positions).numpy()) if self.raw else self._loader._encoded(positions)
+        return list(self._loader.images.gather_raw(positions).numpy()) if self.raw else self._loader.images.encoded(positions)
 
 
 def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, shuffle: bool = True,
@@ -561,41 +421,3 @@ def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train
     fused pass)."""
     return Loader(dataset_dir, batch_size, split=split, recipe=recipe, shuffle=shuffle, seed=seed, device=device,
                   drop_last=drop_last, **options)
-
-
-class FallbackDataset(torch.utils.data.Dataset):
-    """The torch fallback: one split as a ``torch.utils.data.Dataset`` with the recipe's ops in plain torch.
-
-    For users who cannot install DALI (the loader above is the default). Other splits than train get only
-    the ops' deterministic part (``augment``, as the loader). Each item is
-    ``(image, label)``; the ops draw from a generator seeded from (seed, epoch, index), so items are
-    reproducible in any DataLoader worker. Call ``set_epoch`` for fresh draws every epoch.
-    """
-
-    def __init__(self, dataset_dir, *, split: str = "train", recipe=None, ops=None, seed: int = 0,
-                 augment: bool | None = None) -> None:
-        from augforge.augment.torch_ops import TorchAugment
-        from augforge.datasets.torch_view import ShardDataset
-
-        self.view = ShardDataset(dataset_dir, split=split)
-        if self.view.dataset.payload != S.IMAGE:
-            raise AugforgeError(f"{dataset_dir}: the torch fallback augments images; this dataset holds "
-                                f"{self.view.dataset.payload}")
-        augment = split == "train" if augment is None else augment  # evaluation never augments
-        resolved, color = resolve_ops(recipe, ops, self.view.dataset.manifest.get("payload_info") or {}, augment)
-        self.augment = TorchAugment(resolved)  # refuses the DALI-only policies first, by name
-        check_op_list(resolved, color, "fallback ops", encoded_output=False)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the draws of ``epoch``."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.view)
-
-    def __getitem__(self, index: int):
-        x, y = self.view[index]
-        gen = torch.Generator().manual_seed(
-            xxhash.xxh3_64_intdigest(f"fallback\x00{self.epoch}\x00{index}".encode(), self.seed) >> 1)
-        return self.augment(x, gen), y

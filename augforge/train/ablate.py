@@ -55,7 +55,7 @@ def _fingerprint(value) -> str:
 
 def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap_train: bool) -> list[Task]:
     """Every (arm, seed) run, each arm's recipe validated (an override naming no recipe key fails here)."""
-    from augforge.train.run import training_settings
+    from augforge.train.checkpoint import training_settings
 
     base = Path(recipe.file).parent
     aug = recipe.augment
@@ -151,14 +151,14 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
 
 def _build_all(tasks: list[Task], workers: int, log) -> None:
     """Each distinct data directory built (or found complete) once, before any training starts."""
-    from augforge.train.run import _data
+    from augforge.train.data import ensure_dataset
 
     seen = set()
     for task in tasks:
         if task.data in seen:
             continue
         seen.add(task.data)
-        _data(task.recipe, task.data, False, workers, lambda _: None)
+        ensure_dataset(task.recipe, task.data, False, workers, lambda _: None)
     log(f"data: {len(seen)} build(s) under {tasks[0].data.parent}")
 
 

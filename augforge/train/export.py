@@ -134,7 +134,7 @@ def _export(model, example: tuple, fmt: str, out: Path, name: str):
 def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, data: str | Path | None = None,
                batches: int = 4) -> dict:
     """Export a run's model (``model.pt``) and check it against PyTorch on ``batches`` test batches."""
-    from augforge.train.run import checkpoint_model_and_loader
+    from augforge.train.restore import checkpoint_model_and_loader
 
     if fmt not in FORMATS:
         raise AugforgeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")

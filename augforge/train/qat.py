@@ -44,7 +44,8 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
     from augforge.atomic import atomic_path
     from augforge.pipelines.stream import open_loader
     from augforge.train.export import AsTrained, dynamic_shapes, model_inputs
-    from augforge.train.run import checkpoint_model_and_loader, load_checkpoint, loader_options
+    from augforge.train.checkpoint import load_checkpoint
+    from augforge.train.restore import checkpoint_model_and_loader, loader_options
 
     if epochs < 1:
         raise AugforgeError(f"--qat-epochs {epochs}: expected at least 1")

@@ -163,7 +163,8 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
     from augforge.datasets.manifest import read_manifest
     from augforge.pipelines.stream import open_loader
     from augforge.train.export import export_run, run_files
-    from augforge.train.run import load_checkpoint, loader_options
+    from augforge.train.checkpoint import load_checkpoint
+    from augforge.train.restore import loader_options
 
     unknown = sorted(set(keep_float) - set(FLOAT_BLOCKS))
     if unknown:

@@ -1,0 +1,83 @@
+"""The data of a run: the recipe's dataset built or reused, its train/val/test loaders, and a text run's
+encoder and token statistics."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from augforge.datasets.reader import Dataset
+from augforge.datasets.writer import OtherDataset
+from augforge.device import Device
+from augforge.errors import AugforgeError
+from augforge.models import model_options
+from augforge.models.text_encoder import local_config
+from augforge.pipelines.build import build
+from augforge.pipelines.stream import open_loader
+from augforge.pipelines.text_encoding import fit_encoder, lengths_summary
+from augforge.recipe import Recipe
+from augforge.recipe.train import RunSpec
+
+
+def ensure_dataset(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
+    """Build the recipe's dataset into ``data``, or reuse it; the manifest."""
+    try:
+        result = build(recipe, data, workers=workers, overwrite=rebuild)
+    except OtherDataset as exc:  # train and lr-find replace it with --rebuild
+        raise AugforgeError(exc.with_flag("--rebuild")) from None
+    log(f"data: {os.path.normpath(data)} ({'reused' if result.write.up_to_date else 'built'}, "
+        f"{result.write.manifest['num_rows']:,} rows)")
+    for warning in result.write.manifest.get("warnings") or []:
+        log(f"warning: {warning}")
+    return result.write.manifest
+
+
+def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device):
+    """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
+    (``Recipe.train_ops``), mixing and its sampler; val and test (None where the data has no such split)
+    only the deterministic part, in storage order, on every row. Text splits share one encoder, made for
+    the recipe's model (``text_encoder``)."""
+    run = recipe.run
+    ops = recipe.train_ops or None
+    text = text_encoder(run, data) if manifest.get("payload") == "text" else None
+    loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
+                         bootstrap=run.bootstrap, sampler=run.sampler)
+    whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
+             "text": loader.encoder}
+    val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
+    test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
+    return loader, val, test
+
+
+def text_encoder(run: RunSpec, data: Path):
+    """The text encoder of a run: ``train.text`` for its model (fastText: hashed n-grams; a text_encoder:
+    its own tokenizer; others: a tokenizer trained on the train split, as large as the model's
+    ``vocab_size`` unless ``train.text.vocab_size`` says), truncating to at most the model's ``max_len``."""
+    defaults = {**model_options(run.model), **run.model_options}
+    options = run.text
+    if isinstance(defaults.get("max_len"), int):
+        options = replace(options, max_tokens=min(options.max_tokens, defaults["max_len"]))
+    if run.model == "text_encoder":
+        limit = local_config(defaults.get("path")).get("max_position_embeddings")
+        options = replace(options, path=str(defaults.get("path") or ""),
+                          max_tokens=min(options.max_tokens, int(limit or options.max_tokens)))
+    kind = options.kind_for(run.model)
+    texts = Dataset(data, "train", verify=False).texts() if kind in ("bpe", "wordpiece", "word") else []
+    size = run.model_options.get("vocab_size")
+    return fit_encoder(options, run.model, texts, size if isinstance(size, int) else None)
+
+
+def text_stats(loader, val, test, log) -> dict:
+    """Token counts per split before truncation, and how many rows each split truncates (logged)."""
+    out = {"encoder": loader.encoder.kind, "vocab_size": loader.encoder.vocab_size,
+           "max_tokens": loader.encoder.options.max_tokens, "truncate": loader.encoder.options.truncate}
+    for name, split in (("train", loader), ("val", val), ("test", test)):
+        if split is None:
+            continue
+        texts = split.dataset.texts()
+        out[name] = lengths_summary(split.encoder, texts)
+        if out[name]["truncated"]:
+            log(f"text: {out[name]['truncated']:,} of {len(texts):,} {name} rows are longer than "
+                f"{out['max_tokens']:,} tokens and were truncated ({out['truncate']}; longest {out[name]['max']:,})")
+    return out
