@@ -24,7 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError, first_line
+from augforge.faults import fault_point
 
 ENGINES = ("local", "ray")
 
@@ -42,13 +43,14 @@ class EngineSpec:
 
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
-            raise AugforgeError(f"--engine {self.name!r}: expected one of {', '.join(ENGINES)}")
+            raise OptionError("{engine} {value!r}: expected one of {choices}", value=self.name,
+                              choices=", ".join(ENGINES))
         if self.name == "local" and (self.address or self.gpus_per_worker):
-            raise AugforgeError("--address and --gpus-per-worker need --engine ray")
+            raise OptionError("{address} and {gpus_per_worker} need {engine} ray")
         if self.workers is not None and self.workers < 1:
-            raise AugforgeError(f"--workers {self.workers}: expected at least 1")
+            raise OptionError("{workers} {value}: expected at least 1", value=self.workers)
         if self.gpus_per_worker < 0:
-            raise AugforgeError(f"--gpus-per-worker {self.gpus_per_worker}: expected 0 or more")
+            raise OptionError("{gpus_per_worker} {value}: expected 0 or more", value=self.gpus_per_worker)
 
     @property
     def distributed(self) -> bool:
@@ -61,7 +63,7 @@ def _import_ray():
         import ray
         import ray.data
     except ImportError:
-        raise AugforgeError("--engine ray needs Ray Data: pip install 'augforge[ray]'") from None
+        raise OptionError("{engine} ray needs Ray Data: pip install 'augforge[ray]'") from None
     return ray
 
 
@@ -75,8 +77,6 @@ class _Actor:
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
-        from augforge.faults import fault_point
-
         results = []
         for blob in batch["unit"]:
             fault_point("ray-unit")
@@ -122,8 +122,8 @@ class RayEngine:
                          num_gpus=None if self.spec.gpus_per_worker else 0, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.spec.address or "a local instance"
-            raise AugforgeError(f"--engine ray: could not connect to {where}: "
-                                f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
+            raise OptionError("{engine} ray: could not connect to {where}: {why}", where=where,
+                              why=first_line(exc)) from None
         self._ray = ray
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
@@ -159,7 +159,8 @@ class RayEngine:
         for row in _rows(ray, dataset):
             (status, value), node, pid = pickle.loads(row["result"])
             if int(row["index"]) != expected:
-                raise AugforgeError(f"--engine ray: unit {row['index']} came back before unit {expected}")
+                raise OptionError("{engine} ray: unit {unit} came back before unit {expected}", unit=row["index"],
+                                  expected=expected)
             expected += 1
             if status == "error":
                 raise AugforgeError(value)
@@ -173,8 +174,8 @@ def _rows(ray, dataset) -> Iterator[dict]:
     try:
         yield from dataset.iter_rows()
     except ray.exceptions.RayError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise AugforgeError(f"--engine ray: {type(exc).__name__}: {first}") from None
+        first = first_line(exc, 300)
+        raise OptionError("{engine} ray: {kind}: {first}", kind=type(exc).__name__, first=first) from None
 
 
 def open_engine(spec: EngineSpec | None):

@@ -1,4 +1,6 @@
-"""The one exception type that reaches users as a single clear line."""
+"""The one exception type that reaches users as a single clear line (and its kind that names an option)."""
+
+import string
 
 
 class AugforgeError(Exception):
@@ -15,3 +17,23 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
     ``limit`` characters: what an error from a library says, fit for one line of augforge's own."""
     line = next((text.strip() for text in str(exc).splitlines() if text.strip()), type(exc).__name__)
     return line if limit is None else line[:limit]
+
+
+class OptionError(AugforgeError):
+    """A bad value of a named option, its message a ``str.format`` template: the ``values`` fill their
+    fields, and every other field names an option. The library names it as the parameter (``workers``);
+    the command line, through ``render``, as its flag (``--workers``), where the command has one.
+
+    ``OptionError("{workers} {value}: expected at least 1", value=0)`` reads ``workers 0: expected at least 1``
+    from Python and ``--workers 0: expected at least 1`` from ``augforge build``.
+    """
+
+    def __init__(self, template: str, **values) -> None:
+        self.template, self.values = template, values
+        fields = {name.split(".")[0].split("[")[0] for _, name, _, _ in string.Formatter().parse(template) if name}
+        self.options = sorted(fields - set(values))
+        super().__init__(self.render())
+
+    def render(self, spell=lambda option: option) -> str:
+        """The message with every option named by ``spell(option)`` (default: the parameter's own name)."""
+        return self.template.format(**{option: spell(option) for option in self.options}, **self.values)

@@ -118,21 +118,21 @@ def test_auto_on_a_cpu_runs_imbalanced_learns_search_where_the_cells_would_not_p
 def test_searches_take_the_cores_other_processes_leave_free(monkeypatch):
     import torch
 
-    from augforge.balance import knn
+    import augforge.balance.search_threads as threads
 
-    monkeypatch.setattr(knn.os, "sched_getaffinity", lambda _: {0, 1})
-    monkeypatch.setattr(knn, "_runnable_now", lambda: 0)
-    assert knn.search_threads() == min(2, torch.get_num_threads())
-    monkeypatch.setattr(knn, "_runnable_now", lambda: 1)  # another busy process: one thread, not two waiting
-    assert knn.search_threads() == 1
-    monkeypatch.setattr(knn, "_runnable_now", lambda: 7)
-    assert knn.search_threads() == 1
-    monkeypatch.setattr(knn, "_runnable_now", lambda: None)  # no /proc: torch's own setting
-    assert knn.search_threads() == torch.get_num_threads()
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _: {0, 1})
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 0)
+    assert threads.search_threads() == min(2, torch.get_num_threads())
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 1)  # another busy process: one thread, not two waiting
+    assert threads.search_threads() == 1
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 7)
+    assert threads.search_threads() == 1
+    monkeypatch.setattr(threads, "_runnable_now", lambda: None)  # no /proc: torch's own setting
+    assert threads.search_threads() == torch.get_num_threads()
     X = np.random.default_rng(1).normal(size=(500, 8)).astype(np.float32)
-    monkeypatch.setattr(knn, "_runnable_now", lambda: 1)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 1)
     busy = exact_knn(X, 5, method="brute")  # one thread: the same neighbours
-    monkeypatch.setattr(knn, "_runnable_now", lambda: 0)
+    monkeypatch.setattr(threads, "_runnable_now", lambda: 0)
     before = torch.get_num_threads()
     assert all(np.array_equal(a, b) for a, b in zip(busy, exact_knn(X, 5, method="brute")))
     assert torch.get_num_threads() == before  # the setting is restored after each search

@@ -151,9 +151,9 @@ def test_bad_quantize_options_are_one_line_errors(trained, tmp_path, capsys):
     assert "--keep-float attention: expected some of depthwise, hardswish, se" in capsys.readouterr().err
     assert main(["quantize", str(run), "--qat-epochs", "-1"]) == 1
     assert "--qat-epochs -1: expected 0 or more" in capsys.readouterr().err
-    with pytest.raises(AugforgeError, match="--target sse4: expected one of auto, avx2, avx512, vnni, arm64"):
+    with pytest.raises(AugforgeError, match="^target sse4: expected one of auto, avx2, avx512, vnni, arm64"):
         quantize_run(run, target="sse4")
-    with pytest.raises(AugforgeError, match="--scheme u8s9: expected auto or one of u8s8, u8s7, u8u8"):
+    with pytest.raises(AugforgeError, match="^scheme u8s9: expected auto or one of u8s8, u8s7, u8u8"):
         quantize_run(run, scheme="u8s9")
     with pytest.raises(SystemExit):  # the CLI's choices refuse it before any work
         main(["quantize", str(run), "--target", "riscv"])

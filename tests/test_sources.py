@@ -123,7 +123,7 @@ def test_split_column_and_id_column_are_used(tmp_path):
 
 
 @pytest.mark.parametrize("frame, kwargs, message", [
-    ({"x": [1.0], "y": [0]}, {}, r"no column 'label' \(columns: x, y\); set --label-col"),
+    ({"x": [1.0], "y": [0]}, {}, r"no column 'label' \(columns: x, y\); set label_col$"),
     ({"x": [1.0, 2.0], "label": [0, None]}, {}, "column 'label' is null at row 1"),
     ({"x": [1.0], "label": [0.5]}, {}, "non-integer value 0.5"),
     ({"t": ["a"], "label": [0]}, {}, "no numeric feature columns"),
@@ -162,7 +162,7 @@ def test_resolution_errors(tmp_path):
     (tmp_path / "data.xlsx").write_bytes(b"x")
     with pytest.raises(AugforgeError, match="not a dataset directory, image folder, or table"):
         open_source(tmp_path / "data.xlsx")
-    with pytest.raises(AugforgeError, match="--label-col do\\(es\\) not apply to the bundled sample"):
+    with pytest.raises(AugforgeError, match="^label_col do\\(es\\) not apply to the bundled sample"):
         open_source("digits", label_col="y")
 
 

@@ -63,9 +63,9 @@ def test_imbalance_mask_touches_only_rows_in_scope():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(test=1.2), "--test-split 1.2"),
+    (dict(test=1.2), "^test_split 1.2"),
     (dict(test=0.6, val=0.5), "leave nothing for train"),
-    (dict(val=-0.1), "--val-split -0.1"),
+    (dict(val=-0.1), "^val_split -0.1"),
 ])
 def test_bad_split_specs_are_refused(kwargs, message):
     with pytest.raises(AugforgeError, match=message):

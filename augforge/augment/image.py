@@ -16,14 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from augforge.augment.image_ops import OPS
-from augforge.errors import AugforgeError
+from augforge.device import choose_device
+from augforge.errors import AugforgeError, first_line
 
 
 def resolve_device(device) -> str:
     """DALI's device for ``device`` (auto, cpu, gpu/cuda, or an ``augforge.device.Device``): 'gpu' or 'cpu'.
     'auto' is 'gpu' when a CUDA device is present; the decision is ``augforge.device.choose_device``'s."""
-    from augforge.device import choose_device
-
     return choose_device(device).dali
 
 
@@ -220,7 +219,7 @@ class ImageAugmenter(ImagePipeline):
         try:
             (result,) = self._pipe.run()
         except RuntimeError as exc:
-            raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+            raise AugforgeError(f"DALI could not process a batch: {first_line(exc)}") from None
         return result
 
     def _run(self, batch: list):
@@ -254,7 +253,7 @@ class ImageAugmenter(ImagePipeline):
             self._pipe.reset()
             return None
         except RuntimeError as exc:
-            raise AugforgeError(f"DALI could not process a batch: {str(exc).splitlines()[0]}") from None
+            raise AugforgeError(f"DALI could not process a batch: {first_line(exc)}") from None
         return self._tensor(result)
 
     def _tensor(self, result):

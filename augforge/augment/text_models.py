@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from augforge.augment.words import Words, is_word, match_case
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, first_line
 
 
 def _check_dir(path: str, where: str) -> Path:
@@ -42,7 +42,7 @@ def load_local(path: str, kind: str, where: str = "model"):
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = loader.from_pretrained(folder, local_files_only=True).eval()
     except (OSError, ValueError, KeyError) as exc:
-        raise AugforgeError(f"{where}: {path}: cannot be loaded as a {kind} model ({str(exc).splitlines()[0]})") \
+        raise AugforgeError(f"{where}: {path}: cannot be loaded as a {kind} model ({first_line(exc)})") \
             from None
     return tokenizer, model
 

@@ -8,7 +8,7 @@ from importlib import import_module
 
 _HOME = {
     "FastSMOTE": "fast_smote",
-    "TorchNearestNeighbors": "knn",
+    "TorchNearestNeighbors": "neighbors",
     "exact_knn": "knn",
     "recommend": "recommend",
     "build_report": "report",

@@ -26,7 +26,7 @@ class ExactTomekLinks(TomekLinks):
         self.knn_backend = knn_backend
 
     def _fit_resample(self, X, y):
-        from augforge.balance.fast_smote import neighbours
+        from augforge.balance.fast_smote import neighbours  # lazy: torch (`augforge report` stays light)
 
         nearest = neighbours(2, self.knn_backend).fit(X).kneighbors(X, return_distance=False)[:, 1]
         links = self.is_tomek(y, nearest, self.sampling_strategy_)

@@ -22,7 +22,12 @@ import statistics
 
 import numpy as np
 
-from augforge.errors import AugforgeError
+from augforge.balance.apply import read_features
+from augforge.balance.resample import expand_steps, parse_for
+from augforge.datasets import schema as S
+from augforge.datasets.plan import plan_rows
+from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+from augforge.errors import OptionError, first_line
 
 CLASSIFIERS = ("logistic", "tree")
 METRICS = ("balanced_accuracy", "macro_f1", "g_mean")
@@ -54,8 +59,6 @@ def arms(strategy: str | None, payload: str, class_names: list[str], classifier:
     """The pipelines to compare, by name."""
     from imblearn.pipeline import Pipeline
     from sklearn.model_selection import TunedThresholdClassifierCV
-
-    from augforge.balance.resample import expand_steps, parse_for
 
     out = {
         "none": Pipeline([("front", _front(payload)), ("model", _classifier(classifier, False, seed))]),
@@ -89,18 +92,20 @@ def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str 
     from sklearn.model_selection import StratifiedKFold
 
     if classifier not in CLASSIFIERS:
-        raise AugforgeError(f"--classifier {classifier!r}: expected one of {', '.join(CLASSIFIERS)}")
+        raise OptionError("{classifier} {value!r}: expected one of {choices}", value=classifier,
+                          choices=", ".join(CLASSIFIERS))
     y = np.asarray(y)
     present = np.unique(y)
     if len(present) < 2:
-        raise AugforgeError("--evaluate: needs at least two classes with rows")
+        raise OptionError("{evaluate}: needs at least two classes with rows")
     smallest = int(np.bincount(y)[present].min())
     if smallest < 2:
         name = class_names[int(present[np.argmin(np.bincount(y)[present])])]
-        raise AugforgeError(f"--evaluate: class {name!r} has 1 row; cross-validation needs at least 2 per class")
+        raise OptionError("{evaluate}: class {name!r} has 1 row; cross-validation needs at least 2 per class",
+                          name=name)
     k = min(int(folds), smallest)
     if k < 2:
-        raise AugforgeError(f"--folds {folds}: expected at least 2")
+        raise OptionError("{folds} {value}: expected at least 2", value=folds)
     candidates = arms(strategy, payload, class_names, classifier, seed, len(present) == 2)
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     results = {}
@@ -111,7 +116,7 @@ def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str 
             try:
                 model.fit(_rows(X, train), y[train])
             except (ValueError, RuntimeError) as exc:
-                failure = f"fold {fold + 1}: {str(exc).splitlines()[0]}"
+                failure = f"fold {fold + 1}: {first_line(exc)}"
                 break
             per_fold.append(_scores(y[test], model.predict(_rows(X, test))))
         if failure:
@@ -148,14 +153,9 @@ def verdict(results: dict, strategy: str | None) -> str:
 def evaluate_source(source, split: str, strategy: str | None, *, splits=None, imbalance=None, seed: int = 0,
                     folds: int = 5, classifier: str = "logistic") -> dict:
     """``evaluate_strategies`` on one split of a source: its feature vectors, or its texts."""
-    from augforge.balance.apply import read_features
-    from augforge.datasets import schema as S
-    from augforge.datasets.plan import plan_rows
-    from augforge.datasets.splits import ImbalanceSpec, SplitSpec
-
     if source.payload == S.IMAGE:
-        raise AugforgeError("--evaluate: needs feature vectors or texts; for images, ingest a feature column "
-                            "(embeddings) and evaluate that")
+        raise OptionError("{evaluate}: needs feature vectors or texts; for images, ingest a feature column "
+                          "(embeddings) and evaluate that")
     plan = plan_rows(source, splits or SplitSpec(), imbalance or ImbalanceSpec(), seed)
     chosen = plan.splits >= 0 if split == S.ALL_SPLITS else plan.splits == S.SPLITS.index(S.check_split(split))
     positions, y = plan.positions[chosen], plan.labels[chosen]

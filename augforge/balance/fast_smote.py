@@ -12,8 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from augforge.balance.knn import TorchNearestNeighbors
-
+from augforge.balance.neighbors import TorchNearestNeighbors
 
 KNN_BACKENDS = ("auto", "cells", "brute", "sklearn")
 

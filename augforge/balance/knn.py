@@ -41,13 +41,12 @@ problems go tile by tile (``CPU_TILE_COLUMNS`` points), merging a running top-c.
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import sparse
-from sklearn.base import BaseEstimator
+
+from augforge.balance.search_threads import search_threads, torch_threads
 
 #: Extra candidates per query beyond k, re-ranked exactly.
 MARGIN = 4
@@ -69,55 +68,6 @@ _SELF_KEY = float(torch.finfo(torch.float32).max)
 #: the candidate top-k works block-wise (``_smallest``) on tiles of at least this many blocks per candidate
 BLOCKED_TOPK_BLOCKS = 8
 TOPK_BLOCK = 64
-
-
-def _runnable_now() -> int | None:
-    """Threads of other processes runnable right now: ``/proc/loadavg``'s count of runnable threads, less
-    this process's own (``/proc/self/task/*/stat`` in state R; torch's pool may be spinning)."""
-    try:
-        with open("/proc/loadavg", encoding="ascii") as fh:
-            total = int(fh.read().split()[3].split("/")[0])
-        own = 0
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/stat", encoding="ascii", errors="replace") as fh:
-                    own += fh.read().rpartition(")")[2].split()[0] == "R"
-            except OSError:
-                continue
-        return max(0, total - own)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def search_threads() -> int:
-    """Torch threads for a CPU search now: the cores other work leaves free, at least 1, at most torch's
-    setting. Torch's threads wait for each other at every parallel region, so on a machine whose cores
-    are busy one thread is far faster than two (a competing process made a 2-thread search 60x slower
-    than scikit-learn's single-threaded one)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    samples = sorted(n for n in (_runnable_now() for _ in range(3)) if n is not None)
-    if not samples:
-        return torch.get_num_threads()
-    return max(1, min(torch.get_num_threads(), cores - samples[len(samples) // 2]))
-
-
-class _threads:
-    """Run a block with ``n`` torch threads, then restore the setting."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        if self.n != self.saved:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        if torch.get_num_threads() != self.saved:
-            torch.set_num_threads(self.saved)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -438,7 +388,8 @@ def exact_knn(data, k: int, queries=None, *, exclude_self: bool = False, device:
     radius = points.sq.max().sqrt()
     q_ids = torch.arange(n, device=dev) if exclude_self else None
     result = None
-    with torch.no_grad(), _no_tf32(), _threads(search_threads() if dev.type == "cpu" else torch.get_num_threads()):
+    threads = search_threads() if dev.type == "cpu" else torch.get_num_threads()
+    with torch.no_grad(), _no_tf32(), torch_threads(threads):
         if method in ("auto", "cells") and n > 4 * (k + MARGIN):
             result = _cells_knn(query_points, q_ids, points, k, radius, memory_mb,
                                 DENSE_SHARE if method == "auto" else None)
@@ -459,48 +410,3 @@ class _no_tf32:
 
     def __exit__(self, *exc):
         torch.backends.cuda.matmul.allow_tf32 = self.saved
-
-
-class TorchNearestNeighbors(BaseEstimator):
-    """A scikit-learn-compatible exact nearest-neighbour estimator backed by ``exact_knn``.
-
-    Pass it wherever imbalanced-learn takes a neighbours object (``k_neighbors``, ``m_neighbors``,
-    ``n_neighbors``): BorderlineSMOTE, ADASYN, SVMSMOTE then search in torch, on the GPU when present.
-    """
-
-    def __init__(self, n_neighbors: int = 5, device: str = "auto", memory_mb: float = 256.0,
-                 method: str = "auto", n_jobs: int | None = None) -> None:
-        self.n_neighbors = n_neighbors
-        #: accepted as scikit-learn's (imbalanced-learn's cleaning samplers set it); the search sizes its own threads
-        self.n_jobs = n_jobs
-        self.device = device
-        self.memory_mb = memory_mb
-        self.method = method
-
-    def fit(self, X, y=None):
-        """Remember the points to search."""
-        self._fit_X = np.asarray(X)  # its own dtype: the small search is imbalanced-learn's, on it
-        self.n_samples_fit_ = len(self._fit_X)
-        self.n_features_in_ = self._fit_X.shape[1]
-        return self
-
-    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
-        """As ``sklearn.neighbors.NearestNeighbors.kneighbors``: with X=None, each point is left out of its own."""
-        k = n_neighbors or self.n_neighbors
-        options = dict(device=self.device, memory_mb=self.memory_mb, method=self.method)
-        if X is None:
-            dist, idx = exact_knn(self._fit_X, k, exclude_self=True, **options)
-        else:
-            if k > self.n_samples_fit_:
-                raise ValueError(f"Expected n_neighbors <= n_samples_fit, but n_neighbors = {k}, "
-                                 f"n_samples_fit = {self.n_samples_fit_}, n_samples = {len(X)}")
-            dist, idx = exact_knn(self._fit_X, k, np.asarray(X), **options)
-        return (dist, idx) if return_distance else idx
-
-    def kneighbors_graph(self, X=None, n_neighbors=None, mode="connectivity"):
-        """The k-neighbours graph as a CSR matrix (connectivity or distance)."""
-        dist, idx = self.kneighbors(X, n_neighbors, return_distance=True)
-        n_queries, k = idx.shape
-        values = np.ones(n_queries * k) if mode == "connectivity" else dist.ravel()
-        indptr = np.arange(0, n_queries * k + 1, k)
-        return sparse.csr_matrix((values, idx.ravel(), indptr), shape=(n_queries, self.n_samples_fit_))

@@ -10,6 +10,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from augforge.balance.report import finite_or_none
+from augforge.balance.stats import ClassStats
+
 
 def _ratio(value: float | None) -> str:
     return "inf (a class is empty)" if value is None else f"{value:.2f}"
@@ -162,9 +165,6 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 
 def render_balance(manifest: dict, console: Console) -> None:
     """Print what ``augforge balance`` did: train counts before and after, and the summary figures."""
-    from augforge.balance.report import _number
-    from augforge.balance.stats import ClassStats
-
     info = manifest["balance"]
     names = list(manifest["class_names"])
     before = ClassStats(tuple(names), tuple(info["before"][n] for n in names))
@@ -178,7 +178,7 @@ def render_balance(manifest: dict, console: Console) -> None:
         table.add_row(name, f"{b:,}", f"{a:,}", f"{a - b:+,}")
     console.print(table)
     for label, stats in (("before", before), ("after", after)):
-        console.print(f"{label}: rows {stats.total:,}, imbalance ratio {_ratio(_number(stats.imbalance_ratio))}, "
+        console.print(f"{label}: rows {stats.total:,}, imbalance ratio {_ratio(finite_or_none(stats.imbalance_ratio))}, "
                       f"normalized entropy {stats.entropy:.3f}", highlight=False)
     console.print(f"synthetic rows: {info['synthetic']:,} (marked synthetic=true, aug 'balance:<step>')",
                   highlight=False)

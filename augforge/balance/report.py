@@ -24,7 +24,8 @@ def split_stats(source: Source, split: str = "train", splits: SplitSpec = SplitS
     return ClassStats.from_labels(labels, source.class_names)
 
 
-def _number(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """``value`` rounded to 6 places for JSON, or None where it is NaN or infinite."""
     return None if math.isnan(value) or math.isinf(value) else round(value, 6)
 
 
@@ -32,7 +33,7 @@ def _summary(stats: ClassStats) -> dict:
     return {
         "total": stats.total,
         "counts": stats.as_dict(),
-        "imbalance_ratio": _number(stats.imbalance_ratio),
+        "imbalance_ratio": finite_or_none(stats.imbalance_ratio),
         "entropy": round(stats.entropy, 6),
     }
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from augforge.balance.strategy import SAMPLERS, Step, parse_strategy, project
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, first_line
 
 #: Samplers that need nothing but the rows' identities (they copy or drop rows).
 INDEX_ONLY = ("over", "under")
@@ -112,7 +112,7 @@ def resample(steps: list[Step], y: np.ndarray, class_names: list[str], X: np.nda
         try:
             data_out, y_out = sampler.fit_resample(data, y)
         except (ValueError, RuntimeError) as exc:  # imbalanced-learn's refusals (ADASYN raises RuntimeError)
-            raise AugforgeError(f"strategy step {step.text!r}: {str(exc).splitlines()[0]}") from None
+            raise AugforgeError(f"strategy step {step.text!r}: {first_line(exc)}") from None
         kept = getattr(sampler, "sample_indices_", None)
         if kept is not None:
             kept = np.asarray(kept)

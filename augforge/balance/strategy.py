@@ -19,7 +19,7 @@ from functools import cached_property
 import numpy as np
 import yaml
 
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 
 STRATEGY_WORDS = ("auto", "minority", "majority", "not majority", "not minority", "all")
 
@@ -138,7 +138,7 @@ class Step:
     def build(self, class_names: list[str], random_state: int | None = None, knn_backend: str = "auto"):
         """A sampler instance for this step: FastSMOTE for ``smote``, imbalanced-learn's class otherwise,
         with neighbour searches on augforge's exact backend where the sampler takes a neighbours object."""
-        from augforge.balance.fast_smote import neighbours
+        from augforge.balance.fast_smote import neighbours  # lazy: torch (`augforge report` stays light)
 
         options = dict(self.options)
         if random_state is not None and "random_state" in self.sampler.parameters:
@@ -224,7 +224,7 @@ def _option(info: SamplerInfo, text: str, step: str) -> tuple[str, object]:
 def parse_strategy(text: str) -> list[Step]:
     """Parse a chain like ``smote:0.5:k=7,under:0.8`` into steps (imbalanced-learn semantics)."""
     if not text or not text.strip():
-        raise AugforgeError("empty --strategy; e.g. 'smote', 'smote:0.5,under:0.8' or 'over:not majority'")
+        raise OptionError("empty {strategy}; e.g. 'smote', 'smote:0.5,under:0.8' or 'over:not majority'")
     steps = []
     for step_text in _split_top(text, ","):
         step_text = step_text.strip()

@@ -19,7 +19,7 @@ from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.datasets.writer import DISK_FULL, AlreadyComplete, DatasetWriter
 from augforge.engine import open_engine
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 from augforge.paths import resolved
 
 READ_BATCH_ROWS = 1024
@@ -157,8 +157,8 @@ def ingest(
     with open_engine(engine) as runner:
         if runner is not None:
             if not hasattr(source, "engine"):
-                raise AugforgeError(f"--engine ray: ingest distributes the checking of image folders; "
-                                    f"{source.location} is a {source.kind} source (use --engine local)")
+                raise OptionError("{engine} ray: ingest distributes the checking of image folders; {location} is a "
+                                  "{kind} source (use {engine} local)", location=source.location, kind=source.kind)
             source.engine = runner
         try:
             return _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total)

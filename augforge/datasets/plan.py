@@ -10,7 +10,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec, assign_splits, imbalance_mask, split_warnings
-from augforge.errors import AugforgeError
+from augforge.errors import OptionError
 
 
 @dataclass
@@ -32,9 +32,8 @@ def plan_rows(source: Source, splits: SplitSpec = SplitSpec(), imbalance: Imbala
     labels = source.labels()
     native = source.native_splits()
     if native is not None and splits.active:
-        raise AugforgeError(
-            f"{source.location}: already has a split column; drop --test-split/--val-split or the column"
-        )
+        raise OptionError("{location}: already has a split column; drop {test_split}/{val_split} or the column",
+                          location=source.location)
     ids = source.ids() if (splits.active or imbalance.active) else None
     if native is not None:
         split_of = native

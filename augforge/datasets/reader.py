@@ -191,7 +191,7 @@ class Dataset:
 
     def torch_dataset(self, transform=None, target_transform=None):
         """This split as a ``torch.utils.data.Dataset`` yielding ``(payload, label)``."""
-        from augforge.datasets.torch_view import ShardDataset
+        from augforge.datasets.torch_view import ShardDataset  # lazy: torch; the allowed reader<->torch_view circle
 
         return ShardDataset(self.root, split=self.split, transform=transform, target_transform=target_transform,
                             verify=self.verify_checksums)

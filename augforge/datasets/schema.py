@@ -6,6 +6,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from augforge.errors import AugforgeError
+
 ID = "id"
 LABEL = "label"
 SOURCE_ID = "source_id"
@@ -81,7 +83,5 @@ def check_split(split: str | None) -> str:
     """Validate a split selector: 'train', 'val', 'test' or 'all'."""
     split = ALL_SPLITS if split is None else split
     if split not in (*SPLITS, ALL_SPLITS):
-        from augforge.errors import AugforgeError
-
         raise AugforgeError(f"unknown split {split!r}; use one of train, val, test, all")
     return split

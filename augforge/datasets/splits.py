@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from augforge.datasets import schema as S
-from augforge.errors import AugforgeError
+from augforge.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -18,13 +18,12 @@ class SplitSpec:
     val: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, value in (("--test-split", self.test), ("--val-split", self.val)):
+        for name, value in (("test_split", self.test), ("val_split", self.val)):
             if not 0.0 <= value < 1.0:
-                raise AugforgeError(f"{name} {value}: expected a fraction in [0, 1)")
+                raise OptionError("{%s} {value}: expected a fraction in [0, 1)" % name, value=value)
         if self.test + self.val >= 1.0:
-            raise AugforgeError(
-                f"--test-split {self.test} + --val-split {self.val} leave nothing for train; keep their sum below 1"
-            )
+            raise OptionError("{test_split} {test} + {val_split} {val} leave nothing for train; keep their sum below 1",
+                              test=self.test, val=self.val)
 
     @property
     def active(self) -> bool:
@@ -45,9 +44,10 @@ class ImbalanceSpec:
 
     def __post_init__(self) -> None:
         if self.profile not in (None, "longtail"):
-            raise AugforgeError(f"--imbalance {self.profile!r}: unknown profile; the only profile is 'longtail'")
+            raise OptionError("{imbalance} {value!r}: unknown profile; the only profile is 'longtail'",
+                              value=self.profile)
         if not self.factor >= 1.0:
-            raise AugforgeError(f"--imbalance-factor {self.factor}: expected a number >= 1")
+            raise OptionError("{imbalance_factor} {value}: expected a number >= 1", value=self.factor)
 
     @property
     def active(self) -> bool:

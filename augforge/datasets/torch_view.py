@@ -62,7 +62,7 @@ class ShardDataset(torch.utils.data.Dataset):
     def dataset(self):
         """The underlying reader, opened lazily in each process."""
         if self._dataset is None:
-            from augforge.datasets.reader import Dataset
+            from augforge.datasets.reader import Dataset  # the allowed reader<->torch_view circle
 
             self._dataset = Dataset(self.root, split=self.split, verify=self.verify)
         return self._dataset

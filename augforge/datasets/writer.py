@@ -18,7 +18,7 @@ from augforge.atomic import TMP_PREFIX, atomic_open, atomic_path, write_json
 from augforge.datasets import schema as S
 from augforge.datasets.checksums import file_checksum, verify_file
 from augforge.datasets.manifest import FORMAT, LOCK, MANIFEST, PROGRESS, SHARDS_DIR, read_json, shard_file
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 from augforge.faults import fault_point
 
 DEFAULT_SHARD_MB = 64.0
@@ -83,9 +83,9 @@ class DatasetWriter:
         learned=None,
     ) -> None:
         if shard_rows is not None and shard_rows < 1:
-            raise AugforgeError(f"--shard-rows {shard_rows}: expected a positive number of rows")
+            raise OptionError("{shard_rows} {value}: expected a positive number of rows", value=shard_rows)
         if shard_mb is not None and not shard_mb > 0:
-            raise AugforgeError(f"--shard-mb {shard_mb}: expected a positive size in MB")
+            raise OptionError("{shard_mb} {value}: expected a positive size in MB", value=shard_mb)
         if shard_rows is None and shard_mb is None:
             shard_mb = DEFAULT_SHARD_MB
         self.root = Path(root)

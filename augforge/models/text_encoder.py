@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, first_line
 from augforge.models.registry import register_model
 from augforge.models.layers import ClassifierMixin
 
@@ -56,7 +56,7 @@ def local_tokenizer(path: str | None) -> str:
     try:
         tokenizer = _transformers().AutoTokenizer.from_pretrained(folder, local_files_only=True, use_fast=True)
     except (OSError, ValueError) as exc:
-        raise AugforgeError(f"text_encoder: {path}: no usable tokenizer ({str(exc).splitlines()[0]})") from None
+        raise AugforgeError(f"text_encoder: {path}: no usable tokenizer ({first_line(exc)})") from None
     if not getattr(tokenizer, "is_fast", False):
         raise AugforgeError(f"text_encoder: {path}: its tokenizer has no fast (tokenizers) version")
     return tokenizer.backend_tokenizer.to_str()
@@ -120,7 +120,7 @@ def text_encoder(num_classes: int, in_channels: int = 3, path: str | None = None
         try:
             encoder = transformers.AutoModel.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
-            raise AugforgeError(f"text_encoder: {path}: cannot be loaded ({str(exc).splitlines()[0]})") from None
+            raise AugforgeError(f"text_encoder: {path}: cannot be loaded ({first_line(exc)})") from None
     if vocab_size is not None and vocab_size > encoder.config.vocab_size:
         raise ValueError(f"the tokenizer has {vocab_size} ids, the encoder's embedding {encoder.config.vocab_size}")
     return TextEncoderClassifier(encoder, num_classes, freeze, pooling, dropout, pad_id)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from augforge.errors import AugforgeError
+from augforge.atomic import atomic_path
+from augforge.errors import AugforgeError, first_line
 
 #: Prefixes that wrappers add to parameter names (DDP, torch.compile).
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -57,7 +58,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise AugforgeError(f"{path}: not a weights file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise AugforgeError(f"{path}: not a weights file ({type(exc).__name__}: {first_line(exc)})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -75,8 +76,6 @@ def _strip(key: str) -> str:
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Write the model's state dict atomically: safetensors for ``.safetensors``, else a torch file."""
-    from augforge.atomic import atomic_path
-
     state = {_strip(k): v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         if Path(path).suffix == ".safetensors":

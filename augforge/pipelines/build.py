@@ -28,7 +28,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
 from augforge.datasets.sources.base import Source
 from augforge.engine import open_engine
-from augforge.errors import AugforgeError
+from augforge.errors import OptionError
 from augforge.pipelines.build_plan import AUG_NAME, CHUNK_ROWS, BuildResult, OutputPlan, drop_duplicates, \
     plan_outputs, recipe_source, recipe_splits
 from augforge.pipelines.image_rows import build_images
@@ -60,9 +60,9 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
     stage = on_stage or (lambda _: None)
     out = out or recipe.output.dir
     if not out:
-        raise RecipeError(f"{recipe.file}: output.dir: missing; set it in the recipe or pass --out")
+        raise OptionError("{file}: output.dir: missing; set it in the recipe or pass {out}", file=recipe.file)
     if workers < 1:
-        raise AugforgeError(f"--workers {workers}: expected at least 1")
+        raise OptionError("{workers} {value}: expected at least 1", value=workers)
     source = recipe_source(recipe)
     aug = recipe.augment
     if source.payload == S.TEXT:
@@ -72,8 +72,8 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
                            on_rows=on_rows, on_total=on_total, engine=engine)
     if source.payload == S.FEATURES:
         if engine is not None:
-            raise AugforgeError(f"--engine ray distributes image and text builds; {source.location} holds feature "
-                                "rows, which build here (use --engine local)")
+            raise OptionError("{engine} ray distributes image and text builds; {location} holds feature rows, which "
+                              "build here (use {engine} local)", location=source.location)
         return _build_features(recipe, source, out, overwrite=overwrite, stage=stage, on_rows=on_rows,
                                on_total=on_total)
     if source.payload != S.IMAGE:

@@ -16,7 +16,7 @@ from augforge.augment.words import segment
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_keys
 from augforge.datasets.plan import plan_rows
-from augforge.errors import AugforgeError
+from augforge.errors import OptionError
 from augforge.pipelines.build_plan import recipe_source, recipe_splits
 from augforge.pipelines.text_rows import variant_key
 from augforge.checks import RecipeError
@@ -88,7 +88,7 @@ def render_grid(cells: list[list[np.ndarray]], captions: list[str], cell: int) -
 def preview(recipe: Recipe, n: int = 8, variants: int = 4) -> Preview:
     """The first column holds ``n`` source images, the next ``variants`` their augmented versions."""
     if n < 1 or variants < 1:
-        raise AugforgeError("--n and --variants must be at least 1")
+        raise OptionError("{n} and {variants} must be at least 1")
     aug = recipe.augment
     if not aug.image:
         raise RecipeError(f"{recipe.file}: augment.image: no ops to preview")

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 import xxhash
 
-from augforge.errors import AugforgeError
+from augforge.augment.words import tokenize
+from augforge.errors import AugforgeError, first_line
+from augforge.models.text_encoder import local_tokenizer
 from augforge.recipe.train import TEXT_TOKENIZERS, TextOptions
 
 TOKENIZERS = ("bpe", "wordpiece", "word")
@@ -130,7 +132,14 @@ def _special_id(tokenizer, names: tuple[str, ...], what: str, required: bool = T
 
 def train_tokenizer(texts: list[str], options: TextOptions, kind: str, vocab_size: int) -> TokenizerEncoder:
     """A ``kind`` tokenizer (bpe, wordpiece, word) of at most ``vocab_size`` ids, trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     if vocab_size < 3:
         raise AugforgeError(f"vocabulary size {vocab_size}: expected at least 3 (padding, unknown, one token)")
@@ -166,8 +175,6 @@ class HashedEncoder(_Encoder):
         return xxhash.xxh3_64_intdigest(piece.encode("utf-8", "surrogatepass")) % self.options.buckets + self.RESERVED
 
     def _ids(self, texts):
-        from augforge.augment.words import tokenize
-
         o = self.options
         low, high = o.char_ngrams
         out = []
@@ -189,8 +196,6 @@ class HashedEncoder(_Encoder):
         return pad_batch(self.full_ids(texts), self.pad_id)
 
     def truncated(self, texts):
-        from augforge.augment.words import tokenize
-
         return sum(len(tokenize(t)) > self.options.max_tokens for t in texts)
 
 
@@ -202,8 +207,6 @@ class PretrainedEncoder(TokenizerEncoder):
         from tokenizers import Tokenizer
 
         if tokenizer_json is None:
-            from augforge.models.text_encoder import local_tokenizer
-
             tokenizer_json = local_tokenizer(options.path)
         tokenizer = Tokenizer.from_str(tokenizer_json)
         tokenizer.no_truncation()
@@ -236,7 +239,7 @@ def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:
-            raise AugforgeError(f"{path}: not a Hugging Face tokenizer file ({str(exc).splitlines()[0]})") from None
+            raise AugforgeError(f"{path}: not a Hugging Face tokenizer file ({first_line(exc)})") from None
         tokenizer.no_truncation()
         tokenizer.no_padding()
         return TokenizerEncoder(options, tokenizer, "file")

@@ -27,10 +27,14 @@ from pathlib import Path
 import xxhash
 
 from augforge.atomic import write_json
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 from augforge.recipe import Recipe, parse_recipe
+from augforge.train.ablate_report import write_html
 from augforge.train.arms import Arm, apply_changes, build_arms
+from augforge.train.checkpoint import training_settings
 from augforge.train.compare import adjust, compare, noise_floor
+from augforge.train.data import ensure_dataset
+from augforge.train.run import train_recipe
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 #: time-to-target: the first epoch whose validation metric reaches this share of the baseline's final value
@@ -55,8 +59,6 @@ def _fingerprint(value) -> str:
 
 def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap_train: bool) -> list[Task]:
     """Every (arm, seed) run, each arm's recipe validated (an override naming no recipe key fails here)."""
-    from augforge.train.checkpoint import training_settings
-
     base = Path(recipe.file).parent
     aug = recipe.augment
     copies = aug.mode == "offline" and bool(aug.image or aug.text) and bool(aug.copies or aug.copies_per_class)
@@ -92,8 +94,6 @@ def _finished(task: Task) -> dict | None:
 
 def _train(recipe: Recipe, folder: str, data: str, threads: int, name: str) -> dict:
     """One run in this process (also the body of a worker process); an error names the arm and seed."""
-    from augforge.train.run import train_recipe
-
     try:
         return train_recipe(recipe, folder, data=data, threads=threads, log=lambda _: None)
     except AugforgeError as exc:
@@ -112,14 +112,12 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
     """Run (or reuse) every arm at every seed, compare each arm with the baseline, write ``ablation.json`` and
     ``ablation.html`` into ``out``; the result dict (as written). ``arms`` replaces the arms that
     ``build_arms`` would make from the recipe and the overrides (the first must be the baseline)."""
-    from augforge.train.ablate_report import write_html
-
     if metric not in METRICS:
-        raise AugforgeError(f"--metric {metric}: expected one of {', '.join(METRICS)}")
+        raise OptionError("{metric} {value}: expected one of {choices}", value=metric, choices=", ".join(METRICS))
     if seeds < 2:
-        raise AugforgeError(f"--seeds {seeds}: a comparison needs at least 2 seeds (10 by default)")
+        raise OptionError("{seeds} {value}: a comparison needs at least 2 seeds (10 by default)", value=seeds)
     if jobs < 1:
-        raise AugforgeError(f"--jobs {jobs}: expected at least 1")
+        raise OptionError("{jobs} {value}: expected at least 1", value=jobs)
     out = Path(out)
     if arms is None:
         arms = build_arms(recipe, overrides, only, skip)
@@ -151,8 +149,6 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
 
 def _build_all(tasks: list[Task], workers: int, log) -> None:
     """Each distinct data directory built (or found complete) once, before any training starts."""
-    from augforge.train.data import ensure_dataset
-
     seen = set()
     for task in tasks:
         if task.data in seen:

@@ -7,14 +7,18 @@ import base64
 import html
 import io
 
+from augforge.atomic import atomic_open
 
-def _pm(spread: dict, scale: float = 1.0, digits: int = 4) -> str:
+
+def plus_minus(spread: dict, scale: float = 1.0, digits: int = 4) -> str:
+    """A spread (mean, std) as ``mean ± std``; ``-`` without a mean."""
     if spread.get("mean") is None:
         return "-"
     return f"{spread['mean'] * scale:.{digits}f} ± {spread['std'] * scale:.{digits}f}"
 
 
-def _delta(comparison: dict | None) -> str:
+def delta_text(comparison: dict | None) -> str:
+    """A paired comparison as ``+delta [ci low, ci high]``; ``-`` without one."""
     if not comparison:
         return "-"
     return (f"{comparison['mean_delta']:+.4f} [{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]")
@@ -65,12 +69,12 @@ def print_table(report: dict, console) -> None:
         c = arm["comparison"]
         target = arm["spread"]["time_to_target_s"]
         reach = "n/a (no val split)" if not arm.get("target_measured") else \
-            _pm(target, digits=1) + (f" ({arm['never_reached_target']} never)" if arm["never_reached_target"] else "")
+            plus_minus(target, digits=1) + (f" ({arm['never_reached_target']} never)" if arm["never_reached_target"] else "")
         table.add_row(arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm),
-                      _delta(c),
+                      delta_text(c),
                       f"{c['p_value']:.3f} ({c['p_holm']:.3f})" if c else "-", f"{c['p_better']:.2f}" if c else "-",
-                      _pm(arm["spread"][metric]), _pm(arm["spread"]["accuracy"]),
-                      _pm(arm["spread"]["wall_s"], digits=1), reach)
+                      plus_minus(arm["spread"][metric]), plus_minus(arm["spread"]["accuracy"]),
+                      plus_minus(arm["spread"]["wall_s"], digits=1), reach)
     console.print(table)
     floor = report.get("noise_floor")
     if floor is not None:
@@ -111,8 +115,6 @@ def forest_png(report: dict) -> bytes:
 
 def write_html(report: dict, path) -> None:
     """A self-contained page: the forest plot, the table and each arm's recipe diff (written atomically)."""
-    from augforge.atomic import atomic_open
-
     esc = html.escape
     metric = report["metric"]
     rows = []
@@ -120,9 +122,9 @@ def write_html(report: dict, path) -> None:
         c = arm["comparison"]
         rows.append(
             "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (
-                arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm), _delta(c),
-                f"{c['p_value']:.3f} / {c['p_holm']:.3f}" if c else "-", _pm(arm["spread"][metric]),
-                _pm(arm["spread"]["accuracy"]), _pm(arm["spread"]["wall_s"], digits=1),
+                arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm), delta_text(c),
+                f"{c['p_value']:.3f} / {c['p_holm']:.3f}" if c else "-", plus_minus(arm["spread"][metric]),
+                plus_minus(arm["spread"]["accuracy"]), plus_minus(arm["spread"]["wall_s"], digits=1),
                 "; ".join(arm["changes"]) or "(the recipe as written)")) + "</tr>")
     chart = base64.b64encode(forest_png(report)).decode("ascii")
     floor = report.get("noise_floor")

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import yaml
 
 from augforge.augment.image_ops import DETERMINISTIC
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
+from augforge.models import model_options
 
 #: a change that removes the key (the recipe's default applies)
 REMOVE = object()
@@ -81,18 +82,16 @@ def parse_override(text: str) -> tuple[str, str, object]:
     name, sep, rest = text.partition("=")
     path, sep2, raw = rest.partition(":")
     if not sep or not sep2 or not name.strip() or not path.strip():
-        raise AugforgeError(f"--arms {text!r}: expected NAME=key.path:VALUE, e.g. lr_x3=train.lr:0.009")
+        raise OptionError("{arms} {text!r}: expected NAME=key.path:VALUE, e.g. lr_x3=train.lr:0.009", text=text)
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise AugforgeError(f"--arms {text!r}: the value is not valid YAML ({exc})") from None
+        raise OptionError("{arms} {text!r}: the value is not valid YAML ({why})", text=text, why=exc) from None
     return name.strip(), path.strip(), value
 
 
 def technique_arms(recipe) -> list[Arm]:
     """One leave-one-out arm per technique the recipe turns on (see docs/ablation.md for the list)."""
-    from augforge.models import model_options
-
     arms: list[Arm] = []
     aug, train, run, raw = recipe.augment, recipe.train, recipe.run, recipe.data
 
@@ -182,18 +181,21 @@ def build_arms(recipe, overrides: list[str] = (), only: list[str] = (), skip: li
     for text in overrides:
         name, path, value = parse_override(text)
         if name in {a.name for a in arms}:
-            raise AugforgeError(f"--arms {text!r}: {name!r} is already an arm's name; choose another")
+            raise OptionError("{arms} {text!r}: {name!r} is already an arm's name; choose another", text=text,
+                              name=name)
         custom.setdefault(name, Arm(name, "custom")).changes.append((path, value))
     arms += list(custom.values())
     names = [a.name for a in arms]
-    for selector, label in ((only, "--only"), (skip, "--skip")):
+    for selector, label in ((only, "only"), (skip, "skip")):
         for name in selector:
             if name not in names:
-                raise AugforgeError(f"{label} {name}: no such arm; arms: {', '.join(names)}")
+                raise OptionError("{%s} {name}: no such arm; arms: {arms_list}" % label, name=name,
+                                  arms_list=", ".join(names))
     if only:
         arms = [a for a in arms if a.kind == "baseline" or a.name in only]
     arms = [a for a in arms if a.kind == "baseline" or a.name not in skip]
     if len(arms) == 1:
-        raise AugforgeError(f"{recipe.file}: no technique to ablate: the recipe turns on no balance, augmentation, "
-                            "regularizer or schedule, and no --arms were given (e.g. --arms lr_x3=train.lr:0.009)")
+        raise OptionError("{file}: no technique to ablate: the recipe turns on no balance, augmentation, "
+                          "regularizer or schedule, and no {arms} were given (e.g. {arms} lr_x3=train.lr:0.009)",
+                          file=recipe.file)
     return arms

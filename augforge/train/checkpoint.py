@@ -11,7 +11,7 @@ import torch
 
 from augforge.atomic import atomic_path
 from augforge.augment.ops import op_dicts
-from augforge.errors import AugforgeError, first_line
+from augforge.errors import AugforgeError, OptionError, first_line
 from augforge.recipe import Recipe
 from augforge.recipe.train import RunSpec, TrainConfig
 from augforge.train.loop import Trainer
@@ -94,8 +94,8 @@ def check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, l
     stored = state.get("settings")
     if stored is None:
         if not allow_changes:
-            raise AugforgeError(f"{path}: records no training settings (an older augforge wrote it), so a resume "
-                                "cannot be checked; pass --resume-changed to continue it anyway")
+            raise OptionError("{path}: records no training settings (an older augforge wrote it), so a resume "
+                              "cannot be checked; pass {resume_changed} to continue it anyway", path=path)
         log("resuming a checkpoint that records no training settings")
         return
     # a setting newer than the checkpoint is no change where it holds its default (the old code's behaviour)
@@ -107,6 +107,6 @@ def check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, l
     listed = ", ".join(f"{k}: {json.dumps(stored.get(k))} -> {json.dumps(settings.get(k))}" for k in changed[:6])
     more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
     if not allow_changes:
-        raise AugforgeError(f"{path}: was trained with other settings ({listed}{more}); pass --resume-changed to "
-                            "continue under the new ones, or use another --run-dir")
+        raise OptionError("{path}: was trained with other settings ({listed}{more}); pass {resume_changed} to "
+                          "continue under the new ones, or use another {run_dir}", path=path, listed=listed, more=more)
     log(f"resuming under changed settings: {listed}{more}")

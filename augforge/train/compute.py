@@ -7,14 +7,14 @@ import os
 import torch
 
 from augforge.device import Device, rank_and_world
-from augforge.errors import AugforgeError
+from augforge.errors import OptionError
 
 
 def set_threads(threads: int | None) -> int:
     """torch's intra-op threads: ``threads`` when given, else torch's default (one per core)."""
     if threads is not None:
         if threads < 1:
-            raise AugforgeError(f"--threads {threads}: expected at least 1")
+            raise OptionError("{threads} {value}: expected at least 1", value=threads)
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
 

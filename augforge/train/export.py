@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 from augforge.atomic import atomic_path
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError, first_line
+from augforge.train.loop import prepare_input
+from augforge.train.restore import checkpoint_model_and_loader
 
 FORMATS = ("onnx", "pt2")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -69,8 +71,6 @@ class AsTrained(torch.nn.Module):
         self.model = model
 
     def forward(self, x, lengths=None):
-        from augforge.train.loop import prepare_input
-
         x = prepare_input(x)  # the loop's own conversion, traced into the graph
         return self.model(x) if lengths is None else self.model(x, lengths)
 
@@ -92,7 +92,7 @@ def dynamic_shapes(inputs: tuple) -> tuple:
 def _refusal(exc: Exception, fmt: str, name: str) -> AugforgeError:
     text = str(exc)
     op = _OP.search(text)
-    first = (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+    first = first_line(exc, 300)
     where = f"operator {op.group(1)}" if op else first
     return AugforgeError(f"model {name!r} cannot be exported to {fmt}: {where}"
                          + (f" ({first})" if op and op.group(1) not in first else ""))
@@ -122,7 +122,7 @@ def _export(model, example: tuple, fmt: str, out: Path, name: str):
         names = [i.name for i in session.get_inputs()]
         return lambda *xs: torch.from_numpy(session.run(None, {n: x.cpu().numpy() for n, x in zip(names, xs)})[0])
     except ImportError as exc:
-        raise AugforgeError(f"--format onnx needs {exc.name}: pip install 'augforge[export]'") from None
+        raise OptionError("{format} onnx needs {package}: pip install 'augforge[export]'", package=exc.name) from None
     except AugforgeError:
         raise
     except Exception as exc:  # the exporters raise many kinds; one line naming the operator
@@ -134,14 +134,12 @@ def _export(model, example: tuple, fmt: str, out: Path, name: str):
 def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None, data: str | Path | None = None,
                batches: int = 4) -> dict:
     """Export a run's model (``model.pt``) and check it against PyTorch on ``batches`` test batches."""
-    from augforge.train.restore import checkpoint_model_and_loader
-
     if fmt not in FORMATS:
-        raise AugforgeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise OptionError("{format} {value!r}: expected one of {choices}", value=fmt, choices=", ".join(FORMATS))
     checkpoint, recorded = run_files(Path(run))
     data = Path(data) if data else recorded
     if data is None:
-        raise AugforgeError(f"{run}: its summary records no data directory; give --data DIR")
+        raise OptionError("{run}: its summary records no data directory; give {data} DIR", run=run)
     model, loader, arch, _, _ = checkpoint_model_and_loader(checkpoint, data, "test", device="cpu", batch_size=64)
     model = AsTrained(model).eval()
     out = Path(out) if out else checkpoint.with_suffix(SUFFIX[fmt])

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from augforge.errors import AugforgeError
+
 SPEC = "spec.json"
 INPUTS = "inputs.npz"
 PREDICTIONS = "predictions.npz"
@@ -43,7 +45,6 @@ def predict(models: dict[str, str | Path], batches: list[tuple], where: str = "n
     (``qemu-x86_64 -cpu Haswell``) that runs this Python on this module, with the batches passed as files."""
     if where == "native":
         return predict_here(models, batches)
-    from augforge.errors import AugforgeError
 
     with tempfile.TemporaryDirectory(prefix="augforge-int8-") as tmp:
         folder = Path(tmp)

@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 
 TARGETS = ("auto", "avx2", "avx512", "vnni", "arm64")
 #: the schemes, fastest and most precise first: the order that breaks ties
@@ -137,7 +137,7 @@ def emulator_available() -> bool:
 def resolve_target(target: str, host: str) -> str:
     """``target`` checked against ``TARGETS``; ``auto`` becomes the host's class (``sse`` hosts too)."""
     if target not in TARGETS:
-        raise AugforgeError(f"--target {target}: expected one of {', '.join(TARGETS)}")
+        raise OptionError("{target} {value}: expected one of {choices}", value=target, choices=", ".join(TARGETS))
     return host if target == "auto" else target
 
 

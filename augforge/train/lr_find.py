@@ -13,7 +13,8 @@ from typing import Iterable
 
 import numpy as np
 
-from augforge.errors import AugforgeError
+from augforge.atomic import atomic_path
+from augforge.errors import AugforgeError, OptionError
 from augforge.train.loop import TrainConfig, Trainer
 
 
@@ -67,7 +68,7 @@ def lr_find(model, batches: Iterable, config: TrainConfig, *, start: float = 1e-
         if value > diverge * best and i > 5:
             break
     if len(smoothed) < 5:
-        raise AugforgeError("lr-find: the loss diverged at once; lower --start")
+        raise OptionError("lr-find: the loss diverged at once; lower {start}")
     log_lrs = np.log10(lrs)
     slopes = np.gradient(np.asarray(smoothed), log_lrs)
     usable = slice(2, max(3, int(np.argmin(smoothed)) + 1))
@@ -84,8 +85,6 @@ def plot(result: LRFind, path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from augforge.atomic import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(result.lrs, result.losses, color="0.75", label="loss")

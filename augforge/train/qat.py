@@ -19,8 +19,12 @@ from pathlib import Path
 
 import torch
 
-from augforge.errors import AugforgeError
-from augforge.train.export import quiet_loggers
+from augforge.atomic import atomic_path
+from augforge.errors import AugforgeError, OptionError, first_line
+from augforge.pipelines.stream import open_loader
+from augforge.train.checkpoint import load_checkpoint
+from augforge.train.export import AsTrained, dynamic_shapes, model_inputs, quiet_loggers
+from augforge.train.restore import checkpoint_model_and_loader, loader_options
 
 
 def _torchao():
@@ -29,9 +33,12 @@ def _torchao():
         try:
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
             from torchao.quantization.pt2e import move_exported_model_to_eval
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+            from torchao.quantization.pt2e.quantize_pt2e import (
+                convert_pt2e,
+                prepare_qat_pt2e,
+            )
         except ImportError:
-            raise AugforgeError("--qat-epochs needs torchao: pip install 'augforge[export]'") from None
+            raise OptionError("{qat_epochs} needs torchao: pip install 'augforge[export]'") from None
     return x86, move_exported_model_to_eval, convert_pt2e, prepare_qat_pt2e
 
 
@@ -41,14 +48,9 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
     (``quantize``), or fine-tune it alike in float and write the float ONNX model: the control that tells
     what the extra epochs alone buy. Returns {epochs, steps, lr, final_loss}."""
     x86, move_exported_model_to_eval, convert_pt2e, prepare_qat_pt2e = _torchao()
-    from augforge.atomic import atomic_path
-    from augforge.pipelines.stream import open_loader
-    from augforge.train.export import AsTrained, dynamic_shapes, model_inputs
-    from augforge.train.checkpoint import load_checkpoint
-    from augforge.train.restore import checkpoint_model_and_loader, loader_options
 
     if epochs < 1:
-        raise AugforgeError(f"--qat-epochs {epochs}: expected at least 1")
+        raise OptionError("{qat_epochs} {value}: expected at least 1", value=epochs)
     checkpoint_data = load_checkpoint(checkpoint)
     if checkpoint_data["input"].get("payload") == "text":
         raise AugforgeError(f"{checkpoint}: quantization-aware fine-tuning is for image and feature models, not "
@@ -72,7 +74,7 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
                 prepared = graph
         except Exception as exc:
             raise AugforgeError(f"model {arch['name']!r}: torchao cannot prepare it for quantization-aware "
-                                f"training ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]})") \
+                                f"training ({first_line(exc, 200)})") \
                 from None
         optimizer = torch.optim.AdamW(prepared.parameters(), lr=lr, weight_decay=0.0)
         steps, loss = 0, float("nan")

@@ -29,10 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from augforge.atomic import atomic_path
-from augforge.errors import AugforgeError
+from augforge.datasets.manifest import read_manifest
+from augforge.errors import AugforgeError, OptionError, first_line
+from augforge.pipelines.stream import open_loader
+from augforge.train.checkpoint import load_checkpoint
+from augforge.train.export import export_run, model_inputs, run_files
 from augforge.train.int8_predict import predict, session_feeds
 from augforge.train.int8_target import (choose_scheme, emulator_available, host_cpu, plan_schemes,
                                         resolve_target, target_warning)
+from augforge.train.metrics import classification_metrics
+from augforge.train.qat import finetune_onnx
+from augforge.train.restore import loader_options
 
 LATENCY_RUNS = 20
 #: the rows (val split, else the first training rows in storage order) on which the schemes are compared
@@ -99,8 +106,6 @@ SCHEME_SETTINGS = {"u8s8": ("QInt8", False), "u8s7": ("QInt8", True), "u8u8": ("
 
 def _collect(loader, rows: int | None = None) -> tuple[list[tuple], np.ndarray]:
     """(the model-input tuples of ``loader``'s batches as numpy arrays, their labels), up to ``rows`` rows."""
-    from augforge.train.export import model_inputs
-
     batches, labels, seen = [], [], 0
     for x, y in loader:
         batches.append(tuple(np.ascontiguousarray(t.cpu().numpy()) for t in model_inputs(x)))
@@ -130,7 +135,7 @@ def _quantize(prepared: Path, out: Path, calibration: list[dict], scheme: str, e
                         activation_type=QuantType.QUInt8, nodes_to_exclude=excluded)
     except Exception as exc:
         raise AugforgeError(f"{checkpoint}: ONNX Runtime could not quantize it "
-                            f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]})") from None
+                            f"({first_line(exc)})") from None
     return out
 
 
@@ -160,33 +165,30 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
     import onnxruntime
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from augforge.datasets.manifest import read_manifest
-    from augforge.pipelines.stream import open_loader
-    from augforge.train.export import export_run, run_files
-    from augforge.train.checkpoint import load_checkpoint
-    from augforge.train.restore import loader_options
-
     unknown = sorted(set(keep_float) - set(FLOAT_BLOCKS))
     if unknown:
-        raise AugforgeError(f"--keep-float {unknown[0]}: expected some of {', '.join(FLOAT_BLOCKS)}")
+        raise OptionError("{keep_float} {value}: expected some of {choices}", value=unknown[0],
+                          choices=", ".join(FLOAT_BLOCKS))
     if qat_epochs < 0:
-        raise AugforgeError(f"--qat-epochs {qat_epochs}: expected 0 or more")
+        raise OptionError("{qat_epochs} {value}: expected 0 or more", value=qat_epochs)
     host = host_cpu()
     target = resolve_target(target, host)
     every = {p.scheme: p for p in plan_schemes(target, host, emulator_available())}
     if qat_epochs and every["u8s8"].where is None:
-        raise AugforgeError(f"--qat-epochs {qat_epochs}: the QAT model has 8-bit weights, and {every['u8s8'].reason}")
+        raise OptionError("{qat_epochs} {value}: the QAT model has 8-bit weights, and {reason}", value=qat_epochs,
+                          reason=every["u8s8"].reason)
     plans = every
     if scheme != "auto":
         if scheme not in every:
-            raise AugforgeError(f"--scheme {scheme}: expected auto or one of {', '.join(every)}")
+            raise OptionError("{scheme} {value}: expected auto or one of {choices}", value=scheme,
+                              choices=", ".join(every))
         if every[scheme].where is None:
-            raise AugforgeError(f"--scheme {scheme}: {every[scheme].reason}")
+            raise OptionError("{scheme} {value}: {reason}", value=scheme, reason=every[scheme].reason)
         plans = {scheme: every[scheme]}
     checkpoint, recorded = run_files(Path(run))
     data = Path(data) if data else recorded
     if data is None:
-        raise AugforgeError(f"{run}: its summary records no data directory; give --data DIR")
+        raise OptionError("{run}: its summary records no data directory; give {data} DIR", run=run)
     out = Path(out) if out else checkpoint.with_name("model.int8.onnx")
     options = loader_options(load_checkpoint(checkpoint)["input"])
     with tempfile.TemporaryDirectory(prefix="augforge-quantize-") as tmp:
@@ -209,8 +211,6 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
         where = {"int8": plans[chosen["name"]].where}
         qat = None
         if qat_epochs:
-            from augforge.train.qat import finetune_onnx
-
             models["int8_qat"] = Path(tmp) / "model.qat.onnx"
             where["int8_qat"] = every["u8s8"].where
             qat = finetune_onnx(checkpoint, data, models["int8_qat"], qat_epochs, qat_lr, log=log)
@@ -237,8 +237,6 @@ def _measure(models: dict[str, Path], test, where: dict[str, str]) -> dict:
     ``where`` names for it, this CPU's by default), file size, and this CPU's latency at batch 1 and 64;
     and ``rows``."""
     import onnxruntime
-
-    from augforge.train.metrics import classification_metrics
 
     batches, truth = _collect(test)
     report = {"rows": int(len(truth))}

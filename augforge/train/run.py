@@ -23,7 +23,7 @@ import torch
 from augforge.atomic import atomic_path, write_json
 from augforge.datasets.manifest import read_manifest
 from augforge.device import Device, choose_device
-from augforge.errors import AugforgeError
+from augforge.errors import OptionError
 from augforge.recipe import Recipe
 from augforge.recipe.train import RunSpec
 from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint, \
@@ -153,8 +153,8 @@ def _resume_or_start(trainer: Trainer, loader, run_dir: Path, resume: bool, resu
         spec = state.get("input", spec)
         log(f"resumed at epoch {trainer.epoch}")
     elif lead and run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise AugforgeError(f"{run_dir}: holds an earlier run; pass --resume to continue it or choose another "
-                            "--run-dir")
+        raise OptionError("{path}: holds an earlier run; pass {resume} to continue it or choose another {run_dir}",
+                          path=run_dir)
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
     return best, spec

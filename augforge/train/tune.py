@@ -32,9 +32,14 @@ import xxhash
 import yaml
 
 from augforge.atomic import atomic_open
-from augforge.errors import AugforgeError
 from augforge.checks import RecipeError
+from augforge.errors import AugforgeError, OptionError
+from augforge.recipe import load_recipe, parse_recipe
 from augforge.recipe.tune import KINDS, METRICS, parse_space  # noqa: F401  (METRICS and KINDS: part of tune's API)
+from augforge.train.ablate import run_ablation
+from augforge.train.arms import REMOVE, Arm
+from augforge.train.run import train_recipe
+from augforge.train.tune_report import write_html
 
 PRUNERS = ("median", "hyperband")
 #: the median pruner prunes nothing until this many trials finished, nor in a trial's first quarter of epochs
@@ -89,10 +94,6 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     import optuna
     from optuna.trial import TrialState
 
-    from augforge.recipe import load_recipe, parse_recipe
-    from augforge.train.run import train_recipe
-    from augforge.train.tune_report import write_html
-
     path = Path(path)
     recipe = load_recipe(path)
     raw = recipe.data
@@ -100,15 +101,15 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
         raise RecipeError(f"{path}: has no tune: section (the metric and the search space)")
     metric, space = parse_space(raw["tune"])
     if confirm and confirm < 2:
-        raise AugforgeError(f"--confirm {confirm}: a paired comparison needs at least 2 seeds")
+        raise OptionError("{confirm} {value}: a paired comparison needs at least 2 seeds", value=confirm)
     if not 0 < val_split < 1:
-        raise AugforgeError(f"--val-split {val_split}: expected a fraction between 0 and 1")
+        raise OptionError("{val_split} {value}: expected a fraction between 0 and 1", value=val_split)
     held_out = {} if recipe.source.val_split else {"source.val_split": val_split}
     if held_out:
         log(f"tune: {path.name} has no source.val_split; the trials hold out {val_split:g} of the train split "
             "for validation (best.yaml keeps the recipe's split)")
     if pruner not in PRUNERS:
-        raise AugforgeError(f"--pruner {pruner!r}: expected one of {', '.join(PRUNERS)}")
+        raise OptionError("{pruner} {value!r}: expected one of {choices}", value=pruner, choices=", ".join(PRUNERS))
     for name, (kind, values) in space.items():  # every corner of the space must make a valid recipe
         for value in values:
             parse_recipe(apply(raw, {**held_out, name: value}), str(path), path.parent)
@@ -223,9 +224,6 @@ def param_importances(study, seed: int) -> dict[str, float] | str:
 def confirm_best(recipe, params: dict, out: Path, seeds: int, metric: str, log=print) -> dict:
     """Retrain the original recipe and the best trial's over ``seeds`` paired seeds and compare them on the
     test split with ``augforge ablate``'s statistics (BCa interval of the paired Δ, sign-flip p-value)."""
-    from augforge.train.ablate import run_ablation
-    from augforge.train.arms import REMOVE, Arm
-
     changes = [(name, REMOVE if name == "balance.strategy" and value in ("none", None) else value)
                for name, value in params.items()]
     arms = [Arm("baseline", "baseline"), Arm("tuned", "custom", changes)]

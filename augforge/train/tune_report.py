@@ -9,6 +9,9 @@ import base64
 import html
 import io
 
+from augforge.atomic import atomic_open
+from augforge.train.ablate_report import delta_text, plus_minus, verdict_text
+
 #: colours of the history chart (the Chromium test looks for the best-so-far line's colour)
 BEST_COLOUR = "#d95f02"
 COMPLETE_COLOUR = "#1b9e77"
@@ -72,12 +75,11 @@ def importances_png(importances: dict[str, float]) -> str:
 def _confirmation(confirm: dict | None) -> str:
     if not confirm:
         return "<p>No confirmation run: <code>--confirm K</code> retrains both recipes over K paired seeds.</p>"
-    from augforge.train.ablate_report import _delta, _pm, verdict_text
 
     metric = confirm["metric"]
     rows = "".join(
-        f"<tr><td>{html.escape(arm['name'])}</td><td>{_pm(arm['spread'][metric])}</td>"
-        f"<td>{_pm(arm['spread']['accuracy'])}</td><td>{_delta(arm['comparison'])}</td>"
+        f"<tr><td>{html.escape(arm['name'])}</td><td>{plus_minus(arm['spread'][metric])}</td>"
+        f"<td>{plus_minus(arm['spread']['accuracy'])}</td><td>{delta_text(arm['comparison'])}</td>"
         f"<td>{html.escape('reference' if arm['kind'] == 'baseline' else verdict_text(arm['comparison']))}</td></tr>"
         for arm in confirm["arms"])
     return (f"<h2>Confirmation on the test split</h2><p>The original recipe (baseline) and the best trial's (tuned), "
@@ -92,8 +94,6 @@ def _value(value) -> str:
 
 def write_html(summary: dict, trials: list[dict], importances: dict | str, path, confirm: dict | None = None) -> None:
     """``study.html`` (written atomically): the history and importance charts, the confirmation, the trials."""
-    from augforge.atomic import atomic_open
-
     esc = html.escape
     metric = summary["metric"]
     names = sorted({name for t in trials for name in t["params"]})

@@ -11,7 +11,7 @@ from augforge.datasets.sources.dataset import DatasetSource
 from augforge.datasets.sources.digits import DigitsSource
 from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, ImageFolderSource
 from augforge.datasets.sources.table import TABLE_SUFFIXES, TableSource
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 
 #: Samples shipped with installed packages, usable by name.
 BUNDLED = {"digits": DigitsSource}
@@ -33,30 +33,30 @@ def open_source(
     source is an error, since it would silently do nothing.
     """
     path = Path(spec)
-    table_opts = {"--label-col": label_col, "--text-col": text_col, "--feature-cols": feature_cols,
-                  "--id-col": id_col}
+    table_opts = {"label_col": label_col, "text_col": text_col, "feature_cols": feature_cols, "id_col": id_col}
 
     def refuse(options: dict, kind: str) -> None:
         given = [name for name, value in options.items() if value]
         if given:
-            raise AugforgeError(f"{', '.join(given)} do(es) not apply to {kind} {spec}")
+            raise OptionError(", ".join(f"{{{name}}}" for name in given) + " do(es) not apply to {kind} {spec}",
+                              kind=kind, spec=spec)
 
     if path.exists():
         if path.is_dir():
             refuse(table_opts, "the directory")
             if is_dataset_dir(path):
-                refuse({"--max-pixels": max_pixels}, "the dataset directory")
+                refuse({"max_pixels": max_pixels}, "the dataset directory")
                 return DatasetSource(path)
             return ImageFolderSource(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         if path.suffix.lower() in TABLE_SUFFIXES:
-            refuse({"--max-pixels": max_pixels}, "the table")
+            refuse({"max_pixels": max_pixels}, "the table")
             return TableSource(path, label_col=label_col or "label", text_col=text_col,
                                feature_cols=feature_cols, id_col=id_col)
         raise AugforgeError(
             f"{path}: not a dataset directory, image folder, or table (.csv/.tsv/.parquet/.jsonl)"
         )
     if str(spec) in BUNDLED:
-        refuse({**table_opts, "--max-pixels": max_pixels}, "the bundled sample")
+        refuse({**table_opts, "max_pixels": max_pixels}, "the bundled sample")
         return BUNDLED[str(spec)]()
     raise AugforgeError(
         f"{spec}: no such file or directory (bundled samples: {', '.join(sorted(BUNDLED))})"

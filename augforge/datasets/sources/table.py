@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from augforge.datasets import schema as S
 from augforge.datasets.sources.base import Problem, Source
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError, first_line
 
 TABLE_SUFFIXES = {
     ".csv": "csv",
@@ -51,7 +51,7 @@ def _jsonl_key_order(path: Path, names: list[str]) -> list[str]:
 
 
 def _read_error(path: Path, exc: Exception) -> AugforgeError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if "utf-8" in text.lower() or "utf8" in text.lower():
         return AugforgeError(f"{path}: not valid UTF-8 ({text}); re-save the file as UTF-8")
     return AugforgeError(f"{path}: cannot be read as {TABLE_SUFFIXES.get(path.suffix.lower(), 'a table')}: {text}")
@@ -94,18 +94,16 @@ class TableSource(Source):
         self.label_col = label_col
         self.text_col = text_col
         self.id_col = id_col
-        self._require(label_col, "--label-col")
+        self._require(label_col, "label_col")
         if id_col is not None:
-            self._require(id_col, "--id-col")
+            self._require(id_col, "id_col")
         if text_col is not None and feature_cols:
-            raise AugforgeError("give either --text-col or --feature-cols, not both")
+            raise OptionError("give either {text_col} or {feature_cols}, not both")
         if text_col is not None:
-            self._require(text_col, "--text-col")
+            self._require(text_col, "text_col")
             if self._schema[text_col] not in (pl.String, pl.Utf8):
-                raise AugforgeError(
-                    f"{path}: column {text_col!r} holds {self._schema[text_col]}, not text; pick a string column "
-                    "with --text-col"
-                )
+                raise OptionError("{path}: column {column!r} holds {kind}, not text; pick a string column with "
+                                  "{text_col}", path=path, column=text_col, kind=self._schema[text_col])
             self.payload = S.TEXT
             self.feature_cols: list[str] = []
             self._drop_empty_texts()
@@ -114,12 +112,11 @@ class TableSource(Source):
             reserved = {label_col, id_col, S.SPLIT}
             if feature_cols:
                 for col in feature_cols:
-                    self._require(col, "--feature-cols")
+                    self._require(col, "feature_cols")
                     if not self._schema[col].is_numeric():
-                        raise AugforgeError(
-                            f"{path}: feature column {col!r} holds {self._schema[col]}, not numbers; "
-                            "drop it from --feature-cols or use --text-col for text"
-                        )
+                        raise OptionError("{path}: feature column {column!r} holds {kind}, not numbers; drop it "
+                                          "from {feature_cols} or use {text_col} for text", path=path, column=col,
+                                          kind=self._schema[col])
                 self.feature_cols = list(feature_cols)
             else:
                 self.feature_cols = [c for c, t in self._schema.items() if c not in reserved and t.is_numeric()]
@@ -128,10 +125,8 @@ class TableSource(Source):
             if not self.feature_cols:
                 if self._lf.select(pl.len()).collect().item() == 0:
                     raise AugforgeError(f"{path}: the table has no rows")
-                raise AugforgeError(
-                    f"{path}: no numeric feature columns besides {label_col!r}; pass --text-col for text "
-                    "or --feature-cols"
-                )
+                raise OptionError("{path}: no numeric feature columns besides {label!r}; pass {text_col} for text "
+                                  "or {feature_cols}", path=path, label=label_col)
 
     def _refuse_broken_numbers(self, columns: list[str]) -> None:
         """A text column whose values are mostly numbers has a bad cell: left out of the features, it would be
@@ -146,10 +141,10 @@ class TableSource(Source):
             broken = given & ~numbers
             if broken.any() and numbers.sum() > given.sum() / 2:
                 row = int(broken.arg_true()[0])
-                raise AugforgeError(
-                    f"{self.path}: column {column!r} holds numbers but {raw[column][row]!r} at {self._where(row)} "
-                    f"({int(broken.sum())} such cells); fix them, or name the features with --feature-cols"
-                )
+                raise OptionError("{path}: column {column!r} holds numbers but {value!r} at {where} ({count} such "
+                                  "cells); fix them, or name the features with {feature_cols}", path=self.path,
+                                  column=column, value=raw[column][row], where=self._where(row),
+                                  count=int(broken.sum()))
 
     #: the source row number column added when rows are dropped (ids and messages keep the file's numbering)
     _ROW = "__augforge_row"
@@ -206,10 +201,8 @@ class TableSource(Source):
 
     def _require(self, column: str, option: str) -> None:
         if column not in self._schema:
-            raise AugforgeError(
-                f"{self.path}: no column {column!r} (columns: {', '.join(self._schema.names())}); "
-                f"set {option}"
-            )
+            raise OptionError("{path}: no column {column!r} (columns: {columns}); set {%s}" % option, path=self.path,
+                              column=column, columns=", ".join(self._schema.names()))
 
     def _collect(self, columns: list[str]) -> pl.DataFrame:
         try:

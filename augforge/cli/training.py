@@ -1,0 +1,220 @@
+"""The training commands: train, tune, ablate, lr-find, evaluate.
+
+Each handler imports its job when it runs (the CLI's lazy dispatch: `augforge --help` loads none of them)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Build or reuse the recipe's dataset, then train and evaluate (the recipe's train section)."""
+    from augforge.recipe import load_recipe
+    from augforge.train.run import train_recipe
+
+    recipe = load_recipe(args.recipe)  # the whole recipe, train section included, is checked before any work
+    if args.seed is not None:  # train.seed from the command line: one recipe, many seeds
+        import copy
+        from pathlib import Path
+
+        from augforge.recipe import parse_recipe
+
+        data = copy.deepcopy(recipe.data)
+        data["train"] = {**(data.get("train") or {}), "seed": args.seed}
+        recipe = parse_recipe(data, recipe.file, Path(args.recipe).parent)
+    if args.run_dir is None:
+        from pathlib import Path
+
+        args.run_dir = str(Path("build") / "runs" / Path(args.recipe).stem)
+    summary = train_recipe(recipe, args.run_dir, data=args.data, resume=args.resume or args.resume_changed,
+                           rebuild=args.rebuild,
+                           workers=args.workers, threads=args.threads, log=lambda text: print(text, flush=True),
+                           show_progress=sys.stderr.isatty(), resume_changed=args.resume_changed,
+                           profile=args.profile_steps if args.profile else None)
+    if not summary:  # a DDP worker other than rank 0: the first process reports
+        return 0
+    if "accuracy" in summary:
+        print(f"test: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
+              f"macro-F1 {summary['macro_f1']:.4f} ({summary['rows']:,} rows); wall {summary['wall_s']:.1f} s; "
+              f"waiting for data {summary['input_bound']:.0%}")
+    print(f"wrote {args.run_dir}/summary.json, metrics.jsonl, model.pt and checkpoints/")
+    return 0
+
+
+def add_train(sub) -> None:
+    """`augforge train`'s parser."""
+    p = sub.add_parser("train", help="build or reuse the recipe's dataset, then train and evaluate",
+                       description="Train with the recipe's train section (docs/training.md): stream the built "
+                                   "dataset, evaluate on val each epoch and on test at the end, write RUN_DIR.")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--run-dir", help="where metrics.jsonl, checkpoints/ and summary.json go "
+                                     "(default: build/runs/<recipe name>)")
+    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="with --resume: continue even though the train section changed since the checkpoint")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads for training (default: train.threads, else torch's default of one per "
+                        "core; fewer is faster on a loaded machine)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile the first epoch's steps with torch.profiler: a trace in RUN_DIR/profile/ "
+                        "(TensorBoard's profiler plugin, Perfetto), the top operators and the data-wait share")
+    p.add_argument("--profile-steps", type=int, default=5, metavar="N",
+                   help="--profile: active steps, after 1 waiting and 1 warm-up step (default 5)")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="train.seed for this run (initialisation, row order, streamed draws); the split and the "
+                        "offline build stay the recipe's seed")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Search the recipe's tune: space with Optuna; write best.yaml, trials.csv and the study database."""
+    from augforge.train.tune import tune_recipe
+
+    result = tune_recipe(args.recipe, args.trials, args.out, storage=args.storage, pruner=args.pruner,
+                         confirm=args.confirm, val_split=args.val_split, log=lambda text: print(text, flush=True))
+    best = result["best"]
+    print(f"{result['trials']} finished trials ({result['pruned']} pruned); best: trial {best['number']}, "
+          f"{result['metric']} {best['value']:.4f} {json.dumps(best['params'])}")
+    print(f"wrote {result['best_yaml']} (augforge train accepts it), trials.csv, {result['html']}; "
+          f"study: {result['study']}")
+    if "confirm" in result:
+        from rich.console import Console
+
+        from augforge.train.ablate_report import print_table
+
+        print_table(result["confirm"], Console())
+    return 0
+
+
+def add_tune(sub) -> None:
+    """`augforge tune`'s parser."""
+    p = sub.add_parser("tune", help="search the recipe's tune: space with Optuna (TPE, pruning, a resumable study)",
+                       description="Run Optuna's TPE over the recipe's tune: space (keyed by recipe path), pruning "
+                                   "trials on the validation metric after every epoch; the study lives in "
+                                   "OUT/study.db (or --storage) and a rerun continues it.")
+    p.add_argument("recipe", help="the recipe YAML file, with a tune: section")
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should have")
+    p.add_argument("--out", required=True, help="where study.db, data/, trials/, best.yaml and trials.csv go")
+    p.add_argument("--storage", help="an Optuna storage URL instead of OUT/study.db (sqlite:///..., postgresql://...)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband"])
+    p.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="retrain the original and the best recipe over K paired seeds and compare them on the test "
+                        "split (augforge ablate's statistics; OUT/confirm)")
+    p.add_argument("--val-split", type=float, default=0.2, metavar="F",
+                   help="for a recipe without source.val_split: the share of the train split the trials hold out "
+                        "for validation (best.yaml keeps the recipe's split; default 0.2)")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Run the recipe's leave-one-out, plain and custom arms over paired seeds and compare each with the baseline."""
+    from rich.console import Console
+
+    from augforge.recipe import load_recipe
+    from augforge.train.ablate import run_ablation
+    from augforge.train.ablate_report import print_table
+
+    recipe = load_recipe(args.recipe)
+    report = run_ablation(recipe, args.out, seeds=args.seeds, overrides=args.arms, only=args.only, skip=args.skip,
+                          jobs=args.jobs, metric=args.metric, bootstrap_train=args.bootstrap_train,
+                          budget_minutes=args.budget_minutes, workers=args.workers,
+                          log=lambda text: print(text, flush=True))
+    print_table(report, Console(width=200))
+    print(f"wrote {os.path.normpath(args.out)}/ablation.json, ablation.html and runs/")
+    return 0
+
+
+def add_ablate(sub) -> None:
+    """`augforge ablate`'s parser."""
+    p = sub.add_parser("ablate", help="measure what each technique of a recipe buys, over paired seeds",
+                       description="Train the recipe as written (baseline), once more per technique it turns on with "
+                                   "that technique removed, once with every technique off (plain), and any --arms, "
+                                   "each over the same seeds; print each arm's paired difference to the baseline "
+                                   "with a 95%% bootstrap interval and a verdict (docs/ablation.md).")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--out", required=True, help="where data/, runs/, ablation.json and ablation.html go")
+    p.add_argument("--seeds", type=int, default=10, help="paired seeds per arm (default 10)")
+    p.add_argument("--arms", nargs="*", default=[], metavar="NAME=PATH:VALUE",
+                   help="extra arms by key path, e.g. lr_x3=train.lr:0.009 (a name repeated adds changes to one arm)")
+    p.add_argument("--only", nargs="*", default=[], metavar="ARM", help="run only these arms (and the baseline)")
+    p.add_argument("--skip", nargs="*", default=[], metavar="ARM", help="leave these arms out")
+    p.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes (torch threads are split)")
+    p.add_argument("--metric", default="balanced_accuracy", choices=["balanced_accuracy", "accuracy", "macro_f1"],
+                   help="the metric the verdicts are about (default balanced_accuracy)")
+    p.add_argument("--bootstrap-train", action="store_true", help="also resample the training rows per seed")
+    p.add_argument("--budget-minutes", type=float, help="start no new run once this much time is spent")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted ablation (the default: finished runs are always reused)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
+    p.set_defaults(func=cmd_ablate)
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """The learning-rate range test on the recipe's data and model."""
+    from augforge.recipe import load_recipe
+    from augforge.train.lr_find import lr_find, plot
+    from augforge.train.run import prepare_run
+
+    recipe = load_recipe(args.recipe)
+    config, model, loader = prepare_run(recipe, data=args.data, rebuild=args.rebuild, log=lambda t: print(t))
+    result = lr_find(model, loader, config, start=args.start, end=args.end, steps=args.steps)
+    step = max(1, len(result.lrs) // 12)
+    for lr, loss in list(zip(result.lrs, result.smoothed))[::step]:
+        print(f"  lr {lr:9.2e}  loss {loss:.4f}")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    print(f"suggested initial lr: {result.suggestion:.2e} ({result.reason})")
+    return 0
+
+
+def add_lr_find(sub) -> None:
+    """`augforge lr-find`'s parser."""
+    p = sub.add_parser("lr-find", help="sweep the learning rate and suggest an initial one",
+                       description="The LR range test on the recipe's data and model: the learning rate grows "
+                                   "exponentially over --steps optimizer steps; the smoothed loss is printed and "
+                                   "plotted, and the lr where it falls fastest is suggested. Weights are not kept.")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--start", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    p.add_argument("--end", type=float, default=1.0, help="last learning rate (default 1)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    p.add_argument("--plot", metavar="PNG", help="write loss vs learning rate to this PNG")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+    p.set_defaults(func=cmd_lr_find)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Print a checkpoint's metrics on a dataset directory."""
+    from augforge.train.restore import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{args.data} ({args.split}, {metrics['rows']:,} rows): accuracy {metrics['accuracy']:.4f}, "
+              f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+        for name, recall in metrics["recall"].items():
+            print(f"  recall {name}: " + (f"{recall:.4f}" if recall is not None else "undefined (no rows of it here)"))
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    """`augforge evaluate`'s parser."""
+    p = sub.add_parser("evaluate", help="a checkpoint's metrics on a dataset directory",
+                       description="Accuracy, balanced accuracy, macro-F1 and per-class recall of a checkpoint "
+                                   "written by augforge train, on a split of a dataset directory.")
+    p.add_argument("checkpoint", help="model.pt, checkpoints/best.pt or checkpoints/last.pt")
+    p.add_argument("data", help="dataset directory")
+    p.add_argument("--split", default="test", help="test (default), val, train or all")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the model runs (default auto: the GPU when present)")
+    p.set_defaults(func=cmd_evaluate)
