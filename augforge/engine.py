@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from augforge.errors import AugforgeError, OptionError, first_line
+from augforge.errors import AugforgeError, OptionError, first_line, require_at_least
 from augforge.faults import fault_point
 
 ENGINES = ("local", "ray")
@@ -47,8 +47,8 @@ class EngineSpec:
                               choices=", ".join(ENGINES))
         if self.name == "local" and (self.address or self.gpus_per_worker):
             raise OptionError("{address} and {gpus_per_worker} need {engine} ray")
-        if self.workers is not None and self.workers < 1:
-            raise OptionError("{workers} {value}: expected at least 1", value=self.workers)
+        if self.workers is not None:
+            require_at_least("workers", self.workers)
         if self.gpus_per_worker < 0:
             raise OptionError("{gpus_per_worker} {value}: expected 0 or more", value=self.gpus_per_worker)
 

@@ -37,3 +37,10 @@ class OptionError(AugforgeError):
     def render(self, spell=lambda option: option) -> str:
         """The message with every option named by ``spell(option)`` (default: the parameter's own name)."""
         return self.template.format(**{option: spell(option) for option in self.options}, **self.values)
+
+
+def require_at_least(option: str, value, least: int = 1) -> None:
+    """Refuse ``value`` below ``least`` with an ``OptionError`` naming ``option`` (``workers 0: expected at
+    least 1``)."""
+    if value < least:
+        raise OptionError("{%s} {value}: expected at least {least}" % option, value=value, least=least)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,15 +55,30 @@ class CliProcess:
         self._proc = _server().Process(target=_run_main, args=(self.argv, environ, self._out, self._err))
         self._proc.start()
         self.pid = self._proc.pid
+        # the fork server, not this process, reaps the child, so its pid may be reused as soon as it exits:
+        # a pidfd names this very process, and a signal sent through it never reaches another one
+        self._pidfd = os.pidfd_open(self.pid)
+
+    def kill(self) -> None:
+        """SIGKILL the process if it is still running (never another process that took its pid)."""
+        if self._pidfd is None:  # waited for: it has ended
+            return
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:  # it had already ended
+            pass
 
     def wait(self, timeout: float | None = None) -> int:
         """The exit status (-N after signal N), its outputs then in ``stdout`` and ``stderr``;
         ``subprocess.TimeoutExpired`` (the process killed) past ``timeout`` seconds."""
         self._proc.join(timeout)
         if self._proc.exitcode is None:
-            self._proc.kill()
+            self.kill()
             self._proc.join()
             raise subprocess.TimeoutExpired(["augforge", *self.argv], timeout)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         if not hasattr(self, "stdout"):
             texts = []
             for path in (self._out, self._err):  # absent when the process died before it opened them

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 
 import numpy as np
@@ -123,7 +122,7 @@ def kill_9_after_shards(proc, out, shards: int = 3, timeout: float = 200.0) -> i
         if journal.exists() and len(json.loads(journal.read_text())["shards"]) >= shards:
             break
         time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()  # CliProcess.kill: through a pidfd, so never a process that reused the pid
     proc.wait()
     return len(json.loads(journal.read_text())["shards"])
 

@@ -2,8 +2,6 @@
 kill -9, clear errors, and the HTML page in a browser."""
 
 import json
-import os
-import signal
 import subprocess
 import time
 
@@ -149,7 +147,7 @@ def test_resume_after_kill_9_repeats_no_finished_run(features, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and len(list(out.glob("runs/*/*/run.json"))) < 4:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()
     proc.wait()
     done = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/run.json")}
     assert 4 <= len(done) < 15 and not (out / "ablation.json").exists()

@@ -2,7 +2,9 @@
 local-model ops with tiny models built here, and text builds (determinism, resume, bad input)."""
 
 import json
+import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +279,23 @@ def test_text_build_is_balanced_deterministic_and_keeps_test_texts(tmp_path, cap
     assert not test["synthetic"].any() and len(test) == 44
     manifest = json.loads((tmp_path / "a" / MANIFEST).read_text())
     assert "variants_dropped_as_same" in manifest["build"]
+
+
+def _dies(group_texts):
+    """A variant maker whose process dies at once, as one the kernel kills for memory."""
+    os._exit(9)
+
+
+def test_a_dead_worker_ends_the_build_with_one_line_not_a_hang(tmp_path, capsys, monkeypatch):
+    """multiprocessing.Pool waits forever for a worker that died; the build's pool notices, and the build
+    stops naming what happened, leaving no dataset."""
+    monkeypatch.setattr("augforge.pipelines.text_rows.make_variants", _dies)
+    started = time.monotonic()
+    assert main(["build", str(_recipe(tmp_path)), "--out", str(tmp_path / "out"), "--workers", "2", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("augforge build: error: text augmentation: a worker process died (killed, or out of memory?); "
+                   "rerun with fewer --workers than 2")
+    assert time.monotonic() - started < 120 and not (tmp_path / "out").exists()
 
 
 def test_kill_9_mid_text_build_then_resume(tmp_path):

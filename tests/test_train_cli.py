@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -68,7 +67,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path):
     deadline = time.time() + 200
     while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()
     proc.wait()
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert run(tmp_path / "killed", "--resume").wait(timeout=300) == 0

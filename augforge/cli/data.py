@@ -10,7 +10,7 @@ import os
 
 from augforge.cli.options import RowProgress, add_engine_options, add_output_options, add_source_options, \
     engine_spec, print_written, source_from, split_specs
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, require_at_least
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -19,8 +19,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from augforge.datasets import ingest
 
     source = source_from(args)
-    if args.workers is not None and args.workers < 1:
-        raise AugforgeError(f"--workers {args.workers}: expected at least 1")
+    if args.workers is not None:
+        require_at_least("workers", args.workers)
     if args.workers and hasattr(source, "workers"):
         source.workers = args.workers
     splits, imbalance = split_specs(args)

@@ -146,8 +146,8 @@ def add_ablate(sub) -> None:
     p.add_argument("--only", nargs="*", default=[], metavar="ARM", help="run only these arms (and the baseline)")
     p.add_argument("--skip", nargs="*", default=[], metavar="ARM", help="leave these arms out")
     p.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes (torch threads are split)")
-    p.add_argument("--metric", default="balanced_accuracy", choices=["balanced_accuracy", "accuracy", "macro_f1"],
-                   help="the metric the verdicts are about (default balanced_accuracy)")
+    p.add_argument("--metric", default="balanced_accuracy",
+                   help="the metric the verdicts are about: balanced_accuracy (default), accuracy or macro_f1")
     p.add_argument("--bootstrap-train", action="store_true", help="also resample the training rows per seed")
     p.add_argument("--budget-minutes", type=float, help="start no new run once this much time is spent")
     p.add_argument("--resume", action="store_true",

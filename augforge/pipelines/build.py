@@ -28,7 +28,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
 from augforge.datasets.sources.base import Source
 from augforge.engine import open_engine
-from augforge.errors import OptionError
+from augforge.errors import OptionError, require_at_least
 from augforge.pipelines.build_plan import AUG_NAME, CHUNK_ROWS, BuildResult, OutputPlan, drop_duplicates, \
     plan_outputs, recipe_source, recipe_splits
 from augforge.pipelines.image_rows import build_images
@@ -61,8 +61,7 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
     out = out or recipe.output.dir
     if not out:
         raise OptionError("{file}: output.dir: missing; set it in the recipe or pass {out}", file=recipe.file)
-    if workers < 1:
-        raise OptionError("{workers} {value}: expected at least 1", value=workers)
+    require_at_least("workers", workers)
     source = recipe_source(recipe)
     aug = recipe.augment
     if source.payload == S.TEXT:

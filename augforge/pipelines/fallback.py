@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import xxhash
 
 from augforge.augment.image_ops import check_op_list
 from augforge.augment.torch_ops import TorchAugment
 from augforge.datasets import schema as S
+from augforge.datasets.keys import derive_seed
 from augforge.datasets.torch_view import ShardDataset
 from augforge.errors import AugforgeError
 from augforge.pipelines.loader_ops import resolve_ops
@@ -44,5 +44,5 @@ class FallbackDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         x, y = self.view[index]
         gen = torch.Generator().manual_seed(
-            xxhash.xxh3_64_intdigest(f"fallback\x00{self.epoch}\x00{index}".encode(), self.seed) >> 1)
+            derive_seed(self.seed, "fallback", self.epoch, index) >> 1)
         return self.augment(x, gen), y

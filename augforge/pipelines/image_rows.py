@@ -17,7 +17,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import xxhash
 from PIL import Image
 
 from augforge.augment.backend import backend_version, image_augmenter
@@ -25,6 +24,7 @@ from augforge.augment.image import resolve_device
 from augforge.augment.image_ops import OPS_VERSION, check_op_list
 from augforge.balance.apply import AUG_PREFIX, BalancePlan
 from augforge.datasets import schema as S
+from augforge.datasets.keys import derive_seed
 from augforge.datasets.ingest import READ_BATCH_ROWS, content_parts, write_dataset
 from augforge.datasets.sources.base import Source
 from augforge.checks import RecipeError
@@ -127,7 +127,7 @@ class ImageTrainRows:
         rows = [cache[int(o)] for o in origin]
         augmented = out.augmented[start:stop]
         images: list = [None] * len(rows)
-        seed = int(xxhash.xxh3_64_intdigest(f"augment\x00{start // CHUNK_ROWS}".encode(), self.recipe.augment_seed))
+        seed = derive_seed(self.recipe.augment_seed, "augment", start // CHUNK_ROWS)
         aug_index = np.flatnonzero(augmented)
         if len(aug_index):
             augmenter = image_augmenter(self.recipe.augment.image, color=self.recipe.augment.color,

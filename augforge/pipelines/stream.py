@@ -46,13 +46,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xxhash
 
 from augforge.augment.backend import image_augmenter
 from augforge.augment.image_ops import check_op_list, evaluation_ops
 from augforge.augment.mix import MixConfig, mix_batch
 from augforge.augment.ops import op_dicts
 from augforge.datasets import schema as S
+from augforge.datasets.keys import derive_seed
 from augforge.datasets.reader import Dataset
 from augforge.device import choose_device, rank_and_world
 from augforge.errors import AugforgeError
@@ -225,7 +225,7 @@ class Loader:
             return None
         if self._pipeline is None:
             check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
-            seed = xxhash.xxh3_64_intdigest(f"stream\x00{self.rank}".encode(), self.seed)
+            seed = derive_seed(self.seed, "stream", self.rank)
             raw = self.info.get("encoding") == "raw"
             source = None
             if self.reader_workers:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import multiprocessing
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import xxhash
 
 from augforge.augment.text import TextAugmenter, build_text_augmenter
 from augforge.augment.wordnet import reopen_after_fork
@@ -31,9 +32,11 @@ from augforge.augment.words import surface
 from augforge.balance.apply import AUG_PREFIX, BalancePlan
 from augforge.datasets import schema as S
 from augforge.checks import RecipeError
+from augforge.datasets.keys import derive_seed
 from augforge.datasets.ingest import READ_BATCH_ROWS, WriteResult, content_parts, fingerprint, write_dataset
 from augforge.datasets.sources.base import Source
 from augforge.datasets.writer import complete_manifest
+from augforge.errors import OptionError
 from augforge.pipelines.build_plan import AUG_NAME, BuildResult, build_meta, passthrough, plan_outputs, plan_train
 from augforge.recipe import Recipe
 
@@ -44,7 +47,7 @@ GROUPS_PER_TASK = 256
 
 def variant_key(seed: int, row_id: str, j: int) -> int:
     """The seed of variant ``j`` of source row ``row_id``."""
-    return xxhash.xxh3_64_intdigest(f"text\x00{row_id}\x00{j}".encode(), int(seed) & 0xFFFFFFFFFFFFFFFF)
+    return derive_seed(seed, "text", row_id, j)
 
 
 _WORKER: dict = {}
@@ -158,12 +161,14 @@ class TextTrainRows:
         if self.workers <= 1:
             init_variant_worker(augmenter, job.seed, forked=False)
             return [make_variants(t) for t in tasks]
-        pool = multiprocessing.get_context("fork").Pool(self.workers, init_variant_worker, (augmenter, job.seed))
-        try:
-            return pool.map(make_variants, tasks)
-        finally:
-            pool.close()
-            pool.join()
+        # a pool that notices a dead worker (killed, out of memory): multiprocessing.Pool would wait forever
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=init_variant_worker, initargs=(augmenter, job.seed)) as pool:
+            try:
+                return list(pool.map(make_variants, tasks))
+            except BrokenProcessPool:
+                raise OptionError("text augmentation: a worker process died (killed, or out of memory?); rerun "
+                                  "with fewer {workers} than {n}", n=self.workers) from None
 
     def _batch(self, rows: list[dict], made, groups) -> pa.RecordBatch:
         ids, labels, texts, sources, synthetic, augs = [], [], [], [], [], []

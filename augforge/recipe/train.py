@@ -21,7 +21,8 @@ NONFINITE = ("stop", "skip")
 #: what the device decision may be told (augforge.device)
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 #: validation metrics early stopping (and ``best.pt``) can follow; larger is better for each
-EARLY_METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
+#: The classification metrics every run reports: what early stopping, a study and an ablation can target.
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
 #: the loss's class weights: none, or inversely proportional to the training rows' class counts
 CLASS_WEIGHTS = ("none", "balanced")
 #: how an epoch's training rows are drawn: a permutation, or class-balanced draws with replacement
@@ -186,7 +187,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
         mix_prob=float(c.number(raw.get("mix_prob", 1.0), "train.mix_prob", 0.0, 1.0)),
         stream=tuple(check_image_op(c, op, f"train.stream[{i}]") for i, op in enumerate(stream)),
         early_metric=c.choice(raw.get("early_stopping_metric", "balanced_accuracy"), "train.early_stopping_metric",
-                              EARLY_METRICS),
+                              METRICS),
         patience=None if patience is None else int(c.number(patience, "train.early_stopping_patience", 1, 100_000,
                                                             integer=True)),
         tensorboard=c.flag(raw.get("tensorboard", False), "train.tensorboard"),

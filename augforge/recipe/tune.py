@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 from augforge.checks import RecipeError
+from augforge.recipe.train import METRICS
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
-METRICS = ("balanced_accuracy", "accuracy", "macro_f1")
 
 def parse_space(tune, where: str = "tune") -> tuple[str, dict]:
     """(metric, {path: (kind, values)}) of a ``tune:`` mapping; errors name their place."""

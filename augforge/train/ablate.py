@@ -27,8 +27,9 @@ from pathlib import Path
 import xxhash
 
 from augforge.atomic import write_json
-from augforge.errors import AugforgeError, OptionError
+from augforge.errors import AugforgeError, OptionError, require_at_least
 from augforge.recipe import Recipe, parse_recipe
+from augforge.recipe.train import METRICS
 from augforge.train.ablate_report import write_html
 from augforge.train.arms import Arm, apply_changes, build_arms
 from augforge.train.checkpoint import training_settings
@@ -36,7 +37,6 @@ from augforge.train.compare import adjust, compare, noise_floor
 from augforge.train.data import ensure_dataset
 from augforge.train.run import train_recipe
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 #: time-to-target: the first epoch whose validation metric reaches this share of the baseline's final value
 TARGET_SHARE = 0.99
 
@@ -116,8 +116,7 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
         raise OptionError("{metric} {value}: expected one of {choices}", value=metric, choices=", ".join(METRICS))
     if seeds < 2:
         raise OptionError("{seeds} {value}: a comparison needs at least 2 seeds (10 by default)", value=seeds)
-    if jobs < 1:
-        raise OptionError("{jobs} {value}: expected at least 1", value=jobs)
+    require_at_least("jobs", jobs)
     out = Path(out)
     if arms is None:
         arms = build_arms(recipe, overrides, only, skip)

@@ -7,14 +7,13 @@ import os
 import torch
 
 from augforge.device import Device, rank_and_world
-from augforge.errors import OptionError
+from augforge.errors import require_at_least
 
 
 def set_threads(threads: int | None) -> int:
     """torch's intra-op threads: ``threads`` when given, else torch's default (one per core)."""
     if threads is not None:
-        if threads < 1:
-            raise OptionError("{threads} {value}: expected at least 1", value=threads)
+        require_at_least("threads", threads)
         torch.set_num_threads(int(threads))
     return torch.get_num_threads()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from augforge.atomic import atomic_path
-from augforge.errors import AugforgeError, OptionError, first_line
+from augforge.errors import AugforgeError, OptionError, first_line, require_at_least
 from augforge.pipelines.stream import open_loader
 from augforge.train.checkpoint import load_checkpoint
 from augforge.train.export import AsTrained, dynamic_shapes, model_inputs, quiet_loggers
@@ -49,8 +49,7 @@ def finetune_onnx(checkpoint: Path, data: Path, out: Path, epochs: int, lr: floa
     what the extra epochs alone buy. Returns {epochs, steps, lr, final_loss}."""
     x86, move_exported_model_to_eval, convert_pt2e, prepare_qat_pt2e = _torchao()
 
-    if epochs < 1:
-        raise OptionError("{qat_epochs} {value}: expected at least 1", value=epochs)
+    require_at_least("qat_epochs", epochs)
     checkpoint_data = load_checkpoint(checkpoint)
     if checkpoint_data["input"].get("payload") == "text":
         raise AugforgeError(f"{checkpoint}: quantization-aware fine-tuning is for image and feature models, not "

@@ -25,7 +25,7 @@ from augforge.datasets.manifest import read_manifest
 from augforge.device import Device, choose_device
 from augforge.errors import OptionError
 from augforge.recipe import Recipe
-from augforge.recipe.train import RunSpec
+from augforge.recipe.train import METRICS, RunSpec
 from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint, \
     training_settings
 from augforge.train.compute import end_distributed, init_distributed, set_threads
@@ -204,7 +204,7 @@ class _RunFiles:
         if self.board is not None:
             for key in ("loss", "lr", "input_bound"):
                 self.board.add_scalar(f"train/{key}", record[key], record["epoch"])
-            for key in ("accuracy", "balanced_accuracy", "macro_f1"):
+            for key in METRICS:
                 if key in record.get("val", {}):
                     self.board.add_scalar(f"val/{key}", record["val"][key], record["epoch"])
             self.board.flush()

@@ -35,7 +35,7 @@ from augforge.atomic import atomic_open
 from augforge.checks import RecipeError
 from augforge.errors import AugforgeError, OptionError
 from augforge.recipe import load_recipe, parse_recipe
-from augforge.recipe.tune import KINDS, METRICS, parse_space  # noqa: F401  (METRICS and KINDS: part of tune's API)
+from augforge.recipe.tune import parse_space
 from augforge.train.ablate import run_ablation
 from augforge.train.arms import REMOVE, Arm
 from augforge.train.run import train_recipe
