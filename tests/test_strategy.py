@@ -102,7 +102,7 @@ def test_options_and_aliases():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("", "empty --strategy"),
+    ("", "empty strategy"),
     ("smote,,under", "empty step"),
     ("magic:0.5", "unknown sampler 'magic'"),
     ("smote:lots", "'lots' is not a sampling_strategy"),
