@@ -195,12 +195,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Print a checkpoint's metrics on a dataset directory."""
     from augforge.train.restore import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device)
+    from augforge.train.long_tail import shot_line
+
+    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.split, device=args.device, adjust=args.adjust)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"{args.data} ({args.split}, {metrics['rows']:,} rows): accuracy {metrics['accuracy']:.4f}, "
+        adjusted = f" (logits adjusted post hoc, tau {metrics['posthoc_tau']})" if metrics["posthoc_tau"] else ""
+        print(f"{args.data} ({args.split}, {metrics['rows']:,} rows){adjusted}: accuracy {metrics['accuracy']:.4f}, "
               f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+        if "shots" in metrics:
+            print(f"  many / medium / few-shot: {shot_line(metrics['shots'])}")
         for name, recall in metrics["recall"].items():
             print(f"  recall {name}: " + (f"{recall:.4f}" if recall is not None else "undefined (no rows of it here)"))
     return 0
@@ -217,4 +222,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the model runs (default auto: the GPU when present)")
+    p.add_argument("--adjust", type=float, default=None, metavar="TAU",
+                   help="post-hoc logit adjustment: subtract TAU * log prior (the training priors the checkpoint "
+                        "records) from the logits; 0: the plain logits (default: the tau the run delivered with)")
     p.set_defaults(func=cmd_evaluate)

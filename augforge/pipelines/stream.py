@@ -89,7 +89,8 @@ class Loader:
                  world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
                  threads: int | None = None, reader_workers: int = 0, verify: bool = True,
                  fuse: bool = True, augment: bool | None = None, color: str | None = None,
-                 text=None, bootstrap: int | None = None, sampler: str = "shuffle") -> None:
+                 text=None, bootstrap: int | None = None, sampler: str = "shuffle",
+                 balanced_from: int | None = None) -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -116,6 +117,8 @@ class Loader:
             raise AugforgeError(f"sampler={sampler!r}: expected shuffle or balanced")
         #: ``balanced``: each epoch draws its rows with replacement, every class equally often (train only)
         self.sampler = sampler if self.augment else "shuffle"
+        #: deferred re-sampling (``train.rebalance: drs``): class-balanced draws from this epoch on (train only)
+        self.balanced_from = balanced_from if self.augment else None
         #: ``bootstrap``: the split's rows resampled with replacement once, from that seed (every epoch then
         #: shuffles the resample), for estimates that include the variance of the training rows
         self.bootstrap = bootstrap
@@ -174,7 +177,8 @@ class Loader:
     def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
         """This rank's positions (in the split) for ``epoch``, in order."""
         epoch = self.epoch if epoch is None else epoch
-        if self.sampler == "balanced":  # over the bootstrap resample's labels when there is one
+        balanced = self.sampler == "balanced" or (self.balanced_from is not None and epoch >= self.balanced_from)
+        if balanced:  # over the bootstrap resample's labels when there is one
             labels = self._labels_all() if self._base is None else self._labels_all()[self._base]
             order = balanced_order(labels, self.seed, epoch)
         else:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 
 from augforge.augment.image_ops import check_image_op
 from augforge.errors import AugforgeError
+from augforge.recipe.long_tail import PRIORS, LossSpec, RebalanceSpec, ShotSpec, check_long_tail, check_sampler, \
+    parse_loss, parse_posthoc, parse_rebalance, parse_shots
 
 #: optimizers of ``augforge.train.optim`` and schedules of ``augforge.train.schedules``
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -87,6 +89,10 @@ class TrainConfig:
     swa_start: int | None = None  # the first epoch (0-based) whose weights are averaged
     swa_lr: float | None = None
     swa_every: int = 1  # epochs between snapshots
+    loss: LossSpec = LossSpec()  # ce, or a long-tail loss (augforge.recipe.long_tail)
+    rebalance: RebalanceSpec | None = None  # deferred re-weighting (drw) or re-sampling (drs)
+    priors: str = "train"  # the counts behind the priors: train (the built split) or source (before balance)
+    posthoc_tau: float | str | None = None  # subtract tau * log prior from the logits; auto: picked on val
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ class RunSpec:
     bootstrap: int | None = None  # resample the training rows with replacement from this seed
     sampler: str = "shuffle"  # shuffle | balanced
     text: TextOptions = TextOptions()
+    shots: ShotSpec = ShotSpec()  # the many / medium / few-shot thresholds of the metrics
 
     def mix(self):
         """The loader's MixConfig (imported lazily: it needs torch)."""
@@ -130,8 +137,10 @@ _NUMBERS = {
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS, "nonfinite": NONFINITE,
             "class_weights": CLASS_WEIGHTS}
 RUN_KEYS = ("model", "model_options", "batch_size", "seed", "device", "threads", "mixup_alpha", "cutmix_alpha",
-            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every", "bootstrap",
-            "sampler", "text")
+            "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every",
+            "bootstrap", "sampler", "text", "shots")
+#: TrainConfig fields parsed by augforge.recipe.long_tail (not plain numbers or choices)
+_LONG_TAIL = ("loss", "rebalance", "priors", "posthoc_tau")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + RUN_KEYS
 
 
@@ -145,7 +154,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
     raw = c.mapping(raw, "train", TRAIN_KEYS)
     values = {}
     for f in fields(TrainConfig):
-        if f.name not in raw or (raw[f.name] is None and f.default is None):
+        if f.name in _LONG_TAIL or f.name not in raw or (raw[f.name] is None and f.default is None):
             continue
         where, value = f"train.{f.name}", raw[f.name]
         if isinstance(f.default, bool):
@@ -159,7 +168,12 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
     model = c.text(raw.get("model", DEFAULT_MODELS.get(payload, "simple_cnn")), "train.model")
     if "lr" not in values and model in MODEL_LR:
         values["lr"] = MODEL_LR[model]
+    values["loss"] = parse_loss(c, raw.get("loss"))
+    values["rebalance"] = parse_rebalance(c, raw.get("rebalance"), values.get("epochs", TrainConfig.epochs))
+    values["priors"] = c.choice(raw.get("priors", "train"), "train.priors", PRIORS)
+    values["posthoc_tau"] = parse_posthoc(c, raw.get("posthoc_tau"))
     config = TrainConfig(**values)
+    check_long_tail(c, config)
     if config.precision == "fp16" and raw.get("device", "auto") == "cpu":
         c.fail("train.precision", "fp16 needs a GPU (its GradScaler); use bf16 on the CPU")
     if config.swa_start is not None and config.swa_start >= config.epochs:
@@ -196,7 +210,9 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
                                                                           2**63 - 1, integer=True)),
         sampler=c.choice(raw.get("sampler", "shuffle"), "train.sampler", SAMPLERS),
         text=_text_options(c, raw.get("text"), model),
+        shots=parse_shots(c, raw.get("shots")),
     )
+    check_sampler(c, config, run.sampler)
     return config, run
 
 

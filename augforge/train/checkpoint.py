@@ -72,9 +72,10 @@ def restore_trainer(trainer: Trainer, state: dict) -> None:
 def training_settings(recipe: Recipe) -> dict:
     """Every setting of the ``train:`` section that shapes training, keyed ``train.<key>`` (JSON values); a
     checkpoint stores them, and a resume under other settings is refused naming the keys that differ.
-    Settings that only change logging (tensorboard, log_every) and the device and threads are left out."""
+    Settings that only change logging (tensorboard, log_every, shots) and the device and threads are left out."""
 
-    run = {k: v for k, v in asdict(recipe.run).items() if k not in ("tensorboard", "log_every", "device", "threads")}
+    run = {k: v for k, v in asdict(recipe.run).items()
+           if k not in ("tensorboard", "log_every", "device", "threads", "shots")}
     run["stream"] = op_dicts(recipe.train_ops)
     return _keyed({**asdict(recipe.train), **run})
 

@@ -18,6 +18,7 @@ from augforge.pipelines.stream import open_loader
 from augforge.pipelines.text_encoding import fit_encoder, lengths_summary
 from augforge.recipe import Recipe
 from augforge.recipe.train import RunSpec
+from augforge.train.long_tail import deferred_sampling
 
 
 def ensure_dataset(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
@@ -42,7 +43,8 @@ def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device):
     ops = recipe.train_ops or None
     text = text_encoder(run, data) if manifest.get("payload") == "text" else None
     loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
-                         bootstrap=run.bootstrap, sampler=run.sampler)
+                         bootstrap=run.bootstrap, sampler=run.sampler,
+                         balanced_from=deferred_sampling(recipe.train))
     whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
              "text": loader.encoder}
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, up
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError
 from augforge.recipe.train import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
-from augforge.train.losses import binary_cross_entropy_sum, cross_entropy_sum, weight_penalty
+from augforge.train.losses import Criterion, weight_penalty
 from augforge.train.metrics import classification_metrics
 from augforge.train.optim import build_optimizer
 from augforge.train.schedules import build_scheduler
@@ -52,13 +52,17 @@ class Trainer:
     """Trains ``model`` with ``config``; ``fit`` runs the epochs, ``evaluate`` measures a loader."""
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int,
-                 device: "str | torch.device | Device" = "cpu", class_weights: torch.Tensor | None = None) -> None:
+                 device: "str | torch.device | Device" = "cpu", class_weights: torch.Tensor | None = None,
+                 criterion: Criterion | None = None) -> None:
         #: the device decision (augforge.device.Device), shared with the loader that feeds this trainer
         self.placement = choose_device(device if not isinstance(device, torch.device) else str(device))
         self.device = self.placement.torch
         self.model, self.config = model.to(self.device), config
-        #: per-class loss weights (``train.class_weights: balanced``), or None
-        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights).float().to(self.device)
+        #: the loss (``train.loss``, its priors, the class weights of each epoch); without one, the config's
+        #: loss with ``class_weights`` (``train.class_weights: balanced``)
+        criterion = criterion or Criterion(config.loss, config.label_smoothing, weights=class_weights,
+                                           binary=config.binary)
+        self.criterion = criterion.to(self.device)
         #: the model itself, also under DistributedDataParallel (what is averaged, saved and evaluated)
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         if config.accumulate < 1:
@@ -90,11 +94,6 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
-    def _loss_sum(self, logits, y) -> torch.Tensor:
-        if self.config.binary:
-            return binary_cross_entropy_sum(logits, y, self.config.label_smoothing)
-        return cross_entropy_sum(logits, y, self.config.label_smoothing, self.class_weights)
-
     def optimizer_step(self, micro_batches: list) -> float:
         """One update from ``micro_batches`` [(x, y), ...]: the loss of all their samples, averaged once."""
         model, cfg = self.model, self.config
@@ -108,7 +107,7 @@ class Trainer:
             with no_sync:
                 with self._autocast():
                     logits = _forward(model, x)
-                loss = self._loss_sum(logits, y) / total
+                loss = self.criterion.sum(logits, y, self.epoch) / total
                 if (cfg.l1 or cfg.l2) and sync:
                     loss = loss + weight_penalty(model, cfg.l1, cfg.l2)
                 if not torch.isfinite(loss):
@@ -193,13 +192,12 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable, class_names: list[str], device="cpu",
-             binary: bool = False, expect_shape: list | None = None, source: str = "the data") -> dict:
-    """Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix over ``batches``,
-    and ``input_shape``: the per-sample shape of image batches (None for text). With ``expect_shape`` a
-    batch of another shape is refused before the model sees it."""
+def collect_logits(model: torch.nn.Module, batches: Iterable, device="cpu", expect_shape: list | None = None,
+                   source: str = "the data") -> tuple[torch.Tensor, np.ndarray, list | None]:
+    """(float logits on the CPU, true class indices, the per-sample input shape of image batches or None)
+    over ``batches``. With ``expect_shape`` a batch of another shape is refused before the model sees it."""
     model.eval()
-    true, pred, shape = [], [], None
+    true, outputs, shape = [], [], None
     for x, y in batches:
         if isinstance(x, torch.Tensor):
             shape = list(x.shape[1:])
@@ -207,9 +205,27 @@ def evaluate(model: torch.nn.Module, batches: Iterable, class_names: list[str], 
                 raise AugforgeError(f"{source}: gives inputs of shape {'x'.join(map(str, shape))}, but the model "
                                     f"was trained and evaluated on {'x'.join(map(str, expect_shape))}; add a "
                                     "resize or center_crop to the training ops, or evaluate on data of that size")
-        logits = _forward(model, _to(prepare_input(x), device)).float()
-        pred.append((logits.reshape(-1) > 0).long().cpu() if binary else logits.argmax(-1).cpu())
+        outputs.append(_forward(model, _to(prepare_input(x), device)).float().cpu())
         true.append(y.argmax(-1) if y.is_floating_point() and y.ndim == 2 else y.long())
-    metrics = classification_metrics(torch.cat(true).numpy(), torch.cat(pred).numpy(), class_names)
+    return torch.cat(outputs), torch.cat(true).numpy(), shape
+
+
+def predictions(logits: torch.Tensor, binary: bool = False, offset: torch.Tensor | None = None) -> np.ndarray:
+    """Class indices from logits: the sign of a binary head's one logit, else the argmax of the logits less
+    ``offset`` (post-hoc logit adjustment's ``tau * log prior``)."""
+    if binary:
+        return (logits.reshape(-1) > 0).long().numpy()
+    return (logits if offset is None else logits - offset.to(logits.device)).argmax(-1).numpy()
+
+
+def evaluate(model: torch.nn.Module, batches: Iterable, class_names: list[str], device="cpu",
+             binary: bool = False, expect_shape: list | None = None, source: str = "the data",
+             offset: torch.Tensor | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class recall and the confusion matrix over ``batches``,
+    and ``input_shape``: the per-sample shape of image batches (None for text). ``offset`` is subtracted
+    from the logits before the argmax (post-hoc adjustment); ``expect_shape`` refuses batches of another
+    shape."""
+    logits, true, shape = collect_logits(model, batches, device, expect_shape, source)
+    metrics = classification_metrics(true, predictions(logits, binary, offset), class_names)
     metrics["input_shape"] = shape
     return metrics

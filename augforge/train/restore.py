@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 
 from augforge.device import choose_device
-from augforge.errors import AugforgeError, first_line
+from augforge.errors import AugforgeError, OptionError, first_line
 from augforge.models import create, model_options
 from augforge.models.text_encoder import local_config
 from augforge.pipelines.stream import open_loader
+from augforge.recipe.long_tail import ShotSpec
 from augforge.recipe.train import RunSpec, TrainConfig
 from augforge.train.checkpoint import load_checkpoint
+from augforge.train.long_tail import posthoc_offset, shot_groups, shot_metrics
 from augforge.train.loop import evaluate
 
 
@@ -86,15 +88,35 @@ def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split:
     return model.to(placement.torch).eval(), loader, arch, spec, placement
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto") -> dict:
-    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split.
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto",
+                        adjust: float | None = None) -> dict:
+    """Metrics of a checkpoint (``model.pt``, ``best.pt`` or ``last.pt``) on a dataset directory's split,
+    with the many / medium / few-shot split of its training counts.
 
     The checkpoint's input spec decides the preprocessing: the deterministic part of the training ops,
     the colour mode (grey and RGB data are converted to what the model was trained on) and the text
-    encoder (tokenizer and truncation). Data that cannot be made to fit (another payload, other classes,
-    another input shape) is refused in one line."""
+    encoder (tokenizer and truncation). Post-hoc logit adjustment subtracts ``adjust * log prior`` (the
+    priors the checkpoint records); without ``adjust``, the tau the run delivered its model with (none: the
+    plain logits), so the metrics are the run's summary. Data that cannot be made to fit (another payload,
+    other classes, another input shape) is refused in one line."""
+    state = load_checkpoint(checkpoint)
+    counts = state.get("counts")
+    tau = state.get("posthoc_tau") if adjust is None else adjust
+    if tau is not None and not counts:
+        raise AugforgeError(f"{checkpoint}: records no class counts (an older augforge wrote it), so its logits "
+                            "cannot be adjusted; retrain it to use post-hoc adjustment")
+    if tau is not None and (tau < 0 or tau > 10):
+        raise OptionError("{adjust} {tau}: expected a number in [0, 10]", tau=tau)
     model, loader, arch, spec, placement = checkpoint_model_and_loader(checkpoint, data, split, device)
+    if tau and arch.get("binary"):
+        raise OptionError("{adjust}: a binary head has one logit; post-hoc adjustment needs a softmax head")
+    offset = posthoc_offset(counts["priors"], tau) if tau else None
     metrics = evaluate(model, loader, arch["class_names"], device=placement.torch,
-                       binary=arch.get("binary", False), expect_shape=spec.get("shape"), source=str(data))
+                       binary=arch.get("binary", False), expect_shape=spec.get("shape"), source=str(data),
+                       offset=offset)
     metrics.pop("input_shape", None)
+    if counts and not arch.get("binary"):
+        shots = ShotSpec(**state["shots"]) if state.get("shots") else ShotSpec()
+        metrics["shots"] = shot_metrics(metrics["recall"], shot_groups(counts["source"], arch["class_names"], shots))
+    metrics["posthoc_tau"] = tau
     return metrics

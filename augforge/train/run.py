@@ -23,15 +23,16 @@ import torch
 from augforge.atomic import atomic_path, write_json
 from augforge.datasets.manifest import read_manifest
 from augforge.device import Device, choose_device
-from augforge.errors import OptionError
+from augforge.errors import AugforgeError, OptionError
 from augforge.recipe import Recipe
 from augforge.recipe.train import METRICS, RunSpec
 from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint, \
     training_settings
 from augforge.train.compute import end_distributed, init_distributed, set_threads
 from augforge.train.data import ensure_dataset, open_loaders, text_stats
-from augforge.train.losses import balanced_class_weights
-from augforge.train.loop import Trainer, evaluate
+from augforge.train.long_tail import make_criterion, pick_tau, posthoc_offset, run_counts, shot_groups, shot_line, \
+    shot_metrics, uses_long_tail
+from augforge.train.loop import Trainer, collect_logits, evaluate
 from augforge.train.progress import INPUT_BOUND_WARNING, EpochProgress, input_bound_hint, open_tensorboard
 from augforge.train.restore import model_arch, model_from
 
@@ -67,7 +68,13 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     log(f"device: {device}; threads: {threads}")
     texts = text_stats(loader, val, test, log) if loader.encoder is not None else None
 
-    trainer = _make_trainer(recipe, arch, manifest, len(loader), device, world)
+    counts = run_counts(config, manifest)
+    if uses_long_tail(config):
+        log(f"priors: {counts['what']}: " + ", ".join(f"{n} {c}" for n, c in zip(class_names, counts["priors"])))
+    if config.posthoc_tau == "auto" and val is None:
+        raise AugforgeError("train.posthoc_tau: auto picks tau on the val split, and the dataset has none; set "
+                            "source.val_split, or give tau as a number")
+    trainer = _make_trainer(recipe, arch, counts["priors"], len(loader), device, world)
     settings = training_settings(recipe)
     best, spec = _resume_or_start(trainer, loader, run_dir, resume, resume_changed, settings, spec, lead, log)
     files = _RunFiles(run_dir, tensorboard=lead and run.tensorboard)
@@ -86,7 +93,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         improved = score is not None and (best is None or score > best)
         best, since_best = (score, 0) if improved else (best, since_best + 1)
         files.record(record)
-        extra = {"best": best, "arch": arch, "input": spec, "settings": settings}
+        extra = {"best": best, "arch": arch, "input": spec, "settings": settings, "counts": counts,
+                 "shots": asdict(run.shots)}
         files.checkpoint(trainer, loader.state_dict(), extra, best_too=improved or val is None)
         _log_epoch(record, score, run, device, threads, loader, log)
         if on_epoch is not None:
@@ -108,9 +116,22 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         summary["text"] = texts
     if profiler is not None:
         summary["profile"] = {k: profiler.summary[k] for k in ("steps", "wait_share", "trace")}
-    summary.update(_final_metrics(final, val, test, class_names, trainer, arch, spec))
+    adjust = _posthoc(final, val, counts["priors"], class_names, trainer, run, config)
+    if adjust is not None:
+        summary["posthoc"] = adjust
+    offset = None if adjust is None else posthoc_offset(counts["priors"], adjust["tau"])
+    groups = shot_groups(counts["source"], class_names, run.shots)
+    summary.update(_final_metrics(final, val, test, class_names, trainer, arch, spec, offset, groups))
+    if adjust is not None and test is not None:
+        plain = _evaluate(final, test, class_names, trainer, arch)
+        adjust["unadjusted"] = {k: plain[k] for k in METRICS}
+        log(f"post-hoc adjustment: tau {adjust['tau']}; test balanced accuracy {plain['balanced_accuracy']:.4f} "
+            f"unadjusted, {summary['balanced_accuracy']:.4f} adjusted")
+    if "shots" in summary:
+        log(f"test many / medium / few-shot: {shot_line(summary['shots'])}")
     with atomic_path(run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
-        torch.save({"model": final.state_dict(), "arch": arch, "input": spec}, tmp)
+        torch.save({"model": final.state_dict(), "arch": arch, "input": spec, "counts": counts,
+                    "shots": asdict(run.shots), "posthoc_tau": None if adjust is None else adjust["tau"]}, tmp)
     write_json(run_dir / "summary.json", summary)
     end_distributed(world)
     return summary
@@ -125,17 +146,27 @@ def _dataset_for_every_rank(recipe: Recipe, data: Path, rebuild: bool, workers: 
     return manifest if lead else read_manifest(data)
 
 
-def _make_trainer(recipe: Recipe, arch: dict, manifest: dict, steps_per_epoch: int, device: Device,
+def _make_trainer(recipe: Recipe, arch: dict, counts: list[int], steps_per_epoch: int, device: Device,
                   world: int) -> Trainer:
     """The model the recipe names (pretrained weights where it has them), wrapped for DDP across processes,
-    and its trainer (class weights from the train counts when ``train.class_weights: balanced``)."""
+    and its trainer: the recipe's loss and class weights on the prior ``counts`` (``make_criterion``)."""
     model = model_from(arch, pretrained=True)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model.to(device.torch))
-    weights = None
-    if recipe.train.class_weights == "balanced":
-        weights = balanced_class_weights([manifest["counts"]["train"].get(n, 0) for n in manifest["class_names"]])
-    return Trainer(model, recipe.train, steps_per_epoch, device=device, class_weights=weights)
+    return Trainer(model, recipe.train, steps_per_epoch, device=device,
+                   criterion=make_criterion(recipe.train, counts))
+
+
+def _posthoc(final, val, counts: list[int], class_names: list[str], trainer: Trainer, run: RunSpec,
+             config) -> dict | None:
+    """``train.posthoc_tau``: the given tau, or (``auto``) the one whose adjusted val predictions score best on
+    the early-stopping metric; None without post-hoc adjustment."""
+    if config.posthoc_tau is None:
+        return None
+    if config.posthoc_tau != "auto":
+        return {"tau": float(config.posthoc_tau), "picked_on": None}
+    logits, true, _ = collect_logits(final, val, trainer.device)
+    return {**pick_tau(logits, true, counts, class_names, run.early_metric), "picked_on": f"val {run.early_metric}"}
 
 
 def _resume_or_start(trainer: Trainer, loader, run_dir: Path, resume: bool, resume_changed: bool,
@@ -231,23 +262,31 @@ def _log_epoch(record: dict, score, run: RunSpec, device: Device, threads: int, 
             + input_bound_hint(device, run.device, threads, loader))
 
 
-def _final_metrics(final, val, test, class_names: list[str], trainer: Trainer, arch: dict, spec: dict) -> dict:
-    """The delivered model (SWA / EMA average when configured) on val (under ``val``) and test (at the top
-    level); the test pass records the input shape in ``spec``."""
+def _final_metrics(final, val, test, class_names: list[str], trainer: Trainer, arch: dict, spec: dict,
+                   offset=None, groups: dict | None = None) -> dict:
+    """The delivered model (SWA / EMA average when configured, its logits less the post-hoc ``offset``) on val
+    (under ``val``) and test (at the top level), each with its many / medium / few-shot split (``groups``);
+    the test pass records the input shape in ``spec``."""
     out = {}
     if val is not None:
-        measured = _evaluate(final, val, class_names, trainer, arch)
+        measured = _evaluate(final, val, class_names, trainer, arch, offset)
         out["val"] = {k: v for k, v in measured.items() if k not in ("confusion", "input_shape")}
+        if groups is not None and not arch.get("binary"):
+            out["val"]["shots"] = shot_metrics(measured["recall"], groups)
     if test is not None:
-        measured = _evaluate(final, test, class_names, trainer, arch)
+        measured = _evaluate(final, test, class_names, trainer, arch, offset)
         spec["shape"] = measured.pop("input_shape", None)
         out.update(measured)
+        if groups is not None and not arch.get("binary"):
+            out["shots"] = shot_metrics(measured["recall"], groups)
     return out
 
 
-def _evaluate(model, loader, class_names: list[str], trainer: Trainer, arch: dict) -> dict:
-    """Metrics of ``model`` on an evaluation loader, on the run's device (with the input shape seen)."""
-    return evaluate(model, loader, class_names, device=trainer.device, binary=arch.get("binary", False))
+def _evaluate(model, loader, class_names: list[str], trainer: Trainer, arch: dict, offset=None) -> dict:
+    """Metrics of ``model`` on an evaluation loader, on the run's device (with the input shape seen), its
+    logits less ``offset`` when given."""
+    return evaluate(model, loader, class_names, device=trainer.device, binary=arch.get("binary", False),
+                    offset=offset)
 
 
 def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: int = 2, log=print):
