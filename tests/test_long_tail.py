@@ -19,7 +19,9 @@ from augforge.pipelines.build import build
 from augforge.pipelines.stream import open_loader
 from augforge.recipe import parse_recipe
 from augforge.recipe.long_tail import LossSpec, ShotSpec
+from augforge.models import create
 from augforge.train.checkpoint import load_checkpoint
+from augforge.train.decouple import TAU_NORM_GRID, classifier_of, pick_tau_norm, retrain_classifier, tau_normalized
 from augforge.train.long_tail import TAU_GRID, make_criterion, pick_tau, prior_counts, shot_groups, shot_metrics
 from augforge.train.loop import TrainConfig
 from augforge.train.losses import Criterion, cross_entropy_sum, effective_number_weights, ldam_margins, log_priors
@@ -150,6 +152,12 @@ def test_the_log_priors_count_an_empty_class_as_one_row():
     ({"binary": True, "loss": "focal"}, "train.loss: a binary head trains with binary cross-entropy"),
     ({"shots": {"many": 10, "few": 20}}, "train.shots: few (20) is above many (10)"),
     ({"priors": "test"}, "train.priors"),
+    ({"decouple": {"mode": "crt", "tau": 1}}, "train.decouple.tau: only tau_norm takes tau"),
+    ({"decouple": {"mode": "tau_norm", "tau": -1}}, "train.decouple.tau: expected a number in [0.0, 10.0], got -1"),
+    ({"decouple": {"mode": "crt", "epochs": 0}}, "train.decouple.epochs: expected a whole number in [1, 100000]"),
+    ({"decouple": {"epochs": 2}}, "train.decouple.mode: missing"),
+    ({"decouple": {"mode": "crt"}, "loss": "logit_adjusted"}, "train.decouple: crt re-balances the classifier"),
+    ({"decouple": {"mode": "tau_norm"}, "posthoc_tau": 1}, "train.decouple: tau_norm re-balances"),
 ])
 def test_bad_long_tail_options_are_refused_in_one_line_naming_the_key(train, message):
     with pytest.raises(AugforgeError) as caught:
@@ -232,6 +240,8 @@ OPTIONS = {
     "ldam_drw": {"loss": {"name": "ldam", "max_margin": 0.5, "scale": 2.0}, "rebalance": {"mode": "drw", "start": 8}},
     "drs": {"rebalance": {"mode": "drs", "start": 8}},
     "posthoc_auto": {"posthoc_tau": "auto"},
+    "crt": {"decouple": {"mode": "crt", "epochs": 3}},
+    "tau_norm": {"decouple": {"mode": "tau_norm"}},
 }
 
 
@@ -266,6 +276,12 @@ def test_every_long_tail_option_trains_and_evaluate_equals_the_summary(tmp_path,
             summary["posthoc"]["unadjusted"]
     else:
         assert "posthoc" not in summary and metrics["posthoc_tau"] is None
+    if name in ("crt", "tau_norm"):
+        assert summary["decouple"]["mode"] == name and set(summary["decouple"]["before"]) == {
+            "accuracy", "balanced_accuracy", "macro_f1"}
+        assert "decoupled the classifier" in out
+    if name == "tau_norm":
+        assert summary["decouple"]["tau"] in TAU_NORM_GRID and summary["decouple"]["picked_on"]
     if name in ("drs", "ldam_drw"):
         assert "priors: the built train split's rows" in out
 
@@ -277,3 +293,77 @@ def test_drs_draws_balanced_batches_from_its_epoch(long_tail_data):
     counts = [np.bincount(labels[loader.rows_of_epoch(e)], minlength=10) for e in (0, 1)]
     assert counts[0].max() > 8 * counts[0].min()  # epoch 0: the long tail as built
     assert counts[1].max() < 2 * counts[1].min()  # epoch 1: class-balanced draws
+
+
+# -- decoupled classifier learning -------------------------------------------------------------------------------
+
+
+def test_tau_norm_divides_each_class_row_by_its_norm_to_the_tau_and_drops_the_bias():
+    model = create("mlp", 3, in_channels=4, hidden=[5])
+    linear = classifier_of(model)
+    assert linear is model.head
+    weight = linear.weight.detach().clone()
+    for tau in (0.0, 0.5, 1.0):
+        normed = classifier_of(tau_normalized(model, tau))
+        expected = weight / weight.norm(dim=1, keepdim=True) ** tau
+        assert torch.allclose(normed.weight, expected) and float(normed.bias.abs().sum()) == 0.0
+    assert torch.equal(model.head.weight, weight)  # the trained model itself is left as it was
+    rows = classifier_of(tau_normalized(model, 1.0)).weight.norm(dim=1)
+    assert torch.allclose(rows, torch.ones(3))
+
+
+def test_the_classifier_of_a_two_layer_head_is_its_last_linear():
+    model = create("mobilenet_v3_small", 4, in_channels=3, alpha=0.5)
+    linears = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 and classifier_of(model) is linears[-1] and linears[-1].out_features == 4
+
+
+class _NormedMLP(torch.nn.Module):
+    """A backbone with BatchNorm under a Linear head: what cRT must leave alone (weights and statistics)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU())
+        self.head = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_crt_retrains_only_the_classifier_on_balanced_draws_and_leaves_the_backbone_as_it_was(long_tail_data):
+    data = long_tail_data[0]
+    loader = open_loader(data, 32, seed=0)
+    torch.manual_seed(0)
+    model = _NormedMLP()
+    model.train()
+    model(torch.randn(64, 64))  # BatchNorm statistics away from their initial values
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = retrain_classifier(model, loader, TrainConfig(lr=0.01), epochs=2, seed=1, device="cpu")
+    after = out.state_dict()
+    head = {k for k in after if k.startswith("head.")}
+    assert any("running_mean" in k for k in after)
+    assert head and all(torch.equal(after[k], before[k]) for k in after if k not in head)  # backbone, BN stats
+    assert all(not torch.equal(after[k], before[k]) for k in head)
+    assert loader.sampler == "balanced" and all(p.requires_grad for p in out.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # a copy was trained
+    again = retrain_classifier(model, open_loader(data, 32, seed=0), TrainConfig(lr=0.01), epochs=2, seed=1,
+                               device="cpu")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in after.items())  # the same seed, the same head
+
+
+def test_pick_tau_norm_scores_every_tau_as_the_normalised_model_does(long_tail_data):
+    data = long_tail_data[0]
+    torch.manual_seed(0)
+    model = create("mlp", 10, in_channels=64, hidden=[32]).eval()
+    val = open_loader(data, 64, split="val", shuffle=False, augment=False)
+    picked = pick_tau_norm(model, val, [str(i) for i in range(10)], "balanced_accuracy", "cpu")
+    for tau in (0.0, 0.7, 1.5):
+        direct = evaluate_checkpoint_free(tau_normalized(model, tau), val)
+        assert picked["val"][str(tau)] == pytest.approx(direct, abs=1e-6)  # stored rounded to 6 places
+    assert picked["val"][str(picked["tau"])] == max(picked["val"].values())
+
+
+def evaluate_checkpoint_free(model, loader) -> float:
+    from augforge.train.loop import evaluate
+
+    return evaluate(model, loader, [str(i) for i in range(10)])["balanced_accuracy"]

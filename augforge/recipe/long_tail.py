@@ -8,6 +8,9 @@
   (the train split before the recipe's balance step);
 - ``posthoc_tau``: a number, or ``auto`` (picked on the val split), subtracted as ``tau * log prior`` from
   the delivered model's logits;
+- ``decouple``: ``{mode: crt, epochs: N}`` re-trains the classifier (the last Linear of the model's head, freshly
+  initialised) on class-balanced draws with the backbone frozen; ``{mode: tau_norm, tau: auto | T}`` divides
+  each class's classifier weights by their norm to the power tau (Kang et al. 2020);
 - ``shots``: ``{many: 100, few: 20}``: a class with more than ``many`` train rows is many-shot, one with
   fewer than ``few`` few-shot, the rest medium (the long-tail literature's split).
 
@@ -26,6 +29,7 @@ LOSS_PARAMETERS = {"focal": ("gamma",), "logit_adjusted": ("tau",), "ldam": ("ma
 #: losses whose logits are shifted by the class priors (they correct the imbalance themselves)
 PRIOR_LOSSES = ("logit_adjusted", "balanced_softmax")
 REBALANCE_MODES = ("drw", "drs")
+DECOUPLE_MODES = ("crt", "tau_norm")
 PRIORS = ("train", "source")
 
 
@@ -52,6 +56,15 @@ class RebalanceSpec:
     mode: str = "drw"
     start: int = 0
     beta: float = 0.9999  # drw: the effective number's beta (Cui et al. 2019; Cao et al.'s default)
+
+
+@dataclass(frozen=True)
+class DecoupleSpec:
+    """``train.decouple``: a second stage on the trained backbone (``augforge.train.decouple``)."""
+
+    mode: str = "crt"
+    epochs: int = 5  # crt: epochs of classifier re-training
+    tau: float | str = "auto"  # tau_norm: the exponent, or auto (picked on the val split)
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,23 @@ def parse_rebalance(c, raw, epochs: int) -> RebalanceSpec | None:
     return RebalanceSpec(mode=mode, start=start, beta=beta)
 
 
+def parse_decouple(c, raw) -> DecoupleSpec | None:
+    """``train.decouple`` (``{mode: crt, epochs: N}`` or ``{mode: tau_norm, tau: auto | T}``), checked."""
+    if raw is None:
+        return None
+    raw = c.mapping(raw, "train.decouple", ("mode", "epochs", "tau"))
+    if "mode" not in raw:
+        c.fail("train.decouple.mode", f"missing; expected one of {', '.join(DECOUPLE_MODES)}")
+    mode = c.choice(raw["mode"], "train.decouple.mode", DECOUPLE_MODES)
+    for key, owner in (("epochs", "crt"), ("tau", "tau_norm")):
+        if key in raw and mode != owner:
+            c.fail(f"train.decouple.{key}", f"only {owner} takes {key}")
+    epochs = int(c.number(raw.get("epochs", 5), "train.decouple.epochs", 1, 100_000, integer=True))
+    tau = raw.get("tau", "auto")
+    tau = tau if tau == "auto" else float(c.number(tau, "train.decouple.tau", 0.0, 10.0))
+    return DecoupleSpec(mode=mode, epochs=epochs, tau=tau)
+
+
 def parse_posthoc(c, raw) -> float | str | None:
     """``train.posthoc_tau``: None, ``auto`` or a number in [0, 10]."""
     if raw is None or raw == "auto":
@@ -128,6 +158,12 @@ def check_long_tail(c, config) -> None:
     if loss.name in PRIOR_LOSSES and others:
         c.fail("train.loss", f"{loss.name} already corrects for the class priors; with {others[0]} the "
                              "imbalance would be corrected twice")
+    decouple = config.decouple
+    if decouple is not None and (loss.name in PRIOR_LOSSES or config.posthoc_tau is not None or config.binary):
+        what = "a binary head" if config.binary else f"train.loss: {loss.name}" if loss.name in PRIOR_LOSSES \
+            else "train.posthoc_tau"
+        c.fail("train.decouple", f"{decouple.mode} re-balances the classifier of a plainly trained model; with "
+                                 f"{what} it cannot (or would correct the imbalance twice)")
     if config.posthoc_tau is not None and (loss.uses_priors or others):
         what = f"train.loss: {loss.name}" if loss.uses_priors else others[0]
         c.fail("train.posthoc_tau", f"post-hoc adjustment corrects a plainly trained model; with {what} the "

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields
 
 from augforge.augment.image_ops import check_image_op
 from augforge.errors import AugforgeError
-from augforge.recipe.long_tail import PRIORS, LossSpec, RebalanceSpec, ShotSpec, check_long_tail, check_sampler, \
-    parse_loss, parse_posthoc, parse_rebalance, parse_shots
+from augforge.recipe.long_tail import PRIORS, DecoupleSpec, LossSpec, RebalanceSpec, ShotSpec, check_long_tail, \
+    check_sampler, parse_decouple, parse_loss, parse_posthoc, parse_rebalance, parse_shots
 
 #: optimizers of ``augforge.train.optim`` and schedules of ``augforge.train.schedules``
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -93,6 +93,7 @@ class TrainConfig:
     rebalance: RebalanceSpec | None = None  # deferred re-weighting (drw) or re-sampling (drs)
     priors: str = "train"  # the counts behind the priors: train (the built split) or source (before balance)
     posthoc_tau: float | str | None = None  # subtract tau * log prior from the logits; auto: picked on val
+    decouple: DecoupleSpec | None = None  # a second stage on the trained backbone: crt or tau_norm
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ RUN_KEYS = ("model", "model_options", "batch_size", "seed", "device", "threads",
             "mix_prob", "stream", "early_stopping_metric", "early_stopping_patience", "tensorboard", "log_every",
             "bootstrap", "sampler", "text", "shots")
 #: TrainConfig fields parsed by augforge.recipe.long_tail (not plain numbers or choices)
-_LONG_TAIL = ("loss", "rebalance", "priors", "posthoc_tau")
+_LONG_TAIL = ("loss", "rebalance", "priors", "posthoc_tau", "decouple")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig)) + RUN_KEYS
 
 
@@ -172,6 +173,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
     values["rebalance"] = parse_rebalance(c, raw.get("rebalance"), values.get("epochs", TrainConfig.epochs))
     values["priors"] = c.choice(raw.get("priors", "train"), "train.priors", PRIORS)
     values["posthoc_tau"] = parse_posthoc(c, raw.get("posthoc_tau"))
+    values["decouple"] = parse_decouple(c, raw.get("decouple"))
     config = TrainConfig(**values)
     check_long_tail(c, config)
     if config.precision == "fp16" and raw.get("device", "auto") == "cpu":

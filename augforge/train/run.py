@@ -30,6 +30,7 @@ from augforge.train.checkpoint import check_resume, load_checkpoint, restore_tra
     training_settings
 from augforge.train.compute import end_distributed, init_distributed, set_threads
 from augforge.train.data import ensure_dataset, open_loaders, text_stats
+from augforge.train.decouple import decouple
 from augforge.train.long_tail import make_criterion, pick_tau, posthoc_offset, run_counts, shot_groups, shot_line, \
     shot_metrics, uses_long_tail
 from augforge.train.loop import Trainer, collect_logits, evaluate
@@ -71,9 +72,12 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     counts = run_counts(config, manifest)
     if uses_long_tail(config):
         log(f"priors: {counts['what']}: " + ", ".join(f"{n} {c}" for n, c in zip(class_names, counts["priors"])))
-    if config.posthoc_tau == "auto" and val is None:
-        raise AugforgeError("train.posthoc_tau: auto picks tau on the val split, and the dataset has none; set "
-                            "source.val_split, or give tau as a number")
+    for key, auto in (("posthoc_tau", config.posthoc_tau == "auto"),
+                      ("decouple.tau", config.decouple is not None and config.decouple.tau == "auto"
+                       and config.decouple.mode == "tau_norm")):
+        if auto and val is None:
+            raise AugforgeError(f"train.{key}: auto picks tau on the val split, and the dataset has none; set "
+                                "source.val_split, or give tau as a number")
     trainer = _make_trainer(recipe, arch, counts["priors"], len(loader), device, world)
     settings = training_settings(recipe)
     best, spec = _resume_or_start(trainer, loader, run_dir, resume, resume_changed, settings, spec, lead, log)
@@ -109,6 +113,15 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         return {}
 
     final = trainer.final_model()
+    stage = None
+    if config.decouple is not None:
+        before = _evaluate(final, test, class_names, trainer, arch) if test is not None else None
+        final, stage = decouple(final, config.decouple, config, loader, val, class_names, run.early_metric,
+                                run.seed, trainer.device)
+        if before is not None:
+            stage["before"] = {k: before[k] for k in METRICS}
+        log(f"decoupled the classifier: {stage['mode']}" + (f", tau {stage['tau']}" if "tau" in stage else
+                                                           f", {stage['epochs']} epochs on class-balanced draws"))
     summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
                "epochs": trainer.epoch, "model": run.model, "device": str(device), "threads": threads,
                "data": os.path.abspath(data), "config": asdict(config)}
@@ -116,6 +129,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
         summary["text"] = texts
     if profiler is not None:
         summary["profile"] = {k: profiler.summary[k] for k in ("steps", "wait_share", "trace")}
+    if stage is not None:
+        summary["decouple"] = stage
     adjust = _posthoc(final, val, counts["priors"], class_names, trainer, run, config)
     if adjust is not None:
         summary["posthoc"] = adjust
