@@ -187,3 +187,51 @@ def test_seeds_set_the_draws_and_bootstrap_train_resamples_per_seed(tmp_path):
     assert by[("baseline", 1)].fingerprint != by[("no-swa", 1)].fingerprint
     plain = plan_tasks(recipe, arms, tmp_path, seeds=2, bootstrap_train=False)
     assert all(t.recipe.run.bootstrap is None for t in plain)
+
+
+def test_one_arm_per_long_tail_option_and_switching_the_loss():
+    def arms_of(train, balance=None):
+        data = {"source": {"path": "digits", "test_split": 0.25, "imbalance": "longtail"},
+                "train": {"schedule": "constant", "model_options": {"dropout": 0.0}, "epochs": 6, **train}}
+        if balance:
+            data["balance"] = {"strategy": balance}
+        return {a.name: a for a in build_arms(parse_recipe(data, "lt.yaml"), ["la=train.loss:logit_adjusted"])}
+
+    ldam = arms_of({"loss": {"name": "ldam", "max_margin": 0.4}, "rebalance": {"mode": "drw", "start": 4},
+                    "decouple": {"mode": "crt", "epochs": 2}})
+    assert list(ldam) == ["baseline", "no-ldam", "no-drw", "no-crt", "plain", "la"]
+    assert ldam["no-ldam"].changes == [("train.loss", REMOVE)] and ldam["la"].changes == [
+        ("train.loss", "logit_adjusted")]
+    assert set(ldam["plain"].changes) >= {("train.loss", REMOVE), ("train.rebalance", REMOVE),
+                                           ("train.decouple", REMOVE)}
+    assert list(arms_of({"class_weights": "balanced", "sampler": "balanced"})) == [
+        "baseline", "no-class-weights", "no-balanced-sampler", "plain", "la"]
+    assert list(arms_of({"posthoc_tau": "auto"}))[1] == "no-posthoc"
+    assert list(arms_of({"decouple": {"mode": "tau_norm", "tau": 0.5}}))[1] == "no-tau-norm"
+
+
+def test_equal_compute_gives_every_arm_the_baselines_samples(features, tmp_path, capsys):
+    root, table = features
+    data = {"seed": 0, "source": {"path": str(table), "label_col": "label", "test_split": 0.25, "val_split": 0.15,
+                                  "imbalance": "longtail", "imbalance_factor": 10},
+            "balance": {"strategy": "over"},
+            "train": {"model": "mlp", "model_options": {"hidden": [32], "dropout": 0.0, "norm": False},
+                      "epochs": 2, "batch_size": 64, "lr": 0.01, "schedule": "constant"}}
+    path = tmp_path / "lt.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "eq"
+    assert main(["ablate", str(path), "--out", str(out), "--seeds", "2", "--equal-compute", "--only", "no-balance"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "ablation.json").read_text())
+    arms = {a["name"]: a for a in report["arms"]}
+    base, plain = arms["baseline"]["runs"], arms["no-balance"]["runs"]
+    assert report["equal_compute"] and "equal compute: arm no-balance trains" in printed
+    built = sorted(sum(json.loads(m.read_text())["counts"]["train"].values())
+                   for m in (out / "data").glob("*/manifest.json"))
+    fewer, balanced = built  # the balance step adds copies: the arm without it has fewer rows per epoch
+    assert all(r["epochs"] == 2 and r["samples"] == 2 * balanced for r in base)
+    assert all(r["epochs"] == round(2 * balanced / fewer) > 2 for r in plain)
+    assert all(abs(r["samples"] - 2 * balanced) <= fewer / 2 for r in plain)  # equal up to one epoch's rounding
+    assert all(r[g] is None or 0.0 <= r[g] <= 1.0 for r in base + plain for g in ("many", "medium", "few"))
+    # the shot split counts the source's train rows: the balanced baseline still has its few-shot classes
+    assert all(r["few"] is not None for r in base + plain) and "many/med/few" in printed

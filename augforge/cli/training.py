@@ -125,8 +125,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     report = run_ablation(recipe, args.out, seeds=args.seeds, overrides=args.arms, only=args.only, skip=args.skip,
                           jobs=args.jobs, metric=args.metric, bootstrap_train=args.bootstrap_train,
                           budget_minutes=args.budget_minutes, workers=args.workers,
-                          log=lambda text: print(text, flush=True))
-    print_table(report, Console(width=200))
+                          equal_compute=args.equal_compute, log=lambda text: print(text, flush=True))
+    print_table(report, Console(width=220))
     print(f"wrote {os.path.normpath(args.out)}/ablation.json, ablation.html and runs/")
     return 0
 
@@ -149,6 +149,9 @@ def add_ablate(sub) -> None:
     p.add_argument("--metric", default="balanced_accuracy",
                    help="the metric the verdicts are about: balanced_accuracy (default), accuracy or macro_f1")
     p.add_argument("--bootstrap-train", action="store_true", help="also resample the training rows per seed")
+    p.add_argument("--equal-compute", action="store_true",
+                   help="every arm trains on as many samples as the baseline (its epochs scaled to its train rows), "
+                        "so an arm without copies or balancing is not also given less training")
     p.add_argument("--budget-minutes", type=float, help="start no new run once this much time is spent")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted ablation (the default: finished runs are always reused)")

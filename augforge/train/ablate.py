@@ -27,6 +27,7 @@ from pathlib import Path
 import xxhash
 
 from augforge.atomic import write_json
+from augforge.datasets.manifest import read_manifest
 from augforge.errors import AugforgeError, OptionError, require_at_least
 from augforge.recipe import Recipe, parse_recipe
 from augforge.recipe.train import METRICS
@@ -37,6 +38,8 @@ from augforge.train.compare import adjust, compare, noise_floor
 from augforge.train.data import ensure_dataset
 from augforge.train.run import train_recipe
 
+#: the many / medium / few-shot groups each run reports (augforge.train.long_tail)
+SHOTS = ("many", "medium", "few")
 #: time-to-target: the first epoch whose validation metric reaches this share of the baseline's final value
 TARGET_SHARE = 0.99
 
@@ -57,8 +60,10 @@ def _fingerprint(value) -> str:
     return xxhash.xxh3_128_hexdigest(json.dumps(value, sort_keys=True, default=str).encode())
 
 
-def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap_train: bool) -> list[Task]:
-    """Every (arm, seed) run, each arm's recipe validated (an override naming no recipe key fails here)."""
+def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap_train: bool,
+               extra: dict | None = None) -> list[Task]:
+    """Every (arm, seed) run, each arm's recipe validated (an override naming no recipe key fails here);
+    ``extra`` maps (arm name, seed) to more changes (the epochs of equal compute)."""
     base = Path(recipe.file).parent
     aug = recipe.augment
     copies = aug.mode == "offline" and bool(aug.image or aug.text) and bool(aug.copies or aug.copies_per_class)
@@ -70,6 +75,7 @@ def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap
                 changes.append(("augment.seed", seed))
             if bootstrap_train:
                 changes.append(("train.bootstrap", seed))
+            changes += (extra or {}).get((arm.name, seed), [])
             try:
                 data = apply_changes(recipe.data, changes)
                 arm_recipe = parse_recipe(data, recipe.file, base)
@@ -108,10 +114,11 @@ def _curve(folder: Path) -> list[dict]:
 def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=(), only=(), skip=(), jobs: int = 1,
                  metric: str = "balanced_accuracy", bootstrap_train: bool = False,
                  budget_minutes: float | None = None, workers: int = 2, arms: list[Arm] | None = None,
-                 log=print) -> dict:
+                 equal_compute: bool = False, log=print) -> dict:
     """Run (or reuse) every arm at every seed, compare each arm with the baseline, write ``ablation.json`` and
     ``ablation.html`` into ``out``; the result dict (as written). ``arms`` replaces the arms that
-    ``build_arms`` would make from the recipe and the overrides (the first must be the baseline)."""
+    ``build_arms`` would make from the recipe and the overrides (the first must be the baseline).
+    ``equal_compute``: every arm trains on as many samples as the baseline (``equal_compute_changes``)."""
     if metric not in METRICS:
         raise OptionError("{metric} {value}: expected one of {choices}", value=metric, choices=", ".join(METRICS))
     if seeds < 2:
@@ -126,6 +133,8 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     _build_all(tasks, workers, log)
+    if equal_compute:  # the epochs depend on each build's train rows: planned again once they are built
+        tasks = plan_tasks(recipe, arms, out, seeds, bootstrap_train, equal_compute_changes(tasks, log))
     results: dict[tuple[str, int], dict] = {}
     todo = []
     for task in tasks:
@@ -141,9 +150,40 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
     stopped = _run_tasks(todo, results, jobs, threads, budget, started, len(tasks), log)
     report = _report(recipe, arms, tasks, results, metric, seeds, bootstrap_train, time.perf_counter() - started,
                      stopped)
+    report["equal_compute"] = equal_compute
     write_json(out / "ablation.json", report)
     write_html(report, out / "ablation.html")
     return report
+
+
+def _train_rows(data: Path) -> int:
+    """The rows of a built dataset's train split (what one epoch draws)."""
+    return sum(read_manifest(data)["counts"].get("train", {}).values())
+
+
+def equal_compute_changes(tasks: list[Task], log) -> dict:
+    """Per (arm, seed) the changes that give the arm as many training samples (epochs x train rows) as the
+    baseline at that seed: ``train.epochs`` scaled by the ratio of train rows (rounded, at least 1), and the
+    epochs that start something (``swa_start``, ``rebalance.start``) scaled with it, kept below the last."""
+    base = {t.seed: (t.recipe.train.epochs, _train_rows(t.data)) for t in tasks if t.arm.kind == "baseline"}
+    extra = {}
+    for task in tasks:
+        epochs, rows = base[task.seed]
+        own, train = _train_rows(task.data), task.recipe.train
+        scaled = max(1, round(epochs * rows / max(1, own)))
+        if task.arm.kind == "baseline" or scaled == train.epochs:
+            continue
+        factor = scaled / train.epochs
+        changes = [("train.epochs", scaled)]
+        if train.swa_start is not None:
+            changes.append(("train.swa_start", min(scaled - 1, round(train.swa_start * factor))))
+        if train.rebalance is not None:
+            changes.append(("train.rebalance.start", min(scaled - 1, round(train.rebalance.start * factor))))
+        extra[(task.arm.name, task.seed)] = changes
+        if task.seed == 0:
+            log(f"equal compute: arm {task.arm.name} trains {scaled} epochs on {own:,} rows (the baseline: "
+                f"{epochs} on {rows:,})")
+    return extra
 
 
 def _build_all(tasks: list[Task], workers: int, log) -> None:
@@ -254,10 +294,15 @@ def _report(recipe: Recipe, arms: list[Arm], tasks: list[Task], results: dict, m
                 continue
             ttt = _time_to_target(_curve(folders[(arm.name, seed)]), metric, targets[seed])
             reached = None if targets[seed] is None else ttt is not None  # None: no val split to measure on
+            curve = _curve(folders[(arm.name, seed)])
+            shots = summary.get("shots") or {}
             runs.append({"seed": seed, **{k: summary.get(k) for k in METRICS}, "wall_s": summary.get("wall_s"),
-                         "time_to_target_s": ttt, "reached_target": reached})
+                         "time_to_target_s": ttt, "reached_target": reached,
+                         "epochs": summary.get("epochs"), "samples": sum(r.get("rows", 0) for r in curve),
+                         **{group: (shots.get(group) or {}).get("accuracy") for group in SHOTS}})
         entry = {"name": arm.name, "kind": arm.kind, "changes": arm.describe(), "runs": runs,
-                 "spread": {k: _spread([r[k] for r in runs]) for k in (*METRICS, "wall_s", "time_to_target_s")},
+                 "spread": {k: _spread([r[k] for r in runs])
+                            for k in (*METRICS, "wall_s", "time_to_target_s", "samples", *SHOTS)},
                  "never_reached_target": sum(r["reached_target"] is False for r in runs),
                  "target_measured": any(r["reached_target"] is not None for r in runs), "comparison": None}
         paired = [s for s in range(seeds) if results.get((arm.name, s)) and base_runs[s]]

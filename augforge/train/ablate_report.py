@@ -56,14 +56,27 @@ def meaning(arm: dict) -> str:
     return f"{technique}: no detectable effect"
 
 
+def shots_text(arm: dict) -> str:
+    """The mean many / medium / few-shot accuracies of an arm's runs (``-`` for a group it has not)."""
+    spread = arm["spread"]
+    return "/".join("-" if (spread.get(g) or {}).get("mean") is None else f"{spread[g]['mean']:.3f}"
+                      for g in ("many", "medium", "few"))
+
+
+def samples_text(arm: dict) -> str:
+    """The mean training samples (rows drawn over all epochs) of an arm's runs."""
+    mean = (arm["spread"].get("samples") or {}).get("mean")
+    return "-" if mean is None else f"{mean:,.0f}"
+
+
 def print_table(report: dict, console) -> None:
     """The terminal table: arm, verdict, Δ with its 95% interval, p-values, mean ± std, time."""
     from rich.table import Table
 
     metric = report["metric"]
     table = Table(title=f"ablation of {report['recipe']}: {metric}, {report['seeds']} paired seeds")
-    for column in ("arm", "verdict", "meaning", "Δ [95% CI]", "p (Holm)", "P(better)", metric, "accuracy", "s/run",
-                   "to target (s)"):
+    for column in ("arm", "verdict", "meaning", "Δ [95% CI]", "p (Holm)", "P(better)", metric, "accuracy",
+                   "many/med/few", "samples", "s/run", "to target (s)"):
         table.add_column(column, justify="left" if column in ("arm", "verdict", "meaning") else "right")
     for arm in report["arms"]:
         c = arm["comparison"]
@@ -73,9 +86,12 @@ def print_table(report: dict, console) -> None:
         table.add_row(arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm),
                       delta_text(c),
                       f"{c['p_value']:.3f} ({c['p_holm']:.3f})" if c else "-", f"{c['p_better']:.2f}" if c else "-",
-                      plus_minus(arm["spread"][metric]), plus_minus(arm["spread"]["accuracy"]),
-                      plus_minus(arm["spread"]["wall_s"], digits=1), reach)
+                      plus_minus(arm["spread"][metric]), plus_minus(arm["spread"]["accuracy"]), shots_text(arm),
+                      samples_text(arm), plus_minus(arm["spread"]["wall_s"], digits=1), reach)
     console.print(table)
+    if report.get("equal_compute"):
+        console.print("equal compute: every arm trained on the baseline's samples (its epochs scaled to its train "
+                      "rows)", highlight=False)
     floor = report.get("noise_floor")
     if floor is not None:
         console.print(f"noise floor of one accuracy on {report['test_rows']} test rows: ±{floor:.4f} "
@@ -124,10 +140,12 @@ def write_html(report: dict, path) -> None:
             "<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in (
                 arm["name"], "reference" if arm["kind"] == "baseline" else verdict_text(c), meaning(arm), delta_text(c),
                 f"{c['p_value']:.3f} / {c['p_holm']:.3f}" if c else "-", plus_minus(arm["spread"][metric]),
-                plus_minus(arm["spread"]["accuracy"]), plus_minus(arm["spread"]["wall_s"], digits=1),
+                plus_minus(arm["spread"]["accuracy"]), shots_text(arm), samples_text(arm),
+                plus_minus(arm["spread"]["wall_s"], digits=1),
                 "; ".join(arm["changes"]) or "(the recipe as written)")) + "</tr>")
     chart = base64.b64encode(forest_png(report)).decode("ascii")
     floor = report.get("noise_floor")
+    equal = "equal compute (every arm trained on the baseline's samples); " if report.get("equal_compute") else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>augforge ablate: {esc(report['recipe'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
@@ -136,10 +154,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}}
 <h1>Ablation of {esc(report['recipe'])}</h1>
 <p>{report['seeds']} paired seeds; metric {esc(metric)}; {report['runs_finished']} of {report['runs_total']} runs;
 {report['test_rows']} test rows{f", noise floor ±{floor:.4f}" if floor is not None else ""};
-{'training rows bootstrapped per seed; ' if report['bootstrap_train'] else ''}wall {report['wall_s'] / 60:.1f} min.</p>
+{'training rows bootstrapped per seed; ' if report['bootstrap_train'] else ''}{equal}wall {report['wall_s'] / 60:.1f} min.</p>
 <img id="forest" alt="forest plot" src="data:image/png;base64,{chart}">
 <table id="arms"><tr><th>arm</th><th>verdict</th><th>meaning</th><th>Δ [95% CI]</th><th>p / Holm</th><th>{esc(metric)}</th>
-<th>accuracy</th><th>s/run</th><th>recipe diff</th></tr>
+<th>accuracy</th><th>many / medium / few</th><th>samples</th><th>s/run</th><th>recipe diff</th></tr>
 {''.join(rows)}
 </table>
 <p>Verdicts are about the arm against the baseline: <b>helps</b> or <b>hurts</b> when the 95% interval of the

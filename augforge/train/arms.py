@@ -1,5 +1,7 @@
 """The arms of an ablation: the recipe as written, one arm per technique it turns on with exactly that technique
-removed, a plain arm with every technique off, and the user's named overrides.
+removed (data-side techniques, regularizers, the schedule, and the long-tail options: loss, class weights,
+balanced sampler, DRW / DRS, post-hoc adjustment, decoupling), a plain arm with every technique off, and the
+user's named overrides (``la=train.loss:logit_adjusted`` switches the loss).
 
 Arms are built on the recipe mapping (the YAML as loaded) by key paths such as ``train.lr`` or
 ``augment.image[2]``, and every arm is validated by the recipe checker, so an override naming a key the
@@ -136,12 +138,30 @@ def technique_arms(recipe) -> list[Arm]:
         add("no-ema", ("train.ema_decay", REMOVE))
     if train.schedule != "constant":
         add("constant-lr", ("train.schedule", "constant"))
+    _long_tail_arms(train, run, add)
     defaults = model_options(run.model)
     if "dropout" in defaults and (run.model_options.get("dropout", defaults["dropout"]) or 0) > 0:
         add("no-dropout", ("train.model_options.dropout", 0.0))
     if run.model_options.get("attention_after"):
         add("no-attention", ("train.model_options.attention_after", REMOVE))
     return arms
+
+
+def _long_tail_arms(train, run, add) -> None:
+    """One arm per long-tail option the recipe turns on: its loss, class weights, balanced sampler, deferred
+    schedule, post-hoc adjustment or decoupled classifier, removed (plain cross-entropy, shuffled draws)."""
+    if train.loss.name != "ce":
+        add(f"no-{train.loss.name.replace('_', '-')}", ("train.loss", REMOVE))
+    if train.class_weights != "none":
+        add("no-class-weights", ("train.class_weights", REMOVE))
+    if run.sampler != "shuffle":
+        add("no-balanced-sampler", ("train.sampler", REMOVE))
+    if train.rebalance is not None:
+        add(f"no-{train.rebalance.mode}", ("train.rebalance", REMOVE))
+    if train.posthoc_tau is not None:
+        add("no-posthoc", ("train.posthoc_tau", REMOVE))
+    if train.decouple is not None:
+        add(f"no-{train.decouple.mode.replace('_', '-')}", ("train.decouple", REMOVE))
 
 
 def _steady_form(op) -> dict | None:

@@ -25,10 +25,16 @@ TAU_GRID = tuple(round(0.25 * i, 2) for i in range(13))  # 0.0 .. 3.0
 BALANCED_RATIO = 1.05
 
 
+def balance_record(manifest: dict) -> dict:
+    """What a dataset's balance step recorded (strategy, counts before and after): a build's
+    ``build.balance``, or ``balance`` of a dataset ``augforge balance`` wrote; {} without one."""
+    return ((manifest.get("build") or {}).get("balance") or manifest.get("balance") or {})
+
+
 def source_counts(manifest: dict) -> list[int]:
     """The train split's rows per class before the recipe's balance step (and its copies), in class order."""
     names = manifest["class_names"]
-    before = ((manifest.get("build") or {}).get("balance") or {}).get("before")
+    before = balance_record(manifest).get("before")
     counts = before if before else manifest["counts"].get("train", {})
     return [int(counts.get(name, 0)) for name in names]
 
@@ -50,7 +56,7 @@ def prior_counts(config: TrainConfig, manifest: dict) -> tuple[list[int], str]:
                                  ("posthoc_tau", config.posthoc_tau is not None)) if on]
     present = [n for n in counts if n > 0]
     if users and present and max(present) <= BALANCED_RATIO * min(present):
-        strategy = ((manifest.get("build") or {}).get("balance") or {}).get("strategy")
+        strategy = balance_record(manifest).get("strategy")
         why = f" (balance: {strategy} made it so)" if strategy and strategy != "none" else ""
         raise AugforgeError(f"train.{users[0]} needs class priors, but the train split is balanced{why} "
                             f"({min(present)} to {max(present)} rows per class): its priors are uniform, and on "
