@@ -36,3 +36,23 @@ def test_recommended_strategy_is_always_accepted_and_improves_balance(counts, pa
     after = project(parse_strategy(rec["strategy"]), counts, list(stats.class_names))
     assert ClassStats(stats.class_names, tuple(after.counts)).imbalance_ratio < stats.imbalance_ratio
     assert min(after.counts) >= min(counts) and np.all(np.array(after.counts) > 0)
+
+
+def test_images_and_text_are_told_to_try_the_loss_with_an_ablation_that_runs():
+    """The deep-training advice names an ablation whose arm is a valid recipe on the shipped digits example
+    (balance step removed, so the logit-adjusted loss is not refused for uniform priors)."""
+    import re
+
+    from augforge.recipe import load_recipe, parse_recipe
+    from augforge.train.arms import apply_changes, build_arms
+
+    image = recommend(_stats([300, 100, 40]), "image")
+    assert "train.posthoc_tau: auto" in image["deep_training"] and "train.loss: logit_adjusted" in image["deep_training"]
+    assert "deep_training" in recommend(_stats([1000, 50]), "text")
+    assert "deep_training" not in recommend(_stats([300, 100, 40]), "features")
+    assert "deep_training" not in recommend(_stats([100, 90]), "image")  # balanced: nothing to correct
+    arms = re.search(r"--arms ((?:la=\S+ ?)+)", image["deep_training"]).group(1).replace("`", "").split()
+    recipe = load_recipe("examples/digits.yaml")
+    la = [a for a in build_arms(recipe, arms) if a.name == "la"][0]
+    changed = parse_recipe(apply_changes(recipe.data, la.changes), recipe.file, "examples")
+    assert changed.strategy is None and changed.train.loss.name == "logit_adjusted"

@@ -386,3 +386,21 @@ def test_tfidf_substitutes_from_its_own_corpus_after_another_in_the_same_process
     out = [op.augment(text, []) for text in second for _ in range(5)]
     assert any(o != t for o, t in zip(out, [t for t in second for _ in range(5)]))  # it substituted
     assert {w for text in out for w in text.split()} <= words  # ...and only with the second corpus's words
+
+
+def test_over_sampling_text_without_ops_is_refused_and_under_sampling_builds(tmp_path, text_csv):
+    """A balance copy of a text keeps only augmented variants (an identical copy is dropped): over-sampling
+    without augment.text ops would leave the classes as they were, so the build refuses it in one line and
+    writes nothing; under-sampling needs no ops."""
+    from augforge.pipelines.build import build
+
+    source = {"path": str(text_csv), "text_col": "review", "label_col": "sentiment"}
+    out = tmp_path / "over"
+    with pytest.raises(AugforgeError) as caught:
+        build(parse_recipe({"source": source, "balance": {"strategy": "over"}}, "t.yaml"), out)
+    message = str(caught.value)
+    assert "balance.strategy over: a balance copy of a text keeps only its augmented variants" in message
+    assert "\n" not in message and not out.exists()
+    under = build(parse_recipe({"source": source, "balance": {"strategy": "under"}}, "t.yaml"), tmp_path / "under")
+    counts = under.write.manifest["counts"]["train"]
+    assert len(set(counts.values())) == 1  # every class cut to the smallest

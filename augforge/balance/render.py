@@ -45,6 +45,8 @@ def render_terminal(report: dict, console: Console) -> None:
     console.print(f"recommendation: {rec['strategy'] or 'no resampling'}: {rec['reason']}", highlight=False)
     if rec.get("alternative"):
         console.print(f"  alternative: {rec['alternative']}", highlight=False)
+    if rec.get("deep_training"):
+        console.print(f"  deep training: {rec['deep_training']}", highlight=False)
     if projected:
         console.print(f"after {projected['strategy']}: rows {projected['total']:,}, imbalance ratio "
                       f"{_ratio(projected['imbalance_ratio'])}, entropy {projected['entropy']:.3f}"
@@ -155,6 +157,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join(report['minority']) or 'none')}.</p>
 <p><b>Recommendation:</b> <code>{esc(rec['strategy'] or 'no resampling')}</code>: {esc(rec['reason'])}</p>
 <p>{esc(rec.get('alternative') or '')}</p>
+<p>{esc(rec.get('deep_training') or '')}</p>
 {after}
 <img id="chart" alt="bar chart of class counts" src="data:image/png;base64,{chart}">
 <table>{head}{rows}</table>

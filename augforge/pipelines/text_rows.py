@@ -208,6 +208,11 @@ def build_texts(recipe: Recipe, source: Source, out: str | Path, *, workers: int
         raise RecipeError(f"{recipe.file}: augment.text: copies are asked for but no text ops are given")
     planned = plan_train(recipe, source, stage, "cleaning {:,} texts")
     plan, other_positions, other_splits = planned.balance, planned.other_positions, planned.other_splits
+    if not aug.text and (np.asarray(plan.after) > np.asarray(plan.before)).any():
+        raise RecipeError(f"{recipe.file}: balance.strategy {recipe.strategy}: a balance copy of a text keeps only "
+                          "its augmented variants (a copy identical to its source is dropped), and no augment.text "
+                          "ops are given, so no copy would remain; add text ops, or correct the imbalance in the "
+                          "loss (train.class_weights: balanced, train.posthoc_tau: auto)")
     names = list(source.class_names)
     parts = content_parts(source, planned.splits, planned.imbalance, recipe.seed, recipe.output.shard_rows,
                           recipe.output.shard_mb, job="build", recipe=recipe.fingerprint_parts())
