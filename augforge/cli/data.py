@@ -272,3 +272,43 @@ def add_preview(sub) -> None:
     p.add_argument("--n", type=int, default=8, help="source images (default 8)")
     p.add_argument("--variants", type=int, default=4, help="augmented variants per image (default 4)")
     p.set_defaults(func=cmd_preview)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Near-duplicates, leakage across splits, label issues and outliers of a dataset directory or source."""
+    from rich.console import Console
+
+    from augforge.audit.render import render_terminal
+    from augforge.audit.run import audit
+
+    splits, imbalance = split_specs(args)
+    report = audit(args.source, splits=args.split or None, seed=args.seed, radius=args.radius,
+                   threshold=args.threshold, epsilon=args.epsilon, labels=not args.no_labels, split_spec=splits,
+                   imbalance=imbalance, label_col=args.label_col, text_col=args.text_col,
+                   feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        render_terminal(report, Console(width=160), args.show)
+    return 0
+
+
+def add_audit(sub) -> None:
+    """`augforge audit`'s parser."""
+    p = sub.add_parser("audit", help="near-duplicates, train/test leakage, label issues and outliers",
+                       description="Near-duplicate clusters within a split (redundancy) and across splits "
+                                   "(leakage), label issues by confident learning (cleanlab) and outliers, of a "
+                                   "dataset directory or a source (docs/audit.md).")
+    p.add_argument("source", help="dataset directory, image folder, .csv/.tsv/.parquet/.jsonl file, or 'digits'")
+    p.add_argument("--split", nargs="*", default=[], help="audit only these splits (default: all)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (schema: docs/audit.md)")
+    p.add_argument("--radius", type=int, default=10, help="images: dHash Hamming radius of a near-duplicate "
+                                                         "(default 10 of 64 bits)")
+    p.add_argument("--threshold", type=float, default=0.8,
+                   help="texts: Jaccard similarity of word 3-grams of a near-duplicate (default 0.8)")
+    p.add_argument("--epsilon", type=float, default=0.0,
+                   help="features: Euclidean distance of a near-duplicate (default 0: equal rows)")
+    p.add_argument("--no-labels", action="store_true", help="skip label issues and outliers (no model is fitted)")
+    p.add_argument("--show", type=int, default=10, help="rows listed per finding in the terminal (default 10)")
+    add_source_options(p)
+    p.set_defaults(func=cmd_audit)

@@ -1,0 +1,1 @@
+"""Data audits: near-duplicates and train/test leakage, label issues and outliers (``augforge audit``)."""

@@ -1,0 +1,109 @@
+"""Label issues and outliers by confident learning (cleanlab), on out-of-fold probabilities of a fast model.
+
+The model, per payload, fitted in a stratified k-fold so that every row is scored by a model that did not
+see it:
+
+- images: logistic regression on the grey pixels, downsampled to at most 16 x 16;
+- text: TF-IDF of word 1-2-grams and character 3-5-grams, then logistic regression;
+- features: standardised features, then logistic regression.
+
+cleanlab's ``find_label_issues`` flags the rows whose given label the probabilities contradict;
+``get_label_quality_scores`` scores every row (lower: more likely mislabelled), and the suggested label is
+the most probable class. Outliers come from cleanlab's ``OutOfDistribution`` on the same probabilities.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from augforge.datasets import schema as S
+from augforge.errors import AugforgeError
+
+#: folds of the out-of-fold probabilities (fewer when the smallest class has fewer rows)
+FOLDS = 5
+#: the side images are downsampled to for the pixel model
+PIXELS = 16
+
+
+def pixel_features(images: list[np.ndarray]) -> np.ndarray:
+    """Grey pixels in [0, 1], resized to at most PIXELS x PIXELS, one row per image."""
+    rows = []
+    for image in images:
+        grey = Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image).convert("L")
+        if max(grey.size) > PIXELS:
+            grey = grey.resize((PIXELS, PIXELS), Image.Resampling.BILINEAR)
+        rows.append(np.asarray(grey, dtype=np.float32).ravel() / 255.0)
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:  # images of several sizes below PIXELS: bring them to one size
+        rows = [np.asarray(Image.fromarray((r.reshape(int(len(r) ** 0.5), -1) * 255).astype(np.uint8)).resize(
+            (PIXELS, PIXELS)), dtype=np.float32).ravel() / 255.0 for r in rows]
+    return np.stack(rows)
+
+
+def _model(payload: str, seed: int):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+    from sklearn.preprocessing import StandardScaler
+
+    linear = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    if payload == S.TEXT:
+        words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+        chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2)
+        return make_pipeline(make_union(words, chars), linear)
+    return make_pipeline(StandardScaler(), linear)
+
+
+def out_of_fold_probabilities(rows, seed: int = 0) -> np.ndarray:
+    """(n, classes) probabilities of each row from a model fitted on the other folds (stratified k-fold)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    labels, k = np.asarray(rows.labels), len(rows.class_names)
+    counts = np.bincount(labels, minlength=k)
+    present = counts[counts > 0]
+    if len(present) < 2:
+        raise AugforgeError(f"{rows.location}: label issues need at least two classes with rows; found "
+                            f"{len(present)}")
+    if present.min() < 2:
+        lonely = [rows.class_names[i] for i in np.flatnonzero(counts == 1)]
+        raise AugforgeError(f"{rows.location}: label issues need at least 2 rows per class (out-of-fold "
+                            f"probabilities); class {', '.join(lonely)} has 1")
+    x = rows.values
+    if rows.payload == S.IMAGE:
+        x = pixel_features(rows.values)
+    folds = StratifiedKFold(n_splits=int(min(FOLDS, present.min())), shuffle=True, random_state=seed)
+    probs = cross_val_predict(_model(rows.payload, seed), x, labels, cv=folds, method="predict_proba")
+    full = np.zeros((len(labels), k))
+    full[:, np.flatnonzero(counts > 0)] = probs  # classes without rows get probability 0
+    return full
+
+
+def _present_classes(labels: np.ndarray, probs: np.ndarray):
+    """(the classes with rows, labels renumbered over them, probabilities over them): cleanlab wants every
+    class it is given to have rows."""
+    present = np.flatnonzero(probs.sum(axis=0) > 0)
+    remap = np.full(probs.shape[1], -1)
+    remap[present] = np.arange(len(present))
+    return present, remap[labels], probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+
+
+def label_issues(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """cleanlab's findings: ``flagged`` (row indices, worst first), ``scores`` (label quality of every row)
+    and ``suggested`` (the most probable class of every row)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    present, given, compact = _present_classes(labels, probs)
+    flagged = find_label_issues(given, compact, return_indices_ranked_by="self_confidence")
+    scores = get_label_quality_scores(given, compact)
+    return {"flagged": np.asarray(flagged, dtype=np.int64), "scores": np.asarray(scores),
+            "suggested": present[compact.argmax(axis=1)]}
+
+
+def outlier_scores(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's out-of-distribution score of every row from its probabilities (lower: less typical)."""
+    from cleanlab.outlier import OutOfDistribution
+
+    _, given, compact = _present_classes(labels, probs)
+    return np.asarray(OutOfDistribution().fit_score(pred_probs=compact, labels=given))

@@ -1,0 +1,40 @@
+"""The audit report in the terminal: a summary table, then the worst rows of each finding."""
+
+from __future__ import annotations
+
+
+def summary_rows(report: dict) -> list[tuple[str, str, str]]:
+    """(finding, count, how it was found) per kind of finding."""
+    dup = report["near_duplicates"]
+    leaks = ", ".join(f"{n} {split}" for split, n in dup["leaking_rows"].items()) or "none"
+    rows = [("near-duplicate pairs", f"{dup['pairs']:,}", dup["method"]),
+            ("redundant rows (within a split)", f"{dup['redundant_rows']:,}", "rows beyond the first of each cluster"),
+            ("leaking rows (twin in another split)", leaks, "held-out rows whose near-twin is in another split")]
+    if "label_issues" in report:
+        rows.append(("label issues", f"{report['label_issues']['count']:,}", report["label_issues"]["method"]))
+        rows.append(("outliers", f"{len(report['outliers']['rows']):,}", report["outliers"]["method"]))
+    return rows
+
+
+def render_terminal(report: dict, console, show: int = 10) -> None:
+    """Print the summary and up to ``show`` rows per finding."""
+    from rich.table import Table
+
+    splits = ", ".join(f"{split} {n:,}" for split, n in report["splits"].items())
+    table = Table(title=f"audit of {report['source']}: {report['rows']:,} {report['payload']} rows ({splits})")
+    for column in ("finding", "count", "how"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    clusters = report["near_duplicates"]["clusters"][:show]
+    for cluster in clusters:
+        members = ", ".join(f"{r['id']} ({r['split']})" for r in cluster["rows"][:6])
+        more = f" and {len(cluster['rows']) - 6} more" if len(cluster["rows"]) > 6 else ""
+        console.print(f"  {cluster['kind']}: {members}{more}", highlight=False)
+    for row in (report.get("label_issues") or {}).get("rows", [])[:show]:
+        console.print(f"  label issue: {row['id']} ({row['split']}): given {row['given']}, suggested "
+                      f"{row['suggested']}, label quality {row['score']:.3f}", highlight=False)
+    for row in (report.get("outliers") or {}).get("rows", [])[:show]:
+        console.print(f"  outlier: {row['id']} ({row['split']}, {row['label']}): score {row['score']:.3f}",
+                      highlight=False)

@@ -1,0 +1,115 @@
+"""`augforge audit SOURCE`: near-duplicates (within a split: redundancy; across splits: leakage), label issues
+and outliers of a dataset directory or a source, as one report (docs/audit.md has its JSON schema).
+
+- near-duplicates: images by dHash within a Hamming radius (``augforge.audit.hashing``), texts by
+  normalised exact match and MinHash LSH over word shingles (``near_text``), feature rows exactly or within
+  epsilon (``near_features``), grouped into clusters (``clusters``);
+- label issues and outliers: cleanlab on out-of-fold probabilities (``labels``).
+
+The report holds no clock time, so the same rows and seed give the same report, byte for byte.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from augforge.audit.clusters import clusters_of, describe_clusters
+from augforge.audit.hashing import hash_images, near_pairs
+from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
+from augforge.audit.near_features import near_feature_pairs
+from augforge.audit.near_text import exact_text_pairs, near_text_pairs
+from augforge.audit.rows import AuditRows, read_rows
+from augforge.datasets import schema as S
+from augforge.errors import OptionError
+
+#: images this small (a side, all of one shape) are compared by their pixels, not by a 64-bit hash
+TINY = 16
+#: the share of rows the outlier list shows: the least typical ones by cleanlab's score
+OUTLIER_SHARE = 0.01
+
+
+def _tiny(images: list[np.ndarray]) -> bool:
+    """Whether every image is at most TINY pixels a side, all of one shape."""
+    shapes = {image.shape for image in images}
+    return len(shapes) == 1 and max(next(iter(shapes))[:2]) <= TINY
+
+
+def near_duplicate_pairs(rows: AuditRows, radius: int, threshold: float, epsilon: float, seed: int):
+    """(pairs (i, j, similarity-or-distance), a sentence saying how they were found) for the rows' payload."""
+    if rows.payload == S.IMAGE and _tiny(rows.values):
+        pixels = np.stack([image.reshape(-1) for image in rows.values]).astype(np.float32)
+        what = "equal pixels" if epsilon == 0 else f"pixels within Euclidean distance {epsilon} (0-255 scale)"
+        return near_feature_pairs(pixels, epsilon), \
+            f"images of at most {TINY} px a side, compared by their pixels: {what} (a 64-bit hash of a 9x8 grid " \
+            "cannot tell such small images apart)"
+    if rows.payload == S.IMAGE:
+        pairs = [tuple(p) for p in near_pairs(hash_images(rows.values), radius).tolist()]
+        return pairs, f"64-bit dHash, Hamming distance <= {radius} (exact multi-index search)"
+    if rows.payload == S.TEXT:
+        exact = {(int(a), int(b)): 1.0 for a, b in exact_text_pairs(rows.values)}
+        exact.update({(a, b): s for a, b, s in near_text_pairs(rows.values, threshold, seed) if (a, b) not in exact})
+        return sorted((a, b, s) for (a, b), s in exact.items()), \
+            f"normalised exact matches and MinHash LSH over word 3-grams, Jaccard >= {threshold}"
+    what = "equal rows" if epsilon == 0 else f"rows within Euclidean distance {epsilon}"
+    return near_feature_pairs(rows.values, epsilon), f"{what} (exact neighbour search)"
+
+
+def _other_sources(rows: AuditRows, pairs) -> list:
+    """The pairs whose rows come from different source rows: a build's augmented or balance copies are
+    near-duplicates of their own source by design, and are not reported."""
+    return [p for p in pairs if rows.sources[p[0]] is None or rows.sources[p[0]] != rows.sources[p[1]]]
+
+
+def _duplicates_section(rows: AuditRows, pairs, method: str) -> dict:
+    pairs = _other_sources(rows, pairs)
+    clusters = describe_clusters(clusters_of(pairs, len(rows)), rows.ids, rows.splits)
+    leaking: dict[str, int] = {}
+    for cluster in clusters:
+        if cluster["kind"] == "leakage":
+            for row in cluster["rows"]:
+                if row["split"] != "train":
+                    leaking[row["split"]] = leaking.get(row["split"], 0) + 1
+    return {"method": method, "pairs": len(pairs), "clusters": clusters,
+            "redundant_rows": sum(len(c["rows"]) - 1 for c in clusters if c["kind"] == "redundancy"),
+            "leaking_rows": dict(sorted(leaking.items()))}
+
+
+def _label_sections(rows: AuditRows, seed: int) -> tuple[dict, dict]:
+    probs = out_of_fold_probabilities(rows, seed)
+    found = label_issues(rows.labels, probs)
+    names = rows.class_names
+    flagged = [{"id": rows.ids[i], "split": rows.splits[i], "given": names[rows.labels[i]],
+                "suggested": names[found["suggested"][i]], "score": round(float(found["scores"][i]), 6)}
+               for i in found["flagged"].tolist()]
+    model = {S.IMAGE: f"logistic regression on grey pixels (at most {PIXELS}x{PIXELS})",
+             S.TEXT: "TF-IDF (word 1-2-grams, character 3-5-grams) + logistic regression",
+             S.FEATURES: "standardised features + logistic regression"}[rows.payload]
+    method = f"cleanlab find_label_issues on {FOLDS}-fold out-of-fold probabilities of {model}"
+    scores = outlier_scores(rows.labels, probs)
+    count = max(1, int(round(OUTLIER_SHARE * len(rows))))
+    order = np.lexsort((np.arange(len(rows)), scores))[:count]
+    outliers = [{"id": rows.ids[i], "split": rows.splits[i], "label": names[rows.labels[i]],
+                 "score": round(float(scores[i]), 6)} for i in order.tolist()]
+    return ({"method": method, "count": len(flagged), "rows": flagged},
+            {"method": f"cleanlab OutOfDistribution on the same probabilities; the {OUTLIER_SHARE:.0%} least "
+                       "typical rows", "rows": outliers})
+
+
+def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int = 10, threshold: float = 0.8,
+          epsilon: float = 0.0, labels: bool = True, **source_options) -> dict:
+    """The audit report of a dataset directory or source (see the module docstring); ``source_options``
+    are ``read_rows``' (a source's split and imbalance specs, its table columns)."""
+    if epsilon < 0:
+        raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=epsilon)
+    if not 0.0 < threshold <= 1.0:
+        raise OptionError("{threshold} {value}: expected a Jaccard similarity in (0, 1]", value=threshold)
+    rows = read_rows(path, splits, seed=seed, **source_options)
+    if len(rows) == 0:
+        raise OptionError("{path}: has no rows to audit", path=path)
+    pairs, method = near_duplicate_pairs(rows, radius, threshold, epsilon, seed)
+    report = {"source": rows.location, "payload": rows.payload, "rows": len(rows), "seed": seed,
+              "splits": {s: rows.splits.count(s) for s in dict.fromkeys(rows.splits)},
+              "classes": rows.class_names, "near_duplicates": _duplicates_section(rows, pairs, method)}
+    if labels:
+        report["label_issues"], report["outliers"] = _label_sections(rows, seed)
+    return report

@@ -1,0 +1,238 @@
+"""`augforge audit`: the perceptual hash and its exact radius search against all pairs, injected image
+near-duplicates and train/test leakage found, text and feature duplicates, label issues against injected
+noise (and equal to cleanlab run by hand), determinism, and one-line errors."""
+
+import io
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageEnhance
+from sklearn.datasets import load_digits
+
+from augforge.audit.hashing import dhash, hamming, hash_images, near_pairs
+from augforge.audit.labels import out_of_fold_probabilities
+from augforge.audit.near_text import exact_text_pairs, near_text_pairs
+from augforge.audit.rows import read_rows
+from augforge.audit.run import audit
+from augforge.cli import main
+from augforge.datasets import SplitSpec
+from augforge.errors import AugforgeError
+
+
+def _brute_force(hashes: np.ndarray, radius: int) -> set:
+    n = len(hashes)
+    i, j = np.triu_indices(n, k=1)
+    d = hamming(hashes[i], hashes[j])
+    return {(int(a), int(b), int(c)) for a, b, c in zip(i[d <= radius], j[d <= radius], d[d <= radius])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 8), st.integers(2, 120))
+def test_the_radius_search_finds_exactly_the_pairs_all_pairs_finds(seed, radius, n):
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
+    twins = rng.integers(0, n, n // 3)  # plant near-twins: copies with a few bits flipped
+    for t in twins:
+        flips = rng.choice(64, rng.integers(0, radius + 2), replace=False)
+        mask = np.uint64(sum(1 << int(b) for b in flips))
+        hashes[rng.integers(0, n)] = hashes[t] ^ mask
+    found = {tuple(p) for p in near_pairs(hashes, radius).tolist()}
+    assert found == _brute_force(hashes, radius)
+
+
+def _photo_crops(sample_images, count=24, size=64):
+    """Non-overlapping textured crops of the two real photos (flat sky or wall patches, which are near-twins
+    of each other, are left out: pixel std above 45)."""
+    crops = []
+    for photo in sample_images:
+        for r in range(0, 427 - size, size):
+            for c in range(0, 640 - size, size):
+                crop = photo[r : r + size, c : c + size]
+                if crop.std() > 45:
+                    crops.append(crop)
+    return crops[:: max(1, len(crops) // count)][:count]
+
+
+def _variants(image: np.ndarray) -> dict[str, np.ndarray]:
+    """The near-duplicates a dataset collects: resized, JPEG re-compressed, brightened, slightly cropped."""
+    pil = Image.fromarray(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, "JPEG", quality=35)
+    side = image.shape[0]
+    return {"resized": np.asarray(pil.resize((side * 3 // 4, side * 3 // 4), Image.Resampling.BILINEAR)),
+            "jpeg": np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")),
+            "brighter": np.asarray(ImageEnhance.Brightness(pil).enhance(1.25)),
+            "cropped": image[2:-2, 2:-2]}
+
+
+def test_dhash_keeps_near_duplicates_close_and_distinct_photos_apart(sample_images):
+    crops = _photo_crops(sample_images)
+    hashes = hash_images(crops)
+    distinct = hamming(hashes[:, None].repeat(len(hashes), 1).ravel(), np.tile(hashes, len(hashes)))
+    distinct = distinct.reshape(len(hashes), len(hashes))[np.triu_indices(len(hashes), k=1)]
+    assert distinct.min() > 10  # different crops are farther apart than the default radius
+    distances = {kind: [] for kind in ("resized", "jpeg", "brighter", "cropped")}
+    for crop in crops:
+        for kind, variant in _variants(crop).items():
+            distances[kind].append(hamming(np.array([dhash(crop)], np.uint64), np.array([dhash(variant)], np.uint64))[0])
+    for kind in ("resized", "jpeg", "brighter"):
+        assert max(distances[kind]) <= 10, kind  # measured: at most 4, 10 and 8 bits
+    assert np.mean(np.array(distances["cropped"]) <= 10) >= 0.75  # a 2-pixel crop shifts the grid: 89% measured
+    encoded = io.BytesIO()
+    Image.fromarray(crops[0]).save(encoded, "PNG")
+    assert dhash(encoded.getvalue()) == dhash(crops[0]) == dhash(Image.fromarray(crops[0]))  # bytes, array, PIL
+
+
+@pytest.fixture(scope="module")
+def dup_folder(tmp_path_factory, sample_images):
+    """An image folder of 24 distinct crops (two classes) with 4 injected near-duplicates of each of 6 of
+    them; returns (folder, injected {file: its original's file})."""
+    root = tmp_path_factory.mktemp("dups") / "photos"
+    crops = _photo_crops(sample_images)
+    injected = {}
+    for i, crop in enumerate(crops):
+        folder = root / ("china" if i < len(crops) // 2 else "flower")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(crop).save(folder / f"img{i:02d}.png")
+        if i % 4 == 0:
+            for kind, variant in _variants(crop).items():
+                name = f"img{i:02d}-{kind}.png"
+                Image.fromarray(variant).save(folder / name)
+                injected[f"{folder.name}/{name}"] = f"{folder.name}/img{i:02d}.png"
+    return root, injected
+
+
+def test_injected_image_near_duplicates_are_found_with_full_recall_and_no_false_pair(dup_folder):
+    root, injected = dup_folder
+    report = audit(root, labels=False)
+    clusters = report["near_duplicates"]["clusters"]
+    assert report["rows"] == 24 + len(injected) and report["payload"] == "image"
+    together = {}
+    for number, cluster in enumerate(clusters):
+        for row in cluster["rows"]:
+            together[row["id"]] = number
+    ids = {row_id for row_id in together}
+    found = {name for name, original in injected.items() if name in ids and together.get(name) == together.get(original)}
+    for kind in ("resized", "jpeg", "brighter"):  # recall 1.0 for these
+        assert all(name in found for name in injected if name.endswith(f"-{kind}.png")), kind
+    cropped = [name for name in injected if name.endswith("-cropped.png")]
+    assert sum(name in found for name in cropped) >= len(cropped) // 2
+    originals = {row["id"] for c in clusters for row in c["rows"] if "-" not in row["id"]}
+    assert all(sum("-" not in row["id"] for row in c["rows"]) == 1 for c in clusters)  # no two originals joined
+    assert len(originals) == len(clusters) == len(injected) // 4
+    assert report["near_duplicates"]["redundant_rows"] == len(found)
+
+
+def test_a_test_row_with_its_twin_in_train_is_leakage(tmp_path, dup_folder):
+    root, injected = dup_folder
+    report = audit(root, labels=False, split_spec=SplitSpec(test=0.3), seed=1)
+    leaks = [c for c in report["near_duplicates"]["clusters"] if c["kind"] == "leakage"]
+    assert leaks and all(set(c["splits"]) == {"train", "test"} for c in leaks)
+    held_out = sum(1 for c in leaks for r in c["rows"] if r["split"] == "test")
+    assert report["near_duplicates"]["leaking_rows"] == {"test": held_out}
+    within = [c for c in report["near_duplicates"]["clusters"] if c["kind"] == "redundancy"]
+    assert all(len(c["splits"]) == 1 for c in within)
+
+
+def test_text_duplicates_normalised_and_near():
+    texts = ["The quick brown fox jumps over the lazy dog near the river bank today",
+             "the QUICK brown fox -- jumps over the lazy dog, near the river bank today!",
+             "The quick brown fox jumps over the lazy dog near the river bank tonight",
+             "An entirely different sentence about the stock market and interest rates",
+             "Short one", "short ONE."]
+    assert exact_text_pairs(texts).tolist() == [[0, 1], [4, 5]]
+    near = near_text_pairs(texts, threshold=0.8)
+    assert [(a, b) for a, b, _ in near] == [(0, 1), (0, 2), (1, 2), (4, 5)]
+    assert all(s >= 0.8 for *_, s in near)
+    assert [(a, b) for a, b, _ in near_text_pairs(texts, threshold=1.0)] == [(0, 1), (4, 5)]
+
+
+def _noisy_digits(tmp_path, share: float, seed: int = 0, duplicates: int = 0):
+    """The digits as a CSV with ``share`` of the labels flipped uniformly to another class, and the first
+    ``duplicates`` rows repeated; returns (path, the flipped row numbers)."""
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    labels = digits.target.copy()
+    flipped = rng.choice(len(labels), int(share * len(labels)), replace=False)
+    labels[flipped] = (labels[flipped] + rng.integers(1, 10, len(flipped))) % 10
+    x = digits.data
+    if duplicates:
+        x, labels = np.vstack([x, x[:duplicates]]), np.r_[labels, labels[:duplicates]]
+    table = pl.DataFrame({f"p{i}": x[:, i] for i in range(64)}).with_columns(pl.Series("label", labels.astype(str)))
+    path = tmp_path / "digits.csv"
+    table.write_csv(path)
+    return path, set(flipped.tolist())
+
+
+def test_label_issues_recover_injected_noise_and_equal_cleanlab_by_hand(tmp_path):
+    from cleanlab.filter import find_label_issues
+
+    path, flipped = _noisy_digits(tmp_path, 0.05)
+    report = audit(path, label_col="label", seed=0)
+    flagged = {int(r["id"]) for r in report["label_issues"]["rows"]}
+    recall, precision = len(flagged & flipped) / len(flipped), len(flagged & flipped) / len(flagged)
+    assert recall >= 0.8 and precision >= 0.6, (recall, precision)
+    assert all(r["suggested"] != r["given"] for r in report["label_issues"]["rows"][:20])
+    rows = read_rows(path, label_col="label")
+    probs = out_of_fold_probabilities(rows, seed=0)
+    by_hand = find_label_issues(rows.labels, probs, return_indices_ranked_by="self_confidence")
+    assert [rows.ids[i] for i in by_hand] == [r["id"] for r in report["label_issues"]["rows"]]
+    assert len(report["outliers"]["rows"]) == round(0.01 * len(rows))
+
+
+def test_feature_duplicates_exact_and_within_epsilon(tmp_path):
+    path, _ = _noisy_digits(tmp_path, 0.0, duplicates=5)
+    exact = audit(path, label_col="label", labels=False)["near_duplicates"]
+    pairs = {tuple(sorted(int(r["id"]) for r in c["rows"])) for c in exact["clusters"]}
+    assert {(i, 1797 + i) for i in range(5)} <= pairs
+    loose = audit(path, label_col="label", labels=False, epsilon=30.0)["near_duplicates"]
+    assert loose["pairs"] > exact["pairs"]
+
+
+def test_the_report_is_the_same_for_the_same_seed(tmp_path, dup_folder):
+    path, _ = _noisy_digits(tmp_path, 0.05)
+    first, second = (json.dumps(audit(path, label_col="label", seed=3)) for _ in range(2))
+    assert first == second
+    assert json.dumps(audit(dup_folder[0], labels=False)) == json.dumps(audit(dup_folder[0], labels=False))
+
+
+def test_bad_input_is_one_line_and_a_non_zero_exit(tmp_path, capsys, text_csv):
+    one = tmp_path / "one.csv"
+    pl.DataFrame({"x": [1.0, 2.0, 3.0], "label": ["a", "a", "a"]}).write_csv(one)
+    with pytest.raises(AugforgeError, match="label issues need at least two classes"):
+        audit(one, label_col="label")
+    lonely = tmp_path / "lonely.csv"
+    pl.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": ["a", "a", "a", "b"]}).write_csv(lonely)
+    with pytest.raises(AugforgeError, match="at least 2 rows per class .* class b has 1"):
+        audit(lonely, label_col="label")
+    assert main(["audit", str(lonely), "--label-col", "label"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "class b has 1" in err
+    assert main(["audit", str(lonely), "--label-col", "label", "--epsilon", "-1"]) == 1
+    assert "--epsilon -1.0: expected a distance of 0 or more" in capsys.readouterr().err
+    assert main(["audit", str(text_csv), "--text-col", "review", "--label-col", "sentiment", "--threshold", "0"]) == 1
+    assert "--threshold 0.0: expected a Jaccard similarity" in capsys.readouterr().err
+
+
+def test_the_cli_prints_a_table_and_json(capsys, dup_folder):
+    root, injected = dup_folder
+    assert main(["audit", str(root), "--no-labels"]) == 0
+    out = capsys.readouterr().out
+    assert "near-duplicate pairs" in out and "redundancy:" in out
+    assert main(["audit", str(root), "--no-labels", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["near_duplicates"]["redundant_rows"] >= 3 * len(injected) // 4
+
+
+def test_tiny_images_are_compared_by_their_pixels_not_a_hash():
+    """The 8x8 digits: a 64-bit hash of a 9x8 grid would join different digits; equal pixels do not."""
+    report = audit("digits", split_spec=SplitSpec(test=0.25), labels=False)
+    dup = report["near_duplicates"]
+    assert "compared by their pixels: equal pixels" in dup["method"] and report["rows"] == 1797
+    assert dup["pairs"] == 0 and dup["clusters"] == []  # scikit-learn's digits hold no two equal images
+    loose = audit("digits", labels=False, epsilon=300.0)["near_duplicates"]
+    assert loose["pairs"] > 0 and all(len(c["rows"]) >= 2 for c in loose["clusters"])
