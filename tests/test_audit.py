@@ -236,3 +236,26 @@ def test_tiny_images_are_compared_by_their_pixels_not_a_hash():
     assert dup["pairs"] == 0 and dup["clusters"] == []  # scikit-learn's digits hold no two equal images
     loose = audit("digits", labels=False, epsilon=300.0)["near_duplicates"]
     assert loose["pairs"] > 0 and all(len(c["rows"]) >= 2 for c in loose["clusters"])
+
+
+def test_the_html_page_shows_thumbnails_in_a_browser(tmp_path, dup_folder, text_csv):
+    import subprocess
+
+    from test_cli import _chromium
+
+    root, _ = dup_folder
+    page = tmp_path / "audit.html"
+    assert main(["audit", str(root), "--no-labels", "--html", str(page), "--show", "4"]) == 0
+    text = page.read_text()
+    assert text.count('<img class="thumb"') == 4 * 5 and '<h2 id="duplicates">' in text
+    shot = tmp_path / "shot.png"
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1400",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    frames = (np.abs(pixels - [0xD9, 0x5F, 0x02]).sum(axis=2) < 30).sum()  # the thumbnails' orange frames
+    assert frames > 20 * 4 * 96 * 0.8  # 20 framed thumbnails drawn, each frame about 4 x 4 x 96 pixels
+    snippets = tmp_path / "text.html"
+    audit(text_csv, text_col="review", label_col="sentiment", html=snippets)
+    assert snippets.read_text().count('class="snippet"') >= 1  # the outlier (1% of rows, at least one) as text

@@ -15,6 +15,7 @@ import numpy as np
 
 from augforge.audit.clusters import clusters_of, describe_clusters
 from augforge.audit.hashing import hash_images, near_pairs
+from augforge.audit.html import write_html
 from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
 from augforge.audit.near_features import near_feature_pairs
 from augforge.audit.near_text import exact_text_pairs, near_text_pairs
@@ -96,9 +97,10 @@ def _label_sections(rows: AuditRows, seed: int) -> tuple[dict, dict]:
 
 
 def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int = 10, threshold: float = 0.8,
-          epsilon: float = 0.0, labels: bool = True, **source_options) -> dict:
+          epsilon: float = 0.0, labels: bool = True, html=None, show: int = 10, **source_options) -> dict:
     """The audit report of a dataset directory or source (see the module docstring); ``source_options``
-    are ``read_rows``' (a source's split and imbalance specs, its table columns)."""
+    are ``read_rows``' (a source's split and imbalance specs, its table columns). ``html``: also write the
+    page (``augforge.audit.html``) with ``show`` rows per finding."""
     if epsilon < 0:
         raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=epsilon)
     if not 0.0 < threshold <= 1.0:
@@ -112,4 +114,6 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int =
               "classes": rows.class_names, "near_duplicates": _duplicates_section(rows, pairs, method)}
     if labels:
         report["label_issues"], report["outliers"] = _label_sections(rows, seed)
+    if html is not None:
+        write_html(report, rows, html, show)
     return report

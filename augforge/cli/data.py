@@ -285,11 +285,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
     report = audit(args.source, splits=args.split or None, seed=args.seed, radius=args.radius,
                    threshold=args.threshold, epsilon=args.epsilon, labels=not args.no_labels, split_spec=splits,
                    imbalance=imbalance, label_col=args.label_col, text_col=args.text_col,
-                   feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels)
+                   feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels, html=args.html,
+                   show=args.show)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         render_terminal(report, Console(width=160), args.show)
+        if args.html:
+            print(f"wrote {args.html}")
     return 0
 
 
@@ -302,6 +305,8 @@ def add_audit(sub) -> None:
     p.add_argument("source", help="dataset directory, image folder, .csv/.tsv/.parquet/.jsonl file, or 'digits'")
     p.add_argument("--split", nargs="*", default=[], help="audit only these splits (default: all)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (schema: docs/audit.md)")
+    p.add_argument("--html", metavar="PAGE", help="also write an HTML page with thumbnails or snippets of the "
+                                                  "worst rows of each finding")
     p.add_argument("--radius", type=int, default=10, help="images: dHash Hamming radius of a near-duplicate "
                                                          "(default 10 of 64 bits)")
     p.add_argument("--threshold", type=float, default=0.8,
@@ -309,6 +314,6 @@ def add_audit(sub) -> None:
     p.add_argument("--epsilon", type=float, default=0.0,
                    help="features: Euclidean distance of a near-duplicate (default 0: equal rows)")
     p.add_argument("--no-labels", action="store_true", help="skip label issues and outliers (no model is fitted)")
-    p.add_argument("--show", type=int, default=10, help="rows listed per finding in the terminal (default 10)")
+    p.add_argument("--show", type=int, default=10, help="rows listed per finding (default 10)")
     add_source_options(p)
     p.set_defaults(func=cmd_audit)
