@@ -1,0 +1,222 @@
+"""`augforge audit`: detection quality on injected noise and duplicates, and scale (docs/audit.md).
+
+1. Label issues. The digits (as 64 pixel features) and the WordNet glosses (text) get 5% and 15% of their
+   labels flipped, either uniformly (to any other class) or class-dependently (each class to one fixed
+   confusable class). The flagged rows are scored against the flipped ones (precision, recall), next to what
+   a user would do without confident learning: flag every row whose out-of-fold prediction disagrees with its
+   label (same probabilities).
+2. Image near-duplicates. Textured crops of the sample photos, each with a resized, a JPEG, a brightened and
+   a 2-pixel-cropped copy, audited at the default radius: precision and recall of the injected pairs.
+3. Scale. dHash + the exact radius search over N images (random crops and transforms of the photos), next
+   to the all-pairs comparison it replaces (timed on a sample, extrapolated). MinHash LSH over M texts
+   (glosses with words dropped and swapped). Time and peak memory (ru_maxrss).
+
+    python examples/make_glosses.py
+    python benchmarks/audit.py [--images 100000] [--texts 100000] [--out build/audit-bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image, ImageEnhance
+from sklearn.datasets import load_digits, load_sample_images
+
+from augforge.audit.hashing import hamming, hash_images, near_pairs
+from augforge.audit.labels import label_issues, out_of_fold_probabilities
+from augforge.audit.near_text import near_text_pairs
+from augforge.audit.rows import read_rows
+from augforge.audit.run import audit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flip(labels: np.ndarray, share: float, kind: str, classes: int, seed: int) -> tuple[np.ndarray, set]:
+    rng = np.random.default_rng(seed)
+    noisy = labels.copy()
+    chosen = rng.choice(len(labels), int(round(share * len(labels))), replace=False)
+    if kind == "uniform":
+        noisy[chosen] = (labels[chosen] + rng.integers(1, classes, len(chosen))) % classes
+    else:  # class-dependent: every class to its one confusable neighbour
+        noisy[chosen] = (labels[chosen] + 1) % classes
+    return noisy, set(chosen.tolist())
+
+
+def _score(flagged: set, truth: set) -> dict:
+    hits = len(flagged & truth)
+    return {"flagged": len(flagged), "precision": hits / len(flagged) if flagged else 0.0,
+            "recall": hits / len(truth) if truth else 0.0}
+
+
+def label_noise(tmp: Path) -> list[dict]:
+    """Precision and recall of cleanlab's flags, and of "prediction disagrees with the label"."""
+    digits = load_digits()
+    sets = {"digits": (pl.DataFrame({f"p{i}": digits.data[:, i] for i in range(64)}), digits.target, None)}
+    glosses = ROOT / "build" / "glosses.csv"
+    if glosses.is_file():
+        table = pl.read_csv(glosses)
+        names = sorted(table["label"].unique().to_list())
+        sets["glosses"] = (table.select("text"), np.array([names.index(v) for v in table["label"]]), "text")
+    out = []
+    for name, (frame, labels, text_col) in sets.items():
+        classes = int(labels.max()) + 1
+        for share in (0.05, 0.15):
+            for kind in ("uniform", "class-dependent"):
+                noisy, truth = _flip(labels, share, kind, classes, seed=0)
+                path = tmp / f"{name}-{kind}-{share}.csv"
+                frame.with_columns(pl.Series("label", [f"c{v}" for v in noisy])).write_csv(path)
+                rows = read_rows(path, label_col="label", text_col=text_col)
+                probs = out_of_fold_probabilities(rows, seed=0)
+                found = label_issues(rows.labels, probs)  # the ids are the CSV's row numbers
+                flagged = {int(rows.ids[i]) for i in found["flagged"]}
+                disagree = {int(rows.ids[i]) for i in np.flatnonzero(probs.argmax(1) != rows.labels)}
+                out.append({"set": name, "noise": share, "kind": kind, "rows": len(rows),
+                            "cleanlab": _score(flagged, truth), "disagree": _score(disagree, truth)})
+                print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def _variants(image: np.ndarray) -> dict[str, np.ndarray]:
+    pil = Image.fromarray(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, "JPEG", quality=35)
+    side = image.shape[0]
+    return {"resized": np.asarray(pil.resize((side * 3 // 4,) * 2, Image.Resampling.BILINEAR)),
+            "jpeg": np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")),
+            "brighter": np.asarray(ImageEnhance.Brightness(pil).enhance(1.25)), "cropped": image[2:-2, 2:-2]}
+
+
+def image_duplicates(tmp: Path) -> dict:
+    """Precision and recall of the injected copies, per kind, at the default radius."""
+    crops = [photo[r : r + 64, c : c + 64] for photo in load_sample_images().images
+             for r in range(0, 363, 64) for c in range(0, 576, 64) if photo[r : r + 64, c : c + 64].std() > 45]
+    root = tmp / "photos" / "all"
+    root.mkdir(parents=True)
+    injected = {}
+    for i, crop in enumerate(crops):
+        Image.fromarray(crop).save(root / f"o{i:03d}.png")
+        for kind, variant in _variants(crop).items():
+            Image.fromarray(variant).save(root / f"o{i:03d}-{kind}.png")
+            injected[f"all/o{i:03d}-{kind}.png"] = (f"all/o{i:03d}.png", kind)
+    report = audit(root.parent, labels=False)
+    cluster_of = {r["id"]: n for n, c in enumerate(report["near_duplicates"]["clusters"]) for r in c["rows"]}
+    recall = {}
+    for kind in ("resized", "jpeg", "brighter", "cropped"):
+        pairs = [(a, o) for a, (o, k) in injected.items() if k == kind]
+        recall[kind] = sum(a in cluster_of and cluster_of.get(a) == cluster_of.get(o) for a, o in pairs) / len(pairs)
+    wrong = sum(sum("-" not in r["id"] for r in c["rows"]) > 1 for c in report["near_duplicates"]["clusters"])
+    return {"originals": len(crops), "copies": len(injected), "recall": recall,
+            "clusters_joining_two_originals": wrong, "radius": 10}
+
+
+def _random_crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` images made from the two photos: random textured crops (32-96 px), flipped or turned by quarter
+    turns, with their channels permuted and their contrast changed. Overlapping crops are true near-twins."""
+    rng = np.random.default_rng(seed)
+    photos = load_sample_images().images
+    out = []
+    while len(out) < n:
+        photo = photos[rng.integers(0, 2)]
+        side = int(rng.integers(32, 96))
+        r, c = int(rng.integers(0, 427 - side)), int(rng.integers(0, 640 - side))
+        crop = photo[r : r + side, c : c + side]
+        if crop.std() < 30:  # flat sky and wall patches all look alike
+            continue
+        crop = np.rot90(crop[:, ::-1] if rng.random() < 0.5 else crop, int(rng.integers(0, 4)))
+        crop = crop[:, :, rng.permutation(3)].astype(np.float32)
+        crop = np.clip((crop - crop.mean()) * rng.uniform(0.6, 1.6) + crop.mean(), 0, 255)
+        out.append(np.ascontiguousarray(crop.astype(np.uint8)))
+    return out
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def image_scale(n: int) -> dict:
+    """dHash and the radius search over ``n`` images, against all pairs (timed on 5,000, extrapolated)."""
+    images = _random_crops(n)
+    started = time.perf_counter()
+    hashes = hash_images(images)
+    hashed = time.perf_counter() - started
+    started = time.perf_counter()
+    pairs = near_pairs(hashes, 10)
+    searched = time.perf_counter() - started
+    naive = _all_pairs_seconds(hashes[:5000]) * (n * (n - 1) / 2) / (5000 * 4999 / 2)
+    return {"images": n, "hash_s": hashed, "search_s": searched, "pairs": len(pairs),
+            "all_pairs_s_extrapolated": naive, "search_speedup": naive / searched, "peak_mb": _peak_mb()}
+
+
+def random_hash_scale(n: int) -> dict:
+    """The radius search over ``n`` uniformly random 64-bit hashes (no skew, few true pairs): how the search
+    scales where chunk values spread, against all pairs timed on 5,000 and extrapolated."""
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
+    started = time.perf_counter()
+    pairs = near_pairs(hashes, 10)
+    searched = time.perf_counter() - started
+    naive = _all_pairs_seconds(hashes[:5000]) * (n * (n - 1) / 2) / (5000 * 4999 / 2)
+    return {"hashes": n, "search_s": searched, "pairs": len(pairs), "all_pairs_s_extrapolated": naive,
+            "search_speedup": naive / searched}
+
+
+def _all_pairs_seconds(sample: np.ndarray) -> float:
+    """Seconds to compare every pair of ``sample`` (vectorised popcount, one row against the rest)."""
+    started = time.perf_counter()
+    for i in range(len(sample) - 1):
+        hamming(np.full(len(sample) - i - 1, sample[i], dtype=np.uint64), sample[i + 1:])
+    return time.perf_counter() - started
+
+
+def text_scale(m: int) -> dict:
+    """MinHash LSH over ``m`` texts made from the glosses (words dropped or swapped)."""
+    glosses = ROOT / "build" / "glosses.csv"
+    with open(glosses, newline="", encoding="utf-8") as fh:
+        base = [row["text"] for row in csv.DictReader(fh)]
+    rng = np.random.default_rng(0)
+    texts = []
+    for i in range(m):
+        words = base[i % len(base)].split()
+        if i >= len(base) and len(words) > 3:
+            drop = int(rng.integers(0, len(words)))
+            words = words[:drop] + words[drop + 1:]
+            a, b = rng.integers(0, len(words), 2)
+            words[a], words[b] = words[b], words[a]
+        texts.append(" ".join(words))
+    started = time.perf_counter()
+    pairs = near_text_pairs(texts, 0.8)
+    return {"texts": m, "seconds": time.perf_counter() - started, "pairs": len(pairs), "peak_mb": _peak_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--texts", type=int, default=100_000)
+    parser.add_argument("--out", default=str(ROOT / "build" / "audit-bench.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {"label_noise": label_noise(Path(tmp)), "image_duplicates": image_duplicates(Path(tmp))}
+    print(json.dumps(result["image_duplicates"]), flush=True)
+    result["image_scale"] = image_scale(args.images)
+    print(json.dumps(result["image_scale"]), flush=True)
+    result["random_hash_scale"] = random_hash_scale(1_000_000)
+    print(json.dumps(result["random_hash_scale"]), flush=True)
+    if (ROOT / "build" / "glosses.csv").is_file():
+        result["text_scale"] = text_scale(args.texts)
+        print(json.dumps(result["text_scale"]), flush=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
