@@ -259,3 +259,81 @@ def test_the_html_page_shows_thumbnails_in_a_browser(tmp_path, dup_folder, text_
     snippets = tmp_path / "text.html"
     audit(text_csv, text_col="review", label_col="sentiment", html=snippets)
     assert snippets.read_text().count('class="snippet"') >= 1  # the outlier (1% of rows, at least one) as text
+
+
+# -- clean: in the recipe ------------------------------------------------------------------------------------
+
+
+def _build(tmp_path, source_path, clean, **source):
+    from augforge.pipelines.build import build
+    from augforge.recipe import parse_recipe
+
+    recipe = parse_recipe({"seed": 0, "source": {"path": str(source_path), **source}, "clean": clean,
+                           "output": {"format": "png"}}, str(tmp_path / "r.yaml"))
+    out = tmp_path / "data"
+    return recipe, build(recipe, out).write.manifest, out
+
+
+def test_clean_drops_near_duplicates_and_lists_every_dropped_row(tmp_path, dup_folder):
+    root, injected = dup_folder
+    recipe, manifest, out = _build(tmp_path, root, {"near_duplicates": "drop"})
+    dropped = [p for p in manifest["problems"] if "clean.near_duplicates: drop" in p["reason"]]
+    found = audit(root, labels=False)["near_duplicates"]["redundant_rows"]
+    assert len(dropped) == found == manifest["build"]["cleaning"]["dropped"] and found >= len(injected) * 3 // 4
+    groups = {original.rsplit(".", 1)[0] for original in injected.values()}
+    assert all(p["path"].split("-")[0].rsplit(".", 1)[0] in groups for p in dropped)  # only rows of copied crops
+    assert sum(manifest["counts"]["train"].values()) == 24 + len(injected) - found
+    assert audit(out, labels=False)["near_duplicates"]["pairs"] == 0  # the built train split has no near-twin left
+    assert "clean" in recipe.fingerprint_parts()
+
+
+def test_clean_leakage_drops_the_train_twin_or_refuses_in_one_line(tmp_path, dup_folder):
+    from augforge.checks import RecipeError
+
+    root, _ = dup_folder
+    _, manifest, out = _build(tmp_path / "drop", root, {"leakage": "drop"}, test_split=0.3)
+    assert manifest["build"]["cleaning"]["leaking_train_rows"] > 0
+    assert audit(out, labels=False)["near_duplicates"]["leaking_rows"] == {}  # no test row has a twin in train
+    assert sum(manifest["counts"]["test"].values()) == sum(audit(root, labels=False,
+                                                                 split_spec=SplitSpec(test=0.3))["splits"].values()) - \
+        sum(manifest["counts"]["train"].values()) - manifest["build"]["cleaning"]["dropped"]
+    with pytest.raises(RecipeError) as caught:
+        _build(tmp_path / "error", root, {"leakage": "error"}, test_split=0.3)
+    assert "clean.leakage:" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "error" / "data").exists()
+    _, warned, _ = _build(tmp_path / "warn", root, {"leakage": "warn"}, test_split=0.3)
+    assert any(w.startswith("clean.leakage:") for w in warned["warnings"])
+
+
+def test_clean_drops_train_label_issues_from_an_image_folder_with_flipped_labels(tmp_path):
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    flipped = set(rng.choice(len(digits.target), 90, replace=False).tolist())
+    root = tmp_path / "digits"
+    for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        given = (label + 1 + i % 9) % 10 if i in flipped else label
+        folder = root / str(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    _, manifest, _ = _build(tmp_path / "b", root, {"label_issues": "drop"}, test_split=0.25)
+    dropped = {int(p["path"].split("/")[1][:4]) for p in manifest["problems"] if "clean.label_issues" in p["reason"]}
+    assert len(dropped) == len(manifest["build"]["cleaning"]["label_issues"]) > 0
+    assert len(dropped & flipped) / len(dropped) >= 0.6  # most dropped rows were the flipped ones
+    assert len(dropped & flipped) >= 0.6 * 0.75 * len(flipped)  # and most flipped train rows went
+    _, uncleaned, _ = _build(tmp_path / "plain", root, {}, test_split=0.25)
+    assert manifest["counts"]["test"] == uncleaned["counts"]["test"]  # the test split is never cleaned
+
+
+def test_no_clean_step_keeps_the_fingerprint_and_ablate_gets_an_arm_per_step():
+    from augforge.recipe import parse_recipe
+    from augforge.train.arms import REMOVE, build_arms
+
+    plain = parse_recipe({"source": {"path": "digits"}}, "r.yaml")
+    assert "clean" not in plain.fingerprint_parts()
+    recipe = parse_recipe({"source": {"path": "digits"}, "clean": {"near_duplicates": "drop", "label_issues": "drop",
+                                                                   "leakage": "warn"}}, "r.yaml")
+    arms = {a.name: a for a in build_arms(recipe)}
+    assert arms["no-clean-near-duplicates"].changes == [("clean.near_duplicates", REMOVE)]
+    assert "no-clean-label-issues" in arms and "no-clean-leakage" not in arms
+    with pytest.raises(AugforgeError, match="clean.label_issues: expected one of keep, flag, drop"):
+        parse_recipe({"source": {"path": "digits"}, "clean": {"label_issues": "remove"}}, "r.yaml")

@@ -89,6 +89,10 @@ def _build_features(recipe: Recipe, source: Source, out, *, overwrite: bool, sta
     if aug.image or aug.text or aug.copies or aug.copies_per_class:
         raise RecipeError(f"{recipe.file}: augment: {source.location} holds feature rows; augment ops are image and "
                           "text ops (rebalance feature rows with balance.strategy, e.g. smote)")
+    if recipe.clean.active:
+        raise RecipeError(f"{recipe.file}: clean: the audit steps (near_duplicates, leakage, label_issues, outliers) "
+                          "apply to image and text builds; for feature tables run augforge audit and drop the rows "
+                          "in the table")
     splits, imbalance = recipe_splits(recipe)
     options = dict(splits=splits, imbalance=imbalance, seed=recipe.seed, shard_rows=recipe.output.shard_rows,
                    shard_mb=recipe.output.shard_mb, overwrite=overwrite, on_rows=on_rows, on_total=on_total)

@@ -20,6 +20,7 @@ from augforge.datasets.plan import RowPlan, plan_rows
 from augforge.datasets.sources import open_source
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
+from augforge.pipelines.clean_plan import clean_rows
 from augforge.recipe import Recipe
 
 #: Output rows per augmentation chunk (one seeded DALI pipeline each).
@@ -162,6 +163,8 @@ class TrainPlan:
     duplicates: int
     other_positions: np.ndarray  # the val/test rows, in output order
     other_splits: np.ndarray
+    cleaning: dict | None = None  # what the clean: audit steps found and dropped (augforge.pipelines.clean_plan)
+    warnings: tuple = ()
 
 
 def plan_train(recipe: Recipe, source: Source, stage: Callable[[str], None], cleaning: str) -> TrainPlan:
@@ -178,10 +181,16 @@ def plan_train(recipe: Recipe, source: Source, stage: Callable[[str], None], cle
         stage(cleaning.format(len(rows.positions)))
         rows, dropped, duplicates = drop_duplicates(source, rows)
         problems += dropped
+    cleaning, warnings = None, []
+    if recipe.clean.active:
+        stage(f"auditing {len(rows.positions):,} rows (clean:)")
+        rows, dropped, cleaning, warnings = clean_rows(recipe, source, rows)
+        problems += dropped
     stage("balancing the train split")
     plan = plan_balance(source, recipe.strategy, seed=recipe.seed, rows=rows)
     others = rows.splits != S.TRAIN
-    return TrainPlan(splits, imbalance, plan, problems, duplicates, rows.positions[others], rows.splits[others])
+    return TrainPlan(splits, imbalance, plan, problems, duplicates, rows.positions[others], rows.splits[others],
+                     cleaning, tuple(warnings))
 
 
 def build_meta(recipe: Recipe, source: Source, planned: TrainPlan, names: list[str], after: np.ndarray,
@@ -201,9 +210,10 @@ def build_meta(recipe: Recipe, source: Source, planned: TrainPlan, names: list[s
         "balance": {"strategy": recipe.strategy, "before": dict(zip(names, plan.before.tolist())),
                     "after": dict(zip(names, plan.after.tolist()))},
         "after_augment": dict(zip(names, after.tolist())),
+        **({"cleaning": planned.cleaning} if planned.cleaning is not None else {}),
         **extra,
     })
     meta["recipe"] = recipe.data
     meta["problems"] = [p.to_dict() for p in planned.problems]
-    meta["warnings"] = list(source.warnings)
+    meta["warnings"] = list(source.warnings) + list(planned.warnings)
     return meta

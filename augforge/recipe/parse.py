@@ -19,6 +19,7 @@ from augforge.checks import Checker, RecipeError
 from augforge.errors import AugforgeError
 from augforge.paths import resolved
 from augforge.recipe.augment import AugmentSpec, parse_augment
+from augforge.recipe.clean import CLEAN_KEYS, CleanSpec, parse_clean
 from augforge.recipe.output import OutputSpec, parse_output
 from augforge.recipe.source import SourceSpec, parse_source, payload_of
 from augforge.recipe.train import RunSpec, TrainConfig, parse_train
@@ -39,6 +40,7 @@ class Recipe:
     augment: AugmentSpec
     output: OutputSpec
     data: dict
+    clean: CleanSpec = CleanSpec()
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunSpec = field(default_factory=RunSpec)
 
@@ -48,6 +50,8 @@ class Recipe:
         parts = asdict(self)
         for key in ("file", "data", "train", "run"):
             parts.pop(key)
+        if not self.clean.active:  # no audit-based cleaning: the rows (and the fingerprint) are as before it existed
+            parts.pop("clean")
         parts["output"].pop("dir")
         parts["source"]["path"] = resolved(self.source.path)
         if self.augment.mode == "online":  # the ops run in the loader: they do not change the built rows
@@ -80,7 +84,7 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
     if not raw:
         c.fail("recipe", "is empty; it needs at least a source")
     base = Path(base)
-    clean = c.mapping(raw.get("clean"), "clean", ("drop_duplicates",))
+    clean = c.mapping(raw.get("clean"), "clean", CLEAN_KEYS)
     balance = c.mapping(raw.get("balance"), "balance", ("strategy",))
     strategy = None
     if balance.get("strategy") is not None:
@@ -98,6 +102,7 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
         source=source,
         drop_duplicates=c.flag(clean.get("drop_duplicates", True), "clean.drop_duplicates"),
         strategy=strategy,
+        clean=parse_clean(c, clean),
         augment=parse_augment(c, raw.get("augment")),
         output=parse_output(c, raw.get("output"), base),
         data=raw,

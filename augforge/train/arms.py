@@ -106,6 +106,9 @@ def technique_arms(recipe) -> list[Arm]:
 
     if recipe.strategy:
         add("no-balance", ("balance.strategy", REMOVE))
+    for step in ("near_duplicates", "leakage", "label_issues", "outliers"):  # the clean: audit steps
+        if getattr(recipe.clean, step) not in ("keep", "warn", "error", "flag"):
+            add(f"no-clean-{step.replace('_', '-')}", (f"clean.{step}", REMOVE))
     section = "image" if aug.image else "text"
     ops = aug.image or aug.text
     copies_on = aug.mode == "offline" and bool(aug.copies or aug.copies_per_class)

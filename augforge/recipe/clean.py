@@ -1,0 +1,59 @@
+"""The recipe's ``clean:`` section beyond exact duplicates: what the build does with what ``augforge audit``
+finds (``augforge.pipelines.clean_plan`` applies it).
+
+- ``near_duplicates: keep | drop``: drop all but the first row of each near-duplicate cluster within a split;
+- ``leakage: keep | warn | drop | error``: a train row whose near-twin is in val or test: dropped from train,
+  listed as a warning, or refused;
+- ``label_issues: keep | flag | drop``: train rows cleanlab flags: listed, or dropped;
+- ``outliers: keep | drop``: the least typical 1% of the train rows, dropped;
+- ``radius`` (images), ``threshold`` (texts), ``epsilon`` (features): what counts as a near-duplicate.
+
+Val and test rows are never dropped by cleaning: the held-out rows stay the rows the model is judged on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NEAR_DUPLICATES = ("keep", "drop")
+LEAKAGE = ("keep", "warn", "drop", "error")
+LABEL_ISSUES = ("keep", "flag", "drop")
+OUTLIERS = ("keep", "drop")
+CLEAN_KEYS = ("drop_duplicates", "near_duplicates", "leakage", "label_issues", "outliers", "radius", "threshold",
+              "epsilon")
+
+
+@dataclass(frozen=True)
+class CleanSpec:
+    """``clean:`` beyond ``drop_duplicates``."""
+
+    near_duplicates: str = "keep"
+    leakage: str = "keep"
+    label_issues: str = "keep"
+    outliers: str = "keep"
+    radius: int = 10
+    threshold: float = 0.8
+    epsilon: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether the build audits its rows at all."""
+        return (self.near_duplicates, self.leakage, self.label_issues, self.outliers) != ("keep",) * 4
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the build fits the out-of-fold model (label issues, outliers)."""
+        return self.label_issues != "keep" or self.outliers != "keep"
+
+
+def parse_clean(c, raw: dict) -> CleanSpec:
+    """The ``clean:`` mapping's audit keys, checked (``drop_duplicates`` is parsed with the recipe)."""
+    return CleanSpec(
+        near_duplicates=c.choice(raw.get("near_duplicates", "keep"), "clean.near_duplicates", NEAR_DUPLICATES),
+        leakage=c.choice(raw.get("leakage", "keep"), "clean.leakage", LEAKAGE),
+        label_issues=c.choice(raw.get("label_issues", "keep"), "clean.label_issues", LABEL_ISSUES),
+        outliers=c.choice(raw.get("outliers", "keep"), "clean.outliers", OUTLIERS),
+        radius=int(c.number(raw.get("radius", 10), "clean.radius", 0, 16, integer=True)),
+        threshold=float(c.number(raw.get("threshold", 0.8), "clean.threshold", 0.01, 1.0)),
+        epsilon=float(c.number(raw.get("epsilon", 0.0), "clean.epsilon", 0.0, 1e12)),
+    )
