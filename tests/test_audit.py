@@ -337,3 +337,15 @@ def test_no_clean_step_keeps_the_fingerprint_and_ablate_gets_an_arm_per_step():
     assert "no-clean-label-issues" in arms and "no-clean-leakage" not in arms
     with pytest.raises(AugforgeError, match="clean.label_issues: expected one of keep, flag, drop"):
         parse_recipe({"source": {"path": "digits"}, "clean": {"label_issues": "remove"}}, "r.yaml")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 10), st.integers(2, 300))
+def test_the_block_all_pairs_search_equals_the_chunk_search(seed, radius, n):
+    from augforge.audit.hashing import all_pairs
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**63, 4, dtype=np.uint64)  # few centres: clustered hashes
+    hashes = base[rng.integers(0, 4, n)] ^ rng.integers(0, 2**12, n, dtype=np.uint64)
+    assert all_pairs(hashes, radius).tolist() == sorted(map(list, _brute_force(hashes, radius)))
+    assert near_pairs(hashes, radius).tolist() == all_pairs(hashes, radius).tolist()

@@ -8,8 +8,10 @@ a few.
 Multi-index hashing (Norouzi et al. 2012): cut the 64 bits into m disjoint chunks. Two hashes within
 Hamming distance ``radius`` are within ``radius // m`` on at least one chunk (pigeonhole), so the candidates
 are found by looking up each chunk value with its few-bit variations in that chunk's sorted table; every
-candidate is then checked on all 64 bits. m is chosen for the least expected work (``chunk_count``). The
-result is exact: every pair within the radius, and no other.
+candidate is then checked on all 64 bits. m is chosen for the least expected work (``chunk_count``). Where
+the hashes cluster so much that the lookups would check more than a tenth of all pairs (many near-twins per
+image), every pair is compared instead, a block at a time. Either way the result is exact: every pair
+within the radius, and no other.
 """
 
 from __future__ import annotations
@@ -78,6 +80,59 @@ def chunk_count(n: int, radius: int) -> int:
     return min(range(1, radius + 2), key=cost)
 
 
+#: entries of one block of the all-pairs comparison (rows x hashes)
+BLOCK_ENTRIES = 1 << 24
+#: share of all pairs above which the chunk lookups would check more candidates than comparing all pairs costs
+ALL_PAIRS_SHARE = 0.1
+
+
+def all_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
+    """The same result as ``near_pairs`` by comparing every pair, a block of rows at a time (popcount)."""
+    n = len(hashes)
+    block = max(1, BLOCK_ENTRIES // max(1, n))
+    found = []
+    for start in range(0, n - 1, block):
+        rows = hashes[start : start + block]
+        distance = np.bitwise_count(rows[:, None] ^ hashes[None, :])
+        i, j = np.nonzero(distance <= radius)
+        i = i + start
+        keep = j > i
+        found.append(np.column_stack([i[keep], j[keep], distance[i[keep] - start, j[keep]]]))
+    out = np.concatenate(found).astype(np.int64) if found else np.zeros((0, 3), dtype=np.int64)
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
+def _candidate_share(hashes: np.ndarray, m: int, radius: int) -> float:
+    """The expected share of all pairs the chunk lookups would check: exact chunk collisions (sum of squared
+    bucket sizes) times the masks per chunk."""
+    n = len(hashes)
+    total = 0.0
+    for shift, width in _chunks(m):
+        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        _, sizes = np.unique(keys, return_counts=True)
+        masks = sum(math.comb(width, k) for k in range(radius // m + 1))
+        total += float((sizes.astype(np.float64) ** 2).sum() - n) / 2 * masks
+    return total / (n * (n - 1) / 2)
+
+
+#: chunks up to this many bits get a dense table of bucket starts (a gather per lookup, not a binary search)
+DENSE_BITS = 24
+
+
+def _bucket_lookup(sorted_keys: np.ndarray, width: int):
+    """A function from query keys to (first position in ``sorted_keys``, how many equal it)."""
+    if width <= DENSE_BITS:
+        counts = np.bincount(sorted_keys.astype(np.int64), minlength=1 << width)
+        starts = np.cumsum(counts) - counts
+        return lambda query: (starts[query.astype(np.int64)], counts[query.astype(np.int64)])
+
+    def search(query):
+        low = np.searchsorted(sorted_keys, query, "left")
+        return low, np.searchsorted(sorted_keys, query, "right") - low
+
+    return search
+
+
 def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
     """Every pair (i, j, distance), i < j, of hashes within Hamming ``radius``, exactly, sorted by (i, j).
 
@@ -92,15 +147,15 @@ def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
     if n < 2:
         return np.zeros((0, 3), dtype=np.int64)
     m = chunk_count(n, radius)
+    if _candidate_share(hashes, m, radius) > ALL_PAIRS_SHARE:  # clustered hashes: comparing all pairs is cheaper
+        return all_pairs(hashes, radius)
     found = []
     for shift, width in _chunks(m):
         keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
         order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
+        lookup = _bucket_lookup(keys[order], width)
         for mask in _masks(width, radius // m):
-            query = keys ^ mask
-            low = np.searchsorted(sorted_keys, query, "left")
-            counts = np.searchsorted(sorted_keys, query, "right") - low
+            low, counts = lookup(keys ^ mask)
             total = int(counts.sum())
             if total == 0:
                 continue
