@@ -89,15 +89,15 @@ ALL_PAIRS_SHARE = 0.1
 def all_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
     """The same result as ``near_pairs`` by comparing every pair, a block of rows at a time (popcount)."""
     n = len(hashes)
-    block = max(1, BLOCK_ENTRIES // max(1, n))
+    block = max(1, BLOCK_ENTRIES // max(1, n))  # rows per block: at most BLOCK_ENTRIES distances at a time
     found = []
     for start in range(0, n - 1, block):
         rows = hashes[start : start + block]
-        distance = np.bitwise_count(rows[:, None] ^ hashes[None, :])
+        distance = np.bitwise_count(rows[:, None] ^ hashes[None, start:])  # this block against itself and later
         i, j = np.nonzero(distance <= radius)
-        i = i + start
         keep = j > i
-        found.append(np.column_stack([i[keep], j[keep], distance[i[keep] - start, j[keep]]]))
+        i, j = i[keep], j[keep]
+        found.append(np.column_stack([i + start, j + start, distance[i, j]]))
     out = np.concatenate(found).astype(np.int64) if found else np.zeros((0, 3), dtype=np.int64)
     return out[np.lexsort((out[:, 1], out[:, 0]))]
 
@@ -122,9 +122,9 @@ DENSE_BITS = 24
 def _bucket_lookup(sorted_keys: np.ndarray, width: int):
     """A function from query keys to (first position in ``sorted_keys``, how many equal it)."""
     if width <= DENSE_BITS:
-        counts = np.bincount(sorted_keys.astype(np.int64), minlength=1 << width)
+        counts = np.bincount(sorted_keys, minlength=1 << width)
         starts = np.cumsum(counts) - counts
-        return lambda query: (starts[query.astype(np.int64)], counts[query.astype(np.int64)])
+        return lambda query: (starts[query], counts[query])
 
     def search(query):
         low = np.searchsorted(sorted_keys, query, "left")
@@ -151,10 +151,10 @@ def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
         return all_pairs(hashes, radius)
     found = []
     for shift, width in _chunks(m):
-        keys = (hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)  # a bijection: equality is all a lookup needs
         order = np.argsort(keys, kind="stable")
         lookup = _bucket_lookup(keys[order], width)
-        for mask in _masks(width, radius // m):
+        for mask in _masks(width, radius // m).astype(np.int64):
             low, counts = lookup(keys ^ mask)
             total = int(counts.sum())
             if total == 0:
