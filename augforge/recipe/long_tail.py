@@ -93,14 +93,19 @@ def parse_loss(c, raw) -> LossSpec:
     return LossSpec(name=name, **values)
 
 
+def _moded(c, raw, where: str, keys: tuple, modes: tuple) -> tuple[dict, str]:
+    """(the mapping, its required ``mode``) of a section such as ``train.rebalance``, both checked."""
+    raw = c.mapping(raw, where, ("mode", *keys))
+    if "mode" not in raw:
+        c.fail(f"{where}.mode", f"missing; expected one of {', '.join(modes)}")
+    return raw, c.choice(raw["mode"], f"{where}.mode", modes)
+
+
 def parse_rebalance(c, raw, epochs: int) -> RebalanceSpec | None:
     """``train.rebalance`` (``{mode: drw|drs, start: EPOCH[, beta]}``), its start below ``epochs``."""
     if raw is None:
         return None
-    raw = c.mapping(raw, "train.rebalance", ("mode", "start", "beta"))
-    if "mode" not in raw:
-        c.fail("train.rebalance.mode", f"missing; expected one of {', '.join(REBALANCE_MODES)}")
-    mode = c.choice(raw["mode"], "train.rebalance.mode", REBALANCE_MODES)
+    raw, mode = _moded(c, raw, "train.rebalance", ("start", "beta"), REBALANCE_MODES)
     start = int(c.number(raw.get("start", 0), "train.rebalance.start", 0, 100_000, integer=True))
     if start >= epochs:
         c.fail("train.rebalance.start", f"epoch {start} is not below train.epochs ({epochs}); the deferred "
@@ -115,10 +120,7 @@ def parse_decouple(c, raw) -> DecoupleSpec | None:
     """``train.decouple`` (``{mode: crt, epochs: N}`` or ``{mode: tau_norm, tau: auto | T}``), checked."""
     if raw is None:
         return None
-    raw = c.mapping(raw, "train.decouple", ("mode", "epochs", "tau"))
-    if "mode" not in raw:
-        c.fail("train.decouple.mode", f"missing; expected one of {', '.join(DECOUPLE_MODES)}")
-    mode = c.choice(raw["mode"], "train.decouple.mode", DECOUPLE_MODES)
+    raw, mode = _moded(c, raw, "train.decouple", ("epochs", "tau"), DECOUPLE_MODES)
     for key, owner in (("epochs", "crt"), ("tau", "tau_norm")):
         if key in raw and mode != owner:
             c.fail(f"train.decouple.{key}", f"only {owner} takes {key}")
