@@ -7,6 +7,7 @@ import torch
 from augforge.augment.mix import MixConfig, cutmix_box, mix_batch
 from augforge.cli import main
 from augforge.datasets import open_dataset
+from augforge.errors import AugforgeError
 from augforge.pipelines.build import build
 from augforge.pipelines.order import epoch_order, rank_rows
 from augforge.pipelines.stream import open_loader
@@ -322,3 +323,31 @@ def test_bootstrapped_training_rows(built):
     assert np.array_equal(np.sort(rows_a), np.sort(a.rows_of_epoch(3)))  # the same resample every epoch
     assert np.array_equal(rows_a, open_loader(png, 64, seed=0, bootstrap=1).rows_of_epoch(0))
     assert len(a) == len(plain) and sum(len(y) for _, y in a) == n
+
+
+def test_a_loader_over_chosen_rows_covers_exactly_them(built):
+    png, raw = built
+    n = len(open_loader(raw, 64).dataset)
+    chosen = np.random.default_rng(0).choice(n, n // 3, replace=False)
+    for last in ("keep", "drop"):
+        loader = open_loader(raw, 16, seed=4, rows=chosen[::-1], last=last)
+        for epoch in (0, 1):
+            rows = loader.rows_of_epoch(epoch)
+            if last == "keep":
+                assert np.array_equal(np.sort(rows), np.sort(chosen))  # each chosen row once, no other
+            assert len(loader) == len(loader._batches_of(rows))
+        assert not np.array_equal(loader.rows_of_epoch(0), loader.rows_of_epoch(1))  # shuffled per epoch
+    labels = open_loader(raw, 64).dataset.labels()
+    loader = open_loader(raw, 16, seed=4, rows=chosen)
+    assert sorted(labels_of(loader)) == sorted(labels[chosen].tolist())
+    ordered = open_loader(raw, 16, shuffle=False, augment=False, rows=chosen)  # evaluation: storage order
+    assert labels_of(ordered) == labels[np.sort(chosen)].tolist()
+    boot = open_loader(png, 16, seed=0, bootstrap=1, rows=chosen)  # the resample stays among the chosen rows
+    drawn = boot.rows_of_epoch(0)
+    assert len(drawn) == len(chosen) and set(drawn.tolist()) < set(chosen.tolist())
+    balanced = open_loader(raw, 16, seed=0, sampler="balanced", rows=chosen)
+    assert set(balanced.rows_of_epoch(0).tolist()) <= set(chosen.tolist())
+    for bad, message in (([], "selects no row"), ([0, n], f"row position {n} is outside 0..{n - 1}"),
+                         ([0.5], "must be a list of row positions")):
+        with pytest.raises(AugforgeError, match=message):
+            open_loader(raw, 16, rows=bad)

@@ -106,4 +106,4 @@ def outlier_scores(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     from cleanlab.outlier import OutOfDistribution
 
     _, given, compact = _present_classes(labels, probs)
-    return np.asarray(OutOfDistribution().fit_score(pred_probs=compact, labels=given))
+    return np.asarray(OutOfDistribution().fit_score(pred_probs=compact, labels=given, verbose=False))

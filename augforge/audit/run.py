@@ -19,6 +19,7 @@ from augforge.audit.html import write_html
 from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
 from augforge.audit.near_features import near_feature_pairs
 from augforge.audit.near_text import exact_text_pairs, near_text_pairs
+from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
 from augforge.datasets import schema as S
 from augforge.errors import OptionError
@@ -75,17 +76,27 @@ def _duplicates_section(rows: AuditRows, pairs, method: str) -> dict:
             "leaking_rows": dict(sorted(leaking.items()))}
 
 
-def _label_sections(rows: AuditRows, seed: int) -> tuple[dict, dict]:
-    probs = out_of_fold_probabilities(rows, seed)
+def _probabilities(rows: AuditRows, seed: int, run_dir) -> tuple[np.ndarray, str]:
+    """(out-of-sample probabilities of every row, what made them): a cross-fitted augforge run's, or the
+    fast model's out-of-fold ones."""
+    if run_dir is not None:
+        probs, plan = run_probabilities(run_dir, rows.ids, rows.class_names)
+        return probs, f"{plan['folds']}-fold out-of-fold probabilities of augforge run {run_dir} (model " \
+                      f"{plan['model']}; val and test rows: the mean of the folds' models)"
+    model = {S.IMAGE: f"logistic regression on grey pixels (at most {PIXELS}x{PIXELS})",
+             S.TEXT: "TF-IDF (word 1-2-grams, character 3-5-grams) + logistic regression",
+             S.FEATURES: "standardised features + logistic regression"}[rows.payload]
+    return out_of_fold_probabilities(rows, seed), f"{FOLDS}-fold out-of-fold probabilities of {model}"
+
+
+def _label_sections(rows: AuditRows, seed: int, run_dir=None) -> tuple[dict, dict]:
+    probs, made_by = _probabilities(rows, seed, run_dir)
     found = label_issues(rows.labels, probs)
     names = rows.class_names
     flagged = [{"id": rows.ids[i], "split": rows.splits[i], "given": names[rows.labels[i]],
                 "suggested": names[found["suggested"][i]], "score": round(float(found["scores"][i]), 6)}
                for i in found["flagged"].tolist()]
-    model = {S.IMAGE: f"logistic regression on grey pixels (at most {PIXELS}x{PIXELS})",
-             S.TEXT: "TF-IDF (word 1-2-grams, character 3-5-grams) + logistic regression",
-             S.FEATURES: "standardised features + logistic regression"}[rows.payload]
-    method = f"cleanlab find_label_issues on {FOLDS}-fold out-of-fold probabilities of {model}"
+    method = f"cleanlab find_label_issues on {made_by}"
     scores = outlier_scores(rows.labels, probs)
     count = max(1, int(round(OUTLIER_SHARE * len(rows))))
     order = np.lexsort((np.arange(len(rows)), scores))[:count]
@@ -97,14 +108,18 @@ def _label_sections(rows: AuditRows, seed: int) -> tuple[dict, dict]:
 
 
 def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int = 10, threshold: float = 0.8,
-          epsilon: float = 0.0, labels: bool = True, html=None, show: int = 10, **source_options) -> dict:
+          epsilon: float = 0.0, labels: bool = True, html=None, show: int = 10, probs=None,
+          **source_options) -> dict:
     """The audit report of a dataset directory or source (see the module docstring); ``source_options``
     are ``read_rows``' (a source's split and imbalance specs, its table columns). ``html``: also write the
-    page (``augforge.audit.html``) with ``show`` rows per finding."""
+    page (``augforge.audit.html``) with ``show`` rows per finding. ``probs``: a cross-fit directory
+    (``augforge crossfit``) whose probabilities replace the fast model's."""
     if epsilon < 0:
         raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=epsilon)
     if not 0.0 < threshold <= 1.0:
         raise OptionError("{threshold} {value}: expected a Jaccard similarity in (0, 1]", value=threshold)
+    if probs is not None and not labels:
+        raise OptionError("{probs}: label issues are turned off, so the run's probabilities would go unused")
     rows = read_rows(path, splits, seed=seed, **source_options)
     if len(rows) == 0:
         raise OptionError("{path}: has no rows to audit", path=path)
@@ -113,7 +128,7 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int =
               "splits": {s: rows.splits.count(s) for s in dict.fromkeys(rows.splits)},
               "classes": rows.class_names, "near_duplicates": _duplicates_section(rows, pairs, method)}
     if labels:
-        report["label_issues"], report["outliers"] = _label_sections(rows, seed)
+        report["label_issues"], report["outliers"] = _label_sections(rows, seed, probs)
     if html is not None:
         write_html(report, rows, html, show)
     return report

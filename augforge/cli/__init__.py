@@ -19,7 +19,7 @@ from augforge.errors import AugforgeError, OptionError
 COMMANDS = [data.add_ingest, data.add_inspect, data.add_report, data.add_balance, data.add_build, data.add_preview,
             data.add_audit,
             training.add_train, training.add_tune, models.add_export, models.add_quantize, training.add_ablate,
-            training.add_lr_find, training.add_evaluate, models.add_models]
+            training.add_crossfit, training.add_lr_find, training.add_evaluate, models.add_models]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -286,7 +286,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                    threshold=args.threshold, epsilon=args.epsilon, labels=not args.no_labels, split_spec=splits,
                    imbalance=imbalance, label_col=args.label_col, text_col=args.text_col,
                    feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels, html=args.html,
-                   show=args.show)
+                   show=args.show, probs=args.probs)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -314,6 +314,9 @@ def add_audit(sub) -> None:
     p.add_argument("--epsilon", type=float, default=0.0,
                    help="features: Euclidean distance of a near-duplicate (default 0: equal rows)")
     p.add_argument("--no-labels", action="store_true", help="skip label issues and outliers (no model is fitted)")
+    p.add_argument("--probs", metavar="RUN_DIR", help="label issues and outliers from the out-of-fold probabilities "
+                                                      "of a cross-fitted run (augforge crossfit) instead of the fast "
+                                                      "model")
     p.add_argument("--show", type=int, default=10, help="rows listed per finding (default 10)")
     add_source_options(p)
     p.set_defaults(func=cmd_audit)

@@ -1,4 +1,4 @@
-"""The training commands: train, tune, ablate, lr-find, evaluate.
+"""The training commands: train, tune, ablate, crossfit, lr-find, evaluate.
 
 Each handler imports its job when it runs (the CLI's lazy dispatch: `augforge --help` loads none of them)."""
 
@@ -157,6 +157,35 @@ def add_ablate(sub) -> None:
                    help="continue an interrupted ablation (the default: finished runs are always reused)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
     p.set_defaults(func=cmd_ablate)
+
+
+def cmd_crossfit(args: argparse.Namespace) -> int:
+    """Out-of-fold probabilities of the recipe's model, one training per fold, for ``augforge audit --probs``."""
+    from augforge.recipe import load_recipe
+    from augforge.train.crossfit import crossfit
+
+    recipe = load_recipe(args.recipe)
+    crossfit(recipe, args.out, folds=args.folds, data=args.data, rebuild=args.rebuild, workers=args.workers,
+             threads=args.threads, log=lambda text: print(text, flush=True))
+    print(f"audit with: augforge audit {args.data or recipe.output.dir or os.path.join(args.out, 'data')} "
+          f"--probs {args.out}")
+    return 0
+
+
+def add_crossfit(sub) -> None:
+    """`augforge crossfit`'s parser."""
+    p = sub.add_parser("crossfit", help="out-of-fold probabilities of the recipe's model, for audit --probs",
+                       description="Cut the train split into K folds (stratified, a source row's copies in one fold), "
+                                   "train the recipe on all folds but one K times, and write every row's probabilities "
+                                   "from models that did not train on it (docs/audit.md).")
+    p.add_argument("recipe", help="the recipe YAML file")
+    p.add_argument("--out", required=True, help="where fold-*/, probs.npz and crossfit.json go")
+    p.add_argument("--folds", type=int, default=5, help="folds (default 5)")
+    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
+    p.add_argument("--threads", type=int, help="torch threads (default: the recipe's, else all cores)")
+    p.set_defaults(func=cmd_crossfit)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from augforge.errors import AugforgeError
+
 #: What a loader does with the last rows when the split does not divide by the world size.
 LAST = ("keep", "drop", "pad")
 
@@ -38,3 +40,18 @@ def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.nd
         elif n % world_size:
             order = np.concatenate([order, order[: world_size - n % world_size]])
     return order[rank::world_size]
+
+
+def checked_rows(rows, n: int, where: str) -> np.ndarray:
+    """``rows`` as sorted, distinct int64 positions in 0..n-1, at least one; anything else is refused in one
+    line naming ``where``."""
+    positions = np.asarray(rows)
+    if positions.ndim != 1 or (positions.size and not np.issubdtype(positions.dtype, np.integer)):
+        raise AugforgeError(f"{where}: rows must be a list of row positions (integers)")
+    positions = np.unique(positions.astype(np.int64))
+    if positions.size == 0:
+        raise AugforgeError(f"{where}: rows selects no row")
+    if positions[0] < 0 or positions[-1] >= n:
+        bad = positions[0] if positions[0] < 0 else positions[-1]
+        raise AugforgeError(f"{where}: row position {bad} is outside 0..{n - 1}")
+    return positions

@@ -59,7 +59,7 @@ from augforge.errors import AugforgeError
 from augforge.pipelines.fallback import FallbackDataset  # noqa: F401  (its documented path until the next release)
 from augforge.pipelines.loader_ops import resolve_ops
 from augforge.pipelines.shard_images import ShardImages
-from augforge.pipelines.order import LAST, balanced_order, epoch_order, rank_rows
+from augforge.pipelines.order import LAST, balanced_order, checked_rows, epoch_order, rank_rows
 from augforge.pipelines.text_encoding import encoder_from_spec, fit_encoder
 from augforge.recipe.train import TextOptions
 
@@ -90,7 +90,7 @@ class Loader:
                  threads: int | None = None, reader_workers: int = 0, verify: bool = True,
                  fuse: bool = True, augment: bool | None = None, color: str | None = None,
                  text=None, bootstrap: int | None = None, sampler: str = "shuffle",
-                 balanced_from: int | None = None) -> None:
+                 balanced_from: int | None = None, rows=None) -> None:
         if batch_size < 1:
             raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
         last = last or ("drop" if drop_last else "keep")
@@ -122,9 +122,14 @@ class Loader:
         #: ``bootstrap``: the split's rows resampled with replacement once, from that seed (every epoch then
         #: shuffles the resample), for estimates that include the variance of the training rows
         self.bootstrap = bootstrap
-        n = len(self.dataset)
-        self._base = None if bootstrap is None else \
-            np.sort(np.random.default_rng([int(bootstrap), 0xB007]).integers(0, n, n))
+        #: ``rows``: the positions of the split this loader covers (all of them by default), e.g. the training
+        #: folds of a cross-fit; bootstrap resamples among them
+        self.rows = None if rows is None else checked_rows(rows, len(self.dataset), f"{dataset_dir} split {split!r}")
+        self._base = self.rows
+        if bootstrap is not None:
+            pool = np.arange(len(self.dataset)) if self.rows is None else self.rows
+            draw = np.random.default_rng([int(bootstrap), 0xB007]).integers(0, len(pool), len(pool))
+            self._base = np.sort(pool[draw])
         self.payload = self.dataset.payload
         if reader_workers and self.payload != S.IMAGE:
             raise AugforgeError(f"reader_workers: {dataset_dir} holds {self.payload} rows; reader processes feed "
@@ -182,7 +187,7 @@ class Loader:
             labels = self._labels_all() if self._base is None else self._labels_all()[self._base]
             order = balanced_order(labels, self.seed, epoch)
         else:
-            order = epoch_order(len(self.dataset), self.seed, epoch, self.shuffle)
+            order = epoch_order(self.size, self.seed, epoch, self.shuffle)
         if self._base is not None:
             order = self._base[order]
         return rank_rows(order, self.rank, self.world_size, self.last)
@@ -198,9 +203,14 @@ class Loader:
                 cut[-1] = np.resize(np.concatenate([cut[-1], rows]), self.batch_size)
         return [np.sort(batch) for batch in cut]
 
+    @property
+    def size(self) -> int:
+        """Rows per epoch before the ranks' shares: the split's, its ``rows``' or its bootstrap resample's."""
+        return len(self.dataset) if self._base is None else len(self._base)
+
     def __len__(self) -> int:
         """Batches per epoch, from the counts alone (as ``rank_rows`` and ``_batches_of`` cut them)."""
-        n, world = len(self.dataset), self.world_size
+        n, world = self.size, self.world_size
         rows = n // world if self.last == "drop" else -(-n // world)
         return rows // self.batch_size if self.last == "drop" else -(-rows // self.batch_size)
 
@@ -243,7 +253,7 @@ class Loader:
         """What a reader process needs to cut the same epochs into the same batches."""
         return dict(batch_size=self.batch_size, split=self.dataset.split, shuffle=self.shuffle, seed=self.seed,
                     last=self.last, rank=self.rank, world_size=self.world_size, verify=False, color=self.color,
-                    device="cpu", bootstrap=self.bootstrap)
+                    device="cpu", bootstrap=self.bootstrap, rows=self.rows)
 
     def _make_raw(self, batches: list[np.ndarray], index: int) -> list[tuple]:
         """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y). The group is one
@@ -274,7 +284,8 @@ class Loader:
         column = table.column(self.payload)
         if self.payload == S.FEATURES:
             values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            x = torch.from_numpy(values.reshape(len(positions), -1).astype(np.float32, copy=False))
+            values = values.reshape(len(positions), -1).astype(np.float32, copy=False)
+            x = torch.from_numpy(values if values.flags.writeable else values.copy())  # Arrow's memory is read-only
         elif self.payload == S.TEXT:
             x = self.encoder.encode(column.to_pylist())
         return self._finish(x, y, index)

@@ -34,17 +34,18 @@ def ensure_dataset(recipe: Recipe, data: Path, rebuild: bool, workers: int, log)
     return result.write.manifest
 
 
-def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device):
+def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device, train_rows=None):
     """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
     (``Recipe.train_ops``), mixing and its sampler; val and test (None where the data has no such split)
     only the deterministic part, in storage order, on every row. Text splits share one encoder, made for
-    the recipe's model (``text_encoder``)."""
+    the recipe's model (``text_encoder``). ``train_rows``: the train positions to train on (a cross-fit's
+    training folds); all by default."""
     run = recipe.run
     ops = recipe.train_ops or None
     text = text_encoder(run, data) if manifest.get("payload") == "text" else None
     loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
                          bootstrap=run.bootstrap, sampler=run.sampler,
-                         balanced_from=deferred_sampling(recipe.train))
+                         balanced_from=deferred_sampling(recipe.train), rows=train_rows)
     whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
              "text": loader.encoder}
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None

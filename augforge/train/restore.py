@@ -54,10 +54,11 @@ def loader_options(spec: dict) -> dict:
 
 
 def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto",
-                                batch_size: int = 256):
+                                batch_size: int = 256, rows=None):
     """(model, loader, arch, input spec, device) of a checkpoint on a dataset directory's split: the model
     rebuilt and loaded, the loader feeding it as training fed evaluation (the checkpoint's input spec).
-    Data that cannot be made to fit (another payload, other classes, another width) is refused in one line."""
+    Data that cannot be made to fit (another payload, other classes, another width) is refused in one line.
+    ``rows``: only these positions of the split, in storage order."""
     path = Path(checkpoint)
     state = load_checkpoint(path)
     arch, spec = state.get("arch"), state.get("input")
@@ -75,7 +76,7 @@ def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split:
     if spec["payload"] == "text" and not isinstance(spec.get("text"), dict):
         raise AugforgeError(f"{path}: records no text encoder (an older augforge stored a word list); retrain it to "
                             "evaluate it reproducibly")
-    loader = open_loader(data, batch_size, split=split, shuffle=False, augment=False, device=placement,
+    loader = open_loader(data, batch_size, split=split, shuffle=False, augment=False, device=placement, rows=rows,
                          **loader_options(spec))
     if loader.payload != spec["payload"]:
         raise AugforgeError(f"{data}: holds {loader.payload} rows; {path} was trained on {spec['payload']}")

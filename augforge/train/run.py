@@ -41,14 +41,15 @@ from augforge.train.restore import model_arch, model_from
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
                  rebuild: bool = False, workers: int = 2, threads: int | None = None, log=print,
                  show_progress: bool = False, resume_changed: bool = False, profile: int | None = None,
-                 on_epoch=None) -> dict:
+                 on_epoch=None, train_rows=None) -> dict:
     """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory.
 
     One device decision (``train.device``) places the loader's batches, the model, mixed precision and
     every evaluation. Validation and test batches get only the deterministic part of the training ops,
     and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics.
     ``profile``: profile that many steps of the first epoch (``augforge.train.profile``). ``on_epoch``:
-    called with each epoch's record after its checkpoint is written (``augforge tune`` prunes there)."""
+    called with each epoch's record after its checkpoint is written (``augforge tune`` prunes there).
+    ``train_rows``: train on these positions of the train split only (``augforge crossfit``'s folds)."""
     config, run = recipe.train, recipe.run
     device = choose_device(run.device)
     device.check_precision(config.precision)
@@ -63,7 +64,7 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     manifest = _dataset_for_every_rank(recipe, data, rebuild, workers, log, lead, world)
     class_names = manifest["class_names"]
     torch.manual_seed(run.seed)
-    loader, val, test = open_loaders(recipe, data, manifest, device)
+    loader, val, test = open_loaders(recipe, data, manifest, device, train_rows)
     arch = model_arch(run, manifest, config, loader.encoder)
     spec = loader.input_spec()
     log(f"device: {device}; threads: {threads}")
@@ -125,6 +126,8 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None
     summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
                "epochs": trainer.epoch, "model": run.model, "device": str(device), "threads": threads,
                "data": os.path.abspath(data), "config": asdict(config)}
+    if train_rows is not None:
+        summary["train_rows"] = loader.size
     if texts is not None:
         summary["text"] = texts
     if profiler is not None:
