@@ -20,6 +20,7 @@ from augforge.audit.rows import read_rows
 from augforge.audit.run import audit
 from augforge.cli import main
 from augforge.datasets import SplitSpec
+from augforge.datasets.reader import Dataset
 from augforge.errors import AugforgeError
 
 
@@ -322,6 +323,42 @@ def test_clean_drops_train_label_issues_from_an_image_folder_with_flipped_labels
     assert len(dropped & flipped) >= 0.6 * 0.75 * len(flipped)  # and most flipped train rows went
     _, uncleaned, _ = _build(tmp_path / "plain", root, {}, test_split=0.25)
     assert manifest["counts"]["test"] == uncleaned["counts"]["test"]  # the test split is never cleaned
+
+
+def test_a_feature_table_build_cleans_label_issues_and_duplicates_and_lists_them(tmp_path, capsys):
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    labels = digits.target.copy()
+    flipped = rng.choice(len(labels), 90, replace=False)
+    labels[flipped] = (labels[flipped] + rng.integers(1, 10, len(flipped))) % 10
+    table = pl.DataFrame({f"p{i}": digits.data[:, i] for i in range(64)}).with_columns(
+        pl.Series("label", labels), pl.Series("id", [f"r{i}" for i in range(len(labels))]))
+    table = pl.concat([table, table[:5].with_columns(pl.Series("id", [f"copy{i}" for i in range(5)]))])
+    table.write_csv(tmp_path / "digits.csv")
+    import yaml
+
+    base = {"seed": 0, "source": {"path": str(tmp_path / "digits.csv"), "label_col": "label", "id_col": "id",
+                                  "test_split": 0.2}, "balance": {"strategy": "smote"}}
+    for name, clean in (("plain", {}), ("clean", {"label_issues": "drop", "near_duplicates": "drop"})):
+        recipe = {**base, "clean": clean, "output": {"dir": str(tmp_path / name)}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+        assert main(["build", str(tmp_path / f"{name}.yaml")]) == 0  # prints a feature build's table
+    printed = capsys.readouterr().out
+    assert "train split balanced with smote" in printed and "train row(s) dropped" in printed
+    plain, clean = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("plain", "clean"))
+    reasons = {p["path"]: p["reason"] for p in clean["problems"]}
+    cleaning = clean["build"]["cleaning"]
+    issues = {p for p, r in reasons.items() if "clean.label_issues: drop" in r}
+    twins = {p for p, r in reasons.items() if "clean.near_duplicates: drop" in r}
+    assert cleaning["dropped"] == len(reasons) == len(issues | twins)
+    truth = {f"r{i}" for i in flipped}
+    assert len(issues & truth) / len(issues) >= 0.6 and len(issues & truth) >= 0.6 * 0.8 * len(truth)
+    assert twins and all(reasons[t].startswith("near-duplicate of ") for t in twins)  # one of each copied pair
+    train_ids = set(Dataset(tmp_path / "clean", "train").take(
+        np.arange(len(Dataset(tmp_path / "clean", "train"))), ["id"]).column("id").to_pylist())
+    assert not train_ids & set(reasons)  # what is listed as dropped is not in train
+    assert clean["counts"]["test"] == plain["counts"]["test"]  # held-out rows are never cleaned
+    assert clean["fingerprint"] != plain["fingerprint"] and "build" not in plain
 
 
 def test_no_clean_step_keeps_the_fingerprint_and_ablate_gets_an_arm_per_step():

@@ -25,7 +25,7 @@ from augforge.balance.strategy import Step, project
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import (READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance,
                                       write_dataset)
-from augforge.datasets.plan import RowPlan, plan_rows
+from augforge.datasets.plan import Cleaning, RowPlan, plan_rows, recorded
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import AugforgeError
@@ -229,13 +229,16 @@ def balance_dataset(
     on_stage: Callable[[str], None] | None = None,
     on_rows: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
+    rows: RowPlan | None = None,
+    cleaning: Cleaning | None = None,
 ) -> tuple[WriteResult, BalancePlan]:
     """Write ``source`` to ``out`` with its train split resampled by ``strategy`` (imbalanced-learn semantics).
 
-    Deterministic for a seed; resumable and safe like ``ingest`` (see ``write_dataset``).
+    Deterministic for a seed; resumable and safe like ``ingest`` (see ``write_dataset``). ``rows`` and
+    ``cleaning``: the rows a build chose, and what that dropped (as ``ingest`` takes them).
     """
     plan = plan_balance(source, strategy, splits=splits, imbalance=imbalance, seed=seed, knn_backend=knn_backend,
-                        on_stage=on_stage)
+                        on_stage=on_stage, rows=rows)
     names = list(source.class_names)
     n_train = len(plan.result.y)
     parts = content_parts(source, splits, imbalance, seed, shard_rows, shard_mb, job="balance", strategy=strategy)
@@ -247,6 +250,7 @@ def balance_dataset(
         "after": dict(zip(names, plan.after.tolist())),
         "synthetic": int(plan.result.synthetic.sum()),
     })
+    parts, meta = recorded(parts, meta, cleaning)
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         if skip < n_train:

@@ -187,10 +187,27 @@ def render_balance(manifest: dict, console: Console) -> None:
                   highlight=False)
 
 
+def _render_cleaning(manifest: dict, console: Console) -> None:
+    """The line of what a build's ``clean:`` audit dropped (nothing without one)."""
+    cleaning = (manifest.get("build") or {}).get("cleaning")
+    if cleaning is not None:
+        console.print(f"clean (audit): {cleaning['dropped']:,} train row(s) dropped, each listed with its reason in "
+                      "the manifest's problems", highlight=False)
+
+
 def render_build(manifest: dict, console: Console) -> None:
-    """Print what ``augforge build`` did: per class, train rows after balancing and after augmenting."""
-    info = manifest["build"]
+    """Print what ``augforge build`` did: per class, train rows after balancing and after augmenting (a feature
+    table, which has no augmenting: its balance, or its rows per split)."""
+    info = manifest.get("build") or {}
     names = list(manifest["class_names"])
+    if "copies" not in info:  # a feature table: split, clean and balance only
+        if manifest.get("balance"):
+            render_balance(manifest, console)
+        else:
+            console.print("rows per split: " + ", ".join(f"{split} {sum(counts.values()):,}" for split, counts in
+                                                         manifest["counts"].items()), highlight=False)
+        _render_cleaning(manifest, console)
+        return
     table = Table(title=f"train split: balance {info['balance']['strategy'] or 'none'}, augment on {info['device']}")
     for column in ("class", "source", "balanced", "copies", "written"):
         table.add_column(column, justify="left" if column == "class" else "right")
@@ -206,6 +223,7 @@ def render_build(manifest: dict, console: Console) -> None:
         console.print(f"variants dropped: {info['variants_dropped_as_same']:,} identical to their source or to "
                       f"another variant, {info['variants_rejected']:,} rejected (a protected token lost, or "
                       "fewer than min_words words)", highlight=False)
+    _render_cleaning(manifest, console)
 
 
 def render_evaluation(evaluation: dict, console) -> None:

@@ -14,7 +14,7 @@ import xxhash
 
 from augforge.datasets import schema as S
 from augforge.datasets.manifest import FORMAT
-from augforge.datasets.plan import RowPlan, plan_rows
+from augforge.datasets.plan import Cleaning, RowPlan, plan_rows, recorded
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.datasets.writer import DISK_FULL, AlreadyComplete, DatasetWriter
@@ -148,11 +148,15 @@ def ingest(
     on_rows: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     engine=None,
+    rows: RowPlan | None = None,
+    cleaning: Cleaning | None = None,
 ) -> WriteResult:
     """Write ``source`` to the dataset directory ``out``, split and optionally made imbalanced.
 
     Deterministic for a seed and resumable (see ``write_dataset``). ``engine`` (an
     ``augforge.engine.EngineSpec``) checks an image folder's files on Ray; the output is the same.
+    ``rows`` replaces the split plan (``plan_rows``) when a build has chosen the rows (``clean:``), and
+    ``cleaning`` records what that choice dropped.
     """
     with open_engine(engine) as runner:
         if runner is not None:
@@ -161,19 +165,21 @@ def ingest(
                                   "{kind} source (use {engine} local)", location=source.location, kind=source.kind)
             source.engine = runner
         try:
-            return _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total)
+            return _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total,
+                           rows, cleaning)
         finally:
             if runner is not None:
                 source.engine = None
 
 
-def _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total) -> WriteResult:
+def _ingest(source, out, splits, imbalance, seed, shard_rows, shard_mb, overwrite, on_rows, on_total, rows,
+            cleaning) -> WriteResult:
     """``ingest`` with the engine set on the source."""
-    plan: RowPlan = plan_rows(source, splits, imbalance, seed)
+    plan: RowPlan = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     if len(plan.positions) == 0:
         raise AugforgeError(f"{source.location}: no rows to write")
-    parts = content_parts(source, splits, imbalance, seed, shard_rows, shard_mb)
-    meta = manifest_meta(source, splits, imbalance, seed)
+    parts, meta = recorded(content_parts(source, splits, imbalance, seed, shard_rows, shard_mb),
+                           manifest_meta(source, splits, imbalance, seed), cleaning)
 
     def batches(skip: int) -> Iterator[pa.RecordBatch]:
         done = skip

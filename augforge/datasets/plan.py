@@ -22,6 +22,28 @@ class RowPlan:
     splits: np.ndarray
 
 
+@dataclass
+class Cleaning:
+    """What a build's ``clean:`` audit did to its planned rows, for a writer to record: ``spec`` (part of the
+    dataset's fingerprint), ``summary`` (the manifest's ``build.cleaning``), a Problem per dropped row, and
+    warnings."""
+
+    spec: dict
+    summary: dict
+    problems: list
+    warnings: list
+
+
+def recorded(parts: dict, meta: dict, cleaning: Cleaning | None) -> tuple[dict, dict]:
+    """(content parts, manifest meta) with ``cleaning`` recorded in both; unchanged without it."""
+    if cleaning is None:
+        return parts, meta
+    meta = {**meta, "build": {**(meta.get("build") or {}), "cleaning": cleaning.summary},
+            "problems": meta["problems"] + [p.to_dict() for p in cleaning.problems],
+            "warnings": meta["warnings"] + list(cleaning.warnings)}
+    return {**parts, "clean": cleaning.spec}, meta
+
+
 def plan_rows(source: Source, splits: SplitSpec = SplitSpec(), imbalance: ImbalanceSpec = ImbalanceSpec(),
               seed: int = 0) -> RowPlan:
     """Assign splits (stratified, seeded by row id) and apply the imbalance profile to the train split.

@@ -19,6 +19,7 @@ losslessly for png and raw outputs, their source bytes kept for jpeg.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -26,11 +27,13 @@ from augforge.balance.apply import balance_dataset
 from augforge.checks import RecipeError
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
+from augforge.datasets.plan import Cleaning, plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.engine import open_engine
 from augforge.errors import OptionError, require_at_least
 from augforge.pipelines.build_plan import AUG_NAME, CHUNK_ROWS, BuildResult, OutputPlan, drop_duplicates, \
     plan_outputs, recipe_source, recipe_splits
+from augforge.pipelines.clean_plan import clean_rows
 from augforge.pipelines.image_rows import build_images
 from augforge.pipelines.text_rows import build_texts
 from augforge.recipe import Recipe
@@ -89,13 +92,15 @@ def _build_features(recipe: Recipe, source: Source, out, *, overwrite: bool, sta
     if aug.image or aug.text or aug.copies or aug.copies_per_class:
         raise RecipeError(f"{recipe.file}: augment: {source.location} holds feature rows; augment ops are image and "
                           "text ops (rebalance feature rows with balance.strategy, e.g. smote)")
-    if recipe.clean.active:
-        raise RecipeError(f"{recipe.file}: clean: the audit steps (near_duplicates, leakage, label_issues, outliers) "
-                          "apply to image and text builds; for feature tables run augforge audit and drop the rows "
-                          "in the table")
     splits, imbalance = recipe_splits(recipe)
     options = dict(splits=splits, imbalance=imbalance, seed=recipe.seed, shard_rows=recipe.output.shard_rows,
                    shard_mb=recipe.output.shard_mb, overwrite=overwrite, on_rows=on_rows, on_total=on_total)
+    if recipe.clean.active:  # the audit's steps on the planned rows; the writer records what they dropped
+        stage("planning splits")
+        rows = plan_rows(source, splits, imbalance, recipe.seed)
+        stage(f"auditing {len(rows.positions):,} rows (clean:)")
+        rows, dropped, summary, warnings = clean_rows(recipe, source, rows)
+        options.update(rows=rows, cleaning=Cleaning(asdict(recipe.clean), summary, dropped, warnings))
     if recipe.strategy:
         result, plan = balance_dataset(source, out, recipe.strategy, on_stage=stage, **options)
         return BuildResult(result, plan, 0, 0, "cpu")
