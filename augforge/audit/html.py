@@ -54,14 +54,15 @@ def write_html(report: dict, rows, path, show: int = 10) -> None:
     summary = "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td>{esc(c)}</td></tr>" for a, b, c in
                       summary_rows(report))
     sections = []
-    clusters = report["near_duplicates"]["clusters"][:show]
-    if clusters:
+    for key, anchor, title in (("near_duplicates", "duplicates", "Near-duplicates"),
+                               ("embedding_neighbours", "embedding", "Embedding neighbours")):
         blocks = []
-        for cluster in clusters:
-            reason = f"{cluster['kind']}: near-duplicates across {', '.join(cluster['splits'])}"
+        for cluster in (report.get(key) or {}).get("clusters", [])[:show]:
+            reason = f"{cluster['kind']}: {title.lower()} across {', '.join(cluster['splits'])}"
             blocks.append('<div class="cluster">' + "".join(_cell(rows, position, r["id"], reason)
                                                              for r in cluster["rows"][:6]) + "</div>")
-        sections.append(f'<h2 id="duplicates">Near-duplicates</h2>{"".join(blocks)}')
+        if blocks:
+            sections.append(f'<h2 id="{anchor}">{title}</h2>{"".join(blocks)}')
     for key, title, reason in (
             ("label_issues", "Label issues", lambda r: f"given {r['given']}, suggested {r['suggested']}, "
                                                        f"label quality {r['score']:.3f}"),

@@ -55,8 +55,9 @@ def _model(payload: str, seed: int):
     return make_pipeline(StandardScaler(), linear)
 
 
-def out_of_fold_probabilities(rows, seed: int = 0) -> np.ndarray:
-    """(n, classes) probabilities of each row from a model fitted on the other folds (stratified k-fold)."""
+def out_of_fold_probabilities(rows, seed: int = 0, features: np.ndarray | None = None) -> np.ndarray:
+    """(n, classes) probabilities of each row from a model fitted on the other folds (stratified k-fold);
+    ``features`` (e.g. a local model's embeddings) replace the payload's own, with a standardised LR."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     labels, k = np.asarray(rows.labels), len(rows.class_names)
@@ -69,11 +70,12 @@ def out_of_fold_probabilities(rows, seed: int = 0) -> np.ndarray:
         lonely = [rows.class_names[i] for i in np.flatnonzero(counts == 1)]
         raise AugforgeError(f"{rows.location}: label issues need at least 2 rows per class (out-of-fold "
                             f"probabilities); class {', '.join(lonely)} has 1")
-    x = rows.values
-    if rows.payload == S.IMAGE:
+    x = rows.values if features is None else features
+    if rows.payload == S.IMAGE and features is None:
         x = pixel_features(rows.values)
     folds = StratifiedKFold(n_splits=int(min(FOLDS, present.min())), shuffle=True, random_state=seed)
-    probs = cross_val_predict(_model(rows.payload, seed), x, labels, cv=folds, method="predict_proba")
+    model = _model(rows.payload if features is None else S.FEATURES, seed)
+    probs = cross_val_predict(model, x, labels, cv=folds, method="predict_proba")
     full = np.zeros((len(labels), k))
     full[:, np.flatnonzero(counts > 0)] = probs  # classes without rows get probability 0
     return full

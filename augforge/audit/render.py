@@ -10,6 +10,10 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     rows = [("near-duplicate pairs", f"{dup['pairs']:,}", dup["method"]),
             ("redundant rows (within a split)", f"{dup['redundant_rows']:,}", "rows beyond the first of each cluster"),
             ("leaking rows (twin in another split)", leaks, "held-out rows whose near-twin is in another split")]
+    if "embedding_neighbours" in report:
+        near = report["embedding_neighbours"]
+        leaks = ", ".join(f"{n} {split}" for split, n in near["leaking_rows"].items()) or "none"
+        rows.append(("embedding neighbour pairs", f"{near['pairs']:,} (leaking: {leaks})", near["method"]))
     if "label_issues" in report:
         rows.append(("label issues", f"{report['label_issues']['count']:,}", report["label_issues"]["method"]))
         rows.append(("outliers", f"{len(report['outliers']['rows']):,}", report["outliers"]["method"]))
@@ -27,11 +31,11 @@ def render_terminal(report: dict, console, show: int = 10) -> None:
     for row in summary_rows(report):
         table.add_row(*row)
     console.print(table)
-    clusters = report["near_duplicates"]["clusters"][:show]
-    for cluster in clusters:
-        members = ", ".join(f"{r['id']} ({r['split']})" for r in cluster["rows"][:6])
-        more = f" and {len(cluster['rows']) - 6} more" if len(cluster["rows"]) > 6 else ""
-        console.print(f"  {cluster['kind']}: {members}{more}", highlight=False)
+    for key, what in (("near_duplicates", ""), ("embedding_neighbours", " (embeddings)")):
+        for cluster in (report.get(key) or {}).get("clusters", [])[:show]:
+            members = ", ".join(f"{r['id']} ({r['split']})" for r in cluster["rows"][:6])
+            more = f" and {len(cluster['rows']) - 6} more" if len(cluster["rows"]) > 6 else ""
+            console.print(f"  {cluster['kind']}{what}: {members}{more}", highlight=False)
     for row in (report.get("label_issues") or {}).get("rows", [])[:show]:
         console.print(f"  label issue: {row['id']} ({row['split']}): given {row['given']}, suggested "
                       f"{row['suggested']}, label quality {row['score']:.3f}", highlight=False)

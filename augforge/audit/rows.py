@@ -32,6 +32,7 @@ class AuditRows:
     values: list  # image: HxWxC uint8 arrays; text: strings; features: an (n, d) float array
     location: str
     sources: list  # each row's source_id: a build's augmented copies and balance copies share their source's
+    embeddings: np.ndarray | None = None  # (rows, dims) from a local model (``--embed``), in the same order
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,8 +46,9 @@ def _images(column: list, info: dict) -> list[np.ndarray]:
     return [np.asarray(Image.open(io.BytesIO(value))) for value in column]
 
 
-def read_dataset(root: Path, splits: list[str] | None = None) -> AuditRows:
-    """Every row of the dataset directory's ``splits`` (default: all it has)."""
+def read_dataset(root: Path, splits: list[str] | None = None, embed=None) -> AuditRows:
+    """Every row of the dataset directory's ``splits`` (default: all it has); ``embed`` (dataset directory,
+    split) -> embeddings of that split's rows in storage order, when given."""
     manifest = read_manifest(root)
     present = [s for s in S.SPLITS if s in manifest["counts"]]
     chosen = splits or present
@@ -71,20 +73,24 @@ def read_dataset(root: Path, splits: list[str] | None = None) -> AuditRows:
             values += [np.asarray(v, dtype=np.float32) for v in column]
     if payload == S.FEATURES:
         values = np.stack(values) if values else np.zeros((0, 0), np.float32)
+    embeddings = None if embed is None else np.concatenate([embed(root, split) for split in chosen])
+    if embeddings is not None and len(embeddings) != len(ids):
+        raise AugforgeError(f"{root}: the model embedded {len(embeddings):,} rows of {len(ids):,}")
     return AuditRows(payload, list(manifest["class_names"]), ids, np.concatenate(labels) if labels else
-                     np.zeros(0, np.int64), names, values, str(root), sources)
+                     np.zeros(0, np.int64), names, values, str(root), sources, embeddings)
 
 
 def read_rows(path: str | Path, splits: list[str] | None = None, *, split_spec: SplitSpec = SplitSpec(),
-              imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0, **source_options) -> AuditRows:
+              imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0, embed=None, **source_options) -> AuditRows:
     """The rows of a dataset directory, or of any source ``augforge ingest`` reads, split as ``split_spec``
-    says (without one, all rows are in ``train``), read through a temporary dataset."""
+    says (without one, all rows are in ``train``), read through a temporary dataset; ``embed``: as
+    ``read_dataset`` takes it."""
     path = Path(path)
     if (path / MANIFEST).is_file():
-        return read_dataset(path, splits)
+        return read_dataset(path, splits, embed)
     source = open_source(str(path), **source_options)
     with tempfile.TemporaryDirectory(prefix="augforge-audit-") as tmp:
         ingest(source, Path(tmp) / "data", splits=split_spec, imbalance=imbalance, seed=seed)
-        rows = read_dataset(Path(tmp) / "data", splits)
+        rows = read_dataset(Path(tmp) / "data", splits, embed)
     rows.location = str(path)
     return rows

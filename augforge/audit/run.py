@@ -76,21 +76,34 @@ def _duplicates_section(rows: AuditRows, pairs, method: str) -> dict:
             "leaking_rows": dict(sorted(leaking.items()))}
 
 
-def _probabilities(rows: AuditRows, seed: int, run_dir) -> tuple[np.ndarray, str]:
+def embedding_pairs(embeddings: np.ndarray, cosine: float) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, cosine similarity) of rows whose embeddings are at least ``cosine`` similar: the exact
+    neighbour search on unit vectors, where cosine c is Euclidean distance sqrt(2 - 2c)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    unit = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    radius = float(np.sqrt(max(0.0, 2.0 - 2.0 * cosine))) + 1e-6
+    return [(a, b, round(1.0 - d * d / 2.0, 6)) for a, b, d in near_feature_pairs(unit, radius)
+            if 1.0 - d * d / 2.0 >= cosine - 1e-6]
+
+
+def _probabilities(rows: AuditRows, seed: int, run_dir, embedded_by: str | None) -> tuple[np.ndarray, str]:
     """(out-of-sample probabilities of every row, what made them): a cross-fitted augforge run's, or the
-    fast model's out-of-fold ones."""
+    fast model's out-of-fold ones (on the local model's embeddings when there are some)."""
     if run_dir is not None:
         probs, plan = run_probabilities(run_dir, rows.ids, rows.class_names)
         return probs, f"{plan['folds']}-fold out-of-fold probabilities of augforge run {run_dir} (model " \
                       f"{plan['model']}; val and test rows: the mean of the folds' models)"
+    if rows.embeddings is not None:
+        return out_of_fold_probabilities(rows, seed, rows.embeddings), \
+            f"{FOLDS}-fold out-of-fold probabilities of standardised embeddings ({embedded_by}) + logistic regression"
     model = {S.IMAGE: f"logistic regression on grey pixels (at most {PIXELS}x{PIXELS})",
              S.TEXT: "TF-IDF (word 1-2-grams, character 3-5-grams) + logistic regression",
              S.FEATURES: "standardised features + logistic regression"}[rows.payload]
     return out_of_fold_probabilities(rows, seed), f"{FOLDS}-fold out-of-fold probabilities of {model}"
 
 
-def _label_sections(rows: AuditRows, seed: int, run_dir=None) -> tuple[dict, dict]:
-    probs, made_by = _probabilities(rows, seed, run_dir)
+def _label_sections(rows: AuditRows, seed: int, run_dir=None, embedded_by: str | None = None) -> tuple[dict, dict]:
+    probs, made_by = _probabilities(rows, seed, run_dir, embedded_by)
     found = label_issues(rows.labels, probs)
     names = rows.class_names
     flagged = [{"id": rows.ids[i], "split": rows.splits[i], "given": names[rows.labels[i]],
@@ -108,27 +121,36 @@ def _label_sections(rows: AuditRows, seed: int, run_dir=None) -> tuple[dict, dic
 
 
 def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int = 10, threshold: float = 0.8,
-          epsilon: float = 0.0, labels: bool = True, html=None, show: int = 10, probs=None,
-          **source_options) -> dict:
+          epsilon: float = 0.0, labels: bool = True, html=None, show: int = 10, probs=None, embed=None,
+          cosine: float = 0.95, **source_options) -> dict:
     """The audit report of a dataset directory or source (see the module docstring); ``source_options``
     are ``read_rows``' (a source's split and imbalance specs, its table columns). ``html``: also write the
     page (``augforge.audit.html``) with ``show`` rows per finding. ``probs``: a cross-fit directory
-    (``augforge crossfit``) whose probabilities replace the fast model's."""
+    (``augforge crossfit``) whose probabilities replace the fast model's. ``embed``: a function (dataset
+    directory, split) -> embeddings (``augforge.train.embed.checkpoint_embedder``): rows at least ``cosine``
+    similar are reported as ``embedding_neighbours``, and the label model is fitted on the embeddings."""
     if epsilon < 0:
         raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=epsilon)
     if not 0.0 < threshold <= 1.0:
         raise OptionError("{threshold} {value}: expected a Jaccard similarity in (0, 1]", value=threshold)
     if probs is not None and not labels:
         raise OptionError("{probs}: label issues are turned off, so the run's probabilities would go unused")
-    rows = read_rows(path, splits, seed=seed, **source_options)
+    if not -1.0 <= cosine <= 1.0:
+        raise OptionError("{cosine} {value}: expected a cosine similarity in [-1, 1]", value=cosine)
+    rows = read_rows(path, splits, seed=seed, embed=embed, **source_options)
     if len(rows) == 0:
         raise OptionError("{path}: has no rows to audit", path=path)
     pairs, method = near_duplicate_pairs(rows, radius, threshold, epsilon, seed)
     report = {"source": rows.location, "payload": rows.payload, "rows": len(rows), "seed": seed,
               "splits": {s: rows.splits.count(s) for s in dict.fromkeys(rows.splits)},
               "classes": rows.class_names, "near_duplicates": _duplicates_section(rows, pairs, method)}
+    embedded_by = None if embed is None else getattr(embed, "description", "a local model")
+    if rows.embeddings is not None:
+        report["embedding_neighbours"] = _duplicates_section(
+            rows, embedding_pairs(rows.embeddings, cosine), f"cosine similarity >= {cosine} of {embedded_by} "
+                                                            "(exact neighbour search)")
     if labels:
-        report["label_issues"], report["outliers"] = _label_sections(rows, seed, probs)
+        report["label_issues"], report["outliers"] = _label_sections(rows, seed, probs, embedded_by)
     if html is not None:
         write_html(report, rows, html, show)
     return report

@@ -282,11 +282,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from augforge.audit.run import audit
 
     splits, imbalance = split_specs(args)
+    embed = None
+    if args.embed:
+        from augforge.train.embed import checkpoint_embedder
+
+        embed = checkpoint_embedder(args.embed)
     report = audit(args.source, splits=args.split or None, seed=args.seed, radius=args.radius,
                    threshold=args.threshold, epsilon=args.epsilon, labels=not args.no_labels, split_spec=splits,
                    imbalance=imbalance, label_col=args.label_col, text_col=args.text_col,
                    feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels, html=args.html,
-                   show=args.show, probs=args.probs)
+                   show=args.show, probs=args.probs, embed=embed, cosine=args.cosine)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -317,6 +322,10 @@ def add_audit(sub) -> None:
     p.add_argument("--probs", metavar="RUN_DIR", help="label issues and outliers from the out-of-fold probabilities "
                                                       "of a cross-fitted run (augforge crossfit) instead of the fast "
                                                       "model")
+    p.add_argument("--embed", metavar="MODEL", help="an augforge checkpoint (model.pt): its penultimate features "
+                                                    "give embedding neighbours and the label model's inputs")
+    p.add_argument("--cosine", type=float, default=0.95,
+                   help="with --embed: cosine similarity of an embedding neighbour (default 0.95)")
     p.add_argument("--show", type=int, default=10, help="rows listed per finding (default 10)")
     add_source_options(p)
     p.set_defaults(func=cmd_audit)

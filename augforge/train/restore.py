@@ -54,11 +54,12 @@ def loader_options(spec: dict) -> dict:
 
 
 def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto",
-                                batch_size: int = 256, rows=None):
+                                batch_size: int = 256, rows=None, check_classes: bool = True):
     """(model, loader, arch, input spec, device) of a checkpoint on a dataset directory's split: the model
     rebuilt and loaded, the loader feeding it as training fed evaluation (the checkpoint's input spec).
     Data that cannot be made to fit (another payload, other classes, another width) is refused in one line.
-    ``rows``: only these positions of the split, in storage order."""
+    ``rows``: only these positions of the split, in storage order. ``check_classes``: False accepts data of
+    other classes (embeddings need only the payload to fit)."""
     path = Path(checkpoint)
     state = load_checkpoint(path)
     arch, spec = state.get("arch"), state.get("input")
@@ -80,7 +81,7 @@ def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split:
                          **loader_options(spec))
     if loader.payload != spec["payload"]:
         raise AugforgeError(f"{data}: holds {loader.payload} rows; {path} was trained on {spec['payload']}")
-    if loader.dataset.class_names != arch["class_names"]:
+    if check_classes and loader.dataset.class_names != arch["class_names"]:
         raise AugforgeError(f"{data}: classes {loader.dataset.class_names} differ from the checkpoint's "
                             f"{arch['class_names']}")
     if spec["payload"] == "features" and spec.get("dim") and loader.input_spec()["dim"] != spec["dim"]:
