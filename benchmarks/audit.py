@@ -4,7 +4,8 @@
    labels flipped, either uniformly (to any other class) or class-dependently (each class to one fixed
    confusable class). The flagged rows are scored against the flipped ones (precision, recall), next to what
    a user would do without confident learning: flag every row whose out-of-fold prediction disagrees with its
-   label (same probabilities).
+   label (same probabilities). Then the digits again with the probabilities of ``augforge crossfit`` (an MLP,
+   5 folds) next to the fast model's (``crossfit_noise``).
 2. Image near-duplicates. Textured crops of the sample photos, each with a resized, a JPEG, a brightened and
    a 2-pixel-cropped copy, audited at the default radius: precision and recall of the injected pairs.
 3. Scale. dHash + the exact radius search over N images (random crops and transforms of the photos), next
@@ -12,7 +13,7 @@
    (glosses with words dropped and swapped). Time and peak memory (ru_maxrss).
 
     python examples/make_glosses.py
-    python benchmarks/audit.py [--images 100000] [--texts 100000] [--out build/audit-bench.json]
+    python benchmarks/audit.py [--images 100000] [--texts 100000] [--parts label_noise ...] [--out F]
 """
 
 from __future__ import annotations
@@ -83,6 +84,39 @@ def label_noise(tmp: Path) -> list[dict]:
                 out.append({"set": name, "noise": share, "kind": kind, "rows": len(rows),
                             "cleanlab": _score(flagged, truth), "disagree": _score(disagree, truth)})
                 print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def crossfit_noise(tmp: Path) -> list[dict]:
+    """The same flipped digits (64 pixel features), with the probabilities of ``augforge crossfit`` (5 folds of
+    an MLP trained by the recipe) instead of the fast model's: how much a better model's probabilities buy."""
+    import yaml
+
+    from augforge.recipe import load_recipe
+    from augforge.train.crossfit import crossfit
+
+    digits = load_digits()
+    frame = pl.DataFrame({f"p{i}": digits.data[:, i] for i in range(64)})
+    out = []
+    for share in (0.05, 0.15):
+        noisy, truth = _flip(digits.target, share, "uniform", 10, seed=0)
+        path = tmp / f"crossfit-{share}.csv"
+        frame.with_columns(pl.Series("label", [f"c{v}" for v in noisy]),
+                           pl.Series("id", [str(i) for i in range(len(noisy))])).write_csv(path)
+        recipe = tmp / f"crossfit-{share}.yaml"
+        recipe.write_text(yaml.safe_dump({"seed": 0, "source": {"path": str(path), "label_col": "label", "id_col": "id"},
+                                          "output": {"dir": str(tmp / f"crossfit-{share}-data")},
+                                          "train": {"model": "mlp", "model_options": {"hidden": [128]}, "epochs": 20,
+                                                    "batch_size": 32, "lr": 0.003, "weight_decay": 0.01}}))
+        started = time.perf_counter()
+        crossfit(load_recipe(recipe), tmp / f"crossfit-{share}-run", folds=5, log=lambda _: None)
+        seconds = time.perf_counter() - started
+        scores = {}
+        for name, run in (("fast model", None), ("crossfit MLP", tmp / f"crossfit-{share}-run")):
+            report = audit(tmp / f"crossfit-{share}-data", probs=run, seed=0)
+            scores[name] = _score({int(r["id"]) for r in report["label_issues"]["rows"]}, truth)
+        out.append({"set": "digits", "noise": share, "kind": "uniform", "crossfit_s": seconds, **scores})
+        print(json.dumps(out[-1]), flush=True)
     return out
 
 
@@ -198,22 +232,27 @@ def text_scale(m: int) -> dict:
     return {"texts": m, "seconds": time.perf_counter() - started, "pairs": len(pairs), "peak_mb": _peak_mb()}
 
 
+PARTS = ("label_noise", "crossfit_noise", "image_duplicates", "image_scale", "random_hash_scale", "text_scale")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--texts", type=int, default=100_000)
+    parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS), help="what to run (default: all)")
     parser.add_argument("--out", default=str(ROOT / "build" / "audit-bench.json"))
     args = parser.parse_args()
+    runs = {"label_noise": label_noise, "crossfit_noise": crossfit_noise, "image_duplicates": image_duplicates,
+            "image_scale": lambda _: image_scale(args.images), "random_hash_scale": lambda _: random_hash_scale(1_000_000),
+            "text_scale": lambda _: text_scale(args.texts)}
+    result = {}
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"label_noise": label_noise(Path(tmp)), "image_duplicates": image_duplicates(Path(tmp))}
-    print(json.dumps(result["image_duplicates"]), flush=True)
-    result["image_scale"] = image_scale(args.images)
-    print(json.dumps(result["image_scale"]), flush=True)
-    result["random_hash_scale"] = random_hash_scale(1_000_000)
-    print(json.dumps(result["random_hash_scale"]), flush=True)
-    if (ROOT / "build" / "glosses.csv").is_file():
-        result["text_scale"] = text_scale(args.texts)
-        print(json.dumps(result["text_scale"]), flush=True)
+        for part in args.parts:
+            if part == "text_scale" and not (ROOT / "build" / "glosses.csv").is_file():
+                print("text_scale: skipped (run examples/make_glosses.py first)", file=sys.stderr)
+                continue
+            result[part] = runs[part](Path(tmp))
+            print(json.dumps(result[part]), flush=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 
