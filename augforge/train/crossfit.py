@@ -29,6 +29,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.errors import AugforgeError, OptionError, require_at_least
 from augforge.recipe import Recipe
+from augforge.train.checkpoint import load_checkpoint
 from augforge.train.data import ensure_dataset
 from augforge.train.loop import collect_logits
 from augforge.train.restore import checkpoint_model_and_loader
@@ -70,9 +71,11 @@ def model_probabilities(logits: torch.Tensor, binary: bool) -> np.ndarray:
     return torch.softmax(logits.double(), dim=-1).numpy()
 
 
-def _score(model_file: Path, data: Path, split: str, rows, device) -> tuple[list[str], np.ndarray]:
-    """(ids, probabilities) of a split's ``rows`` (all where None) under a fold's model."""
-    model, loader, arch, spec, placement = checkpoint_model_and_loader(model_file, data, split, device, rows=rows)
+def _score(model_file: Path, state: dict, data: Path, split: str, rows, device) -> tuple[list[str], np.ndarray]:
+    """(ids, probabilities) of a split's ``rows`` (all where None) under a fold's model (``state``: its
+    checkpoint, loaded)."""
+    model, loader, arch, spec, placement = checkpoint_model_and_loader(model_file, data, split, device, rows=rows,
+                                                                       state=state)
     logits, _, _ = collect_logits(model, loader, placement.torch, expect_shape=spec.get("shape"), source=str(data))
     positions = np.arange(len(loader.dataset)) if rows is None else loader.rows
     ids = [str(v) for v in loader.dataset.take(positions, columns=[S.ID]).column(S.ID).to_pylist()]
@@ -119,8 +122,10 @@ def crossfit(recipe: Recipe, out: str | Path, *, folds: int = 5, data: str | Pat
                 train_recipe(recipe, fold_dir, data=data, resume=True, workers=workers, threads=threads,
                              log=lambda text, n=number: log(f"  fold {n + 1}: {text}"),
                              train_rows=np.flatnonzero(fold != number))
-            scored = [_score(fold_dir / "model.pt", data, "train", np.flatnonzero(fold == number), recipe.run.device)]
-            scored += [_score(fold_dir / "model.pt", data, split, None, recipe.run.device) for split in held_splits]
+            model_file = fold_dir / "model.pt"
+            state = load_checkpoint(model_file)
+            scored = [_score(model_file, state, data, "train", np.flatnonzero(fold == number), recipe.run.device)]
+            scored += [_score(model_file, state, data, split, None, recipe.run.device) for split in held_splits]
             marks = [np.full(len(scored[0][0]), number)] + [np.full(len(s[0]), -1) for s in scored[1:]]
             write_probs(fold_dir / HELDOUT, sum((s[0] for s in scored), []), np.concatenate([s[1] for s in scored]),
                         np.concatenate(marks))

@@ -54,14 +54,15 @@ def loader_options(spec: dict) -> dict:
 
 
 def checkpoint_model_and_loader(checkpoint: str | Path, data: str | Path, split: str = "test", device="auto",
-                                batch_size: int = 256, rows=None, check_classes: bool = True):
+                                batch_size: int = 256, rows=None, check_classes: bool = True,
+                                state: dict | None = None):
     """(model, loader, arch, input spec, device) of a checkpoint on a dataset directory's split: the model
     rebuilt and loaded, the loader feeding it as training fed evaluation (the checkpoint's input spec).
     Data that cannot be made to fit (another payload, other classes, another width) is refused in one line.
     ``rows``: only these positions of the split, in storage order. ``check_classes``: False accepts data of
-    other classes (embeddings need only the payload to fit)."""
+    other classes (embeddings need only the payload to fit). ``state``: the checkpoint already loaded."""
     path = Path(checkpoint)
-    state = load_checkpoint(path)
+    state = load_checkpoint(path) if state is None else state
     arch, spec = state.get("arch"), state.get("input")
     if not isinstance(arch, dict) or not {"name", "num_classes", "class_names"} <= set(arch):
         raise AugforgeError(f"{path}: has no model description (arch); was it written by augforge train?")
@@ -109,7 +110,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, split: str = "
                             "cannot be adjusted; retrain it to use post-hoc adjustment")
     if tau is not None and (tau < 0 or tau > 10):
         raise OptionError("{adjust} {tau}: expected a number in [0, 10]", tau=tau)
-    model, loader, arch, spec, placement = checkpoint_model_and_loader(checkpoint, data, split, device)
+    model, loader, arch, spec, placement = checkpoint_model_and_loader(checkpoint, data, split, device, state=state)
     if tau and arch.get("binary"):
         raise OptionError("{adjust}: a binary head has one logit; post-hoc adjustment needs a softmax head")
     offset = posthoc_offset(counts["priors"], tau) if tau else None
