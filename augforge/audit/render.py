@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 
+def _leaks(section: dict) -> str:
+    """A near-duplicate section's leaking rows per split, as text ("none" without any)."""
+    return ", ".join(f"{n} {split}" for split, n in section["leaking_rows"].items()) or "none"
+
+
 def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     """(finding, count, how it was found) per kind of finding."""
     dup = report["near_duplicates"]
-    leaks = ", ".join(f"{n} {split}" for split, n in dup["leaking_rows"].items()) or "none"
+    leaks = _leaks(dup)
     rows = [("near-duplicate pairs", f"{dup['pairs']:,}", dup["method"]),
             ("redundant rows (within a split)", f"{dup['redundant_rows']:,}", "rows beyond the first of each cluster"),
             ("leaking rows (twin in another split)", leaks, "held-out rows whose near-twin is in another split")]
     if "embedding_neighbours" in report:
         near = report["embedding_neighbours"]
-        leaks = ", ".join(f"{n} {split}" for split, n in near["leaking_rows"].items()) or "none"
-        rows.append(("embedding neighbour pairs", f"{near['pairs']:,} (leaking: {leaks})", near["method"]))
+        rows.append(("embedding neighbour pairs", f"{near['pairs']:,} (leaking: {_leaks(near)})", near["method"]))
     if "label_issues" in report:
         rows.append(("label issues", f"{report['label_issues']['count']:,}", report["label_issues"]["method"]))
         rows.append(("outliers", f"{len(report['outliers']['rows']):,}", report["outliers"]["method"]))

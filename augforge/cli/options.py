@@ -53,6 +53,12 @@ def add_engine_options(p: argparse.ArgumentParser, workers_help: str) -> None:
                    help="--engine ray: GPUs per worker (its DALI pipelines then run on the GPU)")
 
 
+def add_recipe_data_options(p) -> None:
+    """The arguments of the commands that build or reuse a recipe's dataset: --data and --rebuild."""
+    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+
+
 def add_run_options(p, out_help: str) -> None:
     """The arguments of the commands that take a finished run: the run, --out, --data, --json."""
     p.add_argument("run", help="a run directory (augforge train --run-dir) or a checkpoint file")

@@ -9,6 +9,8 @@ import json
 import os
 import sys
 
+from augforge.cli.options import add_recipe_data_options
+
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -53,11 +55,10 @@ def add_train(sub) -> None:
     p.add_argument("recipe", help="the recipe YAML file")
     p.add_argument("--run-dir", help="where metrics.jsonl, checkpoints/ and summary.json go "
                                      "(default: build/runs/<recipe name>)")
-    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    add_recipe_data_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--resume-changed", action="store_true",
                    help="with --resume: continue even though the train section changed since the checkpoint")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for training (default: train.threads, else torch's default of one per "
@@ -181,8 +182,7 @@ def add_crossfit(sub) -> None:
     p.add_argument("recipe", help="the recipe YAML file")
     p.add_argument("--out", required=True, help="where fold-*/, probs.npz and crossfit.json go")
     p.add_argument("--folds", type=int, default=5, help="folds (default 5)")
-    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
+    add_recipe_data_options(p)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="build workers")
     p.add_argument("--threads", type=int, help="torch threads (default: the recipe's, else all cores)")
     p.set_defaults(func=cmd_crossfit)
@@ -214,12 +214,11 @@ def add_lr_find(sub) -> None:
                                    "exponentially over --steps optimizer steps; the smoothed loss is printed and "
                                    "plotted, and the lr where it falls fastest is suggested. Weights are not kept.")
     p.add_argument("recipe", help="the recipe YAML file")
-    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    add_recipe_data_options(p)
     p.add_argument("--start", type=float, default=1e-6, help="first learning rate (default 1e-6)")
     p.add_argument("--end", type=float, default=1.0, help="last learning rate (default 1)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     p.add_argument("--plot", metavar="PNG", help="write loss vs learning rate to this PNG")
-    p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
     p.set_defaults(func=cmd_lr_find)
 
 
