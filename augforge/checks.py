@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 
 from augforge.errors import AugforgeError
 
@@ -129,3 +130,13 @@ def show_value(value) -> str:
     """``value`` as JSON (a repr for other objects), cut to 60 characters: how errors quote what they got."""
     text = json.dumps(value) if isinstance(value, (str, int, float, bool, list, dict, type(None))) else repr(value)
     return text if len(text) < 60 else text[:57] + "..."
+
+
+def options_of(cls, options: dict, where: str):
+    """``cls(**options)`` for an options dataclass (``LoaderOptions``, ``RunOptions``, ``AblationOptions``); a
+    keyword that is none of its fields is refused in one line naming ``where`` and listing the options."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise AugforgeError(f"{where}: unknown option {unknown[0]!r}; options: {', '.join(sorted(names))}")
+    return cls(**options)

@@ -93,7 +93,7 @@ def crossfit_noise(tmp: Path) -> list[dict]:
     import yaml
 
     from augforge.recipe import load_recipe
-    from augforge.train.crossfit import crossfit
+    from augforge.experiments.crossfit import crossfit
 
     digits = load_digits()
     frame = pl.DataFrame({f"p{i}": digits.data[:, i] for i in range(64)})

@@ -11,7 +11,7 @@ trains more epochs, so "dropping helps" is not "less data, other schedule"):
 
 Each run is scored twice on the same test rows: against their given (noisy) labels, which is what ablate
 reports, and against their true labels, which only a benchmark that made the noise can know. The paired
-differences to the baseline come with BCa intervals (``augforge.train.compare``).
+differences to the baseline come with BCa intervals (``augforge.experiments.compare``).
 
     python examples/make_glosses.py
     python benchmarks/clean_effect.py [--seeds 5] [--jobs 2] [--out build/clean-effect]
@@ -30,9 +30,9 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from augforge.recipe import parse_recipe
-from augforge.train.ablate import run_ablation
-from augforge.train.arms import Arm
-from augforge.train.compare import compare
+from augforge.experiments.ablate import run_ablation
+from augforge.experiments.arms import Arm
+from augforge.experiments.compare import compare
 from augforge.train.loop import collect_logits, predictions
 from augforge.train.restore import checkpoint_model_and_loader
 

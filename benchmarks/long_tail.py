@@ -6,7 +6,7 @@ cross-entropy on the long-tailed rows; every other arm changes one thing: class 
 adjustment (tau on val), balanced softmax, LDAM-DRW, focal loss, cRT. The arms run through ``augforge
 ablate`` with ``equal_compute``: every arm sees as many training samples as the baseline (an arm with more
 rows trains fewer epochs), so "the copies help" is not "more training helps". The paired differences to
-plain CE come with BCa intervals and Holm-adjusted sign-flip p-values (``augforge.train.compare``).
+plain CE come with BCa intervals and Holm-adjusted sign-flip p-values (``augforge.experiments.compare``).
 
     python examples/make_glosses.py && python examples/make_tabular.py
     python benchmarks/long_tail.py [--seeds 5] [--jobs 2] [--only digits-lt10 ...] [--out build/long-tail]
@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 
 from augforge.recipe import load_recipe
-from augforge.train.ablate import run_ablation
-from augforge.train.arms import Arm
+from augforge.experiments.ablate import run_ablation
+from augforge.experiments.arms import Arm
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_OPS = [{"op": "pad", "padding": 1}, {"op": "random_crop", "size": 8}, {"op": "rotate", "degrees": 12, "p": 0.8}]

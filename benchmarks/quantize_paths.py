@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from augforge.pipelines.stream import open_loader
-from augforge.train.export import AsTrained, model_inputs, run_files
-from augforge.train.qat import _torchao
-from augforge.train.quantize import median_ms, quantize_run
+from augforge.deploy.export import AsTrained, model_inputs, run_files
+from augforge.deploy.qat import _torchao
+from augforge.deploy.quantize import median_ms, quantize_run
 from augforge.train.checkpoint import load_checkpoint
 from augforge.train.restore import checkpoint_model_and_loader, loader_options
 

@@ -18,7 +18,7 @@ import tempfile
 
 #: what the server imports before forking: the CLI and the writing jobs the fault tests run
 PRELOAD = ["cli_process", "augforge.cli", "augforge.datasets.ingest", "augforge.balance.apply",
-           "augforge.pipelines.build", "augforge.train.run", "augforge.train.ablate"]
+           "augforge.pipelines.build", "augforge.train.run", "augforge.experiments.ablate"]
 _context = None
 
 

@@ -13,8 +13,9 @@ from PIL import Image
 from augforge.cli import main
 from augforge.errors import AugforgeError
 from augforge.recipe import load_recipe, parse_recipe
-from augforge.train.ablate import run_ablation
-from augforge.train.arms import REMOVE, apply_changes, build_arms
+from augforge.experiments.ablate import run_ablation
+from augforge.experiments.arms import build_arms
+from augforge.recipe.changes import REMOVE, apply_changes
 from cli_process import start_cli
 
 
@@ -160,7 +161,7 @@ def test_resume_after_kill_9_repeats_no_finished_run(features, tmp_path):
 
 
 def test_verdicts_read_as_statements_about_the_technique():
-    from augforge.train.ablate_report import meaning
+    from augforge.experiments.ablate_report import meaning
 
     def arm(name, kind, verdict):
         return {"name": name, "kind": kind, "comparison": {"verdict": verdict}}
@@ -173,7 +174,7 @@ def test_verdicts_read_as_statements_about_the_technique():
 
 
 def test_seeds_set_the_draws_and_bootstrap_train_resamples_per_seed(tmp_path):
-    from augforge.train.ablate import plan_tasks
+    from augforge.experiments.ablate import plan_tasks
 
     recipe = load_recipe("examples/digits.yaml")
     arms = build_arms(recipe, only=["no-swa"])
@@ -235,3 +236,32 @@ def test_equal_compute_gives_every_arm_the_baselines_samples(features, tmp_path,
     assert all(r[g] is None or 0.0 <= r[g] <= 1.0 for r in base + plain for g in ("many", "medium", "few"))
     # the shot split counts the source's train rows: the balanced baseline still has its few-shot classes
     assert all(r["few"] is not None for r in base + plain) and "many/med/few" in printed
+
+
+def _online_rotate_recipe(tmp_path, extra=None) -> str:
+    """Digits with one streamed op (rotate by up to 5 degrees), one short epoch: runs cost seconds."""
+    data = {"name": "rotate-digits", "seed": 0, "source": {"path": "digits", "test_split": 0.25, "val_split": 0.2},
+            "augment": {"mode": "online", "color": "gray", "image": [{"op": "rotate", "degrees": 5, "p": 0.5}]},
+            "output": {"dir": "built"}, "train": {"epochs": 1, "batch_size": 128}, **(extra or {})}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_an_arm_changes_an_ops_parameter_inside_the_augment_list(tmp_path):
+    """`--arms rot30=augment.image[0].degrees:30` goes through Recipe.with_changes: the arm's runs stream the
+    rotate op at 30 degrees, the baseline's at 5, and both share the build (online ops are not in the rows)."""
+    from augforge.train.checkpoint import load_checkpoint
+
+    path = _online_rotate_recipe(tmp_path)
+    out = tmp_path / "ablate"
+    assert main(["ablate", path, "--seeds", "2", "--arms", "rot30=augment.image[0].degrees:30", "--only", "rot30",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    assert [a["name"] for a in report["arms"]] == ["baseline", "rot30"]
+    for arm, degrees in (("baseline", 5.0), ("rot30", 30.0)):
+        for seed in (0, 1):
+            state = load_checkpoint(out / "runs" / arm / str(seed) / "checkpoints" / "last.pt")
+            (rotate,) = state["settings"]["train.stream"]
+            assert rotate["op"] == "rotate" and rotate["degrees"] == [-degrees, degrees]
+    assert len(list((out / "data").iterdir())) == 1

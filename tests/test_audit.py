@@ -363,7 +363,8 @@ def test_a_feature_table_build_cleans_label_issues_and_duplicates_and_lists_them
 
 def test_no_clean_step_keeps_the_fingerprint_and_ablate_gets_an_arm_per_step():
     from augforge.recipe import parse_recipe
-    from augforge.train.arms import REMOVE, build_arms
+    from augforge.experiments.arms import build_arms
+    from augforge.recipe.changes import REMOVE
 
     plain = parse_recipe({"source": {"path": "digits"}}, "r.yaml")
     assert "clean" not in plain.fingerprint_parts()

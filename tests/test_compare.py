@@ -6,7 +6,7 @@ import scipy.stats as ss
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from augforge.train.compare import (
+from augforge.experiments.compare import (
     adjust, bca_interval, compare, detectable_effect, holm, noise_floor, percentile_interval, sign_flip_pvalue,
 )
 
@@ -81,7 +81,7 @@ def test_detectable_effect_and_noise_floor():
 def test_two_seeds_give_a_finite_interval_spanning_the_pair():
     """On 2 paired seeds the expanded tail underflows to 0; the interval is the bootstrap's extremes, the two
     differences themselves, not NaN (ablate and tune --confirm accept 2 seeds)."""
-    from augforge.train.compare import compare
+    from augforge.experiments.compare import compare
 
     result = compare([0.91, 0.95], [0.90, 0.92])
     assert (result.ci_low, result.ci_high) == pytest.approx((0.01, 0.03))

@@ -16,7 +16,7 @@ from augforge.cli import main
 from augforge.datasets.reader import Dataset
 from augforge.errors import AugforgeError
 from augforge.recipe import load_recipe
-from augforge.train.crossfit import assign_folds, crossfit, model_probabilities
+from augforge.experiments.crossfit import assign_folds, crossfit, model_probabilities
 
 FOLDS = 3
 

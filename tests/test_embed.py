@@ -16,7 +16,7 @@ from augforge.cli import main
 from augforge.errors import AugforgeError
 from augforge.recipe import parse_recipe
 from augforge.train.decouple import classifier_of
-from augforge.train.embed import checkpoint_embedder
+from augforge.experiments.embed import checkpoint_embedder
 from augforge.train.restore import checkpoint_model_and_loader
 from augforge.train.run import train_recipe
 

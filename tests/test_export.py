@@ -11,7 +11,7 @@ import yaml
 
 from augforge.cli import main
 from augforge.errors import AugforgeError
-from augforge.train.export import _export
+from augforge.deploy.export import _export
 from augforge.train.restore import evaluate_checkpoint
 
 

@@ -26,6 +26,7 @@ LAYERS = [
     {"recipe"},
     {"pipelines"},
     {"train"},
+    {"experiments", "deploy"},
     {"cli", "__main__"},
 ]
 #: Lines a module may have.
@@ -205,3 +206,54 @@ def test_library_errors_name_options_and_the_cli_names_its_flags(capsys):
     assert main(["report", "digits", "--test-split", "0.7", "--val-split", "0.5"]) == 1
     assert capsys.readouterr().err.strip() == (
         "augforge report: error: --test-split 0.7 + --val-split 0.5 leave nothing for train; keep their sum below 1")
+
+
+#: Lines a function may have (its def to its last line).
+FUNCTION_LINES = 80
+#: Parameters a function may take (self and cls not counted).
+FUNCTION_PARAMETERS = 12
+#: Functions allowed past the parameter bound, each with its reason (at most 3).
+MANY_PARAMETERS = {
+    "balance.apply.balance_dataset":
+        "the Python face of `augforge balance`: one keyword per CLI flag (strategy, k, seed, splits, workers, ...), "
+        "each documented where the flag is",
+    "datasets.ingest.write_dataset":
+        "writes any source's rows with their split, imbalance, cleaning and provenance settings: the manifest "
+        "records each of them by name",
+    "datasets.ingest.ingest":
+        "the Python face of `augforge ingest`: one keyword per CLI flag (splits, imbalance, limits, workers, ...)",
+}
+#: Modules the one-run training room may hold (``__init__`` included).
+TRAIN_MODULES = 16
+
+
+def _functions():
+    """(dotted module.function, lines, parameters) of every function and method in augforge/."""
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+                count = len(names) - (1 if names and names[0] in ("self", "cls") else 0)
+                yield f"{module}.{node.name}", node.end_lineno - node.lineno + 1, count
+
+
+def test_no_function_over_the_line_bound():
+    long = [f"augforge/{name}: {lines} lines" for name, lines, _ in _functions() if lines > FUNCTION_LINES]
+    assert not long, "\n".join(long)
+
+
+def test_few_functions_take_many_parameters_and_each_says_why():
+    assert len(MANY_PARAMETERS) <= 3
+    many = {name: count for name, _, count in _functions() if count > FUNCTION_PARAMETERS}
+    assert set(many) <= set(MANY_PARAMETERS), f"over {FUNCTION_PARAMETERS} parameters, unlisted: " + ", ".join(
+        f"{name} ({count})" for name, count in many.items() if name not in MANY_PARAMETERS)
+
+
+def test_train_holds_what_trains_one_run():
+    """Experiments (many runs) and deployment live in their own rooms above train/."""
+    train = [m for m in MODULES if m == "train" or m.startswith("train.")]
+    assert len(train) <= TRAIN_MODULES, sorted(train)
+    assert not any(m.startswith("train.") and m.split(".")[1] in ("ablate", "tune", "crossfit", "export", "quantize",
+                                                                   "models") for m in MODULES)

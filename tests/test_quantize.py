@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from augforge.cli import main
-from augforge.train.int8_target import (EMULATED_CPU, EMULATOR, PROBE_INPUT, arithmetic, cpu_class,
+from augforge.deploy.int8_target import (EMULATED_CPU, EMULATOR, PROBE_INPUT, arithmetic, cpu_class,
                                         emulator_available, host_cpu, plan_schemes)
 
 MOBILENET = {"model": "mobilenet_v3_small", "model_options": {"alpha": 0.5}, "epochs": 12, "batch_size": 32,
@@ -108,7 +108,7 @@ def _keeps_mobilenet_blocks_in_float(capsys, run, scheme: str):
     import torch
 
     from augforge.models import create
-    from augforge.train.quantize import float_nodes
+    from augforge.deploy.quantize import float_nodes
 
     code, result, _ = _quantize(capsys, run, "--keep-float", "depthwise", "hardswish,se", "--scheme", scheme)
     assert code == 0 and result["within"], result
@@ -144,7 +144,7 @@ def test_quantization_aware_fine_tuning_delivers_the_better_int8_model(trained, 
 
 def test_bad_quantize_options_are_one_line_errors(trained, tmp_path, capsys):
     from augforge.errors import AugforgeError
-    from augforge.train.quantize import quantize_run
+    from augforge.deploy.quantize import quantize_run
 
     run = _copy(trained["cnn"], tmp_path)
     assert main(["quantize", str(run), "--keep-float", "attention"]) == 1
@@ -177,7 +177,7 @@ FLAGS = {  # /proc/cpuinfo flags (abridged) of the CPUs augforge is used on
 
 
 def test_the_cpu_class_comes_from_the_flags_and_the_machine(tmp_path):
-    from augforge.train.int8_target import cpu_flags
+    from augforge.deploy.int8_target import cpu_flags
 
     assert cpu_class(FLAGS["avx2"], "x86_64") == "avx2"
     assert cpu_class(FLAGS["avx512"], "x86_64") == "avx512"
@@ -213,7 +213,7 @@ def test_the_scheme_plan_for_every_target_host_and_emulator(target, host, emulat
 
 
 def test_choose_scheme_takes_the_most_agreement_and_breaks_ties_to_the_faster():
-    from augforge.train.int8_target import choose_scheme
+    from augforge.deploy.int8_target import choose_scheme
 
     assert choose_scheme({"u8s8": 0.95, "u8s7": 0.99, "u8u8": 0.99}) == "u8s7"
     assert choose_scheme({"u8s7": 0.98, "u8u8": 0.99}) == "u8u8"
@@ -222,7 +222,7 @@ def test_choose_scheme_takes_the_most_agreement_and_breaks_ties_to_the_faster():
 
 def _dot_probe(path, weight: int, dtype: str):
     """``dot_probe`` written to ``path``: argmax 0 when the dot product is summed exactly, 1 when lower."""
-    from augforge.train.int8_target import dot_probe
+    from augforge.deploy.int8_target import dot_probe
 
     path.write_bytes(dot_probe(weight, dtype))
     return path
@@ -232,7 +232,7 @@ def test_this_cpu_and_the_emulated_ones_add_int8_products_as_the_plan_says(tmp_p
     """The plan's premises, on real ONNX Runtime kernels: u8s8 (255 x 127) saturates on this CPU exactly when
     its class is a saturating one, and under each emulated CPU model as that model's arithmetic says; u8s7's
     bound (255 x 64 and x -64) and u8u8 (255 x 255) are exact everywhere."""
-    from augforge.train.int8_predict import predict
+    from augforge.deploy.int8_predict import predict
 
     probes = {"u8s8": _dot_probe(tmp_path / "u8s8.onnx", 127, "int8"),
               "u8s7+": _dot_probe(tmp_path / "u8s7+.onnx", 64, "int8"),

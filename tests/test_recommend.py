@@ -43,8 +43,8 @@ def test_images_and_text_are_told_to_try_the_loss_with_an_ablation_that_runs():
     (balance step removed, so the logit-adjusted loss is not refused for uniform priors)."""
     import re
 
-    from augforge.recipe import load_recipe, parse_recipe
-    from augforge.train.arms import apply_changes, build_arms
+    from augforge.experiments.arms import build_arms
+    from augforge.recipe import load_recipe
 
     image = recommend(_stats([300, 100, 40]), "image")
     assert "train.posthoc_tau: auto" in image["deep_training"] and "train.loss: logit_adjusted" in image["deep_training"]
@@ -54,5 +54,5 @@ def test_images_and_text_are_told_to_try_the_loss_with_an_ablation_that_runs():
     arms = re.search(r"--arms ((?:la=\S+ ?)+)", image["deep_training"]).group(1).replace("`", "").split()
     recipe = load_recipe("examples/digits.yaml")
     la = [a for a in build_arms(recipe, arms) if a.name == "la"][0]
-    changed = parse_recipe(apply_changes(recipe.data, la.changes), recipe.file, "examples")
+    changed = recipe.with_changes(la.changes)
     assert changed.strategy is None and changed.train.loss.name == "logit_adjusted"

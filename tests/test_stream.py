@@ -53,10 +53,10 @@ def test_every_row_once_per_epoch_and_shapes(built):
 @pytest.mark.parametrize("group_bytes", [1, 8 << 20])  # a gather per batch / the whole epoch in one gather
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_raw_batches_hold_the_epochs_rows_in_storage_order(built, monkeypatch, group_bytes, shuffle):
-    import augforge.pipelines.stream as stream
+    import augforge.pipelines.row_reader as row_reader
     from augforge.datasets import schema as S
 
-    monkeypatch.setattr(stream, "GROUP_BYTES", group_bytes)
+    monkeypatch.setattr(row_reader, "GROUP_BYTES", group_bytes)
     _, raw = built
     split = open_dataset(raw)
     table = split.take(np.arange(len(split)), [S.IMAGE, S.LABEL])
@@ -76,13 +76,15 @@ def _same(a, b) -> bool:
     return len(a) == len(b) and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
 
 
-@pytest.mark.parametrize("which", [0, 1])  # png shards (decoded by DALI), raw shards with ops
-def test_parallel_external_source_gives_the_threads_batches(built, which):
+@pytest.mark.parametrize("which, order", [(0, {}), (1, {}),  # png shards (decoded by DALI), raw shards with ops
+                                           (0, {"sampler": "balanced"}), (1, {"balanced_from": 1, "bootstrap": 2})])
+def test_parallel_external_source_gives_the_threads_batches(built, which, order):
     """reader_workers processes read through DALI's parallel external_source: the same batches, pixel for
-    pixel (the same pipeline seed and the same batches in the same order), epoch after epoch."""
+    pixel (the same pipeline seed and the same batches in the same order), epoch after epoch, under every
+    row order (the processes cut epochs with the loader's own RowOrder: class-balanced draws included)."""
     data = built[which]
-    threaded = open_loader(data, 64, ops=OPS, seed=3)
-    parallel = open_loader(data, 64, ops=OPS, seed=3, reader_workers=2)
+    threaded = open_loader(data, 64, ops=OPS, seed=3, **order)
+    parallel = open_loader(data, 64, ops=OPS, seed=3, reader_workers=2, **order)
     for _ in range(2):
         assert _same(list(threaded), list(parallel))
     assert parallel.epoch == 2
@@ -309,7 +311,7 @@ def test_len_counts_the_batches_every_rank_gets(built):
             for batch in (1, 7, 64, 5000):
                 for rank in range(world):
                     loader = open_loader(raw, batch, rank=rank, world_size=world, last=last)
-                    assert len(loader) == len(loader._batches_of(loader.rows_of_epoch(0)))
+                    assert len(loader) == len(loader.order.batches(loader.rows_of_epoch(0)))
 
 
 def test_bootstrapped_training_rows(built):
@@ -335,7 +337,7 @@ def test_a_loader_over_chosen_rows_covers_exactly_them(built):
             rows = loader.rows_of_epoch(epoch)
             if last == "keep":
                 assert np.array_equal(np.sort(rows), np.sort(chosen))  # each chosen row once, no other
-            assert len(loader) == len(loader._batches_of(rows))
+            assert len(loader) == len(loader.order.batches(rows))
         assert not np.array_equal(loader.rows_of_epoch(0), loader.rows_of_epoch(1))  # shuffled per epoch
     labels = open_loader(raw, 64).dataset.labels()
     loader = open_loader(raw, 16, seed=4, rows=chosen)

@@ -140,7 +140,7 @@ def test_the_sampler_in_a_run_and_loader_resume(tmp_path, capsys):
     assert open_loader(tmp_path / "data", 16, split="test", sampler="balanced").sampler == "shuffle"
     resampled = open_loader(tmp_path / "data", 16, sampler="balanced", seed=1, bootstrap=3)
     rows = resampled.rows_of_epoch(0)  # balanced over the bootstrap resample, whose rows it draws from
-    assert set(rows) <= set(resampled._base)
+    assert set(rows) <= set(resampled.order.base)
     counts = np.bincount(labels[rows], minlength=loader.num_classes)
     assert counts.min() > 0.5 * counts.max()
     assert Dataset(tmp_path / "data", "test").texts() == \

@@ -88,7 +88,7 @@ def test_lr_find_sweeps_suggests_and_plots(tmp_path, capsys):
     from PIL import Image
 
     from augforge.train.loop import TrainConfig
-    from augforge.train.lr_find import lr_find
+    from augforge.experiments.lr_find import lr_find
     from augforge.models import create
 
     recipe = write(tmp_path, RECIPE)

@@ -39,6 +39,13 @@ def _finished_count(db) -> int:
         return 0
 
 
+def main_raises(path, out):
+    """``tune_recipe`` on ``path`` (its errors raised, not printed)."""
+    from augforge.experiments.tune import tune_recipe
+
+    tune_recipe(path, 1, out, log=lambda _: None)
+
+
 def _finished(out):
     study = optuna.load_study(study_name="tune-digits", storage=f"sqlite:///{out / 'study.db'}")
     return [t for t in study.get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
@@ -132,7 +139,7 @@ def test_confirm_and_the_study_page_in_a_browser(tmp_path, capsys):
 def test_best_yaml_keeps_the_recipes_files_and_its_own_data(tmp_path):
     """best.yaml is written elsewhere: a relative source is made absolute, and tuned data settings get their
     own data directory instead of overwriting the original recipe's."""
-    from augforge.train.tune import best_recipe
+    from augforge.experiments.tune import best_recipe
 
     (tmp_path / "sub").mkdir()
     table = tmp_path / "sub" / "rows.csv"
@@ -146,3 +153,31 @@ def test_best_yaml_keeps_the_recipes_files_and_its_own_data(tmp_path):
     other = best_recipe(raw, {"balance.strategy": "over"}, recipe, tmp_path / "out")
     assert other["output"]["dir"] == str(tmp_path / "out" / "best-data") and other["balance"]["strategy"] == "over"
     assert raw["output"]["dir"] == "built"  # the recipe's own mapping is left as it was
+
+
+def test_a_space_key_reaches_an_ops_parameter_inside_the_augment_list(tmp_path):
+    """``augment.image[0].degrees`` in the space: every trial streams the rotate op at the degrees it drew,
+    and best.yaml holds the best trial's value at that path."""
+    from augforge.train.checkpoint import load_checkpoint
+
+    data = {"name": "tune-digits", "seed": 0, "source": {"path": "digits", "test_split": 0.2, "val_split": 0.2},
+            "augment": {"mode": "online", "color": "gray", "image": [{"op": "rotate", "degrees": 5, "p": 0.5}]},
+            "output": {"dir": "built"}, "train": {"epochs": 1, "batch_size": 128},
+            "tune": {"space": {"augment.image[0].degrees": {"uniform": [1.0, 40.0]}}}}
+    path, out = tmp_path / "recipe.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["tune", str(path), "--trials", "2", "--out", str(out)]) == 0
+    trials = _finished(out)
+    assert len(trials) == 2
+    for trial in trials:
+        drawn = trial.params["augment.image[0].degrees"]
+        state = load_checkpoint(out / "trials" / str(trial.number) / "checkpoints" / "last.pt")
+        (rotate,) = state["settings"]["train.stream"]
+        assert rotate["op"] == "rotate" and rotate["degrees"] == pytest.approx([-drawn, drawn])
+    best = optuna.load_study(study_name="tune-digits", storage=f"sqlite:///{out / 'study.db'}").best_trial
+    written = yaml.safe_load((out / "best.yaml").read_text())
+    assert written["augment"]["image"][0]["degrees"] == best.params["augment.image[0].degrees"]
+    with pytest.raises(AugforgeError, match=r"tune\.space\.augment\.image\[3\]\.degrees: .* no item \[3\]"):
+        data["tune"]["space"] = {"augment.image[3].degrees": {"uniform": [1.0, 40.0]}}
+        path.write_text(yaml.safe_dump(data))
+        main_raises(path, tmp_path / "bad")

@@ -127,7 +127,7 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int =
     are ``read_rows``' (a source's split and imbalance specs, its table columns). ``html``: also write the
     page (``augforge.audit.html``) with ``show`` rows per finding. ``probs``: a cross-fit directory
     (``augforge crossfit``) whose probabilities replace the fast model's. ``embed``: a function (dataset
-    directory, split) -> embeddings (``augforge.train.embed.checkpoint_embedder``): rows at least ``cosine``
+    directory, split) -> embeddings (``augforge.experiments.embed.checkpoint_embedder``): rows at least ``cosine``
     similar are reported as ``embedding_neighbours``, and the label model is fitted on the embeddings."""
     if epsilon < 0:
         raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=epsilon)

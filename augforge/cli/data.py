@@ -284,7 +284,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     splits, imbalance = split_specs(args)
     embed = None
     if args.embed:
-        from augforge.train.embed import checkpoint_embedder
+        from augforge.experiments.embed import checkpoint_embedder
 
         embed = checkpoint_embedder(args.embed)
     report = audit(args.source, splits=args.split or None, seed=args.seed, radius=args.radius,

@@ -9,13 +9,13 @@ import json
 import sys
 
 from augforge.cli.options import add_run_options, input_size, option_value
-from augforge.train.int8_target import SCHEMES as INT8_SCHEMES
-from augforge.train.int8_target import TARGETS as INT8_TARGETS
+from augforge.deploy.int8_target import SCHEMES as INT8_SCHEMES
+from augforge.deploy.int8_target import TARGETS as INT8_TARGETS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a run's model to ONNX or torch.export and check it against PyTorch on test batches."""
-    from augforge.train.export import export_run
+    from augforge.deploy.export import export_run
 
     result = export_run(args.run, args.format, args.out, args.data, args.batches)
     if args.json:
@@ -40,7 +40,7 @@ def add_export(sub) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     """int8 with ONNX Runtime (static QDQ, per-channel), measured against the float model; exit 1 past --max-drop."""
-    from augforge.train.quantize import quantize_run
+    from augforge.deploy.quantize import quantize_run
 
     keep = [b for part in args.keep_float for b in part.split(",") if b]
     log = (lambda _: None) if args.json else (lambda text: print(text, flush=True))

@@ -20,14 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)  # the whole recipe, train section included, is checked before any work
     if args.seed is not None:  # train.seed from the command line: one recipe, many seeds
-        import copy
-        from pathlib import Path
-
-        from augforge.recipe import parse_recipe
-
-        data = copy.deepcopy(recipe.data)
-        data["train"] = {**(data.get("train") or {}), "seed": args.seed}
-        recipe = parse_recipe(data, recipe.file, Path(args.recipe).parent)
+        recipe = recipe.with_changes({"train.seed": args.seed})
     if args.run_dir is None:
         from pathlib import Path
 
@@ -76,7 +69,7 @@ def add_train(sub) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Search the recipe's tune: space with Optuna; write best.yaml, trials.csv and the study database."""
-    from augforge.train.tune import tune_recipe
+    from augforge.experiments.tune import tune_recipe
 
     result = tune_recipe(args.recipe, args.trials, args.out, storage=args.storage, pruner=args.pruner,
                          confirm=args.confirm, val_split=args.val_split, log=lambda text: print(text, flush=True))
@@ -88,7 +81,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if "confirm" in result:
         from rich.console import Console
 
-        from augforge.train.ablate_report import print_table
+        from augforge.experiments.ablate_report import print_table
 
         print_table(result["confirm"], Console())
     return 0
@@ -119,8 +112,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from augforge.recipe import load_recipe
-    from augforge.train.ablate import run_ablation
-    from augforge.train.ablate_report import print_table
+    from augforge.experiments.ablate import run_ablation
+    from augforge.experiments.ablate_report import print_table
 
     recipe = load_recipe(args.recipe)
     report = run_ablation(recipe, args.out, seeds=args.seeds, overrides=args.arms, only=args.only, skip=args.skip,
@@ -163,7 +156,7 @@ def add_ablate(sub) -> None:
 def cmd_crossfit(args: argparse.Namespace) -> int:
     """Out-of-fold probabilities of the recipe's model, one training per fold, for ``augforge audit --probs``."""
     from augforge.recipe import load_recipe
-    from augforge.train.crossfit import crossfit
+    from augforge.experiments.crossfit import crossfit
 
     recipe = load_recipe(args.recipe)
     crossfit(recipe, args.out, folds=args.folds, data=args.data, rebuild=args.rebuild, workers=args.workers,
@@ -191,7 +184,7 @@ def add_crossfit(sub) -> None:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """The learning-rate range test on the recipe's data and model."""
     from augforge.recipe import load_recipe
-    from augforge.train.lr_find import lr_find, plot
+    from augforge.experiments.lr_find import lr_find, plot
     from augforge.train.run import prepare_run
 
     recipe = load_recipe(args.recipe)

@@ -1,7 +1,12 @@
 """The row order of a loader's epochs, as pure functions of (seed, epoch, rank): a permutation or
-class-balanced draws, cut into equal per-rank shares. They need no dataset, so they are tested alone."""
+class-balanced draws, cut into equal per-rank shares and then into batches. ``RowOrder`` holds one loader's
+settings of them (picklable: reader processes cut the same epochs). They need no dataset, so they are tested
+alone, on grids of sizes, world sizes and batch sizes."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -9,6 +14,8 @@ from augforge.errors import AugforgeError
 
 #: What a loader does with the last rows when the split does not divide by the world size.
 LAST = ("keep", "drop", "pad")
+#: How an epoch's rows are drawn: a permutation, or class-balanced draws with replacement.
+SAMPLERS = ("shuffle", "balanced")
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -32,13 +39,14 @@ def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
 
 
 def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.ndarray:
-    """This rank's share of an epoch's order: equal sizes for every rank, disjoint but for the padding."""
+    """This rank's share of an epoch's order: equal sizes for every rank (also with fewer rows than ranks: a
+    rank without a share would hang a DDP step), disjoint but for the padding."""
     n = len(order)
     if world_size > 1:
         if last == "drop":
             order = order[: (n // world_size) * world_size]
-        elif n % world_size:
-            order = np.concatenate([order, order[: world_size - n % world_size]])
+        elif n % world_size:  # padded with the epoch's first rows, cycling when there are fewer rows than ranks
+            order = np.resize(order, -(-n // world_size) * world_size)
     return order[rank::world_size]
 
 
@@ -55,3 +63,84 @@ def checked_rows(rows, n: int, where: str) -> np.ndarray:
         bad = positions[0] if positions[0] < 0 else positions[-1]
         raise AugforgeError(f"{where}: row position {bad} is outside 0..{n - 1}")
     return positions
+
+
+def bootstrap_rows(n: int, rows: np.ndarray | None, bootstrap: int) -> np.ndarray:
+    """A bootstrap resample of ``rows`` (of all ``n`` positions where None), drawn once from the seed
+    ``bootstrap``, sorted."""
+    pool = np.arange(n) if rows is None else rows
+    draw = np.random.default_rng([int(bootstrap), 0xB007]).integers(0, len(pool), len(pool))
+    return np.sort(pool[draw])
+
+
+@dataclass(frozen=True, eq=False)
+class RowOrder:
+    """The epochs of one loader: which positions of the split (``rows``, checked by ``checked_rows``: all where
+    None; resampled once with replacement from the seed ``bootstrap``), in which order (``shuffle``d from (seed,
+    epoch), or class-balanced draws under the ``balanced`` sampler, or from epoch ``balanced_from`` on), this
+    rank's share of them (``rank``/``world_size``, ``last``), cut into batches. ``labels`` (of all ``n`` rows)
+    are needed by class-balanced draws only."""
+
+    n: int
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    last: str = "keep"
+    rank: int = 0
+    world_size: int = 1
+    sampler: str = "shuffle"
+    balanced_from: int | None = None
+    rows: np.ndarray | None = None
+    bootstrap: int | None = None
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise AugforgeError(f"batch_size {self.batch_size}: expected at least 1")
+        if self.last not in LAST:
+            raise AugforgeError(f"last={self.last!r}: expected one of {', '.join(LAST)}")
+        if not 0 <= self.rank < self.world_size:
+            raise AugforgeError(f"rank {self.rank} is outside world_size {self.world_size}")
+        if self.sampler not in SAMPLERS:
+            raise AugforgeError(f"sampler={self.sampler!r}: expected shuffle or balanced")
+        if self.labels is None and (self.sampler == "balanced" or self.balanced_from is not None):
+            raise AugforgeError("class-balanced draws need the rows' labels")
+
+    @cached_property
+    def base(self) -> np.ndarray | None:
+        """The positions epochs draw from: ``rows`` or their bootstrap resample; None for all ``n``."""
+        return self.rows if self.bootstrap is None else bootstrap_rows(self.n, self.rows, self.bootstrap)
+
+    @property
+    def size(self) -> int:
+        """Rows per epoch before the ranks' shares: ``n``, or as many as ``base`` holds."""
+        return self.n if self.base is None else len(self.base)
+
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        """This rank's positions (of the ``n``) for ``epoch``, in order."""
+        if self.sampler == "balanced" or (self.balanced_from is not None and epoch >= self.balanced_from):
+            labels = self.labels if self.base is None else self.labels[self.base]
+            order = balanced_order(labels, self.seed, epoch)
+        else:
+            order = epoch_order(self.size, self.seed, epoch, self.shuffle)
+        if self.base is not None:
+            order = self.base[order]
+        return rank_rows(order, self.rank, self.world_size, self.last)
+
+    def batches(self, rows: np.ndarray) -> list[np.ndarray]:
+        """An epoch's rows cut into batches (the last one dropped or padded as ``last`` says); each batch's rows
+        sorted into storage order, so that reading them walks the memory map forwards (which rows share a batch
+        is what the order decides)."""
+        cut = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        if cut and len(cut[-1]) < self.batch_size:
+            if self.last == "drop":
+                cut.pop()
+            elif self.last == "pad":
+                cut[-1] = np.resize(np.concatenate([cut[-1], rows]), self.batch_size)
+        return [np.sort(batch) for batch in cut]
+
+    def __len__(self) -> int:
+        """Batches per epoch, from the counts alone (as ``rank_rows`` and ``batches`` cut them)."""
+        n, world = self.size, self.world_size
+        rows = n // world if self.last == "drop" else -(-n // world)
+        return rows // self.batch_size if self.last == "drop" else -(-rows // self.batch_size)

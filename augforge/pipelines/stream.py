@@ -32,6 +32,11 @@ Epochs:
 
 A background thread feeds DALI, which decodes and augments, up to ``prefetch`` batches ahead; with
 ``reader_workers=N`` DALI's parallel external_source reads the shards in N processes instead.
+
+The loader is made of parts, each tested on its own: the row order (``augforge.pipelines.order.RowOrder``:
+pure, no dataset), the reader (``row_reader``: shards -> payload rows, in a thread or reader processes), the
+augmenter (``batch_augment``: ops -> backend -> mixing) and the collation (``collate``: text encoding, dtype).
+``open_loader`` checks its options (``loader_options.LoaderOptions``) and composes them.
 Raw-pixel batches without ops are a memory copy each: they are made when asked, in the consumer's
 thread, in groups of about ``GROUP_BYTES`` (one copy or gather per group). ``stats()`` reports how
 long the consumer waited for each batch.
@@ -42,127 +47,131 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from augforge.augment.backend import image_augmenter
-from augforge.augment.image_ops import check_op_list, evaluation_ops
-from augforge.augment.mix import MixConfig, mix_batch
 from augforge.augment.ops import op_dicts
+from augforge.checks import options_of
 from augforge.datasets import schema as S
-from augforge.datasets.keys import derive_seed
-from augforge.datasets.reader import Dataset
-from augforge.device import choose_device, rank_and_world
 from augforge.errors import AugforgeError
+from augforge.pipelines.batch_augment import BatchAugment
+from augforge.pipelines.collate import Collate
 from augforge.pipelines.fallback import FallbackDataset  # noqa: F401  (its documented path until the next release)
-from augforge.pipelines.loader_ops import resolve_ops
-from augforge.pipelines.shard_images import ShardImages
-from augforge.pipelines.order import LAST, balanced_order, checked_rows, epoch_order, rank_rows
-from augforge.pipelines.text_encoding import encoder_from_spec, fit_encoder
-from augforge.recipe.train import TextOptions
+from augforge.pipelines.loader_options import LoaderOptions, loader_parts
+from augforge.pipelines.order import RowOrder
+from augforge.pipelines.row_reader import ProcessSource, RowReader
 
 _DONE = object()
-#: raw-pixel batches are made in groups of about this many bytes (one gather or copy per group)
-GROUP_BYTES = 8 << 20
-
-
-def _text_encoder(text, dataset_dir):
-    """The loader's text encoder: ``text`` itself (an encoder), one restored from a checkpoint's spec (a
-    dict), or one made from ``TextOptions`` (default: fastText's hashed n-grams), trained on the train
-    split's texts where it learns."""
-    if isinstance(text, dict):
-        return encoder_from_spec(text)
-    if text is not None and not isinstance(text, TextOptions):
-        return text
-    options = text or TextOptions()
-    return fit_encoder(options, "fasttext", Dataset(dataset_dir, "train", verify=False).texts(), None)
 
 
 class Loader:
-    """Batches of one split of a dataset directory, epoch after epoch (see the module docstring)."""
+    """Batches of one split of a dataset directory, epoch after epoch (see the module docstring), composed of
+    its ``reader``, ``order``, ``augment`` (the augmenter) and ``collate`` parts; ``open_loader`` makes them."""
 
-    def __init__(self, dataset_dir, batch_size: int, *, split: str = "train", recipe=None, ops=None,
-                 shuffle: bool = True, seed: int = 0, device: str = "auto", drop_last: bool = False,
-                 last: str | None = None, dtype: str | None = None, rank: int | None = None,
-                 world_size: int | None = None, mix: MixConfig | None = None, prefetch: int = 2,
-                 threads: int | None = None, reader_workers: int = 0, verify: bool = True,
-                 fuse: bool = True, augment: bool | None = None, color: str | None = None,
-                 text=None, bootstrap: int | None = None, sampler: str = "shuffle",
-                 balanced_from: int | None = None, rows=None) -> None:
-        if batch_size < 1:
-            raise AugforgeError(f"batch_size {batch_size}: expected at least 1")
-        last = last or ("drop" if drop_last else "keep")
-        if last not in LAST:
-            raise AugforgeError(f"last={last!r}: expected one of {', '.join(LAST)}")
-        self.dataset = Dataset(dataset_dir, split=split, verify=verify)
-        if len(self.dataset) == 0:
-            raise AugforgeError(f"{dataset_dir}: split {split!r} has no rows")
-        dist_rank, dist_world = rank_and_world()
-        self.rank = dist_rank if rank is None else rank
-        self.world_size = dist_world if world_size is None else world_size
-        if not 0 <= self.rank < self.world_size:
-            raise AugforgeError(f"rank {self.rank} is outside world_size {self.world_size}")
-        self.batch_size, self.shuffle, self.seed, self.last = batch_size, shuffle, seed, last
-        #: whether random ops (and mixing) run: by default on the train split only; evaluation never augments
-        self.augment = split == "train" if augment is None else bool(augment)
-        self.mix = (mix or MixConfig()) if self.augment else MixConfig()
+    def __init__(self, reader: RowReader, order: RowOrder, augment: BatchAugment, collate: Collate, *,
+                 prefetch: int = 2, reader_workers: int = 0) -> None:
+        self.reader, self.order, self.augmenter, self.collate = reader, order, augment, collate
         self.prefetch = max(1, prefetch)
-        if reader_workers < 0:
-            raise AugforgeError(f"reader_workers {reader_workers}: expected 0 (a thread feeds DALI) or more")
         self.reader_workers = reader_workers
         self.epoch, self.position = 0, 0
-        if sampler not in ("shuffle", "balanced"):
-            raise AugforgeError(f"sampler={sampler!r}: expected shuffle or balanced")
-        #: ``balanced``: each epoch draws its rows with replacement, every class equally often (train only)
-        self.sampler = sampler if self.augment else "shuffle"
-        #: deferred re-sampling (``train.rebalance: drs``): class-balanced draws from this epoch on (train only)
-        self.balanced_from = balanced_from if self.augment else None
-        #: ``bootstrap``: the split's rows resampled with replacement once, from that seed (every epoch then
-        #: shuffles the resample), for estimates that include the variance of the training rows
-        self.bootstrap = bootstrap
-        #: ``rows``: the positions of the split this loader covers (all of them by default), e.g. the training
-        #: folds of a cross-fit; bootstrap resamples among them
-        self.rows = None if rows is None else checked_rows(rows, len(self.dataset), f"{dataset_dir} split {split!r}")
-        self._base = self.rows
-        if bootstrap is not None:
-            pool = np.arange(len(self.dataset)) if self.rows is None else self.rows
-            draw = np.random.default_rng([int(bootstrap), 0xB007]).integers(0, len(pool), len(pool))
-            self._base = np.sort(pool[draw])
-        self.payload = self.dataset.payload
-        if reader_workers and self.payload != S.IMAGE:
-            raise AugforgeError(f"reader_workers: {dataset_dir} holds {self.payload} rows; reader processes feed "
-                                "DALI, which only image datasets go through")
-        self.info = self.dataset.manifest.get("payload_info") or {}
-        self.num_classes = len(self.dataset.class_names)
-        self._ops, self.color = resolve_ops(recipe, ops, self.info, self.augment, color)
-        #: the device decision (augforge.device); image batches come out where its DALI pipeline runs
-        self.device = choose_device(device)
-        self._augmenter_args = dict(color=self.color, device=self.device.dali, batch_size=batch_size,
-                                    threads=threads or max(1, torch.get_num_threads()), fuse=fuse)
-        self.dtype = dtype
-        #: text rows: the encoder that turns them into ids (shared by a run's train, val and test loaders)
-        self.encoder = _text_encoder(text, dataset_dir) if self.payload == S.TEXT else None
-        self._pipeline = None  # the image pipeline (augment.backend), built on first use, kept across epochs
-        self._source_next: tuple[int, int] | None = None  # (epoch, position) the parallel source reads next
-        self.images = ShardImages(self.dataset, self.info, self.channels)
-        self._labels: np.ndarray | None = None
+        self._source_next: tuple[int, int] | None = None  # (epoch, position) the reader processes read next
         self._waits: list[float] = []
         self._rows_out = 0
         self._started: float | None = None
 
-    # -- configuration -------------------------------------------------------------------------------
+    # -- what it reads and how ------------------------------------------------------------------------
+
+    @property
+    def dataset(self):
+        """The split's ``Dataset``."""
+        return self.reader.dataset
+
+    @property
+    def payload(self) -> str:
+        """image, text or features."""
+        return self.reader.payload
+
+    @property
+    def info(self) -> dict:
+        """The manifest's payload_info."""
+        return self.reader.info
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the dataset (the width of soft labels)."""
+        return len(self.dataset.class_names)
+
+    @property
+    def encoder(self):
+        """Text rows: the encoder that turns them into ids (shared by a run's train, val and test loaders)."""
+        return self.collate.encoder
 
     @property
     def ops(self) -> tuple:
         """The image ops this loader runs on every batch."""
-        return self._ops
+        return self.augmenter.ops
+
+    @property
+    def color(self) -> str:
+        """The colour mode of image batches (rgb or gray)."""
+        return self.augmenter.color
 
     @property
     def channels(self) -> int:
         """Channels of the image batches (the colour mode's, whatever the stored images have)."""
-        return 1 if self.color == "gray" else 3
+        return self.augmenter.channels
+
+    @property
+    def device(self):
+        """The device decision (augforge.device); image batches come out where its DALI pipeline runs."""
+        return self.augmenter.device
+
+    @property
+    def augment(self) -> bool:
+        """Whether random ops (and mixing) run: by default on the train split only; evaluation never augments."""
+        return self.augmenter.augment
+
+    @property
+    def sampler(self) -> str:
+        """shuffle, or balanced (class-balanced draws with replacement, train only)."""
+        return self.order.sampler
+
+    def set_sampler(self, sampler: str) -> None:
+        """Draw the next epochs with ``sampler`` (cRT retrains the classifier on class-balanced draws)."""
+        self.order = replace(self.order, sampler=sampler, labels=self.reader.labels())
+
+    @property
+    def rows(self) -> np.ndarray | None:
+        """The positions of the split this loader covers (None: all of them)."""
+        return self.order.rows
+
+    @property
+    def size(self) -> int:
+        """Rows per epoch before the ranks' shares: the split's, its ``rows``' or its bootstrap resample's."""
+        return self.order.size
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch."""
+        return self.order.batch_size
+
+    @property
+    def seed(self) -> int:
+        """The seed of the row order and the draws."""
+        return self.order.seed
+
+    @property
+    def rank(self) -> int:
+        """This process's rank."""
+        return self.order.rank
+
+    @property
+    def world_size(self) -> int:
+        """How many processes share each epoch."""
+        return self.order.world_size
 
     def input_spec(self) -> dict:
         """What evaluation needs to feed a model as this loader feeds it (JSON, stored in checkpoints): the
@@ -170,7 +179,7 @@ class Loader:
         encoder (tokenizer, n-gram settings, truncation), for features their width."""
         spec: dict = {"payload": self.payload}
         if self.payload == S.IMAGE:
-            spec.update(color=self.color, channels=self.channels, ops=op_dicts(evaluation_ops(self._ops)))
+            spec.update(color=self.color, channels=self.channels, ops=op_dicts(self.augmenter.evaluation_ops()))
         elif self.payload == S.TEXT:
             spec["text"] = self.encoder.spec()
         else:
@@ -180,39 +189,12 @@ class Loader:
     # -- epochs ---------------------------------------------------------------------------------------
 
     def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
-        """This rank's positions (in the split) for ``epoch``, in order."""
-        epoch = self.epoch if epoch is None else epoch
-        balanced = self.sampler == "balanced" or (self.balanced_from is not None and epoch >= self.balanced_from)
-        if balanced:  # over the bootstrap resample's labels when there is one
-            labels = self._labels_all() if self._base is None else self._labels_all()[self._base]
-            order = balanced_order(labels, self.seed, epoch)
-        else:
-            order = epoch_order(self.size, self.seed, epoch, self.shuffle)
-        if self._base is not None:
-            order = self._base[order]
-        return rank_rows(order, self.rank, self.world_size, self.last)
-
-    def _batches_of(self, rows: np.ndarray) -> list[np.ndarray]:
-        """The epoch's rows cut into batches; each batch's rows sorted into storage order, so that reading
-        them walks the memory map forwards (which rows share a batch is what the shuffle decides)."""
-        cut = [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
-        if cut and len(cut[-1]) < self.batch_size:
-            if self.last == "drop":
-                cut.pop()
-            elif self.last == "pad":
-                cut[-1] = np.resize(np.concatenate([cut[-1], rows]), self.batch_size)
-        return [np.sort(batch) for batch in cut]
-
-    @property
-    def size(self) -> int:
-        """Rows per epoch before the ranks' shares: the split's, its ``rows``' or its bootstrap resample's."""
-        return len(self.dataset) if self._base is None else len(self._base)
+        """This rank's positions (in the split) for ``epoch`` (default: the current one), in order."""
+        return self.order.epoch_rows(self.epoch if epoch is None else epoch)
 
     def __len__(self) -> int:
-        """Batches per epoch, from the counts alone (as ``rank_rows`` and ``_batches_of`` cut them)."""
-        n, world = self.size, self.world_size
-        rows = n // world if self.last == "drop" else -(-n // world)
-        return rows // self.batch_size if self.last == "drop" else -(-rows // self.batch_size)
+        """Batches per epoch, from the counts alone."""
+        return len(self.order)
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its first batch."""
@@ -232,84 +214,49 @@ class Loader:
 
     # -- producing batches ----------------------------------------------------------------------------
 
-    def _augmenter(self):
-        """The image pipeline (DALI's, or the torch one where DALI is absent: ``augforge.augment.backend``),
-        built once per loader (seeded from seed and rank) and kept across epochs."""
-        if self.payload != S.IMAGE or (not self._ops and self.info.get("encoding") == "raw"):
+    def _pipeline(self):
+        """The image pipeline (``BatchAugment.open``), with reader processes as its source when asked for;
+        None where images need none (raw pixels without ops) and for other payloads."""
+        if self.payload != S.IMAGE or not self.augmenter.needed(self.reader.raw):
             return None
-        if self._pipeline is None:
-            check_op_list(self._ops, self._augmenter_args["color"], "loader ops", encoded_output=False)
-            seed = derive_seed(self.seed, "stream", self.rank)
-            raw = self.info.get("encoding") == "raw"
-            source = None
-            if self.reader_workers:
-                source = _BatchReader(str(self.dataset.root), self._reader_config(), self.epoch, self.position, raw)
-                self._source_next = (self.epoch, self.position)
-            self._pipeline = image_augmenter(self._ops, seed=seed, decoded=raw, source=source,
-                                             source_workers=self.reader_workers, **self._augmenter_args)
-        return self._pipeline
+        if self.augmenter.pipeline is None and self.reader_workers:
+            source = ProcessSource(str(self.dataset.root), self.dataset.split, self.order, self.channels,
+                                   (self.epoch, self.position))
+            self._source_next = (self.epoch, self.position)
+            return self.augmenter.open(self.reader.raw, source, self.reader_workers)
+        return self.augmenter.open(self.reader.raw)
 
-    def _reader_config(self) -> dict:
-        """What a reader process needs to cut the same epochs into the same batches."""
-        return dict(batch_size=self.batch_size, split=self.dataset.split, shuffle=self.shuffle, seed=self.seed,
-                    last=self.last, rank=self.rank, world_size=self.world_size, verify=False, color=self.color,
-                    device="cpu", bootstrap=self.bootstrap, rows=self.rows)
+    def _finish(self, x, y, index: int):
+        """A batch's last steps: the dtype cast, then mixing (images)."""
+        x = self.collate.cast(x)
+        if self.payload == S.IMAGE:
+            x, y = self.augmenter.mixed(x, y, self.num_classes, self.epoch, index)
+        return x, y
+
+    def _make_one(self, positions: np.ndarray, pipeline, index: int):
+        """Batch ``index``: its rows read, augmented (images) or collated (features, text)."""
+        if self.payload == S.IMAGE:  # straight from the memory-mapped shards: no Arrow take, no Python bytes
+            x = pipeline.batch_tensor(self.reader.image_inputs(positions))
+            if not pipeline.chw:
+                x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+            return self._finish(x, self.reader.label_batch(positions), index)
+        column, y = self.reader.column(positions)
+        return self._finish(self.collate.column(column, len(positions)), y, index)
 
     def _make_raw(self, batches: list[np.ndarray], index: int) -> list[tuple]:
         """Raw-pixel batches without ops, ``index``, ``index + 1``, ...: a list of (x, y). The group is one
         gather (one copy in order), cut into batches that are views of it."""
-        xs = torch.split(self.images.gather_raw(np.concatenate(batches)), [len(b) for b in batches])
-        labels = self._labels_all()
-        return [self._finish(x.permute(0, 3, 1, 2), torch.from_numpy(labels[b]), index + i)
+        xs = torch.split(self.reader.images.gather_raw(np.concatenate(batches)), [len(b) for b in batches])
+        return [self._finish(x.permute(0, 3, 1, 2), self.reader.label_batch(b), index + i)
                 for i, (x, b) in enumerate(zip(xs, batches))]
-
-    def _raw_group(self) -> int:
-        """How many raw-pixel batches are made together: about GROUP_BYTES' worth, so that a group is one
-        copy in order, one gather call per shard shuffled."""
-        row = self.info["height"] * self.info["width"] * self.info["channels"]
-        return max(1, GROUP_BYTES // (row * self.batch_size))
-
-    def _make_one(self, positions: np.ndarray, augmenter, index: int):
-        if self.payload == S.IMAGE:  # straight from the memory-mapped shards: no Arrow take, no Python bytes
-            y = torch.from_numpy(self._labels_all()[positions])
-            if augmenter.decoded:
-                x = augmenter.batch_tensor(list(self.images.gather_raw(positions).numpy()))
-            else:
-                x = augmenter.batch_tensor(self.images.encoded(positions))
-            if not augmenter.chw:
-                x = x.permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
-            return self._finish(x, y, index)
-        table = self.dataset.take(positions, [self.payload, S.LABEL])
-        y = torch.from_numpy(table.column(S.LABEL).to_numpy().astype(np.int64, copy=True))
-        column = table.column(self.payload)
-        if self.payload == S.FEATURES:
-            values = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            values = values.reshape(len(positions), -1).astype(np.float32, copy=False)
-            x = torch.from_numpy(values if values.flags.writeable else values.copy())  # Arrow's memory is read-only
-        elif self.payload == S.TEXT:
-            x = self.encoder.encode(column.to_pylist())
-        return self._finish(x, y, index)
-
-    def _labels_all(self) -> np.ndarray:
-        if self._labels is None:
-            self._labels = self.dataset.labels()
-        return self._labels
-
-    def _finish(self, x, y, index: int):
-        if self.dtype == "bfloat16" and x.is_floating_point():
-            x = x.to(torch.bfloat16)
-        if self.mix.active and self.payload == S.IMAGE:
-            rng = np.random.default_rng([self.seed, self.rank, self.epoch, index])
-            x, y, _ = mix_batch(x, y, self.num_classes, self.mix, rng)
-        return x, y
 
     def _produce(self, batches: list[np.ndarray], start: int, out: queue.Queue, stop: threading.Event) -> None:
         try:
-            augmenter = self._augmenter()
+            pipeline = self._pipeline()
             for index in range(start, len(batches)):
                 if stop.is_set():
                     return
-                out.put([self._make_one(batches[index], augmenter, index)])
+                out.put([self._make_one(batches[index], pipeline, index)])
             out.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             out.put(exc)
@@ -335,43 +282,45 @@ class Loader:
                     pass
                 worker.join(timeout=0.05)
 
-    def _from_workers(self, batches: list[np.ndarray], augmenter):
+    def _from_workers(self, batches: list[np.ndarray], pipeline):
         """Batches read by DALI's parallel external_source (``reader_workers`` processes, reading ahead) and
         augmented by the pipeline; labels are looked up here from the same cut of the epoch."""
-        labels = self._labels_all()
         for index in range(self.position, len(batches)):
-            x = augmenter.next_batch()
+            x = pipeline.next_batch()
             if x is None or len(x) != len(batches[index]):
                 raise AugforgeError(f"the reader processes gave batch {index} of epoch {self.epoch} out of step")
-            if not augmenter.chw:
+            if not pipeline.chw:
                 x = x.permute(0, 3, 1, 2)
             self._source_next = (self.epoch, index + 1)
-            yield [self._finish(x, torch.from_numpy(labels[batches[index]]), index)]
-        if augmenter.next_batch() is not None:  # the source ends its epoch here, and the pipeline resets
+            yield [self._finish(x, self.reader.label_batch(batches[index]), index)]
+        if pipeline.next_batch() is not None:  # the source ends its epoch here, and the pipeline resets
             raise AugforgeError(f"the reader processes gave more batches than epoch {self.epoch} has")
         self._source_next = (self.epoch + 1, 0)
 
     def _inline(self, batches: list[np.ndarray]):
         """Groups of raw-pixel batches made when asked, in the consumer's thread: each is a memory copy,
         which a hand-over between threads would cost more than it hides."""
-        group = self._raw_group()
+        group = self.reader.raw_group(self.batch_size)
         for index in range(self.position, len(batches), group):
             yield self._make_raw(batches[index : index + group], index)
 
+    def _items(self, batches: list[np.ndarray]):
+        """The epoch's batches, in groups (lists), from where they are made."""
+        if self._source_next not in (None, (self.epoch, self.position)):
+            self.augmenter.close()  # its source's workers read ahead from elsewhere: start them afresh
+            self._source_next = None
+        pipeline = self._pipeline()
+        if self.payload == S.IMAGE and pipeline is None:
+            return self._inline(batches)
+        if pipeline is not None and pipeline.source is not None:
+            return self._from_workers(batches, pipeline)
+        return self._from_thread(batches)
+
     def __iter__(self):
-        batches = self._batches_of(self.rows_of_epoch())
+        batches = self.order.batches(self.rows_of_epoch())
         if self._started is None:
             self._started = time.perf_counter()
-        if self._source_next not in (None, (self.epoch, self.position)):
-            self._pipeline.close()  # its source's workers read ahead from elsewhere: start them afresh
-            self._pipeline, self._source_next = None, None
-        augmenter = self._augmenter() if self.payload == S.IMAGE else None
-        if self.payload == S.IMAGE and augmenter is None:
-            items = self._inline(batches)
-        elif augmenter is not None and augmenter.source is not None:
-            items = self._from_workers(batches, augmenter)
-        else:
-            items = self._from_thread(batches)
+        items = self._items(batches)
         try:
             while True:
                 waited = time.perf_counter()
@@ -400,39 +349,9 @@ class Loader:
                 "wait_fraction": float(waits.sum() / wall) if wall else 0.0}
 
 
-class _BatchReader:
-    """The callback of DALI's parallel external_source: batch ``iteration`` of the source's epoch
-    ``epoch_idx``, read in a worker process from the memory-mapped shards.
-
-    It holds plain settings only (picklable for spawned workers) and cuts epochs exactly as the loader
-    does: epoch ``start_epoch + epoch_idx``, whose first epoch starts at batch ``start_position``.
-    """
-
-    def __init__(self, dataset_dir: str, config: dict, start_epoch: int, start_position: int, raw: bool) -> None:
-        self.dataset_dir, self.config, self.raw = dataset_dir, config, raw
-        self.start_epoch, self.start_position = start_epoch, start_position
-        self._loader = self._epoch = self._batches = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_loader": None, "_epoch": None, "_batches": None}
-
-    def __call__(self, info) -> list[np.ndarray]:
-        if self._loader is None:
-            self._loader = Loader(self.dataset_dir, **self.config)  # no ops: reads, never augments
-        epoch = self.start_epoch + info.epoch_idx
-        if epoch != self._epoch:
-            self._epoch, self._batches = epoch, self._loader._batches_of(self._loader.rows_of_epoch(epoch))
-        index = info.iteration + (self.start_position if info.epoch_idx == 0 else 0)
-        if index >= len(self._batches):
-            raise StopIteration
-        positions = self._batches[index]
-        return list(self._loader.images.gather_raw(positions).numpy()) if self.raw else self._loader.images.encoded(positions)
-
-
-def open_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, shuffle: bool = True,
-                seed: int = 0, device: str = "auto", drop_last: bool = False, **options) -> Loader:
-    """A ``Loader`` over ``dataset_dir`` (see ``Loader`` for the other options: ops, last, dtype, rank,
-    world_size, mix, prefetch, threads, reader_workers, fuse: False runs DALI's own CPU ops instead of the
-    fused pass)."""
-    return Loader(dataset_dir, batch_size, split=split, recipe=recipe, shuffle=shuffle, seed=seed, device=device,
-                  drop_last=drop_last, **options)
+def open_loader(dataset_dir: str | Path, batch_size: int, **options) -> Loader:
+    """A ``Loader`` over ``dataset_dir``: ``options`` are ``LoaderOptions``' (split, recipe or ops, shuffle,
+    seed, device, last / drop_last, dtype, rank, world_size, mix, prefetch, threads, reader_workers, verify,
+    fuse, augment, color, text, bootstrap, sampler, balanced_from, rows); a name that is none of them is
+    refused in one line."""
+    return Loader(**loader_parts(dataset_dir, batch_size, options_of(LoaderOptions, options, "open_loader")))

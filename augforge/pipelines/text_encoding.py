@@ -22,7 +22,7 @@ counts the rows that lose tokens; ``augforge train`` reports it per split.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ import xxhash
 
 from augforge.augment.words import tokenize
 from augforge.errors import AugforgeError, first_line
-from augforge.models.text_encoder import local_tokenizer
+from augforge.models import model_options
+from augforge.models.text_encoder import local_config, local_tokenizer
 from augforge.recipe.train import TEXT_TOKENIZERS, TextOptions
 
 TOKENIZERS = ("bpe", "wordpiece", "word")
@@ -245,6 +246,31 @@ def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_
         return TokenizerEncoder(options, tokenizer, "file")
     size = options.vocab_size or vocab_size or 16_000
     return train_tokenizer(train_texts, options, kind, int(size))
+
+
+def text_encoder_for(text, model: str = "fasttext", overrides: dict | None = None, train_texts=None) -> _Encoder:
+    """The one place a text encoder is chosen. ``text``: an encoder (used as it is), a checkpoint's spec (a
+    dict: restored, nothing refitted), or ``TextOptions`` (None: the defaults) made for ``model`` with its
+    options (its defaults, then ``overrides``): the model's ``max_len`` caps ``max_tokens``, a text_encoder
+    brings its own tokenizer and position limit, and a tokenizer that learns is trained on ``train_texts()``
+    (called only then), as large as the model's ``vocab_size`` unless ``train.text.vocab_size`` says."""
+    if isinstance(text, dict):
+        return encoder_from_spec(text)
+    if text is not None and not isinstance(text, TextOptions):
+        return text
+    options = text or TextOptions()
+    overrides = overrides or {}
+    defaults = {**model_options(model), **overrides}
+    if isinstance(defaults.get("max_len"), int):
+        options = replace(options, max_tokens=min(options.max_tokens, defaults["max_len"]))
+    if model == "text_encoder":
+        limit = local_config(defaults.get("path")).get("max_position_embeddings")
+        options = replace(options, path=str(defaults.get("path") or ""),
+                          max_tokens=min(options.max_tokens, int(limit or options.max_tokens)))
+    learns = options.kind_for(model) in TOKENIZERS
+    texts = train_texts() if learns and train_texts is not None else []
+    size = overrides.get("vocab_size")
+    return fit_encoder(options, model, texts, size if isinstance(size, int) else None)
 
 
 def encoder_from_spec(spec: dict) -> _Encoder:

@@ -19,6 +19,7 @@ from augforge.checks import Checker, RecipeError
 from augforge.errors import AugforgeError
 from augforge.paths import resolved
 from augforge.recipe.augment import AugmentSpec, parse_augment
+from augforge.recipe.changes import apply_changes
 from augforge.recipe.clean import CLEAN_KEYS, CleanSpec, parse_clean
 from augforge.recipe.output import OutputSpec, parse_output
 from augforge.recipe.source import SourceSpec, parse_source, payload_of
@@ -43,12 +44,18 @@ class Recipe:
     clean: CleanSpec = CleanSpec()
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunSpec = field(default_factory=RunSpec)
+    base: str = "."  # the folder the recipe's relative paths are taken from (its file's)
+
+    def with_changes(self, changes) -> "Recipe":
+        """This recipe with ``changes`` applied (``{key path: value}`` or (path, value) pairs, ``REMOVE`` to
+        delete: ``augforge.recipe.changes``), validated again; an error names the path or the recipe key."""
+        return parse_recipe(apply_changes(self.data, changes), self.file, self.base)
 
     def fingerprint_parts(self) -> dict:
         """What in the recipe determines the built rows: not where they are written, nor how they are trained
         on; the source path resolved (a moved recipe naming the same data by another spelling builds the same)."""
         parts = asdict(self)
-        for key in ("file", "data", "train", "run"):
+        for key in ("file", "data", "train", "run", "base"):
             parts.pop(key)
         if not self.clean.active:  # no audit-based cleaning: the rows (and the fingerprint) are as before it existed
             parts.pop("clean")
@@ -108,6 +115,7 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
         data=raw,
         train=train,
         run=run,
+        base=str(base),
     )
     check_op_list(recipe.train_ops, recipe.augment.color, file, encoded_output=False)
     return recipe

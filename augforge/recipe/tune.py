@@ -1,14 +1,26 @@
 """The recipe's ``tune:`` section: the metric ``augforge tune`` optimises and its search space, keyed by
-recipe path (``augforge.train.tune`` runs the study)."""
+recipe path, list items included (``augment.image[2].degrees``; ``augforge.experiments.tune`` runs the study)."""
 
 from __future__ import annotations
 
 import math
 
 from augforge.checks import RecipeError
+from augforge.errors import AugforgeError
+from augforge.recipe.changes import parse_path
 from augforge.recipe.train import METRICS
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
+
+
+def _is_path(path: str) -> bool:
+    """Whether ``path`` reads as a key path (``augforge.recipe.changes.parse_path``)."""
+    try:
+        parse_path(path)
+    except AugforgeError:
+        return False
+    return True
+
 
 def parse_space(tune, where: str = "tune") -> tuple[str, dict]:
     """(metric, {path: (kind, values)}) of a ``tune:`` mapping; errors name their place."""
@@ -23,8 +35,8 @@ def parse_space(tune, where: str = "tune") -> tuple[str, dict]:
     space = {}
     for path, spec in tune["space"].items():
         place = f"{where}.space.{path}"
-        if not isinstance(path, str) or not all(path.split(".")) or "." not in path:
-            raise RecipeError(f"{place}: expected a recipe path like train.lr")
+        if not isinstance(path, str) or "." not in path or not _is_path(path):
+            raise RecipeError(f"{place}: expected a recipe path like train.lr or augment.image[2].degrees")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
             raise RecipeError(f"{place}: expected one of {{{', '.join(k + ': ...' for k in KINDS)}}}, got {spec!r}")
         kind, values = next(iter(spec.items()))

@@ -1,1 +1,3 @@
-"""Training: the loop, runs (checkpoint, data, restore), ablations, tuning, export and int8 quantization."""
+"""Training one run: the loop, losses, optimizers, schedules, metrics, checkpoints, restore, the run's data and
+``run.train_recipe``. Experiments that train many runs live in ``augforge.experiments``; export and
+quantization in ``augforge.deploy``."""

@@ -1,19 +1,16 @@
 """Checkpoints of a run: written atomically, read with ``weights_only=True``, and the training settings they
-record, so that a resume under other settings is refused naming what changed."""
+record (``augforge.recipe.settings``), so that a resume under other settings is refused naming what changed."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from augforge.atomic import atomic_path
-from augforge.augment.ops import op_dicts
 from augforge.errors import AugforgeError, OptionError, first_line
-from augforge.recipe import Recipe
-from augforge.recipe.train import RunSpec, TrainConfig
+from augforge.recipe.settings import default_training_settings
 from augforge.train.loop import Trainer
 
 
@@ -69,27 +66,6 @@ def restore_trainer(trainer: Trainer, state: dict) -> None:
     torch.set_rng_state(state["rng"])
 
 
-def training_settings(recipe: Recipe) -> dict:
-    """Every setting of the ``train:`` section that shapes training, keyed ``train.<key>`` (JSON values); a
-    checkpoint stores them, and a resume under other settings is refused naming the keys that differ.
-    Settings that only change logging (tensorboard, log_every, shots) and the device and threads are left out."""
-
-    run = {k: v for k, v in asdict(recipe.run).items()
-           if k not in ("tensorboard", "log_every", "device", "threads", "shots")}
-    run["stream"] = op_dicts(recipe.train_ops)
-    return _keyed({**asdict(recipe.train), **run})
-
-
-def _keyed(settings: dict) -> dict:
-    """Settings keyed ``train.<key>``, in key order, with JSON values (as checkpoints store them)."""
-    return {f"train.{k}": json.loads(json.dumps(v)) for k, v in sorted(settings.items())}
-
-
-def _default_settings() -> dict:
-    """The training settings of an empty recipe, keyed as ``training_settings`` keys them."""
-    return _keyed({**asdict(TrainConfig()), **asdict(RunSpec())})
-
-
 def check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, log) -> None:
     """Refuse to resume under other training settings (naming them), unless ``allow_changes``."""
     stored = state.get("settings")
@@ -100,7 +76,7 @@ def check_resume(path: Path, state: dict, settings: dict, allow_changes: bool, l
         log("resuming a checkpoint that records no training settings")
         return
     # a setting newer than the checkpoint is no change where it holds its default (the old code's behaviour)
-    defaults = _default_settings()
+    defaults = default_training_settings()
     changed = [k for k in sorted(set(stored) | set(settings))
                if stored.get(k, defaults.get(k)) != settings.get(k)]
     if not changed:

@@ -4,20 +4,16 @@ encoder and token statistics."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from augforge.datasets.reader import Dataset
 from augforge.datasets.writer import OtherDataset
 from augforge.device import Device
 from augforge.errors import AugforgeError
-from augforge.models import model_options
-from augforge.models.text_encoder import local_config
 from augforge.pipelines.build import build
 from augforge.pipelines.stream import open_loader
-from augforge.pipelines.text_encoding import fit_encoder, lengths_summary
+from augforge.pipelines.text_encoding import lengths_summary, text_encoder_for
 from augforge.recipe import Recipe
-from augforge.recipe.train import RunSpec
 from augforge.train.long_tail import deferred_sampling
 
 
@@ -38,11 +34,14 @@ def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device, tra
     """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
     (``Recipe.train_ops``), mixing and its sampler; val and test (None where the data has no such split)
     only the deterministic part, in storage order, on every row. Text splits share one encoder, made for
-    the recipe's model (``text_encoder``). ``train_rows``: the train positions to train on (a cross-fit's
+    the recipe's model (``text_encoder_for``). ``train_rows``: the train positions to train on (a cross-fit's
     training folds); all by default."""
     run = recipe.run
     ops = recipe.train_ops or None
-    text = text_encoder(run, data) if manifest.get("payload") == "text" else None
+    text = None
+    if manifest.get("payload") == "text":  # train.text for the run's model, fitted on the train split if it learns
+        text = text_encoder_for(run.text, run.model, run.model_options,
+                                lambda: Dataset(data, "train", verify=False).texts())
     loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
                          bootstrap=run.bootstrap, sampler=run.sampler,
                          balanced_from=deferred_sampling(recipe.train), rows=train_rows)
@@ -51,24 +50,6 @@ def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device, tra
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
     test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
     return loader, val, test
-
-
-def text_encoder(run: RunSpec, data: Path):
-    """The text encoder of a run: ``train.text`` for its model (fastText: hashed n-grams; a text_encoder:
-    its own tokenizer; others: a tokenizer trained on the train split, as large as the model's
-    ``vocab_size`` unless ``train.text.vocab_size`` says), truncating to at most the model's ``max_len``."""
-    defaults = {**model_options(run.model), **run.model_options}
-    options = run.text
-    if isinstance(defaults.get("max_len"), int):
-        options = replace(options, max_tokens=min(options.max_tokens, defaults["max_len"]))
-    if run.model == "text_encoder":
-        limit = local_config(defaults.get("path")).get("max_position_embeddings")
-        options = replace(options, path=str(defaults.get("path") or ""),
-                          max_tokens=min(options.max_tokens, int(limit or options.max_tokens)))
-    kind = options.kind_for(run.model)
-    texts = Dataset(data, "train", verify=False).texts() if kind in ("bpe", "wordpiece", "word") else []
-    size = run.model_options.get("vocab_size")
-    return fit_encoder(options, run.model, texts, size if isinstance(size, int) else None)
 
 
 def text_stats(loader, val, test, log) -> dict:

@@ -85,7 +85,7 @@ def retrain_classifier(model: nn.Module, loader, config: TrainConfig, epochs: in
     stage = replace(config, epochs=epochs, loss=LossSpec(), rebalance=None, class_weights="none", swa_start=None,
                     ema_decay=None, posthoc_tau=None, decouple=None, warmup=0.0, accumulate=1)
     trainer = Trainer(wrapped, stage, len(loader), device=device)
-    loader.sampler = "balanced"
+    loader.set_sampler("balanced")
     trainer.fit(loader)
     for param in out.parameters():
         param.requires_grad_(True)

@@ -8,6 +8,10 @@ read back with ``weights_only=True``), and ``summary.json`` with the final test 
 The dataset: the recipe's ``output.dir`` (or ``--data``). A complete build of the same recipe is
 reused; a missing or interrupted one is built (or resumed); a build of a *different* recipe is refused
 unless ``--rebuild`` is given, which rebuilds it.
+
+A run reads top to bottom as nanoGPT's train.py does (``train_recipe``): open the data, start (or resume) the
+trainer, train and validate epoch after epoch, then deliver the model (decoupling, post-hoc adjustment, the
+final metrics) and write it. Each step is a method of ``Run``.
 """
 
 from __future__ import annotations
@@ -15,19 +19,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from typing import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from augforge.atomic import atomic_path, write_json
+from augforge.checks import options_of
 from augforge.datasets.manifest import read_manifest
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError, OptionError
 from augforge.recipe import Recipe
 from augforge.recipe.train import METRICS, RunSpec
-from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint, \
-    training_settings
+from augforge.recipe.settings import training_settings
+from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint
 from augforge.train.compute import end_distributed, init_distributed, set_threads
 from augforge.train.data import ensure_dataset, open_loaders, text_stats
 from augforge.train.decouple import decouple
@@ -38,121 +44,199 @@ from augforge.train.progress import INPUT_BOUND_WARNING, EpochProgress, input_bo
 from augforge.train.restore import model_arch, model_from
 
 
-def train_recipe(recipe: Recipe, run_dir: str | Path, *, data: str | Path | None = None, resume: bool = False,
-                 rebuild: bool = False, workers: int = 2, threads: int | None = None, log=print,
-                 show_progress: bool = False, resume_changed: bool = False, profile: int | None = None,
-                 on_epoch=None, train_rows=None) -> dict:
-    """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory.
+@dataclass
+class RunOptions:
+    """How ``train_recipe`` runs a recipe (what it trains is the recipe's): ``data`` (the dataset directory;
+    default the recipe's output.dir), ``resume`` (from checkpoints/last.pt; ``resume_changed``: also under changed
+    settings), ``rebuild`` (a dataset of another recipe), build ``workers``, torch ``threads``, ``log``,
+    ``show_progress`` (a bar rather than lines), ``profile`` (that many steps of the first epoch:
+    ``augforge.train.profile``), ``on_epoch`` (called with each epoch's record after its checkpoint is written:
+    ``augforge tune`` prunes there), ``train_rows`` (train on these positions of the train split only:
+    ``augforge crossfit``'s folds)."""
+
+    data: str | Path | None = None
+    resume: bool = False
+    resume_changed: bool = False
+    rebuild: bool = False
+    workers: int = 2
+    threads: int | None = None
+    log: Callable = print
+    show_progress: bool = False
+    profile: int | None = None
+    on_epoch: Callable | None = None
+    train_rows: object = None
+
+
+def train_recipe(recipe: Recipe, run_dir: str | Path, **options) -> dict:
+    """Build or reuse the dataset, train with the recipe's ``train:`` section, and write the run directory;
+    the summary (``options``: ``RunOptions``).
 
     One device decision (``train.device``) places the loader's batches, the model, mixed precision and
     every evaluation. Validation and test batches get only the deterministic part of the training ops,
-    and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics.
-    ``profile``: profile that many steps of the first epoch (``augforge.train.profile``). ``on_epoch``:
-    called with each epoch's record after its checkpoint is written (``augforge tune`` prunes there).
-    ``train_rows``: train on these positions of the train split only (``augforge crossfit``'s folds)."""
-    config, run = recipe.train, recipe.run
-    device = choose_device(run.device)
-    device.check_precision(config.precision)
-    threads = set_threads(threads or run.threads)
-    rank, world = init_distributed(device)
-    lead = rank == 0  # only the first process builds, logs and writes
-    log = log if lead else (lambda _: None)
-    run_dir = Path(run_dir)
-    data = Path(data or recipe.output.dir or run_dir / "data")
-    started = time.perf_counter()
+    and the checkpoints carry that preprocessing, so ``evaluate_checkpoint`` reproduces the test metrics."""
+    run = Run(recipe, run_dir, options_of(RunOptions, options, "train_recipe"))
+    run.open_data()
+    run.start()
+    while run.trainer.epoch < recipe.train.epochs:
+        record = run.train_epoch()
+        if run.lead and run.end_epoch(record):  # validated, recorded, checkpointed; True: early stopping
+            break
+    return run.finish()
 
-    manifest = _dataset_for_every_rank(recipe, data, rebuild, workers, log, lead, world)
-    class_names = manifest["class_names"]
-    torch.manual_seed(run.seed)
-    loader, val, test = open_loaders(recipe, data, manifest, device, train_rows)
-    arch = model_arch(run, manifest, config, loader.encoder)
-    spec = loader.input_spec()
-    log(f"device: {device}; threads: {threads}")
-    texts = text_stats(loader, val, test, log) if loader.encoder is not None else None
 
-    counts = run_counts(config, manifest)
-    if uses_long_tail(config):
-        log(f"priors: {counts['what']}: " + ", ".join(f"{n} {c}" for n, c in zip(class_names, counts["priors"])))
+class Run:
+    """One training run of a recipe in ``run_dir``; ``train_recipe`` calls its steps in order."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, options: RunOptions) -> None:
+        self.recipe, self.options, self.config, self.spec_of_run = recipe, options, recipe.train, recipe.run
+        self.device = choose_device(recipe.run.device)
+        self.device.check_precision(self.config.precision)
+        self.threads = set_threads(options.threads or recipe.run.threads)
+        self.rank, self.world = init_distributed(self.device)
+        self.lead = self.rank == 0  # only the first process builds, logs and writes
+        self.log = options.log if self.lead else (lambda _: None)
+        self.run_dir = Path(run_dir)
+        self.data = Path(options.data or recipe.output.dir or self.run_dir / "data")
+        self.started = time.perf_counter()
+
+    def open_data(self) -> None:
+        """Build or reuse the dataset; open its loaders; the model's architecture, the input spec, the text
+        statistics and the class counts that the long-tail options use."""
+        recipe, config, run = self.recipe, self.config, self.spec_of_run
+        manifest = _dataset_for_every_rank(recipe, self.data, self.options.rebuild, self.options.workers, self.log,
+                                           self.lead, self.world)
+        self.class_names = manifest["class_names"]
+        torch.manual_seed(run.seed)
+        self.loader, self.val, self.test = open_loaders(recipe, self.data, manifest, self.device,
+                                                        self.options.train_rows)
+        self.arch = model_arch(run, manifest, config, self.loader.encoder)
+        self.spec = self.loader.input_spec()
+        self.log(f"device: {self.device}; threads: {self.threads}")
+        text = self.loader.encoder is not None
+        self.texts = text_stats(self.loader, self.val, self.test, self.log) if text else None
+        self.counts = run_counts(config, manifest)
+        if uses_long_tail(config):
+            self.log(f"priors: {self.counts['what']}: "
+                     + ", ".join(f"{n} {c}" for n, c in zip(self.class_names, self.counts["priors"])))
+        _check_auto_tau(config, self.val)
+
+    def start(self) -> None:
+        """The trainer, fresh or resumed from ``checkpoints/last.pt``; the run's files and profiler."""
+        self.trainer = _make_trainer(self.recipe, self.arch, self.counts["priors"], len(self.loader), self.device,
+                                     self.world)
+        self.settings = training_settings(self.recipe)
+        self.best, self.spec = _resume_or_start(self.trainer, self.loader, self.run_dir, self.options.resume,
+                                                self.options.resume_changed, self.settings, self.spec, self.lead,
+                                                self.log)
+        self.files = _RunFiles(self.run_dir, tensorboard=self.lead and self.spec_of_run.tensorboard)
+        profile = self.options.profile
+        self.profiler = _profiler(self.run_dir, profile, self.device) if profile and self.lead else None
+        self.since_best, self.training = 0, time.perf_counter()
+
+    def train_epoch(self) -> dict:
+        """One pass over the train loader; the epoch's record."""
+        progress = ("bar" if self.options.show_progress else "lines") if self.lead else "off"
+        return _train_epoch(self.trainer, self.loader, progress, self.spec_of_run.log_every, self.profiler, self.log,
+                            self.world, self.training)
+
+    def end_epoch(self, record: dict) -> bool:
+        """Validate, append the record, write the checkpoints (``best.pt`` when validation improved), log, call
+        ``on_epoch``; True when early stopping ends the run."""
+        run = self.spec_of_run
+        if self.val is not None:
+            measured = _evaluate(self.trainer.model, self.val, self.class_names, self.trainer, self.arch)
+            self.spec["shape"] = measured.pop("input_shape", None)
+            record["val"] = {k: v for k, v in measured.items() if k != "confusion"}
+        score = record.get("val", {}).get(run.early_metric)
+        improved = score is not None and (self.best is None or score > self.best)
+        self.best, self.since_best = (score, 0) if improved else (self.best, self.since_best + 1)
+        self.files.record(record)
+        extra = {"best": self.best, "arch": self.arch, "input": self.spec, "settings": self.settings,
+                 "counts": self.counts, "shots": asdict(run.shots)}
+        self.files.checkpoint(self.trainer, self.loader.state_dict(), extra, best_too=improved or self.val is None)
+        _log_epoch(record, score, run, self.device, self.threads, self.loader, self.log)
+        if self.options.on_epoch is not None:
+            self.options.on_epoch(record)
+        if run.patience and self.since_best >= run.patience:
+            self.log(f"early stopping: {run.early_metric} did not improve for {self.since_best} epochs")
+            return True
+        return False
+
+    def finish(self) -> dict:
+        """The delivered model (SWA / EMA average, decoupled classifier, post-hoc adjustment) measured on val and
+        test and written with the summary (first process); the summary ({} on the other ranks)."""
+        self.files.close()
+        self.trainer.finish_swa(self.loader)
+        if not self.lead:
+            end_distributed(self.world)
+            return {}
+        final, stage = self._decoupled(self.trainer.final_model())
+        summary = self._summary_head(stage)
+        adjust = _posthoc(final, self.val, self.counts["priors"], self.class_names, self.trainer,
+                          self.spec_of_run, self.config)
+        if adjust is not None:
+            summary["posthoc"] = adjust
+        offset = None if adjust is None else posthoc_offset(self.counts["priors"], adjust["tau"])
+        groups = shot_groups(self.counts["source"], self.class_names, self.spec_of_run.shots)
+        summary.update(_final_metrics(final, self.val, self.test, self.class_names, self.trainer, self.arch,
+                                      self.spec, offset, groups))
+        if adjust is not None and self.test is not None:
+            plain = _evaluate(final, self.test, self.class_names, self.trainer, self.arch)
+            adjust["unadjusted"] = {k: plain[k] for k in METRICS}
+            self.log(f"post-hoc adjustment: tau {adjust['tau']}; test balanced accuracy "
+                     f"{plain['balanced_accuracy']:.4f} unadjusted, {summary['balanced_accuracy']:.4f} adjusted")
+        if "shots" in summary:
+            self.log(f"test many / medium / few-shot: {shot_line(summary['shots'])}")
+        with atomic_path(self.run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
+            torch.save({"model": final.state_dict(), "arch": self.arch, "input": self.spec, "counts": self.counts,
+                        "shots": asdict(self.spec_of_run.shots),
+                        "posthoc_tau": None if adjust is None else adjust["tau"]}, tmp)
+        write_json(self.run_dir / "summary.json", summary)
+        end_distributed(self.world)
+        return summary
+
+    def _decoupled(self, final) -> tuple:
+        """(the model, the decoupling stage's record or None): ``train.decouple`` re-trains or re-normalises the
+        classifier, with the test metrics before it recorded."""
+        config = self.config
+        if config.decouple is None:
+            return final, None
+        before = None
+        if self.test is not None:
+            before = _evaluate(final, self.test, self.class_names, self.trainer, self.arch)
+        final, stage = decouple(final, config.decouple, config, self.loader, self.val, self.class_names,
+                                self.spec_of_run.early_metric, self.spec_of_run.seed, self.trainer.device)
+        if before is not None:
+            stage["before"] = {k: before[k] for k in METRICS}
+        self.log(f"decoupled the classifier: {stage['mode']}" + (
+            f", tau {stage['tau']}" if "tau" in stage else f", {stage['epochs']} epochs on class-balanced draws"))
+        return final, stage
+
+    def _summary_head(self, stage: dict | None) -> dict:
+        """The summary's run facts: wall time, input-bound share, epochs, model, device, data, config, and the
+        cross-fit rows, text statistics, profile and decoupling where they apply."""
+        summary = {"wall_s": time.perf_counter() - self.started, "input_bound": self.loader.stats()["wait_fraction"],
+                   "epochs": self.trainer.epoch, "model": self.spec_of_run.model, "device": str(self.device),
+                   "threads": self.threads, "data": os.path.abspath(self.data), "config": asdict(self.config)}
+        if self.options.train_rows is not None:
+            summary["train_rows"] = self.loader.size
+        if self.texts is not None:
+            summary["text"] = self.texts
+        if self.profiler is not None:
+            summary["profile"] = {k: self.profiler.summary[k] for k in ("steps", "wait_share", "trace")}
+        if stage is not None:
+            summary["decouple"] = stage
+        return summary
+
+
+def _check_auto_tau(config, val) -> None:
+    """``auto`` tau (post-hoc or tau-normalisation) is picked on val: refused in one line without a val split."""
     for key, auto in (("posthoc_tau", config.posthoc_tau == "auto"),
                       ("decouple.tau", config.decouple is not None and config.decouple.tau == "auto"
                        and config.decouple.mode == "tau_norm")):
         if auto and val is None:
             raise AugforgeError(f"train.{key}: auto picks tau on the val split, and the dataset has none; set "
                                 "source.val_split, or give tau as a number")
-    trainer = _make_trainer(recipe, arch, counts["priors"], len(loader), device, world)
-    settings = training_settings(recipe)
-    best, spec = _resume_or_start(trainer, loader, run_dir, resume, resume_changed, settings, spec, lead, log)
-    files = _RunFiles(run_dir, tensorboard=lead and run.tensorboard)
-    profiler = _profiler(run_dir, profile, device) if profile and lead else None
-    progress = ("bar" if show_progress else "lines") if lead else "off"
-    since_best, training = 0, time.perf_counter()
-    while trainer.epoch < config.epochs:
-        record = _train_epoch(trainer, loader, progress, run.log_every, profiler, log, world, training)
-        if not lead:
-            continue
-        if val is not None:
-            measured = _evaluate(trainer.model, val, class_names, trainer, arch)
-            spec["shape"] = measured.pop("input_shape", None)
-            record["val"] = {k: v for k, v in measured.items() if k != "confusion"}
-        score = record.get("val", {}).get(run.early_metric)
-        improved = score is not None and (best is None or score > best)
-        best, since_best = (score, 0) if improved else (best, since_best + 1)
-        files.record(record)
-        extra = {"best": best, "arch": arch, "input": spec, "settings": settings, "counts": counts,
-                 "shots": asdict(run.shots)}
-        files.checkpoint(trainer, loader.state_dict(), extra, best_too=improved or val is None)
-        _log_epoch(record, score, run, device, threads, loader, log)
-        if on_epoch is not None:
-            on_epoch(record)
-        if run.patience and since_best >= run.patience:
-            log(f"early stopping: {run.early_metric} did not improve for {since_best} epochs")
-            break
-    files.close()
-    trainer.finish_swa(loader)
-    if not lead:
-        end_distributed(world)
-        return {}
-
-    final = trainer.final_model()
-    stage = None
-    if config.decouple is not None:
-        before = _evaluate(final, test, class_names, trainer, arch) if test is not None else None
-        final, stage = decouple(final, config.decouple, config, loader, val, class_names, run.early_metric,
-                                run.seed, trainer.device)
-        if before is not None:
-            stage["before"] = {k: before[k] for k in METRICS}
-        log(f"decoupled the classifier: {stage['mode']}" + (f", tau {stage['tau']}" if "tau" in stage else
-                                                           f", {stage['epochs']} epochs on class-balanced draws"))
-    summary = {"wall_s": time.perf_counter() - started, "input_bound": loader.stats()["wait_fraction"],
-               "epochs": trainer.epoch, "model": run.model, "device": str(device), "threads": threads,
-               "data": os.path.abspath(data), "config": asdict(config)}
-    if train_rows is not None:
-        summary["train_rows"] = loader.size
-    if texts is not None:
-        summary["text"] = texts
-    if profiler is not None:
-        summary["profile"] = {k: profiler.summary[k] for k in ("steps", "wait_share", "trace")}
-    if stage is not None:
-        summary["decouple"] = stage
-    adjust = _posthoc(final, val, counts["priors"], class_names, trainer, run, config)
-    if adjust is not None:
-        summary["posthoc"] = adjust
-    offset = None if adjust is None else posthoc_offset(counts["priors"], adjust["tau"])
-    groups = shot_groups(counts["source"], class_names, run.shots)
-    summary.update(_final_metrics(final, val, test, class_names, trainer, arch, spec, offset, groups))
-    if adjust is not None and test is not None:
-        plain = _evaluate(final, test, class_names, trainer, arch)
-        adjust["unadjusted"] = {k: plain[k] for k in METRICS}
-        log(f"post-hoc adjustment: tau {adjust['tau']}; test balanced accuracy {plain['balanced_accuracy']:.4f} "
-            f"unadjusted, {summary['balanced_accuracy']:.4f} adjusted")
-    if "shots" in summary:
-        log(f"test many / medium / few-shot: {shot_line(summary['shots'])}")
-    with atomic_path(run_dir / "model.pt") as tmp:  # the weights to use: SWA / EMA average when configured
-        torch.save({"model": final.state_dict(), "arch": arch, "input": spec, "counts": counts,
-                    "shots": asdict(run.shots), "posthoc_tau": None if adjust is None else adjust["tau"]}, tmp)
-    write_json(run_dir / "summary.json", summary)
-    end_distributed(world)
-    return summary
 
 
 def _dataset_for_every_rank(recipe: Recipe, data: Path, rebuild: bool, workers: int, log, lead: bool,

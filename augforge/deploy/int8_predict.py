@@ -1,6 +1,6 @@
 """Class predictions of ONNX models on saved batches: in this process, or in a child process under
 ``qemu-x86_64 -cpu MODEL``, which computes the int8 kernels with that CPU's arithmetic (see
-``augforge.train.int8_target``). ``python -m augforge.train.int8_predict DIR`` is the child's side; it imports
+``augforge.deploy.int8_target``). ``python -m augforge.deploy.int8_predict DIR`` is the child's side; it imports
 only numpy and ONNX Runtime, so that its start under emulation stays short."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def predict(models: dict[str, str | Path], batches: list[tuple], where: str = "n
         spec = {"models": {name: str(path) for name, path in models.items()}, "batches": len(batches),
                 "arity": len(batches[0]) if batches else 0}
         (folder / SPEC).write_text(json.dumps(spec), encoding="utf-8")
-        command = [*where.split(), sys.executable, "-m", "augforge.train.int8_predict", str(folder)]
+        command = [*where.split(), sys.executable, "-m", "augforge.deploy.int8_predict", str(folder)]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if line.strip() and "TCG doesn't support" not in line]

@@ -1,6 +1,6 @@
 """`augforge quantize RUN_DIR`: int8 with ONNX Runtime's static QDQ quantization, measured against float.
 
-The path: the run's model is exported to ONNX (``augforge.train.export``), pre-processed (shape
+The path: the run's model is exported to ONNX (``augforge.deploy.export``), pre-processed (shape
 inference, graph optimisation), calibrated on ``--calib-batches`` training batches (min-max of the
 activations), and quantized statically to QDQ with per-channel int8 weights and uint8 activations,
 ONNX Runtime's current, non-deprecated path on a CPU. (torchao's PT2E flow is the other current path;
@@ -14,7 +14,7 @@ the command says so and exits non-zero.
 The int8 scheme depends on the CPU the model is meant for (``--target``, ``auto`` = this one): ``u8s8``,
 ``u8s7`` (7-bit weights) or ``u8u8`` are each quantized and compared with the float model on
 ``SELECTION_ROWS`` rows that are not the test split, each with the target's arithmetic (see
-``augforge.train.int8_target``); the scheme that agrees most with the float model is delivered, and the
+``augforge.deploy.int8_target``); the scheme that agrees most with the float model is delivered, and the
 report says which, why, and whether the target is another CPU than this one.
 """
 
@@ -33,12 +33,12 @@ from augforge.datasets.manifest import read_manifest
 from augforge.errors import AugforgeError, OptionError, first_line
 from augforge.pipelines.stream import open_loader
 from augforge.train.checkpoint import load_checkpoint
-from augforge.train.export import export_run, model_inputs, run_files
-from augforge.train.int8_predict import predict, session_feeds
-from augforge.train.int8_target import (choose_scheme, emulator_available, host_cpu, plan_schemes,
+from augforge.deploy.export import export_run, model_inputs, run_files
+from augforge.deploy.int8_predict import predict, session_feeds
+from augforge.deploy.int8_target import (choose_scheme, emulator_available, host_cpu, plan_schemes,
                                         resolve_target, target_warning)
 from augforge.train.metrics import classification_metrics
-from augforge.train.qat import finetune_onnx
+from augforge.deploy.qat import finetune_onnx
 from augforge.train.restore import loader_options
 
 LATENCY_RUNS = 20
@@ -157,7 +157,7 @@ def quantize_run(run: str | Path, out: str | Path | None = None, data: str | Pat
                  qat_lr: float = 1e-4, target: str = "auto", scheme: str = "auto", log=print) -> dict:
     """Quantize a run's model to int8 for the ``target`` CPU and measure it against the float model (see the
     module docstring). ``keep_float`` names blocks of ``FLOAT_BLOCKS`` left in float; ``qat_epochs`` > 0 also
-    fine-tunes with fake quantization (``augforge.train.qat``), and alike in float as the control
+    fine-tunes with fake quantization (``augforge.deploy.qat``), and alike in float as the control
     (``float_finetuned``), and delivers the QAT model when it is more accurate than the post-training one.
     ``scheme`` other than ``auto`` quantizes with that scheme alone (still measured, with the target's
     arithmetic)."""

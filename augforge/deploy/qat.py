@@ -23,7 +23,7 @@ from augforge.atomic import atomic_path
 from augforge.errors import AugforgeError, OptionError, first_line, require_at_least
 from augforge.pipelines.stream import open_loader
 from augforge.train.checkpoint import load_checkpoint
-from augforge.train.export import AsTrained, dynamic_shapes, model_inputs, quiet_loggers
+from augforge.deploy.export import AsTrained, dynamic_shapes, model_inputs, quiet_loggers
 from augforge.train.restore import checkpoint_model_and_loader, loader_options
 
 

@@ -23,7 +23,6 @@ The recipe's ``tune:`` section names the metric and the space, keyed by recipe p
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 from pathlib import Path
@@ -34,12 +33,13 @@ import yaml
 from augforge.atomic import atomic_open
 from augforge.checks import RecipeError
 from augforge.errors import AugforgeError, OptionError
-from augforge.recipe import load_recipe, parse_recipe
+from augforge.recipe import load_recipe
+from augforge.recipe.changes import REMOVE, apply_changes
 from augforge.recipe.tune import parse_space
-from augforge.train.ablate import run_ablation
-from augforge.train.arms import REMOVE, Arm
+from augforge.experiments.ablate import run_ablation
+from augforge.experiments.arms import Arm
 from augforge.train.run import train_recipe
-from augforge.train.tune_report import write_html
+from augforge.experiments.tune_report import write_html
 
 PRUNERS = ("median", "hyperband")
 #: the median pruner prunes nothing until this many trials finished, nor in a trial's first quarter of epochs
@@ -57,25 +57,16 @@ def _suggest(trial, path: str, kind: str, values):
     return trial.suggest_categorical(path, values)
 
 
+def trial_changes(params: dict) -> list:
+    """A trial's parameters as recipe changes (``augforge.recipe.changes``): each ``path: value`` set, the
+    ``tune:`` section removed, and ``none`` for balance.strategy removing the key (no balancing)."""
+    return [("tune", REMOVE)] + [(path, REMOVE if path == "balance.strategy" and value in ("none", None) else value)
+                                 for path, value in params.items()]
+
+
 def apply(data: dict, params: dict) -> dict:
-    """The recipe mapping with each ``path: value`` set (``none`` for balance.strategy removes it), without
-    the ``tune:`` section."""
-    out = copy.deepcopy(data)
-    out.pop("tune", None)
-    for path, value in params.items():
-        *parents, key = path.split(".")
-        node = out
-        for part in parents:
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-            if not isinstance(node, dict):
-                raise RecipeError(f"tune.space.{path}: {part} is not a mapping in the recipe")
-        if path == "balance.strategy" and value in ("none", None):
-            node.pop(key, None)
-        else:
-            node[key] = value
-    return out
+    """The recipe mapping with the trial's parameters applied (``trial_changes``), not validated."""
+    return apply_changes(data, trial_changes(params))
 
 
 def _data_key(data: dict) -> str:
@@ -84,54 +75,48 @@ def _data_key(data: dict) -> str:
     return xxhash.xxh3_64_hexdigest(json.dumps(rest, sort_keys=True, default=str).encode())
 
 
-def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str | None = None,
-                pruner: str = "median", confirm: int = 0, val_split: float = 0.2, log=print) -> dict:
-    """Run (or continue) the study until it has ``trials`` finished trials; write best.yaml, trials.csv and
-    study.html. ``confirm`` >= 2 retrains the original and the best recipe over that many paired seeds
-    (``DIR/confirm``, reused on a rerun) and compares them on the test split. A recipe without
-    ``source.val_split`` is tuned with ``val_split`` of its train split held out for validation; best.yaml
-    and the confirmation keep the recipe's own split (the winner trains on every training row)."""
+def _check_space(recipe, space: dict, held_out: dict) -> None:
+    """Every corner of the space makes a valid recipe; an error names the space's key."""
+    for name, (_, values) in space.items():
+        for value in values:
+            try:
+                recipe.with_changes(trial_changes({**held_out, name: value}))
+            except AugforgeError as exc:
+                why = str(exc).removeprefix(f"{recipe.file}: ")
+                raise RecipeError(f"{recipe.file}: tune.space.{name}: {value!r} makes no valid recipe ({why})") \
+                    from None
+
+
+def _open_study(recipe, out: Path, storage: str | None, pruner: str, log):
+    """The Optuna study in ``storage`` (default ``out/study.db``), created or continued; trials a killed run
+    left running are marked failed (and run again)."""
     import optuna
     from optuna.trial import TrialState
 
-    path = Path(path)
-    recipe = load_recipe(path)
-    raw = recipe.data
-    if "tune" not in raw:
-        raise RecipeError(f"{path}: has no tune: section (the metric and the search space)")
-    metric, space = parse_space(raw["tune"])
-    if confirm and confirm < 2:
-        raise OptionError("{confirm} {value}: a paired comparison needs at least 2 seeds", value=confirm)
-    if not 0 < val_split < 1:
-        raise OptionError("{val_split} {value}: expected a fraction between 0 and 1", value=val_split)
-    held_out = {} if recipe.source.val_split else {"source.val_split": val_split}
-    if held_out:
-        log(f"tune: {path.name} has no source.val_split; the trials hold out {val_split:g} of the train split "
-            "for validation (best.yaml keeps the recipe's split)")
-    if pruner not in PRUNERS:
-        raise OptionError("{pruner} {value!r}: expected one of {choices}", value=pruner, choices=", ".join(PRUNERS))
-    for name, (kind, values) in space.items():  # every corner of the space must make a valid recipe
-        for value in values:
-            parse_recipe(apply(raw, {**held_out, name: value}), str(path), path.parent)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=recipe.data.get("name") or path.stem, storage=storage or f"sqlite:///{out / 'study.db'}",
-        direction="maximize", load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=recipe.seed),
+        study_name=recipe.data.get("name") or Path(recipe.file).stem,
+        storage=storage or f"sqlite:///{out / 'study.db'}", direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=recipe.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS,
                                            n_warmup_steps=recipe.train.epochs // 4) if pruner == "median"
         else optuna.pruners.HyperbandPruner())
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed run left these
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
         log(f"trial {stale.number}: left running by an earlier process; marked failed")
-    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    return study
+
+
+def _objective(recipe, space: dict, held_out: dict, metric: str, out: Path, log):
+    """The study's objective: one trial's recipe (its data in ``out/data/<data hash>``, shared by trials equal
+    there) trained in ``out/trials/<number>``, reported to the pruner every epoch; its validation metric."""
+    import optuna
 
     def objective(trial) -> float:
         params = {name: _suggest(trial, name, kind, values) for name, (kind, values) in space.items()}
-        data = apply(raw, {**held_out, **params})
-        data.setdefault("output", {})["dir"] = str((out / "data" / _data_key(data)).resolve())
-        trial_recipe = parse_recipe(data, str(path), path.parent)
+        changes = trial_changes({**held_out, **params})
+        data_dir = (out / "data" / _data_key(apply_changes(recipe.data, changes))).resolve()
+        trial_recipe = recipe.with_changes(changes + [("output.dir", str(data_dir))])
 
         def report(record: dict) -> None:
             value = record.get("val", {}).get(metric)
@@ -152,6 +137,41 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
         log(f"trial {trial.number}: validation {metric} {value:.4f} {json.dumps(params)}")
         return value
 
+    return objective
+
+
+def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str | None = None,
+                pruner: str = "median", confirm: int = 0, val_split: float = 0.2, log=print) -> dict:
+    """Run (or continue) the study until it has ``trials`` finished trials; write best.yaml, trials.csv and
+    study.html. ``confirm`` >= 2 retrains the original and the best recipe over that many paired seeds
+    (``DIR/confirm``, reused on a rerun) and compares them on the test split. A recipe without
+    ``source.val_split`` is tuned with ``val_split`` of its train split held out for validation; best.yaml
+    and the confirmation keep the recipe's own split (the winner trains on every training row). Space keys
+    are recipe paths, list items included (``augment.image[2].degrees``)."""
+    from optuna.trial import TrialState
+
+    path = Path(path)
+    recipe = load_recipe(path)
+    raw = recipe.data
+    if "tune" not in raw:
+        raise RecipeError(f"{path}: has no tune: section (the metric and the search space)")
+    metric, space = parse_space(raw["tune"])
+    if confirm and confirm < 2:
+        raise OptionError("{confirm} {value}: a paired comparison needs at least 2 seeds", value=confirm)
+    if not 0 < val_split < 1:
+        raise OptionError("{val_split} {value}: expected a fraction between 0 and 1", value=val_split)
+    if pruner not in PRUNERS:
+        raise OptionError("{pruner} {value!r}: expected one of {choices}", value=pruner, choices=", ".join(PRUNERS))
+    held_out = {} if recipe.source.val_split else {"source.val_split": val_split}
+    if held_out:
+        log(f"tune: {path.name} has no source.val_split; the trials hold out {val_split:g} of the train split "
+            "for validation (best.yaml keeps the recipe's split)")
+    _check_space(recipe, space, held_out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    study = _open_study(recipe, out, storage, pruner, log)
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    objective = _objective(recipe, space, held_out, metric, out, log)
     while len(study.get_trials(deepcopy=False, states=done)) < trials:
         study.optimize(objective, n_trials=1, catch=())
     finished = study.get_trials(deepcopy=False, states=done)
@@ -159,12 +179,7 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     with atomic_open(out / "best.yaml") as fh:
         fh.write(yaml.safe_dump(best_recipe(raw, best.params, recipe, out), sort_keys=False))
     records = trial_records(study)
-    with atomic_open(out / "trials.csv") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["number", "state", metric, *space])
-        for t in records:
-            writer.writerow([t["number"], t["state"], "" if t["value"] is None else t["value"],
-                             *(t["params"].get(name, "") for name in space)])
+    _write_trials_csv(out / "trials.csv", records, metric, space)
     pruned = sum(t.state == TrialState.PRUNED for t in finished)
     summary = {"recipe": str(path), "trials": len(finished), "pruned": pruned,
                "best": {"number": best.number, "value": best.value, "params": best.params},
@@ -176,6 +191,16 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     summary["importances"] = importances
     write_html(summary, records, importances, out / "study.html", summary.get("confirm"))
     return summary
+
+
+def _write_trials_csv(path: Path, records: list[dict], metric: str, space: dict) -> None:
+    """trials.csv: one row per trial (number, state, value, each parameter)."""
+    with atomic_open(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["number", "state", metric, *space])
+        for t in records:
+            writer.writerow([t["number"], t["state"], "" if t["value"] is None else t["value"],
+                             *(t["params"].get(name, "") for name in space)])
 
 
 def best_recipe(raw: dict, params: dict, recipe, out: Path) -> dict:
@@ -224,9 +249,7 @@ def param_importances(study, seed: int) -> dict[str, float] | str:
 def confirm_best(recipe, params: dict, out: Path, seeds: int, metric: str, log=print) -> dict:
     """Retrain the original recipe and the best trial's over ``seeds`` paired seeds and compare them on the
     test split with ``augforge ablate``'s statistics (BCa interval of the paired Δ, sign-flip p-value)."""
-    changes = [(name, REMOVE if name == "balance.strategy" and value in ("none", None) else value)
-               for name, value in params.items()]
-    arms = [Arm("baseline", "baseline"), Arm("tuned", "custom", changes)]
+    arms = [Arm("baseline", "baseline"), Arm("tuned", "custom", trial_changes(params)[1:])]
     report = run_ablation(recipe, out, seeds=seeds, metric=metric, arms=arms, log=log)
     tuned = report["arms"][1]
     if tuned["comparison"]:

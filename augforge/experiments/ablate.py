@@ -1,6 +1,6 @@
 """`augforge ablate RECIPE --out DIR`: what each of a recipe's techniques buys, over paired seeds, with intervals.
 
-The arms (``augforge.train.arms``) run over seeds 0..N-1. Seed *s* sets ``train.seed`` (initialisation,
+The arms (``augforge.experiments.arms``) run over seeds 0..N-1. Seed *s* sets ``train.seed`` (initialisation,
 order, online draws) and ``augment.seed`` (the offline copies), the same in every arm; the split and the
 held-out test rows stay the recipe's. ``bootstrap_train`` also resamples the training rows per seed.
 
@@ -10,7 +10,7 @@ skipped when its ``run.json`` names the same fingerprint (a rerun after ``kill -
 finished); ``jobs`` trainings run in parallel processes with the torch threads split between them;
 ``budget_minutes`` stops starting runs once spent.
 
-The statistics (``augforge.train.compare``) and the outputs (``augforge.train.ablate_report``) follow.
+The statistics (``augforge.experiments.compare``) and the outputs (``augforge.experiments.ablate_report``) follow.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from pathlib import Path
 import xxhash
 
 from augforge.atomic import write_json
+from augforge.checks import options_of
 from augforge.datasets.manifest import read_manifest
 from augforge.errors import AugforgeError, OptionError, require_at_least
-from augforge.recipe import Recipe, parse_recipe
+from augforge.recipe import Recipe
+from augforge.recipe.settings import training_settings
 from augforge.recipe.train import METRICS
-from augforge.train.ablate_report import write_html
-from augforge.train.arms import Arm, apply_changes, build_arms
-from augforge.train.checkpoint import training_settings
-from augforge.train.compare import adjust, compare, noise_floor
+from augforge.experiments.ablate_report import write_html
+from augforge.experiments.arms import Arm, build_arms
+from augforge.experiments.compare import adjust, compare, noise_floor
 from augforge.train.data import ensure_dataset
 from augforge.train.run import train_recipe
 
@@ -64,7 +65,6 @@ def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap
                extra: dict | None = None) -> list[Task]:
     """Every (arm, seed) run, each arm's recipe validated (an override naming no recipe key fails here);
     ``extra`` maps (arm name, seed) to more changes (the epochs of equal compute)."""
-    base = Path(recipe.file).parent
     aug = recipe.augment
     copies = aug.mode == "offline" and bool(aug.image or aug.text) and bool(aug.copies or aug.copies_per_class)
     tasks = []
@@ -77,8 +77,7 @@ def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap
                 changes.append(("train.bootstrap", seed))
             changes += (extra or {}).get((arm.name, seed), [])
             try:
-                data = apply_changes(recipe.data, changes)
-                arm_recipe = parse_recipe(data, recipe.file, base)
+                arm_recipe = recipe.with_changes(changes)
             except AugforgeError as exc:
                 raise AugforgeError(f"arm {arm.name}: {exc}") from None
             build_key = _fingerprint(arm_recipe.fingerprint_parts())
@@ -111,14 +110,33 @@ def _curve(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=(), only=(), skip=(), jobs: int = 1,
-                 metric: str = "balanced_accuracy", bootstrap_train: bool = False,
-                 budget_minutes: float | None = None, workers: int = 2, arms: list[Arm] | None = None,
-                 equal_compute: bool = False, log=print) -> dict:
+@dataclass(frozen=True)
+class AblationOptions:
+    """How ``run_ablation`` runs: ``seeds`` paired seeds per arm; the arms (``arms``: given, the first the
+    baseline; else ``build_arms`` of the recipe with ``overrides``, ``only``, ``skip``); ``metric`` compared on
+    test; ``bootstrap_train`` (each seed also resamples the train rows); ``jobs`` parallel runs; ``workers``
+    build workers; ``budget_minutes`` (no new run starts past it); ``equal_compute`` (every arm trains on as
+    many samples as the baseline: ``equal_compute_changes``); ``log``."""
+
+    seeds: int = 10
+    overrides: tuple = ()
+    only: tuple = ()
+    skip: tuple = ()
+    jobs: int = 1
+    metric: str = "balanced_accuracy"
+    bootstrap_train: bool = False
+    budget_minutes: float | None = None
+    workers: int = 2
+    arms: list | None = None
+    equal_compute: bool = False
+    log: object = print
+
+
+def run_ablation(recipe: Recipe, out: str | Path, **options) -> dict:
     """Run (or reuse) every arm at every seed, compare each arm with the baseline, write ``ablation.json`` and
-    ``ablation.html`` into ``out``; the result dict (as written). ``arms`` replaces the arms that
-    ``build_arms`` would make from the recipe and the overrides (the first must be the baseline).
-    ``equal_compute``: every arm trains on as many samples as the baseline (``equal_compute_changes``)."""
+    ``ablation.html`` into ``out``; the result dict (as written). ``options``: ``AblationOptions``."""
+    o = options_of(AblationOptions, options, "run_ablation")
+    seeds, metric, jobs, arms, log, bootstrap_train = o.seeds, o.metric, o.jobs, o.arms, o.log, o.bootstrap_train
     if metric not in METRICS:
         raise OptionError("{metric} {value}: expected one of {choices}", value=metric, choices=", ".join(METRICS))
     if seeds < 2:
@@ -126,14 +144,14 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
     require_at_least("jobs", jobs)
     out = Path(out)
     if arms is None:
-        arms = build_arms(recipe, overrides, only, skip)
+        arms = build_arms(recipe, o.overrides, o.only, o.skip)
     elif not arms or arms[0].kind != "baseline":
         raise AugforgeError("ablate: the first arm must be the baseline")
     tasks = plan_tasks(recipe, arms, out, seeds, bootstrap_train)
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    _build_all(tasks, workers, log)
-    if equal_compute:  # the epochs depend on each build's train rows: planned again once they are built
+    _build_all(tasks, o.workers, log)
+    if o.equal_compute:  # the epochs depend on each build's train rows: planned again once they are built
         tasks = plan_tasks(recipe, arms, out, seeds, bootstrap_train, equal_compute_changes(tasks, log))
     results: dict[tuple[str, int], dict] = {}
     todo = []
@@ -146,11 +164,11 @@ def run_ablation(recipe: Recipe, out: str | Path, *, seeds: int = 10, overrides=
     if results:
         log(f"{len(results)} of {len(tasks)} runs already done (reused)")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    budget = None if budget_minutes is None else budget_minutes * 60.0
+    budget = None if o.budget_minutes is None else o.budget_minutes * 60.0
     stopped = _run_tasks(todo, results, jobs, threads, budget, started, len(tasks), log)
     report = _report(recipe, arms, tasks, results, metric, seeds, bootstrap_train, time.perf_counter() - started,
                      stopped)
-    report["equal_compute"] = equal_compute
+    report["equal_compute"] = o.equal_compute
     write_json(out / "ablation.json", report)
     write_html(report, out / "ablation.html")
     return report

@@ -3,27 +3,22 @@ removed (data-side techniques, regularizers, the schedule, and the long-tail opt
 balanced sampler, DRW / DRS, post-hoc adjustment, decoupling), a plain arm with every technique off, and the
 user's named overrides (``la=train.loss:logit_adjusted`` switches the loss).
 
-Arms are built on the recipe mapping (the YAML as loaded) by key paths such as ``train.lr`` or
-``augment.image[2]``, and every arm is validated by the recipe checker, so an override naming a key the
-recipe does not have fails in one line naming the arm.
+Arms are changes to the recipe by key paths such as ``train.lr`` or ``augment.image[2].degrees``, applied
+by ``Recipe.with_changes`` (``augforge.recipe.changes``), so every arm is validated by the recipe checker and
+an override naming a key the recipe does not have fails in one line naming the arm.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 from dataclasses import dataclass, field
 
 import yaml
 
 from augforge.augment.image_ops import DETERMINISTIC
-from augforge.errors import AugforgeError, OptionError
+from augforge.errors import OptionError
 from augforge.models import model_options
-
-#: a change that removes the key (the recipe's default applies)
-REMOVE = object()
-
+from augforge.recipe.changes import REMOVE
 
 @dataclass
 class Arm:
@@ -36,47 +31,6 @@ class Arm:
     def describe(self) -> list[str]:
         """The recipe diff, one line per change."""
         return [f"{path}: removed" if value is REMOVE else f"{path}: {json.dumps(value)}" for path, value in self.changes]
-
-
-def parse_path(path: str) -> list:
-    """``train.model_options.alpha`` or ``augment.image[2].p`` as a list of keys and indices."""
-    parts: list = []
-    for piece in path.split("."):
-        match = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", piece)
-        if not match:
-            raise AugforgeError(f"{path!r}: not a key path (e.g. train.lr or augment.image[0].p)")
-        parts.append(match.group(1))
-        parts += [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
-    return parts
-
-
-def apply_changes(data: dict, changes: list) -> dict:
-    """A copy of the recipe mapping with ``changes`` applied in order; list items removed from the end first."""
-    out = copy.deepcopy(data)
-    removals = []
-    for path, value in changes:
-        keys = parse_path(path)
-        parent = out
-        for depth, key in enumerate(keys):
-            if isinstance(key, int) and (not isinstance(parent, list) or key >= len(parent)):
-                raise AugforgeError(f"{path}: the recipe has no item [{key}] there")
-            if not isinstance(key, int) and not isinstance(parent, dict):
-                raise AugforgeError(f"{path}: {key!r} would be inside a value, not a section")
-            if depth == len(keys) - 1:
-                break
-            if not isinstance(key, int) and parent.get(key) is None:
-                parent[key] = {}
-            parent = parent[key]
-        if value is REMOVE:
-            removals.append((parent, keys[-1]))
-        else:
-            parent[keys[-1]] = copy.deepcopy(value)
-    for parent, key in sorted(removals, key=lambda r: -r[1] if isinstance(r[1], int) else 0):
-        if isinstance(key, int):
-            del parent[key]
-        else:
-            parent.pop(key, None)
-    return out
 
 
 def parse_override(text: str) -> tuple[str, str, object]:

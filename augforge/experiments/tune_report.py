@@ -10,7 +10,7 @@ import html
 import io
 
 from augforge.atomic import atomic_open
-from augforge.train.ablate_report import delta_text, plus_minus, verdict_text
+from augforge.experiments.ablate_report import delta_text, plus_minus, verdict_text
 
 #: colours of the history chart (the Chromium test looks for the best-so-far line's colour)
 BEST_COLOUR = "#d95f02"

@@ -1,0 +1,120 @@
+"""Every option of ``open_loader``, checked in one place, and the parts of a loader they make: the row order
+(``augforge.pipelines.order.RowOrder``), the reader (``row_reader.RowReader``), the augmenter
+(``batch_augment.BatchAugment``) and the collation (``collate.Collate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from augforge.augment.mix import MixConfig
+from augforge.datasets import schema as S
+from augforge.datasets.reader import Dataset
+from augforge.device import choose_device, rank_and_world
+from augforge.errors import AugforgeError
+from augforge.pipelines.batch_augment import BatchAugment
+from augforge.pipelines.collate import DTYPES, Collate
+from augforge.pipelines.loader_ops import resolve_ops
+from augforge.pipelines.order import SAMPLERS, RowOrder, checked_rows
+from augforge.pipelines.row_reader import RowReader
+from augforge.pipelines.text_encoding import text_encoder_for
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """What ``open_loader`` takes besides the directory and the batch size.
+
+    - which rows: ``split``; ``rows`` (positions of the split: a cross-fit's folds); ``bootstrap`` (the rows
+      resampled with replacement once, from that seed);
+    - their order: ``shuffle``, ``seed``, ``sampler`` (shuffle | balanced: class-balanced draws), ``balanced_from``
+      (deferred re-sampling: balanced from that epoch on), ``rank``/``world_size`` (default: torch.distributed's),
+      ``last`` (keep | drop | pad; ``drop_last`` is ``last="drop"``);
+    - augmentation: ``recipe`` (its training ops) or ``ops`` (op mappings), ``augment`` (random ops and mixing;
+      default: on the train split only), ``color`` (rgb | gray), ``mix`` (MixConfig), ``fuse`` (False runs DALI's
+      own CPU ops instead of the fused pass), ``threads``, ``device`` (the device decision);
+    - reading: ``prefetch`` batches ahead, ``reader_workers`` (DALI reader processes; 0: a thread), ``verify``
+      (shard checksums);
+    - collation: ``dtype`` (bfloat16 for floating batches), ``text`` (an encoder, a checkpoint's spec, or
+      TextOptions; default: fastText's hashed n-grams).
+    """
+
+    split: str = "train"
+    recipe: object = None
+    ops: object = None
+    shuffle: bool = True
+    seed: int = 0
+    device: object = "auto"
+    drop_last: bool = False
+    last: str | None = None
+    dtype: str | None = None
+    rank: int | None = None
+    world_size: int | None = None
+    mix: MixConfig | None = None
+    prefetch: int = 2
+    threads: int | None = None
+    reader_workers: int = 0
+    verify: bool = True
+    fuse: bool = True
+    augment: bool | None = None
+    color: str | None = None
+    text: object = None
+    bootstrap: int | None = None
+    sampler: str = "shuffle"
+    balanced_from: int | None = None
+    rows: object = None
+
+    def __post_init__(self) -> None:
+        if self.reader_workers < 0:
+            raise AugforgeError(f"reader_workers {self.reader_workers}: expected 0 (a thread feeds DALI) or more")
+        if self.sampler not in SAMPLERS:
+            raise AugforgeError(f"sampler={self.sampler!r}: expected shuffle or balanced")
+        if self.dtype not in DTYPES:
+            raise AugforgeError(f"dtype={self.dtype!r}: expected bfloat16, float32 or none")
+
+    @property
+    def augments(self) -> bool:
+        """Whether random ops, mixing and the sampler run: by default on the train split only."""
+        return self.split == "train" if self.augment is None else bool(self.augment)
+
+
+def loader_parts(dataset_dir: str | Path, batch_size: int, options: LoaderOptions) -> dict:
+    """The parts of a loader over ``dataset_dir`` (``Loader``'s keyword arguments): reader, order, augmenter,
+    collation, and how the rows are read (``prefetch``, ``reader_workers``)."""
+    dataset = Dataset(dataset_dir, split=options.split, verify=options.verify)
+    if len(dataset) == 0:
+        raise AugforgeError(f"{dataset_dir}: split {options.split!r} has no rows")
+    if options.reader_workers and dataset.payload != S.IMAGE:
+        raise AugforgeError(f"reader_workers: {dataset_dir} holds {dataset.payload} rows; reader processes feed "
+                            "DALI, which only image datasets go through")
+    info = dataset.manifest.get("payload_info") or {}
+    ops, color = resolve_ops(options.recipe, options.ops, info, options.augments, options.color)
+    augment = BatchAugment(ops, color, choose_device(options.device), options.augments, seed=options.seed,
+                           rank=0, mix=options.mix or MixConfig(), batch_size=batch_size,
+                           threads=options.threads or max(1, torch.get_num_threads()), fuse=options.fuse)
+    reader = RowReader(dataset, augment.channels)
+    order = row_order(reader, batch_size, options)
+    augment.rank = order.rank
+    encoder = None
+    if dataset.payload == S.TEXT:
+        encoder = text_encoder_for(options.text, train_texts=lambda: Dataset(dataset_dir, "train", verify=False).texts())
+    return dict(reader=reader, order=order, augment=augment, collate=Collate(dataset.payload, encoder, options.dtype),
+                prefetch=options.prefetch, reader_workers=options.reader_workers)
+
+
+def row_order(reader: RowReader, batch_size: int, options: LoaderOptions) -> RowOrder:
+    """The loader's ``RowOrder``: its rows (``rows``, ``bootstrap``), this rank's share, and a sampler (the train
+    split's only: evaluation reads every row once, shuffled or not)."""
+    dist_rank, dist_world = rank_and_world()
+    rank = dist_rank if options.rank is None else options.rank
+    world = dist_world if options.world_size is None else options.world_size
+    sampler = options.sampler if options.augments else "shuffle"
+    balanced_from = options.balanced_from if options.augments else None
+    where = f"{reader.dataset.root} split {options.split!r}"
+    rows = None if options.rows is None else checked_rows(options.rows, len(reader.dataset), where)
+    needs_labels = sampler == "balanced" or balanced_from is not None
+    return RowOrder(len(reader.dataset), batch_size, seed=options.seed, shuffle=options.shuffle,
+                    last=options.last or ("drop" if options.drop_last else "keep"), rank=rank, world_size=world,
+                    sampler=sampler, balanced_from=balanced_from, rows=rows, bootstrap=options.bootstrap,
+                    labels=reader.labels() if needs_labels else None)
