@@ -1,7 +1,8 @@
 # make demo: set up .venv and run the main job on the bundled data
 # make test: set up .venv and run the whole test suite (two pytest-xdist workers, a test file per worker)
 # make gpu-check: on a CUDA machine, the GPU-only tests and GPU benchmarks into build/gpu-check/ (or $OUT);
-#                 without a GPU, one line and a dry run of every step
+#                 GPU_CHECK_BUNDLE=DIR installs from an offline bundle (scripts/gpu-bundle.sh) on an air-gapped
+#                 one; without a GPU, one line and a dry run of every step
 VENV ?= .venv
 PY := $(VENV)/bin/python
 AF := $(VENV)/bin/augforge
@@ -36,7 +37,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
-gpu-check: $(STAMP)
+gpu-check:  # sets up .venv only where it needs it: a GPU machine reuses its own torch (and GPU_CHECK_BUNDLE)
 	bash scripts/gpu-check.sh
 
 clean:

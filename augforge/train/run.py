@@ -125,19 +125,50 @@ class Run:
         self.trainer = _make_trainer(self.recipe, self.arch, self.counts["priors"], len(self.loader), self.device,
                                      self.world)
         self.settings = training_settings(self.recipe)
-        self.best, self.spec = _resume_or_start(self.trainer, self.loader, self.run_dir, self.options.resume,
-                                                self.options.resume_changed, self.settings, self.spec, self.lead,
-                                                self.log)
+        self.best = None
+        self._resume_or_refuse()
         self.files = _RunFiles(self.run_dir, tensorboard=self.lead and self.spec_of_run.tensorboard)
         profile = self.options.profile
         self.profiler = _profiler(self.run_dir, profile, self.device) if profile and self.lead else None
         self.since_best, self.training = 0, time.perf_counter()
 
+    def _resume_or_refuse(self) -> None:
+        """Continue from ``checkpoints/last.pt`` (under the same settings unless ``resume_changed``: the best
+        score and input spec come back with it), or start in an empty run directory (a directory holding an
+        earlier run is refused without ``resume``)."""
+        last = self.run_dir / "checkpoints" / "last.pt"
+        if self.options.resume and last.is_file():
+            state = load_checkpoint(last)
+            check_resume(last, state, self.settings, self.options.resume_changed, self.log)
+            restore_trainer(self.trainer, state)
+            self.loader.load_state_dict(state["loader"])
+            self.best = state.get("best")
+            self.spec = state.get("input", self.spec)
+            self.log(f"resumed at epoch {self.trainer.epoch}")
+        elif self.lead and self.run_dir.exists() and any(self.run_dir.iterdir()) and not self.options.resume:
+            raise OptionError("{path}: holds an earlier run; pass {resume} to continue it or choose another "
+                              "{run_dir}", path=self.run_dir)
+        if self.lead:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
     def train_epoch(self) -> dict:
-        """One pass over the train loader; the epoch's record."""
+        """One pass over the train loader with progress (and the profiler on its first steps); the epoch's
+        record with its input-bound share, the world size and the times."""
         progress = ("bar" if self.options.show_progress else "lines") if self.lead else "off"
-        return _train_epoch(self.trainer, self.loader, progress, self.spec_of_run.log_every, self.profiler, self.log,
-                            self.world, self.training)
+        profiling = self.profiler is not None and self.profiler.summary is None
+        epoch_started = time.perf_counter()
+        with EpochProgress(self.trainer, self.loader, progress, self.spec_of_run.log_every, self.log) as batches:
+            record = self.trainer.train_epoch(self.profiler.batches(batches) if profiling else batches)
+        if profiling:
+            from augforge.train.profile import report_lines  # with StepProfiler, only when profiling
+
+            for line in report_lines(self.profiler.finish()):
+                self.log(line)
+        record["input_bound"] = self.loader.stats()["wait_fraction"]
+        record["world_size"] = self.world
+        record["train_s"] = time.perf_counter() - epoch_started  # this epoch's training pass
+        record["elapsed_s"] = time.perf_counter() - self.training  # training (and validation) time so far
+        return record
 
     def end_epoch(self, record: dict) -> bool:
         """Validate, append the record, write the checkpoints (``best.pt`` when validation improved), log, call
@@ -271,54 +302,11 @@ def _posthoc(final, val, counts: list[int], class_names: list[str], trainer: Tra
     return {**pick_tau(logits, true, counts, class_names, run.early_metric), "picked_on": f"val {run.early_metric}"}
 
 
-def _resume_or_start(trainer: Trainer, loader, run_dir: Path, resume: bool, resume_changed: bool,
-                     settings: dict, spec: dict, lead: bool, log) -> tuple:
-    """Continue from ``checkpoints/last.pt`` (under the same settings unless ``resume_changed``), or start in
-    an empty run directory. Returns (best validation score so far, the input spec)."""
-    last = run_dir / "checkpoints" / "last.pt"
-    best = None
-    if resume and last.is_file():
-        state = load_checkpoint(last)
-        check_resume(last, state, settings, resume_changed, log)
-        restore_trainer(trainer, state)
-        loader.load_state_dict(state["loader"])
-        best = state.get("best")
-        spec = state.get("input", spec)
-        log(f"resumed at epoch {trainer.epoch}")
-    elif lead and run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise OptionError("{path}: holds an earlier run; pass {resume} to continue it or choose another {run_dir}",
-                          path=run_dir)
-    if lead:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    return best, spec
-
-
 def _profiler(run_dir: Path, steps: int, device: Device):
     """A profiler of the first ``steps`` steps (torch.profiler: imported only when asked for)."""
     from augforge.train.profile import StepProfiler  # torch.profiler and its trace writer
 
     return StepProfiler(run_dir / "profile", steps, device.torch)
-
-
-def _train_epoch(trainer: Trainer, loader, progress: str, every: float, profiler, log, world: int,
-                 training: float) -> dict:
-    """One pass over the train loader with progress (and the profiler on its first steps); the epoch's
-    record with its input-bound share, the world size, and the times (``training``: when training began)."""
-    epoch_started = time.perf_counter()
-    with EpochProgress(trainer, loader, progress, every, log) as batches:
-        if profiler is not None and profiler.summary is None:
-            batches = profiler.batches(batches)
-        record = trainer.train_epoch(batches)
-    if profiler is not None and profiler.summary is None:
-        from augforge.train.profile import report_lines  # with StepProfiler, only when profiling
-
-        for line in report_lines(profiler.finish()):
-            log(line)
-    record["input_bound"] = loader.stats()["wait_fraction"]
-    record["world_size"] = world
-    record["train_s"] = time.perf_counter() - epoch_started  # this epoch's training pass
-    record["elapsed_s"] = time.perf_counter() - training  # training (and validation) time so far
-    return record
 
 
 class _RunFiles:
