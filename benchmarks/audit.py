@@ -8,6 +8,10 @@
    5 folds) next to the fast model's (``crossfit_noise``).
 2. Image near-duplicates. Textured crops of the sample photos, each with a resized, a JPEG, a brightened and
    a 2-pixel-cropped copy, audited at the default radius: precision and recall of the injected pairs.
+   Then the homogeneous sets (``homogeneous_sets.py``: digits upscaled to 32 px, grey photo crops, glyphs of
+   nine faces) with 2% injected near-copies: the verified pairs against the hash pairs clustered as connected
+   components (the audit before verification), and label issues at 5% and 15% noise on each, with the fast
+   model's own out-of-fold accuracy.
 3. Scale. dHash + the exact radius search over N images (random crops and transforms of the photos), next
    to the all-pairs comparison it replaces (timed on a sample, extrapolated). MinHash LSH over M texts
    (glosses with words dropped and swapped). Time and peak memory (ru_maxrss).
@@ -33,11 +37,16 @@ import polars as pl
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_digits, load_sample_images
 
-from augforge.audit.hashing import hamming, hash_images, near_pairs
+from augforge.audit.clusters import star_clusters
+from augforge.audit.hashing import hamming, hash_images, near_pairs, nearest_pairs
+from augforge.audit.verify import verify_pairs
 from augforge.audit.labels import label_issues, out_of_fold_probabilities
 from augforge.audit.near_text import near_text_pairs
 from augforge.audit.rows import read_rows
-from augforge.audit.run import audit
+from augforge.audit.run import CANDIDATES, RADIUS, audit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import homogeneous_sets as homogeneous  # noqa: E402  (the sets, shared with tests/test_audit.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,6 +162,88 @@ def image_duplicates(tmp: Path) -> dict:
             "clusters_joining_two_originals": wrong, "radius": 10}
 
 
+SETS = {"digits-32px": homogeneous.digits, "photo-crops-28px": homogeneous.crops, "glyphs-28px": homogeneous.glyphs}
+
+
+def _pr(found: set, truth: set) -> tuple[float, float]:
+    hits = len(found & truth)
+    return hits / max(1, len(found)), hits / max(1, len(truth))
+
+
+def homogeneous_duplicates(tmp: Path) -> list[dict]:
+    """Per homogeneous set with 2% injected copies (seeds 0 and 1): the hash pairs as connected components
+    (radius 10, the audit before verification) and the verified pairs in star clusters (the audit now)."""
+    out = []
+    for name, maker in SETS.items():
+        for seed in (0, 1):
+            images, labels, _ = maker()
+            images, labels, pairs, _ = homogeneous.inject_copies(images, labels, max(12, len(images) // 50), seed)
+            truth = {frozenset(p) for p in pairs}
+            hashes = hash_images(images)
+            old = near_pairs(hashes, 10)
+            components = _components(old, len(images))
+            started = time.perf_counter()
+            candidates, has = nearest_pairs(hashes, RADIUS, CANDIDATES)
+            verified, facts = verify_pairs(images, candidates)
+            seconds = time.perf_counter() - started
+            clusters = star_clusters(verified, len(images))
+            found = {frozenset((c[0], m)) for c in clusters for m in c[1:]}
+            before_p, before_r = _pr({frozenset((int(a), int(b))) for a, b, _ in old}, truth)
+            p, r = _pr(found, truth)
+            out.append({"set": name, "seed": seed, "rows": len(images), "injected": len(pairs),
+                        "hash_neighbour_share": round(float(has.mean()), 3),
+                        "before": {"pairs": len(old), "precision": round(before_p, 3), "recall": round(before_r, 3),
+                                   "largest_cluster": max(map(len, components), default=0),
+                                   "redundant_share": round(sum(len(c) - 1 for c in components) / len(images), 3)},
+                        "after": {"candidates": facts["candidates"], "pairs": len(verified), "precision": round(p, 3),
+                                  "recall": round(r, 3), "largest_cluster": max(map(len, clusters), default=0),
+                                  "redundant_share": round(sum(len(c) - 1 for c in clusters) / len(images), 3),
+                                  "seconds": round(seconds, 1)}})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def _components(pairs, n: int) -> list[list[int]]:
+    """Connected components of the pairs (the clustering before star clusters), for the comparison."""
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b, *_ in pairs:
+        parent[root(int(a))] = root(int(b))
+    groups: dict[int, list[int]] = {}
+    for i in {int(v) for p in pairs for v in p[:2]}:
+        groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def homogeneous_labels(tmp: Path) -> list[dict]:
+    """Label issues on the homogeneous sets at 5% and 15% noise (uniform, class-dependent), with the default
+    fast model: precision, recall, and the model's own out-of-fold accuracy (the report shows it, and warns
+    below 0.85)."""
+    from augforge.audit.rows import AuditRows
+
+    out = []
+    for name, maker in SETS.items():
+        images, labels, names = maker()
+        for share in (0.05, 0.15):
+            for kind in ("uniform", "class-dependent"):
+                noisy, truth = homogeneous.flip_labels(labels, share, kind, len(names), seed=0)
+                rows = AuditRows("image", names, [str(i) for i in range(len(images))], noisy,
+                                 ["train"] * len(images), images, name, [None] * len(images))
+                probs = out_of_fold_probabilities(rows, seed=0)
+                flagged = set(label_issues(noisy, probs)["flagged"].tolist())
+                out.append({"set": name, "noise": share, "kind": kind,
+                            "model_accuracy": round(float((probs.argmax(1) == noisy).mean()), 3),
+                            **{k: round(v, 3) if isinstance(v, float) else v for k, v in _score(flagged, truth).items()}})
+                print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def _random_crops(n: int, seed: int = 0) -> list[np.ndarray]:
     """``n`` images made from the two photos: random textured crops (32-96 px), flipped or turned by quarter
     turns, with their channels permuted and their contrast changed. Overlapping crops are true near-twins."""
@@ -178,7 +269,8 @@ def _peak_mb() -> float:
 
 
 def image_scale(n: int) -> dict:
-    """dHash and the radius search over ``n`` images, against all pairs (timed on 5,000, extrapolated)."""
+    """dHash, the capped candidate search (the audit's radius) and the pixel verification over ``n`` images;
+    the plain radius search at 10 bits against all pairs (timed on 5,000, extrapolated)."""
     images = _random_crops(n)
     started = time.perf_counter()
     hashes = hash_images(images)
@@ -187,8 +279,16 @@ def image_scale(n: int) -> dict:
     pairs = near_pairs(hashes, 10)
     searched = time.perf_counter() - started
     naive = _all_pairs_seconds(hashes[:5000]) * (n * (n - 1) / 2) / (5000 * 4999 / 2)
+    started = time.perf_counter()
+    candidates, has = nearest_pairs(hashes, RADIUS, CANDIDATES)
+    candidate_s = time.perf_counter() - started
+    started = time.perf_counter()
+    verified, _ = verify_pairs(images, candidates)
+    verify_s = time.perf_counter() - started
     return {"images": n, "hash_s": hashed, "search_s": searched, "pairs": len(pairs),
-            "all_pairs_s_extrapolated": naive, "search_speedup": naive / searched, "peak_mb": _peak_mb()}
+            "all_pairs_s_extrapolated": naive, "search_speedup": naive / searched,
+            "candidates": len(candidates), "candidate_s": candidate_s, "verified": len(verified),
+            "verify_s": verify_s, "hash_neighbour_share": float(has.mean()), "peak_mb": _peak_mb()}
 
 
 def random_hash_scale(n: int) -> dict:
@@ -232,7 +332,8 @@ def text_scale(m: int) -> dict:
     return {"texts": m, "seconds": time.perf_counter() - started, "pairs": len(pairs), "peak_mb": _peak_mb()}
 
 
-PARTS = ("label_noise", "crossfit_noise", "image_duplicates", "image_scale", "random_hash_scale", "text_scale")
+PARTS = ("label_noise", "crossfit_noise", "image_duplicates", "homogeneous_duplicates", "homogeneous_labels",
+         "image_scale", "random_hash_scale", "text_scale")
 
 
 def main() -> None:
@@ -243,6 +344,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "build" / "audit-bench.json"))
     args = parser.parse_args()
     runs = {"label_noise": label_noise, "crossfit_noise": crossfit_noise, "image_duplicates": image_duplicates,
+            "homogeneous_duplicates": homogeneous_duplicates, "homogeneous_labels": homogeneous_labels,
             "image_scale": lambda _: image_scale(args.images), "random_hash_scale": lambda _: random_hash_scale(1_000_000),
             "text_scale": lambda _: text_scale(args.texts)}
     result = {}

@@ -133,6 +133,56 @@ def _bucket_lookup(sorted_keys: np.ndarray, width: int):
     return search
 
 
+def nearest_pairs(hashes: np.ndarray, radius: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs (i, j, distance), i < j, each among the ``cap`` nearest hashes within ``radius`` of i or of j (ties
+    by index); whether each row has any hash within ``radius``). Bounded: at most ``cap`` pairs a row, whatever
+    the radius admits on a homogeneous set. Sparse hashes go through ``near_pairs``; where they cluster, every
+    row is compared with all the others a block at a time, and only its ``cap`` nearest are kept."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    n = len(hashes)
+    if n < 2:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(n, dtype=bool)
+    if not 0 <= radius <= MAX_RADIUS:
+        raise AugforgeError(f"radius {radius}: expected 0 to {MAX_RADIUS} bits")
+    m = chunk_count(n, radius)
+    if _candidate_share(hashes, m, radius) <= ALL_PAIRS_SHARE:
+        pairs = near_pairs(hashes, radius)
+        has = np.zeros(n, dtype=bool)
+        has[pairs[:, 0]] = has[pairs[:, 1]] = True
+        return cap_per_row(pairs, n, cap), has
+    block = max(1, BLOCK_ENTRIES // (4 * n))  # four int64 arrays of block x n at a time
+    found, has = [], np.zeros(n, dtype=bool)
+    for start in range(0, n, block):
+        rows = np.arange(start, min(n, start + block))
+        distance = np.bitwise_count(hashes[rows, None] ^ hashes[None, :]).astype(np.int64)
+        distance[np.arange(len(rows)), rows] = 99  # not its own neighbour
+        has[rows] = (distance <= radius).any(axis=1)
+        k = min(cap, n - 1)
+        key = distance * n + np.arange(n)  # the nearest first, ties by index
+        nearest = np.argpartition(key, k - 1, axis=1)[:, :k] if k < n - 1 else np.argsort(key, axis=1)[:, :k]
+        near = distance[np.arange(len(rows))[:, None], nearest]
+        i, j = np.nonzero(near <= radius)
+        found.append(np.column_stack([rows[i], nearest[i, j], near[i, j]]))
+    pairs = np.concatenate(found).astype(np.int64)
+    first, second = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
+    _, keep = np.unique(first * n + second, return_index=True)
+    return np.column_stack([first[keep], second[keep], pairs[keep, 2]]), has
+
+
+def cap_per_row(pairs: np.ndarray, n: int, cap: int) -> np.ndarray:
+    """The pairs (i, j, distance) among the ``cap`` nearest of i or of j (distance, then index), sorted."""
+    if len(pairs) == 0:
+        return pairs
+    keep = np.zeros(len(pairs), dtype=bool)
+    for own, other in ((0, 1), (1, 0)):
+        order = np.lexsort((pairs[:, other], pairs[:, 2], pairs[:, own]))
+        rows = pairs[order, own]
+        rank = np.arange(len(rows)) - np.searchsorted(rows, rows, "left")
+        keep[order[rank < cap]] = True
+    kept = pairs[keep]
+    return kept[np.lexsort((kept[:, 1], kept[:, 0]))]
+
+
 def near_pairs(hashes: np.ndarray, radius: int) -> np.ndarray:
     """Every pair (i, j, distance), i < j, of hashes within Hamming ``radius``, exactly, sorted by (i, j).
 

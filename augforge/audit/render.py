@@ -13,13 +13,16 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     dup = report["near_duplicates"]
     leaks = _leaks(dup)
     rows = [("near-duplicate pairs", f"{dup['pairs']:,}", dup["method"]),
-            ("redundant rows (within a split)", f"{dup['redundant_rows']:,}", "rows beyond the first of each cluster"),
+            ("redundant rows (within a split)", f"{dup['redundant_rows']:,}",
+             "rows beyond each cluster's representative (every member a near-duplicate of it)"),
             ("leaking rows (twin in another split)", leaks, "held-out rows whose near-twin is in another split")]
     if "embedding_neighbours" in report:
         near = report["embedding_neighbours"]
         rows.append(("embedding neighbour pairs", f"{near['pairs']:,} (leaking: {_leaks(near)})", near["method"]))
     if "label_issues" in report:
-        rows.append(("label issues", f"{report['label_issues']['count']:,}", report["label_issues"]["method"]))
+        issues = report["label_issues"]
+        rows.append(("label issues", f"{issues['count']:,}",
+                     f"{issues['method']} (its out-of-fold accuracy: {issues['model_accuracy']:.1%})"))
         rows.append(("outliers", f"{len(report['outliers']['rows']):,}", report["outliers"]["method"]))
     return rows
 
@@ -35,6 +38,14 @@ def render_terminal(report: dict, console, show: int = 10) -> None:
     for row in summary_rows(report):
         table.add_row(*row)
     console.print(table)
+    unreadable = report.get("unreadable") or []
+    if unreadable:
+        console.print(f"[yellow]excluded {len(unreadable)} input(s) that could not be read[/yellow] (not audited):")
+        for problem in unreadable[:show]:
+            console.print(f"  unreadable: {problem['path']}: {problem['reason']}", highlight=False)
+    for note in (report["near_duplicates"].get("note"), (report.get("label_issues") or {}).get("warning")):
+        if note:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for key, what in (("near_duplicates", ""), ("embedding_neighbours", " (embeddings)")):
         for cluster in (report.get(key) or {}).get("clusters", [])[:show]:
             members = ", ".join(f"{r['id']} ({r['split']})" for r in cluster["rows"][:6])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class AuditRows:
     location: str
     sources: list  # each row's source_id: a build's augmented copies and balance copies share their source's
     embeddings: np.ndarray | None = None  # (rows, dims) from a local model (``--embed``), in the same order
+    problems: list = field(default_factory=list)  # inputs that could not be read: {path, reason}, as ingest lists
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -77,7 +78,8 @@ def read_dataset(root: Path, splits: list[str] | None = None, embed=None) -> Aud
     if embeddings is not None and len(embeddings) != len(ids):
         raise AugforgeError(f"{root}: the model embedded {len(embeddings):,} rows of {len(ids):,}")
     return AuditRows(payload, list(manifest["class_names"]), ids, np.concatenate(labels) if labels else
-                     np.zeros(0, np.int64), names, values, str(root), sources, embeddings)
+                     np.zeros(0, np.int64), names, values, str(root), sources, embeddings,
+                     list(manifest.get("problems") or []))
 
 
 def read_rows(path: str | Path, splits: list[str] | None = None, *, split_spec: SplitSpec = SplitSpec(),

@@ -1,9 +1,10 @@
 """`augforge audit SOURCE`: near-duplicates (within a split: redundancy; across splits: leakage), label issues
 and outliers of a dataset directory or a source, as one report (docs/audit.md has its JSON schema).
 
-- near-duplicates: images by dHash within a Hamming radius (``augforge.audit.hashing``), texts by
+- near-duplicates: images by dHash candidates within a Hamming radius (``augforge.audit.hashing``), verified
+  on their pixels (``verify``), texts by
   normalised exact match and MinHash LSH over word shingles (``near_text``), feature rows exactly or within
-  epsilon (``near_features``), grouped into clusters (``clusters``);
+  epsilon (``near_features``), grouped into clusters that do not chain (``clusters``);
 - label issues and outliers: cleanlab on out-of-fold probabilities (``labels``).
 
 The report holds no clock time, so the same rows and seed give the same report, byte for byte.
@@ -11,16 +12,19 @@ The report holds no clock time, so the same rows and seed give the same report, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
-from augforge.audit.clusters import clusters_of, describe_clusters
-from augforge.audit.hashing import hash_images, near_pairs
+from augforge.audit.clusters import describe_clusters, star_clusters
+from augforge.audit.hashing import hash_images, nearest_pairs
 from augforge.audit.html import write_html
 from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
 from augforge.audit.near_features import near_feature_pairs
 from augforge.audit.near_text import exact_text_pairs, near_text_pairs
 from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
+from augforge.audit.verify import RATIO, THRESHOLD, verify_pairs
 from augforge.datasets import schema as S
 from augforge.errors import OptionError
 
@@ -28,6 +32,15 @@ from augforge.errors import OptionError
 TINY = 16
 #: the share of rows the outlier list shows: the least typical ones by cleanlab's score
 OUTLIER_SHARE = 0.01
+#: below this out-of-fold accuracy of the probabilities' model, the report warns that label issues mix wrong
+#: labels with hard rows (measured in docs/audit.md: flagged precision falls with the model's accuracy)
+TRUSTED_ACCURACY = 0.85
+#: image candidates: hashes within this many bits (of 64); verification keeps the near-duplicates among them
+RADIUS = 14
+#: image candidates: each row's nearest hashes within the radius, at most this many (bounded on homogeneous sets)
+CANDIDATES = 20
+#: above this share of rows with a hash neighbour within the radius, the report calls the set homogeneous
+HOMOGENEOUS = 0.05
 
 
 def _tiny(images: list[np.ndarray]) -> bool:
@@ -36,24 +49,43 @@ def _tiny(images: list[np.ndarray]) -> bool:
     return len(shapes) == 1 and max(next(iter(shapes))[:2]) <= TINY
 
 
-def near_duplicate_pairs(rows: AuditRows, radius: int, threshold: float, epsilon: float, seed: int):
-    """(pairs (i, j, similarity-or-distance), a sentence saying how they were found) for the rows' payload."""
+def near_duplicate_pairs(rows: AuditRows, radius: int, threshold: float, epsilon: float, seed: int,
+                         verify: float = THRESHOLD) -> tuple[list, str, dict]:
+    """(pairs (i, j, similarity-or-distance), a sentence saying how they were found, what the search measured)
+    for the rows' payload. Images: dHash candidates (each row's ``CANDIDATES`` nearest within ``radius``)
+    verified on their pixels (``augforge.audit.verify``, similarity at least ``verify``); the facts say how
+    many candidates there were and which share of rows had a hash neighbour (homogeneity)."""
     if rows.payload == S.IMAGE and _tiny(rows.values):
         pixels = np.stack([image.reshape(-1) for image in rows.values]).astype(np.float32)
         what = "equal pixels" if epsilon == 0 else f"pixels within Euclidean distance {epsilon} (0-255 scale)"
         return near_feature_pairs(pixels, epsilon), \
             f"images of at most {TINY} px a side, compared by their pixels: {what} (a 64-bit hash of a 9x8 grid " \
-            "cannot tell such small images apart)"
+            "cannot tell such small images apart)", {}
     if rows.payload == S.IMAGE:
-        pairs = [tuple(p) for p in near_pairs(hash_images(rows.values), radius).tolist()]
-        return pairs, f"64-bit dHash, Hamming distance <= {radius} (exact multi-index search)"
+        candidates, has = nearest_pairs(hash_images(rows.values), radius, CANDIDATES)
+        candidates = np.asarray(_other_sources(rows, candidates.tolist()), dtype=np.int64).reshape(-1, 3)
+        verified, facts = verify_pairs(rows.values, candidates, verify, RATIO)
+        facts["hash_neighbour_share"] = round(float(has.mean()), 4)
+        facts["homogeneous"] = bool(has.mean() > HOMOGENEOUS)
+        return verified, f"64-bit dHash candidates (Hamming distance <= {radius}, each row's {CANDIDATES} nearest), " \
+                         f"verified on pixels: similarity >= {verify} after alignment, and {RATIO:g} x each row's " \
+                         "typical candidate distance at most", facts
     if rows.payload == S.TEXT:
         exact = {(int(a), int(b)): 1.0 for a, b in exact_text_pairs(rows.values)}
         exact.update({(a, b): s for a, b, s in near_text_pairs(rows.values, threshold, seed) if (a, b) not in exact})
         return sorted((a, b, s) for (a, b), s in exact.items()), \
-            f"normalised exact matches and MinHash LSH over word 3-grams, Jaccard >= {threshold}"
+            f"normalised exact matches and MinHash LSH over word 3-grams, Jaccard >= {threshold}", {}
     what = "equal rows" if epsilon == 0 else f"rows within Euclidean distance {epsilon}"
-    return near_feature_pairs(rows.values, epsilon), f"{what} (exact neighbour search)"
+    return near_feature_pairs(rows.values, epsilon), f"{what} (exact neighbour search)", {}
+
+
+def homogeneity_note(facts: dict, radius: int) -> str | None:
+    """The report's sentence when the hash cannot tell on this set (most rows have a hash neighbour)."""
+    if not facts.get("homogeneous"):
+        return None
+    return (f"this set is homogeneous: {facts['hash_neighbour_share']:.0%} of rows have a hash neighbour within "
+            f"{radius} bits, so a hash match says little here; the {facts['candidates']:,} candidate pairs were "
+            f"verified on pixels and {facts['verified']:,} kept")
 
 
 def _other_sources(rows: AuditRows, pairs) -> list:
@@ -62,18 +94,25 @@ def _other_sources(rows: AuditRows, pairs) -> list:
     return [p for p in pairs if rows.sources[p[0]] is None or rows.sources[p[0]] != rows.sources[p[1]]]
 
 
-def _duplicates_section(rows: AuditRows, pairs, method: str) -> dict:
+def _duplicates_section(rows: AuditRows, pairs, method: str, facts: dict | None = None, radius: int = 0) -> dict:
     pairs = _other_sources(rows, pairs)
-    clusters = describe_clusters(clusters_of(pairs, len(rows)), rows.ids, rows.splits)
+    clusters = describe_clusters(star_clusters(pairs, len(rows)), rows.ids, rows.splits)
     leaking: dict[str, int] = {}
     for cluster in clusters:
         if cluster["kind"] == "leakage":
             for row in cluster["rows"]:
                 if row["split"] != "train":
                     leaking[row["split"]] = leaking.get(row["split"], 0) + 1
-    return {"method": method, "pairs": len(pairs), "clusters": clusters,
-            "redundant_rows": sum(len(c["rows"]) - 1 for c in clusters if c["kind"] == "redundancy"),
-            "leaking_rows": dict(sorted(leaking.items()))}
+    section = {"method": method, "pairs": len(pairs), "clusters": clusters,
+               "redundant_rows": sum(len(c["rows"]) - 1 for c in clusters if c["kind"] == "redundancy"),
+               "leaking_rows": dict(sorted(leaking.items()))}
+    if facts:
+        section["candidates"] = facts["candidates"]
+        section["hash_neighbour_share"] = facts["hash_neighbour_share"]
+        note = homogeneity_note(facts, radius)
+        if note:
+            section["note"] = note
+    return section
 
 
 def embedding_pairs(embeddings: np.ndarray, cosine: float) -> list[tuple[int, int, float]]:
@@ -102,8 +141,20 @@ def _probabilities(rows: AuditRows, seed: int, run_dir, embedded_by: str | None)
     return out_of_fold_probabilities(rows, seed), f"{FOLDS}-fold out-of-fold probabilities of {model}"
 
 
+def model_accuracy_warning(accuracy: float, flagged: int, rows: int) -> str | None:
+    """The report's warning when the probabilities' own out-of-fold accuracy is too low for confident learning to
+    tell wrong labels from hard rows (below ``TRUSTED_ACCURACY``)."""
+    if accuracy >= TRUSTED_ACCURACY:
+        return None
+    return (f"the model behind these probabilities is right on only {accuracy:.0%} of rows out of fold; at that "
+            f"accuracy confident learning flags hard rows along with wrong labels ({flagged:,} of {rows:,} flagged): "
+            "look at them before dropping any, or give stronger probabilities (augforge crossfit RECIPE, then "
+            "--probs)")
+
+
 def _label_sections(rows: AuditRows, seed: int, run_dir=None, embedded_by: str | None = None) -> tuple[dict, dict]:
     probs, made_by = _probabilities(rows, seed, run_dir, embedded_by)
+    accuracy = float(np.mean(probs.argmax(axis=1) == np.asarray(rows.labels)))
     found = label_issues(rows.labels, probs)
     names = rows.class_names
     flagged = [{"id": rows.ids[i], "split": rows.splits[i], "given": names[rows.labels[i]],
@@ -115,42 +166,70 @@ def _label_sections(rows: AuditRows, seed: int, run_dir=None, embedded_by: str |
     order = np.lexsort((np.arange(len(rows)), scores))[:count]
     outliers = [{"id": rows.ids[i], "split": rows.splits[i], "label": names[rows.labels[i]],
                  "score": round(float(scores[i]), 6)} for i in order.tolist()]
-    return ({"method": method, "count": len(flagged), "rows": flagged},
+    issues = {"method": method, "model_accuracy": round(accuracy, 4), "count": len(flagged), "rows": flagged}
+    warning = model_accuracy_warning(accuracy, len(flagged), len(rows))
+    if warning:
+        issues["warning"] = warning
+    return (issues,
             {"method": f"cleanlab OutOfDistribution on the same probabilities; the {OUTLIER_SHARE:.0%} least "
                        "typical rows", "rows": outliers})
 
 
-def audit(path, *, splits: list[str] | None = None, seed: int = 0, radius: int = 10, threshold: float = 0.8,
-          epsilon: float = 0.0, labels: bool = True, html=None, show: int = 10, probs=None, embed=None,
-          cosine: float = 0.95, **source_options) -> dict:
-    """The audit report of a dataset directory or source (see the module docstring); ``source_options``
-    are ``read_rows``' (a source's split and imbalance specs, its table columns). ``html``: also write the
-    page (``augforge.audit.html``) with ``show`` rows per finding. ``probs``: a cross-fit directory
-    (``augforge crossfit``) whose probabilities replace the fast model's. ``embed``: a function (dataset
-    directory, split) -> embeddings (``augforge.experiments.embed.checkpoint_embedder``): rows at least ``cosine``
-    similar are reported as ``embedding_neighbours``, and the label model is fitted on the embeddings."""
-    if epsilon < 0:
-        raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=epsilon)
-    if not 0.0 < threshold <= 1.0:
-        raise OptionError("{threshold} {value}: expected a Jaccard similarity in (0, 1]", value=threshold)
+@dataclass(frozen=True)
+class NearOptions:
+    """What counts as a near-duplicate: ``radius`` (image hash candidates, bits), ``verify`` (the pixel
+    similarity a candidate pair needs), ``threshold`` (text Jaccard), ``epsilon`` (feature and tiny-image
+    distance), ``cosine`` (embedding neighbours); each checked, an error naming the option."""
+
+    radius: int = RADIUS
+    threshold: float = 0.8
+    epsilon: float = 0.0
+    verify: float = THRESHOLD
+    cosine: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.epsilon < 0:
+            raise OptionError("{epsilon} {value}: expected a distance of 0 or more", value=self.epsilon)
+        if not 0.0 < self.threshold <= 1.0:
+            raise OptionError("{threshold} {value}: expected a Jaccard similarity in (0, 1]", value=self.threshold)
+        if not -1.0 <= self.cosine <= 1.0:
+            raise OptionError("{cosine} {value}: expected a cosine similarity in [-1, 1]", value=self.cosine)
+        if not 0.0 < self.verify <= 1.0:
+            raise OptionError("{verify} {value}: expected a pixel similarity in (0, 1]", value=self.verify)
+
+
+def audit(path, *, splits: list[str] | None = None, seed: int = 0, labels: bool = True, html=None, show: int = 10,
+          probs=None, embed=None, **options) -> dict:
+    """The audit report of a dataset directory or source (see the module docstring). ``options``: the
+    ``NearOptions`` (radius, verify, threshold, epsilon, cosine), then ``read_rows``' (a source's split and
+    imbalance specs, its table columns). ``html``: also write the page (``augforge.audit.html``) with ``show``
+    rows per finding. ``probs``: a cross-fit directory (``augforge crossfit``) whose probabilities replace the
+    fast model's. ``embed``: a function (dataset directory, split) -> embeddings
+    (``augforge.experiments.embed.checkpoint_embedder``): rows at least ``cosine`` similar are reported as
+    ``embedding_neighbours``, and the label model is fitted on the embeddings."""
+    near = NearOptions(**{key: options.pop(key) for key in list(options) if key in NEAR_KEYS})
     if probs is not None and not labels:
         raise OptionError("{probs}: label issues are turned off, so the run's probabilities would go unused")
-    if not -1.0 <= cosine <= 1.0:
-        raise OptionError("{cosine} {value}: expected a cosine similarity in [-1, 1]", value=cosine)
-    rows = read_rows(path, splits, seed=seed, embed=embed, **source_options)
+    rows = read_rows(path, splits, seed=seed, embed=embed, **options)
     if len(rows) == 0:
         raise OptionError("{path}: has no rows to audit", path=path)
-    pairs, method = near_duplicate_pairs(rows, radius, threshold, epsilon, seed)
+    pairs, method, facts = near_duplicate_pairs(rows, near.radius, near.threshold, near.epsilon, seed, near.verify)
     report = {"source": rows.location, "payload": rows.payload, "rows": len(rows), "seed": seed,
               "splits": {s: rows.splits.count(s) for s in dict.fromkeys(rows.splits)},
-              "classes": rows.class_names, "near_duplicates": _duplicates_section(rows, pairs, method)}
+              "classes": rows.class_names,
+              "near_duplicates": _duplicates_section(rows, pairs, method, facts, near.radius),
+              "unreadable": [{"path": p.get("path"), "reason": p.get("reason")} for p in rows.problems
+                             if "clean." not in str(p.get("reason"))]}
     embedded_by = None if embed is None else getattr(embed, "description", "a local model")
     if rows.embeddings is not None:
         report["embedding_neighbours"] = _duplicates_section(
-            rows, embedding_pairs(rows.embeddings, cosine), f"cosine similarity >= {cosine} of {embedded_by} "
-                                                            "(exact neighbour search)")
+            rows, embedding_pairs(rows.embeddings, near.cosine), f"cosine similarity >= {near.cosine} of "
+                                                                 f"{embedded_by} (exact neighbour search)")
     if labels:
         report["label_issues"], report["outliers"] = _label_sections(rows, seed, probs, embedded_by)
     if html is not None:
         write_html(report, rows, html, show)
     return report
+
+
+NEAR_KEYS = {f.name for f in fields(NearOptions)}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from pathlib import Path
 
 from augforge.cli.options import RowProgress, add_engine_options, add_output_options, add_source_options, \
     engine_spec, print_written, source_from, split_specs
@@ -287,11 +289,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from augforge.experiments.embed import checkpoint_embedder
 
         embed = checkpoint_embedder(args.embed)
-    report = audit(args.source, splits=args.split or None, seed=args.seed, radius=args.radius,
-                   threshold=args.threshold, epsilon=args.epsilon, labels=not args.no_labels, split_spec=splits,
-                   imbalance=imbalance, label_col=args.label_col, text_col=args.text_col,
-                   feature_cols=args.feature_cols, id_col=args.id_col, max_pixels=args.max_pixels, html=args.html,
-                   show=args.show, probs=args.probs, embed=embed, cosine=args.cosine)
+    options = dict(seed=args.seed, radius=args.radius, threshold=args.threshold, epsilon=args.epsilon,
+                   labels=not args.no_labels, html=args.html, show=args.show, cosine=args.cosine, verify=args.verify)
+    if _audits_with_a_model(args, imbalance):
+        from augforge.experiments.audit_model import audit_with_model
+
+        kept = {k: v for k, v in (("test_split", splits.test), ("val_split", splits.val)) if v}
+        report = audit_with_model(args.source, budget_minutes=args.budget_minutes, recipe=args.recipe,
+                                  folds=args.folds, splits=kept, log=lambda text: print(text, file=sys.stderr),
+                                  **{k: v for k, v in options.items() if k != "seed"}, seed=args.seed)
+    else:
+        report = audit(args.source, splits=args.split or None, split_spec=splits, imbalance=imbalance,
+                       label_col=args.label_col, text_col=args.text_col, feature_cols=args.feature_cols,
+                       id_col=args.id_col, max_pixels=args.max_pixels, probs=args.probs, embed=embed, **options)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -299,6 +309,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if args.html:
             print(f"wrote {args.html}")
     return 0
+
+
+def _audits_with_a_model(args: argparse.Namespace, imbalance) -> bool:
+    """Whether the label issues come from a cross-fitted CNN: images, label issues on, no probabilities or
+    embeddings given, neither --fast nor a --split selection nor an imbalance (the build would not match)."""
+    if args.no_labels or args.probs or args.embed or args.fast or args.split or imbalance.profile is not None:
+        return False
+    from augforge.datasets.manifest import MANIFEST, read_manifest
+    from augforge.datasets.sources import open_source
+
+    if (Path(args.source) / MANIFEST).is_file():
+        return (read_manifest(Path(args.source)).get("payload") or "image") == "image"
+    return Path(args.source).is_dir() and open_source(args.source).payload == "image"
 
 
 def add_audit(sub) -> None:
@@ -312,13 +335,24 @@ def add_audit(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON (schema: docs/audit.md)")
     p.add_argument("--html", metavar="PAGE", help="also write an HTML page with thumbnails or snippets of the "
                                                   "worst rows of each finding")
-    p.add_argument("--radius", type=int, default=10, help="images: dHash Hamming radius of a near-duplicate "
-                                                         "(default 10 of 64 bits)")
+    p.add_argument("--radius", type=int, default=14, help="images: dHash Hamming radius of a candidate pair "
+                                                         "(default 14 of 64 bits; candidates are verified on pixels)")
+    p.add_argument("--verify", type=float, default=0.985,
+                   help="images: the pixel similarity (correlation after alignment) a candidate pair needs to be a "
+                        "near-duplicate (default 0.985; docs/audit.md)")
     p.add_argument("--threshold", type=float, default=0.8,
                    help="texts: Jaccard similarity of word 3-grams of a near-duplicate (default 0.8)")
     p.add_argument("--epsilon", type=float, default=0.0,
                    help="features: Euclidean distance of a near-duplicate (default 0: equal rows)")
     p.add_argument("--no-labels", action="store_true", help="skip label issues and outliers (no model is fitted)")
+    p.add_argument("--fast", action="store_true",
+                   help="images: label issues from the fast linear model on grey pixels instead of a cross-fitted CNN")
+    p.add_argument("--budget-minutes", type=float, default=4.0, metavar="M",
+                   help="images: the cross-fitted CNN gets as many epochs as fit in M minutes here (default 4); "
+                        "below 4 epochs the fast model is used, and the report says so")
+    p.add_argument("--recipe", metavar="RECIPE", help="images: cross-fit this recipe's model instead of the small "
+                                                      "default CNN (its train section as written)")
+    p.add_argument("--folds", type=int, default=5, help="images: folds of the cross-fitted CNN (default 5)")
     p.add_argument("--probs", metavar="RUN_DIR", help="label issues and outliers from the out-of-fold probabilities "
                                                       "of a cross-fitted run (augforge crossfit) instead of the fast "
                                                       "model")

@@ -6,11 +6,12 @@ problems with its reason; val and test rows are never dropped.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
 
-from augforge.audit.clusters import clusters_of
+from augforge.audit.clusters import star_clusters
 from augforge.audit.labels import label_issues, out_of_fold_probabilities, outlier_scores
 from augforge.audit.rows import AuditRows
 from augforge.audit.run import OUTLIER_SHARE, near_duplicate_pairs
@@ -44,10 +45,10 @@ def source_rows(source: Source, rows: RowPlan) -> AuditRows:
 def _duplicate_drops(recipe: Recipe, rows: AuditRows, drop: dict, summary: dict) -> list[str]:
     """Near-duplicate and leakage decisions into ``drop`` (index -> reason); the warnings to record."""
     spec = recipe.clean
-    pairs, method = near_duplicate_pairs(rows, spec.radius, spec.threshold, spec.epsilon, recipe.seed)
+    pairs, method, _ = near_duplicate_pairs(rows, spec.radius, spec.threshold, spec.epsilon, recipe.seed, spec.verify)
     summary["near_duplicates_method"] = method
     leaks, warnings = [], []
-    for members in clusters_of(pairs, len(rows)):
+    for members in star_clusters(pairs, len(rows)):  # each member a near-duplicate of the first, its representative
         held = [i for i in members if rows.splits[i] != "train"]
         train = [i for i in members if rows.splits[i] == "train"]
         if held and train:
@@ -56,9 +57,9 @@ def _duplicate_drops(recipe: Recipe, rows: AuditRows, drop: dict, summary: dict)
                 for i in train:
                     drop.setdefault(i, f"near-twin of {rows.ids[held[0]]} ({rows.splits[held[0]]}); dropped "
                                        "(clean.leakage: drop)")
-        if spec.near_duplicates == "drop":
+        if spec.near_duplicates == "drop":  # the representative is kept where it is in train
             for i in train[1:]:
-                drop.setdefault(i, f"near-duplicate of {rows.ids[train[0]]}; dropped (clean.near_duplicates: drop)")
+                drop.setdefault(i, f"near-duplicate of {rows.ids[members[0]]}; dropped (clean.near_duplicates: drop)")
     summary["leaking_train_rows"] = len(leaks)
     if leaks and spec.leakage == "error":
         first, twin = leaks[0]
@@ -96,6 +97,35 @@ def _model_drops(recipe: Recipe, rows: AuditRows, drop: dict, summary: dict) -> 
                                "rows); dropped (clean.outliers: drop)")
 
 
+def check_drop_bounds(recipe: Recipe, rows: AuditRows, drop: dict) -> None:
+    """The cleaning guard: stop (one line naming the steps, the counts and the key to raise) when the drops are
+    more than ``clean.max_drop`` of the train split or ``clean.max_drop_class`` of one class's train rows."""
+    spec = recipe.clean
+    train = np.array([s == "train" for s in rows.splits])
+    if not drop or not train.any():
+        return
+    steps: dict[str, int] = {}
+    for reason in drop.values():  # every reason ends naming its step: (clean.<step>: drop)
+        step = re.search(r"\(clean\.(\w+): drop\)", reason).group(1)
+        steps[step] = steps.get(step, 0) + 1
+    by_step = ", ".join(f"{name} {count:,}" for name, count in sorted(steps.items(), key=lambda kv: -kv[1]))
+    share = len(drop) / int(train.sum())
+    if share > spec.max_drop:
+        raise RecipeError(f"{recipe.file}: clean would drop {len(drop):,} of {int(train.sum()):,} train rows "
+                          f"({share:.1%}; {by_step}), more than clean.max_drop {spec.max_drop:g}; look at `augforge "
+                          "audit` first, then raise clean.max_drop to allow it")
+    labels = np.asarray(rows.labels)
+    dropped = np.bincount(labels[list(drop)], minlength=len(rows.class_names))
+    present = np.bincount(labels[train], minlength=len(rows.class_names))
+    shares = np.divide(dropped, present, out=np.zeros(len(present)), where=present > 0)
+    worst = int(np.argmax(shares))
+    if shares[worst] > spec.max_drop_class:
+        raise RecipeError(f"{recipe.file}: clean would drop {int(dropped[worst]):,} of class {rows.class_names[worst]}'s "
+                          f"{int(present[worst]):,} train rows ({shares[worst]:.1%}; {by_step} in all), more than "
+                          f"clean.max_drop_class {spec.max_drop_class:g}; look at `augforge audit` first, then raise "
+                          "clean.max_drop_class to allow it")
+
+
 def clean_rows(recipe: Recipe, source: Source, rows: RowPlan) -> tuple[RowPlan, list[Problem], dict, list[str]]:
     """(the kept rows, a Problem per dropped row, what each step found and dropped, warnings)."""
     spec = recipe.clean
@@ -109,6 +139,7 @@ def clean_rows(recipe: Recipe, source: Source, rows: RowPlan) -> tuple[RowPlan, 
     if spec.needs_model:
         _model_drops(recipe, audited, drop, summary)
     summary["dropped"] = len(drop)
+    check_drop_bounds(recipe, audited, drop)
     keep = np.ones(len(audited), dtype=bool)
     keep[list(drop)] = False
     problems = [Problem(audited.ids[i], reason) for i, reason in sorted(drop.items())]

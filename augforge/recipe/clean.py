@@ -6,7 +6,12 @@ finds (``augforge.pipelines.clean_plan`` applies it).
   listed as a warning, or refused;
 - ``label_issues: keep | flag | drop``: train rows cleanlab flags: listed, or dropped;
 - ``outliers: keep | drop``: the least typical 1% of the train rows, dropped;
-- ``radius`` (images), ``threshold`` (texts), ``epsilon`` (features): what counts as a near-duplicate.
+- ``radius`` (images: the hash candidates), ``verify`` (images: the pixel similarity a candidate pair needs,
+  ``augforge.audit.verify``), ``threshold`` (texts), ``epsilon`` (features): what counts as a near-duplicate;
+- ``max_drop`` (a share of the train split, default 0.05) and ``max_drop_class`` (a share of any one class's
+  train rows, default 0.2): the cleaning guard. A build whose cleaning steps would drop more stops in one line
+  naming the steps, the counts and the key to raise, and writes nothing. They do not change the rows a build
+  writes, so they are not part of its fingerprint.
 
 Val and test rows are never dropped by cleaning: the held-out rows stay the rows the model is judged on.
 """
@@ -20,7 +25,9 @@ LEAKAGE = ("keep", "warn", "drop", "error")
 LABEL_ISSUES = ("keep", "flag", "drop")
 OUTLIERS = ("keep", "drop")
 CLEAN_KEYS = ("drop_duplicates", "near_duplicates", "leakage", "label_issues", "outliers", "radius", "threshold",
-              "epsilon")
+              "epsilon", "verify", "max_drop", "max_drop_class")
+#: the guard's keys: how much cleaning may drop (they never change the rows a build writes)
+GUARD_KEYS = ("max_drop", "max_drop_class")
 
 
 @dataclass(frozen=True)
@@ -31,9 +38,12 @@ class CleanSpec:
     leakage: str = "keep"
     label_issues: str = "keep"
     outliers: str = "keep"
-    radius: int = 10
+    radius: int = 14
     threshold: float = 0.8
     epsilon: float = 0.0
+    verify: float = 0.985
+    max_drop: float = 0.05
+    max_drop_class: float = 0.2
 
     @property
     def active(self) -> bool:
@@ -53,7 +63,10 @@ def parse_clean(c, raw: dict) -> CleanSpec:
         leakage=c.choice(raw.get("leakage", "keep"), "clean.leakage", LEAKAGE),
         label_issues=c.choice(raw.get("label_issues", "keep"), "clean.label_issues", LABEL_ISSUES),
         outliers=c.choice(raw.get("outliers", "keep"), "clean.outliers", OUTLIERS),
-        radius=int(c.number(raw.get("radius", 10), "clean.radius", 0, 16, integer=True)),
+        radius=int(c.number(raw.get("radius", 14), "clean.radius", 0, 16, integer=True)),
         threshold=float(c.number(raw.get("threshold", 0.8), "clean.threshold", 0.01, 1.0)),
         epsilon=float(c.number(raw.get("epsilon", 0.0), "clean.epsilon", 0.0, 1e12)),
+        verify=float(c.number(raw.get("verify", 0.985), "clean.verify", 0.01, 1.0)),
+        max_drop=float(c.number(raw.get("max_drop", 0.05), "clean.max_drop", 0.0, 1.0)),
+        max_drop_class=float(c.number(raw.get("max_drop_class", 0.2), "clean.max_drop_class", 0.0, 1.0)),
     )

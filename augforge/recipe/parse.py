@@ -20,7 +20,7 @@ from augforge.errors import AugforgeError
 from augforge.paths import resolved
 from augforge.recipe.augment import AugmentSpec, parse_augment
 from augforge.recipe.changes import apply_changes
-from augforge.recipe.clean import CLEAN_KEYS, CleanSpec, parse_clean
+from augforge.recipe.clean import CLEAN_KEYS, GUARD_KEYS, CleanSpec, parse_clean
 from augforge.recipe.output import OutputSpec, parse_output
 from augforge.recipe.source import SourceSpec, parse_source, payload_of
 from augforge.recipe.train import RunSpec, TrainConfig, parse_train
@@ -59,6 +59,9 @@ class Recipe:
             parts.pop(key)
         if not self.clean.active:  # no audit-based cleaning: the rows (and the fingerprint) are as before it existed
             parts.pop("clean")
+        else:  # the guard stops a build or lets it write the same rows: not part of what the rows are
+            for key in GUARD_KEYS:
+                parts["clean"].pop(key)
         parts["output"].pop("dir")
         parts["source"]["path"] = resolved(self.source.path)
         if self.augment.mode == "online":  # the ops run in the loader: they do not change the built rows
