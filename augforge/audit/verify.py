@@ -2,7 +2,9 @@
 
 A hash match is a candidate, not a finding: on a set of small, similar images (digits, glyphs, product
 photos, cells) most 64-bit dHashes lie within a few bits of some other row's. Each candidate pair is therefore
-compared on the decoded pixels: both images in grey at ``SIDE`` x ``SIDE``, the first aligned onto the second
+compared on the decoded pixels: both images in grey at ``SIDE`` x ``SIDE`` (a pair of different sizes at the
+smaller one's detail: a copy stored smaller is blurrier once enlarged, and alignment cannot undo blur), the
+first aligned onto the second
 by the similarity transform (scale, rotation, shift, within ``BOUNDS``) that maximises their correlation
 (gradient steps from the identity, as ECC image alignment does; Evangelidis & Psarakis 2008), and the
 correlation of the aligned pixels (centre crop, brightness and contrast factored out) is the pair's
@@ -38,14 +40,19 @@ DENSE = 8
 CHUNK = 2048
 
 
-def grey_pixels(images: list[np.ndarray], side: int = SIDE):
-    """(n, 1, side, side) float32 grey pixels in [0, 1] (a torch tensor), each image resized bilinearly."""
+def grey_pixels(images: list[np.ndarray], side: int = SIDE, through: list[int | None] | None = None):
+    """(n, 1, side, side) float32 grey pixels in [0, 1] (a torch tensor), each image resized bilinearly;
+    ``through[i]``: first brought down to that size (a side), so that it carries no more detail than the image
+    it is compared with."""
     import torch  # torch: heavy, loaded when an image audit verifies pairs
     from PIL import Image
 
     rows = []
-    for image in images:
+    for n, image in enumerate(images):
         pil = Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image).convert("L")
+        coarse = None if through is None else through[n]
+        if coarse is not None and coarse < min(pil.size):
+            pil = pil.resize((coarse, coarse), Image.Resampling.BILINEAR)
         rows.append(np.asarray(pil.resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0)
     return torch.from_numpy(np.stack(rows)[:, None] if rows else np.zeros((0, 1, side, side), np.float32))
 
@@ -57,36 +64,56 @@ def _unit(x):
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
 
 
-def aligned_similarity(pixels, first: np.ndarray, second: np.ndarray, steps: int = STEPS) -> np.ndarray:
-    """Per pair (first[i], second[i]): the correlation of the second image's pixels with the first image's,
-    the first aligned onto the second (the best bounded similarity transform found in ``steps`` steps)."""
+def aligned_similarity(first, second, steps: int = STEPS) -> np.ndarray:
+    """Per pair of images (``first[i]``, ``second[i]``: (n, 1, side, side) tensors): the correlation of the
+    second's pixels with the first's, the first aligned onto the second (the best bounded similarity transform
+    found in ``steps`` steps)."""
     import torch  # torch: heavy, loaded when an image audit verifies pairs
 
-    out = np.zeros(len(first), dtype=np.float32)
-    crop = slice(MARGIN, pixels.shape[-1] - MARGIN)
+    crop = slice(MARGIN, first.shape[-1] - MARGIN)
     scale_bound, angle_bound, shift_bound = BOUNDS
+    b = _unit(second[:, :, crop, crop])
+    params = torch.zeros(len(first), 4, requires_grad=True)  # log-scale, angle, shift x, shift y
+    optimizer = torch.optim.Adam([params], lr=0.02)
+    best = torch.full((len(first),), -1.0)
+    for step in range(steps + 1):
+        scale = torch.exp(params[:, 0].clamp(-scale_bound, scale_bound))
+        angle = params[:, 1].clamp(-angle_bound, angle_bound)
+        shift = params[:, 2:].clamp(-shift_bound, shift_bound)
+        cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = torch.nn.functional.affine_grid(theta, list(first.shape), align_corners=False)
+        warped = torch.nn.functional.grid_sample(first, grid, align_corners=False, padding_mode="border")
+        similarity = (_unit(warped[:, :, crop, crop]) * b).sum(1)
+        best = torch.maximum(best, similarity.detach())
+        if step == steps:
+            break
+        optimizer.zero_grad()
+        (-similarity.sum()).backward()
+        optimizer.step()
+    return best.numpy()
+
+
+def pair_similarity(images: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``aligned_similarity`` of the pairs (first[i], second[i]) of ``images``, a chunk at a time; a pair of
+    images of different sizes is compared at the smaller one's detail (the larger brought down to its size)."""
+    import torch  # torch: heavy, loaded when an image audit verifies pairs
+
+    pixels = grey_pixels(images)
+    sides = np.asarray([min(image.shape[:2]) for image in images])
+    out = np.zeros(len(first), dtype=np.float32)
     for start in range(0, len(first), CHUNK):
-        a = pixels[torch.from_numpy(np.asarray(first[start : start + CHUNK], dtype=np.int64))]
-        b = _unit(pixels[torch.from_numpy(np.asarray(second[start : start + CHUNK], dtype=np.int64))][:, :, crop, crop])
-        params = torch.zeros(len(a), 4, requires_grad=True)  # log-scale, angle, shift x, shift y
-        optimizer = torch.optim.Adam([params], lr=0.02)
-        best = torch.full((len(a),), -1.0)
-        for step in range(steps + 1):
-            scale = torch.exp(params[:, 0].clamp(-scale_bound, scale_bound))
-            angle = params[:, 1].clamp(-angle_bound, angle_bound)
-            shift = params[:, 2:].clamp(-shift_bound, shift_bound)
-            cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
-            theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-            grid = torch.nn.functional.affine_grid(theta, list(a.shape), align_corners=False)
-            warped = torch.nn.functional.grid_sample(a, grid, align_corners=False, padding_mode="border")
-            similarity = (_unit(warped[:, :, crop, crop]) * b).sum(1)
-            best = torch.maximum(best, similarity.detach())
-            if step == steps:
-                break
-            optimizer.zero_grad()
-            (-similarity.sum()).backward()
-            optimizer.step()
-        out[start : start + len(a)] = best.numpy()
+        a = np.asarray(first[start : start + CHUNK], dtype=np.int64)
+        b = np.asarray(second[start : start + CHUNK], dtype=np.int64)
+        left, right = pixels[torch.from_numpy(a)].clone(), pixels[torch.from_numpy(b)].clone()
+        for k in np.flatnonzero(sides[a] != sides[b]).tolist():
+            small = int(min(sides[a[k]], sides[b[k]]))
+            if sides[a[k]] > small:
+                left[k] = grey_pixels([images[a[k]]], through=[small])[0]
+            else:
+                right[k] = grey_pixels([images[b[k]]], through=[small])[0]
+        with torch.enable_grad():
+            out[start : start + len(a)] = aligned_similarity(left, right)
     return out
 
 
@@ -95,13 +122,10 @@ def verify_pairs(images: list[np.ndarray], pairs: np.ndarray, threshold: float =
     """(the verified pairs (i, j, similarity), what the verification measured) of candidate ``pairs`` (rows of
     (i, j, ...)): the pixel similarity after alignment, at least ``threshold``, and the pair's distance at most
     ``ratio`` times each row's median distance to its candidates."""
-    import torch  # torch: heavy, loaded when an image audit verifies pairs
-
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, pairs.shape[1] if len(pairs) else 3)
     if len(pairs) == 0:
         return [], {"candidates": 0, "verified": 0, "threshold": threshold, "ratio": ratio}
-    with torch.inference_mode(False), torch.enable_grad():
-        similarity = aligned_similarity(grey_pixels(images), pairs[:, 0], pairs[:, 1])
+    similarity = pair_similarity(images, pairs[:, 0], pairs[:, 1])
     distance = 1.0 - similarity.astype(np.float64)
     typical = _median_by_row(pairs[:, 0], pairs[:, 1], distance, len(images))
     keep = (similarity >= threshold) & (distance <= ratio * typical[pairs[:, 0]]) \
