@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+from augforge.errors import OptionError
+
+#: a URL: a scheme and "://" (s3://, gs://, hdfs://, ftp://, file://, ...)
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: what a refused URL is told (object storage is planned: it reads and writes local paths until then)
+URL_REFUSED = ("is a URL, and augforge reads and writes local paths only for now (object storage is planned); "
+               "nothing was read or written: give a local path")
+
+
+def is_url(value) -> bool:
+    """Whether ``value`` is a URL rather than a local path."""
+    return bool(URL.match(str(value)))
+
+
+def local_path(value, option: str):
+    """``value`` as it is, or an OptionError naming ``option`` when it is a URL: a URL is never taken as a local
+    path (``s3://bucket/x`` would otherwise become a folder ``./s3:/bucket/x``)."""
+    if value is not None and is_url(value):
+        raise OptionError("{%s} {value} %s" % (option, URL_REFUSED), value=str(value))
+    return value
 
 
 def resolved(path: str) -> str:

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -12,6 +13,7 @@ from PIL import Image
 
 from augforge.cli import main
 from augforge.datasets import open_dataset
+from augforge.errors import AugforgeError
 
 
 def run(capsys, *argv):
@@ -213,3 +215,34 @@ def test_printed_paths_have_no_dot_dot_segments(tmp_path, capsys):
     spelled = tmp_path / "x" / ".." / "d"
     code, out, _ = run(capsys, "ingest", "digits", spelled, "-q")
     assert code == 0 and f"to {tmp_path / 'd'}" in out and ".." not in out
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["build", "examples/digits.yaml", "--out", "s3://bucket/aug"], "--out s3://bucket/aug"),
+    (["ingest", "digits", "s3://bucket/digits"], "out s3://bucket/digits"),
+    (["ingest", "ftp://host/table.csv", "local"], "source ftp://host/table.csv"),
+    (["report", "hdfs://nn/table.parquet"], "source hdfs://nn/table.parquet"),
+    (["audit", "gs://bucket/photos", "--no-labels"], "source gs://bucket/photos"),
+    (["balance", "digits", "s3://bucket/bal", "--strategy", "over"], "out s3://bucket/bal"),
+    (["inspect", "s3://bucket/data"], "path s3://bucket/data"),
+    (["train", "examples/digits.yaml", "--run-dir", "s3://bucket/run"], "--run-dir s3://bucket/run"),
+])
+def test_a_url_is_refused_in_one_line_and_never_taken_as_a_local_path(tmp_path, monkeypatch, capsys, argv, option):
+    """`build --out s3://bucket/x` used to write a local folder `s3:`: until object storage is supported, every
+    URL (any scheme) is refused before anything is read or written."""
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(tmp_path)
+    argv = [str(root / a) if a.startswith("examples/") else a for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{option} is a URL" in err[0] and "local paths only" in err[0]
+    assert list(tmp_path.iterdir()) == []  # no folder named s3: (or anything else) was made
+
+
+def test_a_recipe_naming_a_url_is_refused_at_its_key():
+    from augforge.recipe import parse_recipe
+
+    with pytest.raises(AugforgeError, match=r"output\.dir: s3://bucket/x is a URL"):
+        parse_recipe({"source": {"path": "digits"}, "output": {"dir": "s3://bucket/x"}}, "r.yaml")
+    with pytest.raises(AugforgeError, match=r"source\.path: gs://bucket/t\.csv is a URL"):
+        parse_recipe({"source": {"path": "gs://bucket/t.csv"}}, "r.yaml")

@@ -18,6 +18,7 @@ from augforge.datasets.reader import Dataset
 from augforge.datasets.sources import open_source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import AugforgeError
+from augforge.paths import local_path
 
 
 @dataclass
@@ -87,7 +88,7 @@ def read_rows(path: str | Path, splits: list[str] | None = None, *, split_spec: 
     """The rows of a dataset directory, or of any source ``augforge ingest`` reads, split as ``split_spec``
     says (without one, all rows are in ``train``), read through a temporary dataset; ``embed``: as
     ``read_dataset`` takes it."""
-    path = Path(path)
+    path = Path(local_path(path, "source"))
     if (path / MANIFEST).is_file():
         return read_dataset(path, splits, embed)
     source = open_source(str(path), **source_options)

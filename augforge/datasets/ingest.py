@@ -20,7 +20,7 @@ from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.datasets.writer import DISK_FULL, AlreadyComplete, DatasetWriter
 from augforge.engine import open_engine
 from augforge.errors import AugforgeError, OptionError
-from augforge.paths import resolved
+from augforge.paths import local_path, resolved
 
 READ_BATCH_ROWS = 1024
 
@@ -100,6 +100,7 @@ def write_dataset(
     ``overwrite``. On an error a fresh ``out`` is removed again. ``learned()`` adds manifest keys known
     only once rows are made (kept across a resume); the manifest is written once, with everything.
     """
+    local_path(out, "out")
     if total_rows == 0:
         raise AugforgeError(f"{out}: no rows to write")
     try:
@@ -158,6 +159,7 @@ def ingest(
     ``rows`` replaces the split plan (``plan_rows``) when a build has chosen the rows (``clean:``), and
     ``cleaning`` records what that choice dropped.
     """
+    local_path(out, "out")
     with open_engine(engine) as runner:
         if runner is not None:
             if not hasattr(source, "engine"):

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from augforge.errors import AugforgeError
+from augforge.paths import local_path
 
 MANIFEST = "manifest.json"
 PROGRESS = ".augforge-progress.json"
@@ -36,7 +37,7 @@ def read_json(path: Path, what: str) -> dict:
 
 def read_manifest(root: str | Path) -> dict:
     """Read and check ``root/manifest.json``."""
-    root = Path(root)
+    root = Path(local_path(root, "path"))
     if not root.exists():
         raise AugforgeError(f"{root}: no such file or directory")
     if not (root / MANIFEST).is_file():

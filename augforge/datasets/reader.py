@@ -14,6 +14,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.checksums import verify_file
 from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
 from augforge.errors import AugforgeError
+from augforge.paths import local_path
 
 
 class Dataset:
@@ -25,7 +26,7 @@ class Dataset:
     """
 
     def __init__(self, root: str | Path, split: str = "train", verify: bool = True) -> None:
-        self.root = Path(root)
+        self.root = Path(local_path(root, "path"))
         self.manifest = read_manifest(self.root)
         self.split = S.check_split(split)
         self.verify_checksums = verify

@@ -25,6 +25,7 @@ from typing import Callable
 
 from augforge.balance.apply import balance_dataset
 from augforge.checks import RecipeError
+from augforge.paths import local_path
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
 from augforge.datasets.plan import Cleaning, plan_rows
@@ -48,6 +49,7 @@ def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, ov
     """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir).
     ``engine`` (an ``augforge.engine.EngineSpec``) runs the augmentation on Ray instead of here;
     the output is the same bytes."""
+    local_path(out, "out")
     with open_engine(engine) as runner:
         result = _build(recipe, out, workers=workers, overwrite=overwrite, on_stage=on_stage, on_rows=on_rows,
                         on_total=on_total, engine=runner)

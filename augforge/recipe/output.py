@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from augforge.checks import Checker
+from augforge.paths import URL_REFUSED, is_url
 
 OUTPUT_FORMATS = ("png", "jpeg", "raw")
 OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
@@ -28,7 +29,10 @@ def parse_output(c: Checker, value, base: Path) -> OutputSpec:
     raw = c.mapping(value, "output", OUTPUT_KEYS)
     out = {}
     if raw.get("dir") is not None:
-        out["dir"] = os.path.normpath(base / c.text(raw["dir"], "output.dir"))
+        text = c.text(raw["dir"], "output.dir")
+        if is_url(text):
+            c.fail("output.dir", f"{text} {URL_REFUSED}")
+        out["dir"] = os.path.normpath(base / text)
     if "format" in raw:
         out["format"] = c.choice(raw["format"], "output.format", OUTPUT_FORMATS)
     if "quality" in raw:

@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from augforge.paths import URL_REFUSED, is_url
+
 from augforge.checks import Checker, show_value
 from augforge.datasets.sources.table import TABLE_SUFFIXES
 
@@ -51,6 +53,8 @@ def parse_source(c: Checker, value, base: Path) -> SourceSpec:
     if "path" not in raw:
         c.fail("source.path", "missing; give an image folder, a table file, a dataset directory or 'digits'")
     path = c.text(raw["path"], "source.path")
+    if is_url(path):
+        c.fail("source.path", f"{path} {URL_REFUSED}")
     relative = base / path
     if not Path(path).is_absolute() and relative.exists():
         path = os.path.normpath(relative)

@@ -30,6 +30,7 @@ from augforge.checks import options_of
 from augforge.datasets.manifest import read_manifest
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError, OptionError
+from augforge.paths import local_path
 from augforge.recipe import Recipe
 from augforge.recipe.train import METRICS, RunSpec
 from augforge.recipe.settings import training_settings
@@ -95,8 +96,8 @@ class Run:
         self.rank, self.world = init_distributed(self.device)
         self.lead = self.rank == 0  # only the first process builds, logs and writes
         self.log = options.log if self.lead else (lambda _: None)
-        self.run_dir = Path(run_dir)
-        self.data = Path(options.data or recipe.output.dir or self.run_dir / "data")
+        self.run_dir = Path(local_path(run_dir, "run_dir"))
+        self.data = Path(local_path(options.data, "data") or recipe.output.dir or self.run_dir / "data")
         self.started = time.perf_counter()
 
     def open_data(self) -> None:

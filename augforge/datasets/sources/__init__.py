@@ -12,6 +12,7 @@ from augforge.datasets.sources.digits import DigitsSource
 from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, ImageFolderSource
 from augforge.datasets.sources.table import TABLE_SUFFIXES, TableSource
 from augforge.errors import AugforgeError, OptionError
+from augforge.paths import local_path
 
 #: Samples shipped with installed packages, usable by name.
 BUNDLED = {"digits": DigitsSource}
@@ -34,6 +35,8 @@ def open_source(
     """
     path = Path(spec)
     table_opts = {"label_col": label_col, "text_col": text_col, "feature_cols": feature_cols, "id_col": id_col}
+
+    local_path(spec, "source")
 
     def refuse(options: dict, kind: str) -> None:
         given = [name for name, value in options.items() if value]
