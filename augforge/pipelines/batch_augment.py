@@ -17,6 +17,11 @@ from augforge.datasets.keys import derive_seed
 from augforge.device import Device
 
 
+def channels_of(color: str) -> int:
+    """Channels of image batches in a colour mode: 1 for gray, else 3."""
+    return 1 if color == "gray" else 3
+
+
 @dataclass(eq=False)
 class BatchAugment:
     """A loader's ops (already reduced to their deterministic part where ``augment`` is off), its colour mode,
@@ -42,7 +47,7 @@ class BatchAugment:
     @property
     def channels(self) -> int:
         """Channels of the image batches (the colour mode's, whatever the stored images have)."""
-        return 1 if self.color == "gray" else 3
+        return channels_of(self.color)
 
     def evaluation_ops(self) -> tuple:
         """The deterministic part of the ops: what evaluation feeds a model trained on these batches."""

@@ -14,7 +14,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.device import choose_device, rank_and_world
 from augforge.errors import AugforgeError
-from augforge.pipelines.batch_augment import BatchAugment
+from augforge.pipelines.batch_augment import BatchAugment, channels_of
 from augforge.pipelines.collate import DTYPES, Collate
 from augforge.pipelines.loader_ops import resolve_ops
 from augforge.pipelines.order import SAMPLERS, RowOrder, checked_rows
@@ -90,12 +90,11 @@ def loader_parts(dataset_dir: str | Path, batch_size: int, options: LoaderOption
                             "DALI, which only image datasets go through")
     info = dataset.manifest.get("payload_info") or {}
     ops, color = resolve_ops(options.recipe, options.ops, info, options.augments, options.color)
-    augment = BatchAugment(ops, color, choose_device(options.device), options.augments, seed=options.seed,
-                           rank=0, mix=options.mix or MixConfig(), batch_size=batch_size,
-                           threads=options.threads or max(1, torch.get_num_threads()), fuse=options.fuse)
-    reader = RowReader(dataset, augment.channels)
+    reader = RowReader(dataset, channels_of(color))
     order = row_order(reader, batch_size, options)
-    augment.rank = order.rank
+    augment = BatchAugment(ops, color, choose_device(options.device), options.augments, seed=options.seed,
+                           rank=order.rank, mix=options.mix or MixConfig(), batch_size=batch_size,
+                           threads=options.threads or max(1, torch.get_num_threads()), fuse=options.fuse)
     encoder = None
     if dataset.payload == S.TEXT:
         encoder = text_encoder_for(options.text, train_texts=lambda: Dataset(dataset_dir, "train", verify=False).texts())
