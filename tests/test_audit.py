@@ -474,13 +474,12 @@ def test_homogeneous_sets_keep_only_verified_near_duplicates(tmp_path, maker, co
 
 def test_upscaled_digits_are_far_from_one_cluster(tmp_path):
     """400 of the digits upscaled to 32 px: nearly every row has a hash neighbour, so the report says the set is
-    homogeneous; verification keeps the copies (recall >= 0.9) and few distinct pairs (precision >= 0.75 here,
-    0.83 measured: 8x8 digits upscaled are the hardest set measured, see docs/audit.md), never one giant
-    cluster."""
+    homogeneous; verification keeps the copies (recall >= 0.9) and few distinct pairs (precision >= 0.8 here:
+    8x8 digits upscaled are the hardest set measured, see docs/audit.md), never one giant cluster."""
     scores = _duplicate_scores(tmp_path, homogeneous.digits, 10, limit=400)
     dup = scores["dup"]
     assert dup["hash_neighbour_share"] > 0.9 and "this set is homogeneous" in dup["note"]
-    assert scores["recall"] >= 0.9 and scores["precision"] >= 0.75, scores
+    assert scores["recall"] >= 0.9 and scores["precision"] >= 0.8, scores
     assert scores["largest"] <= 3 and dup["redundant_rows"] <= 2 * scores["copies"]
 
 

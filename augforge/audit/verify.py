@@ -33,7 +33,7 @@ BOUNDS = (0.2, 0.12, 0.15)
 STEPS = 20
 #: the similarity a verified pair reaches at least, and how much closer than each row's typical candidate it is
 THRESHOLD = 0.985
-RATIO = 0.10
+RATIO = 0.08
 #: rows with at least this many candidates are in a dense neighbourhood, where the ratio test applies
 DENSE = 8
 #: pairs aligned at once (memory: about 40 kB each)
