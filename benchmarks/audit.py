@@ -38,12 +38,12 @@ from PIL import Image, ImageEnhance
 from sklearn.datasets import load_digits, load_sample_images
 
 from augforge.audit.clusters import star_clusters
-from augforge.audit.hashing import hamming, hash_images, near_pairs, nearest_pairs
+from augforge.audit.hashing import hamming, hash_images, near_pairs
 from augforge.audit.verify import verify_pairs
 from augforge.audit.labels import label_issues, out_of_fold_probabilities
 from augforge.audit.near_text import near_text_pairs
 from augforge.audit.rows import read_rows
-from augforge.audit.run import CANDIDATES, RADIUS, audit
+from augforge.audit.run import RADIUS, audit, image_candidates
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import homogeneous_sets as homogeneous  # noqa: E402  (the sets, shared with tests/test_audit.py)
@@ -183,7 +183,7 @@ def homogeneous_duplicates(tmp: Path) -> list[dict]:
             old = near_pairs(hashes, 10)
             components = _components(old, len(images))
             started = time.perf_counter()
-            candidates, has = nearest_pairs(hashes, RADIUS, CANDIDATES)
+            candidates, has = image_candidates(images, RADIUS)
             verified, facts = verify_pairs(images, candidates)
             seconds = time.perf_counter() - started
             clusters = star_clusters(verified, len(images))
@@ -280,7 +280,7 @@ def image_scale(n: int) -> dict:
     searched = time.perf_counter() - started
     naive = _all_pairs_seconds(hashes[:5000]) * (n * (n - 1) / 2) / (5000 * 4999 / 2)
     started = time.perf_counter()
-    candidates, has = nearest_pairs(hashes, RADIUS, CANDIDATES)
+    candidates, has = image_candidates(images, RADIUS)
     candidate_s = time.perf_counter() - started
     started = time.perf_counter()
     verified, _ = verify_pairs(images, candidates)

@@ -24,7 +24,7 @@ from augforge.audit.near_features import near_feature_pairs
 from augforge.audit.near_text import exact_text_pairs, near_text_pairs
 from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
-from augforge.audit.verify import RATIO, THRESHOLD, verify_pairs
+from augforge.audit.verify import PIXEL_NEIGHBOURS, RATIO, THRESHOLD, pixel_neighbour_pairs, verify_pairs
 from augforge.datasets import schema as S
 from augforge.errors import OptionError
 
@@ -62,12 +62,13 @@ def near_duplicate_pairs(rows: AuditRows, radius: int, threshold: float, epsilon
             f"images of at most {TINY} px a side, compared by their pixels: {what} (a 64-bit hash of a 9x8 grid " \
             "cannot tell such small images apart)", {}
     if rows.payload == S.IMAGE:
-        candidates, has = nearest_pairs(hash_images(rows.values), radius, CANDIDATES)
+        candidates, has = image_candidates(rows.values, radius)
         candidates = np.asarray(_other_sources(rows, candidates.tolist()), dtype=np.int64).reshape(-1, 3)
         verified, facts = verify_pairs(rows.values, candidates, verify, RATIO)
         facts["hash_neighbour_share"] = round(float(has.mean()), 4)
         facts["homogeneous"] = bool(has.mean() > HOMOGENEOUS)
-        return verified, f"64-bit dHash candidates (Hamming distance <= {radius}, each row's {CANDIDATES} nearest), " \
+        return verified, f"candidates: 64-bit dHash within {radius} bits (each row's {CANDIDATES} nearest) and each " \
+                         f"row's {PIXEL_NEIGHBOURS} nearest by a 12x12 grey signature; " \
                          f"verified on pixels: similarity >= {verify} after alignment, and {RATIO:g} x each row's " \
                          "typical candidate distance at most", facts
     if rows.payload == S.TEXT:
@@ -77,6 +78,16 @@ def near_duplicate_pairs(rows: AuditRows, radius: int, threshold: float, epsilon
             f"normalised exact matches and MinHash LSH over word 3-grams, Jaccard >= {threshold}", {}
     what = "equal rows" if epsilon == 0 else f"rows within Euclidean distance {epsilon}"
     return near_feature_pairs(rows.values, epsilon), f"{what} (exact neighbour search)", {}
+
+
+def image_candidates(images: list, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """(candidate pairs (i, j, hash distance or -1), whether each row has a hash neighbour within ``radius``):
+    each row's ``CANDIDATES`` nearest dHashes within the radius, and its nearest by a small grey signature
+    (``pixel_neighbour_pairs``); a pair both found is listed once, with its hash distance."""
+    hashed, has = nearest_pairs(hash_images(images), radius, CANDIDATES)
+    candidates = np.concatenate([hashed, pixel_neighbour_pairs(images)])
+    _, first = np.unique(candidates[:, 0] * len(images) + candidates[:, 1], return_index=True)
+    return candidates[np.sort(first)], has
 
 
 def homogeneity_note(facts: dict, radius: int) -> str | None:

@@ -17,12 +17,16 @@ candidates, for rows with at least ``DENSE`` candidates. On a homogeneous set ev
 and only a much closer one is a copy; a row with few candidates (a sparse set, or a row whose only candidates
 are its own copies) has no neighbourhood to stand out from, and the threshold alone decides.
 
-The verified pairs are then grouped without chaining (``augforge.audit.clusters``).
+The candidates are the dHash pairs (``augforge.audit.hashing``) and, since a small zoom moves a dHash by many
+bits, each row's nearest neighbours by a small grey signature (``pixel_neighbour_pairs``). The verified pairs
+are then grouped without chaining (``augforge.audit.clusters``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from augforge.balance.knn import exact_knn
 
 #: side of the grey images compared, and the border left out of the correlation (pixels an alignment moves in)
 SIDE = 32
@@ -38,6 +42,8 @@ RATIO = 0.08
 DENSE = 8
 #: pairs aligned at once (memory: about 40 kB each)
 CHUNK = 2048
+#: the second candidate source: each row's nearest neighbours by a small grey signature of this side, this many
+SIGNATURE, PIXEL_NEIGHBOURS = 12, 5
 
 
 def grey_pixels(images: list[np.ndarray], side: int = SIDE, through: list[int | None] | None = None):
@@ -115,6 +121,25 @@ def pair_similarity(images: list[np.ndarray], first: np.ndarray, second: np.ndar
         with torch.enable_grad():
             out[start : start + len(a)] = aligned_similarity(left, right)
     return out
+
+
+def pixel_neighbour_pairs(images: list[np.ndarray], k: int = PIXEL_NEIGHBOURS) -> np.ndarray:
+    """Candidate pairs (i, j, -1), i < j, from each row's ``k`` nearest rows by a ``SIGNATURE`` x ``SIGNATURE``
+    grey signature (centred, unit length: cosine neighbours, exact search). A small zoom moves a dHash by many
+    bits (a 1-2 px crop resized back: 14 to 17 bits measured) but barely moves this signature, so copies the
+    hash ranks past a homogeneous row's 20 nearest are candidates here."""
+    n = len(images)
+    if n < 2:
+        return np.zeros((0, 3), dtype=np.int64)
+    x = grey_pixels(images, side=SIGNATURE).flatten(1).numpy().astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+    k = min(k, n - 1)
+    _, index = exact_knn(np.ascontiguousarray(x, dtype=np.float32), k, exclude_self=True)
+    first, second = np.repeat(np.arange(n), k), np.asarray(index, dtype=np.int64).reshape(-1)
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    _, keep = np.unique(low * n + high, return_index=True)
+    return np.column_stack([low[keep], high[keep], np.full(len(keep), -1)])
 
 
 def verify_pairs(images: list[np.ndarray], pairs: np.ndarray, threshold: float = THRESHOLD,
