@@ -548,7 +548,7 @@ def test_images_get_label_issues_from_the_better_of_a_cross_fitted_cnn_and_the_l
     measured on the same rows, and the probabilities of the one right on more rows out of fold are used; both
     accuracies are in the report. A budget too small for the CNN says so and uses the linear model."""
     images, labels, names = homogeneous.digits()
-    keep = np.concatenate([np.flatnonzero(labels == c)[:30] for c in range(10)])
+    keep = np.concatenate([np.flatnonzero(labels == c)[:20] for c in range(10)])
     images, labels = [images[i] for i in keep], labels[keep]
     noisy, truth = homogeneous.flip_labels(labels, 0.05, "uniform", 10, seed=0)
     ids = _folder(tmp_path / "digits", images, noisy, names)
