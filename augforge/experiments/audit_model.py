@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from augforge.audit.labels import out_of_fold_probabilities
+from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import read_rows
 from augforge.audit.run import audit
 from augforge.datasets.reader import Dataset
@@ -110,6 +111,8 @@ def audit_with_model(source, *, budget_minutes: float = BUDGET_MINUTES, recipe=N
     ``source``; its label section names the model, its out-of-fold accuracy and the budget."""
     if budget_minutes <= 0:
         raise OptionError("{budget_minutes} {value}: expected minutes above 0", value=budget_minutes)
+    if not audit_options.get("labels", True):  # no label issues: nothing for a model to do
+        return audit(source, seed=seed, **audit_options)
     with tempfile.TemporaryDirectory(prefix="augforge-audit-model-") as tmp:
         work = Path(work or tmp)
         splits = splits or {}
@@ -135,25 +138,26 @@ def audit_with_model(source, *, budget_minutes: float = BUDGET_MINUTES, recipe=N
             f"rows; budget {budget_minutes:g} min) for the label issues")
         crossfit(chosen, work / "crossfit", folds=folds, data=data, log=lambda _: None)
         seconds = round(time.perf_counter() - started, 1)
-        report = audit(data, seed=seed, probs=work / "crossfit", **audit_options)
+        compared = out_of_fold_accuracies(data, work / "crossfit", chosen.run.model, seed)
+        use_cnn = compared[chosen.run.model] >= compared["logistic regression"]  # the better out-of-fold model
+        if not use_cnn:
+            log(f"audit: the linear model is right on more rows out of fold ({compared['logistic regression']:.1%}) "
+                f"than {chosen.run.model} ({compared[chosen.run.model]:.1%}) on this set; its probabilities are used")
+        report = audit(data, seed=seed, probs=work / "crossfit" if use_cnn else None, **audit_options)
         report["source"] = str(source)
-        if "label_issues" not in report:
-            return report
-        fast = fast_accuracy(data, seed)
-        compared = {chosen.run.model: report["label_issues"]["model_accuracy"], "logistic regression": fast}
-        if fast > report["label_issues"]["model_accuracy"]:  # the better out-of-fold model decides
-            log(f"audit: the linear model is right on more rows out of fold ({fast:.1%}) than {chosen.run.model} "
-                f"({compared[chosen.run.model]:.1%}) on this set; its probabilities are used")
-            report = audit(data, seed=seed, **audit_options)
-            report["source"] = str(source)
-        report["label_issues"].update(models_compared=compared, model_seconds=seconds)
+        if "label_issues" in report:
+            report["label_issues"].update(models_compared=compared, model_seconds=seconds)
         return report
 
 
-def fast_accuracy(data: Path, seed: int) -> float:
-    """The fast linear model's out-of-fold accuracy on a dataset directory's rows (what the report shows)."""
+def out_of_fold_accuracies(data: Path, run_dir: Path, model: str, seed: int) -> dict[str, float]:
+    """{model: the cross-fit's out-of-fold accuracy, "logistic regression": the fast model's}, both on every row
+    of the dataset directory (as the report states a model's accuracy)."""
     rows = read_rows(data)
-    return round(float((out_of_fold_probabilities(rows, seed).argmax(axis=1) == rows.labels).mean()), 4)
+    probs, _ = run_probabilities(run_dir, rows.ids, rows.class_names)
+    fast = out_of_fold_probabilities(rows, seed)
+    return {name: round(float((p.argmax(axis=1) == rows.labels).mean()), 4)
+            for name, p in ((model, probs), ("logistic regression", fast))}
 
 
 def _user_recipe(recipe, work: Path, splits: dict) -> Recipe:
