@@ -27,6 +27,8 @@ from augforge.errors import AugforgeError
 
 #: the largest radius the search takes (beyond it, "near" stops meaning the same picture for a 64-bit hash)
 MAX_RADIUS = 16
+#: the audit's default radius for candidates (verification keeps the near-duplicates among them)
+RADIUS = 14
 
 
 def dhash(image) -> int:

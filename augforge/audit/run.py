@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from augforge.audit.clusters import describe_clusters, star_clusters
-from augforge.audit.hashing import hash_images, nearest_pairs
+from augforge.audit.hashing import RADIUS, hash_images, nearest_pairs
 from augforge.audit.html import write_html
 from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
 from augforge.audit.near_features import near_feature_pairs
@@ -35,8 +35,6 @@ OUTLIER_SHARE = 0.01
 #: below this out-of-fold accuracy of the probabilities' model, the report warns that label issues mix wrong
 #: labels with hard rows (measured in docs/audit.md: flagged precision falls with the model's accuracy)
 TRUSTED_ACCURACY = 0.85
-#: image candidates: hashes within this many bits (of 64); verification keeps the near-duplicates among them
-RADIUS = 14
 #: image candidates: each row's nearest hashes within the radius, at most this many (bounded on homogeneous sets)
 CANDIDATES = 20
 #: above this share of rows with a hash neighbour within the radius, the report calls the set homogeneous

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from augforge.balance.knn import exact_knn
-
 #: side of the grey images compared, and the border left out of the correlation (pixels an alignment moves in)
 SIDE = 32
 MARGIN = 3
@@ -128,6 +126,8 @@ def pixel_neighbour_pairs(images: list[np.ndarray], k: int = PIXEL_NEIGHBOURS) -
     grey signature (centred, unit length: cosine neighbours, exact search). A small zoom moves a dHash by many
     bits (a 1-2 px crop resized back: 14 to 17 bits measured) but barely moves this signature, so copies the
     hash ranks past a homogeneous row's 20 nearest are candidates here."""
+    from augforge.balance.knn import exact_knn  # torch: loaded when pairs are verified, not when recipes parse
+
     n = len(images)
     if n < 2:
         return np.zeros((0, 3), dtype=np.int64)

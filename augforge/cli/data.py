@@ -289,15 +289,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         from augforge.experiments.embed import checkpoint_embedder
 
         embed = checkpoint_embedder(args.embed)
-    options = dict(seed=args.seed, radius=args.radius, threshold=args.threshold, epsilon=args.epsilon,
-                   labels=not args.no_labels, html=args.html, show=args.show, cosine=args.cosine, verify=args.verify)
+    options = dict(seed=args.seed, threshold=args.threshold, epsilon=args.epsilon, labels=not args.no_labels,
+                   html=args.html, show=args.show, cosine=args.cosine,
+                   **given(args, "radius", "verify"))  # else the audit's own defaults
     if _audits_with_a_model(args, imbalance):
         from augforge.experiments.audit_model import audit_with_model
 
         kept = {k: v for k, v in (("test_split", splits.test), ("val_split", splits.val)) if v}
-        report = audit_with_model(args.source, budget_minutes=args.budget_minutes, recipe=args.recipe,
-                                  folds=args.folds, splits=kept, log=lambda text: print(text, file=sys.stderr),
-                                  **{k: v for k, v in options.items() if k != "seed"}, seed=args.seed)
+        report = audit_with_model(args.source, recipe=args.recipe, splits=kept,
+                                  log=lambda text: print(text, file=sys.stderr),
+                                  **given(args, "budget_minutes", "folds"), **options)
     else:
         report = audit(args.source, splits=args.split or None, split_spec=splits, imbalance=imbalance,
                        label_col=args.label_col, text_col=args.text_col, feature_cols=args.feature_cols,
@@ -309,6 +310,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if args.html:
             print(f"wrote {args.html}")
     return 0
+
+
+def given(args: argparse.Namespace, *names: str) -> dict:
+    """The options among ``names`` the user gave (not None): the library's defaults stand for the others."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _audits_with_a_model(args: argparse.Namespace, imbalance) -> bool:
@@ -335,9 +341,9 @@ def add_audit(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON (schema: docs/audit.md)")
     p.add_argument("--html", metavar="PAGE", help="also write an HTML page with thumbnails or snippets of the "
                                                   "worst rows of each finding")
-    p.add_argument("--radius", type=int, default=14, help="images: dHash Hamming radius of a candidate pair "
+    p.add_argument("--radius", type=int, help="images: dHash Hamming radius of a candidate pair "
                                                          "(default 14 of 64 bits; candidates are verified on pixels)")
-    p.add_argument("--verify", type=float, default=0.985,
+    p.add_argument("--verify", type=float,
                    help="images: the pixel similarity (correlation after alignment) a candidate pair needs to be a "
                         "near-duplicate (default 0.985; docs/audit.md)")
     p.add_argument("--threshold", type=float, default=0.8,
@@ -347,12 +353,12 @@ def add_audit(sub) -> None:
     p.add_argument("--no-labels", action="store_true", help="skip label issues and outliers (no model is fitted)")
     p.add_argument("--fast", action="store_true",
                    help="images: label issues from the fast linear model on grey pixels instead of a cross-fitted CNN")
-    p.add_argument("--budget-minutes", type=float, default=4.0, metavar="M",
+    p.add_argument("--budget-minutes", type=float, metavar="M",
                    help="images: the cross-fitted CNN gets as many epochs as fit in M minutes here (default 4); "
                         "below 4 epochs the fast model is used, and the report says so")
     p.add_argument("--recipe", metavar="RECIPE", help="images: cross-fit this recipe's model instead of the small "
                                                       "default CNN (its train section as written)")
-    p.add_argument("--folds", type=int, default=5, help="images: folds of the cross-fitted CNN (default 5)")
+    p.add_argument("--folds", type=int, help="images: folds of the cross-fitted CNN (default 5)")
     p.add_argument("--probs", metavar="RUN_DIR", help="label issues and outliers from the out-of-fold probabilities "
                                                       "of a cross-fitted run (augforge crossfit) instead of the fast "
                                                       "model")

@@ -17,7 +17,8 @@ from augforge.errors import AugforgeError
 from augforge.pipelines.batch_augment import BatchAugment, channels_of
 from augforge.pipelines.collate import DTYPES, Collate
 from augforge.pipelines.loader_ops import resolve_ops
-from augforge.pipelines.order import SAMPLERS, RowOrder, checked_rows
+from augforge.pipelines.order import RowOrder, checked_rows
+from augforge.recipe.train import SAMPLERS
 from augforge.pipelines.row_reader import RowReader
 from augforge.pipelines.text_encoding import text_encoder_for
 

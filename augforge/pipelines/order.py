@@ -11,11 +11,10 @@ from functools import cached_property
 import numpy as np
 
 from augforge.errors import AugforgeError
+from augforge.recipe.train import SAMPLERS
 
 #: What a loader does with the last rows when the split does not divide by the world size.
 LAST = ("keep", "drop", "pad")
-#: How an epoch's rows are drawn: a permutation, or class-balanced draws with replacement.
-SAMPLERS = ("shuffle", "balanced")
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from augforge.audit.hashing import MAX_RADIUS, RADIUS
+from augforge.audit.verify import THRESHOLD
+
 NEAR_DUPLICATES = ("keep", "drop")
 LEAKAGE = ("keep", "warn", "drop", "error")
 LABEL_ISSUES = ("keep", "flag", "drop")
@@ -38,10 +41,10 @@ class CleanSpec:
     leakage: str = "keep"
     label_issues: str = "keep"
     outliers: str = "keep"
-    radius: int = 14
+    radius: int = RADIUS
     threshold: float = 0.8
     epsilon: float = 0.0
-    verify: float = 0.985
+    verify: float = THRESHOLD
     max_drop: float = 0.05
     max_drop_class: float = 0.2
 
@@ -63,10 +66,10 @@ def parse_clean(c, raw: dict) -> CleanSpec:
         leakage=c.choice(raw.get("leakage", "keep"), "clean.leakage", LEAKAGE),
         label_issues=c.choice(raw.get("label_issues", "keep"), "clean.label_issues", LABEL_ISSUES),
         outliers=c.choice(raw.get("outliers", "keep"), "clean.outliers", OUTLIERS),
-        radius=int(c.number(raw.get("radius", 14), "clean.radius", 0, 16, integer=True)),
+        radius=int(c.number(raw.get("radius", RADIUS), "clean.radius", 0, MAX_RADIUS, integer=True)),
         threshold=float(c.number(raw.get("threshold", 0.8), "clean.threshold", 0.01, 1.0)),
         epsilon=float(c.number(raw.get("epsilon", 0.0), "clean.epsilon", 0.0, 1e12)),
-        verify=float(c.number(raw.get("verify", 0.985), "clean.verify", 0.01, 1.0)),
+        verify=float(c.number(raw.get("verify", THRESHOLD), "clean.verify", 0.01, 1.0)),
         max_drop=float(c.number(raw.get("max_drop", 0.05), "clean.max_drop", 0.0, 1.0)),
         max_drop_class=float(c.number(raw.get("max_drop_class", 0.2), "clean.max_drop_class", 0.0, 1.0)),
     )
