@@ -14,12 +14,11 @@ that the file is the same on every run; ``--fraction 1`` keeps every sense:
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
+
+from text_corpus import write_corpus
 
 from augforge.augment.wordnet import LEXNAMES
 
@@ -58,18 +57,7 @@ def main() -> None:
         raise SystemExit(f"{wordnet}: no WordNet 3.0 database (apt-get install wordnet-base)")
     rng = random.Random(0)
     rows = [row for row in read_glosses(wordnet) if rng.random() < args.fraction]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "text", "label"])
-        writer.writerows(rows)
-    os.replace(tmp, out)
-    counts = {name.split(".", 1)[1]: 0 for name in CLASSES}
-    for _, _, label in rows:
-        counts[label] += 1
-    print(f"{out}: {len(rows)} definitions; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    write_corpus(args.out, rows, tuple(name.split(".", 1)[1] for name in CLASSES))
 
 
 if __name__ == "__main__":
