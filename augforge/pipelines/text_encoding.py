@@ -1,6 +1,6 @@
 """Texts -> padded token ids for the text models, with truncation; saved with the model as JSON.
 
-Three encoders, one interface (``encode``, ``vocab_size``, ``pad_id``, ``spec``):
+Four encoders, one interface (``encode``, ``vocab_size``, ``pad_id``, ``spec``; ``augforge.pipelines.text_ids``):
 
 - ``TokenizerEncoder``: a Hugging Face ``tokenizers`` tokenizer (BPE, WordPiece or whole words),
   trained on the train split's texts with a vocabulary size, or read from a local ``tokenizer.json``.
@@ -14,6 +14,8 @@ Three encoders, one interface (``encode``, ``vocab_size``, ``pad_id``, ``spec``)
   ``<word>`` from ``char_ngrams[0]`` to ``char_ngrams[1]``, each hashed (xxh3, seeded) into ``buckets``
   rows of an embedding table. Nothing is fitted, so nothing but its settings is saved.
 - ``PretrainedEncoder``: the tokenizer of a local Hugging Face model directory (``text_encoder``).
+- ``TfidfEncoder`` (``augforge.pipelines.tfidf_encoding``): the ``linear`` model's TF-IDF word and character
+  n-grams, fitted on the train split.
 
 Truncation: texts longer than ``max_tokens`` keep their first tokens (``head``), their last (``tail``) or
 a quarter from the start and the rest from the end (``head+tail``, Sun et al., 2019). ``truncated(texts)``
@@ -22,16 +24,17 @@ counts the rows that lose tokens; ``augforge train`` reports it per split.
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
-import torch
 import xxhash
 
 from augforge.augment.words import tokenize
 from augforge.errors import AugforgeError, first_line
 from augforge.models import model_options
 from augforge.models.text_encoder import local_config, local_tokenizer
+from augforge.pipelines.text_ids import RESERVED, TextEncoder, pad_batch, truncate_ids
+from augforge.pipelines.tfidf_encoding import TfidfEncoder
 from augforge.recipe.train import TEXT_TOKENIZERS, TextOptions
 
 TOKENIZERS = ("bpe", "wordpiece", "word")
@@ -39,67 +42,7 @@ KINDS = TEXT_TOKENIZERS
 PAD, UNK = "[PAD]", "[UNK]"
 
 
-def truncate_ids(ids: list[int], max_tokens: int, how: str) -> list[int]:
-    """``ids`` cut to ``max_tokens`` as ``how`` says (head, tail, head+tail)."""
-    if len(ids) <= max_tokens:
-        return ids
-    if how == "head":
-        return ids[:max_tokens]
-    if how == "tail":
-        return ids[len(ids) - max_tokens :]
-    head = max_tokens // 4
-    return ids[:head] + ids[len(ids) - (max_tokens - head) :]
-
-
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Padded int64 ids ``(batch, longest)`` and int64 lengths."""
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
-    ids = torch.full((len(rows), int(lengths.max()) if rows else 0), pad_id, dtype=torch.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.int64)
-    return ids, lengths
-
-
-class _Encoder:
-    """What every encoder shares: per-text memo, truncation, padding, the truncated count."""
-
-    pad_id = 0
-    unk_id = 1
-
-    def __init__(self, options: TextOptions) -> None:
-        self.options = options
-        self._memo: dict[str, list[int]] = {}
-
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        raise NotImplementedError
-
-    def full_ids(self, texts: list[str]) -> list[list[int]]:
-        """Each text's ids before truncation (memoised: a split's texts are encoded once)."""
-        todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
-        if todo:
-            if len(self._memo) > 500_000:
-                self._memo.clear()
-            for text, ids in zip(todo, self._ids(todo)):
-                self._memo[text] = ids or [self.unk_id]
-        return [self._memo[t] for t in texts]
-
-    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ids and lengths of ``texts``, each truncated to ``max_tokens``."""
-        o = self.options
-        return pad_batch([truncate_ids(ids, o.max_tokens, o.truncate) for ids in self.full_ids(texts)], self.pad_id)
-
-    def truncated(self, texts: list[str]) -> int:
-        """How many of ``texts`` are longer than ``max_tokens`` (and lose tokens)."""
-        return sum(len(ids) > self.options.max_tokens for ids in self.full_ids(texts))
-
-    def spec(self) -> dict:
-        """JSON that ``encoder_from_spec`` turns back into this encoder (stored in checkpoints)."""
-        options = asdict(self.options)
-        options["char_ngrams"] = list(options["char_ngrams"])
-        return {"kind": self.kind, "options": options}
-
-
-class TokenizerEncoder(_Encoder):
+class TokenizerEncoder(TextEncoder):
     """A Hugging Face ``tokenizers`` tokenizer: trained here, read from a file, or restored from JSON."""
 
     def __init__(self, options: TextOptions, tokenizer, kind: str) -> None:
@@ -160,12 +103,11 @@ def train_tokenizer(texts: list[str], options: TextOptions, kind: str, vocab_siz
     return TokenizerEncoder(options, tokenizer, kind)
 
 
-class HashedEncoder(_Encoder):
+class HashedEncoder(TextEncoder):
     """fastText's hashed word, word n-gram and character n-gram ids (see the module docstring)."""
 
     kind = "hashed"
-    #: ids 0 (padding) and 1 (empty text) are reserved; hashed ids are 2 .. buckets + 1
-    RESERVED = 2
+    RESERVED = RESERVED  # hashed ids are 2 .. buckets + 1
 
     @property
     def vocab_size(self) -> int:
@@ -218,12 +160,14 @@ class PretrainedEncoder(TokenizerEncoder):
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
 
 
-def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_size: int | None) -> _Encoder:
+def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_size: int | None) -> TextEncoder:
     """The encoder ``options`` describe for ``model``; a trained tokenizer learns from ``train_texts``
     (``vocab_size``: its size when the options give none)."""
     kind = options.kind_for(model)
     if kind == "hashed":
         return HashedEncoder(options)
+    if kind == "tfidf":
+        return TfidfEncoder.fit(train_texts, options)
     if kind == "pretrained":
         if not options.path:
             raise AugforgeError("train.text.tokenizer: pretrained needs a text_encoder model (its path option)")
@@ -248,7 +192,7 @@ def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_
     return train_tokenizer(train_texts, options, kind, int(size))
 
 
-def text_encoder_for(text, model: str = "fasttext", overrides: dict | None = None, train_texts=None) -> _Encoder:
+def text_encoder_for(text, model: str = "fasttext", overrides: dict | None = None, train_texts=None) -> TextEncoder:
     """The one place a text encoder is chosen. ``text``: an encoder (used as it is), a checkpoint's spec (a
     dict: restored, nothing refitted), or ``TextOptions`` (None: the defaults) made for ``model`` with its
     options (its defaults, then ``overrides``): the model's ``max_len`` caps ``max_tokens``, a text_encoder
@@ -267,13 +211,13 @@ def text_encoder_for(text, model: str = "fasttext", overrides: dict | None = Non
         limit = local_config(defaults.get("path")).get("max_position_embeddings")
         options = replace(options, path=str(defaults.get("path") or ""),
                           max_tokens=min(options.max_tokens, int(limit or options.max_tokens)))
-    learns = options.kind_for(model) in TOKENIZERS
+    learns = options.kind_for(model) in TOKENIZERS + ("tfidf",)
     texts = train_texts() if learns and train_texts is not None else []
     size = overrides.get("vocab_size")
     return fit_encoder(options, model, texts, size if isinstance(size, int) else None)
 
 
-def encoder_from_spec(spec: dict) -> _Encoder:
+def encoder_from_spec(spec: dict) -> TextEncoder:
     """The encoder a checkpoint's ``input.text`` spec describes (nothing is refitted)."""
     if not isinstance(spec, dict) or "kind" not in spec:
         raise AugforgeError("the checkpoint's text encoder spec is missing or damaged")
@@ -282,6 +226,8 @@ def encoder_from_spec(spec: dict) -> _Encoder:
     options = TextOptions(**raw)
     if spec["kind"] == "hashed":
         return HashedEncoder(options)
+    if spec["kind"] == "tfidf":
+        return TfidfEncoder(options, tuple(spec["terms"]))
     if spec["kind"] == "pretrained":
         return PretrainedEncoder(options, spec["tokenizer"])
     from tokenizers import Tokenizer
@@ -289,7 +235,7 @@ def encoder_from_spec(spec: dict) -> _Encoder:
     return TokenizerEncoder(options, Tokenizer.from_str(spec["tokenizer"]), spec["kind"])
 
 
-def lengths_summary(encoder: _Encoder, texts: list[str]) -> dict:
+def lengths_summary(encoder: TextEncoder, texts: list[str]) -> dict:
     """Token counts of ``texts`` before truncation (median, 95th percentile, max) and how many are cut."""
     counts = np.array([len(ids) for ids in encoder.full_ids(texts)] or [0])
     return {"median": float(np.median(counts)), "p95": float(np.percentile(counts, 95)), "max": int(counts.max()),

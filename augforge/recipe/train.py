@@ -8,7 +8,7 @@ before any work starts, naming its place in the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from augforge.augment.image_ops import check_image_op
 from augforge.errors import AugforgeError
@@ -17,7 +17,7 @@ from augforge.recipe.long_tail import PRIORS, DecoupleSpec, LossSpec, RebalanceS
 
 #: optimizers of ``augforge.train.optim`` and schedules of ``augforge.train.schedules``
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "step", "onecycle", "constant")
+SCHEDULES = ("cosine", "step", "onecycle", "constant", "linear")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NONFINITE = ("stop", "skip")
 #: what the device decision may be told (augforge.device)
@@ -30,12 +30,18 @@ CLASS_WEIGHTS = ("none", "balanced")
 #: how an epoch's training rows are drawn: a permutation, or class-balanced draws with replacement
 SAMPLERS = ("shuffle", "balanced")
 #: the model a recipe trains when it names none, by payload
-DEFAULT_MODELS = {"image": "simple_cnn", "text": "fasttext", "features": "mlp"}
-#: the learning rate of models whose training differs from the 1e-3 default: fastText's averaged embeddings
-#: under a linear head need larger steps (at 1e-3 it underfits small sets; measured in docs/text.md)
-MODEL_LR = {"fasttext": 0.03}
+DEFAULT_MODELS = {"image": "simple_cnn", "text": "linear", "features": "mlp"}
+#: the ``train:`` defaults of models whose training differs from the general ones (measured in docs/text.md):
+#: fastText's averaged embeddings under a linear head need larger steps (at 1e-3 it underfits small sets);
+#: ``linear`` is scikit-learn's ``LogisticRegression(class_weight="balanced")`` (C=1: ``l2: auto``), trained by
+#: the loop to within its seed spread of that optimum
+MODEL_DEFAULTS = {"fasttext": {"lr": 0.03},
+                  "linear": {"lr": 0.03, "epochs": 20, "l2": "auto", "class_weights": "balanced"}}
+#: ``train.l2: auto``: ``AUTO_L2 / training rows``, which makes the loop's mean loss + l2 * |w|^2 the objective
+#: of scikit-learn's ``LogisticRegression(C=1)`` (sum of losses + |w|^2 / 2) divided by the rows
+AUTO_L2 = 0.5
 #: text encoders (augforge.pipelines.text_encoding) and truncation modes
-TEXT_TOKENIZERS = ("auto", "bpe", "wordpiece", "word", "hashed", "pretrained")
+TEXT_TOKENIZERS = ("auto", "bpe", "wordpiece", "word", "hashed", "pretrained", "tfidf")
 TRUNCATE = ("head", "tail", "head+tail")
 
 
@@ -54,11 +60,11 @@ class TextOptions:
     path: str | None = None  # pretrained: the local model directory (the text_encoder's path option)
 
     def kind_for(self, model: str) -> str:
-        """The encoder kind: ``auto`` is ``hashed`` for fastText, ``pretrained`` for a text_encoder and
-        ``bpe`` for the other models; any other string is a tokenizer file (``file``)."""
+        """The encoder kind: ``auto`` is ``hashed`` for fastText, ``pretrained`` for a text_encoder, ``tfidf``
+        for linear and ``bpe`` for the other models; any other string is a tokenizer file (``file``)."""
         if self.tokenizer != "auto":
             return self.tokenizer if self.tokenizer in TEXT_TOKENIZERS else "file"
-        return {"fasttext": "hashed", "text_encoder": "pretrained"}.get(model, "bpe")
+        return {"fasttext": "hashed", "text_encoder": "pretrained", "linear": "tfidf"}.get(model, "bpe")
 
 
 @dataclass
@@ -80,7 +86,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     binary: bool = False
     l1: float = 0.0
-    l2: float = 0.0
+    l2: float | str = 0.0  # or "auto": AUTO_L2 / the training rows (resolved when the data is known)
     clip_grad_norm: float | None = None
     precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU only)
     nonfinite: str = "stop"  # stop | skip
@@ -94,6 +100,13 @@ class TrainConfig:
     priors: str = "train"  # the counts behind the priors: train (the built split) or source (before balance)
     posthoc_tau: float | str | None = None  # subtract tau * log prior from the logits; auto: picked on val
     decouple: DecoupleSpec | None = None  # a second stage on the trained backbone: crt or tau_norm
+
+
+def with_training_rows(config: TrainConfig, rows: int) -> TrainConfig:
+    """``config`` with ``l2: auto`` resolved for ``rows`` training rows (unchanged otherwise)."""
+    if config.l2 != "auto":
+        return config
+    return replace(config, l2=AUTO_L2 / max(1, rows))
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,8 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
         where, value = f"train.{f.name}", raw[f.name]
         if isinstance(f.default, bool):
             values[f.name] = c.flag(value, where)
+        elif f.name == "l2" and value == "auto":
+            values[f.name] = "auto"
         elif f.name in _CHOICES:
             values[f.name] = c.choice(value, where, _CHOICES[f.name])
         else:
@@ -167,8 +182,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
             number = c.number(value, where, low, high, integer=integer)
             values[f.name] = int(number) if integer else float(number)
     model = c.text(raw.get("model", DEFAULT_MODELS.get(payload, "simple_cnn")), "train.model")
-    if "lr" not in values and model in MODEL_LR:
-        values["lr"] = MODEL_LR[model]
+    values = {**MODEL_DEFAULTS.get(model, {}), **values}
     values["loss"] = parse_loss(c, raw.get("loss"))
     values["rebalance"] = parse_rebalance(c, raw.get("rebalance"), values.get("epochs", TrainConfig.epochs))
     values["priors"] = c.choice(raw.get("priors", "train"), "train.priors", PRIORS)
@@ -231,6 +245,9 @@ def _text_options(c, raw, model: str) -> TextOptions:
     high = int(c.number(grams[1], "train.text.char_ngrams[1]", 0, 20, integer=True))
     if (low == 0) != (high == 0) or low > high:
         c.fail("train.text.char_ngrams", f"expected 1 <= min <= max, or 0 for none; got {grams!r}")
+    if (model == "linear") != (TextOptions(tokenizer=tokenizer).kind_for(model) == "tfidf"):
+        c.fail("train.text.tokenizer", "the linear model takes the tfidf encoder and only it takes tfidf; got "
+                                       f"model {model} with tokenizer {tokenizer}")
     size = raw.get("vocab_size")
     return TextOptions(
         tokenizer=tokenizer,

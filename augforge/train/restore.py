@@ -21,15 +21,14 @@ from augforge.train.loop import evaluate
 
 def model_arch(run: RunSpec, manifest: dict, config: TrainConfig, encoder=None) -> dict:
     """What rebuilds the model: name, options, classes, input channels (or features), binary head. A text
-    model's ``vocab_size`` and ``pad_id`` are its encoder's."""
+    model's encoder options (``vocab_size``, ``pad_id``, ...: ``TextEncoder.model_options``) are its encoder's."""
     info = manifest.get("payload_info") or {}
     in_channels = len(info.get("feature_names") or ()) if manifest.get("payload") == "features" else \
         info.get("channels", 3)
     options = dict(run.model_options)
     if encoder is not None:
         known = model_options(run.model)
-        options.update({k: v for k, v in (("vocab_size", encoder.vocab_size), ("pad_id", encoder.pad_id))
-                        if k in known})
+        options.update({k: v for k, v in encoder.model_options().items() if k in known})
     if run.model == "text_encoder":  # the architecture travels with the weights: evaluation needs no directory
         options["config"] = local_config(options.get("path"))
     return {"name": run.model, "options": options, "num_classes": len(manifest["class_names"]),
@@ -37,13 +36,21 @@ def model_arch(run: RunSpec, manifest: dict, config: TrainConfig, encoder=None) 
             "binary": bool(config.binary)}
 
 
-def model_from(arch: dict, pretrained: bool = False) -> torch.nn.Module:
+def model_from(arch: dict, pretrained: bool = False, encoder=None) -> torch.nn.Module:
     """A fresh model as ``arch`` (stored in every checkpoint) describes it. ``pretrained``: a text_encoder
-    loads its directory's weights (to train); otherwise its stored config rebuilds it (to load weights into)."""
+    loads its directory's weights (to train); otherwise its stored config rebuilds it (to load weights into).
+    ``encoder``: a text model takes what the fitted encoder holds for it (``TextEncoder.model_state``: the
+    linear model's idf weights)."""
     options = dict(arch["options"])
     if pretrained:
         options.pop("config", None)
-    return create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **options)
+    model = create(arch["name"], arch["num_classes"], in_channels=arch["in_channels"], **options)
+    state = encoder.model_state() if encoder is not None else {}
+    if state:
+        with torch.no_grad():
+            for name, tensor in state.items():
+                model.get_buffer(name).copy_(tensor)
+    return model
 
 
 def loader_options(spec: dict) -> dict:

@@ -32,7 +32,7 @@ from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError, OptionError
 from augforge.paths import local_path
 from augforge.recipe import Recipe
-from augforge.recipe.train import METRICS, RunSpec
+from augforge.recipe.train import METRICS, RunSpec, TrainConfig, with_training_rows
 from augforge.recipe.settings import training_settings
 from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint
 from augforge.train.compute import end_distributed, init_distributed, set_threads
@@ -110,6 +110,7 @@ class Run:
         torch.manual_seed(run.seed)
         self.loader, self.val, self.test = open_loaders(recipe, self.data, manifest, self.device,
                                                         self.options.train_rows)
+        self.config = config = with_training_rows(config, self.loader.size)
         self.arch = model_arch(run, manifest, config, self.loader.encoder)
         self.spec = self.loader.input_spec()
         self.log(f"device: {self.device}; threads: {self.threads}")
@@ -123,8 +124,8 @@ class Run:
 
     def start(self) -> None:
         """The trainer, fresh or resumed from ``checkpoints/last.pt``; the run's files and profiler."""
-        self.trainer = _make_trainer(self.recipe, self.arch, self.counts["priors"], len(self.loader), self.device,
-                                     self.world)
+        self.trainer = _make_trainer(self.config, self.arch, self.counts["priors"], len(self.loader),
+                                     self.device, self.world, self.loader.encoder)
         self.settings = training_settings(self.recipe)
         self.best = None
         self._resume_or_refuse()
@@ -280,15 +281,15 @@ def _dataset_for_every_rank(recipe: Recipe, data: Path, rebuild: bool, workers: 
     return manifest if lead else read_manifest(data)
 
 
-def _make_trainer(recipe: Recipe, arch: dict, counts: list[int], steps_per_epoch: int, device: Device,
-                  world: int) -> Trainer:
-    """The model the recipe names (pretrained weights where it has them), wrapped for DDP across processes,
-    and its trainer: the recipe's loss and class weights on the prior ``counts`` (``make_criterion``)."""
-    model = model_from(arch, pretrained=True)
+def _make_trainer(config: TrainConfig, arch: dict, counts: list[int], steps_per_epoch: int,
+                  device: Device, world: int, encoder=None) -> Trainer:
+    """The model ``arch`` names (pretrained weights where it has them), wrapped for DDP across processes,
+    and its trainer: the recipe's loss and class weights on the prior ``counts`` (``make_criterion``). A text
+    model takes what its fitted ``encoder`` holds for it (``model_from``)."""
+    model = model_from(arch, pretrained=True, encoder=encoder)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model.to(device.torch))
-    return Trainer(model, recipe.train, steps_per_epoch, device=device,
-                   criterion=make_criterion(recipe.train, counts))
+    return Trainer(model, config, steps_per_epoch, device=device, criterion=make_criterion(config, counts))
 
 
 def _posthoc(final, val, counts: list[int], class_names: list[str], trainer: Trainer, run: RunSpec,
@@ -388,6 +389,7 @@ def prepare_run(recipe: Recipe, *, data=None, rebuild: bool = False, workers: in
     torch.manual_seed(recipe.run.seed)
     loader = open_loaders(recipe, data, manifest, device)[0]
     arch = model_arch(recipe.run, manifest, recipe.train, loader.encoder)
-    return recipe.train, model_from(arch, pretrained=True).to(device.torch), loader
+    config = with_training_rows(recipe.train, loader.size)
+    return config, model_from(arch, pretrained=True, encoder=loader.encoder).to(device.torch), loader
 
 

@@ -6,7 +6,9 @@ Each is a multiplier of the base learning rate, as a function of the optimizer s
 - ``step``: multiply by ``gamma`` every ``step_size`` steps (after the warm-up);
 - ``onecycle``: linear warm-up to 1 over ``pct_start`` of training, then cosine annealing to
   ``min_factor`` (Smith's one-cycle policy on the learning rate);
-- ``constant``: 1 (after the warm-up).
+- ``constant``: 1 (after the warm-up);
+- ``linear``: linear warm-up, then a straight line down to ``min_factor`` (fastText's own trainer decays its
+  rate this way).
 
 ``warmup`` is a number of steps, or a fraction of the total when below 1.
 """
@@ -19,7 +21,6 @@ import torch
 
 from augforge.errors import AugforgeError
 from augforge.recipe.train import SCHEDULES
-
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:
@@ -46,6 +47,8 @@ def lr_factor(kind: str, step: int, total_steps: int, *, warmup: float = 0.0, mi
     if kind == "step":
         return gamma ** ((step - warm) // max(1, step_size))
     progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+    if kind == "linear":
+        return 1.0 - (1.0 - min_factor) * progress
     return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
