@@ -24,6 +24,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {result['file']} ({result['bytes'] / 1e6:.2f} MB, {result['format']}); against PyTorch on "
           f"{result['rows']:,} test rows ({result['batches']} batches): max |difference| {result['max_abs_diff']:.2e}, "
           f"{'the same' if result['same_predictions'] else 'DIFFERENT'} predictions")
+    if "encoder" in result:
+        print(f"wrote {result['encoder']}: the text encoder that makes its input ids (encoder_from_spec)")
     return 0
 
 

@@ -7,7 +7,9 @@
 The exported model takes what the loader yields, as evaluation feeds it: uint8 NCHW images (converted
 to [0, 1] inside the graph, as the training loop converts them), float images after a ``normalize``
 op, feature rows, or a text model's (ids, lengths). The batch dimension (and a text model's sequence
-length) stays dynamic. The exported model is run on
+length) stays dynamic. A text model's encoder (``augforge.pipelines.text_encoding``: the tokenizer, the hashing
+settings or the TF-IDF vocabularies) is written beside it as JSON (``MODEL.encoder.json``); its
+``encoder_from_spec`` makes the ids the exported model takes. The exported model is run on
 real test batches of the run's data, fed as evaluation feeds the model (the checkpoint's input spec),
 next to the PyTorch model, and the largest absolute difference of the logits is reported. A model that
 cannot be exported fails in one line naming the operator the exporter refused, where it names one.
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augforge.atomic import atomic_path
+from augforge.atomic import atomic_path, write_json
 from augforge.errors import AugforgeError, OptionError, first_line
 from augforge.train.loop import prepare_input
 from augforge.train.restore import checkpoint_model_and_loader
@@ -140,7 +142,7 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
     data = Path(data) if data else recorded
     if data is None:
         raise OptionError("{run}: its summary records no data directory; give {data} DIR", run=run)
-    model, loader, arch, _, _ = checkpoint_model_and_loader(checkpoint, data, "test", device="cpu", batch_size=64)
+    model, loader, arch, spec, _ = checkpoint_model_and_loader(checkpoint, data, "test", device="cpu", batch_size=64)
     model = AsTrained(model).eval()
     out = Path(out) if out else checkpoint.with_suffix(SUFFIX[fmt])
     batches_seen = []
@@ -161,5 +163,10 @@ def export_run(run: str | Path, fmt: str = "onnx", out: str | Path | None = None
             rows += len(expected)
         same_argmax = all(np.array_equal(model(*i).argmax(-1).numpy(), run_exported(*i).argmax(-1).numpy())
                           for i in batches_seen)
-    return {"format": fmt, "file": str(out), "bytes": out.stat().st_size, "batches": len(batches_seen),
-            "rows": rows, "max_abs_diff": worst, "same_predictions": bool(same_argmax)}
+    result = {"format": fmt, "file": str(out), "bytes": out.stat().st_size, "batches": len(batches_seen),
+              "rows": rows, "max_abs_diff": worst, "same_predictions": bool(same_argmax)}
+    if spec["payload"] == "text":  # the ids' maker: without it the exported model cannot be fed
+        encoder = out.with_suffix(".encoder.json")
+        write_json(encoder, spec["text"])
+        result["encoder"] = str(encoder)
+    return result
