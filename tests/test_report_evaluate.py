@@ -40,6 +40,37 @@ def test_the_class_weights_arm_is_what_scikit_learn_computes():
         assert all(0.8 < arm[m]["mean"] <= 1.0 for m in ("balanced_accuracy", "macro_f1", "g_mean"))
 
 
+def test_texts_compare_the_linear_and_word_models_with_each_balancing():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import make_union
+
+    from augforge.errors import OptionError
+
+    table = pl.read_csv("examples/tickets.csv")
+    texts, names = table["text"].to_list(), sorted(set(table["label"]))
+    y = np.array([names.index(v) for v in table["label"]])
+    out = evaluate_strategies(texts, y, names, "over", payload="text", folds=3)
+    assert set(out["arms"]) == {"linear", "linear + class weights", "linear + over", "words", "words + class weights",
+                                "words + over"}
+    expected = []
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=0).split(texts, y):
+        peer = make_pipeline(make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                                        TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)),
+                             LogisticRegression(max_iter=2000, class_weight="balanced"))
+        predicted = peer.fit([texts[i] for i in train], y[train]).predict([texts[i] for i in test])
+        expected.append(f1_score(y[test], predicted, average="macro"))
+    assert out["arms"]["linear + class weights"]["macro_f1"]["mean"] == pytest.approx(np.mean(expected), abs=1e-12)
+    best = max(out["arms"], key=lambda a: out["arms"][a]["balanced_accuracy"]["mean"])
+    assert out["verdict"].startswith(f"best by balanced accuracy: {best} ")
+    alone = evaluate_strategies(texts, y, names, "over", payload="text", folds=3, classifier="linear")
+    assert set(alone["arms"]) == {"none", "class weights", "over"}
+    assert alone["arms"]["class weights"] == out["arms"]["linear + class weights"]
+    with pytest.raises(OptionError, match="for texts"):
+        evaluate_strategies(np.zeros((6, 2)), np.array([0, 1] * 3), ["a", "b"], None, payload="features",
+                            classifier="linear")
+
+
 def test_a_strategy_that_fails_inside_a_fold_is_reported_not_raised():
     X, y = _long_tail_digits(7)  # 7 minority rows: 5 or 6 per training fold, SMOTE's k=5 needs 6
     out = evaluate_strategies(X, y, ["zero", "one"], "smote", payload="features", folds=5)
@@ -70,6 +101,6 @@ def test_report_evaluate_from_the_cli_on_features_text_and_images(tmp_path, caps
     assert "5-fold stratified CV, tree classifier" in out and "verdict: best by balanced accuracy" in out
     assert main(["report", "examples/tickets.csv", "--text-col", "text", "--evaluate", "--folds", "3", "--json"]) == 0
     text = json.loads(capsys.readouterr().out)["evaluation"]
-    assert text["folds"] == 3 and text["strategy"] == "over" and "failed" not in text["arms"]["over"]
+    assert text["folds"] == 3 and text["strategy"] == "over" and "failed" not in text["arms"]["linear + over"]
     assert main(["report", "digits", "--evaluate"]) == 1
     assert "needs feature vectors or texts" in capsys.readouterr().err

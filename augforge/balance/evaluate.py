@@ -11,9 +11,12 @@ So the report can check it, by stratified k-fold cross-validation of one fixed, 
 - the strategy (the recommendation, or ``--strategy``): its samplers in an ``imblearn.pipeline.Pipeline``
   in front of the classifier, so that resampling only ever sees the training folds.
 
-Features are standardised inside the pipeline; texts become TF-IDF (word 1-2-grams). Each arm reports
-balanced accuracy, macro-F1 and the geometric mean of the recalls, mean ± sample std over the folds.
-An arm that fails inside a fold (too few neighbours, say) is reported as failed, with the reason.
+Features are standardised inside the pipeline. Texts compare two models as well as the balancing: ``linear``
+(TF-IDF word 1-2-grams and char_wb 3-5-grams, stacked, into logistic regression: augforge's default text
+model, ``train.model: linear``) and ``words`` (word 1-2-grams only); each arm is named ``MODEL + BALANCING``
+(``--classifier linear`` or ``logistic`` keeps one of them). Each arm reports balanced accuracy, macro-F1
+and the geometric mean of the recalls, mean ± sample std over the folds. An arm that fails inside a fold
+(too few neighbours, say) is reported as failed, with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from augforge.datasets.plan import plan_rows
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import OptionError, first_line
 
-CLASSIFIERS = ("logistic", "tree")
+CLASSIFIERS = ("logistic", "tree", "linear")
+#: the text models ``--evaluate`` compares when no classifier is named: (name, classifier, character n-grams)
+TEXT_MODELS = (("linear", "logistic", True), ("words", "logistic", False))
 METRICS = ("balanced_accuracy", "macro_f1", "g_mean")
 
 
@@ -43,36 +48,57 @@ def _classifier(name: str, balanced: bool, seed: int):
     return DecisionTreeClassifier(random_state=seed, class_weight=weight)
 
 
-def _front(payload: str):
-    """The transform before any sampler: TF-IDF for texts, standardisation for features."""
+def _front(payload: str, chars: bool = False):
+    """The transform before any sampler: TF-IDF for texts (word 1-2-grams, and char_wb 3-5-grams when
+    ``chars``: the ``linear`` model's features), standardisation for features."""
     if payload == "text":
         from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.pipeline import FeatureUnion
 
-        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        if not chars:
+            return words
+        return FeatureUnion([("words", words), ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5),
+                                                                          sublinear_tf=True))])
     from sklearn.preprocessing import StandardScaler
 
     return StandardScaler()
 
 
-def arms(strategy: str | None, payload: str, class_names: list[str], classifier: str, seed: int,
+def models_for(payload: str, classifier: str | None) -> list[tuple[str, str, bool]]:
+    """(arm prefix, classifier, character n-grams) of each model to compare: both text models when texts name
+    no classifier, else the one named (``linear``: logistic regression on word and character n-grams)."""
+    if classifier == "linear" and payload != "text":
+        raise OptionError("{classifier} linear: TF-IDF word and character n-grams are for texts; use logistic "
+                          "or tree")
+    if classifier is None:
+        return list(TEXT_MODELS) if payload == "text" else [("", "logistic", False)]
+    return [("", "logistic" if classifier == "linear" else classifier, classifier == "linear")]
+
+
+def arms(strategy: str | None, payload: str, class_names: list[str], classifier: str | None, seed: int,
          binary: bool) -> dict[str, object]:
-    """The pipelines to compare, by name."""
+    """The pipelines to compare, by name (``MODEL + BALANCING`` when several models are compared)."""
     from imblearn.pipeline import Pipeline
     from sklearn.model_selection import TunedThresholdClassifierCV
 
-    out = {
-        "none": Pipeline([("front", _front(payload)), ("model", _classifier(classifier, False, seed))]),
-        "class weights": Pipeline([("front", _front(payload)), ("model", _classifier(classifier, True, seed))]),
-    }
-    if binary:
-        tuned = TunedThresholdClassifierCV(_classifier(classifier, False, seed), scoring="balanced_accuracy",
-                                           cv=3, random_state=seed)
-        out["threshold"] = Pipeline([("front", _front(payload)), ("model", tuned)])
-    if strategy:
-        steps = expand_steps(parse_for(strategy, payload))
-        samplers = [(f"step{i}", step.build(class_names, random_state=seed + i)) for i, step in enumerate(steps)]
-        out[strategy] = Pipeline([("front", _front(payload)), *samplers,
-                                  ("model", _classifier(classifier, False, seed))])
+    out = {}
+    for prefix, name, chars in models_for(payload, classifier):
+        def arm(label: str) -> str:
+            return f"{prefix} + {label}" if prefix and label != "none" else (prefix or label)
+
+        out[arm("none")] = Pipeline([("front", _front(payload, chars)), ("model", _classifier(name, False, seed))])
+        out[arm("class weights")] = Pipeline([("front", _front(payload, chars)),
+                                              ("model", _classifier(name, True, seed))])
+        if binary:
+            tuned = TunedThresholdClassifierCV(_classifier(name, False, seed), scoring="balanced_accuracy",
+                                               cv=3, random_state=seed)
+            out[arm("threshold")] = Pipeline([("front", _front(payload, chars)), ("model", tuned)])
+        if strategy:
+            steps = expand_steps(parse_for(strategy, payload))
+            samplers = [(f"step{i}", step.build(class_names, random_state=seed + i)) for i, step in enumerate(steps)]
+            out[arm(strategy)] = Pipeline([("front", _front(payload, chars)), *samplers,
+                                           ("model", _classifier(name, False, seed))])
     return out
 
 
@@ -86,12 +112,13 @@ def _scores(y_true, y_pred) -> dict[str, float]:
 
 
 def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str | None, *, payload: str,
-                        folds: int = 5, classifier: str = "logistic", seed: int = 0) -> dict:
-    """Cross-validate the arms on (X, y); a JSON-able dict with each arm's mean and spread, and a verdict."""
+                        folds: int = 5, classifier: str | None = None, seed: int = 0) -> dict:
+    """Cross-validate the arms on (X, y); a JSON-able dict with each arm's mean and spread, and a verdict.
+    ``classifier``: None compares the text models (texts) or is logistic regression (features)."""
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
-    if classifier not in CLASSIFIERS:
+    if classifier is not None and classifier not in CLASSIFIERS:
         raise OptionError("{classifier} {value!r}: expected one of {choices}", value=classifier,
                           choices=", ".join(CLASSIFIERS))
     y = np.asarray(y)
@@ -107,6 +134,7 @@ def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str 
     if k < 2:
         raise OptionError("{folds} {value}: expected at least 2", value=folds)
     candidates = arms(strategy, payload, class_names, classifier, seed, len(present) == 2)
+    models = models_for(payload, classifier)
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     results = {}
     for name, pipeline in candidates.items():
@@ -124,34 +152,50 @@ def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str 
             continue
         results[name] = {m: {"mean": statistics.mean(s[m] for s in per_fold),
                              "std": statistics.stdev(s[m] for s in per_fold)} for m in METRICS}
-    return {"folds": k, "classifier": classifier, "rows": int(len(y)), "strategy": strategy,
-            "arms": results, "verdict": verdict(results, strategy)}
+    return {"folds": k, "classifier": _described(models), "rows": int(len(y)), "strategy": strategy,
+            "arms": results, "verdict": verdict(results, strategy, [p for p, _, _ in models])}
+
+
+def _described(models: list[tuple[str, str, bool]]) -> str:
+    """What was cross-validated, in words (the table's title)."""
+    if len(models) > 1:
+        return "text models " + " and ".join(f"{p} ({'word + char' if chars else 'word'} n-grams)"
+                                             for p, _, chars in models)
+    _, name, chars = models[0]
+    return "linear text model (word + char n-grams)" if chars else f"{name} classifier"
 
 
 def _rows(X, index: np.ndarray):
     return [X[i] for i in index] if isinstance(X, list) else X[index]
 
 
-def verdict(results: dict, strategy: str | None) -> str:
-    """One sentence: which arm is best by balanced accuracy, and whether the strategy helped."""
+def verdict(results: dict, strategy: str | None, models: list[str] = ("",)) -> str:
+    """One sentence: which arm is best by balanced accuracy, and whether the strategy helped the best model
+    (``models``: the arm prefixes of the models compared; ``""`` for one unnamed model)."""
     scored = {n: r["balanced_accuracy"]["mean"] for n, r in results.items() if "failed" not in r}
     if not scored:
         return "every arm failed; see the reasons"
     best = max(scored, key=scored.get)
     line = f"best by balanced accuracy: {best} ({scored[best]:.3f})"
-    if strategy:
-        if strategy not in scored:
-            return f"{line}; {strategy} failed inside cross-validation ({results[strategy]['failed']}): do not use it"
-        plain = max((n for n in ("none", "class weights") if n in scored), key=scored.get, default=None)
-        if plain is not None and scored[strategy] < scored[plain]:
-            instead = "no resampling" if plain == "none" else "class weights"
-            return (f"{line}; {strategy} did not beat {instead} ({scored[strategy]:.3f} against "
-                    f"{scored[plain]:.3f}): prefer {instead}")
+    if not strategy:
+        return line
+    model = next((m for m in models if m and (best == m or best.startswith(f"{m} + "))), "")
+    def named(label: str) -> str:
+        return f"{model} + {label}" if model and label != "none" else (model or label)
+
+    if named(strategy) not in scored:
+        return (f"{line}; {named(strategy)} failed inside cross-validation ({results[named(strategy)]['failed']}): "
+                "do not use it")
+    plain = max((named(n) for n in ("none", "class weights") if named(n) in scored), key=scored.get, default=None)
+    if plain is not None and scored[named(strategy)] < scored[plain]:
+        instead = "class weights" if plain.endswith("class weights") else "no resampling"
+        return (f"{line}; {strategy} did not beat {instead} ({scored[named(strategy)]:.3f} against "
+                f"{scored[plain]:.3f}): prefer {instead}")
     return line
 
 
 def evaluate_source(source, split: str, strategy: str | None, *, splits=None, imbalance=None, seed: int = 0,
-                    folds: int = 5, classifier: str = "logistic") -> dict:
+                    folds: int = 5, classifier: str | None = None) -> dict:
     """``evaluate_strategies`` on one split of a source: its feature vectors, or its texts."""
     if source.payload == S.IMAGE:
         raise OptionError("{evaluate}: needs feature vectors or texts; for images, ingest a feature column "

@@ -228,7 +228,7 @@ def render_build(manifest: dict, console: Console) -> None:
 
 def render_evaluation(evaluation: dict, console) -> None:
     """The ``--evaluate`` table: each arm's cross-validated scores, and the verdict."""
-    table = Table(title=f"{evaluation['folds']}-fold stratified CV, {evaluation['classifier']} classifier, "
+    table = Table(title=f"{evaluation['folds']}-fold stratified CV, {evaluation['classifier']}, "
                         f"{evaluation['rows']:,} rows")
     table.add_column("arm")
     for metric in ("balanced accuracy", "macro-F1", "g-mean"):

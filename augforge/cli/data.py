@@ -161,8 +161,9 @@ def add_report(sub) -> None:
                    help="cross-validate no resampling, class weights, a tuned threshold (binary) and the strategy "
                         "(--strategy, else the recommendation) with a simple classifier on these rows")
     p.add_argument("--folds", type=int, default=5, help="--evaluate: stratified folds (default 5)")
-    p.add_argument("--classifier", default="logistic", choices=["logistic", "tree"],
-                   help="--evaluate: the fixed classifier (default logistic regression)")
+    p.add_argument("--classifier", choices=["logistic", "tree", "linear"],
+                   help="--evaluate: one fixed classifier (default: logistic regression for features; for texts, "
+                        "both text models, linear (word + character n-grams) and words (word n-grams only))")
     add_source_options(p)
     p.set_defaults(func=cmd_report)
 
