@@ -10,7 +10,7 @@ VENV=${VENV:-.venv}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=()
-    for pkg in wordnet-base wordnet-sense-index chromium qemu-user; do
+    for pkg in wordnet-base wordnet-sense-index fortunes manpages manpages-dev chromium qemu-user; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
