@@ -5,12 +5,19 @@ build`` does), and every arm trains on that split's train rows and is scored on 
 
 - ``tfidf_lr``: ``TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)`` + ``LogisticRegression`` (what
   a user writes in ten lines), and ``tfidf_lr_balanced`` with ``class_weight="balanced"``;
-- ``tfidf_char_lr_balanced``: the same with character 3-5-grams added (a stronger linear peer);
-- ``fasttext``: augforge's default text model, the recipe's ``train:`` section, no balancing;
+- ``tfidf_char_lr_balanced``: the same with character 3-5-grams added: the peer of issue 42, which the default
+  text model must meet; ``peer_*``: the peer changed in one way fastText differs (``PEER_VARIANTS``);
+- ``linear``: augforge's ``linear`` model (TF-IDF word 1-2 + char 3-5-grams + logistic regression, trained by
+  augforge's loop with its defaults: balanced class weights, ``l2: auto``), and ``linear_unweighted``;
+- ``fasttext``: augforge's fastText (10 epochs, batch 32, 5% warm-up), no balancing;
 - ``fasttext_weights``: with ``train.class_weights: balanced``;
 - ``fasttext_sampler``: with ``train.sampler: balanced`` (class-balanced draws each epoch);
 - ``fasttext_over_eda``: trained on a build of the same split with ``balance: over`` and EDA variants
-  (``--eda-copies`` each), the offline route.
+  (``--eda-copies`` each), the offline route;
+- the fastText study (docs/text.md): ``fasttext_dim100`` (a wider bottleneck), ``fasttext_buckets512k`` (2^19
+  hash buckets), ``fasttext_nochar`` (no character n-grams), ``fasttext_sgd`` (plain SGD at lr 0.5 with a
+  linear decay, fastText's own trainer, 25 epochs), ``fasttext_epochs25``, ``fasttext_l2`` (``l2: auto``),
+  each with balanced class weights, and ``fasttext_tuned`` (the changes that helped).
 
 Prints macro-F1 and balanced accuracy as mean ± sample std over the seeds, the mean paired difference
 of each arm to ``tfidf_lr_balanced``, and the wall time per run (training and prediction, not the build).
@@ -38,9 +45,41 @@ from augforge.recipe import parse_recipe
 from augforge.train.metrics import classification_metrics
 from augforge.train.run import train_recipe
 
-ARMS = ("tfidf_lr", "tfidf_lr_balanced", "tfidf_char_lr_balanced", "fasttext", "fasttext_weights",
-        "fasttext_sampler", "fasttext_over_eda")
-REFERENCE = "tfidf_lr_balanced"
+#: scikit-learn variants of the peer (word + char TF-IDF, balanced LogisticRegression), each changing one thing
+#: fastText does differently: no idf, raw term counts, n-grams hashed into fastText's 131,072 buckets,
+#: one norm over word and char n-grams together, and weaker regularisation
+PEER_VARIANTS = {
+    "peer_noidf": {"use_idf": False},
+    "peer_rawtf": {"sublinear_tf": False},
+    "peer_hashed131k": {"hashed": 1 << 17},
+    "peer_jointnorm": {"joint_norm": True},
+    "peer_C10": {"C": 10.0},
+}
+
+
+#: each augforge arm's ``train:`` section (the recipe gives the data; its own ``train:`` section is not used, so
+#: that every arm trains as its model's defaults say plus the arm's changes)
+LINEAR = {"model": "linear", "batch_size": 32}
+FASTTEXT = {"model": "fasttext", "epochs": 10, "batch_size": 32, "warmup": 0.05}
+WEIGHTED = {**FASTTEXT, "class_weights": "balanced"}
+AUGFORGE_ARMS = {
+    "linear": LINEAR,
+    "linear_unweighted": {**LINEAR, "class_weights": "none"},
+    "fasttext": FASTTEXT,
+    "fasttext_weights": WEIGHTED,
+    "fasttext_sampler": {**FASTTEXT, "sampler": "balanced"},
+    "fasttext_over_eda": FASTTEXT,
+    "fasttext_dim100": {**WEIGHTED, "model_options": {"embed_dim": 100}},
+    "fasttext_buckets512k": {**WEIGHTED, "text": {"buckets": 1 << 19}},
+    "fasttext_nochar": {**WEIGHTED, "text": {"char_ngrams": 0}},
+    "fasttext_sgd": {**WEIGHTED, "optimizer": "sgd", "momentum": 0.0, "lr": 0.5, "schedule": "linear", "warmup": 0,
+                     "epochs": 25},
+    "fasttext_epochs25": {**WEIGHTED, "epochs": 25},
+    "fasttext_l2": {**WEIGHTED, "l2": "auto"},
+}
+ARMS = ("tfidf_lr", "tfidf_lr_balanced", "tfidf_char_lr_balanced", *PEER_VARIANTS, *AUGFORGE_ARMS)
+DEFAULT_ARMS = ("tfidf_char_lr_balanced", "linear", "fasttext", "fasttext_weights")
+REFERENCE = "tfidf_char_lr_balanced"
 
 
 def split_texts(data: Path, split: str) -> tuple[list[str], np.ndarray]:
@@ -49,21 +88,34 @@ def split_texts(data: Path, split: str) -> tuple[list[str], np.ndarray]:
     return ds.texts(), ds.labels()
 
 
-def linear(data: Path, names: list[str], class_weight, char: bool) -> dict:
-    """TF-IDF (word 1-2-grams, optionally char 3-5-grams) + LogisticRegression on ``data``'s train split."""
+def linear(data: Path, names: list[str], class_weight, char: bool, *, use_idf: bool = True,
+           sublinear_tf: bool = True, hashed: int = 0, joint_norm: bool = False, C: float = 1.0) -> dict:
+    """TF-IDF (word 1-2-grams, optionally char_wb 3-5-grams) + LogisticRegression on ``data``'s train split, and
+    the variants of ``PEER_VARIANTS``."""
     from scipy.sparse import hstack
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import normalize
 
     x_train, y_train = split_texts(data, "train")
     x_test, y_test = split_texts(data, "test")
     started = time.perf_counter()
-    vectorizers = [TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)]
-    if char:
-        vectorizers.append(TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True))
+    kinds = [("word", (1, 2))] + ([("char_wb", (3, 5))] if char else [])
+    norm = None if joint_norm else "l2"
+    if hashed:  # ``hashed`` buckets in all, half for each kind (fastText's word and char n-grams share its table)
+        vectorizers = [make_pipeline(HashingVectorizer(analyzer=a, ngram_range=g, n_features=hashed // len(kinds),
+                                                       alternate_sign=False, norm=None),
+                                     TfidfTransformer(use_idf=use_idf, sublinear_tf=sublinear_tf, norm=norm))
+                       for a, g in kinds]
+    else:
+        vectorizers = [TfidfVectorizer(analyzer=a, ngram_range=g, use_idf=use_idf, sublinear_tf=sublinear_tf,
+                                       norm=norm) for a, g in kinds]
     a_train = hstack([v.fit_transform(x_train) for v in vectorizers]).tocsr()
     a_test = hstack([v.transform(x_test) for v in vectorizers]).tocsr()
-    model = LogisticRegression(max_iter=3000, class_weight=class_weight).fit(a_train, y_train)
+    if joint_norm:
+        a_train, a_test = normalize(a_train), normalize(a_test)
+    model = LogisticRegression(max_iter=3000, class_weight=class_weight, C=C).fit(a_train, y_train)
     metrics = classification_metrics(y_test, model.predict(a_test), names)
     return {**metrics, "wall_s": time.perf_counter() - started}
 
@@ -79,7 +131,7 @@ def recipe_for(base: dict, seed: int, out: Path, *, over_eda: int = 0, train: di
         data["balance"] = {"strategy": "over"}
         data["augment"] = {"copies": over_eda, "text": [{"op": "eda"}]}
     data["output"] = {"dir": str(out)}
-    data["train"] = {**base.get("train", {}), **(train or {}), "seed": seed}
+    data["train"] = {**(train or {}), "seed": seed}
     return parse_recipe(data, base.get("_file", "recipe.yaml"))
 
 
@@ -94,10 +146,14 @@ def run_seed(base: dict, seed: int, work: Path, arms: list[str], eda_copies: int
         if arm.startswith("tfidf"):
             out[arm] = linear(data, names, "balanced" if arm.endswith("balanced") else None, "_char_" in arm)
             continue
-        extra = {"fasttext_weights": {"class_weights": "balanced"},
-                 "fasttext_sampler": {"sampler": "balanced"}}.get(arm, {})
-        recipe = recipe_for(base, seed, work / f"{arm}-{seed}-data", train=extra,
-                            over_eda=eda_copies if arm == "fasttext_over_eda" else 0)
+        if arm in PEER_VARIANTS:
+            out[arm] = linear(data, names, "balanced", True, **PEER_VARIANTS[arm])
+            continue
+        if arm not in AUGFORGE_ARMS:
+            raise SystemExit(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
+        over_eda = eda_copies if arm == "fasttext_over_eda" else 0
+        recipe = recipe_for(base, seed, work / (f"{arm}-{seed}-data" if over_eda else f"plain-{seed}"),
+                            train=AUGFORGE_ARMS[arm], over_eda=over_eda)  # the other arms reuse the plain build
         summary = train_recipe(recipe, work / f"{arm}-{seed}", log=lambda _: None)
         out[arm] = {**summary, "wall_s": summary["wall_s"]}
     return out
@@ -114,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="examples/glosses.yaml")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of: {', '.join(ARMS)}")
     parser.add_argument("--eda-copies", type=int, default=2)
     args = parser.parse_args()
     path = Path(args.recipe).resolve()

@@ -55,7 +55,7 @@ def test_a_text_run_exports_with_dynamic_token_lengths(tmp_path, capsys):
     run = _run(tmp_path, capsys, {"seed": 0, "source": {"path": str(tmp_path / "tickets.csv"), "text_col": "text",
                                                          "test_split": 0.3},
                                   "output": {"dir": str(tmp_path / "data")},
-                                  "train": {"epochs": 1, "model_options": {"embed_dim": 8},
+                                  "train": {"epochs": 1, "model": "fasttext", "model_options": {"embed_dim": 8},
                                             "text": {"buckets": 4096}}}, "tickets")
     for fmt in ("pt2", "onnx"):
         result = _export_cli(capsys, run, fmt)

@@ -1,6 +1,6 @@
 """Text encoders (tokenizers, fastText's hashed n-grams, a local pretrained tokenizer), truncation, class
 weights, the class-balanced sampler, the local text_encoder, one empty-text policy for every source, and
-fastText against TF-IDF + LogisticRegression on a real corpus."""
+the default text model (linear) and fastText against TF-IDF + LogisticRegression on a real corpus."""
 
 import json
 import shutil
@@ -122,7 +122,7 @@ def _tickets_recipe(tmp_path, train: dict, **source) -> Path:
 
 
 def test_the_sampler_in_a_run_and_loader_resume(tmp_path, capsys):
-    recipe = _tickets_recipe(tmp_path, {"sampler": "balanced", "class_weights": "balanced",
+    recipe = _tickets_recipe(tmp_path, {"sampler": "balanced", "class_weights": "balanced", "model": "fasttext",
                                         "text": {"buckets": 4096}, "model_options": {"embed_dim": 8}})
     assert main(["train", str(recipe), "--run-dir", str(tmp_path / "run")]) == 0
     loader = open_loader(tmp_path / "data", 16, sampler="balanced", seed=1)
@@ -203,7 +203,8 @@ def test_classes_too_small_to_split_are_warned_and_their_metrics_undefined(tmp_p
     assert "class 'shipping' has 1 row: too few for a stratified split" in capsys.readouterr().out
     recipe = {"seed": 0, "source": {"path": str(csv), "text_col": "text", "test_split": 0.2},
               "output": {"dir": str(tmp_path / "data")},
-              "train": {"epochs": 1, "model_options": {"embed_dim": 4}, "text": {"buckets": 512}}}
+              "train": {"epochs": 1, "model": "fasttext", "model_options": {"embed_dim": 4},
+                        "text": {"buckets": 512}}}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 0
@@ -216,7 +217,7 @@ def test_classes_too_small_to_split_are_warned_and_their_metrics_undefined(tmp_p
 
 
 def test_train_seed_on_the_command_line(tmp_path, capsys):
-    recipe = _tickets_recipe(tmp_path, {"text": {"buckets": 2048}, "model_options": {"embed_dim": 8}})
+    recipe = _tickets_recipe(tmp_path, {"model": "fasttext", "text": {"buckets": 2048}, "model_options": {"embed_dim": 8}})
     for seed in (1, 2):
         assert main(["train", str(recipe), "--run-dir", str(tmp_path / f"s{seed}"), "--seed", str(seed)]) == 0
         assert load_checkpoint(tmp_path / f"s{seed}" / "checkpoints" / "last.pt")["settings"]["train.seed"] == seed
@@ -273,12 +274,15 @@ def test_text_encoder_from_a_local_directory_trains_and_evaluates_without_it(tmp
     assert {k: metrics[k] for k in ("accuracy", "macro_f1")} == {k: summary[k] for k in ("accuracy", "macro_f1")}
 
 
-def test_text_recipes_default_to_fasttext_at_its_learning_rate():
+def test_text_recipes_default_to_the_linear_model_and_fasttext_keeps_its_learning_rate():
     from augforge.recipe import parse_recipe
 
     text = {"path": "x.csv", "text_col": "text"}
-    assert parse_recipe({"source": text}).run.model == "fasttext"
-    assert parse_recipe({"source": text}).train.lr == 0.03
+    default = parse_recipe({"source": text})
+    assert (default.run.model, default.run.text.kind_for(default.run.model)) == ("linear", "tfidf")
+    assert (default.train.lr, default.train.epochs, default.train.class_weights) == (0.03, 20, "balanced")
+    assert parse_recipe({"source": text, "train": {"model": "fasttext"}}).train.lr == 0.03
+    assert parse_recipe({"source": text, "train": {"model": "fasttext"}}).train.class_weights == "none"
     assert parse_recipe({"source": text, "train": {"lr": 0.002}}).train.lr == 0.002
     assert parse_recipe({"source": text, "train": {"model": "text_bilstm"}}).train.lr == 1e-3
     assert parse_recipe({"source": {"path": "digits"}}).run.model == "simple_cnn"
@@ -296,8 +300,9 @@ def test_text_encoder_errors_name_the_directory(tmp_path):
                       "train": {"model": "text_transformer", "model_options": {"layers": 0}}})
 
 
-def test_fasttext_meets_tfidf_logistic_regression_on_wordnet_glosses(tmp_path):
-    """The default text model against the ten-line baseline, on a real corpus and the same split."""
+def test_the_default_text_model_and_fasttext_against_tfidf_logistic_regression_on_wordnet_glosses(tmp_path):
+    """The default text model (linear) against the peer (word + char TF-IDF, balanced LogisticRegression) and
+    fastText against the ten-line word baseline, on a real corpus and the same split."""
     if not Path("/usr/share/wordnet/data.noun").is_file():
         pytest.fail("WordNet 3.0 is missing: scripts/setup.sh installs wordnet-base")
     subprocess.run([sys.executable, "examples/make_glosses.py", "--out", str(tmp_path / "glosses.csv")], check=True,
@@ -308,12 +313,19 @@ def test_fasttext_meets_tfidf_logistic_regression_on_wordnet_glosses(tmp_path):
     path = tmp_path / "glosses.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["train", str(path), "--run-dir", str(tmp_path / "run")]) == 0
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    default = json.loads((tmp_path / "run" / "summary.json").read_text())
+    recipe["train"] = {"model": "fasttext", "epochs": 10, "batch_size": 32, "warmup": 0.05}
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(path), "--run-dir", str(tmp_path / "fasttext")]) == 0
+    fasttext = json.loads((tmp_path / "fasttext" / "summary.json").read_text())
     sys.path.insert(0, "benchmarks")
     from text_classify import linear
 
-    names = summary["class_names"] if "class_names" in summary else sorted(
-        {line.rsplit(",", 1)[1].strip() for line in (tmp_path / "glosses.csv").read_text().splitlines()[1:]})
+    assert default["model"] == "linear" and fasttext["model"] == "fasttext"
+    names = Dataset(tmp_path / "data", "test").class_names
+    peer = linear(tmp_path / "data", names, "balanced", char=True)
+    assert default["macro_f1"] >= peer["macro_f1"] - 0.01, (default["macro_f1"], peer)  # one seed: seed spread 0.004
     for class_weight in (None, "balanced"):
         baseline = linear(tmp_path / "data", names, class_weight, char=False)
-        assert summary["macro_f1"] >= baseline["macro_f1"], (class_weight, summary["macro_f1"], baseline)
+        assert default["macro_f1"] >= baseline["macro_f1"] and fasttext["macro_f1"] >= baseline["macro_f1"], \
+            (class_weight, default["macro_f1"], fasttext["macro_f1"], baseline)
