@@ -29,7 +29,7 @@ def _create(name, num_classes, **options):
 
 
 def test_registry_lists_every_model():
-    assert available() == ["fasttext", "mlp", "mobilenet_v3_large", "mobilenet_v3_small", "simple_cnn",
+    assert available() == ["fasttext", "linear", "mlp", "mobilenet_v3_large", "mobilenet_v3_small", "simple_cnn",
                            "text_bilstm", "text_encoder", "text_transformer"]
     with pytest.raises(AugforgeError, match="unknown model 'resnet'"):
         create("resnet", 10)

@@ -129,7 +129,7 @@ def test_schedules():
     assert lr_factor("onecycle", 29, 100, pct_start=0.3) == 1.0 and lr_factor("onecycle", 0, 100) < 0.05
     assert lr_factor("constant", 50, 100) == 1.0
     with pytest.raises(AugforgeError, match="unknown schedule"):
-        lr_factor("linear", 0, 10)
+        lr_factor("exponential", 0, 10)
 
 
 def test_weight_decay_skips_norms_and_biases():
