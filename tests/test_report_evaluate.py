@@ -71,6 +71,38 @@ def test_texts_compare_the_linear_and_word_models_with_each_balancing():
                             classifier="linear")
 
 
+def test_augforge_fasttext_is_cross_validated_in_the_same_folds_as_a_scikit_learn_classifier(capsys):
+    from sklearn.base import clone
+    from sklearn.preprocessing import FunctionTransformer
+
+    from augforge.balance.evaluate import CandidateModel
+    from augforge.experiments.text_estimator import TrainedTextClassifier, text_column
+
+    table = pl.read_csv("examples/tickets.csv")
+    texts, names = table["text"].to_list(), sorted(set(table["label"]))
+    y = np.array([names.index(v) for v in table["label"]])
+    small = {"epochs": 3, "text": {"buckets": 2048}, "model_options": {"embed_dim": 8}}
+    model = TrainedTextClassifier("fasttext", train=small)
+    fasttext = CandidateModel("fasttext", lambda: FunctionTransformer(text_column),
+                              lambda balanced, seed: clone(model).set_params(class_weight="balanced" if balanced
+                                                                             else None, seed=seed))
+    out = evaluate_strategies(texts, y, names, "over", payload="text", folds=3, extra_models=(fasttext,))
+    assert {"fasttext", "fasttext + class weights", "fasttext + over"} <= set(out["arms"])
+    assert all("failed" not in out["arms"][a] for a in out["arms"])  # the sampler resamples the text column
+    expected = []
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=0).split(texts, y):
+        fitted = clone(model).set_params(class_weight="balanced").fit([texts[i] for i in train], y[train])
+        predicted = fitted.predict([texts[i] for i in test])
+        expected.append(balanced_accuracy_score(y[test], predicted))
+        probs = fitted.predict_proba([texts[i] for i in test])
+        assert probs.shape == (len(test), len(names)) and np.allclose(probs.sum(1), 1.0)
+        assert np.array_equal(fitted.classes_[probs.argmax(1)], predicted)
+    assert out["arms"]["fasttext + class weights"]["balanced_accuracy"]["mean"] == pytest.approx(np.mean(expected))
+    assert main(["report", "examples/tickets.csv", "--text-col", "text", "--evaluate", "--fasttext",
+                 "--classifier", "tree"]) == 1
+    assert "cannot be combined with --classifier" in capsys.readouterr().err
+
+
 def test_a_strategy_that_fails_inside_a_fold_is_reported_not_raised():
     X, y = _long_tail_digits(7)  # 7 minority rows: 5 or 6 per training fold, SMOTE's k=5 needs 6
     out = evaluate_strategies(X, y, ["zero", "one"], "smote", payload="features", folds=5)

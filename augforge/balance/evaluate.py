@@ -14,14 +14,17 @@ So the report can check it, by stratified k-fold cross-validation of one fixed, 
 Features are standardised inside the pipeline. Texts compare two models as well as the balancing: ``linear``
 (TF-IDF word 1-2-grams and char_wb 3-5-grams, stacked, into logistic regression: augforge's default text
 model, ``train.model: linear``) and ``words`` (word 1-2-grams only); each arm is named ``MODEL + BALANCING``
-(``--classifier linear`` or ``logistic`` keeps one of them). Each arm reports balanced accuracy, macro-F1
-and the geometric mean of the recalls, mean ± sample std over the folds. An arm that fails inside a fold
-(too few neighbours, say) is reported as failed, with the reason.
+(``--classifier linear`` or ``logistic`` keeps one of them; the CLI's ``--fasttext`` adds augforge's
+fastText, ``augforge.experiments.text_estimator``, trained by augforge's loop in every fold). Each arm
+reports balanced accuracy, macro-F1 and the geometric mean of the recalls, mean ± sample std over the
+folds. An arm that fails inside a fold (too few neighbours, say) is reported as failed, with the reason.
 """
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -33,8 +36,8 @@ from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import OptionError, first_line
 
 CLASSIFIERS = ("logistic", "tree", "linear")
-#: the text models ``--evaluate`` compares when no classifier is named: (name, classifier, character n-grams)
-TEXT_MODELS = (("linear", "logistic", True), ("words", "logistic", False))
+#: the text models ``--evaluate`` compares when no classifier is named: (name, character n-grams)
+TEXT_MODELS = (("linear", True), ("words", False))
 METRICS = ("balanced_accuracy", "macro_f1", "g_mean")
 
 
@@ -65,40 +68,59 @@ def _front(payload: str, chars: bool = False):
     return StandardScaler()
 
 
-def models_for(payload: str, classifier: str | None) -> list[tuple[str, str, bool]]:
-    """(arm prefix, classifier, character n-grams) of each model to compare: both text models when texts name
-    no classifier, else the one named (``linear``: logistic regression on word and character n-grams)."""
+@dataclass(frozen=True)
+class CandidateModel:
+    """One model ``--evaluate`` compares: the arm prefix (empty for a lone model), the transform before any
+    sampler (``front()``, a fresh one each call) and the classifier (``model(balanced, seed)``, with
+    ``class_weight="balanced"`` when ``balanced``)."""
+
+    prefix: str
+    front: Callable[[], object]
+    model: Callable[[bool, int], object]
+
+
+def models_for(payload: str, classifier: str | None, extra: tuple[CandidateModel, ...] = ()) -> list[CandidateModel]:
+    """The models to compare: both text models and ``extra`` (e.g. augforge's fastText, from the CLI) when
+    texts name no classifier; else the one named (``linear``: logistic regression on word and character
+    n-grams; texts only)."""
     if classifier == "linear" and payload != "text":
         raise OptionError("{classifier} linear: TF-IDF word and character n-grams are for texts; use logistic "
                           "or tree")
+
+    def tfidf(prefix: str, name: str, chars: bool) -> CandidateModel:
+        return CandidateModel(prefix, lambda: _front(payload, chars),
+                              lambda balanced, seed: _classifier(name, balanced, seed))
+
+    if classifier is None and payload == "text":
+        return [tfidf(name, "logistic", chars) for name, chars in TEXT_MODELS] + list(extra)
     if classifier is None:
-        return list(TEXT_MODELS) if payload == "text" else [("", "logistic", False)]
-    return [("", "logistic" if classifier == "linear" else classifier, classifier == "linear")]
+        return [tfidf("", "logistic", False)]
+    return [tfidf("", "logistic" if classifier == "linear" else classifier, classifier == "linear")]
 
 
-def arms(strategy: str | None, payload: str, class_names: list[str], classifier: str | None, seed: int,
+def arms(strategy: str | None, payload: str, class_names: list[str], models: list[CandidateModel], seed: int,
          binary: bool) -> dict[str, object]:
     """The pipelines to compare, by name (``MODEL + BALANCING`` when several models are compared)."""
     from imblearn.pipeline import Pipeline
     from sklearn.model_selection import TunedThresholdClassifierCV
 
     out = {}
-    for prefix, name, chars in models_for(payload, classifier):
+    for candidate in models:
         def arm(label: str) -> str:
+            prefix = candidate.prefix
             return f"{prefix} + {label}" if prefix and label != "none" else (prefix or label)
 
-        out[arm("none")] = Pipeline([("front", _front(payload, chars)), ("model", _classifier(name, False, seed))])
-        out[arm("class weights")] = Pipeline([("front", _front(payload, chars)),
-                                              ("model", _classifier(name, True, seed))])
+        front = candidate.front
+        out[arm("none")] = Pipeline([("front", front()), ("model", candidate.model(False, seed))])
+        out[arm("class weights")] = Pipeline([("front", front()), ("model", candidate.model(True, seed))])
         if binary:
-            tuned = TunedThresholdClassifierCV(_classifier(name, False, seed), scoring="balanced_accuracy",
-                                               cv=3, random_state=seed)
-            out[arm("threshold")] = Pipeline([("front", _front(payload, chars)), ("model", tuned)])
+            tuned = TunedThresholdClassifierCV(candidate.model(False, seed), scoring="balanced_accuracy", cv=3,
+                                               random_state=seed)
+            out[arm("threshold")] = Pipeline([("front", front()), ("model", tuned)])
         if strategy:
             steps = expand_steps(parse_for(strategy, payload))
             samplers = [(f"step{i}", step.build(class_names, random_state=seed + i)) for i, step in enumerate(steps)]
-            out[arm(strategy)] = Pipeline([("front", _front(payload, chars)), *samplers,
-                                           ("model", _classifier(name, False, seed))])
+            out[arm(strategy)] = Pipeline([("front", front()), *samplers, ("model", candidate.model(False, seed))])
     return out
 
 
@@ -112,9 +134,11 @@ def _scores(y_true, y_pred) -> dict[str, float]:
 
 
 def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str | None, *, payload: str,
-                        folds: int = 5, classifier: str | None = None, seed: int = 0) -> dict:
+                        folds: int = 5, classifier: str | None = None, seed: int = 0,
+                        extra_models: tuple[CandidateModel, ...] = ()) -> dict:
     """Cross-validate the arms on (X, y); a JSON-able dict with each arm's mean and spread, and a verdict.
-    ``classifier``: None compares the text models (texts) or is logistic regression (features)."""
+    ``classifier``: None compares the text models (texts; and ``extra_models``) or is logistic regression
+    (features)."""
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
 
@@ -133,8 +157,8 @@ def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str 
     k = min(int(folds), smallest)
     if k < 2:
         raise OptionError("{folds} {value}: expected at least 2", value=folds)
-    candidates = arms(strategy, payload, class_names, classifier, seed, len(present) == 2)
-    models = models_for(payload, classifier)
+    models = models_for(payload, classifier, extra_models)
+    candidates = arms(strategy, payload, class_names, models, seed, len(present) == 2)
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     results = {}
     for name, pipeline in candidates.items():
@@ -152,17 +176,17 @@ def evaluate_strategies(X, y: np.ndarray, class_names: list[str], strategy: str 
             continue
         results[name] = {m: {"mean": statistics.mean(s[m] for s in per_fold),
                              "std": statistics.stdev(s[m] for s in per_fold)} for m in METRICS}
-    return {"folds": k, "classifier": _described(models), "rows": int(len(y)), "strategy": strategy,
-            "arms": results, "verdict": verdict(results, strategy, [p for p, _, _ in models])}
+    return {"folds": k, "classifier": _described(models, classifier), "rows": int(len(y)), "strategy": strategy,
+            "arms": results, "verdict": verdict(results, strategy, [m.prefix for m in models])}
 
 
-def _described(models: list[tuple[str, str, bool]]) -> str:
+def _described(models: list[CandidateModel], classifier: str | None) -> str:
     """What was cross-validated, in words (the table's title)."""
     if len(models) > 1:
-        return "text models " + " and ".join(f"{p} ({'word + char' if chars else 'word'} n-grams)"
-                                             for p, _, chars in models)
-    _, name, chars = models[0]
-    return "linear text model (word + char n-grams)" if chars else f"{name} classifier"
+        return "text models " + ", ".join(m.prefix for m in models)
+    if classifier == "linear":
+        return "linear text model (word + char n-grams)"
+    return f"{classifier or 'logistic'} classifier"
 
 
 def _rows(X, index: np.ndarray):
@@ -195,7 +219,7 @@ def verdict(results: dict, strategy: str | None, models: list[str] = ("",)) -> s
 
 
 def evaluate_source(source, split: str, strategy: str | None, *, splits=None, imbalance=None, seed: int = 0,
-                    folds: int = 5, classifier: str | None = None) -> dict:
+                    folds: int = 5, classifier: str | None = None, extra_models: tuple[CandidateModel, ...] = ()) -> dict:
     """``evaluate_strategies`` on one split of a source: its feature vectors, or its texts."""
     if source.payload == S.IMAGE:
         raise OptionError("{evaluate}: needs feature vectors or texts; for images, ingest a feature column "
@@ -208,4 +232,4 @@ def evaluate_source(source, split: str, strategy: str | None, *, splits=None, im
     else:
         X = [t for batch in source.read(positions, 65_536) for t in batch.column(S.TEXT).to_pylist()]
     return evaluate_strategies(X, y, list(source.class_names), strategy, payload=source.payload, folds=folds,
-                               classifier=classifier, seed=seed)
+                               classifier=classifier, seed=seed, extra_models=extra_models)
