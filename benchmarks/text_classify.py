@@ -8,7 +8,9 @@ build`` does), and every arm trains on that split's train rows and is scored on 
 - ``tfidf_char_lr_balanced``: the same with character 3-5-grams added: the peer of issue 42, which the default
   text model must meet; ``peer_*``: the peer changed in one way fastText differs (``PEER_VARIANTS``);
 - ``linear``: augforge's ``linear`` model (TF-IDF word 1-2 + char 3-5-grams + logistic regression, trained by
-  augforge's loop with its defaults: balanced class weights, ``l2: auto``), and ``linear_unweighted``;
+  augforge's loop with its defaults: balanced class weights, ``l2: auto``), ``linear_unweighted``,
+  ``linear_sampler`` (the class-balanced sampler instead of class weights) and ``linear_over_eda`` (on the
+  ``balance: over`` + EDA build);
 - ``fasttext``: augforge's fastText (10 epochs, batch 32, 5% warm-up), no balancing;
 - ``fasttext_weights``: with ``train.class_weights: balanced``;
 - ``fasttext_sampler``: with ``train.sampler: balanced`` (class-balanced draws each epoch);
@@ -66,6 +68,8 @@ WEIGHTED = {**FASTTEXT, "class_weights": "balanced"}
 AUGFORGE_ARMS = {
     "linear": LINEAR,
     "linear_unweighted": {**LINEAR, "class_weights": "none"},
+    "linear_sampler": {**LINEAR, "class_weights": "none", "sampler": "balanced"},
+    "linear_over_eda": LINEAR,
     "fasttext": FASTTEXT,
     "fasttext_weights": WEIGHTED,
     "fasttext_sampler": {**FASTTEXT, "sampler": "balanced"},
@@ -152,7 +156,7 @@ def run_seed(base: dict, seed: int, work: Path, arms: list[str], eda_copies: int
             continue
         if arm not in AUGFORGE_ARMS:
             raise SystemExit(f"unknown arm {arm!r}; arms: {', '.join(ARMS)}")
-        over_eda = eda_copies if arm == "fasttext_over_eda" else 0
+        over_eda = eda_copies if arm.endswith("_over_eda") else 0
         recipe = recipe_for(base, seed, work / (f"{arm}-{seed}-data" if over_eda else f"plain-{seed}"),
                             train=AUGFORGE_ARMS[arm], over_eda=over_eda)  # the other arms reuse the plain build
         summary = train_recipe(recipe, work / f"{arm}-{seed}", log=lambda _: None)
