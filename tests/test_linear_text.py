@@ -5,6 +5,7 @@ run trains, evaluates (== its summary), cross-fits (the encoder fitted on each f
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,9 +120,9 @@ def test_a_linear_run_evaluates_as_its_summary_from_plain_tensors(linear_run, ca
         {k: summary[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
     state = torch.load(linear_run / "run" / "model.pt", map_location="cpu", weights_only=True)
     spec = state["input"]["text"]
-    assert spec["kind"] == "tfidf" and all(isinstance(t, str) for t in spec["terms"][0] + spec["terms"][1])
+    assert spec["kind"] == "tfidf" and all(isinstance(t, str) for t in spec["terms"])  # plain strings
     reference = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(train.texts())
-    words = spec["terms"][0]
+    words = spec["terms"][0].split("\n")
     assert words == sorted(reference.vocabulary_, key=reference.vocabulary_.get)
     assert np.allclose(state["model"]["idf"][2 : 2 + len(words)].numpy(), reference.idf_, atol=1e-6)
 
@@ -134,9 +135,11 @@ def test_cross_fit_folds_fit_their_own_vocabulary_and_feed_the_audit(linear_run,
     splits = [Dataset(linear_run / "data", split) for split in ("train", "val", "test")]
     label_of = {i: y for ds in splits for i, y in zip(ds.to_polars(["id"])["id"].to_list(), ds.labels().tolist())}
     assert probs.shape == (len(label_of), len(train.class_names)) and np.allclose(probs.sum(1), 1.0, atol=1e-5)
-    whole = set(torch.load(linear_run / "run" / "model.pt", weights_only=True)["input"]["text"]["terms"][0])
-    folds = [set(torch.load(p, weights_only=True)["input"]["text"]["terms"][0])
-             for p in sorted((linear_run / "cf").glob("fold-*/model.pt"))]
+    def words(path: Path) -> set[str]:
+        return set(torch.load(path, weights_only=True)["input"]["text"]["terms"][0].split("\n"))
+
+    whole = words(linear_run / "run" / "model.pt")
+    folds = [words(p) for p in sorted((linear_run / "cf").glob("fold-*/model.pt"))]
     assert len(folds) == 3 and all(f < whole for f in folds)  # each fold saw only its training rows' words
     assert fitted["folds"] == 3
     capsys.readouterr()

@@ -227,7 +227,7 @@ def encoder_from_spec(spec: dict) -> TextEncoder:
     if spec["kind"] == "hashed":
         return HashedEncoder(options)
     if spec["kind"] == "tfidf":
-        return TfidfEncoder(options, tuple(spec["terms"]))
+        return TfidfEncoder.from_spec(options, spec)
     if spec["kind"] == "pretrained":
         return PretrainedEncoder(options, spec["tokenizer"])
     from tokenizers import Tokenizer
