@@ -166,9 +166,16 @@ def nearest_pairs(hashes: np.ndarray, radius: int, cap: int) -> tuple[np.ndarray
         i, j = np.nonzero(near <= radius)
         found.append(np.column_stack([rows[i], nearest[i, j], near[i, j]]))
     pairs = np.concatenate(found).astype(np.int64)
-    first, second = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
-    _, keep = np.unique(first * n + second, return_index=True)
-    return np.column_stack([first[keep], second[keep], pairs[keep, 2]]), has
+    first, second, keep = unordered_pairs(pairs[:, 0], pairs[:, 1], n)
+    return np.column_stack([first, second, pairs[keep, 2]]), has
+
+
+def unordered_pairs(a: np.ndarray, b: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (a[k], b[k]) of rows 0..n-1 as (low, high, the index k kept): each unordered pair once, the first
+    of its occurrences, sorted by (low, high)."""
+    low, high = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+    _, keep = np.unique(low * n + high, return_index=True)
+    return low[keep], high[keep], keep
 
 
 def cap_per_row(pairs: np.ndarray, n: int, cap: int) -> np.ndarray:

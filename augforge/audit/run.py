@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from augforge.audit.clusters import describe_clusters, star_clusters
-from augforge.audit.hashing import RADIUS, hash_images, nearest_pairs
+from augforge.audit.hashing import RADIUS, hash_images, nearest_pairs, unordered_pairs
 from augforge.audit.html import write_html
 from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
 from augforge.audit.near_features import near_feature_pairs
@@ -26,6 +26,7 @@ from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
 from augforge.audit.verify import PIXEL_NEIGHBOURS, RATIO, THRESHOLD, pixel_neighbour_pairs, verify_pairs
 from augforge.datasets import schema as S
+from augforge.datasets.sources.base import cleaning_step
 from augforge.errors import OptionError
 
 #: images this small (a side, all of one shape) are compared by their pixels, not by a 64-bit hash
@@ -84,7 +85,7 @@ def image_candidates(images: list, radius: int) -> tuple[np.ndarray, np.ndarray]
     (``pixel_neighbour_pairs``); a pair both found is listed once, with its hash distance."""
     hashed, has = nearest_pairs(hash_images(images), radius, CANDIDATES)
     candidates = np.concatenate([hashed, pixel_neighbour_pairs(images)])
-    _, first = np.unique(candidates[:, 0] * len(images) + candidates[:, 1], return_index=True)
+    _, _, first = unordered_pairs(candidates[:, 0], candidates[:, 1], len(images))
     return candidates[np.sort(first)], has
 
 
@@ -207,6 +208,10 @@ class NearOptions:
             raise OptionError("{verify} {value}: expected a pixel similarity in (0, 1]", value=self.verify)
 
 
+#: the ``audit`` keywords that are ``NearOptions``
+NEAR_KEYS = {f.name for f in fields(NearOptions)}
+
+
 def audit(path, *, splits: list[str] | None = None, seed: int = 0, labels: bool = True, html=None, show: int = 10,
           probs=None, embed=None, **options) -> dict:
     """The audit report of a dataset directory or source (see the module docstring). ``options``: the
@@ -228,7 +233,7 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, labels: bool 
               "classes": rows.class_names,
               "near_duplicates": _duplicates_section(rows, pairs, method, facts, near.radius),
               "unreadable": [{"path": p.get("path"), "reason": p.get("reason")} for p in rows.problems
-                             if "clean." not in str(p.get("reason"))]}
+                             if cleaning_step(p.get("reason")) is None]}
     embedded_by = None if embed is None else getattr(embed, "description", "a local model")
     if rows.embeddings is not None:
         report["embedding_neighbours"] = _duplicates_section(
@@ -240,5 +245,3 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, labels: bool 
         write_html(report, rows, html, show)
     return report
 
-
-NEAR_KEYS = {f.name for f in fields(NearOptions)}

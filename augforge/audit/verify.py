@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from augforge.audit.hashing import unordered_pairs
+
 #: side of the grey images compared, and the border left out of the correlation (pixels an alignment moves in)
 SIDE = 32
 MARGIN = 3
@@ -136,10 +138,8 @@ def pixel_neighbour_pairs(images: list[np.ndarray], k: int = PIXEL_NEIGHBOURS) -
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
     k = min(k, n - 1)
     _, index = exact_knn(np.ascontiguousarray(x, dtype=np.float32), k, exclude_self=True)
-    first, second = np.repeat(np.arange(n), k), np.asarray(index, dtype=np.int64).reshape(-1)
-    low, high = np.minimum(first, second), np.maximum(first, second)
-    _, keep = np.unique(low * n + high, return_index=True)
-    return np.column_stack([low[keep], high[keep], np.full(len(keep), -1)])
+    low, high, _ = unordered_pairs(np.repeat(np.arange(n), k), np.asarray(index, dtype=np.int64).reshape(-1), n)
+    return np.column_stack([low, high, np.full(len(low), -1)])
 
 
 def verify_pairs(images: list[np.ndarray], pairs: np.ndarray, threshold: float = THRESHOLD,

@@ -30,6 +30,7 @@ from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import read_rows
 from augforge.audit.run import audit
 from augforge.datasets.reader import Dataset
+from augforge.datasets.sources.image_folder import IMAGE_EXTENSIONS
 from augforge.errors import OptionError
 from augforge.experiments.crossfit import crossfit
 from augforge.recipe import Recipe, load_recipe, parse_recipe
@@ -94,7 +95,7 @@ def color_of(source) -> str:
         sample = [Image.open(io.BytesIO(v)) for v in
                   train.take(np.arange(min(32, len(train))), columns=["image"]).column("image").to_pylist()]
     else:
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         sample = []
         for file in files[:32]:
             try:

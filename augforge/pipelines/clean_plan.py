@@ -6,7 +6,6 @@ problems with its reason; val and test rows are never dropped.
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 from PIL import Image
@@ -19,7 +18,7 @@ from augforge.checks import RecipeError
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS
 from augforge.datasets.plan import RowPlan
-from augforge.datasets.sources.base import Problem, Source
+from augforge.datasets.sources.base import Problem, Source, cleaning_step
 from augforge.recipe import Recipe
 
 
@@ -106,7 +105,7 @@ def check_drop_bounds(recipe: Recipe, rows: AuditRows, drop: dict) -> None:
         return
     steps: dict[str, int] = {}
     for reason in drop.values():  # every reason ends naming its step: (clean.<step>: drop)
-        step = re.search(r"\(clean\.(\w+): drop\)", reason).group(1)
+        step = cleaning_step(reason)
         steps[step] = steps.get(step, 0) + 1
     by_step = ", ".join(f"{name} {count:,}" for name, count in sorted(steps.items(), key=lambda kv: -kv[1]))
     share = len(drop) / int(train.sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Iterator
@@ -10,6 +11,10 @@ import numpy as np
 import pyarrow as pa
 
 from augforge.datasets import schema as S
+
+
+#: how a problem's reason names the recipe's ``clean:`` step that dropped the row: it ends ``(clean.<step>: drop)``
+CLEANING_DROP = re.compile(r"\(clean\.(\w+): drop\)$")
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,13 @@ class Problem:
     def to_dict(self) -> dict:
         """JSON form, as stored in the manifest and the report."""
         return asdict(self)
+
+
+def cleaning_step(reason: str) -> str | None:
+    """The ``clean:`` step a problem's reason says dropped the row (``near_duplicates``, ``leakage``,
+    ``label_issues``, ``outliers``), or None for an input excluded for another reason (unreadable, empty, ...)."""
+    found = CLEANING_DROP.search(str(reason))
+    return found.group(1) if found else None
 
 
 class Source(ABC):
