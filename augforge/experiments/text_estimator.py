@@ -16,13 +16,12 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from augforge.models import model_options
 from augforge.pipelines.text_encoding import text_encoder_for
 from augforge.recipe import parse_recipe
 from augforge.recipe.train import with_training_rows
 from augforge.train.long_tail import make_criterion
 from augforge.train.loop import Trainer, collect_logits, predictions
-from augforge.train.restore import model_from
+from augforge.train.restore import model_arch, model_from
 
 
 def as_texts(X) -> list[str]:
@@ -62,11 +61,9 @@ class TrainedTextClassifier(ClassifierMixin, BaseEstimator):
         run, config = recipe.run, with_training_rows(recipe.train, len(texts))
         self.encoder_ = text_encoder_for(run.text, run.model, run.model_options, lambda: texts)
         torch.manual_seed(self.seed)
-        known = model_options(run.model)
-        arch = {"name": run.model, "num_classes": len(self.classes_), "in_channels": 3,
-                "options": {**run.model_options, **{k: v for k, v in self.encoder_.model_options().items()
-                                                    if k in known}}}
-        self.model_ = model_from(arch, pretrained=True, encoder=self.encoder_)
+        manifest = {"payload": "text", "class_names": [str(c) for c in self.classes_]}
+        self.model_ = model_from(model_arch(run, manifest, config, self.encoder_), pretrained=True,
+                                 encoder=self.encoder_)
         counts = np.bincount(labels, minlength=len(self.classes_)).tolist()
         trainer = Trainer(self.model_, config, math.ceil(len(texts) / self.batch_size),
                           criterion=make_criterion(config, counts))

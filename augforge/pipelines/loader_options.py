@@ -18,9 +18,9 @@ from augforge.pipelines.batch_augment import BatchAugment, channels_of
 from augforge.pipelines.collate import DTYPES, Collate
 from augforge.pipelines.loader_ops import resolve_ops
 from augforge.pipelines.order import RowOrder, checked_rows
-from augforge.recipe.train import SAMPLERS
 from augforge.pipelines.row_reader import RowReader
-from augforge.pipelines.text_encoding import text_encoder_for
+from augforge.pipelines.text_encoding import fitting_texts, text_encoder_for
+from augforge.recipe.train import SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def loader_parts(dataset_dir: str | Path, batch_size: int, options: LoaderOption
                            threads=options.threads or max(1, torch.get_num_threads()), fuse=options.fuse)
     encoder = None
     if dataset.payload == S.TEXT:
-        encoder = text_encoder_for(options.text, train_texts=lambda: Dataset(dataset_dir, "train", verify=False).texts())
+        encoder = text_encoder_for(options.text, train_texts=lambda: fitting_texts(dataset_dir))
     return dict(reader=reader, order=order, augment=augment, collate=Collate(dataset.payload, encoder, options.dtype),
                 prefetch=options.prefetch, reader_workers=options.reader_workers)
 

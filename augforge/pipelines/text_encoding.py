@@ -30,6 +30,7 @@ import numpy as np
 import xxhash
 
 from augforge.augment.words import tokenize
+from augforge.datasets.reader import Dataset
 from augforge.errors import AugforgeError, first_line
 from augforge.models import model_options
 from augforge.models.text_encoder import local_config, local_tokenizer
@@ -190,6 +191,13 @@ def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_
         return TokenizerEncoder(options, tokenizer, "file")
     size = options.vocab_size or vocab_size or 16_000
     return train_tokenizer(train_texts, options, kind, int(size))
+
+
+def fitting_texts(data, rows=None) -> list[str]:
+    """The texts a learning encoder (tokenizer, TF-IDF) is fitted on: a dataset directory's train split, or only
+    ``rows`` of it (a cross-fit fold's training rows: the held-out rows' words must not shape the features)."""
+    texts = Dataset(data, "train", verify=False).texts()
+    return texts if rows is None else [texts[i] for i in rows]
 
 
 def text_encoder_for(text, model: str = "fasttext", overrides: dict | None = None, train_texts=None) -> TextEncoder:

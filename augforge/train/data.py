@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from augforge.datasets.reader import Dataset
 from augforge.datasets.writer import OtherDataset
 from augforge.device import Device
 from augforge.errors import AugforgeError
 from augforge.pipelines.build import build
 from augforge.pipelines.stream import open_loader
-from augforge.pipelines.text_encoding import lengths_summary, text_encoder_for
+from augforge.pipelines.text_encoding import fitting_texts, lengths_summary, text_encoder_for
 from augforge.recipe import Recipe
 from augforge.train.long_tail import deferred_sampling
 
@@ -34,13 +33,13 @@ def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device, tra
     """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
     (``Recipe.train_ops``), mixing and its sampler; val and test (None where the data has no such split)
     only the deterministic part, in storage order, on every row. Text splits share one encoder, made for
-    the recipe's model (``text_encoder_for``) and fitted on the rows it trains on (``train_texts``). ``train_rows``: the train positions to train on (a cross-fit's
-    training folds); all by default."""
+    the recipe's model (``text_encoder_for``) and fitted on the rows it trains on (``fitting_texts``).
+    ``train_rows``: the train positions to train on (a cross-fit's training folds); all by default."""
     run = recipe.run
     ops = recipe.train_ops or None
     text = None
     if manifest.get("payload") == "text":  # train.text for the run's model, fitted on the rows it trains on
-        text = text_encoder_for(run.text, run.model, run.model_options, lambda: train_texts(data, train_rows))
+        text = text_encoder_for(run.text, run.model, run.model_options, lambda: fitting_texts(data, train_rows))
     loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
                          bootstrap=run.bootstrap, sampler=run.sampler,
                          balanced_from=deferred_sampling(recipe.train), rows=train_rows)
@@ -49,13 +48,6 @@ def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device, tra
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
     test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
     return loader, val, test
-
-
-def train_texts(data: Path, rows=None) -> list[str]:
-    """The texts a learning encoder (tokenizer, TF-IDF) is fitted on: the train split's, or only ``rows`` of it
-    (a cross-fit fold's training rows: the held-out rows' words must not shape the features)."""
-    texts = Dataset(data, "train", verify=False).texts()
-    return texts if rows is None else [texts[i] for i in rows]
 
 
 def text_stats(loader, val, test, log) -> dict:
