@@ -363,7 +363,7 @@ def add_audit(sub) -> None:
     p.add_argument("--html", metavar="PAGE", help="also write an HTML page with thumbnails or snippets of the "
                                                   "worst rows of each finding")
     p.add_argument("--radius", type=int, help="images: dHash Hamming radius of a candidate pair "
-                                                         "(default 14 of 64 bits; candidates are verified on pixels)")
+                                              "(default 14 of 64 bits; candidates are verified on pixels)")
     p.add_argument("--verify", type=float,
                    help="images: the pixel similarity (correlation after alignment) a candidate pair needs to be a "
                         "near-duplicate (default 0.985; docs/audit.md)")

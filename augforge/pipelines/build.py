@@ -25,13 +25,13 @@ from typing import Callable
 
 from augforge.balance.apply import balance_dataset
 from augforge.checks import RecipeError
-from augforge.paths import local_path
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
 from augforge.datasets.plan import Cleaning, plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.engine import open_engine
 from augforge.errors import OptionError, require_at_least
+from augforge.paths import local_path
 from augforge.pipelines.build_plan import AUG_NAME, CHUNK_ROWS, BuildResult, OutputPlan, drop_duplicates, \
     plan_outputs, recipe_source, recipe_splits
 from augforge.pipelines.clean_plan import clean_rows

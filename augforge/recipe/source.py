@@ -8,10 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from augforge.paths import URL_REFUSED, is_url
-
 from augforge.checks import Checker, show_value
 from augforge.datasets.sources.table import TABLE_SUFFIXES
+from augforge.paths import URL_REFUSED, is_url
 
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
