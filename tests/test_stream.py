@@ -287,8 +287,11 @@ def test_torch_fallback_dataset(built, sample_images):
     loader = torch.utils.data.DataLoader(ds, batch_size=128, num_workers=2)
     labels = torch.cat([yb for _, yb in loader])
     assert sorted(labels.tolist()) == sorted(open_dataset(png).labels().tolist())
-    with pytest.raises(AugforgeError, match="no torch fallback"):
-        FallbackDataset(png, ops=[{"op": "trivial_augment"}])
+    policy = FallbackDataset(png, ops=["trivial", "rand-n2-m9-mstd0.5"], seed=2)  # the policies run without DALI
+    assert policy[4][0].shape == (1, 8, 8) and policy[4][0].dtype == torch.uint8
+    assert torch.equal(policy[4][0], FallbackDataset(png, ops=["trivial", "rand-n2-m9-mstd0.5"], seed=2)[4][0])
+    with pytest.raises(AugforgeError, match=r"ops\[1\]: 'rand-n2-m99': M runs 0..30 with 31 bins"):
+        FallbackDataset(png, ops=["trivial", "rand-n2-m99"])
     # colour photo: every fallback op keeps shapes and uint8 where expected
     photo = torch.from_numpy(np.ascontiguousarray(sample_images[0][:120, :160].transpose(2, 0, 1)))
     ops = parse_recipe({"source": {"path": "-"}, "augment": {"image": [

@@ -171,6 +171,11 @@ class ImageAugmenter(ImagePipeline):
 
     def __init__(self, ops, **options) -> None:
         super().__init__(ops, **options)
+        for op in self.ops:
+            if op.name == "rand_augment" and float(op.params.get("mstd", 0.0)) > 0:
+                raise AugforgeError(f"{op.where}: rand_augment with mstd {op.params['mstd']:g}: DALI's RandAugment "
+                                    "takes one magnitude; magnitude noise runs on the torch backend "
+                                    "(AUGFORGE_IMAGE_BACKEND=torch), or drop mstd")
         self._pipe = None
 
     def _build(self):

@@ -15,7 +15,9 @@ import numpy as np
 from augforge.augment.colour import colour_map, normalize_affine
 from augforge.augment.draws import coin, uniform
 from augforge.augment.ops import REQUIRED, OpDef, OpSpec, Param, check_op
-from augforge.checks import RecipeError
+from augforge.augment.policy import parse_policy
+from augforge.checks import RecipeError, show_value
+from augforge.errors import AugforgeError
 
 #: bumped whenever the pixels an op list makes change (it is part of a build's fingerprint, beside DALI's version)
 OPS_VERSION = 2  # 2: the fused CPU kernel
@@ -133,24 +135,35 @@ def _normalize(fn, types, img, prm, ctx):
                               T=list(np.float32(shift)), dtype=types.FLOAT)
 
 
+def _on_colour(fn, types, img, ctx, policy):
+    """``policy`` (a DataNode -> DataNode function) on three channels: a grey image is repeated into RGB and
+    brought back to grey after (DALI's auto_aug ops assume colour; AutoAugment crashes on one channel)."""
+    if ctx.channels == 3:
+        return policy(img)
+    rgb = fn.cat(img, img, img, axis=2, device=ctx.op_device)
+    return fn.color_space_conversion(policy(rgb), image_type=types.RGB, output_type=types.GRAY, device=ctx.op_device)
+
+
 def _auto_augment(fn, types, img, prm, ctx):
     from nvidia.dali.auto_aug import auto_augment
 
-    return auto_augment.auto_augment_image_net(img, shape=img.shape(), fill_value=int(prm["fill"]))
+    return _on_colour(fn, types, img, ctx, lambda x: auto_augment.auto_augment_image_net(
+        x, shape=x.shape(), fill_value=int(prm["fill"])))
 
 
 def _rand_augment(fn, types, img, prm, ctx):
     from nvidia.dali.auto_aug import rand_augment
 
-    return rand_augment.rand_augment(img, n=int(prm["n"]), m=int(prm["m"]), shape=img.shape(),
-                                     num_magnitude_bins=int(prm["bins"]), fill_value=int(prm["fill"]))
+    return _on_colour(fn, types, img, ctx, lambda x: rand_augment.rand_augment(
+        x, n=int(prm["n"]), m=int(prm["m"]), shape=x.shape(), num_magnitude_bins=int(prm["bins"]),
+        fill_value=int(prm["fill"])))
 
 
 def _trivial_augment(fn, types, img, prm, ctx):
     from nvidia.dali.auto_aug import trivial_augment
 
-    return trivial_augment.trivial_augment_wide(img, shape=img.shape(), num_magnitude_bins=int(prm["bins"]),
-                                                fill_value=int(prm["fill"]))
+    return _on_colour(fn, types, img, ctx, lambda x: trivial_augment.trivial_augment_wide(
+        x, shape=x.shape(), num_magnitude_bins=int(prm["bins"]), fill_value=int(prm["fill"])))
 
 
 FILL = Param("number", 0, {"low": 0, "high": 255})
@@ -187,15 +200,17 @@ OPS: dict[str, OpDef] = {op.name: op for op in (
           _normalize, float_output=True, summary="(x/255 - mean) / std, float32 CHW; streaming only"),
     OpDef("auto_augment", {"policy": Param("choice", "imagenet", {"options": ("imagenet",)}),
                            "fill": Param("number", 128, {"low": 0, "high": 255, "integer": True})},
-          _auto_augment, rgb=True, summary="AutoAugment, ImageNet policy (nvidia.dali.auto_aug)"),
+          _auto_augment, summary="AutoAugment, ImageNet policy (`autoaug-imagenet`)"),
     OpDef("rand_augment", {"n": Param("number", 2, {"low": 1, "high": 14, "integer": True}),
-                           "m": Param("number", 9, {"low": 0, "high": 30, "integer": True}),
+                           "m": Param("number", 9, {"low": 0, "high": 99, "integer": True}),
                            "bins": Param("number", 31, {"low": 2, "high": 100, "integer": True}),
+                           "mstd": Param("number", 0.0, {"low": 0.0, "high": 100.0}),
                            "fill": Param("number", 128, {"low": 0, "high": 255, "integer": True})},
-          _rand_augment, rgb=True, summary="RandAugment: `n` random ops at magnitude `m` of `bins`"),
+          _rand_augment, summary="RandAugment: `n` random ops at magnitude `m` of `bins` (`rand-n2-m9`); `mstd` "
+                                 "draws each op's magnitude from N(m, mstd) (torch backend)"),
     OpDef("trivial_augment", {"bins": Param("number", 31, {"low": 2, "high": 100, "integer": True}),
                               "fill": Param("number", 128, {"low": 0, "high": 255, "integer": True})},
-          _trivial_augment, rgb=True, summary="TrivialAugment Wide: one random op at a random magnitude"),
+          _trivial_augment, summary="TrivialAugment Wide: one random op at a random magnitude (`trivial`)"),
 )}
 ALIASES = {"horizontal_flip": "hflip", "vertical_flip": "vflip", "color_jitter": "color", "blur": "gaussian_blur",
            "erase": "random_erasing", "autoaugment": "auto_augment", "randaugment": "rand_augment",
@@ -204,7 +219,37 @@ ALIASES = {"horizontal_flip": "hflip", "vertical_flip": "vflip", "color_jitter":
 
 def check_image_op(checker, raw, where: str) -> OpSpec:
     """Validate one image op entry of a recipe (``{op: name, p: ..., <params>}``) into an ``OpSpec``."""
-    return check_op(checker, raw, where, OPS, ALIASES)
+    op = check_op(checker, raw, where, OPS, ALIASES)
+    if op.name == "rand_augment" and op.params["m"] > op.params["bins"] - 1:
+        checker.fail(f"{where}.m", f"M runs 0..{op.params['bins'] - 1} with {op.params['bins']} bins, got "
+                                   f"{op.params['m']}")
+    return op
+
+
+def check_image_ops(checker, value, where: str) -> tuple[OpSpec, ...]:
+    """Validate a list of image ops (``augment.image``, ``train.stream``, a loader's ``ops``). An item may be a
+    policy string (``trivial``, ``rand-n2-m9``: ``augforge.augment.policy``), and a policy string alone stands
+    for a list of it; ``none`` adds nothing."""
+    single = isinstance(value, str)
+    if single:
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        checker.fail(where, f"expected a list of image ops or a policy string, got {show_value(value)}")
+    out = []
+    for i, raw in enumerate(value):
+        place = where if single else f"{where}[{i}]"
+        if isinstance(raw, OpSpec):
+            out.append(raw)
+            continue
+        if isinstance(raw, str):
+            try:
+                raw = parse_policy(raw).op_entry()
+            except AugforgeError as exc:
+                checker.fail(place, str(exc))
+            if raw is None:
+                continue
+        out.append(check_image_op(checker, raw, place))
+    return tuple(out)
 
 
 def check_op_list(ops, color: str, file: str, encoded_output: bool) -> None:

@@ -2,8 +2,8 @@
 
 The same op list and parameters as ``augforge.augment.image`` (DALI, the default), applied to one
 uint8 CHW tensor at a time with a seeded ``torch.Generator``. The draws follow the same
-distributions, but the pixels differ from DALI's (other kernels and random streams). The three
-``nvidia.dali.auto_aug`` policies have no fallback and are refused by name.
+distributions, but the pixels differ from DALI's (other kernels and random streams). The three policies
+(TrivialAugment, RandAugment, AutoAugment's ImageNet policy) are ``augforge.augment.policy_torch``'s.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from augforge.augment.colour import colour_matrix
+from augforge.augment.policy_torch import POLICY_FUNCTIONS
 from augforge.errors import AugforgeError
-
-NEEDS_DALI = ("auto_augment", "rand_augment", "trivial_augment")
 
 
 def _uniform(bounds, gen: torch.Generator) -> float:
@@ -182,6 +181,7 @@ def normalize(x, prm, gen):
 
 TORCH_OPS = {f.__name__: f for f in (random_resized_crop, random_crop, center_crop, resize, pad, rotate, hflip, vflip,
                                      color, grayscale, gaussian_blur, random_erasing, cutout, normalize)}
+TORCH_OPS.update(POLICY_FUNCTIONS)
 
 
 class TorchAugment:
@@ -191,10 +191,6 @@ class TorchAugment:
     """
 
     def __init__(self, ops) -> None:
-        for op in ops:
-            if op.name in NEEDS_DALI:
-                raise AugforgeError(f"{op.where}: {op.name} is a DALI policy (nvidia.dali.auto_aug) with no torch "
-                                    "fallback; install nvidia-dali-cuda130 or drop it")
         self.ops = tuple(ops)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from augforge.augment.image_ops import check_image_op, evaluation_ops
-from augforge.augment.ops import OpSpec
+from augforge.augment.image_ops import check_image_ops, evaluation_ops
 from augforge.checks import Checker
 from augforge.errors import AugforgeError
 from augforge.recipe import Recipe, load_recipe
@@ -32,11 +31,9 @@ def resolve_ops(recipe, ops, info: dict, augment: bool = True, color: str | None
 
 
 def parse_ops(ops, file: str) -> tuple:
-    """Op mappings (``[{op: ..., p: ..., <params>}]``) validated as a recipe's augment.image list (ops already
-    validated pass as they are)."""
-    checker = Checker(file)
-    return tuple(op if isinstance(op, OpSpec) else check_image_op(checker, op, f"{file}[{i}]")
-                 for i, op in enumerate(ops))
+    """Op mappings (``[{op: ..., p: ..., <params>}]``) or policy strings (``trivial``, ``rand-n2-m9``) validated as
+    a recipe's augment.image list (ops already validated pass as they are)."""
+    return check_image_ops(Checker(file), ops, file)
 
 
 def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:

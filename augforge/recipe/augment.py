@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from augforge.augment.image_ops import check_image_op
+from augforge.augment.image_ops import check_image_ops
 from augforge.augment.ops import OpSpec, check_op
 from augforge.augment.text import Protect
 from augforge.augment.text_ops import TEXT_ALIASES, TEXT_OPS
@@ -15,7 +15,8 @@ DEVICES = ("auto", "cpu", "gpu")
 COLORS = ("rgb", "gray")
 #: offline: augmented copies are written into the shards; online: the loader draws new ones every epoch
 MODES = ("offline", "online")
-AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "text", "protect", "min_words")
+AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "policy", "text", "protect",
+                "min_words")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,8 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
     """The ``augment:`` mapping, checked: copies, mode, the image or the text ops and their options."""
     raw = c.mapping(value, "augment", AUGMENT_KEYS)
     copies, per_class = _copies(c, raw.get("copies", 0))
-    ops_raw = raw.get("image", [])
-    if not isinstance(ops_raw, list):
-        c.fail("augment.image", f"expected a list of ops, got {show_value(ops_raw)}")
-    ops = tuple(check_image_op(c, op, f"augment.image[{i}]") for i, op in enumerate(ops_raw))
+    ops = _with_policy(check_image_ops(c, raw.get("image") or [], "augment.image"),
+                       check_image_ops(c, raw.get("policy") or [], "augment.policy"))
     text_ops = _text_ops(c, raw.get("text", []))
     if ops and text_ops:
         c.fail("augment", "give image ops or text ops, not both")
@@ -94,6 +93,13 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
         ),
         min_words=int(c.number(raw.get("min_words", 1), "augment.min_words", 1, 1000, integer=True)),
     )
+
+
+def _with_policy(ops: tuple, policy: tuple) -> tuple:
+    """``augment.policy``'s op placed after the image ops, before a closing ``normalize``."""
+    if ops and ops[-1].name == "normalize":
+        return ops[:-1] + policy + ops[-1:]
+    return ops + policy
 
 
 def _text_ops(c: Checker, value) -> tuple:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-from augforge.augment.image_ops import check_image_op
+from augforge.augment.image_ops import check_image_ops
 from augforge.errors import AugforgeError
 from augforge.recipe.long_tail import PRIORS, DecoupleSpec, LossSpec, RebalanceSpec, ShotSpec, check_long_tail, \
     check_sampler, parse_decouple, parse_loss, parse_posthoc, parse_rebalance, parse_shots
@@ -201,9 +201,6 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
     if check_model:
         _check_model(c, model, dict(options))
     patience = raw.get("early_stopping_patience")
-    stream = raw.get("stream") or []
-    if not isinstance(stream, list):
-        c.fail("train.stream", f"expected a list of image ops, got {stream!r}")
     run = RunSpec(
         model=model,
         model_options=dict(options),
@@ -215,7 +212,7 @@ def parse_train(c, raw, recipe_seed: int = 0, check_model: bool = True,
         mixup_alpha=float(c.number(raw.get("mixup_alpha", 0.0), "train.mixup_alpha", 0.0, 100.0)),
         cutmix_alpha=float(c.number(raw.get("cutmix_alpha", 0.0), "train.cutmix_alpha", 0.0, 100.0)),
         mix_prob=float(c.number(raw.get("mix_prob", 1.0), "train.mix_prob", 0.0, 1.0)),
-        stream=tuple(check_image_op(c, op, f"train.stream[{i}]") for i, op in enumerate(stream)),
+        stream=check_image_ops(c, raw.get("stream") or [], "train.stream"),
         early_metric=c.choice(raw.get("early_stopping_metric", "balanced_accuracy"), "train.early_stopping_metric",
                               METRICS),
         patience=None if patience is None else int(c.number(patience, "train.early_stopping_patience", 1, 100_000,
