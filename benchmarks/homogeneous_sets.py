@@ -2,7 +2,7 @@
 small, similar-looking images, where a 64-bit hash puts most rows near some other row.
 
 - ``digits``: scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels), upscaled to 32x32;
-- ``crops``: textured grey crops of scikit-learn's two sample photos, on a grid (no two overlap), 28x28;
+- ``crops``: textured grey (or colour) crops of scikit-learn's two sample photos, on a grid (no two overlap);
 - ``glyphs``: the digits and capital letters of the nine DejaVu faces of distinct design (Debian's
   fonts-dejavu-core, which Chromium brings in), one rendering each, 28x28, labelled by character.
 
@@ -39,18 +39,21 @@ def digits(size: int = 32) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     return images, data.target.astype(np.int64), [str(d) for d in range(10)]
 
 
-def crops(size: int = 28, tile: int = 32, min_std: float = 20.0) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Non-overlapping ``tile`` crops of the two sample photos in grey, resized to ``size``, textured ones only
-    (std >= ``min_std``: flat sky tiles are true duplicates of each other); labelled by photo and third."""
+def crops(size: int = 28, tile: int = 32, min_std: float = 20.0,
+          colour: bool = False) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Non-overlapping ``tile`` crops of the two sample photos in grey (``colour``: RGB), resized to ``size``,
+    textured ones only (grey std >= ``min_std``: flat sky tiles are true duplicates of each other); labelled by
+    photo and third."""
     from sklearn.datasets import load_sample_images
 
     images, labels = [], []
     for p, photo in enumerate(load_sample_images().images):
         grey = np.asarray(Image.fromarray(photo).convert("L"))
+        pixels = photo if colour else grey
         for y in range(0, grey.shape[0] - tile + 1, tile):
             for x in range(0, grey.shape[1] - tile + 1, tile):
-                patch = grey[y : y + tile, x : x + tile]
-                if patch.std() >= min_std:
+                patch = pixels[y : y + tile, x : x + tile]
+                if grey[y : y + tile, x : x + tile].std() >= min_std:
                     images.append(np.asarray(Image.fromarray(patch).resize((size, size), Image.Resampling.BILINEAR)))
                     labels.append(p * 3 + min(2, 3 * y // grey.shape[0]))
     return images, np.asarray(labels, dtype=np.int64), [f"{n}-{t}" for n in ("china", "flower")

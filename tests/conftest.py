@@ -28,7 +28,7 @@ def pytest_configure(config):
 
 
 #: the longest test files (``--durations``), handed to the xdist workers first so that no long file starts last
-LONGEST_FIRST = ("test_distributed", "test_faults", "test_quantize", "test_train_cli", "test_tune", "test_text_augment",
+LONGEST_FIRST = ("test_distributed", "test_faults", "test_quantize", "test_train_cli", "test_tune", "test_policy_search", "test_text_augment",
                  "test_text_models", "test_build", "test_balance", "test_store", "test_check_op")
 
 

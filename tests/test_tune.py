@@ -139,7 +139,7 @@ def test_confirm_and_the_study_page_in_a_browser(tmp_path, capsys):
 def test_best_yaml_keeps_the_recipes_files_and_its_own_data(tmp_path):
     """best.yaml is written elsewhere: a relative source is made absolute, and tuned data settings get their
     own data directory instead of overwriting the original recipe's."""
-    from augforge.experiments.tune import best_recipe
+    from augforge.experiments.tune import best_recipe, trial_changes
 
     (tmp_path / "sub").mkdir()
     table = tmp_path / "sub" / "rows.csv"
@@ -147,10 +147,10 @@ def test_best_yaml_keeps_the_recipes_files_and_its_own_data(tmp_path):
     raw = {"seed": 0, "source": {"path": "rows.csv"}, "output": {"dir": "built"}, "train": {"lr": 0.001},
            "tune": SPACE}
     recipe = parse_recipe(raw, str(tmp_path / "sub" / "r.yaml"), tmp_path / "sub")
-    same = best_recipe(raw, {"train.lr": 0.01}, recipe, tmp_path / "out")
+    same = best_recipe(raw, trial_changes({"train.lr": 0.01}), recipe, tmp_path / "out")
     assert same["source"]["path"] == str(table) and same["output"]["dir"] == str(tmp_path / "sub" / "built")
     assert same["train"]["lr"] == 0.01 and "tune" not in same
-    other = best_recipe(raw, {"balance.strategy": "over"}, recipe, tmp_path / "out")
+    other = best_recipe(raw, trial_changes({"balance.strategy": "over"}), recipe, tmp_path / "out")
     assert other["output"]["dir"] == str(tmp_path / "out" / "best-data") and other["balance"]["strategy"] == "over"
     assert raw["output"]["dir"] == "built"  # the recipe's own mapping is left as it was
 

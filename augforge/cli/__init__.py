@@ -1,7 +1,7 @@
 """The `augforge` command line: one entry point (``main``), a sub-command per job.
 
 The commands live by family, each parser next to its handler: ``data`` (ingest, inspect, report, balance,
-build, preview), ``training`` (train, tune, ablate, lr-find, evaluate), ``models`` (export, quantize,
+build, preview), ``training`` (train, tune, search-policy, ablate, lr-find, evaluate), ``models`` (export, quantize,
 models); ``options`` holds what several share. Start-up stays light: a handler imports its job when it runs.
 """
 
@@ -18,7 +18,7 @@ from augforge.errors import AugforgeError, OptionError
 #: The sub-commands in ``augforge --help`` order, each added by its family's ``add_<name>``.
 COMMANDS = [data.add_ingest, data.add_inspect, data.add_report, data.add_balance, data.add_build, data.add_preview,
             data.add_audit,
-            training.add_train, training.add_tune, models.add_export, models.add_quantize, training.add_ablate,
+            training.add_train, training.add_tune, training.add_search_policy, models.add_export, models.add_quantize, training.add_ablate,
             training.add_crossfit, training.add_lr_find, training.add_evaluate, models.add_models]
 
 

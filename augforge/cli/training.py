@@ -1,4 +1,4 @@
-"""The training commands: train, tune, ablate, crossfit, lr-find, evaluate.
+"""The training commands: train, tune, search-policy, ablate, crossfit, lr-find, evaluate.
 
 Each handler imports its job when it runs (the CLI's lazy dispatch: `augforge --help` loads none of them)."""
 
@@ -105,6 +105,55 @@ def add_tune(sub) -> None:
                    help="for a recipe without source.val_split: the share of the train split the trials hold out "
                         "for validation (best.yaml keeps the recipe's split; default 0.2)")
     p.set_defaults(func=cmd_tune)
+
+
+def cmd_search_policy(args: argparse.Namespace) -> int:
+    """Search an augmentation policy under a time budget, confirm it over paired seeds, write best.yaml."""
+    from rich.console import Console
+
+    from augforge.experiments.policy_report import print_summary
+    from augforge.experiments.policy_search import search_policy
+
+    result = search_policy(args.recipe, args.out, budget_minutes=args.budget_minutes, max_trials=args.max_trials,
+                           proxy_epochs=args.proxy_epochs, val_split=args.val_split, metric=args.metric,
+                           confirm_seeds=args.confirm_seeds, also=tuple(args.also), jobs=args.jobs,
+                           storage=args.storage,
+                           log=lambda text: print(text, flush=True))
+    print_summary(result, Console())
+    print(f"wrote {result['best_yaml']} (augforge train accepts it), {args.out}/search.json, {result['html']}")
+    return 0
+
+
+def add_search_policy(sub) -> None:
+    """`augforge search-policy`'s parser."""
+    p = sub.add_parser("search-policy", help="search an augmentation policy on your data under a time budget, "
+                                             "confirmed against TrivialAugment over paired seeds",
+                       description="Score no augmentation, TrivialAugment, AutoAugment's ImageNet policy, a "
+                                   "RandAugment (N, M) grid and the recipe's own ops (p and strength by Optuna) on "
+                                   "held-out training rows with short runs; then retrain the winner, "
+                                   "TrivialAugment, no augmentation and the recipe as written over paired seeds and "
+                                   "compare them on the test split (docs/policies.md).")
+    p.add_argument("recipe", help="the recipe YAML file (image data)")
+    p.add_argument("--out", required=True, help="where study.db, data/, trials/, confirm/, search.json, "
+                                                "search.html and best.yaml go; a rerun continues")
+    p.add_argument("--budget-minutes", type=float, default=10.0, metavar="M",
+                   help="search time (summed over reruns): no new trial starts past it (default 10)")
+    p.add_argument("--max-trials", type=int, default=60, metavar="N",
+                   help="at most N trained search trials, the 3 fixed candidates included (default 60)")
+    p.add_argument("--proxy-epochs", type=int, metavar="E",
+                   help="epochs per search trial (default: half the recipe's train.epochs, at least 2)")
+    p.add_argument("--val-split", type=float, default=0.2, metavar="F",
+                   help="for a recipe without source.val_split: the share of the train split the search scores "
+                        "on (never the test split; default 0.2)")
+    p.add_argument("--metric", default="balanced_accuracy", choices=["balanced_accuracy", "accuracy", "macro_f1"])
+    p.add_argument("--confirm-seeds", type=int, default=8, metavar="K",
+                   help="paired seeds of the confirmation on the test split (0: none; default 8, the fewest whose "
+                        "Holm-adjusted sign-flip test can reach p < 0.05 over 5 comparisons)")
+    p.add_argument("--also", action="append", default=[], metavar="POLICY",
+                   help="confirm this policy string too (e.g. rand-n2-m9; repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="confirmation runs in parallel processes")
+    p.add_argument("--storage", help="an Optuna storage URL instead of OUT/study.db")
+    p.set_defaults(func=cmd_search_policy)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

@@ -191,17 +191,23 @@ def equal_compute_changes(tasks: list[Task], log) -> dict:
         scaled = max(1, round(epochs * rows / max(1, own)))
         if task.arm.kind == "baseline" or scaled == train.epochs:
             continue
-        factor = scaled / train.epochs
-        changes = [("train.epochs", scaled)]
-        if train.swa_start is not None:
-            changes.append(("train.swa_start", min(scaled - 1, round(train.swa_start * factor))))
-        if train.rebalance is not None:
-            changes.append(("train.rebalance.start", min(scaled - 1, round(train.rebalance.start * factor))))
-        extra[(task.arm.name, task.seed)] = changes
+        extra[(task.arm.name, task.seed)] = epoch_changes(train, scaled)
         if task.seed == 0:
             log(f"equal compute: arm {task.arm.name} trains {scaled} epochs on {own:,} rows (the baseline: "
                 f"{epochs} on {rows:,})")
     return extra
+
+
+def epoch_changes(train, epochs: int) -> list:
+    """The changes that train ``epochs`` epochs instead of ``train.epochs`` (a ``TrainConfig``), the epochs that
+    start something (``swa_start``, ``rebalance.start``) scaled with them and kept below the last."""
+    factor = epochs / train.epochs
+    changes = [("train.epochs", epochs)]
+    if train.swa_start is not None:
+        changes.append(("train.swa_start", min(epochs - 1, round(train.swa_start * factor))))
+    if train.rebalance is not None:
+        changes.append(("train.rebalance.start", min(epochs - 1, round(train.rebalance.start * factor))))
+    return changes
 
 
 def _build_all(tasks: list[Task], workers: int, log) -> None:

@@ -87,24 +87,27 @@ def _check_space(recipe, space: dict, held_out: dict) -> None:
                     from None
 
 
-def _open_study(recipe, out: Path, storage: str | None, pruner: str, log):
-    """The Optuna study in ``storage`` (default ``out/study.db``), created or continued; trials a killed run
-    left running are marked failed (and run again)."""
+def open_study(name: str, storage: str, seed: int, pruner, log):
+    """The Optuna study ``name`` in ``storage`` (a maximising TPE seeded with ``seed``, ``pruner``), created or
+    continued; trials a killed run left running are marked failed (and run again)."""
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=recipe.data.get("name") or Path(recipe.file).stem,
-        storage=storage or f"sqlite:///{out / 'study.db'}", direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=recipe.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS,
-                                           n_warmup_steps=recipe.train.epochs // 4) if pruner == "median"
-        else optuna.pruners.HyperbandPruner())
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a killed run left these
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
         log(f"trial {stale.number}: left running by an earlier process; marked failed")
     return study
+
+
+def _pruner(recipe, pruner: str):
+    import optuna
+
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=recipe.train.epochs // 4)
+    return optuna.pruners.HyperbandPruner()
 
 
 def _objective(recipe, space: dict, held_out: dict, metric: str, out: Path, log):
@@ -169,7 +172,8 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     _check_space(recipe, space, held_out)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    study = _open_study(recipe, out, storage, pruner, log)
+    study = open_study(recipe.data.get("name") or Path(recipe.file).stem, storage or f"sqlite:///{out / 'study.db'}",
+                       recipe.seed, _pruner(recipe, pruner), log)
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     objective = _objective(recipe, space, held_out, metric, out, log)
     while len(study.get_trials(deepcopy=False, states=done)) < trials:
@@ -177,7 +181,7 @@ def tune_recipe(path: str | Path, trials: int, out: str | Path, *, storage: str 
     finished = study.get_trials(deepcopy=False, states=done)
     best = study.best_trial
     with atomic_open(out / "best.yaml") as fh:
-        fh.write(yaml.safe_dump(best_recipe(raw, best.params, recipe, out), sort_keys=False))
+        fh.write(yaml.safe_dump(best_recipe(raw, trial_changes(best.params), recipe, out), sort_keys=False))
     records = trial_records(study)
     _write_trials_csv(out / "trials.csv", records, metric, space)
     pruned = sum(t.state == TrialState.PRUNED for t in finished)
@@ -203,13 +207,14 @@ def _write_trials_csv(path: Path, records: list[dict], metric: str, space: dict)
                              *(t["params"].get(name, "") for name in space)])
 
 
-def best_recipe(raw: dict, params: dict, recipe, out: Path) -> dict:
-    """best.yaml's mapping: the recipe with the best parameters, its source path made absolute (a recipe takes
-    it relative to its own file), and its data in the recipe's output.dir when the parameters leave the data
-    settings as they are, else in ``out/best-data`` (the tuned data must not overwrite the original's)."""
+def best_recipe(raw: dict, changes: list, recipe, out: Path) -> dict:
+    """best.yaml's mapping: the recipe with the best trial's ``changes`` (``trial_changes``), its source path made
+    absolute (a recipe takes it relative to its own file), and its data in the recipe's output.dir when the
+    changes leave the data settings as they are, else in ``out/best-data`` (the tuned data must not overwrite the
+    original's)."""
     import os
 
-    data = apply(raw, params)
+    data = apply_changes(raw, changes)
     same_data = _data_key(data) == _data_key(apply(raw, {}))
     if Path(recipe.source.path).exists():
         data["source"]["path"] = os.path.abspath(recipe.source.path)
