@@ -188,6 +188,15 @@ def test_seeds_set_the_draws_and_bootstrap_train_resamples_per_seed(tmp_path):
     assert by[("baseline", 1)].fingerprint != by[("no-swa", 1)].fingerprint
     plain = plan_tasks(recipe, arms, tmp_path, seeds=2, bootstrap_train=False)
     assert all(t.recipe.run.bootstrap is None for t in plain)
+    # an arm without offline copies draws nothing at build time: its seeds share one build
+    from augforge.experiments.arms import Arm
+    from augforge.recipe.changes import REMOVE
+
+    online = Arm("online", "custom", [("augment.mode", "online"), ("augment.copies", REMOVE)])
+    mixed = plan_tasks(recipe, [arms[0], online], tmp_path, seeds=2, bootstrap_train=False)
+    by = {(t.arm.name, t.seed): t for t in mixed}
+    assert by[("online", 0)].data == by[("online", 1)].data and by[("online", 0)].recipe.augment.seed is None
+    assert by[("baseline", 0)].data != by[("baseline", 1)].data  # the recipe's copies are drawn per seed
 
 
 def test_one_arm_per_long_tail_option_and_switching_the_loss():

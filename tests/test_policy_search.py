@@ -109,6 +109,12 @@ def test_best_yaml_trains_the_winner_online_on_the_recipes_own_split(searched, t
 def test_a_rerun_continues_the_study_and_reuses_the_confirmation(searched):
     path, out, result, _ = searched
     before = _finished(out)
+    # what kill -9 mid-trial leaves: a sampler trial running in the database (the next grid point, rand-n1-m5)
+    study = optuna.load_study(study_name="search-policy", storage=f"sqlite:///{out / 'study.db'}")
+    stale = study.ask()
+    stale_params = {"policy": stale.suggest_categorical("policy", ["rand", "recipe"]),
+                    "rand.n": stale.suggest_int("rand.n", 1, 3), "rand.m": stale.suggest_int("rand.m", 0, 30)}
+    assert stale_params == {"policy": "rand", "rand.n": 1, "rand.m": 5}
     lines = []
     again = search_policy(path, out, budget_minutes=10, max_trials=6, proxy_epochs=2, confirm_seeds=2,
                           also=("rand-n1-m5",), log=lines.append)
@@ -119,6 +125,10 @@ def test_a_rerun_continues_the_study_and_reuses_the_confirmation(searched):
     for t in before:
         assert after[t.number].value == t.value and after[t.number].params == t.params
     assert sum(t.user_attrs.get("fixed") == "none" for t in after) == 1  # the fixed candidates are not rerun
+    every = optuna.load_study(study_name="search-policy", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert every[stale.number].state.name == "FAIL" and any("left running by an earlier process" in line
+                                                             for line in lines)
+    assert any(t.state.name == "WAITING" and t.system_attrs.get("fixed_params") == stale_params for t in every)
     if again["search"]["winner"] == result["search"]["winner"]:
         assert any("runs already done (reused)" in line for line in lines)
         assert again["confirmed"] == result["confirmed"]

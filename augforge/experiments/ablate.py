@@ -65,13 +65,16 @@ def plan_tasks(recipe: Recipe, arms: list[Arm], out: Path, seeds: int, bootstrap
                extra: dict | None = None) -> list[Task]:
     """Every (arm, seed) run, each arm's recipe validated (an override naming no recipe key fails here);
     ``extra`` maps (arm name, seed) to more changes (the epochs of equal compute)."""
-    aug = recipe.augment
-    copies = aug.mode == "offline" and bool(aug.image or aug.text) and bool(aug.copies or aug.copies_per_class)
     tasks = []
     for arm in arms:
+        try:
+            aug = recipe.with_changes(arm.changes).augment
+        except AugforgeError as exc:
+            raise AugforgeError(f"arm {arm.name}: {exc}") from None
+        copies = aug.mode == "offline" and bool(aug.image or aug.text) and bool(aug.copies or aug.copies_per_class)
         for seed in range(seeds):
             changes = [*arm.changes, ("train.seed", seed)]
-            if copies:  # the offline copies are drawn anew per seed; without copies the build is shared
+            if copies:  # the arm's offline copies are drawn anew per seed; without copies the build is shared
                 changes.append(("augment.seed", seed))
             if bootstrap_train:
                 changes.append(("train.bootstrap", seed))

@@ -182,6 +182,19 @@ class _Search:
         finally:
             self.study.set_user_attr("search_s", self.spent() + time.perf_counter() - begun)
 
+    def _requeue_failed(self) -> None:
+        """A sampler trial a killed process left behind (marked failed) is drawn again with the same parameters,
+        unless a trial with them is waiting or finished."""
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        alive = [t.params for t in trials if t.state != TrialState.FAIL]
+        waiting = [t.system_attrs.get("fixed_params") for t in trials if t.state == TrialState.WAITING]
+        for t in trials:
+            if t.state == TrialState.FAIL and t.params and t.params not in alive and t.params not in waiting:
+                self.study.enqueue_trial(t.params)
+                waiting.append(t.params)
+
     def run(self) -> None:
         """The fixed candidates, then the sampler's trials, until the budget or ``max_trials`` trained trials are
         spent (or the sampler only proposes candidates already scored); a rerun continues the same study."""
@@ -198,6 +211,7 @@ class _Search:
             for params in first_trials(self.recipe):
                 self.study.enqueue_trial(params, skip_if_exists=True)
             self.study.set_user_attr("enqueued", True)
+        self._requeue_failed()
         repeats = 0
         while self.spent() < budget and repeats < MAX_REPEATS:
             trained = [t for t in self.study.get_trials(deepcopy=False, states=finished)
