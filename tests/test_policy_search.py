@@ -206,3 +206,12 @@ def test_the_confirmation_cost_model_fits_start_up_and_epochs():
     assert run_cost([(1, 3.0), (3, 5.0), (3, 5.2), (1, 2.8)]) == pytest.approx((1.8, 1.1))
     assert run_cost([(2, 4.0), (2, 6.0)]) == (0.0, 2.5)
     assert run_cost([]) == (0.0, 0.0)
+
+
+def test_the_search_runs_without_dali_on_the_torch_policies(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGFORGE_IMAGE_BACKEND", "torch")
+    result = search_policy(_recipe(tmp_path), tmp_path / "o", budget_minutes=10, max_trials=0, proxy_epochs=3,
+                           confirm_seeds=0, log=lambda _: None)
+    scored = {r["policy"]: r["value"] for r in result["search"]["candidates"]}
+    assert set(scored) == {"none", "trivial", "autoaug-imagenet"} and all(0 < v <= 1 for v in scored.values())
+    assert scored["trivial"] != scored["none"]  # the torch TrivialAugment changed what the model saw
