@@ -215,3 +215,20 @@ def test_the_search_runs_without_dali_on_the_torch_policies(tmp_path, monkeypatc
     scored = {r["policy"]: r["value"] for r in result["search"]["candidates"]}
     assert set(scored) == {"none", "trivial", "autoaug-imagenet"} and all(0 < v <= 1 for v in scored.values())
     assert scored["trivial"] != scored["none"]  # the torch TrivialAugment changed what the model saw
+
+
+def test_the_conclusion_says_what_the_seeds_support():
+    def verdicts(v):
+        return {("rand-n2-m9", "trivial"): v, ("trivial", "none"): "better"}
+
+    comparisons = {("rand-n2-m9", "trivial"): _comparison("helps", 0.01), ("trivial", "none"): _comparison("helps",
+                                                                                                         0.01)}
+    assert pc.conclusion("rand-n2-m9", verdicts("better"), comparisons, 8).startswith(
+        "rand-n2-m9 beats TrivialAugment by +0.0100 [+0.0050, +0.0200]")
+    assert "is worse than TrivialAugment" in pc.conclusion("rand-n2-m9", verdicts("worse"), comparisons, 8)
+    few = pc.conclusion("rand-n2-m9", verdicts("too few seeds"), comparisons, 2)
+    assert "too few for a verdict (--confirm-seeds 7 or more)" in few and "as good" not in few
+    same = pc.conclusion("rand-n2-m9", verdicts("no detectable difference"), comparisons, 8)
+    assert "did not beat TrivialAugment detectably" in same and "could detect 0.0100" in same
+    assert pc.conclusion("trivial", verdicts("-"), comparisons, 8) == \
+        "the search chose TrivialAugment itself; trivial against none: better"

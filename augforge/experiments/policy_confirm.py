@@ -113,17 +113,24 @@ def agreement(proxy: dict, scores: dict, resamples: int = 2000, seed: int = 0) -
                     "resamples"}
 
 
-def _conclusion(winner: str, verdicts: dict, comparisons: dict) -> str:
-    if winner == "none":
-        return ("no augmentation scored best on the held-out rows; trivial against none: "
-                f"{verdicts.get(('trivial', 'none'), '-')}")
-    if winner == "trivial":
-        return f"the search chose TrivialAugment itself; against none: {verdicts.get(('trivial', 'none'), '-')}"
+def conclusion(winner: str, verdicts: dict, comparisons: dict, seeds: int) -> str:
+    """One sentence: what the confirmation says about the winner against TrivialAugment (and no augmentation)."""
+    if winner in ("none", "trivial"):
+        chose = "no augmentation" if winner == "none" else "TrivialAugment itself"
+        return f"the search chose {chose}; trivial against none: {verdicts.get(('trivial', 'none'), '-')}"
     c, verdict = comparisons.get((winner, "trivial")), verdicts.get((winner, "trivial"))
+    if c is None:
+        return f"{winner} was not compared with TrivialAugment (fewer than 2 paired seeds finished)"
+    delta = f"{c.mean_delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
     if verdict == "better":
-        return (f"{winner} beats TrivialAugment by {c.mean_delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] "
-                "(Holm-adjusted)")
-    return f"{winner} did not beat TrivialAugment ({verdict}): TrivialAugment is as good here and needs no search"
+        return f"{winner} beats TrivialAugment by {delta} (Holm-adjusted)"
+    if verdict == "worse":
+        return f"{winner} is worse than TrivialAugment by {delta}: use TrivialAugment"
+    if verdict == "too few seeds":
+        return (f"{winner} against TrivialAugment: {delta} over {seeds} seeds, too few for a verdict "
+                f"(--confirm-seeds {seeds_for_a_verdict(len(comparisons))} or more)")
+    return (f"{winner} did not beat TrivialAugment detectably ({delta}; these seeds could detect "
+            f"{c.detectable:.4f}): TrivialAugment is as good here and needs no search")
 
 
 def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: ConfirmOptions) -> dict:
@@ -172,5 +179,5 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
         "comparisons": [{"policy": a, "against": b, **c.to_dict(), "verdict": verdicts[(a, b)]}
                         for (a, b), c in comparisons.items()],
         "agreement": agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}),
-        "conclusion": _conclusion(search["winner"], verdicts, comparisons),
+        "conclusion": conclusion(search["winner"], verdicts, comparisons, len(seeds)),
     }
