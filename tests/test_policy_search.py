@@ -194,7 +194,10 @@ def test_the_proxy_agreement_measures_the_order_with_its_uncertainty():
     agreed = pc.agreement(proxy, clear)
     assert agreed["tau"] == pytest.approx(1.0) and agreed["share_same_order"] > 0.99
     reversed_proxy = {"none": 0.9, "trivial": 0.8, "rand-n1-m5": 0.85}
-    assert pc.agreement(reversed_proxy, clear)["tau"] == pytest.approx(-1.0)
+    disagreed = pc.agreement(reversed_proxy, clear)
+    assert disagreed["tau"] == pytest.approx(-1.0) and disagreed["share_same_order"] < 0.01
+    assert "the short runs do not predict full training; raise --proxy-epochs" in disagreed["note"]
+    assert "raise" not in agreed["note"]
     same = list(0.90 + rng.normal(0, 0.02, 8))
     close = {"none": same, "trivial": same[::-1]}  # equal means: only the seeds' noise orders them
     share = pc.agreement({"none": 0.8, "trivial": 0.81}, close)["share_same_order"]
@@ -218,17 +221,28 @@ def test_the_search_runs_without_dali_on_the_torch_policies(tmp_path, monkeypatc
 
 
 def test_the_conclusion_says_what_the_seeds_support():
-    def verdicts(v):
-        return {("rand-n2-m9", "trivial"): v, ("trivial", "none"): "better"}
+    def verdicts(v, trivial="better"):
+        return {("rand-n2-m9", "trivial"): v, ("trivial", "none"): trivial}
 
     comparisons = {("rand-n2-m9", "trivial"): _comparison("helps", 0.01), ("trivial", "none"): _comparison("helps",
                                                                                                          0.01)}
-    assert pc.conclusion("rand-n2-m9", verdicts("better"), comparisons, 8).startswith(
-        "rand-n2-m9 beats TrivialAugment by +0.0100 [+0.0050, +0.0200]")
-    assert "is worse than TrivialAugment" in pc.conclusion("rand-n2-m9", verdicts("worse"), comparisons, 8)
-    few = pc.conclusion("rand-n2-m9", verdicts("too few seeds"), comparisons, 2)
+    means = {"none": 0.90, "trivial": 0.93, "rand-n2-m9": 0.94}
+    assert pc.conclusion("rand-n2-m9", verdicts("better"), comparisons, 8, means) == (
+        "rand-n2-m9 beats TrivialAugment by +0.0100 [+0.0050, +0.0200] (Holm-adjusted); highest confirmed mean: "
+        "rand-n2-m9 (0.9400)")
+    assert "is worse than TrivialAugment" in pc.conclusion("rand-n2-m9", verdicts("worse"), comparisons, 8, means)
+    few = pc.conclusion("rand-n2-m9", verdicts("too few seeds"), comparisons, 2, means)
     assert "too few for a verdict (--confirm-seeds 7 or more)" in few and "as good" not in few
-    same = pc.conclusion("rand-n2-m9", verdicts("no detectable difference"), comparisons, 8)
+    same = pc.conclusion("rand-n2-m9", verdicts("no detectable difference"), comparisons, 8, means)
     assert "did not beat TrivialAugment detectably" in same and "could detect 0.0100" in same
-    assert pc.conclusion("trivial", verdicts("-"), comparisons, 8) == \
-        "the search chose TrivialAugment itself; trivial against none: better"
+    assert "TrivialAugment is as good here and needs no search" in same
+    # TrivialAugment worse than no augmentation: never "as good", and said
+    hurt = pc.conclusion("rand-n2-m9", verdicts("no detectable difference", trivial="worse"), comparisons, 8,
+                         {"none": 0.64, "trivial": 0.50, "rand-n2-m9": 0.55})
+    assert "as good" not in hurt and "TrivialAugment hurts here" in hurt and hurt.endswith("none (0.6400)")
+    other = {**verdicts("no detectable difference"), ("as-written", "trivial"): "better"}
+    beaten = pc.conclusion("rand-n2-m9", other, {**comparisons, ("as-written", "trivial"): _comparison("helps", 0.01)},
+                           8, means)
+    assert "as-written beats TrivialAugment" in beaten and "as good" not in beaten
+    assert pc.conclusion("trivial", verdicts("-"), comparisons, 8, means).startswith(
+        "the search chose TrivialAugment itself; trivial against none: better")

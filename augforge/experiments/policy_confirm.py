@@ -107,30 +107,54 @@ def agreement(proxy: dict, scores: dict, resamples: int = 2000, seed: int = 0) -
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, table.shape[1], size=(resamples, table.shape[1]))
     same = np.mean([np.array_equal(np.argsort(-table[:, p].mean(axis=1), kind="stable"), proxy_order) for p in picks])
-    return {"policies": names, "proxy": [proxy[n] for n in names], "confirmed": means.tolist(),
-            "tau": None if math.isnan(tau) else float(tau), "share_same_order": float(same),
-            "note": f"the proxy's order of {len(names)} policies matched the confirmed order in {same:.0%} of seed "
-                    "resamples"}
+    tau = None if math.isnan(tau) else float(tau)
+    note = f"the proxy's order of {len(names)} policies matched the confirmed order in {same:.0%} of seed resamples"
+    if tau is not None and tau <= 0:
+        note += (f" (Kendall's tau {tau:+.2f}): on this data the short runs do not predict full training; raise "
+                 "--proxy-epochs")
+    return {"policies": names, "proxy": [proxy[n] for n in names], "confirmed": means.tolist(), "tau": tau,
+            "share_same_order": float(same), "note": note}
 
 
-def conclusion(winner: str, verdicts: dict, comparisons: dict, seeds: int) -> str:
-    """One sentence: what the confirmation says about the winner against TrivialAugment (and no augmentation)."""
+def _delta(c) -> str:
+    return f"{c.mean_delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
+
+
+def conclusion(winner: str, verdicts: dict, comparisons: dict, seeds: int, means: dict) -> str:
+    """What the confirmation says, in sentences joined by '; ': the winner against TrivialAugment; TrivialAugment
+    against no augmentation when it hurts; any other policy that beats TrivialAugment; the highest mean."""
+    trivial_hurts = verdicts.get(("trivial", "none")) == "worse"
+    others_better = [name for (name, ref), v in verdicts.items() if ref == "trivial" and v == "better"
+                     and name != winner]
+    parts = []
     if winner in ("none", "trivial"):
         chose = "no augmentation" if winner == "none" else "TrivialAugment itself"
-        return f"the search chose {chose}; trivial against none: {verdicts.get(('trivial', 'none'), '-')}"
-    c, verdict = comparisons.get((winner, "trivial")), verdicts.get((winner, "trivial"))
-    if c is None:
-        return f"{winner} was not compared with TrivialAugment (fewer than 2 paired seeds finished)"
-    delta = f"{c.mean_delta:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
-    if verdict == "better":
-        return f"{winner} beats TrivialAugment by {delta} (Holm-adjusted)"
-    if verdict == "worse":
-        return f"{winner} is worse than TrivialAugment by {delta}: use TrivialAugment"
-    if verdict == "too few seeds":
-        return (f"{winner} against TrivialAugment: {delta} over {seeds} seeds, too few for a verdict "
-                f"(--confirm-seeds {seeds_for_a_verdict(len(comparisons))} or more)")
-    return (f"{winner} did not beat TrivialAugment detectably ({delta}; these seeds could detect "
-            f"{c.detectable:.4f}): TrivialAugment is as good here and needs no search")
+        parts.append(f"the search chose {chose}; trivial against none: {verdicts.get(('trivial', 'none'), '-')}")
+    elif (winner, "trivial") not in comparisons:
+        parts.append(f"{winner} was not compared with TrivialAugment (fewer than 2 paired seeds finished)")
+    else:
+        c, verdict = comparisons[(winner, "trivial")], verdicts[(winner, "trivial")]
+        if verdict == "better":
+            parts.append(f"{winner} beats TrivialAugment by {_delta(c)} (Holm-adjusted)")
+        elif verdict == "worse":
+            parts.append(f"{winner} is worse than TrivialAugment by {_delta(c)}")
+        elif verdict == "too few seeds":
+            parts.append(f"{winner} against TrivialAugment: {_delta(c)} over {seeds} seeds, too few for a verdict "
+                         f"(--confirm-seeds {seeds_for_a_verdict(len(comparisons))} or more)")
+        else:
+            as_good = "" if trivial_hurts or others_better else \
+                ": TrivialAugment is as good here and needs no search"
+            parts.append(f"{winner} did not beat TrivialAugment detectably ({_delta(c)}; these seeds could detect "
+                         f"{c.detectable:.4f}){as_good}")
+    if trivial_hurts and winner != "trivial":
+        parts.append(f"TrivialAugment hurts here: {_delta(comparisons[('trivial', 'none')])} against no "
+                     "augmentation")
+    for name in others_better:
+        parts.append(f"{name} beats TrivialAugment by {_delta(comparisons[(name, 'trivial')])}")
+    if means:
+        best = max(means, key=lambda name: means[name])
+        parts.append(f"highest confirmed mean: {best} ({means[best]:.4f})")
+    return "; ".join(parts)
 
 
 def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: ConfirmOptions) -> dict:
@@ -179,5 +203,6 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
         "comparisons": [{"policy": a, "against": b, **c.to_dict(), "verdict": verdicts[(a, b)]}
                         for (a, b), c in comparisons.items()],
         "agreement": agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}),
-        "conclusion": conclusion(search["winner"], verdicts, comparisons, len(seeds)),
+        "conclusion": conclusion(search["winner"], verdicts, comparisons, len(seeds),
+                                 {e["policy"]: e["mean"] for e in confirmed if e["mean"] is not None}),
     }
