@@ -141,7 +141,8 @@ def add_search_policy(sub) -> None:
     p.add_argument("--max-trials", type=int, default=60, metavar="N",
                    help="at most N trained search trials, the 3 fixed candidates included (default 60)")
     p.add_argument("--proxy-epochs", type=int, metavar="E",
-                   help="epochs per search trial (default: half the recipe's train.epochs, at least 2)")
+                   help="epochs of a search trial that is not pruned (default: the recipe's train.epochs; the "
+                        "successive-halving pruner stops most trials after 1, 3 or 9)")
     p.add_argument("--val-split", type=float, default=0.2, metavar="F",
                    help="for a recipe without source.val_split: the share of the train split the search scores "
                         "on (never the test split; default 0.2)")

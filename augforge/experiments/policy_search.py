@@ -4,7 +4,7 @@ this data and this budget, chosen on held-out training rows and confirmed over p
 1. **Search** (``DIR/study.db``, resumable). Candidates (``augforge.experiments.policy_space``): no augmentation,
    TrivialAugment, the recipe's own ops as written, AutoAugment's ImageNet policy and a RandAugment (N, M)
    grid first, then Optuna's TPE over RandAugment's (N, M) and the recipe's ops (each op's p and strength).
-   Each trial trains ``--proxy-epochs`` epochs with the recipe's seed (the same for every candidate) and is
+   Each trial trains up to ``--proxy-epochs`` epochs (the recipe's) with the recipe's seed (the same for every candidate) and is
    scored on ``--val-split`` of the train split (the recipe's own validation split where it has one; never the
    test split); a successive-halving pruner stops the trials that fall behind at 1, 3, 9, ... epochs. No new
    trial starts once ``--budget-minutes`` of search time are spent (summed over reruns). The winner is the best
@@ -50,8 +50,8 @@ MAX_REPEATS = 20
 @dataclass(frozen=True)
 class SearchOptions:
     """How ``search_policy`` runs: ``budget_minutes`` of search; at most ``max_trials`` trials; each
-    ``proxy_epochs`` long (None: half the recipe's, at least 2); ``val_split`` held out of train where the recipe
-    has no validation split; ``metric``; ``confirm_seeds`` (0: no confirmation); ``also``: more policy strings to
+    ``proxy_epochs`` long at most (None: the recipe's own; the pruner stops most trials far earlier);
+    ``val_split`` held out of train where the recipe has no validation split; ``metric``; ``confirm_seeds`` (0: no confirmation); ``also``: more policy strings to
     confirm (e.g. the best RandAugment point when another candidate won); ``jobs`` parallel confirm runs;
     ``storage`` (an Optuna URL; default ``DIR/study.db``); ``log``."""
 
@@ -93,7 +93,7 @@ def _check(recipe, o: SearchOptions) -> None:
 def _proxy_changes(recipe, o: SearchOptions) -> list:
     """The changes every search trial shares: the held-out validation rows and the proxy's epochs."""
     changes = [] if recipe.source.val_split else [("source.val_split", o.val_split)]
-    epochs = o.proxy_epochs or max(2, min(recipe.train.epochs, recipe.train.epochs // 2))
+    epochs = o.proxy_epochs or recipe.train.epochs
     return changes + epoch_changes(recipe.train, epochs) + [("train.early_stopping_patience", REMOVE)]
 
 
