@@ -49,11 +49,12 @@ MAX_REPEATS = 20
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How ``search_policy`` runs: ``budget_minutes`` of search; at most ``max_trials`` trials; each
+    """How ``search_policy`` runs: ``budget_minutes`` of search; at most ``max_trials`` trained trials; each
     ``proxy_epochs`` long at most (None: the recipe's own; the pruner stops most trials far earlier);
-    ``val_split`` held out of train where the recipe has no validation split; ``metric``; ``confirm_seeds`` (0: no confirmation); ``also``: more policy strings to
-    confirm (e.g. the best RandAugment point when another candidate won); ``jobs`` parallel confirm runs;
-    ``storage`` (an Optuna URL; default ``DIR/study.db``); ``log``."""
+    ``val_split`` held out of train where the recipe has no validation split; ``metric``; ``confirm_seeds`` (0:
+    no confirmation); ``also``: more policy strings to confirm (e.g. the best RandAugment point when another
+    candidate won); ``jobs`` parallel confirm runs; ``storage`` (an Optuna URL; default ``DIR/study.db``);
+    ``log``."""
 
     budget_minutes: float = 10.0
     max_trials: int = 60
