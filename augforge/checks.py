@@ -57,10 +57,13 @@ class Checker:
 
     def span(self, value, where: str, low: float | None = None, high: float | None = None,
              symmetric: bool = False) -> tuple[float, float]:
-        """A number or ``[min, max]``; with ``symmetric`` a number x means ``[-x, x]``, else ``[x, x]``."""
+        """A number or ``[min, max]``; with ``symmetric`` a number x means ``[-x, x]``, else ``[x, x]``, and the
+        bounds of a symmetric span hold its magnitude (``degrees: [-10, 10]`` is within 0..360)."""
         if isinstance(value, (list, tuple)):
             if len(value) != 2:
                 self.fail(where, f"expected a number or [min, max], got {show_value(value)}")
+            if symmetric:
+                low = None if high is None else -high
             a = self.number(value[0], f"{where}[0]", low, high)
             b = self.number(value[1], f"{where}[1]", low, high)
             if a > b:

@@ -246,3 +246,27 @@ def test_the_conclusion_says_what_the_seeds_support():
     assert "as-written beats TrivialAugment" in beaten and "as good" not in beaten
     assert pc.conclusion("trivial", verdicts("-"), comparisons, 8, means).startswith(
         "the search chose TrivialAugment itself; trivial against none: better")
+
+
+def test_the_recipe_ops_strength_scales_their_ranges_within_bounds():
+    from augforge.experiments.policy_space import recipe_candidate, searchable_ops
+    from augforge.recipe import parse_recipe
+
+    recipe = parse_recipe({"source": {"path": "digits"}, "augment": {"copies": 1, "image": [
+        {"op": "random_crop", "size": 8}, {"op": "rotate", "degrees": 20, "p": 0.7},
+        {"op": "color", "brightness": [0.7, 1.3], "hue": [-10, 10]}, {"op": "cutout", "size": 6},
+        {"op": "rotate", "degrees": [-300, 300]}]}}, "r.yaml")
+    assert [i for i, _ in searchable_ops(recipe)] == [1, 2, 3, 4]  # the crop shapes the image: left alone
+
+    def ops(strength, p=0.3):
+        settings = {f"op{i}.{k}": v for i, _ in searchable_ops(recipe) for k, v in (("strength", strength), ("p", p))}
+        return recipe.with_changes(recipe_candidate(recipe, settings).changes).augment.image
+
+    weak, strong = ops(0.25), ops(2.0)
+    assert weak[1].params["degrees"] == (-5.0, 5.0) and strong[1].params["degrees"] == (-40.0, 40.0)
+    assert weak[2].params["brightness"] == pytest.approx((0.925, 1.075)) and strong[2].params["hue"] == (-20, 20)
+    assert weak[3].params["size"] == 2 and strong[3].params["size"] == 11
+    assert strong[4].params["degrees"] == (-360.0, 360.0)  # clipped at the parameter's bound, sign kept
+    assert all(op.p == 0.3 for op in weak[1:]) and weak[0] == recipe.augment.image[0]
+    written = recipe_candidate(recipe, {})
+    assert recipe.with_changes(written.changes).augment.image == recipe.augment.image  # as written: unchanged

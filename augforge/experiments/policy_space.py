@@ -19,6 +19,7 @@ sampler's space; the sampler's parameters are ``policy`` (rand or recipe), ``ran
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from augforge.augment.image_ops import DETERMINISTIC, OPS, evaluation_ops
@@ -82,12 +83,17 @@ def policy_candidate(recipe, text: str) -> Candidate:
 
 
 def _scaled(value, neutral: float, strength: float, param) -> object:
+    """``value`` moved away from ``neutral`` by ``strength``, kept within the parameter's bounds (a symmetric
+    span's bounds hold its magnitude: rotate's degrees 20 is [-20, 20])."""
     low, high = param.args.get("low"), param.args.get("high")
+
+    def bounded(x):
+        x = max(x, low) if low is not None else x
+        return min(x, high) if high is not None else x
 
     def one(v):
         out = neutral + (float(v) - neutral) * strength
-        out = max(out, low) if low is not None else out
-        return min(out, high) if high is not None else out
+        return math.copysign(bounded(abs(out)), out) if param.args.get("symmetric") else bounded(out)
 
     if isinstance(value, (list, tuple)):
         return [one(v) for v in value]
