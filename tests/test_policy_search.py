@@ -269,3 +269,12 @@ def test_the_recipe_ops_strength_scales_their_ranges_within_bounds():
     assert all(op.p == 0.3 for op in weak[1:]) and weak[0] == recipe.augment.image[0]
     written = recipe_candidate(recipe, {})
     assert recipe.with_changes(written.changes).augment.image == recipe.augment.image  # as written: unchanged
+
+
+def test_the_proxy_is_compared_where_every_confirmed_policy_was_measured():
+    candidates = [{"policy": "none", "curve": [0.5, 0.6, 0.7, 0.8]}, {"policy": "trivial", "curve": [0.4, 0.65]},
+                  {"policy": "trivial", "curve": []}, {"policy": "rand-n1-m5", "curve": [0.3, 0.5, 0.9]},
+                  {"policy": "autoaug-imagenet", "curve": [0.1]}]
+    scores, epoch = pc.proxy_scores(candidates, ["none", "trivial", "rand-n1-m5"])
+    assert epoch == 2 and scores == {"none": 0.6, "trivial": 0.65, "rand-n1-m5": 0.5}  # autoaug: not confirmed
+    assert pc.proxy_scores([], ["none"]) == ({}, None)

@@ -91,6 +91,19 @@ def _scores(report: dict, arms: list[tuple[str, Arm]], metric: str) -> tuple[dic
     return {policy: [values[s] for s in seeds] for policy, values in per_policy.items()}, seeds
 
 
+def proxy_scores(candidates: list[dict], policies: list[str]) -> tuple[dict, int | None]:
+    """Each policy's held-out score at the last epoch every one of them reached in the search (the pruner stops
+    candidates at different epochs: they are compared where all were measured), and that epoch (1-based)."""
+    curves = {}
+    for record in candidates:
+        if record["policy"] in policies and record.get("curve") and record["policy"] not in curves:
+            curves[record["policy"]] = record["curve"]
+    if not curves:
+        return {}, None
+    epoch = min(len(curve) for curve in curves.values())
+    return {name: curve[epoch - 1] for name, curve in curves.items()}, epoch
+
+
 def agreement(proxy: dict, scores: dict, resamples: int = 2000, seed: int = 0) -> dict:
     """How far the proxy's order of the confirmed policies it scored agrees with their confirmed order: Kendall's
     tau of the two, and the share of bootstrap resamples of the seeds whose confirmed order equals the proxy's."""
@@ -194,7 +207,7 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
                           "delta": None if c is None else c.mean_delta,
                           "delta_ci": None if c is None else [c.ci_low, c.ci_high],
                           "p_holm": None if c is None else c.p_holm})
-    proxy = {r["policy"]: r["value"] for r in search["candidates"] if r["state"] == "COMPLETE"}
+    proxy, epoch = proxy_scores(search["candidates"], [p for p in policies if p != AS_WRITTEN])
     return {
         "confirm": {"seeds": o.seeds, "paired_seeds": seeds, "runs": report["runs_finished"], "seconds":
                     time.perf_counter() - begun, "estimate_seconds": estimate, "smallest_p": floor,
@@ -202,7 +215,7 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
         "confirmed": confirmed,
         "comparisons": [{"policy": a, "against": b, **c.to_dict(), "verdict": verdicts[(a, b)]}
                         for (a, b), c in comparisons.items()],
-        "agreement": agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}),
+        "agreement": {**agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}), "epoch": epoch},
         "conclusion": conclusion(search["winner"], verdicts, comparisons, len(seeds),
                                  {e["policy"]: e["mean"] for e in confirmed if e["mean"] is not None}),
     }

@@ -239,6 +239,7 @@ class _Search:
                 value = t.intermediate_values[max(t.intermediate_values)]
             records.append({"number": t.number, "policy": t.user_attrs.get("policy"), "state": t.state.name,
                             "value": value, "epochs": len(t.intermediate_values) or None,
+                            "curve": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
                             "same_as": t.user_attrs.get("same_as"), "seconds": t.user_attrs.get("seconds"),
                             "params": dict(t.params)})
         complete = [r for r in records if r["state"] == "COMPLETE" and r["same_as"] is None]
