@@ -86,6 +86,7 @@ def write_html(result: dict, path) -> None:
             "-" if r["same_as"] is None else f"trial {r['same_as']}", _number(r["seconds"], 1))) + "</tr>"
         for r in sorted(s["candidates"], key=lambda r: -(r["value"] or 0)))
     agreement = result.get("agreement", {}).get("note", "no confirmation was run")
+    unconfirmed = f"not confirmed (--confirm-seeds 0): the proxy's winner is {s['winner']}"
     if result.get("agreement", {}).get("epoch"):
         agreement = f"at epoch {result['agreement']['epoch']}, {agreement}"
     page = f"""<!doctype html>
@@ -94,11 +95,12 @@ def write_html(result: dict, path) -> None:
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}th{{background:#f3f3f3}}</style>
 </head><body>
 <h1>Augmentation policy search: {esc(result['recipe'])}</h1>
-<p id="conclusion"><b>{esc(result.get('conclusion', 'not confirmed (--confirm-seeds 0): the proxy winner is ' + s['winner']))}</b></p>
+<p id="conclusion"><b>{esc(result.get('conclusion', unconfirmed))}</b></p>
 <h2>Confirmed on the test split</h2>
 <table id="confirmed"><tr><th>policy</th><th>{esc(result['metric'])} mean [95% CI]</th><th>Δ [95% CI]</th>
 <th>Holm p</th><th>verdict</th></tr>{confirmed}</table>
-<table id="comparisons"><tr><th>comparison</th><th>Δ [95% CI]</th><th>p / Holm</th><th>verdict</th></tr>{comparisons}</table>
+<table id="comparisons"><tr><th>comparison</th><th>Δ [95% CI]</th><th>p / Holm</th><th>verdict</th></tr>
+{comparisons}</table>
 <p>Verdicts: <b>better</b> or <b>worse</b> when the 95% interval of the mean paired difference excludes 0 and the
 Holm-adjusted sign-flip p-value is below 0.05. Proxy against confirmation: {esc(agreement)}.</p>
 <h2>Cost</h2><ul>{''.join(f'<li>{esc(line)}</li>' for line in cost_lines(result))}</ul>

@@ -4,8 +4,8 @@ this data and this budget, chosen on held-out training rows and confirmed over p
 1. **Search** (``DIR/study.db``, resumable). Candidates (``augforge.experiments.policy_space``): no augmentation,
    TrivialAugment, the recipe's own ops as written, AutoAugment's ImageNet policy and a RandAugment (N, M)
    grid first, then Optuna's TPE over RandAugment's (N, M) and the recipe's ops (each op's p and strength).
-   Each trial trains up to ``--proxy-epochs`` epochs (the recipe's) with the recipe's seed (the same for every candidate) and is
-   scored on ``--val-split`` of the train split (the recipe's own validation split where it has one; never the
+   Each trial trains up to ``--proxy-epochs`` epochs (the recipe's) with the recipe's seed (the same for every
+   candidate) and is scored on ``--val-split`` of the train split (the recipe's own validation split where it has one; never the
    test split); a successive-halving pruner stops the trials that fall behind at 1, 3, 9, ... epochs. No new
    trial starts once ``--budget-minutes`` of search time are spent (summed over reruns). The winner is the best
    proxy score; the binomial standard error of that score says which candidates it cannot be told from.
@@ -254,7 +254,8 @@ class _Search:
                 "repeats": sum(r["same_as"] is not None for r in records), "seconds": self.spent(),
                 "budget_minutes": self.o.budget_minutes, "proxy_epochs": self.epochs, "val_rows": self.val_rows,
                 "winner": best["policy"], "winner_trial": best["number"], "winner_value": best["value"],
-                "standard_error": se, "tied_with_winner": tied, "run_overhead_s": overhead, "seconds_per_epoch": per_epoch,
+                "standard_error": se, "tied_with_winner": tied, "run_overhead_s": overhead,
+                "seconds_per_epoch": per_epoch,
                 "study": self.storage, "candidates": records}
 
 
