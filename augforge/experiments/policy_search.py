@@ -6,9 +6,9 @@ this data and this budget, chosen on held-out training rows and confirmed over p
    grid first, then Optuna's TPE over RandAugment's (N, M) and the recipe's ops (each op's p and strength).
    Each trial trains up to ``--proxy-epochs`` epochs (the recipe's) with the recipe's seed (the same for every
    candidate) and is scored on ``--val-split`` of the train split (the recipe's own validation split where it
-   has one; never the test split); a successive-halving pruner stops the trials that fall behind at 1, 3, 9, ... epochs. No new
-   trial starts once ``--budget-minutes`` of search time are spent (summed over reruns). The winner is the best
-   proxy score; the binomial standard error of that score says which candidates it cannot be told from.
+   has one; never the test split); a successive-halving pruner stops the trials that fall behind at 1, 3, 9,
+   ... epochs. No new trial starts once ``--budget-minutes`` of search time are spent (summed over reruns). The
+   winner is the best proxy score; the binomial standard error of that score says which candidates it cannot be told from.
 2. **Confirm** (``DIR/confirm``, ``augforge ablate``'s machinery: ``augforge.experiments.policy_confirm``): the
    winner, TrivialAugment, no augmentation and the recipe as written, each at the recipe's full epochs on its
    own split, over ``--confirm-seeds`` paired seeds at equal compute, scored on the test split.
