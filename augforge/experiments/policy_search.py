@@ -8,7 +8,8 @@ this data and this budget, chosen on held-out training rows and confirmed over p
    candidate) and is scored on ``--val-split`` of the train split (the recipe's own validation split where it
    has one; never the test split); a successive-halving pruner stops the trials that fall behind at 1, 3, 9,
    ... epochs. No new trial starts once ``--budget-minutes`` of search time are spent (summed over reruns). The
-   winner is the best proxy score; the binomial standard error of that score says which candidates it cannot be told from.
+   winner is the best proxy score; the binomial standard error of that score says which candidates it cannot
+   be told from.
 2. **Confirm** (``DIR/confirm``, ``augforge ablate``'s machinery: ``augforge.experiments.policy_confirm``): the
    winner, TrivialAugment, no augmentation and the recipe as written, each at the recipe's full epochs on its
    own split, over ``--confirm-seeds`` paired seeds at equal compute, scored on the test split.
