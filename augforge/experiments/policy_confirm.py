@@ -104,9 +104,10 @@ def proxy_scores(candidates: list[dict], policies: list[str]) -> tuple[dict, int
     return {name: curve[epoch - 1] for name, curve in curves.items()}, epoch
 
 
-def agreement(proxy: dict, scores: dict, resamples: int = 2000, seed: int = 0) -> dict:
-    """How far the proxy's order of the confirmed policies it scored agrees with their confirmed order: Kendall's
-    tau of the two, and the share of bootstrap resamples of the seeds whose confirmed order equals the proxy's."""
+def agreement(proxy: dict, scores: dict, epoch: int | None = None, resamples: int = 2000, seed: int = 0) -> dict:
+    """How far the proxy's order of the confirmed policies it scored (at ``epoch``) agrees with their confirmed
+    order: Kendall's tau of the two, and the share of bootstrap resamples of the seeds whose confirmed order
+    equals the proxy's."""
     names = [name for name in scores if proxy.get(name) is not None]
     if len(names) < 2 or not all(scores[n] for n in names):
         return {"policies": names, "tau": None, "share_same_order": None,
@@ -121,10 +122,12 @@ def agreement(proxy: dict, scores: dict, resamples: int = 2000, seed: int = 0) -
     picks = rng.integers(0, table.shape[1], size=(resamples, table.shape[1]))
     same = np.mean([np.array_equal(np.argsort(-table[:, p].mean(axis=1), kind="stable"), proxy_order) for p in picks])
     tau = None if math.isnan(tau) else float(tau)
-    note = f"the proxy's order of {len(names)} policies matched the confirmed order in {same:.0%} of seed resamples"
+    at = f" after {epoch} epoch{'s' if epoch != 1 else ''}" if epoch else ""
+    note = (f"the proxy's order of {len(names)} policies{at} matched the confirmed order in {same:.0%} of seed "
+            "resamples")
     if tau is not None and tau <= 0:
-        note += (f" (Kendall's tau {tau:+.2f}): on this data the short runs do not predict full training; raise "
-                 "--proxy-epochs")
+        note += (f" (Kendall's tau {tau:+.2f}): on this data the held-out scores{at} did not predict the full "
+                 "training's; read the search's ranking with that in mind")
     return {"policies": names, "proxy": [proxy[n] for n in names], "confirmed": means.tolist(), "tau": tau,
             "share_same_order": float(same), "note": note}
 
@@ -215,7 +218,7 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
         "confirmed": confirmed,
         "comparisons": [{"policy": a, "against": b, **c.to_dict(), "verdict": verdicts[(a, b)]}
                         for (a, b), c in comparisons.items()],
-        "agreement": {**agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}), "epoch": epoch},
+        "agreement": {**agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}, epoch), "epoch": epoch},
         "conclusion": conclusion(search["winner"], verdicts, comparisons, len(seeds),
                                  {e["policy"]: e["mean"] for e in confirmed if e["mean"] is not None}),
     }

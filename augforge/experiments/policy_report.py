@@ -61,7 +61,7 @@ def print_summary(result: dict, console) -> None:
                           entry["verdict"])
         console.print(table)
         console.print(f"[bold]{result['conclusion']}[/bold]")
-        console.print(f"proxy (at epoch {result['agreement']['epoch']}) vs confirmed: {result['agreement']['note']}")
+        console.print(f"proxy vs confirmed: {result['agreement']['note']}")
     for line in cost_lines(result):
         console.print(line)
 
@@ -87,8 +87,6 @@ def write_html(result: dict, path) -> None:
         for r in sorted(s["candidates"], key=lambda r: -(r["value"] or 0)))
     agreement = result.get("agreement", {}).get("note", "no confirmation was run")
     unconfirmed = f"not confirmed (--confirm-seeds 0): the proxy's winner is {s['winner']}"
-    if result.get("agreement", {}).get("epoch"):
-        agreement = f"at epoch {result['agreement']['epoch']}, {agreement}"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>augforge search-policy: {esc(result['recipe'])}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;margin-bottom:1em}}
