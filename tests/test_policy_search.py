@@ -24,7 +24,7 @@ RECIPE = {
     "augment": {"copies": 1, "color": "gray", "image": [
         {"op": "pad", "padding": 1}, {"op": "random_crop", "size": 8}, {"op": "rotate", "degrees": 12, "p": 0.5}]},
     "output": {"dir": "built", "format": "png"},
-    "train": {"model": "simple_cnn", "epochs": 3, "batch_size": 128, "lr": 0.003},
+    "train": {"model": "simple_cnn", "epochs": 2, "batch_size": 128, "lr": 0.003},
 }
 
 
@@ -86,7 +86,7 @@ def test_the_winner_is_chosen_on_held_out_training_rows_and_confirmed_against_tr
     assert np.mean([r[result["metric"]] for r in base]) == pytest.approx(confirmed["none"]["mean"], abs=1e-12)
     # the cost was said before the confirmation started, with the warning that 2 seeds cannot give a verdict
     said = "\n".join(lines)
-    assert "x 2 seeds = " in said and "runs of 3 epochs" in said and "no verdict can pass" in said
+    assert "x 2 seeds = " in said and "runs of 2 epochs" in said and "no verdict can pass" in said
     assert json.loads((out / "search.json").read_text())["confirmed"] == result["confirmed"]
     page = (out / "search.html").read_text()
     assert 'id="confirmed"' in page and 'id="candidates"' in page and result["conclusion"].split(" ")[0] in page
@@ -95,7 +95,7 @@ def test_the_winner_is_chosen_on_held_out_training_rows_and_confirmed_against_tr
 def test_best_yaml_trains_the_winner_online_on_the_recipes_own_split(searched, tmp_path):
     path, out, result, _ = searched
     best = load_recipe(out / "best.yaml")
-    assert best.source.val_split in (None, 0, 0.0) and best.train.epochs == 3  # not the proxy's settings
+    assert best.source.val_split in (None, 0, 0.0) and best.train.epochs == 2  # the recipe's settings
     assert best.augment.mode == "online" and best.augment.copies == 0
     names = [op.name for op in best.augment.image]
     winner = result["search"]["winner"]
@@ -145,7 +145,7 @@ def test_the_same_seed_gives_the_same_scores(searched, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--confirm-seeds", "1"], "--confirm-seeds 1: a paired comparison needs at least 2 seeds"),
-    (["--proxy-epochs", "9"], "--proxy-epochs 9: expected 1 to the recipe's train.epochs (3)"),
+    (["--proxy-epochs", "9"], "--proxy-epochs 9: expected 1 to the recipe's train.epochs (2)"),
     (["--budget-minutes", "0"], "--budget-minutes 0.0: expected minutes above 0"),
     (["--val-split", "1.5"], "--val-split 1.5: expected a fraction between 0 and 1"),
     (["--also", "rand-n2-m99"], "--also 'rand-n2-m99': M runs 0..30 with 31 bins, got 99"),
@@ -212,8 +212,9 @@ def test_the_confirmation_cost_model_fits_start_up_and_epochs():
 
 def test_the_search_runs_without_dali_on_the_torch_policies(tmp_path, monkeypatch):
     monkeypatch.setenv("AUGFORGE_IMAGE_BACKEND", "torch")
-    result = search_policy(_recipe(tmp_path), tmp_path / "o", budget_minutes=10, max_trials=0, proxy_epochs=3,
-                           confirm_seeds=0, log=lambda _: None)
+    train = {**RECIPE["train"], "epochs": 1, "batch_size": 32}  # one epoch of small batches: enough to learn a bit
+    result = search_policy(_recipe(tmp_path, train=train), tmp_path / "o", budget_minutes=10, max_trials=0,
+                           proxy_epochs=1, confirm_seeds=0, log=lambda _: None)
     scored = {r["policy"]: r["value"] for r in result["search"]["candidates"]}
     assert set(scored) == {"none", "trivial", "autoaug-imagenet"} and all(0 < v <= 1 for v in scored.values())
     assert scored["trivial"] != scored["none"]  # the torch TrivialAugment changed what the model saw
