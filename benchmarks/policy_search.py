@@ -9,7 +9,7 @@ Sets (all made from data installed packages ship, nothing downloaded):
 - ``glyphs``: the digits and capitals in nine DejaVu faces, 28x28 grey (36 classes, 9 rows each).
 
 Each set: ``augforge search-policy`` with ``--budget-minutes`` of search (proxy: the recipe's epochs on 80% of
-the train split, scored on the other 20%, successive halving stopping most trials after 1, 3 or 9 epochs),
+the train split, scored on the other 20%, successive halving stopping most trials after 2, 4 or 10 epochs),
 then the confirmation over ``--seeds`` paired seeds on the test split, the best RandAugment grid point of the
 search confirmed as well (``--also``). Prints each policy's test balanced accuracy with its
 interval, its difference to TrivialAugment with the Holm-adjusted verdict, and the search's and the

@@ -142,7 +142,7 @@ def add_search_policy(sub) -> None:
                    help="at most N trained search trials, the 3 fixed candidates included (default 60)")
     p.add_argument("--proxy-epochs", type=int, metavar="E",
                    help="epochs of a search trial that is not pruned (default: the recipe's train.epochs; the "
-                        "successive-halving pruner stops most trials after 1, 3 or 9)")
+                        "successive-halving pruner stops most trials after 2, 4 or 10)")
     p.add_argument("--val-split", type=float, default=0.2, metavar="F",
                    help="for a recipe without source.val_split: the share of the train split the search scores "
                         "on (never the test split; default 0.2)")

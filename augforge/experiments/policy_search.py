@@ -6,7 +6,7 @@ this data and this budget, chosen on held-out training rows and confirmed over p
    grid first, then Optuna's TPE over RandAugment's (N, M) and the recipe's ops (each op's p and strength).
    Each trial trains up to ``--proxy-epochs`` epochs (the recipe's) with the recipe's seed (the same for every
    candidate) and is scored on ``--val-split`` of the train split (the recipe's own validation split where it
-   has one; never the test split); a successive-halving pruner stops the trials that fall behind at 1, 3, 9,
+   has one; never the test split); a successive-halving pruner stops the trials that fall behind after 2, 4, 10,
    ... epochs. No new trial starts once ``--budget-minutes`` of search time are spent (summed over reruns). The
    winner is the best proxy score; the binomial standard error of that score says which candidates it cannot
    be told from.
@@ -42,7 +42,8 @@ from augforge.train.data import ensure_dataset
 from augforge.recipe.changes import REMOVE
 from augforge.train.run import train_recipe
 
-#: the successive-halving pruner's rungs: 1, 3, 9, ... epochs; a third of the trials go on at each
+#: the successive-halving pruner's rungs: after 2, 4, 10, ... epochs (its steps 1, 3, 9 count epochs from 0); a
+#: third of the trials go on at each
 REDUCTION = 3
 #: the search ends when the sampler proposes this many already-scored candidates in a row
 MAX_REPEATS = 20
