@@ -5,12 +5,14 @@ The budgets are tiny (2-epoch trials on the digits, 2 confirmation seeds): the t
 accuracy. The verdict rules are checked on constructed scores."""
 
 import json
+import os
 
 import numpy as np
 import optuna
 import pytest
 import yaml
 
+from augforge.augment.backend import BACKEND_VARIABLE
 from augforge.cli import main
 from augforge.datasets import open_dataset
 from augforge.experiments import policy_confirm as pc
@@ -47,7 +49,20 @@ def _finished(out) -> list:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def torch_policies():
+    """The module runs its searches on the torch policies (no DALI graph to build per run on 8x8 digits: the
+    search's logic is the same on both backends); ``test_the_search_runs_on_dali`` runs one on DALI."""
+    before = os.environ.get(BACKEND_VARIABLE)
+    os.environ[BACKEND_VARIABLE] = "torch"
+    yield
+    if before is None:
+        del os.environ[BACKEND_VARIABLE]
+    else:
+        os.environ[BACKEND_VARIABLE] = before
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, torch_policies):
     """One search with its confirmation (3 fixed candidates, the recipe's ops as written and 1 grid point, then
     2 seeds x 5 policies: none, trivial, the winner or rand-n1-m5 asked for with --also, as written), and its
     log."""
@@ -210,14 +225,14 @@ def test_the_confirmation_cost_model_fits_start_up_and_epochs():
     assert run_cost([]) == (0.0, 0.0)
 
 
-def test_the_search_runs_without_dali_on_the_torch_policies(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUGFORGE_IMAGE_BACKEND", "torch")
+def test_the_search_runs_on_dali(tmp_path, monkeypatch):
+    monkeypatch.setenv(BACKEND_VARIABLE, "dali")
     train = {**RECIPE["train"], "epochs": 1, "batch_size": 32}  # one epoch of small batches: enough to learn a bit
     result = search_policy(_recipe(tmp_path, train=train), tmp_path / "o", budget_minutes=10, max_trials=0,
                            proxy_epochs=1, confirm_seeds=0, log=lambda _: None)
     scored = {r["policy"]: r["value"] for r in result["search"]["candidates"]}
     assert set(scored) == {"none", "trivial", "autoaug-imagenet"} and all(0 < v <= 1 for v in scored.values())
-    assert scored["trivial"] != scored["none"]  # the torch TrivialAugment changed what the model saw
+    assert scored["trivial"] != scored["none"]  # DALI's TrivialAugment changed what the model saw
 
 
 def test_the_conclusion_says_what_the_seeds_support():

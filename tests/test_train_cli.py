@@ -142,9 +142,11 @@ def test_early_stopping_and_the_data_cache(tmp_path, capsys):
             break
         best = score
     assert len(scores) == expected and (("early stopping" in out) == (expected < 8))
-    assert main(["train", str(recipe), "--run-dir", str(tmp_path / "b"), "--data", str(tmp_path / "data")]) == 0
+    short = {**data, "train": {**data["train"], "epochs": 1}}  # training settings are not part of the data
+    again = write(tmp_path, short, "b.yaml")
+    assert main(["train", str(again), "--run-dir", str(tmp_path / "b"), "--data", str(tmp_path / "data")]) == 0
     assert "reused" in capsys.readouterr().out
-    changed = write(tmp_path, {**data, "augment": {**data["augment"], "copies": 2}}, "c.yaml")
+    changed = write(tmp_path, {**short, "augment": {**data["augment"], "copies": 2}}, "c.yaml")
     assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data")]) == 1
     assert "pass --rebuild" in capsys.readouterr().err  # train's own option (it has no --overwrite)
     assert main(["train", str(changed), "--run-dir", str(tmp_path / "c"), "--data", str(tmp_path / "data"),
