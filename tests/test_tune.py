@@ -20,7 +20,8 @@ SPACE = {"metric": "balanced_accuracy",
 
 
 def _recipe(tmp_path, epochs=3):
-    data = {"name": "tune-digits", "seed": 0, "source": {"path": "digits", "test_split": 0.2, "val_split": 0.2},
+    data = {"name": "tune-digits", "seed": 0,
+            "source": {"path": "digits", "test_split": 0.2, "val_split": 0.2, "imbalance": "longtail"},
             "output": {"dir": "built"}, "train": {"epochs": epochs, "batch_size": 64}, "tune": SPACE}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
