@@ -15,13 +15,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-LUMA = (0.299, 0.587, 0.114)
+from augforge.augment.colour import GRAY
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
+def grey_of(x: torch.Tensor) -> torch.Tensor:
+    """A CHW image's grey levels (ITU-R BT.601 luma, ``colour.GRAY``) as one channel, float; a grey image as
+    it is."""
     if x.shape[0] == 1:
-        return x
-    return (torch.tensor(LUMA)[:, None, None] * x).sum(0, keepdim=True)
+        return x.float()
+    return (torch.tensor(GRAY, dtype=torch.float32)[:, None, None] * x.float()).sum(0, keepdim=True)
 
 
 def _warp(x: torch.Tensor, inverse, center, shift, fill: float) -> torch.Tensor:
@@ -74,13 +76,13 @@ def brightness(x, factor, fill):
 
 def contrast(x, factor, fill):
     """Scale about the image's mean grey level (PIL's contrast centre)."""
-    center = _gray(x).mean()
+    center = grey_of(x).mean()
     return center + (x - center) * factor
 
 
 def color(x, factor, fill):
     """Blend with the image's grey version (saturation; nothing to do on a grey image)."""
-    grey = _gray(x)
+    grey = grey_of(x)
     return grey + (x - grey) * factor
 
 

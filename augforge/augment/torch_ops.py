@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from augforge.augment.colour import colour_matrix
-from augforge.augment.policy_torch import POLICY_FUNCTIONS
+from augforge.augment.policy_torch import POLICY_FUNCTIONS, grey_of
 from augforge.errors import AugforgeError
 
 
@@ -125,8 +125,7 @@ def color(x, prm, gen):
 
 def grayscale(x, prm, gen):
     """Grey levels, three channels kept."""
-    grey = (torch.tensor([0.299, 0.587, 0.114])[:, None, None] * x.float()).sum(0, keepdim=True)
-    return grey.expand(3, -1, -1).clone()
+    return grey_of(x).expand(3, -1, -1).clone()
 
 
 def gaussian_blur(x, prm, gen):

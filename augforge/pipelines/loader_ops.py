@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from augforge.augment.colour import GRAY
 from augforge.augment.image_ops import check_image_ops, evaluation_ops
 from augforge.checks import Checker
 from augforge.errors import AugforgeError
@@ -45,6 +46,6 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     if have == 1 and channels == 3:
         return x.expand(*x.shape[:-1], 3).contiguous()
     if have == 3 and channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+        weights = torch.tensor(GRAY, dtype=torch.float32)
         return (x.float() @ weights).round_().clamp_(0, 255).to(torch.uint8).unsqueeze(-1)
     raise AugforgeError(f"images with {have} channels cannot be converted to {channels}")
