@@ -57,8 +57,9 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
     """The ``augment:`` mapping, checked: copies, mode, the image or the text ops and their options."""
     raw = c.mapping(value, "augment", AUGMENT_KEYS)
     copies, per_class = _copies(c, raw.get("copies", 0))
-    ops = _with_policy(check_image_ops(c, raw.get("image") or [], "augment.image"),
-                       check_image_ops(c, raw.get("policy") or [], "augment.policy"))
+    policy = raw.get("policy")
+    ops = _with_policy(check_image_ops(c, raw.get("image", []), "augment.image"),
+                       () if policy is None else check_image_ops(c, policy, "augment.policy"))
     text_ops = _text_ops(c, raw.get("text", []))
     if ops and text_ops:
         c.fail("augment", "give image ops or text ops, not both")
