@@ -1,8 +1,8 @@
 """The `augforge` command line: one entry point (``main``), a sub-command per job.
 
 The commands live by family, each parser next to its handler: ``data`` (ingest, inspect, report, balance,
-build, preview), ``training`` (train, tune, search-policy, ablate, lr-find, evaluate), ``models`` (export, quantize,
-models); ``options`` holds what several share. Start-up stays light: a handler imports its job when it runs.
+build, preview), ``training`` (train, tune, search-policy, ablate, lr-find, evaluate), ``models`` (export,
+quantize, models); ``options`` holds what several share. Start-up stays light: a handler imports its job when it runs.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from augforge.errors import AugforgeError, OptionError
 #: The sub-commands in ``augforge --help`` order, each added by its family's ``add_<name>``.
 COMMANDS = [data.add_ingest, data.add_inspect, data.add_report, data.add_balance, data.add_build, data.add_preview,
             data.add_audit,
-            training.add_train, training.add_tune, training.add_search_policy, models.add_export, models.add_quantize, training.add_ablate,
-            training.add_crossfit, training.add_lr_find, training.add_evaluate, models.add_models]
+            training.add_train, training.add_tune, training.add_search_policy, models.add_export, models.add_quantize,
+            training.add_ablate, training.add_crossfit, training.add_lr_find, training.add_evaluate, models.add_models]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,8 +117,7 @@ def cmd_search_policy(args: argparse.Namespace) -> int:
     result = search_policy(args.recipe, args.out, budget_minutes=args.budget_minutes, max_trials=args.max_trials,
                            proxy_epochs=args.proxy_epochs, val_split=args.val_split, metric=args.metric,
                            confirm_seeds=args.confirm_seeds, also=tuple(args.also), jobs=args.jobs,
-                           storage=args.storage,
-                           log=lambda text: print(text, flush=True))
+                           storage=args.storage, log=lambda text: print(text, flush=True))
     print_summary(result, Console())
     print(f"wrote {result['best_yaml']} (augforge train accepts it), {args.out}/search.json, {result['html']}")
     return 0

@@ -210,7 +210,8 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
                           "delta": None if c is None else c.mean_delta,
                           "delta_ci": None if c is None else [c.ci_low, c.ci_high],
                           "p_holm": None if c is None else c.p_holm})
-    proxy, epoch = proxy_scores(search["candidates"], [p for p in policies if p != AS_WRITTEN])
+    searched = [p for p in policies if p != AS_WRITTEN]  # the recipe as written was not a search candidate
+    proxy, epoch = proxy_scores(search["candidates"], searched)
     return {
         "confirm": {"seeds": o.seeds, "paired_seeds": seeds, "runs": report["runs_finished"], "seconds":
                     time.perf_counter() - begun, "estimate_seconds": estimate, "smallest_p": floor,
@@ -218,7 +219,7 @@ def confirm_policies(recipe, arms: list[tuple[str, Arm]], out, search: dict, o: 
         "confirmed": confirmed,
         "comparisons": [{"policy": a, "against": b, **c.to_dict(), "verdict": verdicts[(a, b)]}
                         for (a, b), c in comparisons.items()],
-        "agreement": {**agreement(proxy, {p: scores[p] for p in policies if p != AS_WRITTEN}, epoch), "epoch": epoch},
+        "agreement": {**agreement(proxy, {p: scores[p] for p in searched}, epoch), "epoch": epoch},
         "conclusion": conclusion(search["winner"], verdicts, comparisons, len(seeds),
                                  {e["policy"]: e["mean"] for e in confirmed if e["mean"] is not None}),
     }

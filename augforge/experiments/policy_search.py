@@ -34,7 +34,7 @@ from augforge.experiments.compare import noise_floor
 from augforge.experiments.policy_confirm import ConfirmOptions, confirm_policies, plan_arms
 from augforge.experiments.policy_report import write_html
 from augforge.experiments.policy_space import FIXED, first_trials, policy_candidate, suggest
-from augforge.experiments.tune import best_recipe, open_study
+from augforge.experiments.tune import best_recipe, open_study, trial_records
 from augforge.recipe import load_recipe
 from augforge.recipe.source import payload_of
 from augforge.recipe.train import METRICS
@@ -222,7 +222,8 @@ class _Search:
             if len(trained) >= self.o.max_trials:
                 break
             self._timed(lambda: self.study.optimize(self.objective, n_trials=1, catch=()))
-            repeats = repeats + 1 if self.study.trials[-1].user_attrs.get("same_as") is not None else 0
+            last = self.study.get_trials(deepcopy=False)[-1]
+            repeats = repeats + 1 if last.user_attrs.get("same_as") is not None else 0
         if repeats >= MAX_REPEATS:
             self.log(f"search: the sampler proposed {MAX_REPEATS} candidates in a row that were already scored; "
                      "the space is covered")
@@ -232,18 +233,16 @@ class _Search:
 
     def summary(self) -> dict:
         """The candidates with their proxy scores, the winner and the candidates it cannot be told from."""
+        trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         records = []
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state.name not in ("COMPLETE", "PRUNED"):
+        for record in trial_records(self.study):  # a pruned trial's value: the last one it reported
+            if record["state"] not in ("COMPLETE", "PRUNED"):
                 continue
-            value = t.value
-            if value is None and t.intermediate_values:
-                value = t.intermediate_values[max(t.intermediate_values)]
-            records.append({"number": t.number, "policy": t.user_attrs.get("policy"), "state": t.state.name,
-                            "value": value, "epochs": len(t.intermediate_values) or None,
-                            "curve": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
-                            "same_as": t.user_attrs.get("same_as"), "seconds": t.user_attrs.get("seconds"),
-                            "params": dict(t.params)})
+            t = trials[record["number"]]
+            curve = [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+            records.append({**record, "policy": t.user_attrs.get("policy"), "epochs": len(curve) or None,
+                            "curve": curve, "same_as": t.user_attrs.get("same_as"),
+                            "seconds": t.user_attrs.get("seconds")})
         complete = [r for r in records if r["state"] == "COMPLETE" and r["same_as"] is None]
         if not complete:
             raise AugforgeError("search-policy: no trial finished within the budget; raise --budget-minutes")
@@ -292,7 +291,7 @@ def search_policy(path: str | Path, out: str | Path, **options) -> dict:
     search.run()
     result = {"recipe": str(path), "metric": o.metric, "search": search.summary()}
     winner = result["search"]["winner"]
-    best_trial = search.study.trials[result["search"]["winner_trial"]]
+    best_trial = search.study.get_trials(deepcopy=False)[result["search"]["winner_trial"]]
     chosen = suggest(_Replay(best_trial), recipe)
     o.log(f"search: winner {winner} ({o.metric} {result['search']['winner_value']:.4f} on the held-out rows)")
     arms = plan_arms(recipe, chosen, tuple(str(parse_policy(text)) for text in o.also))

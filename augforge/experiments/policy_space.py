@@ -65,7 +65,7 @@ def families(recipe) -> list[str]:
     return ["rand"] + (["recipe"] if searchable_ops(recipe) else [])
 
 
-def _online(recipe, image: list) -> list:
+def _online(image: list) -> list:
     """Changes that train ``image`` (op mappings or policy strings) online, instead of the recipe's ops."""
     return [("augment.mode", "online"), ("augment.copies", REMOVE), ("augment.image", image)]
 
@@ -78,8 +78,8 @@ def policy_candidate(recipe, text: str) -> Candidate:
     """The candidate that trains with policy ``text`` (``none``, ``trivial``, ``rand-n2-m9``, ...)."""
     steady = _steady(recipe)
     if text == "none":
-        return Candidate("none", _online(recipe, steady), "none")
-    return Candidate(text, _online(recipe, steady + [text]), text)
+        return Candidate("none", _online(steady), "none")
+    return Candidate(text, _online(steady + [text]), text)
 
 
 def _scaled(value, neutral: float, strength: float, param) -> object:
@@ -111,7 +111,7 @@ def recipe_candidate(recipe, settings: dict, name: str = "recipe-ops") -> Candid
         for key, neutral in NEUTRAL.get(op.name, {}).items():
             ops[i][key] = _scaled(op.params[key], neutral, strength, OPS[op.name].params[key])
     key = "recipe:" + json.dumps(ops, sort_keys=True, default=str)
-    return Candidate(name, _online(recipe, ops), key)
+    return Candidate(name, _online(ops), key)
 
 
 def written_settings(recipe) -> dict:
@@ -141,13 +141,11 @@ def suggest(trial, recipe) -> Candidate:
         n = trial.suggest_int("rand.n", *RAND_N)
         m = trial.suggest_int("rand.m", *RAND_M)
         return policy_candidate(recipe, str(Policy("rand", n=n, m=m)))
-    if family == "recipe":
-        settings = {}
-        for i, _ in searchable_ops(recipe):
-            settings[f"op{i}.p"] = trial.suggest_float(f"op{i}.p", 0.0, 1.0)
-            settings[f"op{i}.strength"] = trial.suggest_float(f"op{i}.strength", *STRENGTH, log=True)
-        written = recipe_candidate(recipe, {})
-        candidate = recipe_candidate(recipe, settings)
-        return candidate if candidate.key == written.key else \
-            Candidate(f"recipe-ops-t{trial.number}", candidate.changes, candidate.key)
-    return policy_candidate(recipe, family)
+    settings = {}  # the recipe's own ops: the only other family
+    for i, _ in searchable_ops(recipe):
+        settings[f"op{i}.p"] = trial.suggest_float(f"op{i}.p", 0.0, 1.0)
+        settings[f"op{i}.strength"] = trial.suggest_float(f"op{i}.strength", *STRENGTH, log=True)
+    written = recipe_candidate(recipe, {})
+    candidate = recipe_candidate(recipe, settings)
+    return candidate if candidate.key == written.key else \
+        Candidate(f"recipe-ops-t{trial.number}", candidate.changes, candidate.key)
