@@ -9,9 +9,9 @@ from augforge.errors import OptionError
 
 #: a URL: a scheme and "://" (s3://, gs://, hdfs://, ftp://, file://, ...)
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-#: what a refused URL is told (object storage is planned: it reads and writes local paths until then)
-URL_REFUSED = ("is a URL, and augforge reads and writes local paths only for now (object storage is planned); "
-               "nothing was read or written: give a local path")
+#: what a URL is told where only a local path will do (run directories, exports, reports)
+URL_REFUSED = ("is a URL, and this takes a local path (datasets, their sources and build outputs may be s3:// "
+               "URLs); nothing was read or written")
 
 
 def is_url(value) -> bool:

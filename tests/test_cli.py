@@ -217,32 +217,40 @@ def test_printed_paths_have_no_dot_dot_segments(tmp_path, capsys):
     assert code == 0 and f"to {tmp_path / 'd'}" in out and ".." not in out
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["build", "examples/digits.yaml", "--out", "s3://bucket/aug"], "--out s3://bucket/aug"),
-    (["ingest", "digits", "s3://bucket/digits"], "out s3://bucket/digits"),
-    (["ingest", "ftp://host/table.csv", "local"], "source ftp://host/table.csv"),
-    (["report", "hdfs://nn/table.parquet"], "source hdfs://nn/table.parquet"),
+@pytest.mark.parametrize("argv, message", [
+    (["build", "examples/digits.yaml", "--out", "gs://bucket/aug"], "--out gs://bucket/aug: the scheme gs://"),
+    (["ingest", "digits", "hdfs://nn/digits"], "out hdfs://nn/digits: the scheme hdfs://"),
+    (["ingest", "ftp://host/table.csv", "local"], "source ftp://host/table.csv: the scheme ftp://"),
+    (["report", "hdfs://nn/table.parquet"], "source hdfs://nn/table.parquet: the scheme hdfs://"),
     (["audit", "gs://bucket/photos", "--no-labels"], "source gs://bucket/photos"),
-    (["balance", "digits", "s3://bucket/bal", "--strategy", "over"], "out s3://bucket/bal"),
-    (["inspect", "s3://bucket/data"], "path s3://bucket/data"),
-    (["train", "examples/digits.yaml", "--run-dir", "s3://bucket/run"], "--run-dir s3://bucket/run"),
+    (["balance", "digits", "az://bucket/bal", "--strategy", "over"], "out az://bucket/bal: the scheme az://"),
+    (["inspect", "gs://bucket/data"], "path gs://bucket/data: the scheme gs://"),
+    (["ingest", "digits", "s3://B/x"], "out s3://B/x: 'B' is not a valid bucket name"),
+    (["train", "examples/digits.yaml", "--run-dir", "s3://bucket/run"], "--run-dir s3://bucket/run is a URL"),
 ])
-def test_a_url_is_refused_in_one_line_and_never_taken_as_a_local_path(tmp_path, monkeypatch, capsys, argv, option):
-    """`build --out s3://bucket/x` used to write a local folder `s3:`: until object storage is supported, every
-    URL (any scheme) is refused before anything is read or written."""
+def test_a_url_augforge_cannot_use_is_refused_in_one_line_and_never_taken_as_a_path(tmp_path, monkeypatch, capsys,
+                                                                                     argv, message):
+    """`build --out s3://bucket/x` used to write a local folder `s3:`: s3:// URLs are read and written (see
+    test_remote.py); any other scheme, a bad bucket name, and a URL where a local path is needed (a run
+    directory) are refused before anything is read or written."""
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(tmp_path)
     argv = [str(root / a) if a.startswith("examples/") else a for a in argv]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{option} is a URL" in err[0] and "local paths only" in err[0]
+    assert len(err) == 1 and message in err[0], err
     assert list(tmp_path.iterdir()) == []  # no folder named s3: (or anything else) was made
 
 
 def test_a_recipe_naming_a_url_is_refused_at_its_key():
     from augforge.recipe import parse_recipe
 
-    with pytest.raises(AugforgeError, match=r"output\.dir: s3://bucket/x is a URL"):
-        parse_recipe({"source": {"path": "digits"}, "output": {"dir": "s3://bucket/x"}}, "r.yaml")
-    with pytest.raises(AugforgeError, match=r"source\.path: gs://bucket/t\.csv is a URL"):
+    with pytest.raises(AugforgeError, match=r"output\.dir: gs://bucket/x: the scheme gs:// is not supported"):
+        parse_recipe({"source": {"path": "digits"}, "output": {"dir": "gs://bucket/x"}}, "r.yaml")
+    with pytest.raises(AugforgeError, match=r"source\.path: gs://bucket/t\.csv: the scheme gs://"):
         parse_recipe({"source": {"path": "gs://bucket/t.csv"}}, "r.yaml")
+    with pytest.raises(AugforgeError, match=r"source\.path: s3://x/t\.csv: 'x' is not a valid bucket name"):
+        parse_recipe({"source": {"path": "s3://x/t.csv"}}, "r.yaml")
+    recipe = parse_recipe({"source": {"path": "s3://bucket/data/t.csv", "text_col": "text"},
+                           "output": {"dir": "s3://bucket/out/"}}, "r.yaml")
+    assert (recipe.source.path, recipe.output.dir) == ("s3://bucket/data/t.csv", "s3://bucket/out")

@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "augforge"
 #: The layers, lowest first; a module's layer is its top-level name under augforge.
 LAYERS = [
     {"__init__", "errors", "atomic", "faults", "device", "paths", "checks", "engine", "progress"},
+    {"storage"},
     {"datasets", "models"},
     {"augment", "balance", "audit"},
     {"recipe"},

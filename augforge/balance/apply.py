@@ -26,10 +26,10 @@ from augforge.datasets import schema as S
 from augforge.datasets.ingest import (READ_BATCH_ROWS, WriteResult, content_parts, manifest_meta, with_provenance,
                                       write_dataset)
 from augforge.datasets.plan import Cleaning, RowPlan, plan_rows, recorded
+from augforge.datasets.publish import output_location
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import AugforgeError
-from augforge.paths import local_path
 
 #: Rows per batch when only ids and provenance are read.
 META_BATCH_ROWS = 65_536
@@ -238,7 +238,7 @@ def balance_dataset(
     Deterministic for a seed; resumable and safe like ``ingest`` (see ``write_dataset``). ``rows`` and
     ``cleaning``: the rows a build chose, and what that dropped (as ``ingest`` takes them).
     """
-    local_path(out, "out")
+    output_location(out)
     plan = plan_balance(source, strategy, splits=splits, imbalance=imbalance, seed=seed, knn_backend=knn_backend,
                         on_stage=on_stage, rows=rows)
     names = list(source.class_names)

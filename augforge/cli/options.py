@@ -7,6 +7,7 @@ import argparse
 import os
 
 from augforge.errors import AugforgeError
+from augforge.paths import is_url
 from augforge.progress import progress_bar
 
 
@@ -149,7 +150,7 @@ def print_written(out, result, target) -> None:
 
     Printed without wrapping, so a long path stays on one line, and without ``..`` segments."""
     manifest = result.manifest
-    target = os.path.normpath(str(target))
+    target = str(target) if is_url(target) else os.path.normpath(str(target))
     if result.up_to_date:
         out.print(f"{target}: already holds this dataset ({manifest['num_rows']:,} rows); nothing to do",
                   soft_wrap=True, highlight=False)

@@ -15,12 +15,13 @@ import xxhash
 from augforge.datasets import schema as S
 from augforge.datasets.manifest import FORMAT
 from augforge.datasets.plan import Cleaning, RowPlan, plan_rows, recorded
+from augforge.datasets.publish import output_location, remote_output
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.datasets.writer import DISK_FULL, AlreadyComplete, DatasetWriter
 from augforge.engine import open_engine
 from augforge.errors import AugforgeError, OptionError
-from augforge.paths import local_path, resolved
+from augforge.paths import resolved
 
 READ_BATCH_ROWS = 1024
 
@@ -100,40 +101,40 @@ def write_dataset(
     ``overwrite``. On an error a fresh ``out`` is removed again. ``learned()`` adds manifest keys known
     only once rows are made (kept across a resume); the manifest is written once, with everything.
     """
-    local_path(out, "out")
     if total_rows == 0:
         raise AugforgeError(f"{out}: no rows to write")
-    try:
-        writer = DatasetWriter(out, schema, class_names, fingerprint=fingerprint(parts), meta=meta,
-                               shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite, learned=learned)
-    except AlreadyComplete as done:
-        return WriteResult(done.manifest, 0, 0, up_to_date=True)
-    skip = writer.rows_done
-    if on_total:
-        on_total(total_rows - skip)
-    written = 0
-    try:
-        for batch in batches(skip):
-            writer.write(batch)
-            written += batch.num_rows
-            if on_rows:
-                on_rows(batch.num_rows)
-        manifest = writer.close()
-    except KeyboardInterrupt:
-        writer.release()
-        raise  # leave the journal: rerunning the same command resumes
-    except OSError as exc:
-        writer.abort()
-        if exc.errno in DISK_FULL:
-            left = "the shards written so far are kept: free space and rerun to resume" if writer.resumed else \
-                "the partial output was removed"
-            raise AugforgeError(f"{exc.filename or out}: {os.strerror(exc.errno).lower()} while writing {out}; "
-                                f"{left}") from None
-        raise
-    except BaseException:
-        writer.abort()
-        raise
-    return WriteResult(manifest, written, skip, up_to_date=False)
+    with remote_output(out, overwrite) as out:
+        try:
+            writer = DatasetWriter(out, schema, class_names, fingerprint=fingerprint(parts), meta=meta,
+                                   shard_rows=shard_rows, shard_mb=shard_mb, overwrite=overwrite, learned=learned)
+        except AlreadyComplete as done:
+            return WriteResult(done.manifest, 0, 0, up_to_date=True)
+        skip = writer.rows_done
+        if on_total:
+            on_total(total_rows - skip)
+        written = 0
+        try:
+            for batch in batches(skip):
+                writer.write(batch)
+                written += batch.num_rows
+                if on_rows:
+                    on_rows(batch.num_rows)
+            manifest = writer.close()
+        except KeyboardInterrupt:
+            writer.release()
+            raise  # leave the journal: rerunning the same command resumes
+        except OSError as exc:
+            writer.abort()
+            if exc.errno in DISK_FULL:
+                left = "the shards written so far are kept: free space and rerun to resume" if writer.resumed else \
+                    "the partial output was removed"
+                raise AugforgeError(f"{exc.filename or out}: {os.strerror(exc.errno).lower()} while writing {out}; "
+                                    f"{left}") from None
+            raise
+        except BaseException:
+            writer.abort()
+            raise
+        return WriteResult(manifest, written, skip, up_to_date=False)
 
 
 def ingest(
@@ -152,14 +153,15 @@ def ingest(
     rows: RowPlan | None = None,
     cleaning: Cleaning | None = None,
 ) -> WriteResult:
-    """Write ``source`` to the dataset directory ``out``, split and optionally made imbalanced.
+    """Write ``source`` to the dataset directory ``out`` (or to an ``s3://`` URL, through
+    ``augforge.datasets.publish``), split and optionally made imbalanced.
 
     Deterministic for a seed and resumable (see ``write_dataset``). ``engine`` (an
     ``augforge.engine.EngineSpec``) checks an image folder's files on Ray; the output is the same.
     ``rows`` replaces the split plan (``plan_rows``) when a build has chosen the rows (``clean:``), and
     ``cleaning`` records what that choice dropped.
     """
-    local_path(out, "out")
+    output_location(out)
     with open_engine(engine) as runner:
         if runner is not None:
             if not hasattr(source, "engine"):

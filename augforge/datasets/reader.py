@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -13,8 +14,10 @@ import pyarrow.compute as pc
 from augforge.datasets import schema as S
 from augforge.datasets.checksums import verify_file
 from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
+from augforge.datasets.remote import CacheOptions, RemoteShards
 from augforge.errors import AugforgeError
 from augforge.paths import local_path
+from augforge.storage.urls import remote
 
 
 class Dataset:
@@ -23,14 +26,24 @@ class Dataset:
     Shards are memory-mapped on first use; with ``verify=True`` each shard's size
     and checksum are checked against the manifest the first time it is read, and a
     damaged shard is reported by name.
+
+    ``root`` may be an object-store URL (``s3://bucket/prefix``): the shards are then read through a local cache
+    (``cache``: ``CacheOptions``; see ``augforge.datasets.remote``), verified as they arrive, and at most as many
+    stay mapped as the cache limit holds.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", verify: bool = True) -> None:
-        self.root = Path(local_path(root, "path"))
+    def __init__(self, root: str | Path, split: str = "train", verify: bool = True,
+                 cache: CacheOptions | None = None) -> None:
+        #: where the dataset is, as the user named it (a path or a URL): what worker processes reopen
+        self.location = str(root)
+        self.remote = RemoteShards(self.location, cache) if remote(root) else None
+        self.root = self.remote.root if self.remote else Path(local_path(root, "path"))
+        self.cache_options = cache
         self.manifest = read_manifest(self.root)
         self.split = S.check_split(split)
         self.verify_checksums = verify
-        self._tables: dict[int, pa.Table] = {}
+        self._tables: OrderedDict[int, pa.Table] = OrderedDict()
+        self._max_open = self.remote.max_open(self.manifest["shards"]) if self.remote else None
         self._verified: set[int] = set()
         shards = self.manifest["shards"]
         self._shard_rows = np.array([int(s["rows"]) for s in shards], dtype=np.int64)
@@ -58,7 +71,7 @@ class Dataset:
         return len(self._rows)
 
     def __repr__(self) -> str:
-        return f"Dataset({str(self.root)!r}, split={self.split!r}, rows={len(self)}, payload={self.payload!r})"
+        return f"Dataset({self.location!r}, split={self.split!r}, rows={len(self)}, payload={self.payload!r})"
 
     def class_counts(self) -> dict[str, int]:
         """Rows per class name in this split, counted from the label column."""
@@ -72,7 +85,10 @@ class Dataset:
     # -- shards ----------------------------------------------------------------------------------
 
     def _shard_path(self, index: int) -> Path:
-        return shard_file(self.root, self.manifest["shards"][index]["file"], self.root / MANIFEST)
+        entry = self.manifest["shards"][index]
+        if self.remote:
+            return self.remote.fetch(entry)  # verified on arrival, and by ``_check`` as a local file
+        return shard_file(self.root, entry["file"], self.root / MANIFEST)
 
     def verify(self) -> None:
         """Check every shard's size and checksum now; raise naming the first damaged shard."""
@@ -91,6 +107,11 @@ class Dataset:
     def shard(self, index: int) -> pa.Table:
         """The whole shard ``index`` as a memory-mapped Arrow table (all splits)."""
         table = self._tables.get(index)
+        if self.remote:
+            self.remote.used(self.manifest["shards"][index])
+            if table is not None:  # still mapped here: marked as used in the cache too, so it is evicted last
+                self._tables.move_to_end(index)
+                self.remote.touch(self.manifest["shards"][index])
         if table is None:
             if self.verify_checksums:
                 self._check(index)
@@ -105,7 +126,18 @@ class Dataset:
                     "rebuild the dataset"
                 )
             self._tables[index] = table
+            if self._max_open is not None and len(self._tables) > self._max_open:
+                self._tables.popitem(last=False)  # unmapped: the cache may evict its file
         return table
+
+    def _meta(self, index: int) -> pa.Table:
+        """Shard ``index``'s label and split columns (a remote shard's from the cache's small copy of them)."""
+        read = lambda: self.shard(index).select([S.LABEL, S.SPLIT])  # noqa: E731
+        return self.remote.meta(self.manifest["shards"][index], read) if self.remote else read()
+
+    def open_shards(self) -> set[int]:
+        """The shards mapped now (all read so far; at most as many as a remote dataset's cache limit holds)."""
+        return set(self._tables)
 
     def _select_rows(self) -> np.ndarray:
         """Global row numbers of this split, in shard order."""
@@ -121,7 +153,7 @@ class Dataset:
             if in_split == entry["rows"]:
                 parts.append(np.arange(start, start + entry["rows"], dtype=np.int64))
                 continue
-            mask = pc.equal(self.shard(index).column(S.SPLIT), self.split)
+            mask = pc.equal(self._meta(index).column(S.SPLIT), self.split)
             parts.append(start + np.flatnonzero(np.asarray(mask)))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
@@ -176,7 +208,11 @@ class Dataset:
 
     def labels(self) -> np.ndarray:
         """int64 labels of this split, in row order."""
-        chunks = [np.asarray(b.column(0)) for b in self.iter_batches([S.LABEL])]
+        if self.remote:  # from the small copies of the label columns: no shard downloaded again
+            shard_of, local = self._locate(self._rows)
+            chunks = [np.asarray(self._meta(int(i)).column(S.LABEL))[local[shard_of == i]] for i in np.unique(shard_of)]
+        else:
+            chunks = [np.asarray(b.column(0)) for b in self.iter_batches([S.LABEL])]
         return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, dtype=np.int64)
 
     def texts(self) -> list[str]:
@@ -194,10 +230,12 @@ class Dataset:
         """This split as a ``torch.utils.data.Dataset`` yielding ``(payload, label)``."""
         from augforge.datasets.torch_view import ShardDataset  # lazy: torch; the allowed reader<->torch_view circle
 
-        return ShardDataset(self.root, split=self.split, transform=transform, target_transform=target_transform,
-                            verify=self.verify_checksums)
+        return ShardDataset(self.location, split=self.split, transform=transform, target_transform=target_transform,
+                            verify=self.verify_checksums, cache=self.cache_options)
 
 
-def open_dataset(path: str | Path, split: str = "train", verify: bool = True) -> Dataset:
-    """Open a dataset directory written by ``augforge ingest`` (or any augforge job) for one split."""
-    return Dataset(path, split=split, verify=verify)
+def open_dataset(path: str | Path, split: str = "train", verify: bool = True,
+                 cache: CacheOptions | None = None) -> Dataset:
+    """Open a dataset directory written by ``augforge ingest`` (or any augforge job), or the dataset at an
+    ``s3://`` URL (through the local cache ``cache`` describes), for one split."""
+    return Dataset(path, split=split, verify=verify, cache=cache)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from augforge.datasets import schema as S
+from augforge.paths import is_url
 
 
 def decode_image(data: bytes) -> torch.Tensor:
@@ -49,8 +50,9 @@ class ShardDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", transform=None, target_transform=None,
-                 verify: bool = True) -> None:
-        self.root = Path(root)
+                 verify: bool = True, cache=None) -> None:
+        self.root = str(root) if is_url(root) else Path(root)
+        self.cache = cache  # how a remote dataset is cached (CacheOptions)
         self.split = split
         self.transform = transform
         self.target_transform = target_transform
@@ -64,7 +66,7 @@ class ShardDataset(torch.utils.data.Dataset):
         if self._dataset is None:
             from augforge.datasets.reader import Dataset  # the allowed reader<->torch_view circle
 
-            self._dataset = Dataset(self.root, split=self.split, verify=self.verify)
+            self._dataset = Dataset(self.root, split=self.split, verify=self.verify, cache=self.cache)
         return self._dataset
 
     def __len__(self) -> int:

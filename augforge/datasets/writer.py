@@ -7,7 +7,9 @@ import errno
 import json
 import os
 import shutil
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +24,9 @@ from augforge.errors import AugforgeError, OptionError
 from augforge.faults import fault_point
 
 DEFAULT_SHARD_MB = 64.0
+#: called with (root, journal) after each shard is committed and the journal lists it: how a remote output
+#: uploads shards as they are made (``augforge.datasets.publish``); None for a local one
+COMMITTED: ContextVar[Callable[[Path, dict], None] | None] = ContextVar("augforge_shard_committed", default=None)
 
 
 class OtherDataset(AugforgeError):
@@ -286,8 +291,11 @@ class DatasetWriter:
             }
         )
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        write_json(self.root / PROGRESS, {"fingerprint": self.fingerprint, "shards": self.shards,
-                                          "learned": self._learn()})
+        journal = {"fingerprint": self.fingerprint, "shards": self.shards, "learned": self._learn()}
+        write_json(self.root / PROGRESS, journal)
+        listener = COMMITTED.get()
+        if listener is not None:
+            listener(self.root, journal)
         fault_point("shard")
 
     def _learn(self) -> dict:

@@ -28,10 +28,10 @@ from augforge.checks import RecipeError
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
 from augforge.datasets.plan import Cleaning, plan_rows
+from augforge.datasets.publish import output_location
 from augforge.datasets.sources.base import Source
 from augforge.engine import open_engine
 from augforge.errors import OptionError, require_at_least
-from augforge.paths import local_path
 from augforge.pipelines.build_plan import AUG_NAME, CHUNK_ROWS, BuildResult, OutputPlan, drop_duplicates, \
     plan_outputs, recipe_source, recipe_splits
 from augforge.pipelines.clean_plan import clean_rows
@@ -46,10 +46,11 @@ __all__ = ["AUG_NAME", "CHUNK_ROWS", "BuildResult", "OutputPlan", "build", "drop
 def build(recipe: Recipe, out: str | Path | None = None, *, workers: int = 2, overwrite: bool = False,
           on_stage: Callable[[str], None] | None = None, on_rows: Callable[[int], None] | None = None,
           on_total: Callable[[int], None] | None = None, engine=None) -> BuildResult:
-    """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir).
+    """Run the recipe's whole chain into the dataset directory ``out`` (default: the recipe's output.dir), or to
+    an ``s3://`` URL (``augforge.datasets.publish``: shards go up as they are made, the manifest last).
     ``engine`` (an ``augforge.engine.EngineSpec``) runs the augmentation on Ray instead of here;
     the output is the same bytes."""
-    local_path(out, "out")
+    output_location(out)
     with open_engine(engine) as runner:
         result = _build(recipe, out, workers=workers, overwrite=overwrite, on_stage=on_stage, on_rows=on_rows,
                         on_total=on_total, engine=runner)

@@ -7,13 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from augforge.augment.mix import MixConfig
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
+from augforge.datasets.remote import CacheOptions
 from augforge.device import choose_device, rank_and_world
-from augforge.errors import AugforgeError
+from augforge.errors import AugforgeError, OptionError
 from augforge.pipelines.batch_augment import BatchAugment, channels_of
 from augforge.pipelines.collate import DTYPES, Collate
 from augforge.pipelines.loader_ops import resolve_ops
@@ -36,7 +38,9 @@ class LoaderOptions:
       default: on the train split only), ``color`` (rgb | gray), ``mix`` (MixConfig), ``fuse`` (False runs DALI's
       own CPU ops instead of the fused pass), ``threads``, ``device`` (the device decision);
     - reading: ``prefetch`` batches ahead, ``reader_workers`` (DALI reader processes; 0: a thread), ``verify``
-      (shard checksums);
+      (shard checksums); a dataset at an ``s3://`` URL through a local cache: ``cache_dir``, ``cache_limit``
+      (bytes or "20GB"), ``predownload`` (shards fetched ahead), and ``shuffle_block`` (shards shuffled
+      together: what lets a cache smaller than the split serve a shuffled epoch);
     - collation: ``dtype`` (bfloat16 for floating batches), ``text`` (an encoder, a checkpoint's spec, or
       TextOptions; default: fastText's hashed n-grams).
     """
@@ -65,6 +69,10 @@ class LoaderOptions:
     sampler: str = "shuffle"
     balanced_from: int | None = None
     rows: object = None
+    cache_dir: str | None = None
+    cache_limit: int | str | None = None
+    predownload: int = 2
+    shuffle_block: int | None = None
 
     def __post_init__(self) -> None:
         if self.reader_workers < 0:
@@ -83,7 +91,8 @@ class LoaderOptions:
 def loader_parts(dataset_dir: str | Path, batch_size: int, options: LoaderOptions) -> dict:
     """The parts of a loader over ``dataset_dir`` (``Loader``'s keyword arguments): reader, order, augmenter,
     collation, and how the rows are read (``prefetch``, ``reader_workers``)."""
-    dataset = Dataset(dataset_dir, split=options.split, verify=options.verify)
+    cache = CacheOptions(options.cache_dir, options.cache_limit, options.predownload)
+    dataset = Dataset(dataset_dir, split=options.split, verify=options.verify, cache=cache)
     if len(dataset) == 0:
         raise AugforgeError(f"{dataset_dir}: split {options.split!r} has no rows")
     if options.reader_workers and dataset.payload != S.IMAGE:
@@ -98,7 +107,7 @@ def loader_parts(dataset_dir: str | Path, batch_size: int, options: LoaderOption
                            threads=options.threads or max(1, torch.get_num_threads()), fuse=options.fuse)
     encoder = None
     if dataset.payload == S.TEXT:
-        encoder = text_encoder_for(options.text, train_texts=lambda: fitting_texts(dataset_dir))
+        encoder = text_encoder_for(options.text, train_texts=lambda: fitting_texts(dataset_dir, cache=cache))
     return dict(reader=reader, order=order, augment=augment, collate=Collate(dataset.payload, encoder, options.dtype),
                 prefetch=options.prefetch, reader_workers=options.reader_workers)
 
@@ -114,7 +123,31 @@ def row_order(reader: RowReader, batch_size: int, options: LoaderOptions) -> Row
     where = f"{reader.dataset.root} split {options.split!r}"
     rows = None if options.rows is None else checked_rows(options.rows, len(reader.dataset), where)
     needs_labels = sampler == "balanced" or balanced_from is not None
-    return RowOrder(len(reader.dataset), batch_size, seed=options.seed, shuffle=options.shuffle,
-                    last=options.last or ("drop" if options.drop_last else "keep"), rank=rank, world_size=world,
-                    sampler=sampler, balanced_from=balanced_from, rows=rows, bootstrap=options.bootstrap,
-                    labels=reader.labels() if needs_labels else None)
+    block = options.shuffle_block
+    shards = reader.dataset.locate(np.arange(len(reader.dataset)))[0] if block is not None else None
+    order = RowOrder(len(reader.dataset), batch_size, seed=options.seed, shuffle=options.shuffle,
+                     last=options.last or ("drop" if options.drop_last else "keep"), rank=rank, world_size=world,
+                     sampler=sampler, balanced_from=balanced_from, rows=rows, bootstrap=options.bootstrap,
+                     labels=reader.labels() if needs_labels else None, shards=shards, block=block)
+    check_cache_fits(reader.dataset, order)
+    return order
+
+
+def check_cache_fits(dataset: Dataset, order: RowOrder) -> None:
+    """Refuse, in one line, a shuffled epoch of a remote dataset that its cache cannot hold: a global shuffle
+    needs every shard of the split at once, a block shuffle ``block`` shards (and the ones predownloaded)."""
+    limit = dataset.remote.cache.limit if dataset.remote else None
+    if limit is None or not order.shuffle:
+        return
+    entries = dataset.manifest["shards"]
+    used = sorted({int(i) for i in np.unique(dataset.locate(np.arange(len(dataset)))[0])})
+    largest = max(int(entries[i]["bytes"]) for i in used)
+    fits = limit // largest
+    if order.block is None and sum(int(entries[i]["bytes"]) for i in used) > limit:
+        raise OptionError("{cache_limit} {limit} bytes holds {fits} of the {n} shards this split reads, and a "
+                          "shuffled epoch reads them all at once: set {shuffle_block} to at most {fits} (shards "
+                          "shuffled together) or raise {cache_limit}", limit=limit, fits=fits, n=len(used))
+    if order.block is not None and order.block + dataset.remote.options.predownload > fits:
+        raise OptionError("{shuffle_block} {block} plus {predownload} {ahead} shards must fit in {cache_limit} "
+                          "({limit} bytes holds {fits} shards of up to {largest} bytes)", block=order.block,
+                          ahead=dataset.remote.options.predownload, limit=limit, fits=fits, largest=largest)

@@ -37,16 +37,42 @@ def balanced_order(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return members[starts[pick] + within].astype(np.int64)
 
 
-def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str) -> np.ndarray:
-    """This rank's share of an epoch's order: equal sizes for every rank (also with fewer rows than ranks: a
-    rank without a share would hang a DDP step), disjoint but for the padding."""
-    n = len(order)
+def block_order(shards: np.ndarray, seed: int, epoch: int, block: int) -> np.ndarray:
+    """The positions 0..len(shards)-1 in a shard-local order for ``epoch``: the shards (``shards[i]`` is
+    position i's) permuted from (seed, epoch) and taken ``block`` at a time, the positions of each block's shards
+    permuted among themselves. A reader then needs about ``block`` shards at once (what a bounded cache of a
+    remote dataset holds), and every position still comes exactly once."""
+    rng = np.random.default_rng([int(seed), int(epoch), 0xB10C])
+    ids, inverse = np.unique(shards, return_inverse=True)
+    rank_of = np.empty(len(ids), dtype=np.int64)
+    rank_of[rng.permutation(len(ids))] = np.arange(len(ids))
+    group = rank_of[inverse] // int(block)
+    members = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[members], np.arange(group.max() + 1 if len(group) else 0), side="left")
+    ends = np.r_[starts[1:], len(members)]
+    return np.concatenate([rng.permutation(members[a:b]) for a, b in zip(starts, ends)] or
+                          [np.zeros(0, np.int64)]).astype(np.int64)
+
+
+def rank_rows(order: np.ndarray, rank: int, world_size: int, last: str, start: int = 0) -> np.ndarray:
+    """This rank's share of an epoch's ``order`` from global position ``start`` on (rows the ranks of an
+    interrupted run consumed before it, whatever its world size was): interleaved, so that the ranks together
+    always consume a prefix of the order; equal sizes for every rank (also with fewer rows than ranks: a rank
+    without a share would hang a DDP step), disjoint but for the padding (the epoch's first rows, cycling)."""
+    rest = order[start:]
     if world_size > 1:
         if last == "drop":
-            order = order[: (n // world_size) * world_size]
-        elif n % world_size:  # padded with the epoch's first rows, cycling when there are fewer rows than ranks
-            order = np.resize(order, -(-n // world_size) * world_size)
-    return order[rank::world_size]
+            rest = rest[: (len(rest) // world_size) * world_size]
+        elif len(rest) % world_size:
+            pad = -(-len(rest) // world_size) * world_size - len(rest)
+            rest = np.concatenate([rest, np.resize(order, pad)])
+    return rest[rank::world_size]
+
+
+def consumed(rows_taken: int, remaining: int, world_size: int) -> int:
+    """Rows of the order the ranks consumed together when each took ``rows_taken`` of a segment that had
+    ``remaining`` rows (padding not counted)."""
+    return min(int(rows_taken) * world_size, int(remaining))
 
 
 def checked_rows(rows, n: int, where: str) -> np.ndarray:
@@ -92,6 +118,8 @@ class RowOrder:
     rows: np.ndarray | None = None
     bootstrap: int | None = None
     labels: np.ndarray | None = None
+    shards: np.ndarray | None = None
+    block: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -104,6 +132,14 @@ class RowOrder:
             raise AugforgeError(f"sampler={self.sampler!r}: expected shuffle or balanced")
         if self.labels is None and (self.sampler == "balanced" or self.balanced_from is not None):
             raise AugforgeError("class-balanced draws need the rows' labels")
+        if self.block is not None:
+            if self.block < 1:
+                raise AugforgeError(f"shuffle_block {self.block}: expected at least 1 shard")
+            if self.shards is None:
+                raise AugforgeError("shuffle_block needs the rows' shards")
+            if self.sampler == "balanced" or self.balanced_from is not None:
+                raise AugforgeError("shuffle_block: class-balanced draws take rows from every shard at once; use "
+                                    "the shuffle sampler, or no shuffle_block (a cache that holds the split)")
 
     @cached_property
     def base(self) -> np.ndarray | None:
@@ -115,16 +151,22 @@ class RowOrder:
         """Rows per epoch before the ranks' shares: ``n``, or as many as ``base`` holds."""
         return self.n if self.base is None else len(self.base)
 
-    def epoch_rows(self, epoch: int) -> np.ndarray:
-        """This rank's positions (of the ``n``) for ``epoch``, in order."""
+    def global_order(self, epoch: int) -> np.ndarray:
+        """The positions (of the ``n``) of ``epoch`` for all ranks together, before they are shared out: the
+        same for any world size."""
         if self.sampler == "balanced" or (self.balanced_from is not None and epoch >= self.balanced_from):
             labels = self.labels if self.base is None else self.labels[self.base]
             order = balanced_order(labels, self.seed, epoch)
+        elif self.block is not None and self.shuffle:
+            order = block_order(self.shards if self.base is None else self.shards[self.base], self.seed, epoch,
+                                self.block)
         else:
             order = epoch_order(self.size, self.seed, epoch, self.shuffle)
-        if self.base is not None:
-            order = self.base[order]
-        return rank_rows(order, self.rank, self.world_size, self.last)
+        return order if self.base is None else self.base[order]
+
+    def epoch_rows(self, epoch: int, start: int = 0) -> np.ndarray:
+        """This rank's positions (of the ``n``) for ``epoch``, in order, from global position ``start`` on."""
+        return rank_rows(self.global_order(epoch), self.rank, self.world_size, self.last, start)
 
     def batches(self, rows: np.ndarray) -> list[np.ndarray]:
         """An epoch's rows cut into batches (the last one dropped or padded as ``last`` says); each batch's rows

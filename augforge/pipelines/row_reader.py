@@ -71,12 +71,14 @@ class ProcessSource:
     ``epoch_idx``, read in a worker process from the memory-mapped shards.
 
     It holds plain settings only (picklable for spawned workers) and cuts epochs with the loader's ``order``:
-    epoch ``start_epoch + epoch_idx``, whose first epoch starts at batch ``start_position``.
+    epoch ``start_epoch + epoch_idx``, whose first epoch starts at global row ``start_row`` and batch
+    ``start_position`` of that segment.
     """
 
-    def __init__(self, dataset_dir: str, split: str, order: RowOrder, channels: int, start: tuple[int, int]) -> None:
-        self.dataset_dir, self.split, self.order, self.channels = dataset_dir, split, order, channels
-        self.start_epoch, self.start_position = start
+    def __init__(self, dataset_dir: str, split: str, order: RowOrder, channels: int, start: tuple[int, int, int],
+                 cache=None) -> None:
+        self.dataset_dir, self.split, self.order, self.channels, self.cache = dataset_dir, split, order, channels, cache
+        self.start_epoch, self.start_row, self.start_position = start
         self._reader = self._epoch = self._batches = None
 
     def __getstate__(self) -> dict:
@@ -84,10 +86,12 @@ class ProcessSource:
 
     def __call__(self, info) -> list[np.ndarray]:
         if self._reader is None:
-            self._reader = RowReader(Dataset(self.dataset_dir, self.split, verify=False), self.channels)
+            self._reader = RowReader(Dataset(self.dataset_dir, self.split, verify=False, cache=self.cache),
+                                     self.channels)
         epoch = self.start_epoch + info.epoch_idx
         if epoch != self._epoch:
-            self._epoch, self._batches = epoch, self.order.batches(self.order.epoch_rows(epoch))
+            start = self.start_row if info.epoch_idx == 0 else 0
+            self._epoch, self._batches = epoch, self.order.batches(self.order.epoch_rows(epoch, start))
         index = info.iteration + (self.start_position if info.epoch_idx == 0 else 0)
         if index >= len(self._batches):
             raise StopIteration

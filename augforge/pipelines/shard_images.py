@@ -21,32 +21,45 @@ class ShardImages:
 
     def __init__(self, dataset: Dataset, info: dict, channels: int) -> None:
         self.dataset, self.info, self.channels = dataset, info, channels
-        self._binary: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # shard -> (offsets, values)
-        self._pixels: dict[int, tuple] = {}  # shard -> (rows, H, W, C) pixels, numpy and torch views
+        self._binary: dict[int, tuple] = {}  # shard -> (its table, (offsets, values))
+        self._pixels: dict[int, tuple] = {}  # shard -> (its table, (rows, H, W, C) pixels as numpy and torch)
+
+    def _current(self, cache: dict, index: int):
+        """Shard ``index``'s table from the dataset (marked as used there), and what ``cache`` holds for that
+        very table (None when it was unmapped since); views of shards the dataset no longer maps are dropped,
+        so that a bounded cache of a remote dataset can let their files go."""
+        table = self.dataset.shard(index)
+        held = cache.get(index)
+        if self.dataset.remote is not None and len(cache) > len(self.dataset.open_shards()):
+            for stale in set(cache) - self.dataset.open_shards():
+                del cache[stale]
+        return table, (held[1] if held is not None and held[0] is table else None)
 
     def _shard_binary(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``index``'s image column as (offsets, values): views of the memory map, no copy."""
-        cache = self._binary
-        if index not in cache:
-            array = self.dataset.shard(index).column(S.IMAGE).combine_chunks()
+        table, views = self._current(self._binary, index)
+        if views is None:
+            array = table.column(S.IMAGE).combine_chunks()
             offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-            cache[index] = (offsets, np.frombuffer(array.buffers()[2], dtype=np.uint8))
-        return cache[index]
+            views = (offsets, np.frombuffer(array.buffers()[2], dtype=np.uint8))
+            self._binary[index] = (table, views)
+        return views
 
     def encoded(self, positions: np.ndarray) -> list[np.ndarray]:
         """The encoded images at ``positions`` as uint8 views of the memory-mapped shards (DALI copies them)."""
         shard_of, local = self.dataset.locate(positions)
+        views = {int(index): self._shard_binary(int(index)) for index in np.unique(shard_of)}
         out = []
         for index, row in zip(shard_of.tolist(), local.tolist()):
-            offsets, values = self._shard_binary(index)
+            offsets, values = views[index]
             out.append(values[offsets[row] : offsets[row + 1]])
         return out
 
     def _shard_pixels(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
         """Shard ``index``'s raw image column as (rows, H, W, C) uint8 views of the memory map, as numpy and
         as torch (no copy)."""
-        cache = self._pixels
-        if index not in cache:
+        table, views = self._current(self._pixels, index)
+        if views is None:
             shape = (self.info["height"], self.info["width"], self.info["channels"])
             offsets, values = self._shard_binary(index)
             if not np.all(np.diff(offsets) == int(np.prod(shape))):
@@ -54,8 +67,9 @@ class ShardImages:
             pixels = values[offsets[0] : offsets[-1]].reshape(len(offsets) - 1, *shape)
             with warnings.catch_warnings():  # the map is read-only, and only ever read from
                 warnings.simplefilter("ignore", UserWarning)
-                cache[index] = (pixels, torch.from_numpy(pixels))
-        return cache[index]
+                views = (pixels, torch.from_numpy(pixels))
+            self._pixels[index] = (table, views)
+        return views
 
     def gather_raw(self, positions: np.ndarray) -> torch.Tensor:
         """The rows at ``positions`` (in this split) as one (N, H, W, C) uint8 tensor, in that order.

@@ -61,7 +61,7 @@ from augforge.pipelines.batch_augment import BatchAugment
 from augforge.pipelines.collate import Collate
 from augforge.pipelines.fallback import FallbackDataset  # noqa: F401  (its documented path until the next release)
 from augforge.pipelines.loader_options import LoaderOptions, loader_parts
-from augforge.pipelines.order import RowOrder
+from augforge.pipelines.order import RowOrder, consumed
 from augforge.pipelines.row_reader import ProcessSource, RowReader
 
 _DONE = object()
@@ -76,8 +76,10 @@ class Loader:
         self.reader, self.order, self.augmenter, self.collate = reader, order, augment, collate
         self.prefetch = max(1, prefetch)
         self.reader_workers = reader_workers
-        self.epoch, self.position = 0, 0
-        self._source_next: tuple[int, int] | None = None  # (epoch, position) the reader processes read next
+        #: the epoch, the global rows consumed before this segment of it began (an elastic resume), and the
+        #: batches this rank consumed since
+        self.epoch, self.start, self.position = 0, 0, 0
+        self._source_next: tuple | None = None  # (epoch, start, position) the reader processes read next
         self._waits: list[float] = []
         self._rows_out = 0
         self._started: float | None = None
@@ -189,8 +191,11 @@ class Loader:
     # -- epochs ---------------------------------------------------------------------------------------
 
     def rows_of_epoch(self, epoch: int | None = None) -> np.ndarray:
-        """This rank's positions (in the split) for ``epoch`` (default: the current one), in order."""
-        return self.order.epoch_rows(self.epoch if epoch is None else epoch)
+        """This rank's positions (in the split) for ``epoch`` (default: the current one, from where its segment
+        starts), in order."""
+        if epoch is None:
+            return self.order.epoch_rows(self.epoch, self.start)
+        return self.order.epoch_rows(epoch)
 
     def __len__(self) -> int:
         """Batches per epoch, from the counts alone."""
@@ -198,19 +203,38 @@ class Loader:
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its first batch."""
-        self.epoch, self.position = int(epoch), 0
+        self.epoch, self.start, self.position = int(epoch), 0, 0
+
+    def samples_consumed(self) -> int:
+        """Rows of the current epoch's global order that all ranks together have consumed (padding aside)."""
+        rest = len(self.order.global_order(self.epoch)) - self.start
+        taken = sum(len(b) for b in self.order.batches(self.rows_of_epoch())[: self.position])
+        return self.start + consumed(taken, rest, self.world_size)
 
     def state_dict(self) -> dict:
-        """Where the loader is: the epoch and how many of its batches were consumed."""
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "batch_size": self.batch_size}
+        """Where the loader is: the epoch, the rows all ranks consumed of it (``samples``), and this rank's
+        batches since its segment began (``start``, ``position``)."""
+        return {"epoch": self.epoch, "samples": self.samples_consumed(), "start": self.start,
+                "position": self.position, "seed": self.seed, "rank": self.rank, "world_size": self.world_size,
+                "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume from ``state_dict()``: the next iteration yields the batches not yet consumed."""
-        for key in ("seed", "world_size", "batch_size"):
-            if state.get(key) != getattr(self, key):
-                raise AugforgeError(f"loader state has {key}={state.get(key)!r}, this loader {getattr(self, key)!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        """Resume from ``state_dict()``: the next iteration yields what the epoch has not yet given. With the
+        same world size and batch size, exactly the batches not yet consumed; with others (a run stopped on 4
+        ranks, resumed on 2 or 8), the rows of the epoch's order after the ``samples`` consumed, shared out
+        among the new ranks: over the whole epoch every row comes once, but for the padding each segment needs
+        to give every rank equal batches (``last="drop"`` drops those rows instead)."""
+        if state.get("seed") != self.seed:
+            raise AugforgeError(f"loader state has seed={state.get('seed')!r}, this loader {self.seed!r}")
+        self.epoch = int(state["epoch"])
+        same = state.get("world_size") == self.world_size and state.get("batch_size") == self.batch_size
+        if same:
+            self.start, self.position = int(state.get("start", 0)), int(state["position"])
+        elif "samples" in state:
+            self.start, self.position = int(state["samples"]), 0
+        else:
+            raise AugforgeError("loader state has no 'samples' (it predates elastic resume): resume it with its own "
+                                f"world_size {state.get('world_size')} and batch_size {state.get('batch_size')}")
 
     # -- producing batches ----------------------------------------------------------------------------
 
@@ -220,9 +244,9 @@ class Loader:
         if self.payload != S.IMAGE or not self.augmenter.needed(self.reader.raw):
             return None
         if self.augmenter.pipeline is None and self.reader_workers:
-            source = ProcessSource(str(self.dataset.root), self.dataset.split, self.order, self.channels,
-                                   (self.epoch, self.position))
-            self._source_next = (self.epoch, self.position)
+            source = ProcessSource(self.dataset.location, self.dataset.split, self.order, self.channels,
+                                   (self.epoch, self.start, self.position), self.dataset.cache_options)
+            self._source_next = (self.epoch, self.start, self.position)
             return self.augmenter.open(self.reader.raw, source, self.reader_workers)
         return self.augmenter.open(self.reader.raw)
 
@@ -291,11 +315,11 @@ class Loader:
                 raise AugforgeError(f"the reader processes gave batch {index} of epoch {self.epoch} out of step")
             if not pipeline.chw:
                 x = x.permute(0, 3, 1, 2)
-            self._source_next = (self.epoch, index + 1)
+            self._source_next = (self.epoch, self.start, index + 1)
             yield [self._finish(x, self.reader.label_batch(batches[index]), index)]
         if pipeline.next_batch() is not None:  # the source ends its epoch here, and the pipeline resets
             raise AugforgeError(f"the reader processes gave more batches than epoch {self.epoch} has")
-        self._source_next = (self.epoch + 1, 0)
+        self._source_next = (self.epoch + 1, 0, 0)
 
     def _inline(self, batches: list[np.ndarray]):
         """Groups of raw-pixel batches made when asked, in the consumer's thread: each is a memory copy,
@@ -306,7 +330,7 @@ class Loader:
 
     def _items(self, batches: list[np.ndarray]):
         """The epoch's batches, in groups (lists), from where they are made."""
-        if self._source_next not in (None, (self.epoch, self.position)):
+        if self._source_next not in (None, (self.epoch, self.start, self.position)):
             self.augmenter.close()  # its source's workers read ahead from elsewhere: start them afresh
             self._source_next = None
         pipeline = self._pipeline()
@@ -318,6 +342,8 @@ class Loader:
 
     def __iter__(self):
         batches = self.order.batches(self.rows_of_epoch())
+        if self.dataset.remote is not None and self.reader_workers == 0:  # fetch shards ahead of the reader
+            self.dataset.remote.prefetch(self.shards_in_order(batches[self.position:]))
         if self._started is None:
             self._started = time.perf_counter()
         items = self._items(batches)
@@ -334,9 +360,18 @@ class Loader:
                     self.position += 1
                     self._rows_out += len(y)
                     yield x, y
-            self.epoch, self.position = self.epoch + 1, 0
+            self.epoch, self.start, self.position = self.epoch + 1, 0, 0
         finally:
             items.close()
+
+    def shards_in_order(self, batches: list[np.ndarray]) -> list[dict]:
+        """The manifest entries of the shards ``batches`` read, in the order they are first needed."""
+        if not batches:
+            return []
+        shards = self.dataset.locate(np.concatenate(batches))[0]
+        first = np.unique(shards, return_index=True)[1]
+        entries = self.dataset.manifest["shards"]
+        return [entries[int(shards[i])] for i in np.sort(first)]
 
     def stats(self) -> dict:
         """Waits for each batch, rows/s, and the share of wall time the consumer spent waiting."""

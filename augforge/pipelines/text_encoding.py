@@ -193,10 +193,11 @@ def fit_encoder(options: TextOptions, model: str, train_texts: list[str], vocab_
     return train_tokenizer(train_texts, options, kind, int(size))
 
 
-def fitting_texts(data, rows=None) -> list[str]:
+def fitting_texts(data, rows=None, cache=None) -> list[str]:
     """The texts a learning encoder (tokenizer, TF-IDF) is fitted on: a dataset directory's train split, or only
-    ``rows`` of it (a cross-fit fold's training rows: the held-out rows' words must not shape the features)."""
-    texts = Dataset(data, "train", verify=False).texts()
+    ``rows`` of it (a cross-fit fold's training rows: the held-out rows' words must not shape the features).
+    ``cache``: how a remote dataset is cached (``CacheOptions``)."""
+    texts = Dataset(data, "train", verify=False, cache=cache).texts()
     return texts if rows is None else [texts[i] for i in rows]
 
 

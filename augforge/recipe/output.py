@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from augforge.checks import Checker
-from augforge.paths import URL_REFUSED, is_url
+from augforge.paths import is_url
+from augforge.storage.urls import parse_url, url_problem
 
 OUTPUT_FORMATS = ("png", "jpeg", "raw")
 OUTPUT_KEYS = ("dir", "format", "quality", "shard_rows", "shard_mb")
@@ -24,15 +25,23 @@ class OutputSpec:
     shard_mb: float | None = None
 
 
+def store_url(c: Checker, text: str, key: str) -> str:
+    """An ``s3://`` URL at recipe key ``key``, in its canonical spelling; what ``url_problem`` finds is a
+    RecipeError naming the key."""
+    problem = url_problem(text)
+    if problem:
+        c.fail(key, f"{text}: {problem}")
+    return str(parse_url(text, key.replace(".", "_")))
+
+
 def parse_output(c: Checker, value, base: Path) -> OutputSpec:
-    """The ``output:`` mapping, checked; ``dir`` is taken from ``base`` (the recipe's folder)."""
+    """The ``output:`` mapping, checked; a local ``dir`` is taken from ``base`` (the recipe's folder), an
+    ``s3://`` URL as it is."""
     raw = c.mapping(value, "output", OUTPUT_KEYS)
     out = {}
     if raw.get("dir") is not None:
         text = c.text(raw["dir"], "output.dir")
-        if is_url(text):
-            c.fail("output.dir", f"{text} {URL_REFUSED}")
-        out["dir"] = os.path.normpath(base / text)
+        out["dir"] = store_url(c, text, "output.dir") if is_url(text) else os.path.normpath(base / text)
     if "format" in raw:
         out["format"] = c.choice(raw["format"], "output.format", OUTPUT_FORMATS)
     if "quality" in raw:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from augforge.checks import Checker, show_value
 from augforge.datasets.sources.table import TABLE_SUFFIXES
-from augforge.paths import URL_REFUSED, is_url
+from augforge.paths import is_url
+from augforge.recipe.output import store_url
 
 SOURCE_KEYS = ("path", "label_col", "text_col", "feature_cols", "id_col", "max_pixels", "test_split", "val_split",
                "imbalance", "imbalance_factor")
@@ -52,11 +53,10 @@ def parse_source(c: Checker, value, base: Path) -> SourceSpec:
     if "path" not in raw:
         c.fail("source.path", "missing; give an image folder, a table file, a dataset directory or 'digits'")
     path = c.text(raw["path"], "source.path")
-    if is_url(path):
-        c.fail("source.path", f"{path} {URL_REFUSED}")
-    relative = base / path
-    if not Path(path).is_absolute() and relative.exists():
-        path = os.path.normpath(relative)
+    if is_url(path):  # a table or a dataset in an object store
+        path = store_url(c, path, "source.path")
+    elif not Path(path).is_absolute() and (base / path).exists():
+        path = os.path.normpath(base / path)
     opt = {k: c.text(raw[k], f"source.{k}") for k in ("label_col", "text_col", "id_col") if raw.get(k) is not None}
     if raw.get("feature_cols") is not None:
         cols = raw["feature_cols"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from augforge.datasets.manifest import is_dataset_dir
+from augforge.datasets.manifest import MANIFEST, is_dataset_dir
+from augforge.datasets.remote import fetch_file
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.sources.dataset import DatasetSource
 from augforge.datasets.sources.digits import DigitsSource
 from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, ImageFolderSource
 from augforge.datasets.sources.table import TABLE_SUFFIXES, TableSource
 from augforge.errors import AugforgeError, OptionError
-from augforge.paths import local_path
+from augforge.storage.objects import ObjectStore
+from augforge.storage.urls import parse_url, remote
 
 #: Samples shipped with installed packages, usable by name.
 BUNDLED = {"digits": DigitsSource}
@@ -33,10 +35,10 @@ def open_source(
     table files only; ``max_pixels`` to image folders only. Giving one to another kind of
     source is an error, since it would silently do nothing.
     """
-    path = Path(spec)
     table_opts = {"label_col": label_col, "text_col": text_col, "feature_cols": feature_cols, "id_col": id_col}
-
-    local_path(spec, "source")
+    if remote(spec):
+        return _remote_source(str(spec), table_opts, max_pixels)
+    path = Path(spec)
 
     def refuse(options: dict, kind: str) -> None:
         given = [name for name, value in options.items() if value]
@@ -64,6 +66,28 @@ def open_source(
     raise AugforgeError(
         f"{spec}: no such file or directory (bundled samples: {', '.join(sorted(BUNDLED))})"
     )
+
+
+def _remote_source(url: str, table_opts: dict, max_pixels) -> Source:
+    """A source at an ``s3://`` URL: a dataset (a prefix with a manifest), read through the shard cache, or a
+    table file, downloaded into the cache; an image folder is read locally only."""
+    parsed = parse_url(url, "source")
+    if any(parsed.prefix.lower().endswith(suffix) for suffix in TABLE_SUFFIXES):
+        if max_pixels:
+            raise OptionError("{max_pixels} does not apply to the table {spec}", spec=url)
+        source = TableSource(fetch_file(url), label_col=table_opts["label_col"] or "label",
+                             text_col=table_opts["text_col"], feature_cols=table_opts["feature_cols"],
+                             id_col=table_opts["id_col"])
+        source.location = url
+        return source
+    given = [name for name, value in {**table_opts, "max_pixels": max_pixels}.items() if value]
+    if given:
+        raise OptionError(", ".join(f"{{{name}}}" for name in given) + " do(es) not apply to the dataset {spec}",
+                          spec=url)
+    if ObjectStore(parsed).head(MANIFEST) is None:
+        raise AugforgeError(f"{url}: neither an augforge dataset (no {MANIFEST}) nor a table "
+                            f"({'/'.join(TABLE_SUFFIXES)}); image folders are read from local paths only")
+    return DatasetSource(url)
 
 
 __all__ = ["BUNDLED", "DatasetSource", "DigitsSource", "ImageFolderSource", "Problem", "Source", "TableSource",
