@@ -117,14 +117,25 @@ def local_images(tmp_path_factory, images_recipe):
     return out
 
 
-def test_an_image_build_on_ray_is_byte_identical_to_the_local_one(tmp_path, local_images, images_recipe, capsys):
-    """2 workers, through the CLI: the shards and the manifest are the local engine's bytes (1 worker: the
-    resumed build of the kill -9 test)."""
-    out = tmp_path / "ray2"
-    assert main(["build", str(images_recipe), "--engine", "ray", "--workers", "2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert f"Ray: {_units(local_images)} units of work on 1 node(s)" in printed
-    _same_bytes(local_images, out)
+def test_an_image_build_on_ray_to_s3_is_byte_identical_to_the_local_one(local_images, images_recipe, capsys):
+    """2 workers, through the CLI, straight to an S3 endpoint (moto's server on 127.0.0.1): the objects are the
+    local engine's files, byte for byte (1 worker: the resumed build of the kill -9 test; Ray to a local
+    directory: the tests below)."""
+    from augforge.storage import ObjectStore, parse_url
+    from s3_server import S3Server
+
+    server = S3Server()
+    before = server.activate()
+    try:
+        url = f"s3://{server.bucket()}/digits"
+        assert main(["build", str(images_recipe), "--engine", "ray", "--workers", "2", "--out", url]) == 0
+        printed = capsys.readouterr().out
+        assert f"Ray: {_units(local_images)} units of work on 1 node(s)" in printed and f"to {url}" in printed
+        store = ObjectStore(parse_url(url))
+        assert {name: store.get(name) for name in store.names()} == _files(local_images)
+    finally:
+        server.stop()
+        server.deactivate(before)
 
 
 def test_a_text_build_on_ray_is_byte_identical_to_the_local_one(tmp_path, text_csv):

@@ -115,3 +115,82 @@ def test_bad_settings_are_refused_in_one_line(settings_, message):
         RowOrder(**{"n": 10, "batch_size": 4, **settings_})
     with pytest.raises(AugforgeError, match="row position 10 is outside 0..9"):
         checked_rows([1, 10], 10, "here")
+
+
+def _segment(order: RowOrder, epoch: int, start: int, batches: int | None) -> tuple[list[np.ndarray], int]:
+    """What all ranks of ``order`` consume of ``epoch`` from global row ``start``: each rank's first ``batches``
+    batches (all where None); and the rows each rank took."""
+    from dataclasses import replace
+
+    taken, rows = [], 0
+    for rank in range(order.world_size):
+        cut = order.batches(replace(order, rank=rank).epoch_rows(epoch, start))
+        part = cut if batches is None else cut[:batches]
+        taken += part
+        rows = sum(len(b) for b in part)
+    return taken, rows
+
+
+KINDS = ("shuffle", "balanced", "block", "rows", "bootstrap")
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(2, 250), world=st.sampled_from([1, 2, 3, 4, 8]), resumed_on=st.sampled_from([1, 2, 3, 4, 8]),
+       batch=st.integers(1, 16), last=st.sampled_from(LAST), kind=st.sampled_from(KINDS), seed=st.integers(0, 999),
+       epoch=st.integers(0, 9), stop=st.floats(0.0, 0.99))
+def test_an_epoch_stopped_on_one_world_size_and_resumed_on_another_sees_every_row_once(
+        n, world, resumed_on, batch, last, kind, seed, epoch, stop):
+    """Ranks consume the interleaved global order, so together they always hold a prefix of it: resumed from
+    the rows consumed (``consumed``) on any world size, every row of the epoch comes exactly once, but for
+    the padding each segment needs for equal shares (``keep``: at most one row per rank; ``pad``: and the last
+    batch's) or the rows ``drop`` leaves out (fewer than a rank and a batch per rank)."""
+    from dataclasses import replace
+
+    from augforge.pipelines.order import consumed
+
+    labels = np.random.default_rng(seed).integers(0, 3, n)
+    extra = {"shuffle": {}, "balanced": {"sampler": "balanced", "labels": labels},
+             "block": {"shards": np.arange(n) // 7, "block": 2}, "rows": {"rows": np.arange(0, n, 2)},
+             "bootstrap": {"bootstrap": seed}}[kind]
+    before = RowOrder(n, batch, seed=seed, last=last, world_size=world, **extra)
+    after = replace(before, world_size=resumed_on)
+    whole = before.global_order(epoch)
+    assert np.array_equal(whole, after.global_order(epoch))  # the order does not depend on the world size
+    per_rank = len(before.batches(before.epoch_rows(epoch)))
+    k = int(stop * per_rank)
+    if k == per_rank:
+        k -= 1
+    first, taken = _segment(before, epoch, 0, k)
+    samples = consumed(taken, len(whole), world)
+    second, _ = _segment(after, epoch, samples, None)
+    seen = np.concatenate(first + second) if first + second else np.zeros(0, np.int64)
+    expected = np.bincount(whole, minlength=n)
+    counts = np.bincount(seen, minlength=n)
+    if last == "drop":
+        assert np.all(counts <= expected)
+        assert expected.sum() - counts.sum() < resumed_on + resumed_on * batch
+    else:
+        assert np.all(counts >= expected)
+        padding = counts.sum() - expected.sum()
+        assert padding <= (resumed_on - 1) + (resumed_on * (batch - 1) if last == "pad" else 0)
+    assert np.array_equal(np.sort(np.concatenate(first)) if first else np.zeros(0, np.int64),
+                          np.sort(whole[:samples]))  # what was consumed is exactly a prefix of the order
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=1, max_size=12), block=st.integers(1, 5),
+       seed=st.integers(0, 999), epoch=st.integers(0, 5))
+def test_a_block_shuffle_keeps_each_block_of_shards_together(sizes, block, seed, epoch):
+    """Every position once; the order walks blocks of ``block`` shards, never coming back to a shard of an
+    earlier block; a rerun is the same, another epoch another order."""
+    from augforge.pipelines.order import block_order
+
+    shards = np.repeat(np.arange(len(sizes)), sizes)
+    order = block_order(shards, seed, epoch, block)
+    assert np.array_equal(np.sort(order), np.arange(len(shards)))
+    assert np.array_equal(order, block_order(shards, seed, epoch, block))
+    visited = shards[order]
+    first_seen = visited[np.sort(np.unique(visited, return_index=True)[1])]
+    blocks = [set(first_seen[i:i + block].tolist()) for i in range(0, len(first_seen), block)]
+    position_block = {s: b for b, members in enumerate(blocks) for s in members}
+    assert np.all(np.diff([position_block[s] for s in visited]) >= 0)  # block by block

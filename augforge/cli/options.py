@@ -56,7 +56,7 @@ def add_engine_options(p: argparse.ArgumentParser, workers_help: str) -> None:
 
 def add_recipe_data_options(p) -> None:
     """The arguments of the commands that build or reuse a recipe's dataset: --data and --rebuild."""
-    p.add_argument("--data", help="the dataset directory (default: the recipe's output.dir)")
+    p.add_argument("--data", help="the dataset directory or s3:// URL (default: the recipe's output.dir)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the dataset when it was built from another recipe")
 
 
@@ -143,6 +143,24 @@ def input_size(text: str) -> tuple[int, ...]:
     if not size or min(size) < 1:
         raise AugforgeError(f"--input-size {text!r}: sizes must be positive")
     return size
+
+
+def add_stream_options(p) -> None:
+    """The arguments that say how a dataset at an s3:// URL is streamed: its local cache and shuffle block."""
+    g = p.add_argument_group("streaming from s3:// (docs/storage.md)")
+    g.add_argument("--cache-dir", help="where remote shards are cached (default: $AUGFORGE_CACHE/datasets)")
+    g.add_argument("--cache-limit", metavar="SIZE", help="most bytes the cache holds, e.g. 20GB (default: no limit)")
+    g.add_argument("--predownload", type=int, default=2, metavar="N", help="shards fetched ahead of the reader")
+    g.add_argument("--shuffle-block", type=int, metavar="N",
+                   help="shuffle N shards at a time (what lets a cache smaller than the split serve a shuffled "
+                        "epoch); default: one shuffle over the whole split")
+
+
+def stream_options(args):
+    """``StreamOptions`` from ``add_stream_options``' arguments."""
+    from augforge.pipelines.loader_options import StreamOptions
+
+    return StreamOptions(args.cache_dir, args.cache_limit, args.predownload, args.shuffle_block)
 
 
 def print_written(out, result, target) -> None:

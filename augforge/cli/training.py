@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from augforge.cli.options import add_recipe_data_options
+from augforge.cli.options import add_recipe_data_options, add_stream_options, stream_options
 
 
 
@@ -29,7 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            rebuild=args.rebuild,
                            workers=args.workers, threads=args.threads, log=lambda text: print(text, flush=True),
                            show_progress=sys.stderr.isatty(), resume_changed=args.resume_changed,
-                           profile=args.profile_steps if args.profile else None)
+                           profile=args.profile_steps if args.profile else None, stream=stream_options(args))
     if not summary:  # a DDP worker other than rank 0: the first process reports
         return 0
     if "accuracy" in summary:
@@ -49,6 +49,7 @@ def add_train(sub) -> None:
     p.add_argument("--run-dir", help="where metrics.jsonl, checkpoints/ and summary.json go "
                                      "(default: build/runs/<recipe name>)")
     add_recipe_data_options(p)
+    add_stream_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--resume-changed", action="store_true",
                    help="with --resume: continue even though the train section changed since the checkpoint")

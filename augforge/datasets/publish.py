@@ -28,7 +28,7 @@ from augforge.datasets.writer import COMMITTED, OtherDataset
 from augforge.errors import AugforgeError, OptionError
 from augforge.storage.cache import cache_root
 from augforge.storage.lock import LOCK, StoreLock
-from augforge.storage.objects import ObjectStore
+from augforge.storage.objects import ObjectStore, StoreError
 from augforge.storage.urls import StoreURL, parse_url, remote
 
 #: the object metadata key that holds a shard's checksum
@@ -67,13 +67,19 @@ def remote_output(out, overwrite: bool = False, option: str = "out") -> Iterator
         _publish(store, lock, staging)
     except BaseException as exc:
         if not (staging / PROGRESS).is_file() and not (staging / MANIFEST).is_file():  # a fresh job that failed
-            for name in [*uploaded, PROGRESS]:
-                store.delete(name)
+            try:
+                for name in [*uploaded, PROGRESS]:
+                    store.delete(name)
+            except StoreError:  # the store is out of reach: what it holds stays resumable (its journal lists it)
+                pass
         if isinstance(exc, AugforgeError):
             raise _renamed(exc, staging, url) from None
         raise
     finally:
-        lock.release()
+        try:
+            lock.release()
+        except StoreError:  # out of reach: the lock expires by itself
+            pass
     shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -52,6 +52,7 @@ class RemoteShards:
         self.cache = FileCache(base / self.url.slug(), parse_size(self.options.cache_limit))
         self.root = self.cache.root
         if self.store.head(MANIFEST) is None:
+            self.store.check_bucket()
             raise AugforgeError(f"{self.url}: not an augforge dataset (no {MANIFEST}; a build still running or "
                                 "killed writes it last)")
         write_bytes(self.root / MANIFEST, self.store.get(MANIFEST))

@@ -88,6 +88,27 @@ class LoaderOptions:
         return self.split == "train" if self.augment is None else bool(self.augment)
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a run streams a dataset at an ``s3://`` URL (the loader options of the same names): the local
+    cache (``cache_dir``, ``cache_limit``, ``predownload``) and ``shuffle_block``."""
+
+    cache_dir: str | None = None
+    cache_limit: int | str | None = None
+    predownload: int = 2
+    shuffle_block: int | None = None
+
+    @property
+    def cache(self) -> CacheOptions:
+        """The cache part."""
+        return CacheOptions(self.cache_dir, self.cache_limit, self.predownload)
+
+    def loader_options(self, shuffled: bool = True) -> dict:
+        """``open_loader``'s keyword arguments for these (``shuffle_block`` only for a shuffled loader)."""
+        out = {"cache_dir": self.cache_dir, "cache_limit": self.cache_limit, "predownload": self.predownload}
+        return {**out, "shuffle_block": self.shuffle_block} if shuffled else out
+
+
 def loader_parts(dataset_dir: str | Path, batch_size: int, options: LoaderOptions) -> dict:
     """The parts of a loader over ``dataset_dir`` (``Loader``'s keyword arguments): reader, order, augmenter,
     collation, and how the rows are read (``prefetch``, ``reader_workers``)."""

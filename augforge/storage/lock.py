@@ -1,7 +1,7 @@
 """One writer per prefix: a lock object (``.augforge.lock``) holding its owner and an expiry, created with a
 conditional put (S3's ``If-None-Match: *``), renewed with ``If-Match`` while the job runs, deleted at its end.
 A second writer is refused in one line naming the owner and when the lock expires; a lock left by a killed job
-is taken over once it has expired."""
+is taken over once it has expired, or at once on the host that wrote it when its process is gone."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ LOCK = ".augforge.lock"
 #: seconds a lock lasts without renewal (a killed job's prefix is free again after this)
 TTL_ENV = "AUGFORGE_STORE_LOCK_TTL"
 DEFAULT_TTL = 900.0
+#: owners of the locks this process holds now
+_HELD: set[str] = set()
 
 
 class StoreLock:
@@ -45,7 +47,7 @@ class StoreLock:
             except (AugforgeError, ValueError):
                 state = {}
             expires = float(state.get("expires", 0) or 0)
-            if held and expires > time.time():
+            if held and expires > time.time() and not _abandoned(str(state.get("owner", ""))):
                 when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
                 raise AugforgeError(f"{self.store.url}: another job is writing here ({state.get('owner', '?')}, "
                                     f"its lock expires {when}); wait for it or write elsewhere")
@@ -55,6 +57,7 @@ class StoreLock:
                 raise AugforgeError(f"{self.store.url}: another job took over the expired lock first; "
                                     "wait for it or write elsewhere")
         self._e_tag, self._renewed = e_tag, time.monotonic()
+        _HELD.add(self.owner)
 
     def renew(self, every: float | None = None) -> None:
         """Push the expiry forward (at most once per ``every`` seconds, a tenth of the TTL by default); a lock
@@ -69,12 +72,13 @@ class StoreLock:
 
     def release(self) -> None:
         """Delete the lock if it is still ours."""
-        if self._e_tag is None:
+        mine, self._e_tag = self._e_tag, None
+        if mine is None:
             return
+        _HELD.discard(self.owner)  # first: a store out of reach leaves a lock that this host can take over
         held = self.store.head(LOCK)
-        if held and held["e_tag"] == self._e_tag:
+        if held and held["e_tag"] == mine:
             self.store.delete(LOCK)
-        self._e_tag = None
 
     def __enter__(self) -> "StoreLock":
         self.acquire()
@@ -82,3 +86,21 @@ class StoreLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _abandoned(owner: str) -> bool:
+    """Whether a lock of ``owner`` (``host:pid:tag``) was left by a process of this host that is gone, or by
+    this process in a job that has ended: then nobody writes under it, whatever its expiry says."""
+    host, _, rest = owner.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return owner not in _HELD
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False

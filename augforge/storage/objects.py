@@ -94,6 +94,14 @@ class ObjectStore:
             return {"size": int(meta["size"]), "e_tag": meta.get("e_tag"),
                     "metadata": {k: v for k, v in result.attributes.items() if not k[:1].isupper()}}
 
+    def check_bucket(self) -> None:
+        """Raise the one-line StoreError when the bucket does not exist (or cannot be reached or read): a HEAD
+        of a missing object cannot tell a missing bucket from a missing object, a listing can."""
+        import obstore
+
+        with self._errors(""):
+            next(iter(obstore.list(self._store, prefix=self.url.prefix or None, chunk_size=1)), None)
+
     def names(self, under: str = "") -> list[str]:
         """Names (relative to the prefix) of the objects under ``under``, sorted."""
         import obstore
@@ -158,7 +166,7 @@ class _Translated:
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None or isinstance(exc, AugforgeError) or not isinstance(exc, Exception):
             return False
-        where = f"{self.url.scheme}://{self.url.bucket}/{self.url.key(self.name)}"
+        where = self.url.child(self.name) if self.name.strip("/") else self.url
         raise StoreError(f"{where}: {why(exc)}") from None
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from augforge.datasets.writer import OtherDataset
 from augforge.device import Device
 from augforge.errors import AugforgeError
+from augforge.paths import is_url
 from augforge.pipelines.build import build
+from augforge.pipelines.loader_options import StreamOptions
 from augforge.pipelines.stream import open_loader
 from augforge.pipelines.text_encoding import fitting_texts, lengths_summary, text_encoder_for
 from augforge.recipe import Recipe
@@ -22,29 +24,33 @@ def ensure_dataset(recipe: Recipe, data: Path, rebuild: bool, workers: int, log)
         result = build(recipe, data, workers=workers, overwrite=rebuild)
     except OtherDataset as exc:  # train and lr-find replace it with --rebuild
         raise AugforgeError(exc.with_flag("--rebuild")) from None
-    log(f"data: {os.path.normpath(data)} ({'reused' if result.write.up_to_date else 'built'}, "
+    log(f"data: {data if is_url(data) else os.path.normpath(data)} ({'reused' if result.write.up_to_date else 'built'}, "
         f"{result.write.manifest['num_rows']:,} rows)")
     for warning in result.write.manifest.get("warnings") or []:
         log(f"warning: {warning}")
     return result.write.manifest
 
 
-def open_loaders(recipe: Recipe, data: Path, manifest: dict, device: Device, train_rows=None):
+def open_loaders(recipe: Recipe, data, manifest: dict, device: Device, train_rows=None,
+                 stream: StreamOptions | None = None):
     """(train, val, test) loaders of a built dataset: the train loader runs the recipe's training ops
     (``Recipe.train_ops``), mixing and its sampler; val and test (None where the data has no such split)
     only the deterministic part, in storage order, on every row. Text splits share one encoder, made for
     the recipe's model (``text_encoder_for``) and fitted on the rows it trains on (``fitting_texts``).
-    ``train_rows``: the train positions to train on (a cross-fit's training folds); all by default."""
+    ``train_rows``: the train positions to train on (a cross-fit's training folds); all by default. ``stream``:
+    how a dataset at a URL is cached and shuffled."""
+    stream = stream or StreamOptions()
     run = recipe.run
     ops = recipe.train_ops or None
     text = None
     if manifest.get("payload") == "text":  # train.text for the run's model, fitted on the rows it trains on
-        text = text_encoder_for(run.text, run.model, run.model_options, lambda: fitting_texts(data, train_rows))
+        text = text_encoder_for(run.text, run.model, run.model_options,
+                                lambda: fitting_texts(data, train_rows, stream.cache))
     loader = open_loader(data, run.batch_size, ops=ops, seed=run.seed, mix=run.mix(), device=device, text=text,
                          bootstrap=run.bootstrap, sampler=run.sampler,
-                         balanced_from=deferred_sampling(recipe.train), rows=train_rows)
+                         balanced_from=deferred_sampling(recipe.train), rows=train_rows, **stream.loader_options())
     whole = {"rank": 0, "world_size": 1, "shuffle": False, "ops": ops, "augment": False, "device": device,
-             "text": loader.encoder}
+             "text": loader.encoder, **stream.loader_options(shuffled=False)}
     val = open_loader(data, 256, split="val", **whole) if "val" in manifest["counts"] else None
     test = open_loader(data, 256, split="test", **whole) if "test" in manifest["counts"] else None
     return loader, val, test

@@ -27,11 +27,14 @@ import torch
 
 from augforge.atomic import atomic_path, write_json
 from augforge.checks import options_of
-from augforge.datasets.manifest import read_manifest
+from augforge.datasets.publish import output_location
+from augforge.datasets.reader import Dataset
 from augforge.device import Device, choose_device
 from augforge.errors import AugforgeError, OptionError
 from augforge.paths import local_path
+from augforge.pipelines.loader_options import StreamOptions
 from augforge.recipe import Recipe
+from augforge.storage.urls import remote
 from augforge.recipe.train import METRICS, RunSpec, TrainConfig, with_training_rows
 from augforge.recipe.settings import training_settings
 from augforge.train.checkpoint import check_resume, load_checkpoint, restore_trainer, save_checkpoint
@@ -53,7 +56,8 @@ class RunOptions:
     ``show_progress`` (a bar rather than lines), ``profile`` (that many steps of the first epoch:
     ``augforge.train.profile``), ``on_epoch`` (called with each epoch's record after its checkpoint is written:
     ``augforge tune`` prunes there), ``train_rows`` (train on these positions of the train split only:
-    ``augforge crossfit``'s folds)."""
+    ``augforge crossfit``'s folds), ``stream`` (how a dataset at an ``s3://`` URL is streamed: ``StreamOptions``,
+    its cache and shuffle block)."""
 
     data: str | Path | None = None
     resume: bool = False
@@ -66,6 +70,7 @@ class RunOptions:
     profile: int | None = None
     on_epoch: Callable | None = None
     train_rows: object = None
+    stream: StreamOptions | None = None
 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, **options) -> dict:
@@ -97,19 +102,21 @@ class Run:
         self.lead = self.rank == 0  # only the first process builds, logs and writes
         self.log = options.log if self.lead else (lambda _: None)
         self.run_dir = Path(local_path(run_dir, "run_dir"))
-        self.data = Path(local_path(options.data, "data") or recipe.output.dir or self.run_dir / "data")
+        data = options.data or recipe.output.dir or self.run_dir / "data"
+        self.data = str(output_location(data, "data")) if remote(data) else Path(data)
         self.started = time.perf_counter()
 
     def open_data(self) -> None:
         """Build or reuse the dataset; open its loaders; the model's architecture, the input spec, the text
         statistics and the class counts that the long-tail options use."""
         recipe, config, run = self.recipe, self.config, self.spec_of_run
+        stream = self.options.stream or StreamOptions()
         manifest = _dataset_for_every_rank(recipe, self.data, self.options.rebuild, self.options.workers, self.log,
-                                           self.lead, self.world)
+                                           self.lead, self.world, stream)
         self.class_names = manifest["class_names"]
         torch.manual_seed(run.seed)
         self.loader, self.val, self.test = open_loaders(recipe, self.data, manifest, self.device,
-                                                        self.options.train_rows)
+                                                        self.options.train_rows, stream)
         self.config = config = with_training_rows(config, self.loader.size)
         self.arch = model_arch(run, manifest, config, self.loader.encoder)
         self.spec = self.loader.input_spec()
@@ -250,7 +257,7 @@ class Run:
         cross-fit rows, text statistics, profile and decoupling where they apply."""
         summary = {"wall_s": time.perf_counter() - self.started, "input_bound": self.loader.stats()["wait_fraction"],
                    "epochs": self.trainer.epoch, "model": self.spec_of_run.model, "device": str(self.device),
-                   "threads": self.threads, "data": os.path.abspath(self.data), "config": asdict(self.config)}
+                   "threads": self.threads, "data": self.data if remote(self.data) else os.path.abspath(self.data), "config": asdict(self.config)}
         if self.options.train_rows is not None:
             summary["train_rows"] = self.loader.size
         if self.texts is not None:
@@ -272,13 +279,13 @@ def _check_auto_tau(config, val) -> None:
                                 "source.val_split, or give tau as a number")
 
 
-def _dataset_for_every_rank(recipe: Recipe, data: Path, rebuild: bool, workers: int, log, lead: bool,
-                            world: int) -> dict:
+def _dataset_for_every_rank(recipe: Recipe, data, rebuild: bool, workers: int, log, lead: bool,
+                            world: int, stream: StreamOptions) -> dict:
     """The first process builds or reuses the data; the others wait for it and read its manifest."""
     manifest = ensure_dataset(recipe, data, rebuild, workers, log) if lead else None
     if world > 1:
         torch.distributed.barrier()  # the others wait for the data
-    return manifest if lead else read_manifest(data)
+    return manifest if lead else Dataset(data, "all", verify=False, cache=stream.cache).manifest
 
 
 def _make_trainer(config: TrainConfig, arch: dict, counts: list[int], steps_per_epoch: int,
