@@ -131,7 +131,7 @@ def _segment(order: RowOrder, epoch: int, start: int, batches: int | None) -> tu
     return taken, rows
 
 
-KINDS = ("shuffle", "balanced", "block", "rows", "bootstrap")
+KINDS = ("shuffle", "balanced", "deferred", "block", "rows", "bootstrap")
 
 
 @settings(max_examples=80, deadline=None)
@@ -143,13 +143,15 @@ def test_an_epoch_stopped_on_one_world_size_and_resumed_on_another_sees_every_ro
     """Ranks consume the interleaved global order, so together they always hold a prefix of it: resumed from
     the rows consumed (``consumed``) on any world size, every row of the epoch comes exactly once, but for
     the padding each segment needs for equal shares (``keep``: at most one row per rank; ``pad``: and the last
-    batch's) or the rows ``drop`` leaves out (fewer than a rank and a batch per rank)."""
+    batch's) or the rows ``drop`` leaves out (fewer than a rank and a batch per rank). Every sampler: the
+    permutation, class-balanced draws, deferred re-sampling (DRS), shard blocks, a fold's rows, a bootstrap."""
     from dataclasses import replace
 
     from augforge.pipelines.order import consumed
 
     labels = np.random.default_rng(seed).integers(0, 3, n)
     extra = {"shuffle": {}, "balanced": {"sampler": "balanced", "labels": labels},
+             "deferred": {"balanced_from": 5, "labels": labels},
              "block": {"shards": np.arange(n) // 7, "block": 2}, "rows": {"rows": np.arange(0, n, 2)},
              "bootstrap": {"bootstrap": seed}}[kind]
     before = RowOrder(n, batch, seed=seed, last=last, world_size=world, **extra)

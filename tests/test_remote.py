@@ -13,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -310,3 +309,25 @@ def test_train_builds_to_s3_and_streams_from_it_as_from_a_local_copy(s3, tmp_pat
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "remote" / "model.pt"), url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == remote_summary["accuracy"]
+
+
+def test_audit_reads_a_dataset_at_a_url(remote_digits, local_digits, capsys):
+    """The same findings from the store as from the local copy (near-duplicates on the digits' pixels)."""
+    results = []
+    for where in (remote_digits, str(local_digits)):
+        assert main(["audit", where, "--no-labels", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        results.append({key: report[key] for key in ("rows", "near_duplicates")})
+    assert results[0] == results[1] and results[0]["rows"] == 1797
+
+
+def test_balance_reads_a_dataset_at_a_url_and_writes_to_another(remote_digits, local_digits, tmp_path):
+    """`augforge balance s3://... s3://...` equals `augforge balance` on the local copy into a directory."""
+    out = remote_digits.replace("/digits", "/balanced")
+    assert main(["balance", remote_digits, out, "--strategy", "under", "-q"]) == 0
+    assert main(["balance", str(local_digits), str(tmp_path / "balanced"), "--strategy", "under", "-q"]) == 0
+    remote, local = objects(out), files(tmp_path / "balanced")
+    assert remote.keys() == local.keys() and all(remote[k] == local[k] for k in local if k != MANIFEST)
+    counts = json.loads(remote[MANIFEST])["counts"]["train"]
+    assert len(set(counts.values())) == 1  # under-sampled to the smallest class
+    assert json.loads(remote[MANIFEST])["source"]["location"] == remote_digits

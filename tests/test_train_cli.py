@@ -53,6 +53,10 @@ def test_train_writes_a_run_directory_and_evaluate_agrees(tmp_path, capsys):
     assert metrics["accuracy"] == pytest.approx(summary["accuracy"])
     assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data")]) == 1
     assert "pass --resume" in capsys.readouterr().err
+    state["loader"]["world_size"] = 4  # as if written by a 4-process run: its schedule counted other steps
+    torch.save(state, run / "checkpoints" / "last.pt")
+    assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data"), "--resume"]) == 1
+    assert "last.pt: written by a run on 4 process(es), resumed on 1; resume it on 4" in capsys.readouterr().err
 
 
 

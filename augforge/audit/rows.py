@@ -13,12 +13,12 @@ from PIL import Image
 
 from augforge.datasets import schema as S
 from augforge.datasets.ingest import ingest
-from augforge.datasets.manifest import MANIFEST, read_manifest
+from augforge.datasets.manifest import MANIFEST
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources import open_source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
 from augforge.errors import AugforgeError
-from augforge.paths import local_path
+from augforge.storage.urls import remote
 
 
 @dataclass
@@ -48,10 +48,10 @@ def _images(column: list, info: dict) -> list[np.ndarray]:
     return [np.asarray(Image.open(io.BytesIO(value))) for value in column]
 
 
-def read_dataset(root: Path, splits: list[str] | None = None, embed=None) -> AuditRows:
-    """Every row of the dataset directory's ``splits`` (default: all it has); ``embed`` (dataset directory,
-    split) -> embeddings of that split's rows in storage order, when given."""
-    manifest = read_manifest(root)
+def read_dataset(root, splits: list[str] | None = None, embed=None) -> AuditRows:
+    """Every row of the dataset directory's (or ``s3://`` URL's) ``splits`` (default: all it has); ``embed``
+    (dataset directory, split) -> embeddings of that split's rows in storage order, when given."""
+    manifest = Dataset(root, "all", verify=False).manifest
     present = [s for s in S.SPLITS if s in manifest["counts"]]
     chosen = splits or present
     for split in chosen:
@@ -88,10 +88,12 @@ def read_rows(path: str | Path, splits: list[str] | None = None, *, split_spec: 
     """The rows of a dataset directory, or of any source ``augforge ingest`` reads, split as ``split_spec``
     says (without one, all rows are in ``train``), read through a temporary dataset; ``embed``: as
     ``read_dataset`` takes it."""
-    path = Path(local_path(path, "source"))
-    if (path / MANIFEST).is_file():
+    path = str(path) if remote(path) else Path(path)
+    if not remote(path) and (path / MANIFEST).is_file():
         return read_dataset(path, splits, embed)
     source = open_source(str(path), **source_options)
+    if source.kind == "dataset":  # a dataset at an s3:// URL
+        return read_dataset(path, splits, embed)
     with tempfile.TemporaryDirectory(prefix="augforge-audit-") as tmp:
         ingest(source, Path(tmp) / "data", splits=split_spec, imbalance=imbalance, seed=seed)
         rows = read_dataset(Path(tmp) / "data", splits, embed)

@@ -149,6 +149,10 @@ class Run:
         if self.options.resume and last.is_file():
             state = load_checkpoint(last)
             check_resume(last, state, self.settings, self.options.resume_changed, self.log)
+            ranks = state["loader"].get("world_size", self.world)
+            if ranks != self.world:  # the schedule counts steps per epoch, which the world size sets
+                raise AugforgeError(f"{last}: written by a run on {ranks} process(es), resumed on {self.world}; "
+                                    f"resume it on {ranks} (the loader alone resumes on any world size)")
             restore_trainer(self.trainer, state)
             self.loader.load_state_dict(state["loader"])
             self.best = state.get("best")
