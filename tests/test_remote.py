@@ -285,7 +285,7 @@ def test_train_builds_to_s3_and_streams_from_it_as_from_a_local_copy(s3, tmp_pat
     recipe = {"seed": 0, "source": {"path": "digits", "test_split": 0.25}, "output": {"dir": url, "shard_rows": 400},
               "augment": {"copies": 1, "color": "gray", "image": [{"op": "pad", "padding": 1},
                                                                   {"op": "random_crop", "size": 8}]},
-              "train": {"model": "simple_cnn", "epochs": 2, "batch_size": 64, "lr": 0.003}}
+              "train": {"model": "simple_cnn", "epochs": 1, "batch_size": 64, "lr": 0.003}}
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     stream = ["--cache-dir", str(tmp_path / "cache"), "--cache-limit", "500KB", "--shuffle-block", "2",

@@ -55,8 +55,8 @@ def test_train_writes_a_run_directory_and_evaluate_agrees(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     state["loader"]["world_size"] = 4  # as if written by a 4-process run: its schedule counted other steps
     torch.save(state, run / "checkpoints" / "last.pt")
-    assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data"), "--resume"]) == 1
-    assert "last.pt: written by a run on 4 process(es), resumed on 1; resume it on 4" in capsys.readouterr().err
+    assert main(["train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data"), "--resume"]) == 0
+    assert "resumed on 1 process(es) a run of 4: each epoch is now" in capsys.readouterr().out
 
 
 
@@ -113,21 +113,39 @@ def test_lr_find_sweeps_suggests_and_plots(tmp_path, capsys):
     assert min(result.smoothed) < result.smoothed[0]
 
 
-def test_torchrun_ddp_with_two_cpu_processes(tmp_path):
+def test_torchrun_ddp_with_two_cpu_processes_streaming_from_s3(tmp_path):
+    """Two processes train from an s3:// dataset (moto's server on 127.0.0.1) that rank 0 builds there: both
+    ranks stream it through one shared cache that holds half the shards (a shard-block shuffle), each its
+    half of every epoch."""
+    from augforge.storage import ObjectStore, parse_url
+    from s3_server import S3Server
+
     data = {**RECIPE, "source": {"path": "digits", "test_split": 0.25, "imbalance": "longtail"},
+            "output": {"shard_rows": 200},  # about 40 KB a shard: the cache holds 3 of them
             "train": {"model": "simple_cnn", "epochs": 2, "batch_size": 64, "lr": 0.003, "swa_start": 1}}
     recipe = write(tmp_path, data)
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "augforge",
-                           "train", str(recipe), "--run-dir", str(run), "--data", str(tmp_path / "data")],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    server = S3Server()
+    before = server.activate()
+    try:
+        url = f"s3://{server.bucket()}/data"
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                               "augforge", "train", str(recipe), "--run-dir", str(run), "--data", url,
+                               "--cache-dir", str(tmp_path / "cache"), "--cache-limit", "150KB", "--shuffle-block",
+                               "2", "--predownload", "1"], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if "augforge" in line][:6]
+        manifest = json.loads(ObjectStore(parse_url(url)).get("manifest.json"))
+    finally:
+        server.stop()
+        server.deactivate(before)
     summary = json.loads((run / "summary.json").read_text())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["world_size"] == 2 for r in records)
-    train_rows = json.loads((tmp_path / "data" / "manifest.json").read_text())["counts"]["train"]
-    assert records[0]["rows"] == -(-sum(train_rows.values()) // 2)  # each rank saw its half of the epoch
-    assert summary["accuracy"] > 0.8
+    assert records[0]["rows"] == -(-sum(manifest["counts"]["train"].values()) // 2)  # each rank its half
+    assert summary["accuracy"] > 0.8 and summary["data"] == url
+    cached = [p for p in (tmp_path / "cache").rglob("*.arrow") if ".meta" not in p.parts]
+    assert 0 < sum(p.stat().st_size for p in cached) <= 150_000
 
 
 def test_early_stopping_and_the_data_cache(tmp_path, capsys):

@@ -182,3 +182,23 @@ def test_l2_penalty_and_gradient_clipping_do_what_they_say():
     trainer.optimizer_step([(x * 100, y)])
     moved = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(clipped.parameters(), reference.parameters())))
     assert float(moved) == pytest.approx(0.01, rel=1e-3)  # lr 1 x a gradient of norm 0.01
+
+
+def test_a_resume_on_another_world_size_continues_the_schedule_at_its_epoch():
+    """A run of 4 processes (8 steps an epoch) checkpointed after epoch 2, resumed on 1 process (32 steps an
+    epoch): the step count and the learning rate are those of the start of epoch 2 as the new run counts."""
+    config = TrainConfig(epochs=5, lr=0.1, schedule="cosine", warmup=0.1)
+    before = Trainer(mlp(), config, 8)
+    for _ in range(2 * 8):
+        before.optimizer.step()
+        before.scheduler.step()
+    before.step, before.epoch = 16, 2
+    after = Trainer(mlp(), config, 32)
+    after.optimizer.load_state_dict(before.optimizer.state_dict())
+    after.scheduler.load_state_dict(before.scheduler.state_dict())
+    after.step, after.epoch = before.step, before.epoch
+    after.continue_at_epoch_start()
+    assert after.step == 64 and after.scheduler.last_epoch == 64
+    expected = 0.1 * lr_factor("cosine", 64, 5 * 32, warmup=0.1)
+    assert after.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert expected == pytest.approx(0.1 * lr_factor("cosine", 16, 5 * 8, warmup=0.1), rel=0.02)  # same progress

@@ -21,6 +21,14 @@ def file_checksum(path: str | Path) -> str:
     return f"{ALGORITHM}:{hasher.hexdigest()}"
 
 
+def buffer_checksum(buffer) -> str:
+    """``"xxh3_128:<hex>"`` of a buffer (a memory-mapped shard: what a reader then holds, whatever happens to
+    the file)."""
+    hasher = xxhash.xxh3_128()
+    hasher.update(memoryview(buffer))
+    return f"{ALGORITHM}:{hasher.hexdigest()}"
+
+
 def verify_file(path: str | Path, expected_checksum: str, expected_bytes: int) -> str | None:
     """Why the file does not match its manifest entry, or None when it does."""
     path = Path(path)

@@ -97,6 +97,8 @@ def _mirror(store: ObjectStore, staging: Path, overwrite: bool) -> None:
         if not overwrite and any(name != LOCK for name in store.names()):
             raise AugforgeError(f"{store.url}: holds objects that are not an augforge dataset; choose an empty "
                                 "prefix")
+        shutil.rmtree(staging)  # what an earlier job left here belongs to nothing the store holds
+        staging.mkdir(parents=True)
         return
     journal = json.loads(store.get(PROGRESS))
     for entry in journal.get("shards", []):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from augforge.datasets import schema as S
-from augforge.datasets.checksums import verify_file
+from augforge.datasets.checksums import buffer_checksum, verify_file
 from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
 from augforge.datasets.remote import CacheOptions, RemoteShards
 from augforge.errors import AugforgeError
@@ -113,11 +113,11 @@ class Dataset:
                 self._tables.move_to_end(index)
                 self.remote.touch(self.manifest["shards"][index])
         if table is None:
-            if self.verify_checksums:
+            if self.verify_checksums and not self.remote:
                 self._check(index)
-            path = self._shard_path(index)
+            path, source = self._remote_map(index) if self.remote else (self._shard_path(index), None)
             try:
-                table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+                table = pa.ipc.open_file(source if source is not None else pa.memory_map(str(path), "r")).read_all()
             except (OSError, pa.ArrowInvalid) as exc:
                 raise AugforgeError(f"{path}: cannot be read as an Arrow shard ({exc}); rebuild the dataset") from None
             if table.num_rows != self._shard_rows[index]:
@@ -129,6 +129,29 @@ class Dataset:
             if self._max_open is not None and len(self._tables) > self._max_open:
                 self._tables.popitem(last=False)  # unmapped: the cache may evict its file
         return table
+
+    def _remote_map(self, index: int) -> tuple[Path, pa.Buffer]:
+        """A remote shard's cached file, mapped (once mapped, the cache may evict the file: the pages stay),
+        checked against its checksum here when ``verify`` (it was on arrival, too). A file another process
+        evicted between its fetch and its mapping is fetched again."""
+        entry = self.manifest["shards"][index]
+        for _ in range(3):
+            path = self.remote.fetch(entry)
+            try:
+                with pa.memory_map(str(path), "r") as mapped:
+                    buffer = mapped.read_buffer()
+                break
+            except FileNotFoundError:
+                continue
+        else:
+            raise AugforgeError(f"{path}: evicted from the cache three times before it could be read; raise "
+                                "cache_limit (the ranks sharing it need their shards at once)")
+        if self.verify_checksums and index not in self._verified:
+            if buffer_checksum(buffer) != entry["checksum"]:
+                raise AugforgeError(f"{path}: checksum mismatch with the manifest; the cached shard is damaged, "
+                                    "delete it and read again")
+            self._verified.add(index)
+        return path, buffer
 
     def _meta(self, index: int) -> pa.Table:
         """Shard ``index``'s label and split columns (a remote shard's from the cache's small copy of them)."""

@@ -4,7 +4,8 @@ locks that let the ranks of one node share it (one download per file; a rank wai
 then uses it).
 
 A killed process leaves at most a temporary file, never a file under a final name; the next ``fetch`` of that
-file removes it. Files are verified on arrival by the caller's ``verify`` (a checksum against the manifest);
+file removes it. A download reserves its whole size when it starts (the size is part of its temporary name), so
+concurrent downloads, from threads or from the ranks of a node, never take the cache past its limit. Files are verified on arrival by the caller's ``verify`` (a checksum against the manifest);
 a mismatch removes the download and raises naming the object.
 """
 
@@ -14,11 +15,12 @@ import fcntl
 import os
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from augforge.atomic import TMP_PREFIX, atomic_path
+from augforge.atomic import TMP_PREFIX
 from augforge.errors import AugforgeError, OptionError
 
 #: the default cache root (``$AUGFORGE_CACHE``, else ``~/.cache/augforge``)
@@ -86,36 +88,50 @@ class FileCache:
             if self.touch(final):  # another rank downloaded it while this one waited
                 return final
             self._remove_stale(final)
-            self.make_room(size, keep=final)
-            with atomic_path(final) as tmp:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.parent / f"{TMP_PREFIX}{final.name}.{size}.{uuid.uuid4().hex[:8]}"
+            with self._locked("cache.lock"):  # room made and reserved at once: the reservation is the name
+                self._evict(size, keep=final)
+                tmp.touch()
+            try:
                 download(tmp)
                 problem = verify(tmp)
                 if problem:
                     raise AugforgeError(f"{where or name}: {problem}; the object in the store is damaged "
                                         "(nothing was cached): rebuild or re-upload the dataset")
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
             with self._count:
                 self.downloaded.append(name)
         return final
 
     def make_room(self, need: int, keep: Path | None = None) -> None:
         """Evict least recently used files until ``need`` more bytes fit under the limit."""
+        with self._locked("cache.lock"):
+            self._evict(need, keep)
+
+    def _evict(self, need: int, keep: Path | None = None) -> None:
+        """``make_room`` with the cache lock held."""
         if self.limit is None:
             return
-        with self._locked("cache.lock"):
-            files = sorted(self._files(), key=lambda entry: entry[2])  # oldest use first
-            used = sum(size for _, size, _ in files)
-            for path, size, _ in files:
-                if used + need <= self.limit:
-                    break
-                if path == keep or path.name.startswith(TMP_PREFIX):
-                    continue
-                path.unlink(missing_ok=True)  # a reader holding it mapped keeps its pages until it lets go
-                used -= size
-                with self._count:
-                    self.evictions += 1
+        files = sorted(self._files(), key=lambda entry: entry[2])  # oldest use first
+        used = sum(size for _, size, _ in files)
+        for path, size, _ in files:
+            if used + need <= self.limit:
+                break
+            if path == keep or path.name.startswith(TMP_PREFIX):
+                continue
+            path.unlink(missing_ok=True)  # a reader holding it mapped keeps its pages until it lets go
+            used -= size
+            with self._count:
+                self.evictions += 1
 
     def _files(self) -> list[tuple[Path, int, float]]:
-        """(path, size, last use) of every file in the cache but the locks and the derived files."""
+        """(path, size, last use) of every file in the cache but the locks and the derived files; a download
+        under way counts the whole size it reserved (carried in its temporary name)."""
         out = []
         for directory, dirs, files in os.walk(self.root):
             dirs[:] = [d for d in dirs if d not in (LOCKS, META)]
@@ -125,7 +141,11 @@ class FileCache:
                     stat = path.stat()
                 except FileNotFoundError:
                     continue
-                out.append((path, stat.st_size, stat.st_mtime))
+                size = stat.st_size
+                if name.startswith(TMP_PREFIX):
+                    reserved = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else ""
+                    size = max(size, int(reserved)) if reserved.isdigit() else size
+                out.append((path, size, stat.st_mtime))
         return out
 
     @staticmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -85,6 +86,15 @@ class Trainer:
         self.step, self.epoch, self.skipped = 0, 0, 0
         self.snapshots = 0
         self.last_loss = float("nan")
+
+    def continue_at_epoch_start(self) -> None:
+        """After a resume on another world size (another number of steps per epoch): the step count and the
+        learning-rate schedule put at the start of the current epoch as this run counts its steps."""
+        self.step = self.epoch * self.steps_per_epoch
+        self.scheduler.last_epoch = self.step - 1
+        with warnings.catch_warnings():  # no optimizer step yet in this process: the schedule is only set
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
 
     # -- one optimizer step ----------------------------------------------------------------------------
 

@@ -149,11 +149,13 @@ class Run:
         if self.options.resume and last.is_file():
             state = load_checkpoint(last)
             check_resume(last, state, self.settings, self.options.resume_changed, self.log)
-            ranks = state["loader"].get("world_size", self.world)
-            if ranks != self.world:  # the schedule counts steps per epoch, which the world size sets
-                raise AugforgeError(f"{last}: written by a run on {ranks} process(es), resumed on {self.world}; "
-                                    f"resume it on {ranks} (the loader alone resumes on any world size)")
             restore_trainer(self.trainer, state)
+            ranks = state["loader"].get("world_size", self.world)
+            if ranks != self.world:  # another number of steps per epoch: the schedule continues at this epoch
+                self.trainer.continue_at_epoch_start()
+                self.log(f"resumed on {self.world} process(es) a run of {ranks}: each epoch is now "
+                         f"{self.trainer.steps_per_epoch} steps of a global batch of "
+                         f"{self.spec_of_run.batch_size * self.world * self.config.accumulate} rows")
             self.loader.load_state_dict(state["loader"])
             self.best = state.get("best")
             self.spec = state.get("input", self.spec)
