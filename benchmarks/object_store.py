@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.machinery
-import io
 import os
 import shutil
 import sys
@@ -132,7 +131,7 @@ def main() -> None:
         print(f"checksum verification alone: {checksums * 1000:.1f} ms for {total / 1e6:.1f} MB "
               f"({total / 1e9 / checksums:.1f} GB/s, from the page cache)")
         base = local_plain
-        print(f"\n| reader | pass | rows/s | MB/s | vs local disk |\n| --- | --- | --- | --- | --- |")
+        print("\n| reader | pass | rows/s | MB/s | vs local disk |\n| --- | --- | --- | --- | --- |")
         for name, seconds in results:
             print(f"| {name} | {seconds:.3f} s | {args.rows / seconds:,.0f} | {nbytes / 1e6 / seconds:.0f} | "
                   f"{seconds / base:.2f}x |")
