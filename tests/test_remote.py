@@ -331,3 +331,36 @@ def test_balance_reads_a_dataset_at_a_url_and_writes_to_another(remote_digits, l
     counts = json.loads(remote[MANIFEST])["counts"]["train"]
     assert len(set(counts.values())) == 1  # under-sampled to the smallest class
     assert json.loads(remote[MANIFEST])["source"]["location"] == remote_digits
+
+
+def test_dali_reader_processes_read_a_remote_dataset_through_the_shared_cache(remote_digits, local_digits, tmp_path):
+    """`reader_workers=1`: DALI's reader process reopens the dataset by its URL with the same cache options and
+    gives the local loader's batches, pixel for pixel; the cache stays under its limit."""
+    limit = 4 * max(s["bytes"] for s in json.loads((local_digits / MANIFEST).read_text())["shards"])
+    options = dict(seed=2, shuffle_block=2)
+    local = list(open_loader(local_digits, 64, **options))
+    remote = list(open_loader(remote_digits, 64, reader_workers=1, cache_dir=str(tmp_path), cache_limit=limit,
+                              predownload=1, **options))
+    assert len(local) == len(remote)
+    assert all(torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(local, remote))
+    cached = [p for p in tmp_path.rglob("*.arrow") if ".meta" not in p.parts]
+    assert cached and sum(p.stat().st_size for p in cached) <= limit
+
+
+def test_a_torch_dataloader_reads_a_remote_split_in_spawned_workers_and_a_fork_says_why_it_cannot(
+        remote_digits, tmp_path):
+    """`Dataset.torch_dataset()` of a URL in a DataLoader: spawned workers open their own client and read
+    every row through the cache; obstore's client does not survive a fork, so a forked worker that must
+    download says so in one line instead of hanging."""
+    from augforge.datasets import open_dataset
+    from augforge.datasets.remote import CacheOptions
+
+    def rows(context: str, cache: str) -> int:
+        view = open_dataset(remote_digits, cache=CacheOptions(str(tmp_path / cache), cache_limit=100_000))
+        loader = torch.utils.data.DataLoader(view.torch_dataset(), batch_size=128, num_workers=1,
+                                             multiprocessing_context=context)
+        return sum(len(y) for _, y in loader)
+
+    assert rows("spawn", "a") == 1347
+    with pytest.raises(AugforgeError, match="forked from one that had used the object store.*multiprocessing_context"):
+        rows("fork", "b")

@@ -188,8 +188,10 @@ class ImageAugmenter(ImagePipeline):
         if source is not None:
             import torch
 
-            # forked workers cannot use a CUDA context the parent already holds: spawn them then
-            start = "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+            # forked workers cannot use a CUDA context the parent already holds, nor a source that says it
+            # needs a fresh process (one reading an object store: its client's threads do not survive a fork)
+            cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+            start = "spawn" if cuda or getattr(source, "start_method", None) == "spawn" else "fork"
             parallel = dict(py_num_workers=max(1, self.source_workers), py_start_method=start)
 
         def inputs(**layout):

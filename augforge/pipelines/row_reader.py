@@ -16,6 +16,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.pipelines.order import RowOrder
 from augforge.pipelines.shard_images import ShardImages
+from augforge.storage.urls import remote
 
 #: raw-pixel batches are made in groups of about this many bytes (one gather or copy per group)
 GROUP_BYTES = 8 << 20
@@ -80,6 +81,9 @@ class ProcessSource:
         self.dataset_dir, self.split, self.order, self.channels, self.cache = dataset_dir, split, order, channels, cache
         self.start_epoch, self.start_row, self.start_position = start
         self._reader = self._epoch = self._batches = None
+        #: how DALI must start the reader processes: a remote dataset's object-store client runs threads that
+        #: a forked child would inherit dead, so those read in spawned processes
+        self.start_method = "spawn" if remote(dataset_dir) else None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_reader": None, "_epoch": None, "_batches": None}

@@ -31,6 +31,10 @@ RETRIES_ENV = "AUGFORGE_STORE_RETRIES"
 PART_BYTES = 8 * 1024 * 1024
 
 
+#: the process that first opened a client (a child forked from it cannot use one)
+_FIRST_USED: dict[str, int] = {}
+
+
 class StoreError(AugforgeError):
     """An object-store request that failed after its retries, as one line naming the object."""
 
@@ -40,9 +44,13 @@ class ObjectStore:
     ``shards/part-00000.arrow``)."""
 
     def __init__(self, url: StoreURL) -> None:
+        self.url = url
+        self._client, self._pid = self._open(), os.getpid()
+
+    def _open(self):
+        """A client for the bucket, from the environment."""
         from obstore.store import S3Store  # lazy: the Rust client is only needed where a URL is used
 
-        self.url = url
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         retry = {"max_retries": int(os.environ.get(RETRIES_ENV, "6")),
                  "retry_timeout": timedelta(seconds=float(os.environ.get(RETRY_TIMEOUT_ENV, "60"))),
@@ -53,11 +61,30 @@ class ObjectStore:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             config["region"] = region
+        _FIRST_USED.setdefault("pid", os.getpid())
         try:
-            self._store = S3Store(url.bucket, config=config, client_options=client or None, retry_config=retry,
-                                  credential_provider=_profile_credentials())
+            return S3Store(self.url.bucket, config=config, client_options=client or None, retry_config=retry,
+                           credential_provider=_profile_credentials())
         except Exception as exc:  # a malformed endpoint or setting: one line, before any request
-            raise StoreError(f"{url}: cannot open the store ({first_line(exc, 200)})") from None
+            raise StoreError(f"{self.url}: cannot open the store ({first_line(exc, 200)})") from None
+
+    @property
+    def _store(self):
+        """The client of this process. obstore's runtime does not survive a fork: a process forked from one
+        that used it (a DataLoader or DALI worker started by ``fork``) cannot reach the store, and would hang
+        where this raises in one line."""
+        if self._pid != os.getpid() or _FIRST_USED.get("pid", os.getpid()) != os.getpid():
+            raise StoreError(f"{self.url}: this process was forked from one that had used the object store, and "
+                             "its client cannot run after a fork: start worker processes with spawn (a DataLoader: "
+                             "multiprocessing_context='spawn'), or use num_workers=0")
+        return self._client
+
+    def __getstate__(self) -> dict:  # pickled into a spawned worker: it opens its own client there
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict) -> None:
+        self.url = state["url"]
+        self._client, self._pid = self._open(), os.getpid()
 
     # -- reads ---------------------------------------------------------------------------------------
 
