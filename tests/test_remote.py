@@ -364,3 +364,16 @@ def test_a_torch_dataloader_reads_a_remote_split_in_spawned_workers_and_a_fork_s
     assert rows("spawn", "a") == 1347
     with pytest.raises(AugforgeError, match="forked from one that had used the object store.*multiprocessing_context"):
         rows("fork", "b")
+
+
+def test_overwrite_replaces_a_remote_dataset_and_leaves_none_of_its_shards(s3, tmp_path, capsys):
+    """Another dataset under the URL is refused without --overwrite (naming the URL); with it, the new
+    dataset's objects are exactly a local build's: the old manifest goes before the first new shard, the old
+    shards after the new manifest."""
+    url = f"s3://{s3.bucket()}/digits"
+    assert main(["ingest", "digits", url, "--test-split", "0.25", "--shard-rows", "200", "-q"]) == 0
+    assert main(["ingest", "digits", url, *INGEST]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"augforge ingest: error: {url}: holds another dataset")
+    assert main(["ingest", "digits", url, *INGEST, "--overwrite"]) == 0
+    assert main(["ingest", "digits", str(tmp_path / "local"), *INGEST]) == 0
+    assert objects(url) == files(tmp_path / "local")
