@@ -377,3 +377,19 @@ def test_overwrite_replaces_a_remote_dataset_and_leaves_none_of_its_shards(s3, t
     assert main(["ingest", "digits", url, *INGEST, "--overwrite"]) == 0
     assert main(["ingest", "digits", str(tmp_path / "local"), *INGEST]) == 0
     assert objects(url) == files(tmp_path / "local")
+
+
+def test_credentials_from_an_aws_profile(s3, tmp_path, monkeypatch):
+    """No AWS_* keys in the environment, a profile in an AWS config file: augforge hands boto3's credentials of
+    that profile to obstore, and the write goes through. (Whether a request without any credentials fails
+    depends on the machine's instance metadata service, so that half is not asserted here.)"""
+    config = tmp_path / "config"
+    config.write_text("[profile team]\naws_access_key_id = augforge-test\naws_secret_access_key = augforge-secret\n"
+                      "region = us-east-1\n")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    url = f"s3://{s3.bucket()}/digits"
+    assert main(["ingest", "digits", url, "-q"]) == 0
+    assert json.loads(ObjectStore(parse_url(url)).get(MANIFEST))["num_rows"] == 1797
