@@ -119,7 +119,7 @@ def test_a_cache_too_small_for_the_epoch_is_refused_in_one_line(remote_digits, t
         open_loader(remote_digits, 64, cache_limit="20 parsecs")
 
 
-def test_a_corrupt_object_is_named_and_never_cached(s3, local_digits, tmp_path):
+def test_a_corrupt_object_is_named_and_never_cached(s3, local_digits, tmp_path, capsys):
     url = f"s3://{s3.bucket()}/digits"
     store = ObjectStore(parse_url(url))
     for name, data in files(local_digits).items():
@@ -131,6 +131,9 @@ def test_a_corrupt_object_is_named_and_never_cached(s3, local_digits, tmp_path):
         for _ in open_loader(url, 64, shuffle=False, cache_dir=str(tmp_path)):  # opening the split reads it
             pass
     assert not list(tmp_path.rglob("part-00003*"))  # nothing under a final or temporary name
+    assert main(["inspect", url, "--verify"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{url}/shards/part-00003.arrow: checksum mismatch" in err[0], err
 
 
 def test_store_failures_are_one_line_naming_the_object(s3, remote_digits, capsys, monkeypatch):
