@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import os
-import shutil
 import sys
-import tempfile
 import time
 import types
 from pathlib import Path
@@ -41,7 +39,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from s3_server import S3Server  # noqa: E402  (the tests' local S3 endpoint)
+from s3_server import S3Server, s3_workspace  # noqa: E402  (the tests' local S3 endpoint)
 
 
 def make_folder(root: Path, rows: int, seed: int = 0) -> None:
@@ -86,11 +84,7 @@ def main() -> None:
     from augforge.cli import main as cli
     from augforge.pipelines.stream import open_loader
 
-    work = Path(tempfile.mkdtemp(prefix="augforge-object-store-"))
-    os.environ["AUGFORGE_CACHE"] = str(work / "cache")
-    server = S3Server()
-    server.activate()
-    try:
+    with s3_workspace("augforge-object-store-") as (server, work):
         make_folder(work / "photos", args.rows)
         bucket = server.bucket()
         url = f"s3://{bucket}/photos"
@@ -136,9 +130,6 @@ def main() -> None:
             print(f"| {name} | {seconds:.3f} s | {args.rows / seconds:,.0f} | {nbytes / 1e6 / seconds:.0f} | "
                   f"{seconds / base:.2f}x |")
         clients(args, server, bucket, shards)
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def mds_passes(args, work: Path, server: S3Server, bucket: str) -> list[tuple[str, float]]:

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from s3_server import S3Server  # noqa: E402  (the tests' local S3 endpoint)
+from s3_server import s3_workspace  # noqa: E402  (the tests' local S3 endpoint)
 
 
 def torchrun(recipe: Path, run: Path, data: str, *extra: str) -> float:
@@ -44,11 +43,7 @@ def main() -> None:
     from augforge.cli import main as cli
     from augforge.storage import ObjectStore, parse_url
 
-    work = Path(tempfile.mkdtemp(prefix="augforge-torchrun-s3-"))
-    os.environ["AUGFORGE_CACHE"] = str(work / "cache")
-    server = S3Server()
-    server.activate()
-    try:
+    with s3_workspace("augforge-torchrun-s3-") as (server, work):
         url = f"s3://{server.bucket()}/digits"
         recipe = work / "r.yaml"
         recipe.write_text(yaml.safe_dump({
@@ -75,8 +70,6 @@ def main() -> None:
                   f"{summary['macro_f1']:.4f} | {wall:.1f} s |")
         same = all(summaries[0][k] == summaries[1][k] for k in ("accuracy", "balanced_accuracy", "macro_f1"))
         print(f"same metrics: {same}; wall ratio s3/local {remote_s / local_s:.2f}")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ a restarted server looks to a client, without losing what the store holds."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -135,3 +139,19 @@ class S3Server:
         self.relay.down()
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+@contextmanager
+def s3_workspace(prefix: str):
+    """For a benchmark: a scratch directory (augforge's cache inside it) and a running ``S3Server`` whose
+    client environment is set; both gone afterwards. Yields (server, directory)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["AUGFORGE_CACHE"] = str(work / "cache")
+    server = S3Server()
+    before = server.activate()
+    try:
+        yield server, work
+    finally:
+        server.stop()
+        server.deactivate(before)
+        shutil.rmtree(work, ignore_errors=True)

@@ -158,9 +158,10 @@ def add_stream_options(p) -> None:
 
 def stream_options(args):
     """``StreamOptions`` from ``add_stream_options``' arguments."""
+    from augforge.datasets.remote import CacheOptions
     from augforge.pipelines.loader_options import StreamOptions
 
-    return StreamOptions(args.cache_dir, args.cache_limit, args.predownload, args.shuffle_block)
+    return StreamOptions(CacheOptions(args.cache_dir, args.cache_limit, args.predownload), args.shuffle_block)
 
 
 def print_written(out, result, target) -> None:

@@ -90,17 +90,19 @@ def _mirror(store: ObjectStore, staging: Path, overwrite: bool) -> None:
     for name in (MANIFEST, PROGRESS):
         (staging / name).unlink(missing_ok=True)
     staging.mkdir(parents=True, exist_ok=True)
-    if store.head(MANIFEST) is not None:
-        write_bytes(staging / MANIFEST, store.get(MANIFEST))
+    manifest = store.get(MANIFEST, missing_ok=True)
+    if manifest is not None:
+        write_bytes(staging / MANIFEST, manifest)
         return
-    if store.head(PROGRESS) is None:
+    journal = store.get(PROGRESS, missing_ok=True)
+    if journal is None:
         if not overwrite and any(name != LOCK for name in store.names()):
             raise AugforgeError(f"{store.url}: holds objects that are not an augforge dataset; choose an empty "
                                 "prefix")
         shutil.rmtree(staging)  # what an earlier job left here belongs to nothing the store holds
         staging.mkdir(parents=True)
         return
-    journal = json.loads(store.get(PROGRESS))
+    journal = json.loads(journal)
     for entry in journal.get("shards", []):
         local = staging / entry["file"]
         if verify_file(local, entry["checksum"], entry["bytes"]) is None:
@@ -143,8 +145,7 @@ def _publish(store: ObjectStore, lock: StoreLock, staging: Path) -> None:
     """After the job: every shard of the manifest in the store (verified by size and checksum metadata), the
     manifest last, then the journal and shards of an older dataset removed."""
     manifest_bytes = (staging / MANIFEST).read_bytes()
-    remote_manifest = store.head(MANIFEST)
-    if remote_manifest is not None and store.get(MANIFEST) == manifest_bytes:
+    if store.get(MANIFEST, missing_ok=True) == manifest_bytes:
         return  # up to date: nothing was written
     manifest = json.loads(manifest_bytes)
     for entry in manifest["shards"]:

@@ -22,7 +22,7 @@ from augforge.datasets.manifest import MANIFEST
 from augforge.errors import AugforgeError, OptionError
 from augforge.storage.cache import META, FileCache, cache_root, parse_size
 from augforge.storage.objects import ObjectStore
-from augforge.storage.urls import parse_url
+from augforge.storage.urls import StoreURL, parse_url
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,11 @@ class RemoteShards:
         base = Path(self.options.cache_dir) if self.options.cache_dir else cache_root() / "datasets"
         self.cache = FileCache(base / self.url.slug(), parse_size(self.options.cache_limit))
         self.root = self.cache.root
-        if self.store.head(MANIFEST) is None:
-            self.store.check_bucket()
+        manifest = self.store.get(MANIFEST, missing_ok=True)
+        if manifest is None:
             raise AugforgeError(f"{self.url}: not an augforge dataset (no {MANIFEST}; a build still running or "
                                 "killed writes it last)")
-        write_bytes(self.root / MANIFEST, self.store.get(MANIFEST))
+        write_bytes(self.root / MANIFEST, manifest)
         self._prefetcher: Prefetcher | None = None
 
     def local_path(self, entry: dict) -> Path:
@@ -122,9 +122,8 @@ def fetch_file(url: str, option: str = "source") -> Path:
     """The object at ``url`` (a table file) in the local cache (``$AUGFORGE_CACHE/sources``), downloaded whole
     when the cache lacks this version of it (the cached name carries the object's ETag)."""
     parsed = parse_url(url, option)
-    parent = parse_url(str(parsed).rsplit("/", 1)[0], option) if "/" in parsed.prefix else \
-        parse_url(f"{parsed.scheme}://{parsed.bucket}", option)
-    name = parsed.prefix.rsplit("/", 1)[-1]
+    folder, _, name = parsed.prefix.rpartition("/")
+    parent = StoreURL(parsed.scheme, parsed.bucket, folder)
     store = ObjectStore(parent)
     head = store.head(name)
     if head is None:
@@ -144,7 +143,6 @@ class Prefetcher:
         self.shards, self.entries, self.ahead = shards, entries, ahead
         self.position = {entry["file"]: i for i, entry in reversed(list(enumerate(entries)))}
         self.reader_at = -1
-        self.fetched = 0
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True, name="augforge-predownload")
@@ -165,7 +163,6 @@ class Prefetcher:
                     return
             try:
                 self.shards.fetch(entry)
-                self.fetched += 1
             except AugforgeError:
                 return  # the reader meets the same error, naming the object, when it gets there
 

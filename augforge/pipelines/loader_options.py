@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,22 +90,15 @@ class LoaderOptions:
 
 @dataclass(frozen=True)
 class StreamOptions:
-    """How a run streams a dataset at an ``s3://`` URL (the loader options of the same names): the local
-    cache (``cache_dir``, ``cache_limit``, ``predownload``) and ``shuffle_block``."""
+    """How a run streams a dataset at an ``s3://`` URL: its local ``cache`` (``CacheOptions``: the loader options
+    of the same names) and ``shuffle_block``."""
 
-    cache_dir: str | None = None
-    cache_limit: int | str | None = None
-    predownload: int = 2
+    cache: CacheOptions = CacheOptions()
     shuffle_block: int | None = None
-
-    @property
-    def cache(self) -> CacheOptions:
-        """The cache part."""
-        return CacheOptions(self.cache_dir, self.cache_limit, self.predownload)
 
     def loader_options(self, shuffled: bool = True) -> dict:
         """``open_loader``'s keyword arguments for these (``shuffle_block`` only for a shuffled loader)."""
-        out = {"cache_dir": self.cache_dir, "cache_limit": self.cache_limit, "predownload": self.predownload}
+        out = asdict(self.cache)
         return {**out, "shuffle_block": self.shuffle_block} if shuffled else out
 
 
@@ -161,7 +154,8 @@ def check_cache_fits(dataset: Dataset, order: RowOrder) -> None:
     if limit is None or not order.shuffle:
         return
     entries = dataset.manifest["shards"]
-    used = sorted({int(i) for i in np.unique(dataset.locate(np.arange(len(dataset)))[0])})
+    shard_of = order.shards if order.shards is not None else dataset.locate(np.arange(len(dataset)))[0]
+    used = np.unique(shard_of).tolist()
     largest = max(int(entries[i]["bytes"]) for i in used)
     fits = limit // largest
     if order.block is None and sum(int(entries[i]["bytes"]) for i in used) > limit:

@@ -207,9 +207,8 @@ class Loader:
 
     def samples_consumed(self) -> int:
         """Rows of the current epoch's global order that all ranks together have consumed (padding aside)."""
-        rest = len(self.order.global_order(self.epoch)) - self.start
-        taken = sum(len(b) for b in self.order.batches(self.rows_of_epoch())[: self.position])
-        return self.start + consumed(taken, rest, self.world_size)
+        # every batch but an epoch's last is full, and ``consumed`` caps the last at the rows left
+        return self.start + consumed(self.position * self.batch_size, self.order.size - self.start, self.world_size)
 
     def state_dict(self) -> dict:
         """Where the loader is: the epoch, the rows all ranks consumed of it (``samples``), and this rank's

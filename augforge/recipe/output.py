@@ -31,7 +31,7 @@ def store_url(c: Checker, text: str, key: str) -> str:
     problem = url_problem(text)
     if problem:
         c.fail(key, f"{text}: {problem}")
-    return str(parse_url(text, key.replace(".", "_")))
+    return str(parse_url(text))
 
 
 def parse_output(c: Checker, value, base: Path) -> OutputSpec:

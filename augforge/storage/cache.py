@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,13 +107,9 @@ class FileCache:
                 self.downloaded.append(name)
         return final
 
-    def make_room(self, need: int, keep: Path | None = None) -> None:
-        """Evict least recently used files until ``need`` more bytes fit under the limit."""
-        with self._locked("cache.lock"):
-            self._evict(need, keep)
-
     def _evict(self, need: int, keep: Path | None = None) -> None:
-        """``make_room`` with the cache lock held."""
+        """Evict least recently used files until ``need`` more bytes fit under the limit (the cache lock
+        held)."""
         if self.limit is None:
             return
         files = sorted(self._files(), key=lambda entry: entry[2])  # oldest use first
@@ -152,7 +147,7 @@ class FileCache:
     def touch(path: Path) -> bool:
         """Mark ``path`` as just used; False when it is not in the cache."""
         try:
-            os.utime(path, (time.time(), time.time()))
+            os.utime(path)  # now
             return True
         except FileNotFoundError:
             return False

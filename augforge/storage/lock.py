@@ -80,13 +80,6 @@ class StoreLock:
         if held and held["e_tag"] == mine:
             self.store.delete(LOCK)
 
-    def __enter__(self) -> "StoreLock":
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def _abandoned(owner: str) -> bool:
     """Whether a lock of ``owner`` (``host:pid:tag``) was left by a process of this host that is gone, or by

@@ -45,13 +45,13 @@ class ObjectStore:
 
     def __init__(self, url: StoreURL) -> None:
         self.url = url
-        self._client, self._pid = self._open(), os.getpid()
+        self._client = self._open()
 
     def _open(self):
         """A client for the bucket, from the environment."""
         from obstore.store import S3Store  # lazy: the Rust client is only needed where a URL is used
 
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = _endpoint()
         retry = {"max_retries": int(os.environ.get(RETRIES_ENV, "6")),
                  "retry_timeout": timedelta(seconds=float(os.environ.get(RETRY_TIMEOUT_ENV, "60"))),
                  "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=8),
@@ -73,7 +73,7 @@ class ObjectStore:
         """The client of this process. obstore's runtime does not survive a fork: a process forked from one
         that used it (a DataLoader or DALI worker started by ``fork``) cannot reach the store, and would hang
         where this raises in one line."""
-        if self._pid != os.getpid() or _FIRST_USED.get("pid", os.getpid()) != os.getpid():
+        if _FIRST_USED["pid"] != os.getpid():
             raise StoreError(f"{self.url}: this process was forked from one that had used the object store, and "
                              "its client cannot run after a fork: start worker processes with spawn (a DataLoader: "
                              "multiprocessing_context='spawn'), or use num_workers=0")
@@ -84,50 +84,46 @@ class ObjectStore:
 
     def __setstate__(self, state: dict) -> None:
         self.url = state["url"]
-        self._client, self._pid = self._open(), os.getpid()
+        self._client = self._open()
 
     # -- reads ---------------------------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes:
-        """The whole object ``name``."""
+    def get(self, name: str, missing_ok: bool = False) -> bytes | None:
+        """The whole object ``name``; None where it does not exist and ``missing_ok`` (a missing bucket is an
+        error either way: a GET's answer names it)."""
         import obstore
 
         with self._errors(name):
-            return bytes(obstore.get(self._store, self.url.key(name)).bytes())
+            try:
+                return bytes(obstore.get(self._store, self.url.key(name)).bytes())
+            except FileNotFoundError as exc:
+                if missing_ok and _object_missing(exc):
+                    return None
+                raise
 
-    def read_into(self, name: str, path: Path) -> int:
-        """Object ``name`` streamed into the file ``path`` (the caller makes that file atomic); its size."""
+    def read_into(self, name: str, path: Path) -> None:
+        """Object ``name`` streamed into the file ``path`` (the caller makes that file atomic)."""
         import obstore
 
-        size = 0
         with self._errors(name), open(path, "wb") as fh:
             for chunk in obstore.get(self._store, self.url.key(name)):
                 fh.write(chunk)
-                size += len(chunk)
-        return size
 
     def head(self, name: str) -> dict | None:
-        """``{"size", "e_tag", "metadata"}`` of object ``name``, or None when it does not exist."""
+        """``{"size", "e_tag", "metadata"}`` of object ``name``, or None when it does not exist (a HEAD's
+        answer has no body: a missing bucket reads as a missing object here)."""
         import obstore
 
         with self._errors(name):
             try:
                 result = obstore.get(self._store, self.url.key(name), options={"head": True})
             except FileNotFoundError as exc:
-                if "NoSuchBucket" in str(exc):
-                    raise
-                return None
+                if _object_missing(exc):
+                    return None
+                raise
             meta = result.meta
             return {"size": int(meta["size"]), "e_tag": meta.get("e_tag"),
                     "metadata": {k: v for k, v in result.attributes.items() if not k[:1].isupper()}}
-
-    def check_bucket(self) -> None:
-        """Raise the one-line StoreError when the bucket does not exist (or cannot be reached or read): a HEAD
-        of a missing object cannot tell a missing bucket from a missing object, a listing can."""
-        import obstore
-
-        with self._errors(""):
-            next(iter(obstore.list(self._store, prefix=self.url.prefix or None, chunk_size=1)), None)
 
     def names(self, under: str = "") -> list[str]:
         """Names (relative to the prefix) of the objects under ``under``, sorted."""
@@ -171,7 +167,7 @@ class ObjectStore:
             try:
                 obstore.delete(self._store, self.url.key(name))
             except FileNotFoundError as exc:
-                if "NoSuchBucket" in str(exc):
+                if not _object_missing(exc):
                     raise
 
     # -- errors --------------------------------------------------------------------------------------
@@ -193,8 +189,19 @@ class _Translated:
     def __exit__(self, kind, exc, tb) -> bool:
         if exc is None or isinstance(exc, AugforgeError) or not isinstance(exc, Exception):
             return False
-        where = self.url.child(self.name) if self.name.strip("/") else self.url
+        bucket_error = isinstance(exc, FileNotFoundError) and not _object_missing(exc)
+        where = self.url.child(self.name) if self.name.strip("/") and not bucket_error else self.url
         raise StoreError(f"{where}: {why(exc)}") from None
+
+
+def _object_missing(exc: FileNotFoundError) -> bool:
+    """Whether obstore's not-found error is about the object, not the bucket."""
+    return "NoSuchBucket" not in str(exc)
+
+
+def _endpoint() -> str | None:
+    """The S3 endpoint the environment names, if any."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def why(exc: BaseException) -> str:
@@ -210,7 +217,7 @@ def why(exc: BaseException) -> str:
             code in text for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")):
         return "access denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
     if "error sending request" in text or "retries" in text:
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "the S3 endpoint"
+        endpoint = _endpoint() or "the S3 endpoint"
         tries = os.environ.get(RETRIES_ENV, "6")
         return f"{endpoint} did not answer after {tries} retries with backoff (is it running and reachable?)"
     return first_line(exc, 200)

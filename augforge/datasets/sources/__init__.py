@@ -84,9 +84,7 @@ def _remote_source(url: str, table_opts: dict, max_pixels) -> Source:
     if given:
         raise OptionError(", ".join(f"{{{name}}}" for name in given) + " do(es) not apply to the dataset {spec}",
                           spec=url)
-    store = ObjectStore(parsed)
-    if store.head(MANIFEST) is None:
-        store.check_bucket()
+    if ObjectStore(parsed).get(MANIFEST, missing_ok=True) is None:  # a missing bucket says so here
         raise AugforgeError(f"{url}: neither an augforge dataset (no {MANIFEST}) nor a table "
                             f"({'/'.join(TABLE_SUFFIXES)}); image folders are read from local paths only")
     return DatasetSource(url)
