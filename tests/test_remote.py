@@ -251,6 +251,12 @@ def test_a_table_at_a_url_is_a_source_for_report_ingest_and_a_recipe(s3, tmp_pat
                  "-q"]) == 0
     manifest = json.loads(ObjectStore(parse_url(f"s3://{bucket}/out")).get(MANIFEST))
     assert manifest["source"]["location"] == source and manifest["num_rows"] == 40
+    assert main(["ingest", str(table), str(tmp_path / "local"), "--text-col", "review", "--label-col", "sentiment",
+                 "-q"]) == 0
+    remote_text = open_loader(f"s3://{bucket}/out", 8, shuffle=False, cache_dir=str(tmp_path / "cache"))
+    local_text = open_loader(tmp_path / "local", 8, shuffle=False)  # short texts: the same token ids and labels
+    for ((ids, lengths), y), ((lids, llengths), ly) in zip(remote_text, local_text, strict=True):
+        assert torch.equal(ids, lids) and torch.equal(lengths, llengths) and torch.equal(y, ly)
 
 
 def test_a_shared_cache_downloads_each_file_once_and_never_uses_a_half_download(s3, remote_digits, tmp_path):
