@@ -402,3 +402,16 @@ def test_credentials_from_an_aws_profile(s3, tmp_path, monkeypatch):
     url = f"s3://{s3.bucket()}/digits"
     assert main(["ingest", "digits", url, "-q"]) == 0
     assert json.loads(ObjectStore(parse_url(url)).get(MANIFEST))["num_rows"] == 1797
+
+
+def test_an_endpoint_that_does_not_answer_is_never_read_as_access_denied(monkeypatch):
+    """A port or a time in obstore's message may read "403" (this made a CI run say "access denied" for a
+    closed port): only a 403 answer, or S3's own codes, mean access denied."""
+    from augforge.storage.objects import why
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:40312")
+    closed = Exception("Generic S3 error: Error performing PUT http://127.0.0.1:40312/b/k in 403.2ms, after 2 "
+                       "retries, max_retries: 2 - HTTP error: error sending request")
+    assert why(closed).startswith("http://127.0.0.1:40312 did not answer after")
+    refused = Exception("Server returned non-2xx status code: 403 Forbidden: <Code>InvalidAccessKeyId</Code>")
+    assert why(refused).startswith("access denied")

@@ -213,14 +213,14 @@ def why(exc: BaseException) -> str:
         return "no such bucket (create it, or check the URL and AWS_ENDPOINT_URL)"
     if isinstance(exc, FileNotFoundError):
         return "no such object"
+    no_answer = (f"{_endpoint() or 'the S3 endpoint'} did not answer after {os.environ.get(RETRIES_ENV, '6')} "
+                 "retries with backoff (is it running and reachable?)")
+    if "error sending request" in text:  # checked first: a port or a time in the message may read "403"
+        return no_answer
     if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or any(
-            code in text for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")):
+            code in text for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden")):
         return "access denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
-    if "error sending request" in text or "retries" in text:
-        endpoint = _endpoint() or "the S3 endpoint"
-        tries = os.environ.get(RETRIES_ENV, "6")
-        return f"{endpoint} did not answer after {tries} retries with backoff (is it running and reachable?)"
-    return first_line(exc, 200)
+    return no_answer if "retries" in text else first_line(exc, 200)
 
 
 def _profile_credentials():
