@@ -22,15 +22,19 @@ from augforge.errors import AugforgeError
 
 #: folds of the out-of-fold probabilities (fewer when the smallest class has fewer rows)
 FOLDS = 5
-#: the side images are downsampled to for the pixel model
+#: the side images are downsampled to for the pixel model; the side, cell and orientation bins of its gradient
+#: histograms (pixels and histograms: on 5% flipped labels, precision 0.84 / recall 0.78 on glyphs of nine faces
+#: and 0.84 / 0.92 on the upscaled digits, against 0.76 / 0.73 and 0.61 / 0.89 from the pixels alone; docs/audit.md)
 PIXELS = 16
+GRADIENT_SIDE, GRADIENT_CELL, GRADIENT_BINS = 32, 4, 8
 
 
 def pixel_features(images: list[np.ndarray]) -> np.ndarray:
-    """Grey pixels in [0, 1], resized to at most PIXELS x PIXELS, one row per image."""
+    """One row per image: its grey pixels in [0, 1] at ``PIXELS`` x ``PIXELS`` (smaller images: at their own
+    size, brought to one size when they differ), then ``gradient_histograms`` of it at ``GRADIENT_SIDE``."""
     rows = []
     for image in images:
-        grey = Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image).convert("L")
+        grey = _grey(image)
         if max(grey.size) > PIXELS:
             grey = grey.resize((PIXELS, PIXELS), Image.Resampling.BILINEAR)
         rows.append(np.asarray(grey, dtype=np.float32).ravel() / 255.0)
@@ -38,7 +42,36 @@ def pixel_features(images: list[np.ndarray]) -> np.ndarray:
     if len(widths) > 1:  # images of several sizes below PIXELS: bring them to one size
         rows = [np.asarray(Image.fromarray((r.reshape(int(len(r) ** 0.5), -1) * 255).astype(np.uint8)).resize(
             (PIXELS, PIXELS)), dtype=np.float32).ravel() / 255.0 for r in rows]
-    return np.stack(rows)
+    return np.hstack([np.stack(rows), gradient_histograms(images)])
+
+
+def gradient_histograms(images: list[np.ndarray], side: int = GRADIENT_SIDE, cell: int = GRADIENT_CELL,
+                        bins: int = GRADIENT_BINS) -> np.ndarray:
+    """One row per image: histograms of its grey gradients' orientations (``bins`` over 0-180 degrees, weighted
+    by magnitude), one per ``cell`` x ``cell`` cell of the image resized to ``side``, each of unit length (as HOG
+    describes a shape; Dalal & Triggs 2005, without its block normalisation). A stroke moved by a pixel stays in
+    its cell, where raw pixels change."""
+    cells = side // cell
+    rows, cols = np.meshgrid(np.arange(side) // cell, np.arange(side) // cell, indexing="ij")
+    slot = (np.minimum(rows, cells - 1) * cells + np.minimum(cols, cells - 1)) * bins  # (side, side)
+    histograms = np.zeros((len(images), cells * cells, bins))
+    for start in range(0, len(images), 4096):  # a chunk at a time: memory stays bounded at any row count
+        chunk = images[start : start + 4096]
+        grey = np.stack([np.asarray(_grey(image).resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)
+                         for image in chunk]) / 255.0
+        dy, dx = np.gradient(grey, axis=(1, 2))
+        orientation = np.minimum((np.mod(np.arctan2(dy, dx), np.pi) / np.pi * bins).astype(np.int64), bins - 1)
+        index = np.arange(len(chunk))[:, None, None] * (cells * cells * bins) + slot[None] + orientation
+        counts = np.bincount(index.ravel(), weights=np.hypot(dx, dy).ravel(),
+                             minlength=len(chunk) * cells * cells * bins)
+        histograms[start : start + len(chunk)] = counts.reshape(len(chunk), cells * cells, bins)
+    histograms /= np.linalg.norm(histograms, axis=2, keepdims=True) + 1e-6
+    return histograms.reshape(len(images), -1).astype(np.float32)
+
+
+def _grey(image: np.ndarray) -> Image.Image:
+    """An image array (grey, grey with a channel axis, or colour) as a grey PIL image."""
+    return Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image).convert("L")
 
 
 def _model(payload: str, seed: int):

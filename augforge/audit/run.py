@@ -24,7 +24,7 @@ from augforge.audit.near_features import near_feature_pairs
 from augforge.audit.near_text import exact_text_pairs, near_text_pairs
 from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
-from augforge.audit.verify import PIXEL_NEIGHBOURS, RATIO, THRESHOLD, pixel_neighbour_pairs, verify_pairs
+from augforge.audit.verify import CERTAIN, PIXEL_NEIGHBOURS, RATIO, THRESHOLD, pixel_neighbour_pairs, verify_pairs
 from augforge.datasets import schema as S
 from augforge.datasets.sources.base import cleaning_step
 from augforge.errors import OptionError
@@ -67,9 +67,9 @@ def near_duplicate_pairs(rows: AuditRows, radius: int, threshold: float, epsilon
         facts["hash_neighbour_share"] = round(float(has.mean()), 4)
         facts["homogeneous"] = bool(has.mean() > HOMOGENEOUS)
         return verified, f"candidates: 64-bit dHash within {radius} bits (each row's {CANDIDATES} nearest) and each " \
-                         f"row's {PIXEL_NEIGHBOURS} nearest by a 12x12 grey signature; " \
+                         f"row's {PIXEL_NEIGHBOURS} nearest by a 12x12 grey signature (and its centre zoomed); " \
                          f"verified on pixels: similarity >= {verify} after alignment, and {RATIO:g} x each row's " \
-                         "typical candidate distance at most", facts
+                         f"typical candidate distance at most (or similarity >= {CERTAIN})", facts
     if rows.payload == S.TEXT:
         exact = {(int(a), int(b)): 1.0 for a, b in exact_text_pairs(rows.values)}
         exact.update({(a, b): s for a, b, s in near_text_pairs(rows.values, threshold, seed) if (a, b) not in exact})
@@ -145,7 +145,7 @@ def _probabilities(rows: AuditRows, seed: int, run_dir, embedded_by: str | None)
     if rows.embeddings is not None:
         return out_of_fold_probabilities(rows, seed, rows.embeddings), \
             f"{FOLDS}-fold out-of-fold probabilities of standardised embeddings ({embedded_by}) + logistic regression"
-    model = {S.IMAGE: f"logistic regression on grey pixels (at most {PIXELS}x{PIXELS})",
+    model = {S.IMAGE: f"logistic regression on grey pixels (at most {PIXELS}x{PIXELS}) and gradient histograms",
              S.TEXT: "TF-IDF (word 1-2-grams, character 3-5-grams) + logistic regression",
              S.FEATURES: "standardised features + logistic regression"}[rows.payload]
     return out_of_fold_probabilities(rows, seed), f"{FOLDS}-fold out-of-fold probabilities of {model}"

@@ -366,7 +366,7 @@ def add_audit(sub) -> None:
                                               "(default 14 of 64 bits; candidates are verified on pixels)")
     p.add_argument("--verify", type=float,
                    help="images: the pixel similarity (correlation after alignment) a candidate pair needs to be a "
-                        "near-duplicate (default 0.985; docs/audit.md)")
+                        "near-duplicate (default 0.975; docs/audit.md)")
     p.add_argument("--threshold", type=float, default=0.8,
                    help="texts: Jaccard similarity of word 3-grams of a near-duplicate (default 0.8)")
     p.add_argument("--epsilon", type=float, default=0.0,
