@@ -161,7 +161,7 @@ def image_duplicates(tmp: Path) -> dict:
         recall[kind] = sum(a in cluster_of and cluster_of.get(a) == cluster_of.get(o) for a, o in pairs) / len(pairs)
     wrong = sum(sum("-" not in r["id"] for r in c["rows"]) > 1 for c in report["near_duplicates"]["clusters"])
     return {"originals": len(crops), "copies": len(injected), "recall": recall,
-            "clusters_joining_two_originals": wrong, "radius": 10}
+            "clusters_joining_two_originals": wrong, "radius": RADIUS}
 
 
 SETS = {"digits-32px": homogeneous.digits, "photo-crops-28px": homogeneous.crops, "glyphs-28px": homogeneous.glyphs}

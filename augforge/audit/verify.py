@@ -99,16 +99,7 @@ def aligned_similarity(first, second, steps: int = STEPS) -> np.ndarray:
 
     crop = slice(MARGIN, first.shape[-1] - MARGIN)
     target = _unit(second[:, :, crop, crop])
-    start = torch.zeros(len(first), 4)  # log-scale, angle, shift x, shift y
-    best = torch.full((len(first),), -1.0)
-    with torch.no_grad():
-        for log_scale in SCALE_STARTS:
-            trial = torch.zeros(len(first), 4)
-            trial[:, 0] = log_scale
-            similarity = (_unit(_transformed(first, trial)[:, :, crop, crop]) * target).sum(1)
-            better = similarity > best
-            best = torch.where(better, similarity, best)
-            start[better, 0] = log_scale
+    best, start = start_similarity(first, second)
     params = start.requires_grad_(True)
     optimizer = torch.optim.Adam([params], lr=0.02)
     for step in range(steps + 1):
@@ -122,11 +113,32 @@ def aligned_similarity(first, second, steps: int = STEPS) -> np.ndarray:
     return best.numpy()
 
 
+def start_similarity(first, second):
+    """(the best correlation over ``SCALE_STARTS``, the transforms that reach it) per pair: forward passes only,
+    the alignment's starting point."""
+    import torch  # torch: heavy, loaded when an image audit verifies pairs
+
+    crop = slice(MARGIN, first.shape[-1] - MARGIN)
+    target = _unit(second[:, :, crop, crop])
+    start = torch.zeros(len(first), 4)  # log-scale, angle, shift x, shift y
+    best = torch.full((len(first),), -1.0)
+    with torch.no_grad():
+        for log_scale in SCALE_STARTS:
+            trial = torch.zeros(len(first), 4)
+            trial[:, 0] = log_scale
+            similarity = (_unit(_transformed(first, trial)[:, :, crop, crop]) * target).sum(1)
+            better = similarity > best
+            best = torch.where(better, similarity, best)
+            start[better, 0] = log_scale
+    return best, start
+
+
 def pair_similarity(images: list[np.ndarray], first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """``aligned_similarity`` of the pairs (first[i], second[i]) of ``images``, a chunk at a time. A pair of
-    images of different sizes is compared at the smaller one's detail (the larger brought down to its size),
-    and again with the smaller one taken through the larger size and back (as a copy stored larger was); the
-    higher similarity counts. Which of the two is the copy is not known, and each way matches one of them."""
+    images of different sizes is compared at the smaller one's detail: the larger brought down to its size, or
+    the smaller one also taken through the larger size and back (as a copy stored larger was), whichever
+    correlates better at the alignment's start. Which of the two is the copy is not known, and each way
+    matches one of them."""
     import torch  # torch: heavy, loaded when an image audit verifies pairs
 
     pixels = grey_pixels(images)
@@ -135,17 +147,18 @@ def pair_similarity(images: list[np.ndarray], first: np.ndarray, second: np.ndar
     for start in range(0, len(first), CHUNK):
         a = np.asarray(first[start : start + CHUNK], dtype=np.int64)
         b = np.asarray(second[start : start + CHUNK], dtype=np.int64)
-        left, right = pixels[torch.from_numpy(a)], pixels[torch.from_numpy(b)]
-        with torch.enable_grad():
-            out[start : start + len(a)] = aligned_similarity(left, right)
+        left, right = pixels[torch.from_numpy(a)].clone(), pixels[torch.from_numpy(b)].clone()
         sized = np.flatnonzero(sides[a] != sides[b])
         if len(sized):
-            both_ways = [_resampled_pair(images, int(a[k]), int(b[k]), sides, roundtrip)
-                         for roundtrip in (False, True) for k in sized.tolist()]
-            with torch.enable_grad():
-                scores = aligned_similarity(torch.stack([x for x, _ in both_ways]),
-                                            torch.stack([y for _, y in both_ways]))
-            out[start + sized] = scores.reshape(2, len(sized)).max(axis=0)
+            ways = [[_resampled_pair(images, int(a[k]), int(b[k]), sides, roundtrip) for k in sized.tolist()]
+                    for roundtrip in (False, True)]
+            down, round_trip = ([torch.stack([pair[n] for pair in way]) for n in (0, 1)] for way in ways)
+            better = start_similarity(*round_trip)[0] > start_similarity(*down)[0]
+            index = torch.from_numpy(sized)
+            left[index] = torch.where(better[:, None, None, None], round_trip[0], down[0])
+            right[index] = torch.where(better[:, None, None, None], round_trip[1], down[1])
+        with torch.enable_grad():
+            out[start : start + len(a)] = aligned_similarity(left, right)
     return out
 
 
