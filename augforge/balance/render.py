@@ -37,6 +37,8 @@ def render_terminal(report: dict, console: Console) -> None:
             row.append(f"{projected['counts'][name]:,}")
         table.add_row(*row)
     console.print(table)
+    if report.get("instances"):
+        render_instances(report["instances"], console)
     console.print(f"rows: {report['total']:,}   classes: {report['num_classes']}   "
                   f"imbalance ratio: {_ratio(report['imbalance_ratio'])}   "
                   f"normalized entropy: {report['entropy']:.3f}")
@@ -161,9 +163,37 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 {after}
 <img id="chart" alt="bar chart of class counts" src="data:image/png;base64,{chart}">
 <table>{head}{rows}</table>
+{_instances_html(report.get('instances'))}
 <p>{report['problems']['count']} input(s) excluded.</p><ul>{problems}</ul>
 </body></html>
 """
+
+
+def render_instances(section: dict, console: Console) -> None:
+    """The instance table of a detection or segmentation report: instances, images and box sizes per class."""
+    table = Table(title=f"instances ({section['instances']:,} in {section['images']:,} images; rows above are "
+                        "images, each under its rarest instance class)")
+    for column in ("class", "instances", "images", "small", "medium", "large"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in section["per_class"].items():
+        table.add_row(name, *(f"{row[k]:,}" for k in ("instances", "images", "small", "medium", "large")))
+    console.print(table)
+    console.print(f"instance imbalance ratio: {_ratio(section['instance_imbalance_ratio'] or float('nan'))}   "
+                  f"crowd regions: {section['crowd_regions']:,}   images without instances: "
+                  f"{section['images_without_instances']:,}", highlight=False)
+
+
+def _instances_html(section: dict | None) -> str:
+    """The HTML table of ``render_instances``, or nothing for a report without instances."""
+    if not section:
+        return ""
+    head = "<tr><th>class</th><th>instances</th><th>images</th><th>small</th><th>medium</th><th>large</th></tr>"
+    rows = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{row[k]:,}</td>" for k in
+                   ("instances", "images", "small", "medium", "large")) + "</tr>"
+                   for name, row in section["per_class"].items())
+    return (f"<h2>Instances</h2><p>{section['instances']:,} instances in {section['images']:,} images "
+            f"({section['crowd_regions']:,} crowd regions); box sizes in COCO's ranges (small &lt; 32&sup2; "
+            f"&le; medium &lt; 96&sup2; &le; large).</p><table id='instances'>{head}{rows}</table>")
 
 
 def render_balance(manifest: dict, console: Console) -> None:

@@ -124,6 +124,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
                           split=args.split, problems=[p.to_dict() for p in source.problems],
                           strategy=args.strategy, warnings=source.warnings)
+    from augforge.balance.instances import dense_recommendation, instance_section
+
+    instances = instance_section(source, args.split, splits, imbalance, args.seed)
+    if instances is not None:  # a detection or segmentation source: instances per class, box sizes
+        report["instances"] = instances
+        report["recommendation"] = dense_recommendation(instances)
     if args.evaluate:  # the strategy given, else the recommendation, measured on these rows
         from augforge.balance.evaluate import evaluate_source
 

@@ -60,6 +60,10 @@ def row_nbytes(batch: pa.RecordBatch) -> np.ndarray:
             sizes += np.asarray(lengths, dtype=np.int64) + 8
         elif pa.types.is_fixed_size_list(kind):
             sizes += kind.list_size * max(kind.value_type.bit_width // 8, 1)
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind):  # targets: the column's bytes by list length
+            lengths = np.asarray(pc.fill_null(pc.list_value_length(column), 0), dtype=np.int64)
+            share = lengths / max(1, int(lengths.sum()))
+            sizes += (share * column.nbytes).astype(np.int64) + 8
         else:
             sizes += max(kind.bit_width // 8, 1)
     return sizes

@@ -9,6 +9,7 @@ from augforge.datasets.manifest import MANIFEST, is_dataset_dir
 from augforge.datasets.remote import fetch_file
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.sources.dataset import DatasetSource
+from augforge.datasets.sources.dense import DenseSource, dense_format
 from augforge.datasets.sources.digits import DigitsSource
 from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, ImageFolderSource
 from augforge.datasets.sources.table import TABLE_SUFFIXES, TableSource
@@ -52,13 +53,18 @@ def open_source(
             if is_dataset_dir(path):
                 refuse({"max_pixels": max_pixels}, "the dataset directory")
                 return DatasetSource(path)
+            if dense_format(path):
+                return DenseSource(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
             return ImageFolderSource(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        if dense_format(path):  # a COCO annotation file
+            refuse({**table_opts}, "the COCO file")
+            return DenseSource(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         if path.suffix.lower() in TABLE_SUFFIXES:
             refuse({"max_pixels": max_pixels}, "the table")
             return TableSource(path, label_col=label_col or "label", text_col=text_col,
                                feature_cols=feature_cols, id_col=id_col)
         raise AugforgeError(
-            f"{path}: not a dataset directory, image folder, or table (.csv/.tsv/.parquet/.jsonl)"
+            f"{path}: not a dataset directory, image folder, COCO file, or table (.csv/.tsv/.parquet/.jsonl)"
         )
     if str(spec) in BUNDLED:
         refuse({**table_opts, "max_pixels": max_pixels}, "the bundled sample")
@@ -90,5 +96,5 @@ def _remote_source(url: str, table_opts: dict, max_pixels) -> Source:
     return DatasetSource(url)
 
 
-__all__ = ["BUNDLED", "DatasetSource", "DigitsSource", "ImageFolderSource", "Problem", "Source", "TableSource",
-           "open_source"]
+__all__ = ["BUNDLED", "DatasetSource", "DenseSource", "DigitsSource", "ImageFolderSource", "Problem", "Source",
+           "TableSource", "open_source"]

@@ -1,0 +1,66 @@
+"""What every annotation format reads into: a set of images, each with its size and instances, the class names,
+the keypoint names and the flip pairs, and the bad annotations found (one line each, naming file and
+annotation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from augforge.datasets.targets import Instances, check_instances
+from augforge.errors import AugforgeError
+
+
+@dataclass
+class ImageTargets:
+    """One image: its file (relative to the set's image root), size and instances."""
+
+    file: str
+    width: int
+    height: int
+    instances: Instances
+
+
+@dataclass
+class DenseSet:
+    """An annotated image set. ``problems``: bad annotations (skipped, each one line naming file and
+    annotation); ``keypoint_names`` and ``flip_pairs`` (index pairs a horizontal flip swaps) when instances have
+    keypoints."""
+
+    classes: list[str]
+    images: list[ImageTargets]
+    image_root: Path
+    problems: list[str] = field(default_factory=list)
+    keypoint_names: list[str] | None = None
+    flip_pairs: list[tuple[int, int]] = field(default_factory=list)
+
+    def instance_counts(self) -> list[int]:
+        """Instances per class over the whole set (crowd regions included)."""
+        counts = [0] * len(self.classes)
+        for image in self.images:
+            for c in image.instances.classes.tolist():
+                counts[c] += 1
+        return counts
+
+
+def keep_valid(instances: Instances, width: int, height: int, classes: int, where: list[str],
+               problems: list[str]) -> Instances:
+    """The instances without the bad ones (``check_instances``), whose lines are added to ``problems``."""
+    bad = set()
+    for i in range(len(instances)):
+        lines = check_instances(instances.select([i]), width, height, classes, [where[i]])
+        if lines:
+            bad.add(i)
+            problems.extend(lines)
+    return instances.select([i for i in range(len(instances)) if i not in bad]) if bad else instances
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header; one line naming the file when it does not open."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError) as error:
+        raise AugforgeError(f"{path}: not a readable image ({error})") from None

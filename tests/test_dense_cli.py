@@ -1,0 +1,120 @@
+"""Dense datasets from the command line: COCO / YOLO / VOC / LabelMe ingested into shards with their targets,
+reported (instances per class, box sizes), and exported back, with the same instances after the round trip."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from augforge.cli import main
+from augforge.datasets.formats.coco import read_coco, write_coco
+from augforge.datasets.reader import Dataset
+from augforge.datasets.sources import open_source
+from augforge.datasets.targets import from_columns, instance_mask
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import composed_scenes  # noqa: E402  (the scene maker, shared with the dense benchmarks)
+
+
+@pytest.fixture(scope="module")
+def coco_set(tmp_path_factory):
+    """24 composed scenes as a COCO set (images/ beside annotations.json), and the truth by file name."""
+    root = tmp_path_factory.mktemp("coco")
+    images, dense = composed_scenes.scenes(24, seed=7)
+    (root / "images").mkdir()
+    for image, target in zip(images, dense.images):
+        Image.fromarray(image).save(root / "images" / target.file)
+    write_coco(dense, root / "annotations.json")
+    return root, {t.file: t for t in dense.images}
+
+
+def _dataset_instances(path) -> dict:
+    data = Dataset(path, "all")
+    table = data.take(np.arange(len(data)))
+    return dict(zip(table.column("id").to_pylist(), from_columns(table)))
+
+
+def _assert_same(truth: dict, got: dict, box_tol: float = 1e-9, masks: bool = True) -> None:
+    assert sorted(truth) == sorted(got)
+    for name, target in truth.items():
+        want, have = target.instances, got[name]
+        assert want.classes.tolist() == have.classes.tolist()
+        np.testing.assert_allclose(want.boxes, have.boxes, atol=box_tol * 96, rtol=0)
+        for i in range(len(want) if masks else 0):
+            assert (instance_mask(want, i, 64, 96) == instance_mask(have, i, 64, 96)).all()
+
+
+def test_coco_ingest_report_export_and_ingest_again(coco_set, tmp_path, capsys):
+    root, truth = coco_set
+    assert main(["ingest", str(root / "annotations.json"), str(tmp_path / "data"), "--test-split", "0.25"]) == 0
+    got = _dataset_instances(tmp_path / "data")
+    _assert_same(truth, got)
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["payload_info"]["targets"]["classes"] == composed_scenes.CLASSES
+    assert manifest["payload_info"]["targets"]["keypoint_names"] == composed_scenes.KEYPOINTS
+    # the row label is the image's rarest instance class (by instances over the whole set)
+    source = open_source(root / "annotations.json")
+    counts = source.instance_counts
+    for target, label in zip(source.dense.images, source.labels()):
+        assert label == min(set(target.instances.classes.tolist()), key=lambda c: (counts[c], c))
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "data"), "--split", "all", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    section = report["instances"]
+    assert section["instances"] == sum(len(t.instances) for t in truth.values())
+    for c, name in enumerate(composed_scenes.CLASSES):
+        assert section["per_class"][name]["instances"] == sum(int((t.instances.classes == c).sum())
+                                                              for t in truth.values())
+        assert section["per_class"][name]["images"] == sum(int(c in t.instances.classes) for t in truth.values())
+    assert sum(section["box_sizes"].values()) == section["instances"]
+    assert "detection or segmentation" in report["recommendation"]["reason"]
+
+    assert main(["export-data", str(tmp_path / "data"), str(tmp_path / "coco-out"), "--format", "coco"]) == 0
+    exported = read_coco(tmp_path / "coco-out" / "annotations.json")
+    _assert_same(truth, {t.file: t.instances for t in exported.images})
+    assert main(["ingest", str(tmp_path / "coco-out" / "annotations.json"), str(tmp_path / "again"),
+                 "--test-split", "0.25"]) == 0
+    _assert_same(truth, _dataset_instances(tmp_path / "again"))
+    # the same rows in the same splits: the round trip changed nothing the split is planned on
+    first, second = Dataset(tmp_path / "data", "test"), Dataset(tmp_path / "again", "test")
+    assert sorted(first.to_polars(["id"])["id"]) == sorted(second.to_polars(["id"])["id"])
+
+
+def test_yolo_and_voc_exports_ingest_back(coco_set, tmp_path):
+    root, truth = coco_set
+    assert main(["ingest", str(root / "annotations.json"), str(tmp_path / "data")]) == 0
+    assert main(["export-data", str(tmp_path / "data"), str(tmp_path / "yolo"), "--format", "yolo"]) == 0
+    assert (tmp_path / "yolo" / "images" / "scene-000.png").is_file()
+    assert main(["ingest", str(tmp_path / "yolo"), str(tmp_path / "from-yolo")]) == 0
+    _assert_same(truth, _dataset_instances(tmp_path / "from-yolo"), box_tol=1e-6, masks=False)
+    assert main(["export-data", str(tmp_path / "data"), str(tmp_path / "voc"), "--format", "voc"]) == 0
+    assert main(["ingest", str(tmp_path / "voc"), str(tmp_path / "from-voc")]) == 0
+    got = _dataset_instances(tmp_path / "from-voc")
+    for name, target in truth.items():  # VOC keeps whole pixels: each corner within half a pixel
+        np.testing.assert_allclose(got[name].boxes, target.instances.boxes, atol=0.5 + 1e-9, rtol=0)
+
+
+def test_bad_annotations_are_reported_and_an_export_refuses_what_it_cannot_do(coco_set, tmp_path, capsys):
+    root, _ = coco_set
+    data = json.loads((root / "annotations.json").read_text())
+    data["annotations"][0]["bbox"] = [90, 60, 20, 20]  # outside the 96x64 image
+    data["annotations"][1]["category_id"] = 42
+    (tmp_path / "images").symlink_to(root / "images")
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "bad.json"), "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["problems"]["items"]
+    assert {"path": "bad.json#annotation 2", "reason": "unknown category id 42"} in problems
+    assert {"path": "bad.json#annotation 1", "reason": "box [90, 60, 110, 80] lies outside the 96x64 image"} in problems
+    # a classification dataset has nothing to export; an existing folder is never written into
+    assert main(["ingest", "digits", str(tmp_path / "digits")]) == 0
+    capsys.readouterr()
+    assert main(["export-data", str(tmp_path / "digits"), str(tmp_path / "x"), "--format", "coco"]) == 1
+    assert "a classification dataset (no target columns)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
