@@ -25,8 +25,9 @@ def polygon(rng: np.random.Generator, cx: float, cy: float, radius: float, verti
 
 
 def scene(rng: np.random.Generator, width: int = 96, height: int = 64, objects: int = 4,
-          with_keypoints: bool = True) -> tuple[np.ndarray, Instances]:
-    """(an RGB canvas, its instances): ``objects`` polygons inside the frame, classes drawn at random."""
+          with_keypoints: bool = True, min_radius: float = 6.0) -> tuple[np.ndarray, Instances]:
+    """(an RGB canvas, its instances): ``objects`` polygons inside the frame (radius ``min_radius`` to a third
+    of the shorter side), classes drawn at random."""
     from sklearn.datasets import load_sample_images
 
     china, flower = load_sample_images().images
@@ -35,7 +36,7 @@ def scene(rng: np.random.Generator, width: int = 96, height: int = 64, objects: 
     fill = Image.fromarray(flower[y : y + height, x : x + width].copy())
     rings, classes = [], []
     for _ in range(objects):
-        radius = float(rng.uniform(6, min(width, height) / 3))
+        radius = float(rng.uniform(min_radius, min(width, height) / 3))
         cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
         ring = polygon(rng, cx, cy, radius, int(rng.integers(5, 10)))
         mask = Image.new("L", (width, height), 0)

@@ -1,0 +1,110 @@
+"""Detection and segmentation rows as PyTorch expects them: ``DenseDataset`` (a map-style dataset over a dense
+dataset directory, with ``RandomGeometry`` drawn per row and epoch), ``collate_detection`` (a list of images and
+a list of target dicts, as torchvision's detection models take them) and ``pad_targets`` (fixed shapes with a
+count, for users who want them).
+
+A target dict holds ``boxes`` (float32 [N, 4], x0 y0 x1 y1 in pixels), ``labels`` (int64 [N]), ``iscrowd``
+(int64 [N]), ``area`` (float32 [N]: the mask's pixels, else the box's), ``masks`` (uint8 [N, H, W], when asked
+and the instances have polygons or masks) and ``keypoints`` (float32 [N, K, 3], for a set with keypoints).
+Each draw is seeded from (seed, epoch, row), so an epoch is the same on a rerun and differs between epochs.
+This is the CPU path; the DALI pipeline does not carry dense targets yet.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from augforge.augment.target_ops import RandomGeometry
+from augforge.datasets import schema as S
+from augforge.datasets.keys import row_rng
+from augforge.datasets.reader import Dataset
+from augforge.datasets.targets import TARGET_COLUMNS, Instances, from_columns, instance_mask
+from augforge.errors import AugforgeError
+
+
+class DenseDataset:
+    """Rows of a dense dataset directory's ``split`` as (image float32 [C, H, W] in [0, 1], target dict);
+    ``geometry`` drawn per row and epoch (``set_epoch``), else the rows as stored."""
+
+    def __init__(self, path, split: str = "train", geometry: RandomGeometry | None = None, seed: int = 0,
+                 masks: bool = False) -> None:
+        self.data = Dataset(path, split)
+        if not set(TARGET_COLUMNS) <= set(self.data.shard_schema.names):
+            raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
+                                "detection and segmentation datasets")
+        self.geometry, self.seed, self.masks, self.epoch = geometry, seed, masks, 0
+        self.rejected = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next rows' transforms for this epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        row = self.data.take([int(index)], [S.ID, S.IMAGE, *TARGET_COLUMNS])
+        image = np.asarray(Image.open(io.BytesIO(row.column(S.IMAGE)[0].as_py())).convert("RGB"))
+        instances = from_columns(row)[0]
+        if self.geometry is not None:
+            rng = row_rng(self.seed, row.column(S.ID)[0].as_py(), 0, f"dense-geometry-epoch-{self.epoch}")
+            drawn = self.geometry(rng, image, instances)
+            self.rejected += drawn.rejected
+            image, instances = drawn.moved.image, drawn.moved.instances
+        height, width = image.shape[:2]
+        return image_tensor(image), detection_target(instances, height, width, self.masks)
+
+
+def image_tensor(image: np.ndarray):
+    """An (H, W, C) uint8 image as a float32 [C, H, W] tensor in [0, 1]."""
+    import torch  # torch: heavy, loaded when rows are turned into tensors
+
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+
+
+def detection_target(instances: Instances, height: int, width: int, masks: bool = False) -> dict:
+    """The target dict of one image (see the module docstring)."""
+    import torch  # torch: heavy, loaded when rows are turned into tensors
+
+    n = len(instances)
+    rasters = [instance_mask(instances, i, height, width) for i in range(n)]
+    boxes = instances.boxes
+    area = np.array([r.sum() if r is not None else (b[2] - b[0]) * (b[3] - b[1]) for r, b in zip(rasters, boxes)])
+    target = {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(n, 4),
+              "labels": torch.as_tensor(instances.classes, dtype=torch.int64),
+              "iscrowd": torch.as_tensor(instances.crowd, dtype=torch.int64),
+              "area": torch.as_tensor(area, dtype=torch.float32).reshape(n)}
+    if masks and any(r is not None for r in rasters):
+        target["masks"] = torch.as_tensor(np.stack([r if r is not None else np.zeros((height, width), bool)
+                                                    for r in rasters]).reshape(n, height, width), dtype=torch.uint8)
+    if instances.keypoints is not None:
+        target["keypoints"] = torch.as_tensor(instances.keypoints, dtype=torch.float32)
+    return target
+
+
+def collate_detection(batch: list) -> tuple[list, list]:
+    """(images, targets) of a batch of (image, target) pairs: lists, since images and instance counts differ
+    (torchvision's detection models take exactly this)."""
+    return [image for image, _ in batch], [target for _, target in batch]
+
+
+def pad_targets(targets: list[dict], max_instances: int | None = None) -> dict:
+    """Fixed-shape targets: ``boxes`` [B, M, 4] (zeros where padded), ``labels`` [B, M] (-1 where padded) and
+    ``count`` [B]; M is ``max_instances`` or the batch's largest count. More instances than M is an error (no
+    instance is dropped silently)."""
+    import torch  # torch: heavy, loaded when rows are turned into tensors
+
+    counts = [len(t["labels"]) for t in targets]
+    m = max(counts, default=0) if max_instances is None else max_instances
+    if max(counts, default=0) > m:
+        raise AugforgeError(f"an image has {max(counts)} instances, more than max_instances {m}; raise it")
+    boxes = torch.zeros(len(targets), m, 4)
+    labels = torch.full((len(targets), m), -1, dtype=torch.int64)
+    for b, target in enumerate(targets):
+        boxes[b, : counts[b]] = target["boxes"]
+        labels[b, : counts[b]] = target["labels"]
+    return {"boxes": boxes, "labels": labels, "count": torch.as_tensor(counts, dtype=torch.int64)}

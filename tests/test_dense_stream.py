@@ -1,0 +1,99 @@
+"""Random geometry with targets and the dense rows PyTorch takes: object-aware crops, rejected draws, one draw
+per row and epoch, torchvision-style target dicts and padded targets, from a dataset ingested from COCO."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from augforge.augment.target_geometry import FramePolicy
+from augforge.augment.target_ops import RandomGeometry, coverage
+from augforge.cli import main
+from augforge.datasets.formats.coco import write_coco
+from augforge.datasets.targets import Instances
+from augforge.errors import AugforgeError, OptionError
+from augforge.pipelines.dense_stream import DenseDataset, collate_detection, pad_targets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import composed_scenes  # noqa: E402  (the scene maker, shared with the dense benchmarks)
+
+
+@pytest.fixture(scope="module")
+def dense_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dense")
+    images, dense = composed_scenes.scenes(12, seed=11)
+    (root / "images").mkdir()
+    for image, target in zip(images, dense.images):
+        Image.fromarray(image).save(root / "images" / target.file)
+    write_coco(dense, root / "annotations.json")
+    assert main(["ingest", str(root / "annotations.json"), str(root / "data")]) == 0
+    return root / "data", dense
+
+
+def test_object_aware_crops_keep_enough_of_some_instance():
+    rng = np.random.default_rng(0)
+    inst = Instances(np.array([0]), np.array([[70.0, 40, 90, 60]]))
+    geometry = RandomGeometry(size=(32, 32), crop_scale=(0.05, 0.2), min_coverage=0.8)
+    for _ in range(50):
+        window = geometry._window(rng, 96, 64, inst)
+        assert coverage(window, inst.boxes)[0] >= 0.8
+    np.testing.assert_allclose(coverage((0, 0, 10, 10), np.array([[5.0, 5, 15, 15], [0, 0, 0, 0]])), [0.25, 0.0])
+
+
+def test_rejected_draws_are_drawn_again_and_counted():
+    image = np.zeros((64, 96, 3), np.uint8)
+    inst = Instances(np.array([1]), np.array([[0.0, 0, 30, 30]]))
+    geometry = RandomGeometry(shift=0.3, policy=FramePolicy(min_visibility=0.95, on_lost="reject_sample"))
+    rng = np.random.default_rng(1)
+    results = [geometry(rng, image, inst) for _ in range(20)]
+    assert sum(r.rejected for r in results) > 0  # some draws pushed the box out, and were drawn again
+    for r in results:
+        if r.rejected < geometry.attempts:  # a draw passed: the instance is nearly all there
+            assert r.moved.visibility[0] >= 0.95 and len(r.moved.instances) == 1
+    with pytest.raises(OptionError, match="hflip"):
+        RandomGeometry(hflip=2)
+
+
+def test_dense_dataset_gives_torchvision_style_targets_drawn_per_row_and_epoch(dense_data):
+    path, dense = dense_data
+    plain = DenseDataset(path, "all", masks=True)
+    image, target = plain[0]
+    row_id = plain.data.take([0], ["id"]).column("id")[0].as_py()
+    truth = next(t for t in dense.images if t.file == row_id)
+    assert image.shape == (3, 64, 96) and image.dtype == torch.float32 and 0 <= image.min() and image.max() <= 1
+    assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
+    np.testing.assert_allclose(target["boxes"].numpy(), truth.instances.boxes, atol=1e-4)
+    assert target["masks"].shape == (len(truth.instances), 64, 96) and target["keypoints"].shape[1:] == (2, 3)
+    assert torch.equal(target["area"], target["masks"].flatten(1).sum(1).float())
+    geometry = RandomGeometry(size=(48, 48), degrees=20, hflip=0.5, crop_scale=(0.5, 1.0), min_coverage=0.5,
+                              flip_pairs=((0, 1),))
+    moving = DenseDataset(path, "all", geometry=geometry, seed=3)
+    first = [moving[i][1]["boxes"] for i in range(4)]
+    again = [moving[i][1]["boxes"] for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))  # the same epoch: the same draws
+    moving.set_epoch(1)
+    assert not all(torch.equal(a, moving[i][1]["boxes"]) for i, a in enumerate(first))  # the next: new draws
+    loader = torch.utils.data.DataLoader(moving, batch_size=4, collate_fn=collate_detection)
+    images, targets = next(iter(loader))
+    assert len(images) == 4 and all(i.shape == (3, 48, 48) for i in images) and len(targets) == 4
+    for t in targets:
+        boxes = t["boxes"]
+        assert ((boxes[:, 0] >= 0) & (boxes[:, 2] <= 48) & (boxes[:, 0] < boxes[:, 2])).all()
+        assert len(t["labels"]) == len(boxes) == len(t["keypoints"])
+    padded = pad_targets(targets)
+    counts = [len(t["labels"]) for t in targets]
+    assert padded["count"].tolist() == counts and padded["boxes"].shape == (4, max(counts), 4)
+    assert (padded["labels"][0, counts[0]:] == -1).all()
+    with pytest.raises(AugforgeError, match="raise it"):
+        pad_targets(targets, max_instances=0 if max(counts) else -1)
+
+
+def test_a_classification_dataset_is_refused(tmp_path):
+    assert main(["ingest", "digits", str(tmp_path / "digits")]) == 0
+    with pytest.raises(AugforgeError, match="no target columns"):
+        DenseDataset(tmp_path / "digits")
