@@ -160,7 +160,7 @@ def test_resolution_errors(tmp_path):
     with pytest.raises(AugforgeError, match="no such file or directory \\(bundled samples: digits\\)"):
         open_source(tmp_path / "missing")
     (tmp_path / "data.xlsx").write_bytes(b"x")
-    with pytest.raises(AugforgeError, match="not a dataset directory, image folder, or table"):
+    with pytest.raises(AugforgeError, match="not a dataset directory, image folder, COCO file, or table"):
         open_source(tmp_path / "data.xlsx")
     with pytest.raises(AugforgeError, match="^label_col do\\(es\\) not apply to the bundled sample"):
         open_source("digits", label_col="y")

@@ -22,6 +22,8 @@ from augforge.errors import AugforgeError
 
 #: folds of the out-of-fold probabilities (fewer when the smallest class has fewer rows)
 FOLDS = 5
+#: rows x features below which the fast models fit on one BLAS thread
+SMALL_PROBLEM = 20_000_000
 #: the side images are downsampled to for the pixel model; the side, cell and orientation bins of its gradient
 #: histograms (pixels and histograms: on 5% flipped labels, precision 0.84 / recall 0.78 on glyphs of nine faces
 #: and 0.84 / 0.92 on the upscaled digits, against 0.76 / 0.73 and 0.61 / 0.89 from the pixels alone; docs/audit.md)
@@ -108,7 +110,13 @@ def out_of_fold_probabilities(rows, seed: int = 0, features: np.ndarray | None =
         x = pixel_features(rows.values)
     folds = StratifiedKFold(n_splits=int(min(FOLDS, present.min())), shuffle=True, random_state=seed)
     model = _model(rows.payload if features is None else S.FEATURES, seed)
-    probs = cross_val_predict(model, x, labels, cv=folds, method="predict_proba")
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
+    # a small problem runs faster on one BLAS thread: waking threads costs more than they save (measured: a fit on
+    # 324 glyphs x 768 features took 0.38 s on 2 threads and 0.05 s on 1, and worse when two processes share 2 cores)
+    width = x.shape[1] if getattr(x, "ndim", 1) == 2 else 1_000  # texts: their TF-IDF width is not known yet
+    with threadpool_limits(1 if len(x) * width < SMALL_PROBLEM else None):
+        probs = cross_val_predict(model, x, labels, cv=folds, method="predict_proba")
     full = np.zeros((len(labels), k))
     full[:, np.flatnonzero(counts > 0)] = probs  # classes without rows get probability 0
     return full
