@@ -70,6 +70,11 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
     require_at_least("workers", workers)
     source = recipe_source(recipe)
     aug = recipe.augment
+    if source.has_targets:  # the build's ops move pixels only: boxes, masks and keypoints would no longer match
+        raise RecipeError(f"{recipe.file}: source.path: {source.location} is a detection or segmentation set; "
+                          "build does not move its boxes, masks and keypoints with the images yet: write it with "
+                          "`augforge ingest` (and `balance`), and augment it with RandomGeometry / DenseDataset "
+                          "(docs/dense.md)")
     if source.payload == S.TEXT:
         if aug.image:
             raise RecipeError(f"{recipe.file}: augment.image: {source.location} holds text; use augment.text ops")

@@ -85,6 +85,11 @@ class Source(ABC):
             yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                                    S.LABEL: pa.array(labels[chunk], pa.int64())})
 
+    @property
+    def has_targets(self) -> bool:
+        """Whether the rows carry dense targets (boxes, masks, keypoints) beside the image."""
+        return False
+
     def instances(self, positions: np.ndarray) -> list | None:
         """The dense targets (``augforge.datasets.targets.Instances``) of the rows at ``positions``, or None for
         a source without them."""

@@ -57,6 +57,10 @@ class DatasetSource(Source):
         return self._take(positions, batch_rows,
                           [S.ID, S.LABEL, self.payload, S.SOURCE_ID, S.SYNTHETIC, S.AUG, *self._targets])
 
+    @property
+    def has_targets(self) -> bool:
+        return bool(self._targets)
+
     def instances(self, positions: np.ndarray) -> list | None:
         if not self._targets:
             return None

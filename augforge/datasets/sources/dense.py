@@ -134,6 +134,10 @@ class DenseSource(Source):
                                    **to_columns([im.instances for im in images], [(im.width, im.height)
                                                                                    for im in images])})
 
+    @property
+    def has_targets(self) -> bool:
+        return True
+
     def instances(self, positions: np.ndarray) -> list[Instances]:
         return [self.dense.images[self._index[i]].instances for i in np.asarray(positions, dtype=np.int64)]
 
