@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with everything augforge needs, from nothing.
 #  - Debian packages (when root): WordNet 3.0 for text augmentation, Chromium to look at HTML reports, qemu-user
-#    to measure int8 models with another CPU's arithmetic (augforge quantize --target).
+#    to measure int8 models with another CPU's arithmetic (augforge quantize --target), labelme-examples (real
+#    photos annotated in LabelMe, COCO and VOC: the dense-target tests read them; GPL, never copied here).
 #  - the CPU torch wheel first, so nothing pulls the CUDA build; then augforge with its dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ VENV=${VENV:-.venv}
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     need=()
-    for pkg in wordnet-base wordnet-sense-index fortunes manpages manpages-dev chromium qemu-user; do
+    for pkg in wordnet-base wordnet-sense-index fortunes manpages manpages-dev chromium qemu-user labelme-examples; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
