@@ -68,3 +68,19 @@ def scenes(count: int, seed: int = 0, **options) -> tuple[list[np.ndarray], Dens
     from pathlib import Path
 
     return images, DenseSet(list(CLASSES), targets, Path("."), [], keypoints, [(0, 1)] if keypoints else [])
+
+
+def write_coco_set(root, count: int, seed: int = 0, **options) -> DenseSet:
+    """``count`` scenes written as a COCO set: ``root/images/scene-NNN.png`` and ``root/annotations.json``;
+    returns their DenseSet (the truth)."""
+    from pathlib import Path
+
+    from augforge.datasets.formats.coco import write_coco
+
+    root = Path(root)
+    images, dense = scenes(count, seed, **options)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for image, target in zip(images, dense.images):
+        Image.fromarray(image).save(root / "images" / target.file)
+    write_coco(dense, root / "annotations.json")
+    return dense

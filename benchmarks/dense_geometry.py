@@ -33,7 +33,6 @@ import composed_scenes  # noqa: E402
 
 from augforge.augment.target_geometry import FramePolicy, apply, clip_polygon, rotation, transform_points  # noqa: E402
 from augforge.augment.target_ops import RandomGeometry  # noqa: E402
-from augforge.datasets.formats.coco import write_coco  # noqa: E402
 from augforge.datasets.reader import Dataset  # noqa: E402
 from augforge.datasets.targets import (TARGET_COLUMNS, Instances, from_columns, instance_mask,  # noqa: E402
                                        polygon_box, polygon_mask, rle_encode)
@@ -124,11 +123,7 @@ def throughput(images: int, workers: int, tmp: Path) -> dict:
     import albumentations as A
     import torch
 
-    scenes, dense = composed_scenes.scenes(images, seed=5, width=256, height=192, objects=10, with_keypoints=False)
-    (tmp / "images").mkdir(parents=True)
-    for image, target in zip(scenes, dense.images):
-        Image.fromarray(image).save(tmp / "images" / target.file)
-    write_coco(dense, tmp / "annotations.json")
+    composed_scenes.write_coco_set(tmp, images, seed=5, width=256, height=192, objects=10, with_keypoints=False)
     subprocess.run([sys.executable, "-m", "augforge", "ingest", str(tmp / "annotations.json"), str(tmp / "data"),
                     "--quiet"], check=True)
     ours = DenseDataset(tmp / "data", "all", masks=True, geometry=RandomGeometry(

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from augforge.cli import main
-from augforge.datasets.formats.coco import read_coco, write_coco
+from augforge.datasets.formats.coco import read_coco
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources import open_source
 from augforge.datasets.targets import from_columns, instance_mask
@@ -25,11 +24,7 @@ import composed_scenes  # noqa: E402  (the scene maker, shared with the dense be
 def coco_set(tmp_path_factory):
     """24 composed scenes as a COCO set (images/ beside annotations.json), and the truth by file name."""
     root = tmp_path_factory.mktemp("coco")
-    images, dense = composed_scenes.scenes(24, seed=7)
-    (root / "images").mkdir()
-    for image, target in zip(images, dense.images):
-        Image.fromarray(image).save(root / "images" / target.file)
-    write_coco(dense, root / "annotations.json")
+    dense = composed_scenes.write_coco_set(root, 24, seed=7)
     return root, {t.file: t for t in dense.images}
 
 

@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from augforge.augment.target_geometry import FramePolicy
 from augforge.augment.target_ops import RandomGeometry, coverage
 from augforge.cli import main
-from augforge.datasets.formats.coco import write_coco
 from augforge.datasets.targets import Instances
 from augforge.errors import AugforgeError, OptionError
 from augforge.pipelines.dense_stream import DenseDataset, collate_detection, pad_targets
@@ -26,11 +24,7 @@ import composed_scenes  # noqa: E402  (the scene maker, shared with the dense be
 @pytest.fixture(scope="module")
 def dense_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("dense")
-    images, dense = composed_scenes.scenes(12, seed=11)
-    (root / "images").mkdir()
-    for image, target in zip(images, dense.images):
-        Image.fromarray(image).save(root / "images" / target.file)
-    write_coco(dense, root / "annotations.json")
+    dense = composed_scenes.write_coco_set(root, 12, seed=11)
     assert main(["ingest", str(root / "annotations.json"), str(root / "data")]) == 0
     return root / "data", dense
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from augforge.augment.target_geometry import (FramePolicy, apply, clip_polygon, crop_resize, flip_horizontal,
                                               polygon_area, rotation, scaling, transform_points, translation)
-from augforge.datasets.targets import Instances, mask_box, polygon_box, polygon_mask, rle_decode, rle_encode
+from augforge.datasets.targets import Instances, polygon_box, polygon_mask, rle_decode, rle_encode
 from augforge.errors import OptionError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
