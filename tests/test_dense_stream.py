@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from augforge.augment.target_geometry import FramePolicy
 from augforge.augment.target_ops import RandomGeometry, coverage
@@ -91,3 +92,33 @@ def test_a_classification_dataset_is_refused(tmp_path):
     assert main(["ingest", "digits", str(tmp_path / "digits")]) == 0
     with pytest.raises(AugforgeError, match="no target columns"):
         DenseDataset(tmp_path / "digits")
+
+
+def test_drawn_targets_are_where_the_instances_are():
+    """On a black image: the box outline in the class colour at its corners, the mask tinted at alpha, a visible
+    keypoint filled, a hidden one hollow, an unlabelled one not drawn."""
+    from augforge.datasets.targets import rle_encode
+    from augforge.pipelines.preview_dense import PALETTE, draw_instances
+
+    mask = np.zeros((40, 60), bool)
+    mask[20:30, 30:50] = True
+    inst = Instances(np.array([1, 2]), np.array([[5.0, 5, 25, 15], [30, 20, 50, 30]]), masks=[None, rle_encode(mask)],
+                     keypoints=np.array([[[10.0, 10, 2], [20, 10, 1]], [[40.0, 25, 0], [45, 25, 0]]]))
+    drawn = draw_instances(np.zeros((40, 60, 3), np.uint8), inst, ["a", "b", "c"], alpha=0.5)
+    assert tuple(drawn[5, 5]) == PALETTE[1] and tuple(drawn[14, 24]) == PALETTE[1]  # the box's corners
+    assert tuple(drawn[25, 40]) == tuple(round(0.5 * c) for c in PALETTE[2])  # inside the mask, away from lines
+    assert tuple(drawn[10, 10]) == PALETTE[1] and tuple(drawn[10, 20]) == (0, 0, 0)  # filled, hollow centre
+    assert drawn[24:27, 44:47].max() == round(0.5 * max(PALETTE[2]))  # not labelled: only the tint
+
+
+def test_preview_data_writes_the_grid_of_drawn_images(dense_data, tmp_path):
+    path, _ = dense_data
+    assert main(["preview-data", str(path), "--out", str(tmp_path / "p.png"), "--n", "3", "--variants", "2"]) == 0
+    grid = Image.open(tmp_path / "p.png")
+    assert grid.size == (4 + 3 * (96 + 4), 4 + 3 * (96 + 14 + 4))
+    with pytest.raises(AugforgeError, match="no boxes, masks or keypoints to draw"):
+        from augforge.datasets.sources import open_source
+        from augforge.pipelines.preview_dense import preview_dense
+
+        assert main(["ingest", "digits", str(tmp_path / "digits")]) == 0
+        preview_dense(open_source(tmp_path / "digits"))

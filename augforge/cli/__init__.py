@@ -17,7 +17,7 @@ from augforge.errors import AugforgeError, OptionError
 
 #: The sub-commands in ``augforge --help`` order, each added by its family's ``add_<name>``.
 COMMANDS = [data.add_ingest, data.add_inspect, data.add_report, data.add_balance, data.add_build, data.add_preview,
-            data.add_audit, dense.add_export_data,
+            data.add_audit, dense.add_export_data, dense.add_preview_data,
             training.add_train, training.add_tune, training.add_search_policy, models.add_export, models.add_quantize,
             training.add_ablate, training.add_crossfit, training.add_lr_find, training.add_evaluate, models.add_models]
 
