@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from augforge.cli import main
 from augforge.datasets.formats.coco import read_coco
@@ -124,3 +125,13 @@ def test_a_build_refuses_a_dense_source_instead_of_moving_pixels_without_their_b
     assert main(["build", str(recipe)]) == 1
     assert "build does not move its boxes, masks and keypoints with the images yet" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_folder_whose_classes_look_like_a_layout_stays_an_image_folder(tmp_path):
+    """Class folders named images/labels or Annotations (without YOLO's names file or VOC's XML) are classes."""
+    from augforge.datasets.sources import ImageFolderSource
+
+    for name in ("images", "labels", "Annotations"):
+        (tmp_path / name).mkdir()
+        Image.new("L", (8, 8), 40).save(tmp_path / name / "a.png")
+    assert isinstance(open_source(tmp_path), ImageFolderSource)

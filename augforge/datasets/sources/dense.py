@@ -36,16 +36,18 @@ FORMATS = ("coco", "voc", "yolo", "labelme")
 
 
 def dense_format(path: Path) -> str | None:
-    """Which annotation format ``path`` holds (a COCO ``.json`` file, or a folder with VOC's ``Annotations/``,
-    YOLO's ``images/`` and ``labels/``, or LabelMe ``.json`` files beside images), or None."""
+    """Which annotation format ``path`` holds (a COCO ``.json`` file, or a folder with VOC's ``Annotations/*.xml``,
+    YOLO's ``images/``, ``labels/`` and ``data.yaml`` or ``classes.txt``, or LabelMe ``.json`` files beside
+    images), or None."""
     if path.is_file():
         return "coco" if path.suffix.lower() == ".json" else None
     if not path.is_dir():
         return None
-    if (path / "Annotations").is_dir():
+    if (path / "Annotations").is_dir() and any((path / "Annotations").glob("*.xml")):
         return "voc"
-    if (path / "images").is_dir() and (path / "labels").is_dir():
-        return "yolo"
+    if (path / "images").is_dir() and (path / "labels").is_dir() and \
+            ((path / "data.yaml").is_file() or (path / "classes.txt").is_file()):
+        return "yolo"  # (an image folder with classes named images and labels has neither file)
     first = next(iter(sorted(path.glob("*.json"))), None)
     if first is not None and _is_labelme(first):
         return "labelme"
