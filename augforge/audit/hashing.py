@@ -31,6 +31,11 @@ MAX_RADIUS = 16
 RADIUS = 14
 
 
+def image_from_array(image: np.ndarray) -> Image.Image:
+    """An HxW or HxWxC uint8 array as a PIL image (a single channel axis dropped)."""
+    return Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
 def dhash(image) -> int:
     """The 64-bit difference hash of an image (PIL image, encoded bytes, or an HxW[xC] uint8 array)."""
     if isinstance(image, (bytes, bytearray, memoryview)):

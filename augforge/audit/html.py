@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from augforge.atomic import atomic_open
+from augforge.audit.hashing import image_from_array
 from augforge.audit.render import summary_rows
 from augforge.datasets import schema as S
 
@@ -20,7 +21,7 @@ SNIPPET = 240
 
 
 def _thumbnail(image: np.ndarray) -> str:
-    pil = Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image)
+    pil = image_from_array(image)
     scale = THUMB / max(pil.size)
     size = (max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale)))
     pil = pil.resize(size, Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS)

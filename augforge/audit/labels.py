@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from augforge.audit.hashing import image_from_array
 from augforge.datasets import schema as S
 from augforge.errors import AugforgeError
 
@@ -36,7 +37,7 @@ def pixel_features(images: list[np.ndarray]) -> np.ndarray:
     size, brought to one size when they differ), then ``gradient_histograms`` of it at ``GRADIENT_SIDE``."""
     rows = []
     for image in images:
-        grey = _grey(image)
+        grey = image_from_array(image).convert("L")
         if max(grey.size) > PIXELS:
             grey = grey.resize((PIXELS, PIXELS), Image.Resampling.BILINEAR)
         rows.append(np.asarray(grey, dtype=np.float32).ravel() / 255.0)
@@ -59,8 +60,9 @@ def gradient_histograms(images: list[np.ndarray], side: int = GRADIENT_SIDE, cel
     histograms = np.zeros((len(images), cells * cells, bins))
     for start in range(0, len(images), 4096):  # a chunk at a time: memory stays bounded at any row count
         chunk = images[start : start + 4096]
-        grey = np.stack([np.asarray(_grey(image).resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32)
-                         for image in chunk]) / 255.0
+        grey = np.stack([np.asarray(image_from_array(image).convert("L").resize((side, side),
+                                                                                 Image.Resampling.BILINEAR),
+                                    dtype=np.float32) for image in chunk]) / 255.0
         dy, dx = np.gradient(grey, axis=(1, 2))
         orientation = np.minimum((np.mod(np.arctan2(dy, dx), np.pi) / np.pi * bins).astype(np.int64), bins - 1)
         index = np.arange(len(chunk))[:, None, None] * (cells * cells * bins) + slot[None] + orientation
@@ -69,11 +71,6 @@ def gradient_histograms(images: list[np.ndarray], side: int = GRADIENT_SIDE, cel
         histograms[start : start + len(chunk)] = counts.reshape(len(chunk), cells * cells, bins)
     histograms /= np.linalg.norm(histograms, axis=2, keepdims=True) + 1e-6
     return histograms.reshape(len(images), -1).astype(np.float32)
-
-
-def _grey(image: np.ndarray) -> Image.Image:
-    """An image array (grey, grey with a channel axis, or colour) as a grey PIL image."""
-    return Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image).convert("L")
 
 
 def _model(payload: str, seed: int):

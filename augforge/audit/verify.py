@@ -15,8 +15,9 @@ aligns back to almost 1; a distinct image of the same kind does not.
 A pair is verified when its similarity is at least ``threshold`` and it stands out from both rows'
 neighbourhoods: its distance (1 - similarity) is at most ``RATIO`` times each row's median distance to its
 candidates, for rows with at least ``DENSE`` candidates, or its similarity is ``CERTAIN``. On a homogeneous set
-every row has close neighbours, and only a much closer one is a copy; a row with few candidates (a sparse set, or a row whose only candidates
-are its own copies) has no neighbourhood to stand out from, and the threshold alone decides.
+every row has close neighbours, and only a much closer one is a copy; a row with few candidates (a sparse set,
+or a row whose only candidates are its own copies) has no neighbourhood to stand out from, and the threshold
+alone decides.
 
 The candidates are the dHash pairs (``augforge.audit.hashing``) and, since a small zoom moves a dHash by many
 bits, each row's nearest neighbours by a small grey signature (``pixel_neighbour_pairs``). The verified pairs
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from augforge.audit.hashing import unordered_pairs
+from augforge.audit.hashing import image_from_array, unordered_pairs
 
 #: side of the grey images compared, and the border left out of the correlation (pixels an alignment moves in)
 SIDE = 32
@@ -61,7 +62,7 @@ def grey_pixels(images: list[np.ndarray], side: int = SIDE, through: list[tuple[
 
     rows = []
     for n, image in enumerate(images):
-        pil = Image.fromarray(image.squeeze() if image.ndim == 3 and image.shape[2] == 1 else image).convert("L")
+        pil = image_from_array(image).convert("L")
         for stop in () if through is None else through[n]:
             pil = pil.resize((stop, stop), Image.Resampling.BILINEAR)
         rows.append(np.asarray(pil.resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0)
