@@ -15,6 +15,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.checksums import buffer_checksum, verify_file
 from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
 from augforge.datasets.remote import CacheOptions, RemoteShards
+from augforge.datasets.targets import TARGET_COLUMNS
 from augforge.errors import AugforgeError
 from augforge.paths import local_path
 from augforge.storage.urls import remote
@@ -228,6 +229,11 @@ class Dataset:
     def shard_schema(self) -> pa.Schema:
         """The Arrow schema every shard carries."""
         return self.shard(0).schema if self.num_shards else pa.schema([])
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The dense target columns (``augforge.datasets.targets``) its rows carry: none for classification."""
+        return [name for name in TARGET_COLUMNS if name in self.shard_schema.names]
 
     def labels(self) -> np.ndarray:
         """int64 labels of this split, in row order."""

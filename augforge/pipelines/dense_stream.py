@@ -31,7 +31,7 @@ class DenseDataset:
     def __init__(self, path, split: str = "train", geometry: RandomGeometry | None = None, seed: int = 0,
                  masks: bool = False) -> None:
         self.data = Dataset(path, split)
-        if not set(TARGET_COLUMNS) <= set(self.data.shard_schema.names):
+        if self.data.target_columns != list(TARGET_COLUMNS):
             raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
                                 "detection and segmentation datasets")
         self.geometry, self.seed, self.masks, self.epoch = geometry, seed, masks, 0

@@ -24,6 +24,7 @@ from augforge.datasets.formats.dense import DenseSet, ImageTargets
 from augforge.datasets.formats.voc import write_voc
 from augforge.datasets.formats.yolo import write_yolo
 from augforge.datasets.reader import Dataset
+from augforge.datasets.sources.image_folder import IMAGE_EXTENSIONS
 from augforge.datasets.targets import HEIGHT, TARGET_COLUMNS, WIDTH, from_columns
 from augforge.errors import AugforgeError, OptionError
 
@@ -41,7 +42,7 @@ def export_dense(dataset: str | Path, out: str | Path, fmt: str, split: str = S.
     if out.exists() and any(out.iterdir()):
         raise AugforgeError(f"{out}: exists and is not empty; export into a new folder")
     data = Dataset(dataset, S.check_split(split))
-    if not set(TARGET_COLUMNS) <= set(data.shard_schema.names):
+    if data.target_columns != list(TARGET_COLUMNS):
         raise AugforgeError(f"{dataset}: a classification dataset (no target columns); export-data writes detection "
                             "and segmentation datasets (ingested from COCO, VOC, YOLO or LabelMe)")
     targets = data.manifest.get("payload_info", {}).get("targets", {})
@@ -82,7 +83,7 @@ def _file_names(ids: list[str], images: list[bytes]) -> list[str]:
     for row_id, data in zip(ids, images):
         parts = Path(row_id).parts
         safe = (not Path(row_id).is_absolute() and ".." not in parts and
-                Path(row_id).suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))
+                Path(row_id).suffix.lower() in IMAGE_EXTENSIONS)
         name = row_id if safe else re.sub(r"[^A-Za-z0-9._-]+", "_", row_id).strip("._") or "image"
         if not safe:
             with Image.open(io.BytesIO(data)) as image:

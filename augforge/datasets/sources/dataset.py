@@ -11,7 +11,7 @@ import pyarrow as pa
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.base import Problem, Source
-from augforge.datasets.targets import TARGET_COLUMNS, from_columns
+from augforge.datasets.targets import from_columns
 
 
 class DatasetSource(Source):
@@ -48,27 +48,22 @@ class DatasetSource(Source):
         for start in range(0, len(positions), batch_rows):
             yield from self.dataset.take(positions[start : start + batch_rows], columns).to_batches()
 
-    @property
-    def _targets(self) -> list[str]:
-        """The dense target columns the shards carry (none for a classification dataset)."""
-        return [name for name in TARGET_COLUMNS if name in self.dataset.shard_schema.names]
-
     def read(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        return self._take(positions, batch_rows,
-                          [S.ID, S.LABEL, self.payload, S.SOURCE_ID, S.SYNTHETIC, S.AUG, *self._targets])
+        return self._take(positions, batch_rows, [S.ID, S.LABEL, self.payload, S.SOURCE_ID, S.SYNTHETIC, S.AUG,
+                                                  *self.dataset.target_columns])
 
     @property
     def has_targets(self) -> bool:
-        return bool(self._targets)
+        return bool(self.dataset.target_columns)
 
     def instances(self, positions: np.ndarray) -> list | None:
-        if not self._targets:
-            return None
-        return from_columns(self.dataset.take(np.asarray(positions, dtype=np.int64), self._targets))
+        columns = self.dataset.target_columns
+        return from_columns(self.dataset.take(np.asarray(positions, dtype=np.int64), columns)) if columns else None
 
     def schema(self) -> pa.Schema:
         base = S.dataset_schema(self.payload, self.feature_dim)
-        return pa.schema([*base, *(self.dataset.shard_schema.field(name) for name in self._targets)])
+        targets = [self.dataset.shard_schema.field(name) for name in self.dataset.target_columns]
+        return pa.schema([*base, *targets])
 
     def read_meta(self, positions: np.ndarray, batch_rows: int) -> Iterator[pa.RecordBatch]:
         return self._take(positions, batch_rows, [S.ID, S.LABEL, S.SOURCE_ID, S.SYNTHETIC, S.AUG])

@@ -26,7 +26,7 @@ from augforge.datasets.formats.labelme import read_labelme
 from augforge.datasets.formats.voc import read_voc
 from augforge.datasets.formats.yolo import read_yolo
 from augforge.datasets.sources.base import Problem, Source
-from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, check_image
+from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, check_image, read_image_file
 from augforge.datasets.targets import Instances, target_fields, to_columns
 from augforge.errors import AugforgeError
 
@@ -129,10 +129,10 @@ class DenseSource(Source):
         for start in range(0, len(positions), batch_rows):
             chunk = positions[start : start + batch_rows]
             images = [self.dense.images[self._index[i]] for i in chunk]
+            encoded = [read_image_file(self.dense.image_root / image.file) for image in images]
             yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                                    S.LABEL: pa.array(labels[chunk], pa.int64()),
-                                   S.IMAGE: pa.array([_read(self.dense.image_root / im.file) for im in images],
-                                                     pa.binary()),
+                                   S.IMAGE: pa.array(encoded, pa.binary()),
                                    **to_columns([im.instances for im in images], [(im.width, im.height)
                                                                                    for im in images])})
 
@@ -155,10 +155,3 @@ class DenseSource(Source):
     def describe(self) -> dict:
         return {**super().describe(), "format": self.format, "max_pixels": self.max_pixels}
 
-
-def _read(path: Path) -> bytes:
-    """An image file's bytes; one line naming it when it went away since it was checked."""
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise AugforgeError(f"{path}: {exc.strerror or exc} (it was readable when the source was listed)") from None

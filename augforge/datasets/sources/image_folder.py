@@ -56,7 +56,7 @@ def _link_problem(path: Path) -> str:
     return "link to a folder; not followed (folder links can loop): move or copy the images into the class folder"
 
 
-def _read(path: Path) -> bytes:
+def read_image_file(path: Path) -> bytes:
     """An image file's bytes; a file gone or unreadable since it was checked is an error naming it."""
     try:
         return path.read_bytes()
@@ -179,7 +179,7 @@ class ImageFolderSource(Source):
                 {
                     S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                     S.LABEL: pa.array(labels[chunk], pa.int64()),
-                    S.IMAGE: pa.array([_read(paths[i]) for i in chunk], pa.binary()),
+                    S.IMAGE: pa.array([read_image_file(paths[i]) for i in chunk], pa.binary()),
                 }
             )
 
