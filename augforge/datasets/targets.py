@@ -74,6 +74,18 @@ class Instances:
                          self.crowd[index], [self.origin[i] for i in index])
 
     @staticmethod
+    def stack(parts: list[dict], keypoints: int | None = None) -> "Instances":
+        """Instances from one dict per instance, as the format readers make them: ``cls`` and ``box``, and where
+        there are some ``polygons``, ``mask``, ``keypoints``, ``crowd`` and ``origin``; ``keypoints``: points per
+        instance in a set that has them."""
+        if not parts:
+            return Instances.empty(keypoints)
+        return Instances(np.asarray([p["cls"] for p in parts]), np.asarray([p["box"] for p in parts]),
+                         [p.get("polygons", []) for p in parts], [p.get("mask") for p in parts],
+                         None if keypoints is None else np.stack([p["keypoints"] for p in parts]),
+                         np.asarray([p.get("crowd", False) for p in parts]), [p.get("origin", "") for p in parts])
+
+    @staticmethod
     def empty(keypoints: int | None = None) -> "Instances":
         """No instances (an image of background), with ``keypoints`` points per instance when the set has some."""
         return Instances(np.zeros(0, np.int64), np.zeros((0, 4)),

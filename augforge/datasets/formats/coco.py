@@ -61,16 +61,16 @@ def read_coco(path: str | Path, image_root: str | Path | None = None) -> DenseSe
         parts = [_instance(ann, class_of, width, height, keypoint_names,
                            f"{path.name}#annotation {ann.get('id', '?')}", problems) for ann in grouped[image_id]]
         parts = [p for p in parts if p is not None]
-        instances = _stack(parts, keypoint_names)
+        instances = Instances.stack(parts, None if keypoint_names is None else len(keypoint_names))
         out.append(ImageTargets(str(image["file_name"]), width, height,
-                                keep_valid(instances, width, height, len(names), instances.origin, problems)))
+                                keep_valid(instances, width, height, len(names), problems)))
     root = Path(image_root) if image_root else (path.parent / "images" if (path.parent / "images").is_dir()
                                                  else path.parent)
     return DenseSet(names, out, root, problems, keypoint_names)
 
 
 def _instance(ann: dict, class_of: dict, width: int, height: int, keypoint_names, where: str, problems: list):
-    """(class, box, polygons, mask, keypoints, crowd, origin) of one annotation, or None (its line added)."""
+    """One annotation's instance (the dict ``Instances.stack`` takes), or None (its line added)."""
     bbox = ann.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4:
         problems.append(f"{where}: bbox {bbox!r} is not [x, y, width, height]")
@@ -98,17 +98,8 @@ def _instance(ann: dict, class_of: dict, width: int, height: int, keypoint_names
             problems.append(f"{where}: {len(raw) // 3} keypoints; the category names {len(keypoint_names)}")
             return None
         points = np.asarray(raw, dtype=np.float64).reshape(-1, 3)
-    return (class_of[ann["category_id"]], (x, y, x + w, y + h), polygons, mask, points,
-            bool(ann.get("iscrowd", 0)), where)
-
-
-def _stack(parts: list, keypoint_names) -> Instances:
-    """Instances from ``_instance`` tuples."""
-    if not parts:
-        return Instances.empty(None if keypoint_names is None else len(keypoint_names))
-    classes, boxes, polygons, masks, points, crowd, origin = zip(*parts)
-    return Instances(np.asarray(classes), np.asarray(boxes), list(polygons), list(masks),
-                     None if keypoint_names is None else np.stack(points), np.asarray(crowd), list(origin))
+    return {"cls": class_of[ann["category_id"]], "box": (x, y, x + w, y + h), "polygons": polygons, "mask": mask,
+            "keypoints": points, "crowd": bool(ann.get("iscrowd", 0)), "origin": where}
 
 
 def write_coco(dense: DenseSet, path: str | Path) -> None:

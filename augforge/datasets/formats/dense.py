@@ -43,12 +43,12 @@ class DenseSet:
         return counts
 
 
-def keep_valid(instances: Instances, width: int, height: int, classes: int, where: list[str],
-               problems: list[str]) -> Instances:
-    """The instances without the bad ones (``check_instances``), whose lines are added to ``problems``."""
+def keep_valid(instances: Instances, width: int, height: int, classes: int, problems: list[str]) -> Instances:
+    """The instances without the bad ones (``check_instances``, naming each by its origin), whose lines are
+    added to ``problems``."""
     bad = set()
     for i in range(len(instances)):
-        lines = check_instances(instances.select([i]), width, height, classes, [where[i]])
+        lines = check_instances(instances.select([i]), width, height, classes, [instances.origin[i]])
         if lines:
             bad.add(i)
             problems.extend(lines)

@@ -55,17 +55,14 @@ def read_labelme(root: str | Path, classes: list[str] | None = None) -> DenseSet
             if label not in index:
                 problems.append(f"{where}: unknown category {label!r}")
                 continue
-            parts.append((index[label], polygon_box(rings), rings, where))
-        instances = Instances.empty() if not parts else Instances(
-            np.asarray([p[0] for p in parts]), np.asarray([p[1] for p in parts]), [p[2] for p in parts],
-            origin=[p[3] for p in parts])
+            parts.append({"cls": index[label], "box": polygon_box(rings), "polygons": rings, "origin": where})
+        instances = Instances.stack(parts)
         try:
             relative = image_path.relative_to(root.resolve()).as_posix()
         except ValueError:
             problems.append(f"{where_file}: imagePath {image_path} lies outside {root}")
             continue
-        out.append(ImageTargets(relative, width, height,
-                                keep_valid(instances, width, height, len(names), instances.origin, problems)))
+        out.append(ImageTargets(relative, width, height, keep_valid(instances, width, height, len(names), problems)))
     return DenseSet(names, out, root, problems)
 
 

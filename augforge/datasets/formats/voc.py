@@ -12,7 +12,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 
 from augforge.atomic import write_bytes
 from augforge.datasets.formats.dense import DenseSet, ImageTargets, keep_valid
@@ -56,12 +55,9 @@ def read_voc(root: str | Path, classes: list[str] | None = None) -> DenseSet:
             if name not in index:
                 problems.append(f"{where}: unknown category {name!r}")
             else:
-                known.append((index[name], box, difficult, where))
-        instances = Instances.empty() if not known else Instances(
-            np.asarray([k[0] for k in known]), np.asarray([k[1] for k in known]),
-            crowd=np.asarray([k[2] for k in known]), origin=[k[3] for k in known])
-        out.append(ImageTargets(filename, width, height,
-                                keep_valid(instances, width, height, len(names), instances.origin, problems)))
+                known.append({"cls": index[name], "box": box, "crowd": difficult, "origin": where})
+        instances = Instances.stack(known)
+        out.append(ImageTargets(filename, width, height, keep_valid(instances, width, height, len(names), problems)))
     images = root / "JPEGImages"
     return DenseSet(names, out, images if images.is_dir() else root, problems)
 

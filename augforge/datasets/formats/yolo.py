@@ -44,9 +44,9 @@ def read_yolo(root: str | Path) -> DenseSet:
                     part = _instance(line, width, height, keypoints, f"{label.relative_to(root)}:{number}", problems)
                     if part is not None:
                         parts.append(part)
-        instances = _stack(parts, keypoints)
+        instances = Instances.stack(parts, keypoints)
         out.append(ImageTargets(relative.as_posix(), width, height,
-                                keep_valid(instances, width, height, len(names), instances.origin, problems)))
+                                keep_valid(instances, width, height, len(names), problems)))
     return DenseSet(names, out, images_dir, problems, None if keypoints is None else [str(k) for k in range(keypoints)])
 
 
@@ -72,7 +72,7 @@ def _names(root: Path) -> tuple[list[str], int | None]:
 
 
 def _instance(line: str, width: int, height: int, keypoints: int | None, where: str, problems: list):
-    """(class, box, polygons, keypoints, origin) of one label line, or None (its line added to problems)."""
+    """One label line's instance (the dict ``Instances.stack`` takes), or None (its line added to problems)."""
     try:
         values = [float(v) for v in line.split()]
     except ValueError:
@@ -101,15 +101,7 @@ def _instance(line: str, width: int, height: int, keypoints: int | None, where: 
         problems.append(f"{where}: {len(numbers)} numbers after the class; a box has 4, a polygon at least 6 "
                         "(an even count)")
         return None
-    return int(cls), box, polygons, points, where
-
-
-def _stack(parts: list, keypoints: int | None) -> Instances:
-    if not parts:
-        return Instances.empty(keypoints)
-    classes, boxes, polygons, points, origin = zip(*parts)
-    return Instances(np.asarray(classes), np.asarray(boxes), list(polygons), [None] * len(parts),
-                     None if keypoints is None else np.stack(points), None, list(origin))
+    return {"cls": int(cls), "box": box, "polygons": polygons, "keypoints": points, "origin": where}
 
 
 def write_yolo(dense: DenseSet, root: str | Path) -> None:
