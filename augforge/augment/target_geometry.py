@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augforge.datasets.targets import Instances, mask_box, rle_decode, rle_encode
+from augforge.datasets.targets import Instances, mask_box, polygon_box, rle_decode, rle_encode
 from augforge.errors import OptionError
 
 ON_LOST = ("drop_instance", "reject_sample", "keep")
@@ -171,10 +171,10 @@ def apply(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tup
     n = len(instances)
     boxes, visibility = np.zeros((n, 4)), np.zeros(n)
     polygons, masks = [], []
-    scale = abs(np.linalg.det(matrix[:2, :2]))
+    determinant = np.linalg.det(matrix[:2, :2])  # its size: the area scale; its sign: a reflection or not
     for i in range(n):
-        box, vis, rings, mask = _move_instance(instances, i, matrix, (width, height), (out_w, out_h), scale,
-                                               policy.clip)
+        box, vis, rings, mask = _move_instance(instances, i, matrix, (width, height), (out_w, out_h),
+                                               abs(determinant), policy.clip)
         boxes[i], visibility[i] = box, vis
         polygons.append(rings)
         masks.append(mask)
@@ -193,7 +193,7 @@ def apply(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tup
             outside = (points[i, :, 0] < 0) | (points[i, :, 0] > out_w) | (points[i, :, 1] < 0) | \
                 (points[i, :, 1] > out_h)
             points[i, outside, 2] = 0
-        if flip_pairs and np.linalg.det(matrix[:2, :2]) < 0:  # a reflection: left and right trade places
+        if flip_pairs and determinant < 0:  # a reflection: left and right trade places
             for a, b in flip_pairs:
                 points[:, [a, b]] = points[:, [b, a]]
     moved = Instances(instances.classes, boxes, polygons, masks, points, instances.crowd, instances.origin)
@@ -213,7 +213,7 @@ def _move_instance(instances: Instances, i: int, matrix: np.ndarray, size_in: tu
         before = sum(polygon_area(ring) for ring in moved)
         visibility = sum(polygon_area(ring) for ring in kept) / before if before > 0 else 0.0
         extent = kept if clip else moved
-        box = _extent(np.concatenate(extent)) if extent else np.zeros(4)
+        box = polygon_box(extent) if extent else np.zeros(4)
         return box, visibility, [ring.reshape(-1) for ring in (kept if clip else moved)], None
     if instances.masks[i] is not None:
         mask = rle_decode(instances.masks[i], size_in[1], size_in[0])
@@ -224,14 +224,10 @@ def _move_instance(instances: Instances, i: int, matrix: np.ndarray, size_in: tu
         return (np.zeros(4) if box is None else box), min(1.0, visibility), [], rle_encode(warped)
     x0, y0, x1, y1 = instances.boxes[i]
     corners = transform_points(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), matrix)
-    full = _extent(corners)
+    full = polygon_box([corners])
     inside = np.array([max(full[0], 0), max(full[1], 0), min(full[2], out_w), min(full[3], out_h)])
     area = (full[2] - full[0]) * (full[3] - full[1])
     kept = max(0.0, inside[2] - inside[0]) * max(0.0, inside[3] - inside[1])
     visibility = kept / area if area > 0 else 0.0
     return (inside if clip and kept > 0 else full if not clip else np.zeros(4)), visibility, [], None
 
-
-def _extent(points: np.ndarray) -> np.ndarray:
-    """The (x0, y0, x1, y1) extent of (n, 2) points."""
-    return np.array([points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()])
