@@ -26,11 +26,10 @@ def instance_section(source: Source, split: str = "train", splits: SplitSpec = S
     rows = source.instances(positions)
     if rows is None:
         return None
-    names = _instance_classes(source)
-    return instance_stats(rows, names)
+    return instance_stats(rows, instance_classes(source))
 
 
-def _instance_classes(source: Source) -> list[str]:
+def instance_classes(source: Source) -> list[str]:
     """The classes instances index: the categories (without the images' ``(no instances)`` label)."""
     targets = source.payload_info().get("targets", {})
     return list(targets.get("classes") or source.class_names)

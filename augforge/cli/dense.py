@@ -46,17 +46,14 @@ def cmd_preview_data(args: argparse.Namespace) -> int:
     """Write a grid of a dense set's images with their targets drawn, next to RandomGeometry variants."""
     from augforge.augment.target_geometry import FramePolicy
     from augforge.augment.target_ops import RandomGeometry
-    from augforge.atomic import atomic_path
     from augforge.datasets.sources import open_source
-    from augforge.pipelines.preview_dense import preview_dense
+    from augforge.pipelines.preview_dense import write_preview_dense
 
     geometry = RandomGeometry(degrees=args.degrees, hflip=args.hflip,
                               crop_scale=tuple(args.crop_scale) if args.crop_scale else None,
                               policy=FramePolicy(min_visibility=args.min_visibility))
-    result = preview_dense(open_source(args.source), n=args.n, variants=args.variants, geometry=geometry,
-                           seed=args.seed)
-    with atomic_path(args.out) as tmp:
-        result.image.save(tmp, format="PNG")
+    result = write_preview_dense(open_source(args.source), args.out, n=args.n, variants=args.variants,
+                                 geometry=geometry, seed=args.seed)
     width, height = result.image.size
     print(f"wrote {args.out}: {len(result.ids)} images x {args.variants} variants with their targets drawn "
           f"({width}x{height} px)")

@@ -183,6 +183,11 @@ def print_text_preview(result: TextPreview, console) -> None:
 def write_preview(recipe: Recipe, out: str | Path, n: int = 8, variants: int = 4) -> Preview:
     """Render the preview and save it as PNG at ``out`` (atomically)."""
     result = preview(recipe, n, variants)
-    with atomic_path(Path(out)) as tmp:
-        result.image.save(tmp, format="PNG")
+    save_png(result.image, out)
     return result
+
+
+def save_png(image: Image.Image, out: str | Path) -> None:
+    """``image`` as a PNG file at ``out``, written atomically."""
+    with atomic_path(Path(out)) as tmp:
+        image.save(tmp, format="PNG")

@@ -11,12 +11,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from augforge.augment.target_ops import RandomGeometry
+from augforge.balance.instances import instance_classes
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.sources.base import Source
-from augforge.datasets.targets import Instances, instance_mask
+from augforge.datasets.targets import Instances, from_columns, instance_mask
 from augforge.errors import AugforgeError, OptionError
-from augforge.pipelines.preview import MIN_CELL, render_grid
+from augforge.pipelines.preview import MIN_CELL, render_grid, save_png
 
 #: one colour per class, cycled (distinct on dark and light photos)
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -69,11 +70,10 @@ def preview_dense(source: Source, n: int = 8, variants: int = 3, geometry: Rando
                             "`augforge preview RECIPE` shows its augmentations")
     geometry = geometry or RandomGeometry(degrees=15, hflip=0.5, crop_scale=(0.5, 1.0))
     positions = np.arange(min(n, len(source)))
-    batch = next(iter(source.read(positions, len(positions))))
-    names = list(source.payload_info().get("targets", {}).get("classes") or source.class_names)
-    ids = batch.column(S.ID).to_pylist()
+    batch = next(iter(source.read(positions, len(positions))))  # images and their target columns
+    names, ids, rows = instance_classes(source), batch.column(S.ID).to_pylist(), from_columns(batch)
     cells = []
-    for row_id, encoded, instances in zip(ids, batch.column(S.IMAGE).to_pylist(), source.instances(positions)):
+    for row_id, encoded, instances in zip(ids, batch.column(S.IMAGE).to_pylist(), rows):
         image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
         row = [draw_instances(image, instances, names)]
         for k in range(variants):
@@ -81,5 +81,12 @@ def preview_dense(source: Source, n: int = 8, variants: int = 3, geometry: Rando
             row.append(draw_instances(moved.image, moved.instances, names))
         cells.append(row)
     cell = max(MIN_CELL, max(max(c.shape[:2]) for row in cells for c in row))
-    captions = [f"{row_id} ({len(inst)} instances)" for row_id, inst in zip(ids, source.instances(positions))]
+    captions = [f"{row_id} ({len(inst)} instances)" for row_id, inst in zip(ids, rows)]
     return DensePreview(render_grid(cells, captions, cell), ids, cells)
+
+
+def write_preview_dense(source: Source, out, **options) -> DensePreview:
+    """Render ``preview_dense`` (``options`` are its) and save it as PNG at ``out`` (atomically)."""
+    result = preview_dense(source, **options)
+    save_png(result.image, out)
+    return result
