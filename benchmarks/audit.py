@@ -169,7 +169,8 @@ SETS = {"digits-32px": homogeneous.digits, "photo-crops-28px": homogeneous.crops
 HELD_OUT = {"digits-24px": functools.partial(homogeneous.digits, 24),
             "photo-crops-colour-28px": functools.partial(homogeneous.crops, colour=True),
             "photo-crops-24px-of-40px": functools.partial(homogeneous.crops, 24, 40),
-            "glyphs-24px": functools.partial(homogeneous.glyphs, 24), "glyphs-40px": functools.partial(homogeneous.glyphs, 40)}
+            "glyphs-24px": functools.partial(homogeneous.glyphs, 24),
+            "glyphs-40px": functools.partial(homogeneous.glyphs, 40)}
 
 
 def _pr(found: set, truth: set) -> tuple[float, float]:

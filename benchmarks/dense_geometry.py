@@ -36,7 +36,8 @@ from augforge.augment.target_ops import RandomGeometry  # noqa: E402
 from augforge.datasets.reader import Dataset  # noqa: E402
 from augforge.datasets.targets import (TARGET_COLUMNS, Instances, from_columns, instance_mask,  # noqa: E402
                                        polygon_box, polygon_mask, rle_encode)
-from augforge.pipelines.dense_stream import DenseDataset, collate_detection, detection_target, image_tensor  # noqa: E402
+from augforge.pipelines.dense_stream import (DenseDataset, collate_detection, detection_target,  # noqa: E402
+                                             image_tensor)
 
 
 def _iou(a, b) -> float:

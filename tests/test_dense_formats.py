@@ -203,7 +203,8 @@ def test_coco_written_then_read_is_the_identity(tmp_path_factory, items):
     from augforge.datasets.formats.dense import DenseSet, ImageTargets
 
     inst = Instances(np.asarray([c for c, _, _ in items], np.int64),
-                     np.asarray([b for _, b, _ in items]).reshape(-1, 4), crowd=np.asarray([k for *_, k in items], bool))
+                     np.asarray([b for _, b, _ in items]).reshape(-1, 4),
+                     crowd=np.asarray([k for *_, k in items], bool))
     dense = DenseSet(["a", "b", "c"], [ImageTargets("x.png", 100, 60, inst)], Path("."))
     path = tmp_path_factory.mktemp("coco") / "a.json"
     write_coco(dense, path)

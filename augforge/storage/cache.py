@@ -5,8 +5,9 @@ then uses it).
 
 A killed process leaves at most a temporary file, never a file under a final name; the next ``fetch`` of that
 file removes it. A download reserves its whole size when it starts (the size is part of its temporary name), so
-concurrent downloads, from threads or from the ranks of a node, never take the cache past its limit. Files are verified on arrival by the caller's ``verify`` (a checksum against the manifest);
-a mismatch removes the download and raises naming the object.
+concurrent downloads, from threads or from the ranks of a node, never take the cache past its limit. Files are
+verified on arrival by the caller's ``verify`` (a checksum against the manifest); a mismatch removes the
+download and raises naming the object.
 """
 
 from __future__ import annotations

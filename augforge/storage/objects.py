@@ -2,8 +2,9 @@
 conditional puts, listings, retries with backoff, and every failure as one line naming the object.
 
 Why obstore and not fsspec/s3fs (measured in ``benchmarks/object_store.py``): its whole-shard reads from the
-local S3 server were faster (396-524 MB/s against 101-318); it is one wheel with no Python dependencies, where s3fs pulls aiobotocore, whose
-botocore pin downgraded the botocore that boto3 needs in this very environment; and it exposes what augforge
+local S3 server were faster (396-524 MB/s against 101-318); it is one wheel with no Python dependencies,
+where s3fs pulls aiobotocore, whose botocore pin downgraded the botocore that boto3 needs in this very
+environment; and it exposes what augforge
 relies on directly: puts that are atomic (a multipart upload completes or nothing is visible), conditional puts
 (``If-None-Match: *`` for the lock, ``If-Match`` to renew it), user metadata on objects, and retries with
 exponential backoff and jitter.
