@@ -116,17 +116,6 @@ def test_bad_annotations_are_reported_and_an_export_refuses_what_it_cannot_do(co
     assert not (tmp_path / "x").exists()
 
 
-def test_a_build_refuses_a_dense_source_instead_of_moving_pixels_without_their_boxes(coco_set, tmp_path, capsys):
-    root, _ = coco_set
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"source:\n  path: {root / 'annotations.json'}\naugment:\n  image:\n    - op: rotate\n"
-                      f"      degrees: 30\noutput:\n  dir: {tmp_path / 'out'}\n")
-    capsys.readouterr()
-    assert main(["build", str(recipe)]) == 1
-    assert "build does not move its boxes, masks and keypoints with the images yet" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
 def test_an_image_folder_whose_classes_look_like_a_layout_stays_an_image_folder(tmp_path):
     """Class folders named images/labels or Annotations (without YOLO's names file or VOC's XML) are classes."""
     from augforge.datasets.sources import ImageFolderSource

@@ -112,6 +112,12 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], nea
     return out.astype(image.dtype)
 
 
+def box_corners(box) -> np.ndarray:
+    """The four (x, y) corners of an (x0, y0, x1, y1) box, clockwise from the top-left."""
+    x0, y0, x1, y1 = box
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(n, 2) points through the 3x3 ``matrix`` (homogeneous division included: perspective works too)."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
@@ -222,8 +228,7 @@ def _move_instance(instances: Instances, i: int, matrix: np.ndarray, size_in: tu
         box = mask_box(warped)
         visibility = float(warped.sum() / before) if before > 0 else 0.0
         return (np.zeros(4) if box is None else box), min(1.0, visibility), [], rle_encode(warped)
-    x0, y0, x1, y1 = instances.boxes[i]
-    corners = transform_points(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), matrix)
+    corners = transform_points(box_corners(instances.boxes[i]), matrix)
     full = polygon_box([corners])
     inside = np.array([max(full[0], 0), max(full[1], 0), min(full[2], out_w), min(full[3], out_h)])
     area = (full[2] - full[0]) * (full[3] - full[1])

@@ -77,18 +77,9 @@ class RandomGeometry:
 
     def _window(self, rng, width: int, height: int, instances: Instances | None) -> tuple[float, float, float, float]:
         """A random resized crop's window; object-aware: one keeping ``min_coverage`` of some instance's box."""
-        for _ in range(self.attempts * 5):
-            area = width * height * float(rng.uniform(*self.crop_scale))
-            ratio = math.exp(float(rng.uniform(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))))
-            w, h = math.sqrt(area * ratio), math.sqrt(area / ratio)
-            if w > width or h > height:
-                continue
-            x0, y0 = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
-            window = (x0, y0, x0 + w, y0 + h)
-            if self.min_coverage is None or instances is None or len(instances) == 0 or \
-                    coverage(window, instances.boxes).max() >= self.min_coverage:
-                return window
-        return (0.0, 0.0, float(width), float(height))  # no window fits: the whole image
+        boxes = None if instances is None or len(instances) == 0 else instances.boxes
+        return draw_window(rng, width, height, self.crop_scale, self.crop_ratio, boxes, self.min_coverage,
+                           self.attempts * 5)
 
     def __call__(self, rng: np.random.Generator, image: np.ndarray, instances: Instances) -> "Drawn":
         """One sample through a draw (redrawn while the frame policy rejects it; see the module docstring)."""
@@ -109,6 +100,25 @@ class Drawn:
 
     moved: Moved
     rejected: int
+
+
+def draw_window(rng: np.random.Generator, width: int, height: int, scale: tuple[float, float],
+                ratio: tuple[float, float], boxes: np.ndarray | None = None, min_coverage: float | None = None,
+                tries: int = 50) -> tuple[float, float, float, float]:
+    """A random resized crop's window (x0, y0, x1, y1): an area share drawn in ``scale`` and a log-uniform aspect
+    in ``ratio`` (torchvision's recipe), placed uniformly; with ``boxes`` and ``min_coverage`` only a window that
+    keeps that share of some box counts (DALI's ``random_bbox_crop``). After ``tries`` misses: the whole image."""
+    for _ in range(tries):
+        area = width * height * float(rng.uniform(*scale))
+        aspect = math.exp(float(rng.uniform(math.log(ratio[0]), math.log(ratio[1]))))
+        w, h = math.sqrt(area * aspect), math.sqrt(area / aspect)
+        if w > width or h > height:
+            continue
+        x0, y0 = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
+        window = (x0, y0, x0 + w, y0 + h)
+        if min_coverage is None or boxes is None or len(boxes) == 0 or coverage(window, boxes).max() >= min_coverage:
+            return window
+    return (0.0, 0.0, float(width), float(height))
 
 
 def coverage(window: tuple[float, float, float, float], boxes: np.ndarray) -> np.ndarray:

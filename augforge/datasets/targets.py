@@ -59,7 +59,10 @@ class Instances:
         self.crowd = np.zeros(n, dtype=bool) if self.crowd is None else np.asarray(self.crowd, dtype=bool).reshape(n)
         self.origin = list(self.origin) or [""] * n
         if self.keypoints is not None:
-            self.keypoints = np.asarray(self.keypoints, dtype=np.float64).reshape(n, -1, 3)
+            points = np.asarray(self.keypoints, dtype=np.float64)
+            # (n, K, 3) kept as it is (K survives n = 0); a flat or 2-D array is read as (n, K, 3)
+            self.keypoints = points if points.ndim == 3 and len(points) == n else points.reshape(n, -1, 3) if n \
+                else np.zeros((0, 0, 3))
         if not (len(self.polygons) == len(self.masks) == len(self.origin) == n):
             raise ValueError("instances: classes, polygons, masks and origin must have one entry per instance")
 

@@ -35,6 +35,7 @@ from augforge.errors import OptionError, require_at_least
 from augforge.pipelines.build_plan import AUG_NAME, CHUNK_ROWS, BuildResult, OutputPlan, drop_duplicates, \
     plan_outputs, recipe_source, recipe_splits
 from augforge.pipelines.clean_plan import clean_rows
+from augforge.pipelines.dense_rows import build_dense
 from augforge.pipelines.image_rows import build_images
 from augforge.pipelines.text_rows import build_texts
 from augforge.recipe import Recipe
@@ -70,11 +71,9 @@ def _build(recipe: Recipe, out, *, workers: int, overwrite: bool, on_stage, on_r
     require_at_least("workers", workers)
     source = recipe_source(recipe)
     aug = recipe.augment
-    if source.has_targets:  # the build's ops move pixels only: boxes, masks and keypoints would no longer match
-        raise RecipeError(f"{recipe.file}: source.path: {source.location} is a detection or segmentation set; "
-                          "build does not move its boxes, masks and keypoints with the images yet: write it with "
-                          "`augforge ingest` (and `balance`), and augment it with RandomGeometry / DenseDataset "
-                          "(docs/dense.md)")
+    if source.has_targets:  # boxes, masks and keypoints move with the pixels
+        return build_dense(recipe, source, out, workers=workers, overwrite=overwrite, stage=stage, on_rows=on_rows,
+                           on_total=on_total, engine=engine)
     if source.payload == S.TEXT:
         if aug.image:
             raise RecipeError(f"{recipe.file}: augment.image: {source.location} holds text; use augment.text ops")

@@ -16,7 +16,35 @@ COLORS = ("rgb", "gray")
 #: offline: augmented copies are written into the shards; online: the loader draws new ones every epoch
 MODES = ("offline", "online")
 AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "policy", "text", "protect",
-                "min_words")
+                "min_words", "targets")
+TARGET_KEYS = ("clip", "min_visibility", "min_area", "min_width", "min_height", "on_lost", "flip_pairs",
+               "min_coverage", "attempts")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """``augment.targets``: how geometry treats the boxes, masks and keypoints of a detection or segmentation set
+    (``augforge.augment.target_geometry.FramePolicy``'s fields, keypoint ``flip_pairs``, ``min_coverage`` for
+    object-aware crops, and the ``attempts`` at a draw the policy accepts)."""
+
+    clip: bool = True
+    min_visibility: float = 0.0
+    min_area: float = 0.0
+    min_width: float = 0.0
+    min_height: float = 0.0
+    on_lost: str = "drop_instance"
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    min_coverage: float | None = None
+    attempts: int = 10
+
+    def augmenter(self, ops):
+        """The ``augforge.augment.dense_ops.DenseAugment`` of ``ops`` under this policy."""
+        from augforge.augment.dense_ops import DenseAugment
+        from augforge.augment.target_geometry import FramePolicy
+
+        policy = FramePolicy(self.clip, self.min_visibility, self.min_area, self.min_width, self.min_height,
+                             self.on_lost)
+        return DenseAugment(tuple(ops), policy, self.flip_pairs, self.min_coverage, self.attempts)
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,7 @@ class AugmentSpec:
     text: tuple[OpSpec, ...] = ()
     protect: Protect = Protect()
     min_words: int = 1
+    targets: TargetSpec = TargetSpec()
 
     def copies_for(self, class_name: str) -> int:
         """Augmented variants per row of ``class_name``."""
@@ -93,7 +122,34 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
             patterns=c.strings(protect.get("patterns", []), "augment.protect.patterns"),
         ),
         min_words=int(c.number(raw.get("min_words", 1), "augment.min_words", 1, 1000, integer=True)),
+        targets=_targets(c, raw.get("targets")),
     )
+
+
+def _targets(c: Checker, value) -> TargetSpec:
+    """``augment.targets``, checked."""
+    from augforge.augment.target_geometry import ON_LOST
+
+    raw = c.mapping(value, "augment.targets", TARGET_KEYS)
+    where = "augment.targets."
+
+    def share(key: str, default):
+        return default if raw.get(key) is None else float(c.number(raw[key], where + key, 0.0, 1.0))
+
+    def pixels(key: str) -> float:
+        return float(c.number(raw.get(key, 0.0), where + key, 0.0, 1e9))
+
+    pairs = raw.get("flip_pairs", []) or []
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
+        c.fail(where + "flip_pairs", f"expected a list of [left, right] keypoint indices, got {show_value(pairs)}")
+    flip_pairs = tuple((int(c.number(a, where + "flip_pairs", 0, 10_000, integer=True)),
+                        int(c.number(b, where + "flip_pairs", 0, 10_000, integer=True))) for a, b in pairs)
+    return TargetSpec(clip=c.flag(raw.get("clip", True), where + "clip"),
+                      min_visibility=share("min_visibility", 0.0), min_area=pixels("min_area"),
+                      min_width=pixels("min_width"), min_height=pixels("min_height"),
+                      on_lost=c.choice(raw.get("on_lost", "drop_instance"), where + "on_lost", ON_LOST),
+                      flip_pairs=flip_pairs, min_coverage=share("min_coverage", None),
+                      attempts=int(c.number(raw.get("attempts", 10), where + "attempts", 1, 1000, integer=True)))
 
 
 def _with_policy(ops: tuple, policy: tuple) -> tuple:

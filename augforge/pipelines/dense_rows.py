@@ -1,0 +1,170 @@
+"""The dense half of `augforge build`: a detection or segmentation set's train rows augmented with their boxes,
+polygons, masks and keypoints (``augforge.augment.dense_ops.DenseAugment``, under ``augment.targets``' frame
+policy), val/test rows passed through as they are.
+
+Each augmented row is drawn from its own generator, seeded from (augment seed, row id, variant): a row's output
+depends on nothing else, so two builds are byte-identical and a build resumed after ``kill -9`` equals an
+uninterrupted one. Kept originals and val/test rows keep their source bytes; augmented rows are encoded in
+``output.format`` (png or jpeg). An augmented copy keeps its origin's ``label`` (the rarest instance class of the
+origin image: the split and balance unit), while its targets are what the geometry left.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from augforge.augment.image_ops import OPS_VERSION, check_op_list
+from augforge.checks import RecipeError
+from augforge.datasets import schema as S
+from augforge.datasets.ingest import READ_BATCH_ROWS, content_parts, write_dataset
+from augforge.datasets.keys import row_rng
+from augforge.datasets.sources.base import Source
+from augforge.datasets.targets import from_columns, to_columns
+from augforge.errors import AugforgeError, OptionError
+from augforge.pipelines.build_plan import AUG_NAME, BuildResult, build_meta, passthrough, plan_outputs, plan_train
+from augforge.pipelines.image_rows import Encoder
+from augforge.recipe import Recipe
+
+#: output rows read and augmented together (each row is still seeded on its own)
+DENSE_CHUNK_ROWS = 64
+#: the purpose string of the per-row draws (part of the seed: changing it changes every augmented row)
+PURPOSE = "dense-augment"
+
+
+def check_dense_recipe(recipe: Recipe, source: Source) -> None:
+    """Refuse, in one line naming the recipe key, what a dense build cannot do."""
+    aug = recipe.augment
+    if recipe.strategy:
+        raise RecipeError(f"{recipe.file}: balance.strategy: {recipe.strategy} resamples whole rows by their label; "
+                          f"{source.location} is a detection or segmentation set, whose imbalance is counted in "
+                          "instances (`augforge report` shows them): remove balance.strategy")
+    if aug.text:
+        raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
+    if aug.color == "gray":
+        raise RecipeError(f"{recipe.file}: augment.color: gray is not supported for detection and segmentation sets "
+                          "(their images are read as RGB); remove it")
+    if recipe.output.format == "raw":
+        raise RecipeError(f"{recipe.file}: output.format: raw needs every image the same size; a detection set keeps "
+                          "its images' sizes: use png or jpeg")
+    check_op_list(aug.image, aug.color, recipe.file, encoded_output=aug.mode == "offline" and bool(aug.image))
+    try:
+        aug.targets.augmenter(aug.image)
+    except AugforgeError as exc:
+        raise RecipeError(f"{recipe.file}: {str(exc).removeprefix('augment: ')}") from None
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Encoded image bytes as (H, W, 3) uint8."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+class DenseTrainRows:
+    """The train output rows of a dense build, a chunk at a time (see the module docstring)."""
+
+    def __init__(self, recipe: Recipe, source: Source, plan, outputs, encoder: Encoder) -> None:
+        self.recipe, self.source, self.plan, self.outputs, self.encoder = recipe, source, plan, outputs, encoder
+        self.augment = recipe.augment.targets.augmenter(recipe.augment.image)
+        self.made = 0  # augmented rows made by this run (a resumed build counts from where it resumed)
+        self.rejected = 0  # draws the frame policy refused (each redrawn)
+        self.lost = 0  # instances dropped or kept as lost by the policy
+
+    def rows(self, skip: int) -> Iterator[pa.RecordBatch]:
+        """Output rows from ``skip`` on."""
+        total = len(self.outputs.balanced)
+        for start in range(skip, total, DENSE_CHUNK_ROWS):
+            yield self._chunk(start, min(start + DENSE_CHUNK_ROWS, total))
+
+    def _chunk(self, start: int, stop: int) -> pa.RecordBatch:
+        res, out = self.plan.result, self.outputs
+        picked = out.balanced[start:stop]
+        origin = res.origin[picked]
+        unique = np.unique(origin)
+        read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
+        by_origin = dict(zip(unique.tolist(), read.to_pylist()))
+        targets = dict(zip(unique.tolist(), from_columns(read)))
+        ids, payloads, instances, sizes, augs, synthetic = [], [], [], [], [], []
+        for k, o in enumerate(origin.tolist()):
+            row, variant, augmented = by_origin[o], int(out.variant[start + k]), bool(out.augmented[start + k])
+            from_copy = bool(res.synthetic[picked[k]])
+            if augmented:
+                row_id = f"{row[S.ID]}~a{variant}"
+                drawn = self.augment(row_rng(self.recipe.augment_seed, row[S.ID], variant, PURPOSE),
+                                     decode_rgb(row[S.IMAGE]), targets[o])
+                self.made += 1
+                self.rejected += drawn.rejected
+                self.lost += int(drawn.moved.lost.sum())
+                image = drawn.moved.image
+                payloads.append(self.encoder.encode_one(image))
+                instances.append(drawn.moved.instances)
+                sizes.append((image.shape[1], image.shape[0]))
+            else:
+                row_id = row[S.ID]
+                payloads.append(row[S.IMAGE])
+                instances.append(targets[o])
+                sizes.append((row["width"], row["height"]))
+            ids.append(row_id)
+            augs.append(AUG_NAME if augmented else row.get(S.AUG))
+            synthetic.append(bool(row.get(S.SYNTHETIC)) or augmented or from_copy)
+        return pa.record_batch({
+            S.ID: pa.array(ids, pa.string()),
+            S.LABEL: pa.array(res.y[picked], pa.int64()),
+            S.IMAGE: pa.array(payloads, pa.binary()),
+            S.SOURCE_ID: pa.array([by_origin[o].get(S.SOURCE_ID) or by_origin[o][S.ID] for o in origin.tolist()],
+                                  pa.string()),
+            S.SYNTHETIC: pa.array(synthetic),
+            S.AUG: pa.array(augs, pa.string()),
+            S.SPLIT: S.split_names(np.full(len(ids), S.TRAIN)),
+            **to_columns(instances, sizes),
+        })
+
+
+def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int, overwrite: bool,
+                stage: Callable[[str], None], on_rows, on_total, engine) -> BuildResult:
+    """The dense build of ``augforge.pipelines.build.build`` (see the module docstring)."""
+    if engine is not None:
+        raise OptionError("{engine} ray distributes image and text builds; {location} is a detection or "
+                          "segmentation set, which builds here (use {engine} local)", location=source.location)
+    check_dense_recipe(recipe, source)
+    aug = recipe.augment
+    offline = aug.image if aug.mode == "offline" else ()
+    planned = plan_train(recipe, source, stage, "cleaning: hashing {:,} rows")
+    plan = planned.balance
+    names = list(source.class_names)
+    outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, bool(offline))
+    encoder = Encoder(recipe.output.format, recipe.output.quality, workers)
+    train = DenseTrainRows(recipe, source, plan, outputs, encoder)
+    n_train, others = len(outputs.balanced), planned.other_positions
+
+    def batches(skip: int) -> Iterator[pa.RecordBatch]:
+        if skip < n_train:
+            yield from train.rows(skip)
+        yield from passthrough(source, others, planned.other_splits, max(skip - n_train, 0))
+
+    parts = content_parts(source, planned.splits, planned.imbalance, recipe.seed, recipe.output.shard_rows,
+                          recipe.output.shard_mb, job="build-dense", recipe=recipe.fingerprint_parts(),
+                          ops_version=OPS_VERSION, chunk_rows=DENSE_CHUNK_ROWS)
+    after = np.bincount(plan.result.y[outputs.balanced], minlength=len(names))
+    meta = build_meta(recipe, source, planned, names, after, "cpu", {"augmented": int(outputs.augmented.sum())})
+    meta["payload_info"] = source.payload_info()
+
+    def policy_counts() -> dict:
+        """What the frame policy did, known once every row is made: into the one manifest write."""
+        build = dict(meta["build"])
+        build["targets"] = {"augmented_rows_counted": train.made, "rejected_draws": train.rejected,
+                            "lost_instances": train.lost}
+        return {"build": build}
+
+    stage(f"augmenting and writing {n_train + len(others):,} rows with their targets (cpu)")
+    try:
+        result = write_dataset(out, source.schema(), names, parts=parts, meta=meta, total_rows=n_train + len(others),
+                               batches=batches, shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb,
+                               overwrite=overwrite, on_rows=on_rows, on_total=on_total, learned=policy_counts)
+    finally:
+        encoder.close()
+    return BuildResult(result, plan, planned.duplicates, int(outputs.augmented.sum()), "cpu")
