@@ -127,7 +127,7 @@ def throughput(images: int, workers: int, tmp: Path) -> dict:
     composed_scenes.write_coco_set(tmp, images, seed=5, width=256, height=192, objects=10, with_keypoints=False)
     subprocess.run([sys.executable, "-m", "augforge", "ingest", str(tmp / "annotations.json"), str(tmp / "data"),
                     "--quiet"], check=True)
-    ours = DenseDataset(tmp / "data", "all", masks=True, geometry=RandomGeometry(
+    ours = DenseDataset(tmp / "data", "all", masks=True, augment=RandomGeometry(
         size=(128, 128), degrees=30, hflip=0.5, crop_scale=(0.3, 1.0)))
     theirs = AlbumentationsRows(tmp / "data", A.Compose(
         [A.HorizontalFlip(p=0.5), A.RandomResizedCrop(size=(128, 128), scale=(0.3, 1.0), p=1.0),

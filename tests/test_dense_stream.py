@@ -16,6 +16,7 @@ from augforge.augment.target_ops import RandomGeometry, coverage
 from augforge.cli import main
 from augforge.datasets.targets import Instances
 from augforge.errors import AugforgeError, OptionError
+from augforge.pipelines.dense_loader import open_dense_loader
 from augforge.pipelines.dense_stream import DenseDataset, collate_detection, pad_targets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -67,7 +68,7 @@ def test_dense_dataset_gives_torchvision_style_targets_drawn_per_row_and_epoch(d
     assert torch.equal(target["area"], target["masks"].flatten(1).sum(1).float())
     geometry = RandomGeometry(size=(48, 48), degrees=20, hflip=0.5, crop_scale=(0.5, 1.0), min_coverage=0.5,
                               flip_pairs=((0, 1),))
-    moving = DenseDataset(path, "all", geometry=geometry, seed=3)
+    moving = DenseDataset(path, "all", augment=geometry, seed=3)
     first = [moving[i][1]["boxes"] for i in range(4)]
     again = [moving[i][1]["boxes"] for i in range(4)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))  # the same epoch: the same draws
@@ -122,3 +123,73 @@ def test_preview_data_writes_the_grid_of_drawn_images(dense_data, tmp_path):
 
         assert main(["ingest", "digits", str(tmp_path / "digits")]) == 0
         preview_dense(open_source(tmp_path / "digits"))
+
+
+def _stream_recipe(tmp_path, data) -> Path:
+    recipe = tmp_path / "stream.yaml"
+    recipe.write_text(f"source:\n  path: {data}\naugment:\n  mode: online\n  image:\n"
+                      "    - {op: random_resized_crop, size: [48, 48], scale: [0.5, 1.0]}\n    - {op: rotate, degrees: 15}\n"
+                      "    - {op: hflip, p: 0.5}\n    - {op: color, brightness: [0.8, 1.2]}\n"
+                      "  targets: {min_visibility: 0.2, flip_pairs: [[0, 1]]}\n")
+    return recipe
+
+
+def test_open_loader_on_a_dense_dataset_streams_the_recipe_ops_with_targets(dense_data, tmp_path):
+    from augforge.pipelines.stream import open_loader
+
+    path, _ = dense_data
+    recipe = _stream_recipe(tmp_path, path)
+    loader = open_loader(path, 4, split="all", recipe=str(recipe), seed=5, augment=True)
+    assert len(loader) == 3
+    epoch0 = list(loader)
+    assert sum(len(images) for images, _ in epoch0) == 12
+    for images, targets in epoch0:
+        assert all(image.shape == (3, 48, 48) and image.dtype == torch.float32 for image in images)
+        for t in targets:
+            boxes = t["boxes"]
+            assert ((boxes >= 0) & (boxes <= 48)).all() and (boxes[:, 2] > boxes[:, 0]).all()
+            assert len(t["labels"]) == len(boxes) == len(t["keypoints"])
+    again = list(open_loader(path, 4, split="all", recipe=str(recipe), seed=5, augment=True))
+    assert all(torch.equal(a[1][k]["boxes"], b[1][k]["boxes"]) for a, b in zip(epoch0, again) for k in range(4))
+    with_workers = open_dense_loader(path, 4, split="all", recipe=str(recipe), seed=5, workers=2, augment=True)
+    assert all(torch.equal(a[0][k], b[0][k]) for a, b in zip(epoch0, with_workers) for k in range(4))
+    loader.set_epoch(1)
+    assert not all(torch.equal(a[1][0]["boxes"], b[1][0]["boxes"]) for a, b in zip(epoch0, loader))
+    # ranks share the rows out, disjoint
+    halves = [open_dense_loader(path, 2, split="all", seed=5, rank=r, world_size=2) for r in (0, 1)]
+    rows = [h.order.epoch_rows(0) for h in halves]
+    assert len(rows[0]) == len(rows[1]) == 6 and sorted(np.concatenate(rows).tolist()) == list(range(12))
+    assert sum(len(images) for images, _ in halves[1]) == 6
+    # fixed shapes with a count
+    images, padded = next(iter(open_dense_loader(path, 4, split="all", recipe=str(recipe), padded=8, augment=True)))
+    assert images.shape == (4, 3, 48, 48) and padded["boxes"].shape == (4, 8, 4)
+    assert ((padded["labels"] >= 0).sum(1) == padded["count"]).all()
+    with pytest.raises(AugforgeError, match="padded batches need every image the same size"):
+        next(iter(open_dense_loader(path, 12, split="all", padded=True, ops=[{"op": "rotate", "degrees": 30,
+                                                                              "expand": True}], augment=True)))
+    with pytest.raises(AugforgeError, match="sampler: .* is a detection or segmentation dataset"):
+        open_loader(path, 4, sampler="balanced")
+
+
+def test_a_training_loop_takes_the_batches_as_they_come(dense_data, tmp_path):
+    """A small model learns from the streamed targets (which classes an image holds): the loss falls."""
+    path, _ = dense_data
+    torch.manual_seed(0)
+    loader = open_dense_loader(path, 4, split="all", recipe=str(_stream_recipe(tmp_path, path)), seed=1,
+                               augment=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
+    for epoch in range(8):
+        loader.set_epoch(epoch)
+        total = 0.0
+        for images, targets in loader:
+            present = torch.stack([torch.bincount(t["labels"], minlength=3).clamp(max=1).float() for t in targets])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(torch.stack(images)), present)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss)
+        losses.append(total)
+    assert losses[-1] < losses[0]

@@ -1,5 +1,6 @@
 """Detection and segmentation rows as PyTorch expects them: ``DenseDataset`` (a map-style dataset over a dense
-dataset directory, with ``RandomGeometry`` drawn per row and epoch), ``collate_detection`` (a list of images and
+dataset directory, with an augmentation (``RandomGeometry``, or a recipe's ops as ``DenseAugment``) drawn per
+row and epoch), ``collate_detection`` (a list of images and
 a list of target dicts, as torchvision's detection models take them) and ``pad_targets`` (fixed shapes with a
 count, for users who want them).
 
@@ -7,7 +8,7 @@ A target dict holds ``boxes`` (float32 [N, 4], x0 y0 x1 y1 in pixels), ``labels`
 (int64 [N]), ``area`` (float32 [N]: the mask's pixels, else the box's), ``masks`` (uint8 [N, H, W], when asked
 and the instances have polygons or masks) and ``keypoints`` (float32 [N, K, 3], for a set with keypoints).
 Each draw is seeded from (seed, epoch, row), so an epoch is the same on a rerun and differs between epochs.
-This is the CPU path; the DALI pipeline does not carry dense targets yet.
+``augforge.pipelines.dense_loader`` batches it (the ``Loader`` of a dense dataset).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import io
 
 import numpy as np
 
-from augforge.augment.target_ops import RandomGeometry
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.reader import Dataset
@@ -25,16 +25,17 @@ from augforge.errors import AugforgeError
 
 
 class DenseDataset:
-    """Rows of a dense dataset directory's ``split`` as (image float32 [C, H, W] in [0, 1], target dict);
-    ``geometry`` drawn per row and epoch (``set_epoch``), else the rows as stored."""
+    """Rows of a dense dataset directory's ``split`` as (image float32 [C, H, W] in [0, 1], or what the ops'
+    ``normalize`` makes; target dict); ``augment`` (a callable ``(rng, image, instances) -> Drawn``:
+    ``RandomGeometry``, ``DenseAugment``) drawn per row and epoch (``set_epoch``), else the rows as stored."""
 
-    def __init__(self, path, split: str = "train", geometry: RandomGeometry | None = None, seed: int = 0,
-                 masks: bool = False) -> None:
-        self.data = Dataset(path, split)
+    def __init__(self, path, split: str = "train", augment=None, seed: int = 0, masks: bool = False,
+                 verify: bool = True) -> None:
+        self.data = Dataset(path, split, verify=verify)
         if self.data.target_columns != list(TARGET_COLUMNS):
             raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
                                 "detection and segmentation datasets")
-        self.geometry, self.seed, self.masks, self.epoch = geometry, seed, masks, 0
+        self.augment, self.seed, self.masks, self.epoch = augment, seed, masks, 0
         self.rejected = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -50,9 +51,9 @@ class DenseDataset:
         row = self.data.take([int(index)], [S.ID, S.IMAGE, *TARGET_COLUMNS])
         image = np.asarray(Image.open(io.BytesIO(row.column(S.IMAGE)[0].as_py())).convert("RGB"))
         instances = from_columns(row)[0]
-        if self.geometry is not None:
+        if self.augment is not None:
             rng = row_rng(self.seed, row.column(S.ID)[0].as_py(), 0, f"dense-geometry-epoch-{self.epoch}")
-            drawn = self.geometry(rng, image, instances)
+            drawn = self.augment(rng, image, instances)
             self.rejected += drawn.rejected
             image, instances = drawn.moved.image, drawn.moved.instances
         height, width = image.shape[:2]
@@ -60,9 +61,12 @@ class DenseDataset:
 
 
 def image_tensor(image: np.ndarray):
-    """An (H, W, C) uint8 image as a float32 [C, H, W] tensor in [0, 1]."""
+    """An (H, W, C) uint8 image as a float32 [C, H, W] tensor in [0, 1]; a float image (normalized by the ops)
+    as it is, CHW."""
     import torch  # torch: heavy, loaded when rows are turned into tensors
 
+    if image.dtype != np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
 
 

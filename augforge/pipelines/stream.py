@@ -383,9 +383,25 @@ class Loader:
                 "wait_fraction": float(waits.sum() / wall) if wall else 0.0}
 
 
+def is_dense(dataset_dir: str | Path, cache_dir: str | None = None) -> bool:
+    """Whether ``dataset_dir`` is a detection or segmentation dataset (its manifest names its targets)."""
+    from augforge.datasets.reader import Dataset
+    from augforge.datasets.remote import CacheOptions
+
+    manifest = Dataset(dataset_dir, "all", verify=False, cache=CacheOptions(cache_dir)).manifest
+    return bool((manifest.get("payload_info") or {}).get("targets"))
+
+
 def open_loader(dataset_dir: str | Path, batch_size: int, **options) -> Loader:
     """A ``Loader`` over ``dataset_dir``: ``options`` are ``LoaderOptions``' (split, recipe or ops, shuffle,
     seed, device, last / drop_last, dtype, rank, world_size, mix, prefetch, threads, reader_workers, verify,
     fuse, augment, color, text, bootstrap, sampler, balanced_from, rows); a name that is none of them is
-    refused in one line."""
-    return Loader(**loader_parts(dataset_dir, batch_size, options_of(LoaderOptions, options, "open_loader")))
+    refused in one line. A detection or segmentation dataset gets its own loader
+    (``augforge.pipelines.dense_loader``: images with target dicts), with the options the two share."""
+    checked = options_of(LoaderOptions, options, "open_loader")
+    if is_dense(dataset_dir, options.get("cache_dir")):
+        from augforge.pipelines.dense_loader import open_dense_loader, refuse_unshared, shared_options
+
+        refuse_unshared(options, dataset_dir)
+        return open_dense_loader(dataset_dir, batch_size, **shared_options(options))
+    return Loader(**loader_parts(dataset_dir, batch_size, checked))

@@ -1,0 +1,124 @@
+"""The loader of a detection or segmentation dataset: batches of images with their target dicts, as torchvision's
+detection models take them, augmented online with the recipe's ops moving boxes, masks and keypoints.
+
+``open_dense_loader(dataset_dir, batch_size, recipe=...)`` (also what ``open_loader`` returns for a dense
+dataset) yields ``(images, targets)``: a list of float32 [C, H, W] tensors and a list of dicts (``boxes``,
+``labels``, ``iscrowd``, ``area``, and ``masks``, ``keypoints`` where asked and present), on the loader's device
+(``augforge.device.choose_device``: the one decision the model and evaluation share). With ``padded`` the
+targets come as fixed-shape tensors with a count (``pad_targets``) and the images as one [B, C, H, W] tensor,
+which needs every image the same size (end the ops with ``resize`` or a crop).
+
+The row order is ``augforge.pipelines.order.RowOrder``'s (a permutation per (seed, epoch), shared out among
+ranks), and each row's draw is seeded from (seed, epoch, row id): an epoch is the same on a rerun, with any
+number of ``workers`` (a ``torch.utils.data.DataLoader`` over ``DenseDataset``), and differs between epochs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from augforge.errors import AugforgeError
+from augforge.pipelines.dense_stream import DenseDataset, collate_detection, pad_targets
+from augforge.pipelines.order import RowOrder
+
+#: what ``open_loader`` may pass on to a dense loader; anything else it was given is refused by name
+SHARED_OPTIONS = ("split", "recipe", "ops", "shuffle", "seed", "device", "drop_last", "last", "rank", "world_size",
+                  "augment", "verify")
+
+
+class DenseLoader:
+    """Batches of a dense dataset (see the module docstring)."""
+
+    def __init__(self, dataset: DenseDataset, order: RowOrder, device, *, workers: int = 0,
+                 padded: bool | int = False) -> None:
+        self.dataset, self.order, self.device, self.workers, self.padded = dataset, order, device, workers, padded
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next epoch's order and augmentations."""
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(self.epoch)
+
+    @property
+    def rejected(self) -> int:
+        """Draws the frame policy refused so far (each drawn again; counted in this process's reads)."""
+        return self.dataset.rejected
+
+    def __iter__(self):
+        from torch.utils.data import DataLoader
+
+        batches = self.order.batches(self.order.epoch_rows(self.epoch))
+        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
+                            collate_fn=collate_detection)
+        for images, targets in loader:
+            yield self._finish(images, targets)
+
+    def _finish(self, images: list, targets: list):
+        torch_device = self.device.torch
+        images = [image.to(torch_device) for image in images]
+        targets = [{k: v.to(torch_device) for k, v in t.items()} for t in targets]
+        if not self.padded:
+            return images, targets
+        import torch
+
+        sizes = sorted({tuple(image.shape) for image in images})
+        if len(sizes) > 1:
+            raise AugforgeError(f"padded batches need every image the same size; this batch has {sizes[0]} and "
+                                f"{sizes[1]}: end the ops with resize or a crop, or leave padded off")
+        padded = pad_targets([{k: v.cpu() for k, v in t.items()} for t in targets],
+                             None if self.padded is True else int(self.padded))
+        return torch.stack(images), {k: v.to(torch_device) for k, v in padded.items()}
+
+
+def open_dense_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, ops=None,
+                      targets=None, augment: bool | None = None, shuffle: bool = True, seed: int = 0,
+                      last: str | None = None, drop_last: bool = False, rank: int | None = None,
+                      world_size: int | None = None, workers: int = 0, masks: bool = False,
+                      padded: bool | int = False, device="auto", verify: bool = True) -> DenseLoader:
+    """A ``DenseLoader`` over ``dataset_dir``'s ``split``. The ops: ``recipe``'s (a ``Recipe`` or its path: its
+    online ``augment.image`` ops and ``train.stream``, under its ``augment.targets``), or ``ops`` (op mappings)
+    under ``targets`` (an ``augforge.recipe.augment.TargetSpec``); ``augment`` (default: the train split only)
+    turns them on. ``masks``: per-instance masks in the targets; ``padded``: fixed shapes (True: the batch's
+    largest count; a number: that many instances)."""
+    from augforge.augment.image_ops import check_image_ops
+    from augforge.checks import Checker
+    from augforge.device import choose_device, rank_and_world
+    from augforge.recipe import Recipe, load_recipe
+    from augforge.recipe.augment import TargetSpec
+
+    if recipe is not None and ops is not None:
+        raise AugforgeError("give recipe or ops, not both")
+    if recipe is not None:
+        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        op_list, targets = recipe.train_ops, recipe.augment.targets
+    else:
+        op_list = check_image_ops(Checker("ops"), list(ops or []), "ops")
+    augment = split == "train" if augment is None else augment
+    on = (targets or TargetSpec()).augmenter(op_list) if augment and op_list else None
+    data = DenseDataset(dataset_dir, split, on, seed=seed, masks=masks, verify=verify)
+    dist_rank, dist_world = rank_and_world()
+    order = RowOrder(len(data), batch_size, seed=seed, shuffle=shuffle, last=last or ("drop" if drop_last else "keep"),
+                     rank=dist_rank if rank is None else rank, world_size=dist_world if world_size is None else world_size)
+    if len(data) == 0:
+        raise AugforgeError(f"{dataset_dir}: split {split!r} has no rows")
+    return DenseLoader(data, order, choose_device(device), workers=workers, padded=padded)
+
+
+def refuse_unshared(options: dict, dataset_dir) -> None:
+    """``open_loader`` on a dense dataset: refuse, by name, an option only classification loaders have."""
+    from augforge.pipelines.loader_options import LoaderOptions
+
+    defaults = LoaderOptions()
+    for name, value in options.items():
+        if name not in SHARED_OPTIONS and value != getattr(defaults, name, None):
+            raise AugforgeError(f"{name}: {dataset_dir} is a detection or segmentation dataset, whose loader does not "
+                                f"take {name} (it takes {', '.join(SHARED_OPTIONS)}; see open_dense_loader)")
+
+
+def shared_options(options: dict) -> dict:
+    """The options ``open_loader`` passes on to ``open_dense_loader``."""
+    return {k: v for k, v in options.items() if k in SHARED_OPTIONS}
+
