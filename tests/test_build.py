@@ -12,7 +12,8 @@ from augforge.cli import main
 from augforge.datasets import open_dataset
 from augforge.datasets.manifest import MANIFEST
 from augforge.pipelines.build import build
-from augforge.pipelines.preview import GAP, LABEL_HEIGHT, preview
+from augforge.pipelines.preview import preview
+from augforge.pipelines.preview_grid import GAP, LABEL_HEIGHT
 from augforge.recipe import load_recipe, parse_recipe
 from cli_process import start_cli
 from conftest import kill_9_after_shards, make_image_folder

@@ -150,3 +150,28 @@ def test_what_a_dense_build_cannot_do_is_one_line(coco_root, tmp_path, capsys, c
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_preview_of_a_dense_recipe_draws_the_variants_the_build_writes(built, tmp_path, capsys):
+    recipe_path, out = built
+    png = tmp_path / "preview.png"
+    assert main(["preview", str(recipe_path), "--out", str(png), "--n", "3", "--variants", "2"]) == 0
+    assert "3 source images x 2 variants" in capsys.readouterr().out
+    from PIL import Image
+
+    from augforge.pipelines.preview import preview
+    from augforge.pipelines.preview_dense import PALETTE, draw_instances
+    from augforge.balance.instances import instance_classes
+    from augforge.pipelines.build_plan import recipe_source
+
+    result = preview(load_recipe(recipe_path), n=3, variants=2)
+    assert Image.open(png).size == result.image.size and len(result.cells) == 3
+    rows, instances = _rows(out)
+    index = {row_id: i for i, row_id in enumerate(rows["id"])}
+    names = instance_classes(recipe_source(load_recipe(recipe_path)))
+    for row_id, cells in zip(result.ids, result.cells):
+        for k in (1, 2):  # preview variant k is the build's row id~ak, drawn
+            i = index[f"{row_id}~a{k}"]
+            expected = draw_instances(decode_rgb(rows["image"][i]), instances[i], names)
+            assert np.array_equal(cells[k], expected)
+        assert any((cells[0] == np.array(c, np.uint8)).all(-1).any() for c in PALETTE)  # targets are drawn

@@ -1,11 +1,9 @@
-"""A picture of a detection or segmentation set (``augforge preview-data``): each image with its instances drawn
-over it (masks tinted, polygon outlines, boxes, class names, keypoints), next to variants drawn by
-``RandomGeometry``, so a person can see that the targets moved with the pixels."""
+"""A picture of a detection or segmentation set: each image with its instances drawn over it (masks tinted,
+polygon outlines, boxes, class names, keypoints), next to augmented variants, so a person can see that the
+targets moved with the pixels. ``augforge preview-data`` draws ``RandomGeometry``; ``augforge preview RECIPE`` the
+recipe's ops (``preview_recipe_dense``), each variant exactly the one ``build`` writes for that row."""
 
 from __future__ import annotations
-
-import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -17,7 +15,9 @@ from augforge.datasets.keys import row_rng
 from augforge.datasets.sources.base import Source
 from augforge.datasets.targets import Instances, from_columns, instance_mask
 from augforge.errors import AugforgeError, OptionError
-from augforge.pipelines.preview import MIN_CELL, render_grid, save_png
+from augforge.pipelines.dense_rows import PURPOSE, decode_rgb
+from augforge.pipelines.preview_grid import MIN_CELL, Preview, pick_rows, render_grid, save_png
+from augforge.recipe import Recipe
 
 #: one colour per class, cycled (distinct on dark and light photos)
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -50,42 +50,57 @@ def draw_instances(image: np.ndarray, instances: Instances, class_names: list[st
     return np.asarray(canvas)
 
 
-@dataclass
-class DensePreview:
-    """The grid, the ids of its rows, and the drawn cells (row by row: the original first)."""
-
-    image: Image.Image
-    ids: list[str]
-    cells: list[list[np.ndarray]]
-
-
 def preview_dense(source: Source, n: int = 8, variants: int = 3, geometry: RandomGeometry | None = None,
-                  seed: int = 0) -> DensePreview:
+                  seed: int = 0) -> Preview:
     """The first ``n`` images of a source with dense targets, drawn, each next to ``variants`` draws of
     ``geometry`` (seeded from ``seed`` and the row id)."""
-    if n < 1 or variants < 0:
-        raise OptionError("{n} must be at least 1 and {variants} at least 0")
     if not source.has_targets:
         raise AugforgeError(f"{source.location}: no boxes, masks or keypoints to draw (a classification source); "
                             "`augforge preview RECIPE` shows its augmentations")
     geometry = geometry or RandomGeometry(degrees=15, hflip=0.5, crop_scale=(0.5, 1.0))
-    positions = np.arange(min(n, len(source)))
+    return _drawn_grid(source, np.arange(min(n, len(source))), n, variants, geometry,
+                       lambda row_id, k: row_rng(seed, row_id, k, "preview-data"))
+
+
+def preview_recipe_dense(recipe: Recipe, source: Source, n: int = 8, variants: int = 4) -> Preview:
+    """``n`` train images of a recipe's detection set (spread over the row labels, as ``augforge preview``
+    picks them), each next to its first ``variants`` augmented variants: the draws ``build`` makes for them."""
+    augment = recipe.augment.targets.augmenter(recipe.augment.image)
+    positions, _ = pick_rows(recipe, n)
+    first = 1 if recipe.augment.keep_original else 0  # the build's variant numbers: 0 is the kept original
+    return _drawn_grid(source, np.asarray(positions, dtype=np.int64), n, variants, augment,
+                       lambda row_id, k: row_rng(recipe.augment_seed, row_id, first + k, PURPOSE))
+
+
+def _drawn_grid(source: Source, positions: np.ndarray, n: int, variants: int, augment, rng_of) -> Preview:
+    """The grid of ``positions``' images drawn with their instances, each followed by ``variants`` draws of
+    ``augment`` (``rng_of(row id, k)`` seeds draw k)."""
+    if n < 1 or variants < 0:
+        raise OptionError("{n} must be at least 1 and {variants} at least 0")
     batch = next(iter(source.read(positions, len(positions))))  # images and their target columns
     names, ids, rows = instance_classes(source), batch.column(S.ID).to_pylist(), from_columns(batch)
     cells = []
     for row_id, encoded, instances in zip(ids, batch.column(S.IMAGE).to_pylist(), rows):
-        image = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+        image = decode_rgb(encoded)
         row = [draw_instances(image, instances, names)]
         for k in range(variants):
-            moved = geometry(row_rng(seed, row_id, k, "preview-data"), image, instances).moved
-            row.append(draw_instances(moved.image, moved.instances, names))
+            moved = augment(rng_of(row_id, k), image, instances).moved
+            row.append(draw_instances(_displayable(moved.image), moved.instances, names))
         cells.append(row)
     cell = max(MIN_CELL, max(max(c.shape[:2]) for row in cells for c in row))
     captions = [f"{row_id} ({len(inst)} instances)" for row_id, inst in zip(ids, rows)]
-    return DensePreview(render_grid(cells, captions, cell), ids, cells)
+    return Preview(render_grid(cells, captions, cell), ids, captions, cells, cell)
 
 
-def write_preview_dense(source: Source, out, **options) -> DensePreview:
+def _displayable(image: np.ndarray) -> np.ndarray:
+    """A normalized (float) image stretched back to 0..255 for display; uint8 as it is."""
+    if image.dtype == np.uint8:
+        return image
+    low, high = float(image.min()), float(image.max())
+    return np.uint8(np.clip((image - low) / max(high - low, 1e-6) * 255, 0, 255))
+
+
+def write_preview_dense(source: Source, out, **options) -> Preview:
     """Render ``preview_dense`` (``options`` are its) and save it as PNG at ``out`` (atomically)."""
     result = preview_dense(source, **options)
     save_png(result.image, out)
