@@ -175,3 +175,22 @@ def test_preview_of_a_dense_recipe_draws_the_variants_the_build_writes(built, tm
             expected = draw_instances(decode_rgb(rows["image"][i]), instances[i], names)
             assert np.array_equal(cells[k], expected)
         assert any((cells[0] == np.array(c, np.uint8)).all(-1).any() for c in PALETTE)  # targets are drawn
+
+
+@pytest.mark.gpu
+def test_a_gpu_build_moves_the_same_targets_as_the_cpu_build(built, coco_root, tmp_path):
+    recipe_path, out = built
+    data = yaml.safe_load(recipe_path.read_text())
+    data["augment"]["device"] = "gpu"
+    data["output"]["dir"] = str(tmp_path / "gpu")
+    gpu_recipe = tmp_path / "gpu.yaml"
+    gpu_recipe.write_text(yaml.safe_dump(data))
+    assert main(["build", str(gpu_recipe), "-q"]) == 0
+    cpu_rows, cpu = _rows(out)
+    gpu_rows, gpu = _rows(tmp_path / "gpu")
+    assert cpu_rows["id"] == gpu_rows["id"]
+    assert json.loads((tmp_path / "gpu" / MANIFEST).read_text())["build"]["device"] == "gpu"
+    for a, b in zip(cpu, gpu):
+        assert a.classes.tolist() == b.classes.tolist()
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1.0)
+        np.testing.assert_allclose(a.keypoints[..., :2], b.keypoints[..., :2], atol=1.0)

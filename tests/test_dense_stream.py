@@ -193,3 +193,33 @@ def test_a_training_loop_takes_the_batches_as_they_come(dense_data, tmp_path):
             total += float(loss)
         losses.append(total)
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.gpu
+def test_the_dense_loader_on_a_gpu_moves_batches_with_dali_and_agrees_with_the_cpu(dense_data, tmp_path):
+    path, _ = dense_data
+    recipe = str(_stream_recipe(tmp_path, path))
+    cpu = list(open_dense_loader(path, 4, split="all", recipe=recipe, seed=2, augment=True, device="cpu"))
+    gpu = list(open_dense_loader(path, 4, split="all", recipe=recipe, seed=2, augment=True, device="cuda"))
+    for (ci, ct), (gi, gt) in zip(cpu, gpu):
+        assert all(image.is_cuda for image in gi) and all(t["boxes"].is_cuda for t in gt)
+        for a, b in zip(ct, gt):
+            assert torch.equal(a["labels"], b["labels"].cpu())
+            torch.testing.assert_close(a["boxes"], b["boxes"].cpu(), atol=1.0, rtol=0)
+        assert max(float((x - y.cpu()).abs().mean()) for x, y in zip(ci, gi)) <= 0.5 / 255
+
+
+def test_a_batch_moved_by_dali_equals_the_rows_moved_one_by_one(dense_data, tmp_path):
+    """The loader's GPU path (DenseDataset.batch with a DaliMover), run on DALI's CPU ops."""
+    from augforge.recipe import load_recipe
+
+    path, _ = dense_data
+    recipe = load_recipe(_stream_recipe(tmp_path, path))
+    augment = recipe.augment.targets.augmenter(recipe.train_ops)
+    data = DenseDataset(path, "all", augment, seed=4)
+    together = data.batch([0, 3, 5, 7], augment.dali_mover(4, "cpu"))
+    for (image, target), index in zip(together, [0, 3, 5, 7]):
+        alone_image, alone = data[index]
+        assert image.shape == alone_image.shape and float((image - alone_image).abs().mean()) <= 0.5 / 255
+        assert torch.equal(target["labels"], alone["labels"])
+        torch.testing.assert_close(target["boxes"], alone["boxes"], atol=1.0, rtol=0)

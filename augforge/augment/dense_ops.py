@@ -137,18 +137,48 @@ class DenseAugment:
 
     def __call__(self, rng: np.random.Generator, image: np.ndarray, instances: Instances) -> Drawn:
         """One sample through the ops; ``Drawn.rejected`` counts the draws the frame policy refused."""
+        return self._from_attempt(rng, image, instances, 0)
+
+    def batch(self, rngs: list, images: list[np.ndarray], instances: list[Instances], mover=None) -> list[Drawn]:
+        """Samples through the ops, each with its own generator. ``mover`` (an
+        ``augforge.augment.dense_dali.DaliMover``) moves every sample's first draw in one DALI run; a draw the
+        policy rejects is drawn again on the CPU path. Each result is what calling this on the same generator
+        gives, its pixels and masks from DALI's kernels."""
+        if mover is None:
+            return [self(rng, image, inst) for rng, image, inst in zip(rngs, images, instances)]
+        if mover.fill != self._fill():
+            raise AugforgeError(f"the DALI mover fills borders with {mover.fill}, the ops with {self._fill()}: "
+                                "make it with DenseAugment.dali_mover")
+        draws = [self.geometry(rng, image.shape[1], image.shape[0], inst)
+                 for rng, image, inst in zip(rngs, images, instances)]
+        parts = mover.move(images, instances, [m for m, _ in draws], [size for _, size in draws])
+        out = []
+        for rng, image, inst, (matrix, size), part in zip(rngs, images, instances, draws, parts):
+            moved = apply(image, inst, matrix, size, self.policy, list(self.flip_pairs), fill=self._fill(),
+                          parts=part)
+            moved = moved if moved.rejected else self._pixels(rng, moved)
+            out.append(Drawn(moved, 0) if not moved.rejected else self._from_attempt(rng, image, inst, 1))
+        return out
+
+    def dali_mover(self, batch_size: int, device: str = "cpu", threads: int = 1):
+        """An ``augforge.augment.dense_dali.DaliMover`` for ``batch`` (``device``: 'cpu' or 'gpu'), with the
+        ops' border fill."""
+        from augforge.augment.dense_dali import DaliMover  # DALI: loaded where a DALI backend is asked for
+
+        return DaliMover(batch_size, device, self._fill(), threads)
+
+    def _from_attempt(self, rng: np.random.Generator, image: np.ndarray, instances: Instances, first: int) -> Drawn:
+        """Draws from attempt ``first`` on until the policy accepts one; none: the input, unchanged."""
         height, width = image.shape[:2]
-        fill = self._fill()
-        for attempt in range(self.attempts):
+        for attempt in range(first, self.attempts):
             matrix, size = self.geometry(rng, width, height, instances)
-            moved = apply(image, instances, matrix, size, self.policy, list(self.flip_pairs), fill=fill)
+            moved = apply(image, instances, matrix, size, self.policy, list(self.flip_pairs), fill=self._fill())
             if not moved.rejected:
                 moved = self._pixels(rng, moved)
                 if not moved.rejected:
                     return Drawn(moved, attempt)
         kept = FramePolicy(clip=True, on_lost="keep")
-        out = apply(image, instances, np.eye(3), (width, height), kept)
-        return Drawn(out, self.attempts)
+        return Drawn(apply(image, instances, np.eye(3), (width, height), kept), self.attempts)
 
     def _fill(self) -> float:
         """The border value of the geometry (the first geometry op with a ``fill``)."""

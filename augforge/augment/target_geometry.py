@@ -27,6 +27,9 @@ from augforge.datasets.targets import Instances, mask_box, polygon_box, rle_deco
 from augforge.errors import OptionError
 
 ON_LOST = ("drop_instance", "reject_sample", "keep")
+#: a warped mask's pixel belongs to the instance when at least half covered; an exact half (a tie, common when
+#: scaling by simple ratios) counts as covered on every backend, whatever its float rounding
+MASK_COVERED = 0.5 - 1e-3
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,70 @@ def polygon_area(points: np.ndarray) -> float:
 
 
 @dataclass
+class Parts:
+    """A sample moved by a transform, before the frame policy: the warped image, and per instance its moved
+    polygon rings (where it has polygons), its warped mask (float in [0, 1], where it has only an RLE mask), its
+    moved box corners, and the moved keypoints (n, K, 2). A backend makes them (``move_parts`` here;
+    ``augforge.augment.dense_dali`` on DALI) and ``apply`` judges them."""
+
+    image: np.ndarray
+    rings: list[list[np.ndarray]]
+    masks: list[np.ndarray | None]
+    corners: np.ndarray
+    keypoints: np.ndarray | None
+
+
+def parts_points(instances: Instances) -> np.ndarray:
+    """Every point a transform moves, as one (m, 2) array: the polygon vertices, then the box corners, then the
+    keypoints (``split_points`` takes a moved copy apart again)."""
+    points = [ring.reshape(-1, 2) for rings in instances.polygons for ring in rings]
+    points += [box_corners(box) for box in instances.boxes]
+    if instances.keypoints is not None and len(instances):
+        points.append(instances.keypoints[:, :, :2].reshape(-1, 2))
+    return np.concatenate(points).astype(np.float64) if points else np.zeros((0, 2))
+
+
+def split_points(instances: Instances, moved: np.ndarray) -> tuple[list[list[np.ndarray]], np.ndarray, np.ndarray | None]:
+    """(rings, corners (n, 4, 2), keypoints (n, K, 2) or None) of ``parts_points``' layout, moved."""
+    at, rings = 0, []
+    for own in instances.polygons:
+        rings.append([])
+        for ring in own:
+            count = len(ring) // 2
+            rings[-1].append(moved[at : at + count])
+            at += count
+    n = len(instances)
+    corners = moved[at : at + 4 * n].reshape(n, 4, 2)
+    at += 4 * n
+    keypoints = None if instances.keypoints is None else moved[at:].reshape(n, instances.keypoints.shape[1], 2)
+    return rings, corners, keypoints
+
+
+def mask_stack(instances: Instances, width: int, height: int) -> tuple[np.ndarray, list[int]]:
+    """The masks a transform warps (instances with an RLE mask and no polygon) as one (H, W, k) float32 array,
+    and which instances they are (k = 0: a (H, W, 0) array)."""
+    which = [i for i in range(len(instances)) if not instances.polygons[i] and instances.masks[i] is not None]
+    stack = np.zeros((height, width, len(which)), dtype=np.float32)
+    for k, i in enumerate(which):
+        stack[:, :, k] = rle_decode(instances.masks[i], height, width)
+    return stack, which
+
+
+def move_parts(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tuple[int, int],
+               fill: float = 0.0) -> Parts:
+    """The ``Parts`` of a sample on the CPU: pixels and masks by ``warp_image``, points by ``transform_points``."""
+    height, width = image.shape[:2]
+    rings, corners, keypoints = split_points(instances, transform_points(parts_points(instances), matrix))
+    stack, which = mask_stack(instances, width, height)
+    masks: list = [None] * len(instances)
+    if which:
+        warped = warp_image(stack, matrix, size).reshape(size[1], size[0], len(which))
+        for k, i in enumerate(which):
+            masks[i] = warped[:, :, k]
+    return Parts(warp_image(image, matrix, size, fill=fill), rings, masks, corners, keypoints)
+
+
+@dataclass
 class Moved:
     """What ``apply`` made of a sample: the output image and instances, whether the frame policy rejected
     the transform (then both are None), and per input instance its visibility and whether it was lost."""
@@ -169,18 +236,20 @@ class Moved:
 
 def apply(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tuple[int, int],
           policy: FramePolicy = FramePolicy(), flip_pairs: list[tuple[int, int]] | None = None,
-          fill: float = 0.0) -> Moved:
+          fill: float = 0.0, parts: Parts | None = None) -> Moved:
     """``image`` and its ``instances`` through the transform ``matrix`` onto an output of ``size`` (w, h), with
-    the frame ``policy`` (see the module docstring)."""
+    the frame ``policy`` (see the module docstring). ``parts``: the sample already moved by a backend (default:
+    ``move_parts``)."""
     height, width = image.shape[:2]
     out_w, out_h = size
+    parts = parts or move_parts(image, instances, matrix, size, fill)
     n = len(instances)
     boxes, visibility = np.zeros((n, 4)), np.zeros(n)
     polygons, masks = [], []
     determinant = np.linalg.det(matrix[:2, :2])  # its size: the area scale; its sign: a reflection or not
     for i in range(n):
-        box, vis, rings, mask = _move_instance(instances, i, matrix, (width, height), (out_w, out_h),
-                                               abs(determinant), policy.clip)
+        box, vis, rings, mask = _judge_instance(instances, i, parts, (width, height), (out_w, out_h),
+                                                abs(determinant), policy.clip)
         boxes[i], visibility[i] = box, vis
         polygons.append(rings)
         masks.append(mask)
@@ -194,26 +263,24 @@ def apply(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tup
     points = None
     if instances.keypoints is not None:
         points = instances.keypoints.copy()
-        for i in range(n):
-            points[i, :, :2] = transform_points(points[i, :, :2], matrix)
-            outside = (points[i, :, 0] < 0) | (points[i, :, 0] > out_w) | (points[i, :, 1] < 0) | \
-                (points[i, :, 1] > out_h)
-            points[i, outside, 2] = 0
+        points[:, :, :2] = parts.keypoints
+        outside = (points[..., 0] < 0) | (points[..., 0] > out_w) | (points[..., 1] < 0) | (points[..., 1] > out_h)
+        points[..., 2] = np.where(outside, 0, points[..., 2])
         if flip_pairs and determinant < 0:  # a reflection: left and right trade places
             for a, b in flip_pairs:
                 points[:, [a, b]] = points[:, [b, a]]
     moved = Instances(instances.classes, boxes, polygons, masks, points, instances.crowd, instances.origin)
     if policy.on_lost == "drop_instance":
         moved = moved.select(~lost)
-    return Moved(warp_image(image, matrix, size, fill=fill), moved, False, visibility, lost)
+    return Moved(parts.image, moved, False, visibility, lost)
 
 
-def _move_instance(instances: Instances, i: int, matrix: np.ndarray, size_in: tuple[int, int],
-                   size_out: tuple[int, int], scale: float, clip: bool):
+def _judge_instance(instances: Instances, i: int, parts: Parts, size_in: tuple[int, int],
+                    size_out: tuple[int, int], scale: float, clip: bool):
     """(box, visibility, polygon rings, RLE mask) of instance i after the transform (see the module docstring)."""
     out_w, out_h = size_out
     if instances.polygons[i]:
-        moved = [transform_points(ring, matrix) for ring in instances.polygons[i]]
+        moved = parts.rings[i]
         kept = [clip_polygon(ring, out_w, out_h) for ring in moved]
         kept = [ring for ring in kept if len(ring) >= 3]
         before = sum(polygon_area(ring) for ring in moved)
@@ -221,18 +288,15 @@ def _move_instance(instances: Instances, i: int, matrix: np.ndarray, size_in: tu
         extent = kept if clip else moved
         box = polygon_box(extent) if extent else np.zeros(4)
         return box, visibility, [ring.reshape(-1) for ring in (kept if clip else moved)], None
-    if instances.masks[i] is not None:
-        mask = rle_decode(instances.masks[i], size_in[1], size_in[0])
-        warped = warp_image(mask.astype(np.float32), matrix, size_out) >= 0.5  # closer to the exact shape than nearest
-        before = mask.sum() * scale
+    if parts.masks[i] is not None:
+        warped = parts.masks[i] >= MASK_COVERED  # bilinear, then half covered: closer to the exact shape than nearest
+        before = rle_decode(instances.masks[i], size_in[1], size_in[0]).sum() * scale
         box = mask_box(warped)
         visibility = float(warped.sum() / before) if before > 0 else 0.0
         return (np.zeros(4) if box is None else box), min(1.0, visibility), [], rle_encode(warped)
-    corners = transform_points(box_corners(instances.boxes[i]), matrix)
-    full = polygon_box([corners])
+    full = polygon_box([parts.corners[i]])
     inside = np.array([max(full[0], 0), max(full[1], 0), min(full[2], out_w), min(full[3], out_h)])
     area = (full[2] - full[0]) * (full[3] - full[1])
     kept = max(0.0, inside[2] - inside[0]) * max(0.0, inside[3] - inside[1])
     visibility = kept / area if area > 0 else 0.0
     return (inside if clip and kept > 0 else full if not clip else np.zeros(4)), visibility, [], None
-

@@ -11,6 +11,8 @@ which needs every image the same size (end the ops with ``resize`` or a crop).
 The row order is ``augforge.pipelines.order.RowOrder``'s (a permutation per (seed, epoch), shared out among
 ranks), and each row's draw is seeded from (seed, epoch, row id): an epoch is the same on a rerun, with any
 number of ``workers`` (a ``torch.utils.data.DataLoader`` over ``DenseDataset``), and differs between epochs.
+On a GPU, DALI moves each batch's pixels, masks and points there (``augforge.augment.dense_dali``; the same
+draws, pixels within the kernels' rounding), in the loop's thread.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ class DenseLoader:
         from torch.utils.data import DataLoader
 
         batches = self.order.batches(self.order.epoch_rows(self.epoch))
+        if self.device.is_cuda and hasattr(self.dataset.augment, "dali_mover"):  # DALI moves each batch on the GPU
+            mover = self.dataset.augment.dali_mover(self.order.batch_size, "gpu")
+            for rows in batches:
+                yield self._finish(*collate_detection(self.dataset.batch(rows, mover)))
+            return
         loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
                             collate_fn=collate_detection)
         for images, targets in loader:

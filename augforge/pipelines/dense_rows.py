@@ -4,7 +4,8 @@ policy), val/test rows passed through as they are.
 
 Each augmented row is drawn from its own generator, seeded from (augment seed, row id, variant): a row's output
 depends on nothing else, so two builds are byte-identical and a build resumed after ``kill -9`` equals an
-uninterrupted one. Kept originals and val/test rows keep their source bytes; augmented rows are encoded in
+uninterrupted one. On a GPU (``augment.device``: auto finds it) DALI moves each chunk's pixels, masks and points
+(``augforge.augment.dense_dali``); its pixels differ from the CPU path's by the kernels' rounding. Kept originals and val/test rows keep their source bytes; augmented rows are encoded in
 ``output.format`` (png or jpeg). An augmented copy keeps its origin's ``label`` (the rarest instance class of the
 origin image: the split and balance unit), while its targets are what the geometry left.
 """
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from augforge.augment.image import resolve_device
 from augforge.augment.image_ops import OPS_VERSION, check_op_list
 from augforge.checks import RecipeError
 from augforge.datasets import schema as S
@@ -70,6 +72,8 @@ class DenseTrainRows:
     def __init__(self, recipe: Recipe, source: Source, plan, outputs, encoder: Encoder) -> None:
         self.recipe, self.source, self.plan, self.outputs, self.encoder = recipe, source, plan, outputs, encoder
         self.augment = recipe.augment.targets.augmenter(recipe.augment.image)
+        self.device = resolve_device(recipe.augment.device)  # 'gpu': DALI moves pixels, masks and points there
+        self.mover = self.augment.dali_mover(DENSE_CHUNK_ROWS, "gpu") if self.device == "gpu" else None
         self.made = 0  # augmented rows made by this run (a resumed build counts from where it resumed)
         self.rejected = 0  # draws the frame policy refused (each redrawn)
         self.lost = 0  # instances dropped or kept as lost by the policy
@@ -89,19 +93,22 @@ class DenseTrainRows:
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
         targets = dict(zip(unique.tolist(), from_columns(read)))
         ids, payloads, instances, sizes, augs, synthetic = [], [], [], [], [], []
+        wanted = [k for k in range(len(origin)) if out.augmented[start + k]]
+        drawn = dict(zip(wanted, self.augment.batch(
+            [row_rng(self.recipe.augment_seed, by_origin[origin[k]][S.ID], int(out.variant[start + k]), PURPOSE)
+             for k in wanted],
+            [decode_rgb(by_origin[origin[k]][S.IMAGE]) for k in wanted], [targets[origin[k]] for k in wanted],
+            self.mover) if wanted else []))
         for k, o in enumerate(origin.tolist()):
-            row, variant, augmented = by_origin[o], int(out.variant[start + k]), bool(out.augmented[start + k])
-            from_copy = bool(res.synthetic[picked[k]])
+            row, variant, augmented = by_origin[o], int(out.variant[start + k]), k in drawn
             if augmented:
                 row_id = f"{row[S.ID]}~a{variant}"
-                drawn = self.augment(row_rng(self.recipe.augment_seed, row[S.ID], variant, PURPOSE),
-                                     decode_rgb(row[S.IMAGE]), targets[o])
                 self.made += 1
-                self.rejected += drawn.rejected
-                self.lost += int(drawn.moved.lost.sum())
-                image = drawn.moved.image
+                self.rejected += drawn[k].rejected
+                self.lost += int(drawn[k].moved.lost.sum())
+                image = drawn[k].moved.image
                 payloads.append(self.encoder.encode_one(image))
-                instances.append(drawn.moved.instances)
+                instances.append(drawn[k].moved.instances)
                 sizes.append((image.shape[1], image.shape[0]))
             else:
                 row_id = row[S.ID]
@@ -110,7 +117,7 @@ class DenseTrainRows:
                 sizes.append((row["width"], row["height"]))
             ids.append(row_id)
             augs.append(AUG_NAME if augmented else row.get(S.AUG))
-            synthetic.append(bool(row.get(S.SYNTHETIC)) or augmented or from_copy)
+            synthetic.append(bool(row.get(S.SYNTHETIC)) or augmented or bool(res.synthetic[picked[k]]))
         return pa.record_batch({
             S.ID: pa.array(ids, pa.string()),
             S.LABEL: pa.array(res.y[picked], pa.int64()),
@@ -150,7 +157,7 @@ def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int
                           recipe.output.shard_mb, job="build-dense", recipe=recipe.fingerprint_parts(),
                           ops_version=OPS_VERSION, chunk_rows=DENSE_CHUNK_ROWS)
     after = np.bincount(plan.result.y[outputs.balanced], minlength=len(names))
-    meta = build_meta(recipe, source, planned, names, after, "cpu", {"augmented": int(outputs.augmented.sum())})
+    meta = build_meta(recipe, source, planned, names, after, train.device, {"augmented": int(outputs.augmented.sum())})
     meta["payload_info"] = source.payload_info()
 
     def policy_counts() -> dict:
@@ -160,11 +167,11 @@ def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int
                             "lost_instances": train.lost}
         return {"build": build}
 
-    stage(f"augmenting and writing {n_train + len(others):,} rows with their targets (cpu)")
+    stage(f"augmenting and writing {n_train + len(others):,} rows with their targets ({train.device})")
     try:
         result = write_dataset(out, source.schema(), names, parts=parts, meta=meta, total_rows=n_train + len(others),
                                batches=batches, shard_rows=recipe.output.shard_rows, shard_mb=recipe.output.shard_mb,
                                overwrite=overwrite, on_rows=on_rows, on_total=on_total, learned=policy_counts)
     finally:
         encoder.close()
-    return BuildResult(result, plan, planned.duplicates, int(outputs.augmented.sum()), "cpu")
+    return BuildResult(result, plan, planned.duplicates, int(outputs.augmented.sum()), train.device)

@@ -13,14 +13,13 @@ Each draw is seeded from (seed, epoch, row), so an epoch is the same on a rerun 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.reader import Dataset
 from augforge.datasets.targets import TARGET_COLUMNS, Instances, from_columns, instance_mask
+from augforge.pipelines.dense_rows import decode_rgb
 from augforge.errors import AugforgeError
 
 
@@ -46,18 +45,23 @@ class DenseDataset:
         return len(self.data)
 
     def __getitem__(self, index: int):
-        from PIL import Image
+        return self.batch([index])[0]
 
-        row = self.data.take([int(index)], [S.ID, S.IMAGE, *TARGET_COLUMNS])
-        image = np.asarray(Image.open(io.BytesIO(row.column(S.IMAGE)[0].as_py())).convert("RGB"))
-        instances = from_columns(row)[0]
+    def batch(self, indices, mover=None) -> list:
+        """The (image, target) pairs of rows ``indices``, read together; ``mover`` (a ``DaliMover``) moves their
+        draws in one DALI run (``DenseAugment.batch``)."""
+        rows = self.data.take([int(i) for i in indices], [S.ID, S.IMAGE, *TARGET_COLUMNS])
+        images = [decode_rgb(data) for data in rows.column(S.IMAGE).to_pylist()]
+        targets = from_columns(rows)
         if self.augment is not None:
-            rng = row_rng(self.seed, row.column(S.ID)[0].as_py(), 0, f"dense-geometry-epoch-{self.epoch}")
-            drawn = self.augment(rng, image, instances)
-            self.rejected += drawn.rejected
-            image, instances = drawn.moved.image, drawn.moved.instances
-        height, width = image.shape[:2]
-        return image_tensor(image), detection_target(instances, height, width, self.masks)
+            rngs = [row_rng(self.seed, row_id, 0, f"dense-geometry-epoch-{self.epoch}")
+                    for row_id in rows.column(S.ID).to_pylist()]
+            drawn = self.augment.batch(rngs, images, targets, mover) if mover is not None else \
+                [self.augment(rng, image, inst) for rng, image, inst in zip(rngs, images, targets)]
+            self.rejected += sum(d.rejected for d in drawn)
+            images, targets = [d.moved.image for d in drawn], [d.moved.instances for d in drawn]
+        return [(image_tensor(image), detection_target(inst, image.shape[0], image.shape[1], self.masks))
+                for image, inst in zip(images, targets)]
 
 
 def image_tensor(image: np.ndarray):
