@@ -6,11 +6,14 @@
    the corner method (the box's four corners rotated; augforge on box-only instances), and Albumentations'
    ``Rotate`` with ``BboxParams`` (its default box rotation) on the same images.
 2. **Throughput.** Images with about 10 instances and masks, from a dataset ingested from COCO: horizontal flip
-   (p 0.5) + random resized crop to 128x128 + rotation up to 30 degrees, in a DataLoader with the same number
-   of workers: augforge's ``DenseDataset`` + ``RandomGeometry`` against Albumentations (``Compose`` with
-   ``BboxParams(format="pascal_voc")`` and masks) reading the same shards. Rows/s and the ratio, in one run.
+   (p 0.5) + random resized crop to 128x128 + rotation up to 30 degrees + colour jitter (brightness, contrast,
+   saturation 0.8-1.2), in a DataLoader with the same number of workers: augforge's ``DenseDataset`` with the
+   recipe ops (``DenseAugment``) against Albumentations (``Compose`` with ``BboxParams(format="pascal_voc")``
+   and masks) reading the same shards. Rows/s and the ratio, in one run. ``--device gpu`` adds augforge's
+   loader on the GPU (DALI moves each batch: ``augforge.augment.dense_dali``).
 
-    python benchmarks/dense_geometry.py [--images 400] [--workers 2] [--out build/dense-geometry.json]
+    python benchmarks/dense_geometry.py [--images 400] [--workers 2] [--device cpu|gpu]
+                                        [--out build/dense-geometry.json]
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import composed_scenes  # noqa: E402
 
 from augforge.augment.target_geometry import FramePolicy, apply, clip_polygon, rotation, transform_points  # noqa: E402
-from augforge.augment.target_ops import RandomGeometry  # noqa: E402
 from augforge.datasets.reader import Dataset  # noqa: E402
 from augforge.datasets.targets import (TARGET_COLUMNS, Instances, from_columns, instance_mask,  # noqa: E402
                                        polygon_box, polygon_mask, rle_encode)
@@ -119,21 +121,38 @@ class AlbumentationsRows:
         return image_tensor(out["image"]), target
 
 
-def throughput(images: int, workers: int, tmp: Path) -> dict:
-    """Rows/s of augforge and Albumentations through a DataLoader, flip + random resized crop + rotate."""
+OPS = [{"op": "hflip", "p": 0.5}, {"op": "random_resized_crop", "size": [128, 128], "scale": [0.3, 1.0]},
+       {"op": "rotate", "degrees": 30},
+       {"op": "color", "brightness": [0.8, 1.2], "contrast": [0.8, 1.2], "saturation": [0.8, 1.2]}]
+
+
+def throughput(images: int, workers: int, tmp: Path, device: str = "cpu") -> dict:
+    """Rows/s of augforge and Albumentations through a DataLoader, flip + random resized crop + rotate +
+    colour; on ``device`` gpu also augforge's loader with DALI on the GPU."""
     import albumentations as A
     import torch
+
+    from augforge.augment.dense_ops import DenseAugment
+    from augforge.pipelines.dense_loader import open_dense_loader
+    from augforge.pipelines.loader_ops import parse_ops
 
     composed_scenes.write_coco_set(tmp, images, seed=5, width=256, height=192, objects=10, with_keypoints=False)
     subprocess.run([sys.executable, "-m", "augforge", "ingest", str(tmp / "annotations.json"), str(tmp / "data"),
                     "--quiet"], check=True)
-    ours = DenseDataset(tmp / "data", "all", masks=True, augment=RandomGeometry(
-        size=(128, 128), degrees=30, hflip=0.5, crop_scale=(0.3, 1.0)))
+    ours = DenseDataset(tmp / "data", "all", masks=True, augment=DenseAugment(parse_ops(OPS, "ops")))
     theirs = AlbumentationsRows(tmp / "data", A.Compose(
         [A.HorizontalFlip(p=0.5), A.RandomResizedCrop(size=(128, 128), scale=(0.3, 1.0), p=1.0),
-         A.Rotate(limit=30, border_mode=0, p=1.0)],
+         A.Rotate(limit=30, border_mode=0, p=1.0),
+         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.0, p=1.0)],
         bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"])))
     result = {"images": images, "instances_per_image": 10, "workers": workers}
+    if device == "gpu":  # the batch path: DALI warps each batch's pixels and masks on the GPU
+        loader = open_dense_loader(tmp / "data", 64, split="all", ops=OPS, augment=True, masks=True, device="cuda")
+        list(loader)  # warm-up: DALI's pipeline and CUDA context
+        started = time.perf_counter()
+        seen = sum(len(images) for images, _ in loader)
+        torch.cuda.synchronize()
+        result["augforge_gpu"] = round(seen / (time.perf_counter() - started), 1)
     for name, rows in (("augforge", ours), ("albumentations", theirs)):
         loader = torch.utils.data.DataLoader(rows, batch_size=16, num_workers=workers, collate_fn=collate_detection)
         started = time.perf_counter()
@@ -144,14 +163,22 @@ def throughput(images: int, workers: int, tmp: Path) -> dict:
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (``make gpu-check``'s dry run parses its step with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--no-tightness", action="store_true", help="throughput only (the GPU check's step)")
     parser.add_argument("--out", default=str(ROOT / "build" / "dense-geometry.json"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = {"tightness": tightness(), "throughput": throughput(args.images, args.workers, Path(tmp))}
+        result = {"tightness": None if args.no_tightness else tightness(),
+                  "throughput": throughput(args.images, args.workers, Path(tmp), args.device)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
