@@ -124,3 +124,34 @@ def test_an_image_folder_whose_classes_look_like_a_layout_stays_an_image_folder(
         (tmp_path / name).mkdir()
         Image.new("L", (8, 8), 40).save(tmp_path / name / "a.png")
     assert isinstance(open_source(tmp_path), ImageFolderSource)
+
+
+def test_what_classification_commands_cannot_do_with_a_detection_set_is_one_line(coco_set, tmp_path, capsys):
+    root, _ = coco_set
+    data = tmp_path / "data"
+    assert main(["ingest", str(root / "annotations.json"), str(data), "-q"]) == 0
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text(f"source:\n  path: {root / 'annotations.json'}\ntrain:\n  model: simple_cnn\n"
+                      f"output:\n  dir: {tmp_path / 'out'}\n")
+    cases = [(["balance", str(data), str(tmp_path / "bal"), "--strategy", "over"], "strategy over: a detection"),
+             (["report", str(data), "--strategy", "over"], "--strategy: "),
+             (["report", str(data), "--evaluate"], "--evaluate: "),
+             (["train", str(recipe)], "augforge's trainer trains image, text and feature classifiers")]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bal").exists() and not (tmp_path / "out").exists()
+
+
+def test_audit_of_a_detection_set_checks_images_and_says_why_not_labels(coco_set, tmp_path, capsys):
+    root, _ = coco_set
+    data = tmp_path / "data"
+    assert main(["ingest", str(root / "annotations.json"), str(data), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(data), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "label_issues" not in report and report["rows"] == 24
+    assert "label issues are not checked on a detection or segmentation set" in report["near_duplicates"]["note"]
+    assert report["near_duplicates"]["pairs"] == 0  # 24 distinct composed scenes

@@ -13,6 +13,7 @@ The report holds no clock time, so the same rows and seed give the same report, 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
 from augforge.audit.verify import CERTAIN, PIXEL_NEIGHBOURS, RATIO, THRESHOLD, pixel_neighbour_pairs, verify_pairs
 from augforge.datasets import schema as S
+from augforge.datasets.sources import has_dense_targets
 from augforge.datasets.sources.base import cleaning_step
 from augforge.errors import OptionError
 
@@ -239,7 +241,12 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, labels: bool 
         report["embedding_neighbours"] = _duplicates_section(
             rows, embedding_pairs(rows.embeddings, near.cosine), f"cosine similarity >= {near.cosine} of "
                                                                  f"{embedded_by} (exact neighbour search)")
-    if labels:
+    if labels and isinstance(path, (str, Path)) and has_dense_targets(path):  # a row's label is its rarest instance class: no label to check
+        report["near_duplicates"]["note"] = " ".join(filter(None, (
+            report["near_duplicates"].get("note"), "label issues are not checked on a detection or segmentation "
+            "set (a row's label is its rarest instance class, not an annotation); images are checked for "
+            "near-duplicates and leakage")))
+    elif labels:
         report["label_issues"], report["outliers"] = _label_sections(rows, seed, probs, embedded_by)
     if html is not None:
         write_html(report, rows, html, show)

@@ -92,6 +92,10 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     (a build drops duplicates first); a ``strategy`` of None keeps the train rows as they are.
     """
     stage = on_stage or (lambda _: None)
+    if strategy and source.has_targets:
+        raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance is "
+                            "counted in instances, which resampling whole rows by their rarest class does not "
+                            "balance (`augforge report` counts them); row strategies are refused here")
     steps = parse_for(strategy, source.payload) if strategy else []
     rows = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     is_train = rows.splits == S.TRAIN

@@ -119,6 +119,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from augforge.balance.render import render_html, render_terminal
 
     source = source_from(args)
+    if source.has_targets and (args.strategy or args.evaluate):
+        flag = "--strategy" if args.strategy else "--evaluate"
+        raise AugforgeError(f"{flag}: {args.source} is a detection or segmentation set; row strategies do not balance "
+                            "its instances (the report counts instances per class without it)")
     splits, imbalance = split_specs(args)
     stats = split_stats(source, args.split, splits, imbalance, args.seed)
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,

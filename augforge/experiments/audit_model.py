@@ -30,6 +30,7 @@ from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import read_rows
 from augforge.audit.run import audit
 from augforge.datasets.reader import Dataset
+from augforge.datasets.sources import has_dense_targets
 from augforge.datasets.sources.image_folder import IMAGE_EXTENSIONS
 from augforge.errors import OptionError
 from augforge.experiments.crossfit import crossfit
@@ -112,7 +113,7 @@ def audit_with_model(source, *, budget_minutes: float = BUDGET_MINUTES, recipe=N
     ``source``; its label section names the model, its out-of-fold accuracy and the budget."""
     if budget_minutes <= 0:
         raise OptionError("{budget_minutes} {value}: expected minutes above 0", value=budget_minutes)
-    if not audit_options.get("labels", True):  # no label issues: nothing for a model to do
+    if not audit_options.get("labels", True) or has_dense_targets(source):  # no labels for a model to check
         return audit(source, seed=seed, **audit_options)
     with tempfile.TemporaryDirectory(prefix="augforge-audit-model-") as tmp:
         work = Path(work or tmp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from augforge.datasets.sources import has_dense_targets
 from augforge.datasets.writer import OtherDataset
 from augforge.device import Device
 from augforge.errors import AugforgeError
@@ -19,7 +20,12 @@ from augforge.train.long_tail import deferred_sampling
 
 
 def ensure_dataset(recipe: Recipe, data: Path, rebuild: bool, workers: int, log) -> dict:
-    """Build the recipe's dataset into ``data``, or reuse it; the manifest."""
+    """Build the recipe's dataset into ``data``, or reuse it; the manifest. A detection or segmentation set is
+    refused before anything is built: the trainer trains classifiers."""
+    if has_dense_targets(recipe.source.path):
+        raise AugforgeError(f"{recipe.file}: source.path: {recipe.source.path} is a detection or segmentation set; "
+                            "augforge's trainer trains image, text and feature classifiers: build it with `augforge "
+                            "build` and stream it into your detection loop with open_loader (docs/dense.md)")
     try:
         result = build(recipe, data, workers=workers, overwrite=rebuild)
     except OtherDataset as exc:  # train and lr-find replace it with --rebuild

@@ -21,6 +21,20 @@ from augforge.storage.urls import parse_url, remote
 BUNDLED = {"digits": DigitsSource}
 
 
+def has_dense_targets(spec: str | Path) -> bool:
+    """Whether ``spec`` names a detection or segmentation set (a COCO / VOC / YOLO / LabelMe layout, or a dataset
+    directory with target columns), told from its layout or manifest without reading its images."""
+    if remote(spec):
+        return open_source(spec).has_targets
+    path = Path(spec)
+    if path.is_dir() and is_dataset_dir(path):
+        import json
+
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return bool((manifest.get("payload_info") or {}).get("targets"))
+    return path.exists() and dense_format(path) is not None
+
+
 def open_source(
     spec: str | Path,
     *,
