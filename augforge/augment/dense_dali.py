@@ -1,5 +1,5 @@
 """Dense targets on DALI: a batch of samples moved by their transforms in one DALI pipeline run, pixels and masks
-by ``fn.warp_affine`` and polygon vertices, box corners and keypoints by ``fn.coord_transform``, on the GPU when
+by ``fn.warp_affine`` (a semantic class map by its nearest pixel) and polygon vertices, box corners and keypoints by ``fn.coord_transform``, on the GPU when
 one is present (``augforge.device.choose_device``) and on DALI's CPU ops otherwise.
 
 The transforms are drawn on the host (``augforge.augment.dense_ops.DenseAugment.geometry``), so every backend
@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from augforge.augment.target_geometry import Parts, mask_stack, parts_points, split_points
-from augforge.datasets.targets import Instances
+from augforge.datasets.targets import IGNORE, Instances
 
-INPUTS = ("images", "masks", "points", "matrix", "size")
+INPUTS = ("images", "masks", "semantic", "points", "matrix", "size")
 
 
 class DaliMover:
@@ -31,21 +31,25 @@ class DaliMover:
         @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=0 if device == "gpu" else None,
                       exec_dynamic=True, prefetch_queue_depth=1)
         def pipeline():
-            images, masks, points, matrix, size = (fn.external_source(name=name, layout=layout) for name, layout in
-                                                   zip(INPUTS, ("HWC", "HWC", None, None, None)))
+            images, masks, semantic, points, matrix, size = (
+                fn.external_source(name=name, layout=layout)
+                for name, layout in zip(INPUTS, ("HWC", "HWC", "HWC", None, None, None)))
             if device == "gpu":
-                images, masks, points = images.gpu(), masks.gpu(), points.gpu()
+                images, masks, semantic, points = images.gpu(), masks.gpu(), semantic.gpu(), points.gpu()
             moved = [fn.warp_affine(x, matrix=matrix, size=size, inverse_map=False, fill_value=value,
-                                    interp_type=types.INTERP_LINEAR, device=device)
-                     for x, value in ((images, fill), (masks, 0.0))]
+                                    interp_type=interp, device=device)
+                     for x, value, interp in ((images, fill, types.INTERP_LINEAR), (masks, 0.0, types.INTERP_LINEAR),
+                                              (semantic, float(IGNORE), types.INTERP_NN))]
             return (*moved, fn.coord_transform(points, MT=matrix, device=device))
 
         self.pipeline = pipeline()
         self.pipeline.build()
 
     def move(self, images: list[np.ndarray], instances: list[Instances], matrices: list[np.ndarray],
-             sizes: list[tuple[int, int]]) -> list[Parts]:
-        """The ``Parts`` of each sample (``images``: HWC uint8; ``sizes``: output (w, h)) after its matrix."""
+             sizes: list[tuple[int, int]], semantics: list | None = None) -> list[Parts]:
+        """The ``Parts`` of each sample (``images``: HWC uint8; ``sizes``: output (w, h); ``semantics``: their
+        class-index maps, in a semantic set) after its matrix."""
+        semantics = semantics or [None] * len(images)
         if not 0 < len(images) <= self.batch_size:
             raise ValueError(f"DaliMover moves 1 to {self.batch_size} samples a run, got {len(images)}")
         stacks = [mask_stack(inst, image.shape[1], image.shape[0]) for image, inst in zip(images, instances)]
@@ -53,6 +57,8 @@ class DaliMover:
             "images": [np.ascontiguousarray(image) for image in images],
             # DALI needs a channel: a sample without mask-only instances warps one empty plane
             "masks": [s if s.shape[2] else np.zeros(s.shape[:2] + (1,), np.float32) for s, _ in stacks],
+            "semantic": [np.zeros((1, 1, 1), np.uint8) if m is None else np.ascontiguousarray(m[:, :, None])
+                         for m in semantics],
             "points": [parts_points(inst).astype(np.float32) for inst in instances],
             "matrix": [np.ascontiguousarray(m[:2], dtype=np.float32) for m in matrices],
             "size": [np.array([h, w], dtype=np.float32) for w, h in sizes],
@@ -62,10 +68,11 @@ class DaliMover:
         outputs = [out.as_cpu() if self.device == "gpu" else out for out in self.pipeline.run()]
         parts = []
         for k, inst in enumerate(instances):
-            image, masks, points = (np.asarray(out[k]) for out in outputs)
+            image, masks, semantic, points = (np.asarray(out[k]) for out in outputs)
             rings, corners, keypoints = split_points(inst, points.astype(np.float64))
             warped: list = [None] * len(inst)
             for c, i in enumerate(stacks[k][1]):
                 warped[i] = masks[:, :, c]
-            parts.append(Parts(image, rings, warped, corners, keypoints))
+            parts.append(Parts(image, rings, warped, corners, keypoints,
+                               None if semantics[k] is None else semantic[:, :, 0]))
         return parts

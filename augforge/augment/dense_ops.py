@@ -6,12 +6,13 @@ What each op does to targets:
 - **geometry** (``random_resized_crop``, ``random_crop``, ``center_crop``, ``resize``, ``pad``, ``rotate``,
   ``hflip``, ``vflip``): each draws a 3x3 matrix on the current size; the list's matrices compose into **one
   transform per sample**, applied once to pixels, polygons, masks, keypoints and boxes
-  (``augforge.augment.target_geometry.apply``) under the frame policy. With ``min_coverage`` the crops are
+  (``augforge.augment.target_geometry.apply``) under the frame policy; a semantic map (a class per pixel) moves
+  by its nearest pixel, ``IGNORE`` where the frame holds nothing of the input. With ``min_coverage`` the crops are
   object-aware (DALI's ``random_bbox_crop`` semantics: the window keeps at least that share of some instance's
   box);
 - **pixel** ops (``color``, ``grayscale``, ``gaussian_blur``, ``normalize``): targets unchanged;
 - **occluding** ops (``random_erasing``, ``cutout``): boxes, polygons and masks unchanged (the object is still
-  there, hidden); each instance's visibility is multiplied by the share of its mask (else its box) left
+  there, hidden), a semantic map's erased pixels set to ``IGNORE`` (no class to see there); each instance's visibility is multiplied by the share of its mask (else its box) left
   unerased, keypoints under the rectangle go from v=2 (visible) to v=1 (labelled, hidden), and an instance
   hidden beyond ``min_visibility`` is lost under the policy's ``on_lost``;
 - ``auto_augment``, ``rand_augment``, ``trivial_augment``: **refused by name** on dense data (their shear,
@@ -33,7 +34,7 @@ import numpy as np
 from augforge.augment.target_geometry import (FramePolicy, Moved, apply, box_corners, crop_resize,
                                               flip_horizontal, flip_vertical, rotation, transform_points, translation)
 from augforge.augment.target_ops import Drawn, coverage, draw_window
-from augforge.datasets.targets import Instances, instance_mask
+from augforge.datasets.targets import IGNORE, Instances, instance_mask
 from augforge.errors import AugforgeError
 
 GEOMETRY_OPS = ("random_resized_crop", "random_crop", "center_crop", "resize", "pad", "rotate", "hflip", "vflip")
@@ -135,29 +136,33 @@ class DenseAugment:
             matrix = step @ matrix
         return matrix, size
 
-    def __call__(self, rng: np.random.Generator, image: np.ndarray, instances: Instances) -> Drawn:
-        """One sample through the ops; ``Drawn.rejected`` counts the draws the frame policy refused."""
-        return self._from_attempt(rng, image, instances, 0)
+    def __call__(self, rng: np.random.Generator, image: np.ndarray, instances: Instances,
+                 semantic: np.ndarray | None = None) -> Drawn:
+        """One sample (``semantic``: its class-index map, in a semantic set) through the ops; ``Drawn.rejected``
+        counts the draws the frame policy refused."""
+        return self._from_attempt(rng, image, instances, 0, semantic)
 
-    def batch(self, rngs: list, images: list[np.ndarray], instances: list[Instances], mover=None) -> list[Drawn]:
+    def batch(self, rngs: list, images: list[np.ndarray], instances: list[Instances], mover=None,
+              semantics: list | None = None) -> list[Drawn]:
         """Samples through the ops, each with its own generator. ``mover`` (an
         ``augforge.augment.dense_dali.DaliMover``) moves every sample's first draw in one DALI run; a draw the
         policy rejects is drawn again on the CPU path. Each result is what calling this on the same generator
         gives, its pixels and masks from DALI's kernels."""
+        semantics = semantics or [None] * len(images)
         if mover is None:
-            return [self(rng, image, inst) for rng, image, inst in zip(rngs, images, instances)]
+            return [self(rng, image, inst, sem) for rng, image, inst, sem in zip(rngs, images, instances, semantics)]
         if mover.fill != self._fill():
             raise AugforgeError(f"the DALI mover fills borders with {mover.fill}, the ops with {self._fill()}: "
                                 "make it with DenseAugment.dali_mover")
         draws = [self.geometry(rng, image.shape[1], image.shape[0], inst)
                  for rng, image, inst in zip(rngs, images, instances)]
-        parts = mover.move(images, instances, [m for m, _ in draws], [size for _, size in draws])
+        parts = mover.move(images, instances, [m for m, _ in draws], [size for _, size in draws], semantics)
         out = []
-        for rng, image, inst, (matrix, size), part in zip(rngs, images, instances, draws, parts):
+        for rng, image, inst, sem, (matrix, size), part in zip(rngs, images, instances, semantics, draws, parts):
             moved = apply(image, inst, matrix, size, self.policy, list(self.flip_pairs), fill=self._fill(),
                           parts=part)
             moved = moved if moved.rejected else self._pixels(rng, moved)
-            out.append(Drawn(moved, 0) if not moved.rejected else self._from_attempt(rng, image, inst, 1))
+            out.append(Drawn(moved, 0) if not moved.rejected else self._from_attempt(rng, image, inst, 1, sem))
         return out
 
     def dali_mover(self, batch_size: int, device: str = "cpu", threads: int = 1):
@@ -167,18 +172,20 @@ class DenseAugment:
 
         return DaliMover(batch_size, device, self._fill(), threads)
 
-    def _from_attempt(self, rng: np.random.Generator, image: np.ndarray, instances: Instances, first: int) -> Drawn:
+    def _from_attempt(self, rng: np.random.Generator, image: np.ndarray, instances: Instances, first: int,
+                      semantic: np.ndarray | None = None) -> Drawn:
         """Draws from attempt ``first`` on until the policy accepts one; none: the input, unchanged."""
         height, width = image.shape[:2]
         for attempt in range(first, self.attempts):
             matrix, size = self.geometry(rng, width, height, instances)
-            moved = apply(image, instances, matrix, size, self.policy, list(self.flip_pairs), fill=self._fill())
+            moved = apply(image, instances, matrix, size, self.policy, list(self.flip_pairs), fill=self._fill(),
+                          semantic=semantic)
             if not moved.rejected:
                 moved = self._pixels(rng, moved)
                 if not moved.rejected:
                     return Drawn(moved, attempt)
         kept = FramePolicy(clip=True, on_lost="keep")
-        return Drawn(apply(image, instances, np.eye(3), (width, height), kept), self.attempts)
+        return Drawn(apply(image, instances, np.eye(3), (width, height), kept, semantic=semantic), self.attempts)
 
     def _fill(self) -> float:
         """The border value of the geometry (the first geometry op with a ``fill``)."""
@@ -194,6 +201,7 @@ class DenseAugment:
         gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         pixels = torch.from_numpy(np.ascontiguousarray(moved.image)).permute(2, 0, 1)
         instances, visibility, lost = moved.instances, moved.visibility.copy(), moved.lost.copy()
+        semantic = None if moved.semantic is None else moved.semantic.copy()
         alive = np.flatnonzero(~lost) if self.policy.on_lost == "drop_instance" else np.arange(len(lost))
         for op in self.ops:
             if op.name in GEOMETRY_OPS or not _coin(rng, op.p):
@@ -204,19 +212,21 @@ class DenseAugment:
             h, w = pixels.shape[-2:]
             rect = erase_rect(op, rng, w, h)
             pixels = erase(pixels, rect, op.params["fill"])
+            if semantic is not None:  # erased pixels show no class
+                semantic[rect[1] : rect[3], rect[0] : rect[2]] = IGNORE
             instances, hidden = occlude(instances, rect, w, h)
             visibility[alive] *= 1.0 - hidden
             newly = (visibility[alive] < max(self.policy.min_visibility, 1e-12)) & ~lost[alive]
             if newly.any():
                 if self.policy.on_lost == "reject_sample":
-                    return Moved(None, None, True, visibility, lost)
+                    return Moved(None, None, True, visibility, lost, None)
                 lost[alive[newly]] = True
                 if self.policy.on_lost == "drop_instance":
                     instances = instances.select(~newly)
                     alive = alive[~newly]
         if pixels.dtype != torch.uint8 and not (self.ops and self.ops[-1].name == "normalize"):
             pixels = pixels.round().clamp(0, 255).to(torch.uint8)
-        return Moved(pixels.permute(1, 2, 0).numpy(), instances, False, visibility, lost)
+        return Moved(pixels.permute(1, 2, 0).numpy(), instances, False, visibility, lost, semantic)
 
 
 def _coin(rng: np.random.Generator, p: float) -> bool:

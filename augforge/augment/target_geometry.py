@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from augforge.datasets.targets import Instances, mask_box, polygon_box, rle_decode, rle_encode
+from augforge.datasets.targets import IGNORE, Instances, mask_box, polygon_box, rle_decode, rle_encode
 from augforge.errors import OptionError
 
 ON_LOST = ("drop_instance", "reject_sample", "keep")
@@ -170,6 +170,7 @@ class Parts:
     masks: list[np.ndarray | None]
     corners: np.ndarray
     keypoints: np.ndarray | None
+    semantic: np.ndarray | None = None  # the class-index map, warped by its nearest pixel (outside: IGNORE)
 
 
 def parts_points(instances: Instances) -> np.ndarray:
@@ -209,8 +210,9 @@ def mask_stack(instances: Instances, width: int, height: int) -> tuple[np.ndarra
 
 
 def move_parts(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tuple[int, int],
-               fill: float = 0.0) -> Parts:
-    """The ``Parts`` of a sample on the CPU: pixels and masks by ``warp_image``, points by ``transform_points``."""
+               fill: float = 0.0, semantic: np.ndarray | None = None) -> Parts:
+    """The ``Parts`` of a sample on the CPU: pixels and masks by ``warp_image``, points by ``transform_points``,
+    a ``semantic`` class-index map by its nearest pixel (a class is never blended into another)."""
     height, width = image.shape[:2]
     rings, corners, keypoints = split_points(instances, transform_points(parts_points(instances), matrix))
     stack, which = mask_stack(instances, width, height)
@@ -219,7 +221,8 @@ def move_parts(image: np.ndarray, instances: Instances, matrix: np.ndarray, size
         warped = warp_image(stack, matrix, size).reshape(size[1], size[0], len(which))
         for k, i in enumerate(which):
             masks[i] = warped[:, :, k]
-    return Parts(warp_image(image, matrix, size, fill=fill), rings, masks, corners, keypoints)
+    moved_semantic = None if semantic is None else warp_image(semantic, matrix, size, nearest=True, fill=IGNORE)
+    return Parts(warp_image(image, matrix, size, fill=fill), rings, masks, corners, keypoints, moved_semantic)
 
 
 @dataclass
@@ -232,17 +235,18 @@ class Moved:
     rejected: bool
     visibility: np.ndarray
     lost: np.ndarray
+    semantic: np.ndarray | None = None  # the moved class-index map of a semantic set
 
 
 def apply(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tuple[int, int],
           policy: FramePolicy = FramePolicy(), flip_pairs: list[tuple[int, int]] | None = None,
-          fill: float = 0.0, parts: Parts | None = None) -> Moved:
-    """``image`` and its ``instances`` through the transform ``matrix`` onto an output of ``size`` (w, h), with
-    the frame ``policy`` (see the module docstring). ``parts``: the sample already moved by a backend (default:
-    ``move_parts``)."""
+          fill: float = 0.0, parts: Parts | None = None, semantic: np.ndarray | None = None) -> Moved:
+    """``image`` and its ``instances`` (and ``semantic``, a class-index map) through the transform ``matrix``
+    onto an output of ``size`` (w, h), with the frame ``policy`` (see the module docstring). ``parts``: the
+    sample already moved by a backend (default: ``move_parts``)."""
     height, width = image.shape[:2]
     out_w, out_h = size
-    parts = parts or move_parts(image, instances, matrix, size, fill)
+    parts = parts or move_parts(image, instances, matrix, size, fill, semantic)
     n = len(instances)
     boxes, visibility = np.zeros((n, 4)), np.zeros(n)
     polygons, masks = [], []
@@ -272,7 +276,7 @@ def apply(image: np.ndarray, instances: Instances, matrix: np.ndarray, size: tup
     moved = Instances(instances.classes, boxes, polygons, masks, points, instances.crowd, instances.origin)
     if policy.on_lost == "drop_instance":
         moved = moved.select(~lost)
-    return Moved(parts.image, moved, False, visibility, lost)
+    return Moved(parts.image, moved, False, visibility, lost, parts.semantic)
 
 
 def _judge_instance(instances: Instances, i: int, parts: Parts, size_in: tuple[int, int],

@@ -81,17 +81,20 @@ class RandomGeometry:
         return draw_window(rng, width, height, self.crop_scale, self.crop_ratio, boxes, self.min_coverage,
                            self.attempts * 5)
 
-    def __call__(self, rng: np.random.Generator, image: np.ndarray, instances: Instances) -> "Drawn":
-        """One sample through a draw (redrawn while the frame policy rejects it; see the module docstring)."""
+    def __call__(self, rng: np.random.Generator, image: np.ndarray, instances: Instances,
+                 semantic: np.ndarray | None = None) -> "Drawn":
+        """One sample (``semantic``: its class-index map) through a draw (redrawn while the frame policy rejects
+        it; see the module docstring)."""
         height, width = image.shape[:2]
         for attempt in range(self.attempts):
             matrix, size = self.draw(rng, width, height, instances)
-            moved = apply(image, instances, matrix, size, self.policy, list(self.flip_pairs))
+            moved = apply(image, instances, matrix, size, self.policy, list(self.flip_pairs), semantic=semantic)
             if not moved.rejected:
                 return Drawn(moved, attempt)
         size = self.size or (width, height)
         kept = FramePolicy(clip=True, on_lost="keep")
-        return Drawn(apply(image, instances, crop_resize((0, 0, width, height), size), size, kept), self.attempts)
+        return Drawn(apply(image, instances, crop_resize((0, 0, width, height), size), size, kept, semantic=semantic),
+                     self.attempts)
 
 
 @dataclass

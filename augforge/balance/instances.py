@@ -11,19 +11,24 @@ from augforge.datasets import schema as S
 from augforge.datasets.plan import plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
-from augforge.datasets.targets import Instances
+from augforge.datasets.targets import IGNORE, SEMANTIC, Instances, decode_semantic
 
 #: COCO's area ranges (pixels): small < 32^2 <= medium < 96^2 <= large
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
 SIZES = ("small", "medium", "large")
 
 
+def _split_positions(source: Source, split: str, splits: SplitSpec, imbalance: ImbalanceSpec,
+                     seed: int) -> np.ndarray:
+    """The source positions of one split (or all) as the report plans them."""
+    plan = plan_rows(source, splits, imbalance, seed)
+    return plan.positions if split == S.ALL_SPLITS else plan.positions[plan.splits == S.SPLITS.index(split)]
+
+
 def instance_section(source: Source, split: str = "train", splits: SplitSpec = SplitSpec(),
                      imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0) -> dict | None:
     """The report's ``instances`` section for one split of a source with dense targets, or None without."""
-    plan = plan_rows(source, splits, imbalance, seed)
-    positions = plan.positions if split == S.ALL_SPLITS else plan.positions[plan.splits == S.SPLITS.index(split)]
-    rows = source.instances(positions)
+    rows = source.instances(_split_positions(source, split, splits, imbalance, seed))
     if rows is None:
         return None
     return instance_stats(rows, instance_classes(source))
@@ -62,6 +67,51 @@ def instance_stats(rows: list[Instances], class_names: list[str]) -> dict:
             "box_sizes": {size: int(sizes[:, s].sum()) for s, size in enumerate(SIZES)},
             "instance_imbalance_ratio": float(positive.max() / positive.min()) if len(positive) else None,
             "area": "box area (x1 - x0) * (y1 - y0) in pixels; COCO ranges: small < 32^2 <= medium < 96^2 <= large"}
+
+
+def semantic_section(source: Source, split: str = "train", splits: SplitSpec = SplitSpec(),
+                     imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0) -> dict | None:
+    """The report's ``semantic`` section for one split of a semantic segmentation source (None for another):
+    per class the images holding it and its pixels (and share of the labelled pixels), the ``IGNORE`` pixels,
+    the pixel imbalance ratio, and median-frequency class weights (Eigen and Fergus, 2015: the median of the
+    classes' frequencies over each class's frequency, a class's frequency being its pixels over the pixels of
+    the images that hold it), the usual weights of a segmentation loss."""
+    if not (source.payload_info().get("targets") or {}).get("semantic"):
+        return None
+    names = instance_classes(source)
+    k = len(names)
+    pixels, images, image_pixels, ignored, total = np.zeros(k), np.zeros(k, np.int64), np.zeros(k), 0, 0
+    positions = _split_positions(source, split, splits, imbalance, seed)
+    for batch in source.read(positions, 64):
+        for data in batch.column(SEMANTIC).to_pylist():
+            labels = decode_semantic(data)
+            counts = np.bincount(labels.ravel(), minlength=256)
+            present = counts[:k] > 0
+            pixels += counts[:k]
+            images += present
+            image_pixels += present * labels.size
+            ignored += int(counts[IGNORE])
+            total += labels.size
+    labelled = max(pixels.sum(), 1)
+    frequency = np.where(image_pixels > 0, pixels / np.maximum(image_pixels, 1), 0.0)
+    median = float(np.median(frequency[frequency > 0])) if (frequency > 0).any() else 0.0
+    positive = pixels[pixels > 0]
+    return {"images": len(positions), "pixels": int(total), "ignored_pixels": ignored,
+            "per_class": {name: {"images": int(images[c]), "pixels": int(pixels[c]),
+                                 "share": round(float(pixels[c] / labelled), 6),
+                                 "median_frequency_weight": round(median / frequency[c], 4) if frequency[c] else None}
+                          for c, name in enumerate(names)},
+            "pixel_imbalance_ratio": float(positive.max() / positive.min()) if len(positive) else None}
+
+
+def semantic_recommendation(section: dict) -> dict:
+    """The report's recommendation for a semantic segmentation source: its imbalance is in pixels."""
+    ratio = section["pixel_imbalance_ratio"]
+    return {"strategy": None,
+            "reason": f"a semantic segmentation set: pixels per class are imbalanced "
+                      f"{'n/a' if ratio is None else f'{ratio:.1f}:1'}; a row strategy would copy or drop whole "
+                      "images with every class in them. Weight the classes in the segmentation loss (the "
+                      "median-frequency weights are listed per class) and pass 255 as its ignore_index"}
 
 
 def dense_recommendation(section: dict) -> dict:

@@ -39,6 +39,8 @@ def render_terminal(report: dict, console: Console) -> None:
     console.print(table)
     if report.get("instances"):
         render_instances(report["instances"], console)
+    if report.get("semantic"):
+        render_semantic(report["semantic"], console)
     console.print(f"rows: {report['total']:,}   classes: {report['num_classes']}   "
                   f"imbalance ratio: {_ratio(report['imbalance_ratio'])}   "
                   f"normalized entropy: {report['entropy']:.3f}")
@@ -164,6 +166,7 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 <img id="chart" alt="bar chart of class counts" src="data:image/png;base64,{chart}">
 <table>{head}{rows}</table>
 {_instances_html(report.get('instances'))}
+{_semantic_html(report.get('semantic'))}
 <p>{report['problems']['count']} input(s) excluded.</p><ul>{problems}</ul>
 </body></html>
 """
@@ -181,6 +184,38 @@ def render_instances(section: dict, console: Console) -> None:
     console.print(f"instance imbalance ratio: {_ratio(section['instance_imbalance_ratio'] or float('nan'))}   "
                   f"crowd regions: {section['crowd_regions']:,}   images without instances: "
                   f"{section['images_without_instances']:,}", highlight=False)
+
+
+SEMANTIC_COLUMNS = ("images", "pixels", "share", "median_frequency_weight")
+
+
+def _cell(value) -> str:
+    """A semantic table's cell: counts with separators, shares and weights as they are, n/a for None."""
+    return "n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def render_semantic(section: dict, console: Console) -> None:
+    """The pixel table of a semantic segmentation report: images, pixels, share and loss weight per class."""
+    table = Table(title=f"pixels per class ({section['images']:,} images; rows above are images, each under its "
+                        "rarest class)")
+    for column in ("class", *SEMANTIC_COLUMNS):
+        table.add_column(column.replace("_", " "), justify="left" if column == "class" else "right")
+    for name, row in section["per_class"].items():
+        table.add_row(name, *(_cell(row[k]) for k in SEMANTIC_COLUMNS))
+    console.print(table)
+    console.print(f"pixel imbalance ratio: {_ratio(section['pixel_imbalance_ratio'] or float('nan'))}   "
+                  f"ignored pixels (255): {section['ignored_pixels']:,} of {section['pixels']:,}", highlight=False)
+
+
+def _semantic_html(section: dict | None) -> str:
+    """The HTML table of ``render_semantic``, or nothing for a report without semantic masks."""
+    if not section:
+        return ""
+    head = "<tr><th>class</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in SEMANTIC_COLUMNS) + "</tr>"
+    rows = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_cell(row[k])}</td>" for k in
+                   SEMANTIC_COLUMNS) + "</tr>" for name, row in section["per_class"].items())
+    return (f"<h2>Pixels per class</h2><p>{section['images']:,} images, {section['ignored_pixels']:,} of "
+            f"{section['pixels']:,} pixels ignored (255).</p><table id='semantic'>{head}{rows}</table>")
 
 
 def _instances_html(section: dict | None) -> str:

@@ -128,10 +128,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
                           split=args.split, problems=[p.to_dict() for p in source.problems],
                           strategy=args.strategy, warnings=source.warnings)
-    from augforge.balance.instances import dense_recommendation, instance_section
+    from augforge.balance.instances import (dense_recommendation, instance_section, semantic_recommendation,
+                                            semantic_section)
 
+    semantic = semantic_section(source, args.split, splits, imbalance, args.seed)
     instances = instance_section(source, args.split, splits, imbalance, args.seed)
-    if instances is not None:  # a detection or segmentation source: instances per class, box sizes
+    if semantic is not None:  # a semantic segmentation source: images and pixels per class
+        report["semantic"] = semantic
+        report["recommendation"] = semantic_recommendation(semantic)
+    elif instances is not None:  # a detection or segmentation source: instances per class, box sizes
         report["instances"] = instances
         report["recommendation"] = dense_recommendation(instances)
     if args.evaluate:  # the strategy given, else the recommendation, measured on these rows

@@ -15,7 +15,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.checksums import buffer_checksum, verify_file
 from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
 from augforge.datasets.remote import CacheOptions, RemoteShards
-from augforge.datasets.targets import TARGET_COLUMNS
+from augforge.datasets.targets import SEMANTIC, TARGET_COLUMNS
 from augforge.errors import AugforgeError
 from augforge.paths import local_path
 from augforge.storage.urls import remote
@@ -232,8 +232,9 @@ class Dataset:
 
     @property
     def target_columns(self) -> list[str]:
-        """The dense target columns (``augforge.datasets.targets``) its rows carry: none for classification."""
-        return [name for name in TARGET_COLUMNS if name in self.shard_schema.names]
+        """The dense target columns (``augforge.datasets.targets``) its rows carry, the semantic mask column
+        included where there is one: none for classification."""
+        return [name for name in (*TARGET_COLUMNS, SEMANTIC) if name in self.shard_schema.names]
 
     def labels(self) -> np.ndarray:
         """int64 labels of this split, in row order."""

@@ -31,6 +31,10 @@ WIDTH, HEIGHT = "width", "height"
 CLASSES, BOXES, POLYGONS, MASKS, KEYPOINTS, CROWD, ORIGIN = (
     "inst_class", "inst_box", "inst_polygon", "inst_mask", "inst_keypoints", "inst_crowd", "inst_origin")
 TARGET_COLUMNS = (WIDTH, HEIGHT, CLASSES, BOXES, POLYGONS, MASKS, KEYPOINTS, CROWD, ORIGIN)
+#: a semantic segmentation set's extra column: the class of every pixel, a PNG of class indices (grey levels)
+SEMANTIC = "semantic"
+#: the class index of a semantic mask's pixels that belong to no class (VOC's void border, "ignore")
+IGNORE = 255
 #: how far (pixels) a box or a point may lie outside the image before it is a bad annotation: formats round
 #: coordinates, and VOC's pixel indices reach the last pixel's far edge
 EDGE_TOLERANCE = 1.0
@@ -107,8 +111,42 @@ def target_fields() -> list[pa.Field]:
             pa.field(ORIGIN, pa.list_(pa.string()), nullable=False)]
 
 
-def to_columns(rows: list[Instances], sizes: list[tuple[int, int]]) -> dict[str, pa.Array]:
-    """The target columns of images with these instances and (width, height) sizes."""
+def is_dense(columns) -> bool:
+    """Whether a shard schema's ``columns`` hold dense targets (every instance column; a semantic mask column
+    may be beside them)."""
+    return set(TARGET_COLUMNS) <= set(columns)
+
+
+def semantic_field() -> pa.Field:
+    """The Arrow field of the semantic mask column (null for an image without one)."""
+    return pa.field(SEMANTIC, pa.binary(), nullable=True)
+
+
+def encode_semantic(labels: np.ndarray) -> bytes:
+    """A (H, W) map of class indices (0..254, ``IGNORE``) as PNG bytes (grey levels: compact and lossless)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="L").save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def decode_semantic(data: bytes) -> np.ndarray:
+    """The (H, W) uint8 class-index map of ``encode_semantic``'s bytes (or of a VOC palette PNG)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image if image.mode in ("L", "P") else image.convert("L"), dtype=np.uint8)
+
+
+def to_columns(rows: list[Instances], sizes: list[tuple[int, int]],
+               semantic: list[bytes | None] | None = None) -> dict[str, pa.Array]:
+    """The target columns of images with these instances and (width, height) sizes; ``semantic``: their
+    semantic masks (``encode_semantic`` bytes), for a set that has them."""
     types = {f.name: f.type for f in target_fields()}
     columns = {WIDTH: [w for w, _ in sizes], HEIGHT: [h for _, h in sizes],
                CLASSES: [r.classes.tolist() for r in rows], BOXES: [r.boxes.tolist() for r in rows],
@@ -116,7 +154,10 @@ def to_columns(rows: list[Instances], sizes: list[tuple[int, int]]) -> dict[str,
                MASKS: [list(r.masks) for r in rows],
                KEYPOINTS: [[] if r.keypoints is None else r.keypoints.reshape(len(r), -1).tolist() for r in rows],
                CROWD: [r.crowd.tolist() for r in rows], ORIGIN: [list(r.origin) for r in rows]}
-    return {name: pa.array(values, types[name]) for name, values in columns.items()}
+    out = {name: pa.array(values, types[name]) for name, values in columns.items()}
+    if semantic is not None:
+        out[SEMANTIC] = pa.array(semantic, pa.binary())
+    return out
 
 
 def from_columns(table: pa.Table | pa.RecordBatch) -> list[Instances]:

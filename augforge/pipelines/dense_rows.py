@@ -27,7 +27,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS, content_parts, write_dataset
 from augforge.datasets.keys import row_rng
 from augforge.datasets.sources.base import Source
-from augforge.datasets.targets import from_columns, to_columns
+from augforge.datasets.targets import SEMANTIC, decode_semantic, encode_semantic, from_columns, to_columns
 from augforge.errors import AugforgeError, OptionError
 from augforge.pipelines.build_plan import AUG_NAME, BuildResult, build_meta, passthrough, plan_outputs, plan_train
 from augforge.pipelines.image_rows import Encoder
@@ -92,13 +92,15 @@ class DenseTrainRows:
         read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
         targets = dict(zip(unique.tolist(), from_columns(read)))
-        ids, payloads, instances, sizes, augs, synthetic = [], [], [], [], [], []
+        semantic = SEMANTIC in read.schema.names
+        ids, payloads, instances, sizes, augs, synthetic, maps = [], [], [], [], [], [], []
         wanted = [k for k in range(len(origin)) if out.augmented[start + k]]
         drawn = dict(zip(wanted, self.augment.batch(
             [row_rng(self.recipe.augment_seed, by_origin[origin[k]][S.ID], int(out.variant[start + k]), PURPOSE)
              for k in wanted],
             [decode_rgb(by_origin[origin[k]][S.IMAGE]) for k in wanted], [targets[origin[k]] for k in wanted],
-            self.mover) if wanted else []))
+            self.mover, [decode_semantic(by_origin[origin[k]][SEMANTIC]) for k in wanted] if semantic else None)
+            if wanted else []))
         for k, o in enumerate(origin.tolist()):
             row, variant, augmented = by_origin[o], int(out.variant[start + k]), k in drawn
             if augmented:
@@ -110,11 +112,13 @@ class DenseTrainRows:
                 payloads.append(self.encoder.encode_one(image))
                 instances.append(drawn[k].moved.instances)
                 sizes.append((image.shape[1], image.shape[0]))
+                maps.append(encode_semantic(drawn[k].moved.semantic) if semantic else None)
             else:
                 row_id = row[S.ID]
                 payloads.append(row[S.IMAGE])
                 instances.append(targets[o])
                 sizes.append((row["width"], row["height"]))
+                maps.append(row.get(SEMANTIC))
             ids.append(row_id)
             augs.append(AUG_NAME if augmented else row.get(S.AUG))
             synthetic.append(bool(row.get(S.SYNTHETIC)) or augmented or bool(res.synthetic[picked[k]]))
@@ -127,7 +131,7 @@ class DenseTrainRows:
             S.SYNTHETIC: pa.array(synthetic),
             S.AUG: pa.array(augs, pa.string()),
             S.SPLIT: S.split_names(np.full(len(ids), S.TRAIN)),
-            **to_columns(instances, sizes),
+            **to_columns(instances, sizes, maps if semantic else None),
         })
 
 

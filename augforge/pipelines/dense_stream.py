@@ -6,7 +6,8 @@ count, for users who want them).
 
 A target dict holds ``boxes`` (float32 [N, 4], x0 y0 x1 y1 in pixels), ``labels`` (int64 [N]), ``iscrowd``
 (int64 [N]), ``area`` (float32 [N]: the mask's pixels, else the box's), ``masks`` (uint8 [N, H, W], when asked
-and the instances have polygons or masks) and ``keypoints`` (float32 [N, K, 3], for a set with keypoints).
+and the instances have polygons or masks), ``keypoints`` (float32 [N, K, 3], for a set with keypoints) and
+``semantic`` (int64 [H, W] class indices, 255 where no class, for a semantic segmentation set).
 Each draw is seeded from (seed, epoch, row), so an epoch is the same on a rerun and differs between epochs.
 ``augforge.pipelines.dense_loader`` batches it (the ``Loader`` of a dense dataset).
 """
@@ -18,7 +19,7 @@ import numpy as np
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.reader import Dataset
-from augforge.datasets.targets import TARGET_COLUMNS, Instances, from_columns, instance_mask
+from augforge.datasets.targets import SEMANTIC, Instances, decode_semantic, from_columns, instance_mask, is_dense
 from augforge.pipelines.dense_rows import decode_rgb
 from augforge.errors import AugforgeError
 
@@ -31,7 +32,7 @@ class DenseDataset:
     def __init__(self, path, split: str = "train", augment=None, seed: int = 0, masks: bool = False,
                  verify: bool = True) -> None:
         self.data = Dataset(path, split, verify=verify)
-        if self.data.target_columns != list(TARGET_COLUMNS):
+        if not is_dense(self.data.target_columns):
             raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
                                 "detection and segmentation datasets")
         self.augment, self.seed, self.masks, self.epoch = augment, seed, masks, 0
@@ -50,18 +51,26 @@ class DenseDataset:
     def batch(self, indices, mover=None) -> list:
         """The (image, target) pairs of rows ``indices``, read together; ``mover`` (a ``DaliMover``) moves their
         draws in one DALI run (``DenseAugment.batch``)."""
-        rows = self.data.take([int(i) for i in indices], [S.ID, S.IMAGE, *TARGET_COLUMNS])
+        rows = self.data.take([int(i) for i in indices], [S.ID, S.IMAGE, *self.data.target_columns])
         images = [decode_rgb(data) for data in rows.column(S.IMAGE).to_pylist()]
         targets = from_columns(rows)
+        maps = [decode_semantic(m) for m in rows.column(SEMANTIC).to_pylist()] if SEMANTIC in rows.schema.names \
+            else [None] * len(images)
         if self.augment is not None:
             rngs = [row_rng(self.seed, row_id, 0, f"dense-geometry-epoch-{self.epoch}")
                     for row_id in rows.column(S.ID).to_pylist()]
-            drawn = self.augment.batch(rngs, images, targets, mover) if mover is not None else \
-                [self.augment(rng, image, inst) for rng, image, inst in zip(rngs, images, targets)]
+            drawn = self.augment.batch(rngs, images, targets, mover, maps) if mover is not None else \
+                [self.augment(rng, image, inst, sem) for rng, image, inst, sem in zip(rngs, images, targets, maps)]
             self.rejected += sum(d.rejected for d in drawn)
             images, targets = [d.moved.image for d in drawn], [d.moved.instances for d in drawn]
-        return [(image_tensor(image), detection_target(inst, image.shape[0], image.shape[1], self.masks))
-                for image, inst in zip(images, targets)]
+            maps = [d.moved.semantic for d in drawn]
+        out = []
+        for image, inst, sem in zip(images, targets, maps):
+            target = detection_target(inst, image.shape[0], image.shape[1], self.masks)
+            if sem is not None:
+                target["semantic"] = semantic_tensor(sem)
+            out.append((image_tensor(image), target))
+        return out
 
 
 def image_tensor(image: np.ndarray):
@@ -72,6 +81,14 @@ def image_tensor(image: np.ndarray):
     if image.dtype != np.uint8:
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+
+
+def semantic_tensor(labels: np.ndarray):
+    """A class-index map as the int64 [H, W] tensor segmentation losses take (``IGNORE``, 255, where no class:
+    pass it as ``ignore_index``)."""
+    import torch  # torch: heavy, loaded when rows are turned into tensors
+
+    return torch.from_numpy(np.ascontiguousarray(labels)).long()
 
 
 def detection_target(instances: Instances, height: int, width: int, masks: bool = False) -> dict:
@@ -115,4 +132,7 @@ def pad_targets(targets: list[dict], max_instances: int | None = None) -> dict:
     for b, target in enumerate(targets):
         boxes[b, : counts[b]] = target["boxes"]
         labels[b, : counts[b]] = target["labels"]
-    return {"boxes": boxes, "labels": labels, "count": torch.as_tensor(counts, dtype=torch.int64)}
+    padded = {"boxes": boxes, "labels": labels, "count": torch.as_tensor(counts, dtype=torch.int64)}
+    if targets and all("semantic" in t for t in targets):  # a semantic set's maps: [B, H, W] (same sizes)
+        padded["semantic"] = torch.stack([t["semantic"] for t in targets])
+    return padded

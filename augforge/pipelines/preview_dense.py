@@ -13,7 +13,7 @@ from augforge.balance.instances import instance_classes
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.sources.base import Source
-from augforge.datasets.targets import Instances, from_columns, instance_mask
+from augforge.datasets.targets import IGNORE, SEMANTIC, Instances, decode_semantic, from_columns, instance_mask
 from augforge.errors import AugforgeError, OptionError
 from augforge.pipelines.dense_rows import PURPOSE, decode_rgb
 from augforge.pipelines.preview_grid import MIN_CELL, Preview, pick_rows, render_grid, save_png
@@ -24,18 +24,31 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 13
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
 
 
-def draw_instances(image: np.ndarray, instances: Instances, class_names: list[str], alpha: float = 0.4) -> np.ndarray:
+def draw_instances(image: np.ndarray, instances: Instances, class_names: list[str], alpha: float = 0.4,
+                   semantic: np.ndarray | None = None) -> np.ndarray:
     """``image`` (H, W, 3 uint8) with each instance drawn in its class's colour: its mask tinted (``alpha``), its
     polygon outline, its box, its class name above the box, and its keypoints (filled: visible; hollow: labelled
-    but hidden; not drawn: not labelled)."""
+    but hidden; not drawn: not labelled). ``semantic``: a class-index map, each class's pixels tinted in its
+    colour and each class named at its region's centre (``IGNORE`` pixels left as they are)."""
     height, width = image.shape[:2]
     out = image.astype(np.float32).copy()
+    names = []
+    if semantic is not None:
+        for c in np.unique(semantic):
+            if c == IGNORE or c >= len(class_names):
+                continue
+            where = semantic == c
+            out[where] = (1 - alpha) * out[where] + alpha * np.asarray(PALETTE[int(c) % len(PALETTE)])
+            ys, xs = np.nonzero(where)
+            names.append((int(c), float(xs.mean()), float(ys.mean())))
     for i in range(len(instances)):
         mask = instance_mask(instances, i, height, width)
         if mask is not None:
             out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(PALETTE[int(instances.classes[i]) % len(PALETTE)])
     canvas = Image.fromarray(out.round().astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
+    for c, x, y in names:
+        draw.text((x, y), class_names[c], fill=PALETTE[c % len(PALETTE)])
     for i in range(len(instances)):
         colour = PALETTE[int(instances.classes[i]) % len(PALETTE)]
         for ring in instances.polygons[i]:
@@ -79,16 +92,20 @@ def _drawn_grid(source: Source, positions: np.ndarray, n: int, variants: int, au
         raise OptionError("{n} must be at least 1 and {variants} at least 0")
     batch = next(iter(source.read(positions, len(positions))))  # images and their target columns
     names, ids, rows = instance_classes(source), batch.column(S.ID).to_pylist(), from_columns(batch)
+    maps = [decode_semantic(m) for m in batch.column(SEMANTIC).to_pylist()] if SEMANTIC in batch.schema.names \
+        else [None] * len(ids)
     cells = []
-    for row_id, encoded, instances in zip(ids, batch.column(S.IMAGE).to_pylist(), rows):
+    for row_id, encoded, instances, semantic in zip(ids, batch.column(S.IMAGE).to_pylist(), rows, maps):
         image = decode_rgb(encoded)
-        row = [draw_instances(image, instances, names)]
+        row = [draw_instances(image, instances, names, semantic=semantic)]
         for k in range(variants):
-            moved = augment(rng_of(row_id, k), image, instances).moved
-            row.append(draw_instances(_displayable(moved.image), moved.instances, names))
+            moved = augment(rng_of(row_id, k), image, instances, semantic).moved
+            row.append(draw_instances(_displayable(moved.image), moved.instances, names, semantic=moved.semantic))
         cells.append(row)
     cell = max(MIN_CELL, max(max(c.shape[:2]) for row in cells for c in row))
-    captions = [f"{row_id} ({len(inst)} instances)" for row_id, inst in zip(ids, rows)]
+    captions = [f"{row_id} ({len(inst)} instances)" if sem is None else
+                f"{row_id} ({len(set(np.unique(sem).tolist()) - {IGNORE})} classes)"
+                for row_id, inst, sem in zip(ids, rows, maps)]
     return Preview(render_grid(cells, captions, cell), ids, captions, cells, cell)
 
 

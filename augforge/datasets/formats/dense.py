@@ -13,12 +13,25 @@ from augforge.errors import AugforgeError
 
 @dataclass
 class ImageTargets:
-    """One image: its file (relative to the set's image root), size and instances."""
+    """One image: its file (relative to the set's image root), size and instances; in a semantic segmentation
+    set, its mask file (``semantic``, relative to the set's root) and the pixels of each class it holds
+    (``regions``)."""
 
     file: str
     width: int
     height: int
     instances: Instances
+    semantic: str | None = None
+    regions: dict[int, int] | None = None
+
+    def label_classes(self) -> list[int]:
+        """The classes a row label is chosen from: its regions' in a semantic set, else its instances' (crowd
+        regions only in an image without others)."""
+        if self.regions is not None:
+            return sorted(self.regions)
+        inst = self.instances
+        classes = inst.classes[~inst.crowd] if (~inst.crowd).any() else inst.classes
+        return classes.tolist()
 
 
 @dataclass
@@ -33,12 +46,19 @@ class DenseSet:
     problems: list[str] = field(default_factory=list)
     keypoint_names: list[str] | None = None
     flip_pairs: list[tuple[int, int]] = field(default_factory=list)
+    mask_root: Path | None = None  # a semantic segmentation set: where its masks are (None: not one)
+
+    @property
+    def semantic(self) -> bool:
+        """Whether the set's images carry semantic masks (a class per pixel)."""
+        return self.mask_root is not None
 
     def instance_counts(self) -> list[int]:
-        """Instances per class over the whole set (crowd regions included)."""
+        """Instances per class over the whole set (crowd regions included); in a semantic set, the images that
+        hold the class (a class's region of an image counts as one)."""
         counts = [0] * len(self.classes)
         for image in self.images:
-            for c in image.instances.classes.tolist():
+            for c in (list(image.regions or {}) + image.instances.classes.tolist()):
                 counts[c] += 1
         return counts
 

@@ -25,7 +25,8 @@ from augforge.datasets.formats.voc import write_voc
 from augforge.datasets.formats.yolo import write_yolo
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.image_folder import IMAGE_EXTENSIONS
-from augforge.datasets.targets import HEIGHT, TARGET_COLUMNS, WIDTH, from_columns
+from augforge.datasets.formats.semantic import write_semantic
+from augforge.datasets.targets import HEIGHT, SEMANTIC, WIDTH, decode_semantic, from_columns, is_dense
 from augforge.errors import AugforgeError, OptionError
 
 FORMATS = ("coco", "yolo", "voc")
@@ -42,11 +43,15 @@ def export_dense(dataset: str | Path, out: str | Path, fmt: str, split: str = S.
     if out.exists() and any(out.iterdir()):
         raise AugforgeError(f"{out}: exists and is not empty; export into a new folder")
     data = Dataset(dataset, S.check_split(split))
-    if data.target_columns != list(TARGET_COLUMNS):
+    if not is_dense(data.target_columns):
         raise AugforgeError(f"{dataset}: a classification dataset (no target columns); export-data writes detection "
-                            "and segmentation datasets (ingested from COCO, VOC, YOLO or LabelMe)")
+                            "and segmentation datasets (ingested from COCO, VOC, YOLO, LabelMe or semantic masks)")
+    semantic = SEMANTIC in data.target_columns
+    if semantic and fmt != "voc":
+        raise AugforgeError(f"{dataset}: holds semantic masks (a class per pixel), which {fmt} does not; export it "
+                            "with --format voc (SegmentationClassPNG/ palette masks beside JPEGImages/)")
     targets = data.manifest.get("payload_info", {}).get("targets", {})
-    table = data.take(np.arange(len(data)), [S.ID, S.IMAGE, *TARGET_COLUMNS])
+    table = data.take(np.arange(len(data)), [S.ID, S.IMAGE, *data.target_columns])
     ids, images = table.column(S.ID).to_pylist(), table.column(S.IMAGE).to_pylist()
     rows = from_columns(table)
     widths, heights = table.column(WIDTH).to_pylist(), table.column(HEIGHT).to_pylist()
@@ -62,15 +67,19 @@ def export_dense(dataset: str | Path, out: str | Path, fmt: str, split: str = S.
             path = staging / IMAGE_DIRS[fmt] / name
             path.parent.mkdir(parents=True, exist_ok=True)
             write_bytes(path, data_bytes)
-        {"coco": lambda: write_coco(dense, staging / "annotations.json"), "yolo": lambda: write_yolo(dense, staging),
-         "voc": lambda: write_voc(dense, staging)}[fmt]()
+        if semantic:
+            write_semantic(dense, staging, [decode_semantic(m) for m in table.column(SEMANTIC).to_pylist()])
+        if not semantic or any(len(r) for r in rows):  # (a VOC folder of masks alone has no Annotations/)
+            {"coco": lambda: write_coco(dense, staging / "annotations.json"),
+             "yolo": lambda: write_yolo(dense, staging), "voc": lambda: write_voc(dense, staging)}[fmt]()
         if out.exists():
             out.rmdir()
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {"images": len(rows), "instances": sum(len(r) for r in rows), "format": fmt, "out": str(out),
+    return {"images": len(rows), "instances": sum(len(r) for r in rows), "semantic_masks": len(rows) if semantic else 0,
+            "format": fmt, "out": str(out),
             "not_written": _losses(dense, fmt)}
 
 

@@ -27,18 +27,20 @@ from augforge.datasets.formats.voc import read_voc
 from augforge.datasets.formats.yolo import read_yolo
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, check_image, read_image_file
-from augforge.datasets.targets import Instances, target_fields, to_columns
+from augforge.datasets.formats.semantic import read_semantic, semantic_dirs
+from augforge.datasets.targets import IGNORE, Instances, semantic_field, target_fields, to_columns
 from augforge.errors import AugforgeError
 
 #: the label of an image without instances
 NO_INSTANCES = "(no instances)"
-FORMATS = ("coco", "voc", "yolo", "labelme")
+FORMATS = ("coco", "voc", "yolo", "labelme", "semantic")
 
 
 def dense_format(path: Path) -> str | None:
     """Which annotation format ``path`` holds (a COCO ``.json`` file, or a folder with VOC's ``Annotations/*.xml``,
-    YOLO's ``images/``, ``labels/`` and ``data.yaml`` or ``classes.txt``, or LabelMe ``.json`` files beside
-    images), or None."""
+    YOLO's ``images/``, ``labels/`` and ``data.yaml`` or ``classes.txt``, semantic masks (``JPEGImages/`` or
+    ``images/`` beside ``SegmentationClassPNG/``, ``SegmentationClass/`` or ``masks/``), or LabelMe ``.json``
+    files beside images), or None."""
     if path.is_file():
         return "coco" if path.suffix.lower() == ".json" else None
     if not path.is_dir():
@@ -48,6 +50,8 @@ def dense_format(path: Path) -> str | None:
     if (path / "images").is_dir() and (path / "labels").is_dir() and \
             ((path / "data.yaml").is_file() or (path / "classes.txt").is_file()):
         return "yolo"  # (an image folder with classes named images and labels has neither file)
+    if semantic_dirs(path) is not None:
+        return "semantic"
     first = next(iter(sorted(path.glob("*.json"))), None)
     if first is not None and _is_labelme(first):
         return "labelme"
@@ -75,8 +79,9 @@ class DenseSource(Source):
         super().__init__(str(path))
         self.format = format or dense_format(path)
         if self.format not in FORMATS:
-            raise AugforgeError(f"{path}: not a COCO file or a VOC, YOLO or LabelMe folder")
-        readers = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo, "labelme": read_labelme}
+            raise AugforgeError(f"{path}: not a COCO file or a VOC, YOLO, LabelMe or semantic mask folder")
+        readers = {"coco": read_coco, "voc": read_voc, "yolo": read_yolo, "labelme": read_labelme,
+                   "semantic": read_semantic}
         self.dense: DenseSet = readers[self.format](path)
         self.max_pixels = max_pixels
         for line in self.dense.problems:
@@ -104,7 +109,7 @@ class DenseSource(Source):
 
     @cached_property
     def class_names(self) -> list[str]:
-        empty = any(len(self.dense.images[n].instances) == 0 for n in self._index)
+        empty = any(not self.dense.images[n].label_classes() for n in self._index)
         return list(self.dense.classes) + ([NO_INSTANCES] if empty else [])
 
     @cached_property
@@ -112,10 +117,9 @@ class DenseSource(Source):
         counts = np.asarray(self.instance_counts, dtype=np.int64)
         labels = []
         for n in self._index:
-            inst = self.dense.images[n].instances
-            classes = inst.classes[~inst.crowd] if (~inst.crowd).any() else inst.classes
+            classes = self.dense.images[n].label_classes()
             labels.append(len(self.dense.classes) if len(classes) == 0 else
-                          int(min(classes.tolist(), key=lambda c: (counts[c], c))))
+                          int(min(classes, key=lambda c: (counts[c], c))))
         return np.asarray(labels, dtype=np.int64)
 
     def labels(self) -> np.ndarray:
@@ -130,11 +134,13 @@ class DenseSource(Source):
             chunk = positions[start : start + batch_rows]
             images = [self.dense.images[self._index[i]] for i in chunk]
             encoded = [read_image_file(self.dense.image_root / image.file) for image in images]
+            semantic = [(self.dense.mask_root / image.semantic).read_bytes() for image in images] \
+                if self.dense.semantic else None
             yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                                    S.LABEL: pa.array(labels[chunk], pa.int64()),
                                    S.IMAGE: pa.array(encoded, pa.binary()),
                                    **to_columns([im.instances for im in images], [(im.width, im.height)
-                                                                                   for im in images])})
+                                                                                   for im in images], semantic)})
 
     @property
     def has_targets(self) -> bool:
@@ -144,12 +150,14 @@ class DenseSource(Source):
         return [self.dense.images[self._index[i]].instances for i in np.asarray(positions, dtype=np.int64)]
 
     def schema(self) -> pa.Schema:
-        return pa.schema([*S.dataset_schema(S.IMAGE), *target_fields()])
+        extra = [semantic_field()] if self.dense.semantic else []
+        return pa.schema([*S.dataset_schema(S.IMAGE), *target_fields(), *extra])
 
     def payload_info(self) -> dict:
         return {"encoding": "file", "targets": {
             "format": self.format, "classes": list(self.dense.classes), "keypoint_names": self.dense.keypoint_names,
             "flip_pairs": [list(p) for p in self.dense.flip_pairs],
+            **({"semantic": {"ignore": IGNORE, "encoding": "png class indices"}} if self.dense.semantic else {}),
             "box": "x0 y0 x1 y1, absolute pixels, the image spanning [0, width] x [0, height]"}}
 
     def describe(self) -> dict:
