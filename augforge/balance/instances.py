@@ -11,7 +11,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.plan import plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
-from augforge.datasets.targets import IGNORE, SEMANTIC, Instances, decode_semantic
+from augforge.datasets.targets import IGNORE, IMAGE_LABELS, SEMANTIC, Instances, decode_semantic
 
 #: COCO's area ranges (pixels): small < 32^2 <= medium < 96^2 <= large
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
@@ -102,6 +102,42 @@ def semantic_section(source: Source, split: str = "train", splits: SplitSpec = S
                                  "median_frequency_weight": round(median / frequency[c], 4) if frequency[c] else None}
                           for c, name in enumerate(names)},
             "pixel_imbalance_ratio": float(positive.max() / positive.min()) if len(positive) else None}
+
+
+def image_label_section(source: Source, split: str = "train", splits: SplitSpec = SplitSpec(),
+                        imbalance: ImbalanceSpec = ImbalanceSpec(), seed: int = 0, pairs: int = 10) -> dict | None:
+    """The report's ``image_labels`` section for one split of a multilabel source (None for another): images per
+    label, labels per image (mean), images without a label, the label imbalance ratio, and the ``pairs`` label
+    pairs found together most often (co-occurrence: images holding both)."""
+    if not (source.payload_info().get("targets") or {}).get("image_labels"):
+        return None
+    names = instance_classes(source)
+    k = len(names)
+    together = np.zeros((k, k), np.int64)
+    positions = _split_positions(source, split, splits, imbalance, seed)
+    rows = [labels for batch in source.read(positions, 256) for labels in batch.column(IMAGE_LABELS).to_pylist()]
+    for labels in rows:
+        present = np.zeros(k, bool)
+        present[list(labels)] = True
+        together += np.outer(present, present)
+    images = np.diag(together)
+    positive = images[images > 0]
+    upper = [(int(together[a, b]), names[a], names[b]) for a in range(k) for b in range(a + 1, k) if together[a, b]]
+    return {"images": len(rows), "images_without_labels": sum(1 for labels in rows if not labels),
+            "labels_per_image": round(float(np.mean([len(labels) for labels in rows])) if rows else 0.0, 4),
+            "per_label": {name: int(images[c]) for c, name in enumerate(names)},
+            "label_imbalance_ratio": float(positive.max() / positive.min()) if len(positive) else None,
+            "co_occurrence": [{"labels": [a, b], "images": n} for n, a, b in sorted(upper, key=lambda t: -t[0])[:pairs]]}
+
+
+def image_label_recommendation(section: dict) -> dict:
+    """The report's recommendation for a multilabel source without instances: its imbalance is per label."""
+    ratio = section["label_imbalance_ratio"]
+    return {"strategy": None,
+            "reason": f"a multilabel set: images per label are imbalanced {'n/a' if ratio is None else f'{ratio:.1f}:1'};"
+                      " a row strategy would copy or drop every label of an image together (each row is counted "
+                      "under its rarest label). Weight the labels in the loss (BCE's pos_weight: negatives over "
+                      "positives per label)"}
 
 
 def semantic_recommendation(section: dict) -> dict:

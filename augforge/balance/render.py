@@ -41,6 +41,8 @@ def render_terminal(report: dict, console: Console) -> None:
         render_instances(report["instances"], console)
     if report.get("semantic"):
         render_semantic(report["semantic"], console)
+    if report.get("image_labels"):
+        render_image_labels(report["image_labels"], console)
     console.print(f"rows: {report['total']:,}   classes: {report['num_classes']}   "
                   f"imbalance ratio: {_ratio(report['imbalance_ratio'])}   "
                   f"normalized entropy: {report['entropy']:.3f}")
@@ -167,6 +169,7 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 <table>{head}{rows}</table>
 {_instances_html(report.get('instances'))}
 {_semantic_html(report.get('semantic'))}
+{_image_labels_html(report.get('image_labels'))}
 <p>{report['problems']['count']} input(s) excluded.</p><ul>{problems}</ul>
 </body></html>
 """
@@ -216,6 +219,32 @@ def _semantic_html(section: dict | None) -> str:
                    SEMANTIC_COLUMNS) + "</tr>" for name, row in section["per_class"].items())
     return (f"<h2>Pixels per class</h2><p>{section['images']:,} images, {section['ignored_pixels']:,} of "
             f"{section['pixels']:,} pixels ignored (255).</p><table id='semantic'>{head}{rows}</table>")
+
+
+def render_image_labels(section: dict, console: Console) -> None:
+    """The image-level label table of a multilabel report: images per label, then the pairs seen together most."""
+    table = Table(title=f"image-level labels ({section['images']:,} images, {section['labels_per_image']:g} labels "
+                        f"per image, {section['images_without_labels']:,} without)")
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    for name, images in section["per_label"].items():
+        table.add_row(name, f"{images:,}")
+    console.print(table)
+    pairs = ", ".join(f"{' + '.join(p['labels'])} {p['images']:,}" for p in section["co_occurrence"]) or "none"
+    console.print(f"label imbalance ratio: {_ratio(section['label_imbalance_ratio'] or float('nan'))}   "
+                  f"found together most: {pairs}", highlight=False)
+
+
+def _image_labels_html(section: dict | None) -> str:
+    """The HTML tables of ``render_image_labels``, or nothing for a report without image-level labels."""
+    if not section:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{n:,}</td></tr>" for name, n in section["per_label"].items())
+    pairs = "".join(f"<tr><td>{html.escape(' + '.join(p['labels']))}</td><td>{p['images']:,}</td></tr>"
+                    for p in section["co_occurrence"])
+    return (f"<h2>Image-level labels</h2><p>{section['images']:,} images, {section['labels_per_image']:g} labels per "
+            f"image.</p><table id='image-labels'><tr><th>label</th><th>images</th></tr>{rows}</table>"
+            f"<table id='co-occurrence'><tr><th>labels</th><th>images</th></tr>{pairs}</table>")
 
 
 def _instances_html(section: dict | None) -> str:

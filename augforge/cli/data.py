@@ -128,8 +128,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
                           split=args.split, problems=[p.to_dict() for p in source.problems],
                           strategy=args.strategy, warnings=source.warnings)
-    from augforge.balance.instances import (dense_recommendation, instance_section, semantic_recommendation,
-                                            semantic_section)
+    from augforge.balance.instances import (dense_recommendation, image_label_recommendation, image_label_section,
+                                            instance_section, semantic_recommendation, semantic_section)
 
     semantic = semantic_section(source, args.split, splits, imbalance, args.seed)
     instances = instance_section(source, args.split, splits, imbalance, args.seed)
@@ -139,6 +139,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif instances is not None:  # a detection or segmentation source: instances per class, box sizes
         report["instances"] = instances
         report["recommendation"] = dense_recommendation(instances)
+    image_labels = image_label_section(source, args.split, splits, imbalance, args.seed)
+    if image_labels is not None:  # image-level labels (multilabel): images per label, co-occurrence
+        report["image_labels"] = image_labels
+        if not (instances or {}).get("instances") and semantic is None:  # labels alone: no instance table
+            report.pop("instances", None)
+            report["recommendation"] = image_label_recommendation(image_labels)
     if args.evaluate:  # the strategy given, else the recommendation, measured on these rows
         from augforge.balance.evaluate import evaluate_source
 

@@ -15,7 +15,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.checksums import buffer_checksum, verify_file
 from augforge.datasets.manifest import MANIFEST, counts_by_name, read_manifest, shard_file
 from augforge.datasets.remote import CacheOptions, RemoteShards
-from augforge.datasets.targets import SEMANTIC, TARGET_COLUMNS
+from augforge.datasets.targets import IMAGE_LABELS, SEMANTIC, TARGET_COLUMNS
 from augforge.errors import AugforgeError
 from augforge.paths import local_path
 from augforge.storage.urls import remote
@@ -234,7 +234,7 @@ class Dataset:
     def target_columns(self) -> list[str]:
         """The dense target columns (``augforge.datasets.targets``) its rows carry, the semantic mask column
         included where there is one: none for classification."""
-        return [name for name in (*TARGET_COLUMNS, SEMANTIC) if name in self.shard_schema.names]
+        return [name for name in (*TARGET_COLUMNS, SEMANTIC, IMAGE_LABELS) if name in self.shard_schema.names]
 
     def labels(self) -> np.ndarray:
         """int64 labels of this split, in row order."""

@@ -33,6 +33,8 @@ CLASSES, BOXES, POLYGONS, MASKS, KEYPOINTS, CROWD, ORIGIN = (
 TARGET_COLUMNS = (WIDTH, HEIGHT, CLASSES, BOXES, POLYGONS, MASKS, KEYPOINTS, CROWD, ORIGIN)
 #: a semantic segmentation set's extra column: the class of every pixel, a PNG of class indices (grey levels)
 SEMANTIC = "semantic"
+#: a multilabel set's extra column: the image-level labels of each image (class indices)
+IMAGE_LABELS = "image_labels"
 #: the class index of a semantic mask's pixels that belong to no class (VOC's void border, "ignore")
 IGNORE = 255
 #: how far (pixels) a box or a point may lie outside the image before it is a bad annotation: formats round
@@ -143,10 +145,16 @@ def decode_semantic(data: bytes) -> np.ndarray:
         return np.asarray(image if image.mode in ("L", "P") else image.convert("L"), dtype=np.uint8)
 
 
-def to_columns(rows: list[Instances], sizes: list[tuple[int, int]],
-               semantic: list[bytes | None] | None = None) -> dict[str, pa.Array]:
+def image_labels_field() -> pa.Field:
+    """The Arrow field of the image-level labels column."""
+    return pa.field(IMAGE_LABELS, pa.list_(pa.int64()), nullable=False)
+
+
+def to_columns(rows: list[Instances], sizes: list[tuple[int, int]], semantic: list[bytes | None] | None = None,
+               image_labels: list[list[int]] | None = None) -> dict[str, pa.Array]:
     """The target columns of images with these instances and (width, height) sizes; ``semantic``: their
-    semantic masks (``encode_semantic`` bytes), for a set that has them."""
+    semantic masks (``encode_semantic`` bytes), ``image_labels``: their image-level labels, for a set that has
+    them."""
     types = {f.name: f.type for f in target_fields()}
     columns = {WIDTH: [w for w, _ in sizes], HEIGHT: [h for _, h in sizes],
                CLASSES: [r.classes.tolist() for r in rows], BOXES: [r.boxes.tolist() for r in rows],
@@ -157,6 +165,8 @@ def to_columns(rows: list[Instances], sizes: list[tuple[int, int]],
     out = {name: pa.array(values, types[name]) for name, values in columns.items()}
     if semantic is not None:
         out[SEMANTIC] = pa.array(semantic, pa.binary())
+    if image_labels is not None:
+        out[IMAGE_LABELS] = pa.array(image_labels, pa.list_(pa.int64()))
     return out
 
 

@@ -27,7 +27,8 @@ from augforge.datasets import schema as S
 from augforge.datasets.ingest import READ_BATCH_ROWS, content_parts, write_dataset
 from augforge.datasets.keys import row_rng
 from augforge.datasets.sources.base import Source
-from augforge.datasets.targets import SEMANTIC, decode_semantic, encode_semantic, from_columns, to_columns
+from augforge.datasets.targets import (IMAGE_LABELS, SEMANTIC, decode_semantic, encode_semantic, from_columns,
+                                       to_columns)
 from augforge.errors import AugforgeError, OptionError
 from augforge.pipelines.build_plan import AUG_NAME, BuildResult, build_meta, passthrough, plan_outputs, plan_train
 from augforge.pipelines.image_rows import Encoder
@@ -92,7 +93,7 @@ class DenseTrainRows:
         read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
         targets = dict(zip(unique.tolist(), from_columns(read)))
-        semantic = SEMANTIC in read.schema.names
+        semantic, multilabel = SEMANTIC in read.schema.names, IMAGE_LABELS in read.schema.names
         ids, payloads, instances, sizes, augs, synthetic, maps = [], [], [], [], [], [], []
         wanted = [k for k in range(len(origin)) if out.augmented[start + k]]
         drawn = dict(zip(wanted, self.augment.batch(
@@ -131,7 +132,8 @@ class DenseTrainRows:
             S.SYNTHETIC: pa.array(synthetic),
             S.AUG: pa.array(augs, pa.string()),
             S.SPLIT: S.split_names(np.full(len(ids), S.TRAIN)),
-            **to_columns(instances, sizes, maps if semantic else None),
+            **to_columns(instances, sizes, maps if semantic else None,  # image-level labels: what the origin has
+                         [by_origin[o][IMAGE_LABELS] for o in origin.tolist()] if multilabel else None),
         })
 
 

@@ -7,7 +7,8 @@ count, for users who want them).
 A target dict holds ``boxes`` (float32 [N, 4], x0 y0 x1 y1 in pixels), ``labels`` (int64 [N]), ``iscrowd``
 (int64 [N]), ``area`` (float32 [N]: the mask's pixels, else the box's), ``masks`` (uint8 [N, H, W], when asked
 and the instances have polygons or masks), ``keypoints`` (float32 [N, K, 3], for a set with keypoints) and
-``semantic`` (int64 [H, W] class indices, 255 where no class, for a semantic segmentation set).
+``semantic`` (int64 [H, W] class indices, 255 where no class, for a semantic segmentation set) and
+``image_labels`` (float32 [C] multi-hot, for a set with image-level labels).
 Each draw is seeded from (seed, epoch, row), so an epoch is the same on a rerun and differs between epochs.
 ``augforge.pipelines.dense_loader`` batches it (the ``Loader`` of a dense dataset).
 """
@@ -19,7 +20,8 @@ import numpy as np
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.reader import Dataset
-from augforge.datasets.targets import SEMANTIC, Instances, decode_semantic, from_columns, instance_mask, is_dense
+from augforge.datasets.targets import (IMAGE_LABELS, SEMANTIC, Instances, decode_semantic, from_columns,
+                                       instance_mask, is_dense)
 from augforge.pipelines.dense_rows import decode_rgb
 from augforge.errors import AugforgeError
 
@@ -36,6 +38,9 @@ class DenseDataset:
             raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
                                 "detection and segmentation datasets")
         self.augment, self.seed, self.masks, self.epoch = augment, seed, masks, 0
+        #: the categories the targets index (without the rows' ``(no instances)`` label)
+        self.classes = list((self.data.manifest.get("payload_info") or {}).get("targets", {}).get("classes")
+                            or self.data.class_names)
         self.rejected = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -56,6 +61,7 @@ class DenseDataset:
         targets = from_columns(rows)
         maps = [decode_semantic(m) for m in rows.column(SEMANTIC).to_pylist()] if SEMANTIC in rows.schema.names \
             else [None] * len(images)
+        flags = rows.column(IMAGE_LABELS).to_pylist() if IMAGE_LABELS in rows.schema.names else [None] * len(images)
         if self.augment is not None:
             rngs = [row_rng(self.seed, row_id, 0, f"dense-geometry-epoch-{self.epoch}")
                     for row_id in rows.column(S.ID).to_pylist()]
@@ -65,10 +71,12 @@ class DenseDataset:
             images, targets = [d.moved.image for d in drawn], [d.moved.instances for d in drawn]
             maps = [d.moved.semantic for d in drawn]
         out = []
-        for image, inst, sem in zip(images, targets, maps):
+        for image, inst, sem, labels in zip(images, targets, maps, flags):
             target = detection_target(inst, image.shape[0], image.shape[1], self.masks)
             if sem is not None:
                 target["semantic"] = semantic_tensor(sem)
+            if labels is not None:  # multi-hot over the classes: what a sigmoid / BCE loss takes
+                target["image_labels"] = multi_hot(labels, len(self.classes))
             out.append((image_tensor(image), target))
         return out
 
@@ -81,6 +89,15 @@ def image_tensor(image: np.ndarray):
     if image.dtype != np.uint8:
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+
+
+def multi_hot(labels: list[int], classes: int):
+    """Image-level labels as a float32 [classes] multi-hot vector."""
+    import torch  # torch: heavy, loaded when rows are turned into tensors
+
+    out = torch.zeros(classes, dtype=torch.float32)
+    out[list(labels)] = 1.0
+    return out
 
 
 def semantic_tensor(labels: np.ndarray):
@@ -133,6 +150,7 @@ def pad_targets(targets: list[dict], max_instances: int | None = None) -> dict:
         boxes[b, : counts[b]] = target["boxes"]
         labels[b, : counts[b]] = target["labels"]
     padded = {"boxes": boxes, "labels": labels, "count": torch.as_tensor(counts, dtype=torch.int64)}
-    if targets and all("semantic" in t for t in targets):  # a semantic set's maps: [B, H, W] (same sizes)
-        padded["semantic"] = torch.stack([t["semantic"] for t in targets])
+    for key in ("semantic", "image_labels"):  # a semantic set's maps [B, H, W]; multi-hot labels [B, C]
+        if targets and all(key in t for t in targets):
+            padded[key] = torch.stack([t[key] for t in targets])
     return padded

@@ -23,15 +23,16 @@ class ImageTargets:
     instances: Instances
     semantic: str | None = None
     regions: dict[int, int] | None = None
+    image_labels: list[int] | None = None  # a multilabel set: the image-level labels (class indices)
 
     def label_classes(self) -> list[int]:
         """The classes a row label is chosen from: its regions' in a semantic set, else its instances' (crowd
-        regions only in an image without others)."""
+        regions only in an image without others), else its image-level labels."""
         if self.regions is not None:
             return sorted(self.regions)
         inst = self.instances
         classes = inst.classes[~inst.crowd] if (~inst.crowd).any() else inst.classes
-        return classes.tolist()
+        return classes.tolist() or sorted(self.image_labels or [])
 
 
 @dataclass
@@ -49,16 +50,21 @@ class DenseSet:
     mask_root: Path | None = None  # a semantic segmentation set: where its masks are (None: not one)
 
     @property
+    def multilabel(self) -> bool:
+        """Whether the set's images carry image-level labels."""
+        return any(image.image_labels is not None for image in self.images)
+
+    @property
     def semantic(self) -> bool:
         """Whether the set's images carry semantic masks (a class per pixel)."""
         return self.mask_root is not None
 
     def instance_counts(self) -> list[int]:
         """Instances per class over the whole set (crowd regions included); in a semantic set, the images that
-        hold the class (a class's region of an image counts as one)."""
+        hold the class (a class's region of an image counts as one), and so for image-level labels."""
         counts = [0] * len(self.classes)
         for image in self.images:
-            for c in (list(image.regions or {}) + image.instances.classes.tolist()):
+            for c in (list(image.regions or {}) + image.instances.classes.tolist() + list(image.image_labels or [])):
                 counts[c] += 1
         return counts
 

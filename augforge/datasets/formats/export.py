@@ -26,7 +26,8 @@ from augforge.datasets.formats.yolo import write_yolo
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.image_folder import IMAGE_EXTENSIONS
 from augforge.datasets.formats.semantic import write_semantic
-from augforge.datasets.targets import HEIGHT, SEMANTIC, WIDTH, decode_semantic, from_columns, is_dense
+from augforge.datasets.targets import (HEIGHT, IMAGE_LABELS, SEMANTIC, WIDTH, decode_semantic, from_columns,
+                                       is_dense)
 from augforge.errors import AugforgeError, OptionError
 
 FORMATS = ("coco", "yolo", "voc")
@@ -78,9 +79,11 @@ def export_dense(dataset: str | Path, out: str | Path, fmt: str, split: str = S.
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    losses = _losses(dense, fmt)
+    if IMAGE_LABELS in table.schema.names:  # no format written here holds image-level labels
+        losses["image_labels"] = sum(len(labels) for labels in table.column(IMAGE_LABELS).to_pylist())
     return {"images": len(rows), "instances": sum(len(r) for r in rows), "semantic_masks": len(rows) if semantic else 0,
-            "format": fmt, "out": str(out),
-            "not_written": _losses(dense, fmt)}
+            "format": fmt, "out": str(out), "not_written": losses}
 
 
 def _file_names(ids: list[str], images: list[bytes]) -> list[str]:

@@ -5,6 +5,10 @@ A set is a folder of LabelMe ``.json`` files, one per image (``imagePath`` relat
 ``polygon`` (its box the polygon's) or ``circle`` (centre and a point on the rim: a 32-gon). Shapes sharing a
 ``group_id`` and a label are one instance (a polygon in parts). Points, lines and line strips are not instances
 and are named in the problems. Classes: the labels found, sorted, unless a list is given.
+
+Image-level labels (multilabel): a file's ``flags`` set to true are the image's labels (LabelMe's classification
+annotation; ``__ignore__`` is not a label). They share the class list: flag names that are no instance class are
+added after the classes, in the order the files declare them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def read_labelme(root: str | Path, classes: list[str] | None = None) -> DenseSet
     files = sorted(root.rglob("*.json"))
     problems: list[str] = []
     parsed = []
+    flag_names: dict = {}  # every flag declared, in the order first seen
     for file in files:
         where_file = file.relative_to(root).as_posix()
         try:
@@ -43,13 +48,18 @@ def read_labelme(root: str | Path, classes: list[str] | None = None) -> DenseSet
             if ring is not None:
                 key = (shape.get("label"), shape.get("group_id")) if shape.get("group_id") is not None else n
                 groups.setdefault(key, (str(shape.get("label", "")), [], where))[1].append(ring)
-        parsed.append((image_path, width, height, list(groups.values()), where_file))
+        declared = {str(k): on for k, on in (data.get("flags") or {}).items() if k != "__ignore__"}
+        flags = [k for k, on in declared.items() if on is True] if declared else None
+        parsed.append((image_path, width, height, list(groups.values()), where_file, flags))
+        flag_names.update(dict.fromkeys(declared))
     if not parsed:
         raise AugforgeError(f"{root}: no LabelMe .json files")
-    names = list(classes) if classes else sorted({label for *_, groups, _ in parsed for label, _, _ in groups})
+    names = list(classes) if classes else sorted({label for *_, groups, _, _ in parsed for label, _, _ in groups})
+    multilabel = any(p[5] is not None for p in parsed)  # a set whose files declare flags: image-level labels
+    names += [flag for flag in flag_names if flag not in names]
     index = {name: i for i, name in enumerate(names)}
     out = []
-    for image_path, width, height, groups, where_file in parsed:
+    for image_path, width, height, groups, where_file, flags in parsed:
         parts = []
         for label, rings, where in groups:
             if label not in index:
@@ -62,7 +72,8 @@ def read_labelme(root: str | Path, classes: list[str] | None = None) -> DenseSet
         except ValueError:
             problems.append(f"{where_file}: imagePath {image_path} lies outside {root}")
             continue
-        out.append(ImageTargets(relative, width, height, keep_valid(instances, width, height, len(names), problems)))
+        out.append(ImageTargets(relative, width, height, keep_valid(instances, width, height, len(names), problems),
+                                image_labels=[index[f] for f in flags or []] if multilabel else None))
     return DenseSet(names, out, root, problems)
 
 

@@ -28,7 +28,8 @@ from augforge.datasets.formats.yolo import read_yolo
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.sources.image_folder import DEFAULT_MAX_PIXELS, check_image, read_image_file
 from augforge.datasets.formats.semantic import read_semantic, semantic_dirs
-from augforge.datasets.targets import IGNORE, Instances, semantic_field, target_fields, to_columns
+from augforge.datasets.targets import (IGNORE, Instances, image_labels_field, semantic_field, target_fields,
+                                       to_columns)
 from augforge.errors import AugforgeError
 
 #: the label of an image without instances
@@ -136,11 +137,12 @@ class DenseSource(Source):
             encoded = [read_image_file(self.dense.image_root / image.file) for image in images]
             semantic = [(self.dense.mask_root / image.semantic).read_bytes() for image in images] \
                 if self.dense.semantic else None
+            flags = [list(im.image_labels or []) for im in images] if self.dense.multilabel else None
             yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                                    S.LABEL: pa.array(labels[chunk], pa.int64()),
                                    S.IMAGE: pa.array(encoded, pa.binary()),
                                    **to_columns([im.instances for im in images], [(im.width, im.height)
-                                                                                   for im in images], semantic)})
+                                                                                   for im in images], semantic, flags)})
 
     @property
     def has_targets(self) -> bool:
@@ -150,7 +152,8 @@ class DenseSource(Source):
         return [self.dense.images[self._index[i]].instances for i in np.asarray(positions, dtype=np.int64)]
 
     def schema(self) -> pa.Schema:
-        extra = [semantic_field()] if self.dense.semantic else []
+        extra = ([semantic_field()] if self.dense.semantic else []) + \
+            ([image_labels_field()] if self.dense.multilabel else [])
         return pa.schema([*S.dataset_schema(S.IMAGE), *target_fields(), *extra])
 
     def payload_info(self) -> dict:
@@ -158,6 +161,7 @@ class DenseSource(Source):
             "format": self.format, "classes": list(self.dense.classes), "keypoint_names": self.dense.keypoint_names,
             "flip_pairs": [list(p) for p in self.dense.flip_pairs],
             **({"semantic": {"ignore": IGNORE, "encoding": "png class indices"}} if self.dense.semantic else {}),
+            **({"image_labels": True} if self.dense.multilabel else {}),
             "box": "x0 y0 x1 y1, absolute pixels, the image spanning [0, width] x [0, height]"}}
 
     def describe(self) -> dict:
