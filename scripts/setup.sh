@@ -25,4 +25,18 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/python" -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/python" -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+# the quokka photo with its box, keypoints and polygon (MIT), taken out of imgaug's wheel (imgaug itself does not
+# import on numpy 2): a dense-target test reads them from build/quokka
+QUOKKA=build/quokka
+if [ ! -f "$QUOKKA/quokka_annotations.json" ]; then
+    "$VENV/bin/python" -m pip download -q --no-deps imgaug==0.4.0 -d "$QUOKKA/wheel" 2>&1 | grep -v '^WARNING: Location' || true
+    "$VENV/bin/python" - "$QUOKKA" <<'PY'
+import glob, sys, zipfile
+root = sys.argv[1]
+with zipfile.ZipFile(glob.glob(f"{root}/wheel/imgaug-*.whl")[0]) as wheel:
+    for name in ("quokka.jpg", "quokka_annotations.json"):
+        with open(f"{root}/{name}", "wb") as out:
+            out.write(wheel.read(f"imgaug/{name}"))
+PY
+fi
 "$VENV/bin/python" -c "import augforge, torch; print('setup: augforge', augforge.__version__, 'torch', torch.__version__)"

@@ -128,7 +128,9 @@ def test_a_built_dense_set_exports_to_coco_and_yolo(built, tmp_path):
         back, again = _rows(tmp_path / f"{fmt}-in")
         assert len(back["id"]) == len(rows["id"])
         # the same instances per image (file names are re-made from row ids): compared as a sorted multiset
-        signature = lambda inst: (tuple(inst.classes.tolist()), tuple(np.round(inst.boxes, 4).ravel().tolist()))  # noqa: E731
+        def signature(inst):
+            return tuple(inst.classes.tolist()), tuple(np.round(inst.boxes, 4).ravel().tolist())
+
         assert sorted(map(signature, again)) == sorted(map(signature, instances))
 
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from augforge.augment.dense_ops import DenseAugment
+from augforge.augment.target_geometry import box_corners, clip_polygon, rotation, transform_points
 from augforge.cli import main
 from augforge.datasets.formats.coco import read_coco
 from augforge.datasets.formats.labelme import read_labelme
 from augforge.datasets.formats.voc import read_voc
 from augforge.datasets.reader import Dataset
-from augforge.datasets.targets import from_columns, instance_mask
+from augforge.datasets.targets import Instances, from_columns, instance_mask, polygon_box
+from augforge.pipelines.loader_ops import parse_ops
 
 EXAMPLES = Path("/usr/share/doc/labelme-examples/examples")
 SEGMENTATION = EXAMPLES / "instance_segmentation"
@@ -110,3 +113,46 @@ def test_real_coco_through_ingest_report_and_yolo_export(tmp_path, capsys):
             if len(inst.polygons[i]) == 1:
                 np.testing.assert_allclose(other.boxes[i], inst.polygons[i][0].reshape(-1, 2).min(0).tolist() +
                                            inst.polygons[i][0].reshape(-1, 2).max(0).tolist(), atol=1e-3)
+
+
+QUOKKA = Path(__file__).resolve().parents[1] / "build" / "quokka"  # taken out of imgaug's wheel by make setup
+
+
+def _quokka():
+    """imgaug's quokka photo (MIT) with its annotated box, outline polygon and seven named keypoints."""
+    assert (QUOKKA / "quokka_annotations.json").is_file(), "run make setup: it takes the quokka out of imgaug's wheel"
+    data = json.loads((QUOKKA / "quokka_annotations.json").read_text())
+    image = np.asarray(Image.open(QUOKKA / "quokka.jpg").convert("RGB"))
+    names = [k["label"] for k in data["keypoints"]]
+    points = np.array([[k["x"], k["y"], 2.0] for k in data["keypoints"]])
+    ring = np.array([[p["x"], p["y"]] for p in data["polygons"][0]["keypoints"]], dtype=np.float64).ravel()
+    box = data["bounding_boxes"][0]
+    instances = Instances(np.array([0]), np.array([[box["x1"], box["y1"], box["x2"], box["y2"]]]), [[ring]],
+                          keypoints=points[None], origin=["quokka_annotations.json#0"])
+    pairs = tuple((names.index(n), names.index(n.replace("_left", "_right"))) for n in names if n.endswith("_left"))
+    return image, instances, names, pairs
+
+
+def test_the_real_quokka_flips_with_its_left_and_right_and_turns_with_a_tight_box():
+    image, instances, names, pairs = _quokka()
+    height, width = image.shape[:2]
+    assert len(pairs) == 3  # ears, eyes, paws
+    # its annotated box and its outline agree (a box drawn by hand, within 5 px of the polygon's extent)
+    np.testing.assert_allclose(polygon_box(instances.polygons[0]), instances.boxes[0], atol=5)
+    flipped = DenseAugment(parse_ops([{"op": "hflip"}], "ops"), flip_pairs=pairs)(
+        np.random.default_rng(0), image, instances).moved
+    assert np.array_equal(flipped.image, image[:, ::-1])
+    before, after = instances.keypoints[0], flipped.instances.keypoints[0]
+    swap = {a: b for pair in pairs for a, b in (pair, pair[::-1])}
+    for n in range(len(names)):  # each named point is the mirror of its partner (the nose of itself)
+        assert after[n, 0] == width - before[swap.get(n, n), 0] and after[n, 1] == before[swap.get(n, n), 1]
+    eye_left, eye_right = names.index("eye_left"), names.index("eye_right")
+    assert (before[eye_left, 0] < before[eye_right, 0]) == (after[eye_left, 0] < after[eye_right, 0])
+    turned = DenseAugment(parse_ops([{"op": "rotate", "degrees": [30, 30]}], "ops"))(
+        np.random.default_rng(0), image, instances).moved
+    ring = transform_points(instances.polygons[0][0], rotation(30, width, height))
+    exact = polygon_box([clip_polygon(ring, width, height)])
+    np.testing.assert_allclose(turned.instances.boxes[0], exact, atol=1e-6)  # from the outline: tight
+    corners = polygon_box([transform_points(box_corners(instances.boxes[0]), rotation(30, width, height))])
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+    assert area(exact) < 0.75 * area(corners)  # what rotating the box's corners alone would have given

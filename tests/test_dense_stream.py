@@ -128,7 +128,8 @@ def test_preview_data_writes_the_grid_of_drawn_images(dense_data, tmp_path):
 def _stream_recipe(tmp_path, data) -> Path:
     recipe = tmp_path / "stream.yaml"
     recipe.write_text(f"source:\n  path: {data}\naugment:\n  mode: online\n  image:\n"
-                      "    - {op: random_resized_crop, size: [48, 48], scale: [0.5, 1.0]}\n    - {op: rotate, degrees: 15}\n"
+                      "    - {op: random_resized_crop, size: [48, 48], scale: [0.5, 1.0]}\n"
+                      "    - {op: rotate, degrees: 15}\n"
                       "    - {op: hflip, p: 0.5}\n    - {op: color, brightness: [0.8, 1.2]}\n"
                       "  targets: {min_visibility: 0.2, flip_pairs: [[0, 1]]}\n")
     return recipe

@@ -1,6 +1,7 @@
 """Dense targets on DALI: a batch of samples moved by their transforms in one DALI pipeline run, pixels and masks
-by ``fn.warp_affine`` (a semantic class map by its nearest pixel) and polygon vertices, box corners and keypoints by ``fn.coord_transform``, on the GPU when
-one is present (``augforge.device.choose_device``) and on DALI's CPU ops otherwise.
+by ``fn.warp_affine`` (a semantic class map by its nearest pixel) and polygon vertices, box corners and keypoints by
+``fn.coord_transform``, on the GPU when one is present (``augforge.device.choose_device``) and on DALI's CPU ops
+otherwise.
 
 The transforms are drawn on the host (``augforge.augment.dense_ops.DenseAugment.geometry``), so every backend
 moves a sample by the same matrix; the frame policy then judges what DALI moved

@@ -12,9 +12,10 @@ What each op does to targets:
   box);
 - **pixel** ops (``color``, ``grayscale``, ``gaussian_blur``, ``normalize``): targets unchanged;
 - **occluding** ops (``random_erasing``, ``cutout``): boxes, polygons and masks unchanged (the object is still
-  there, hidden), a semantic map's erased pixels set to ``IGNORE`` (no class to see there); each instance's visibility is multiplied by the share of its mask (else its box) left
-  unerased, keypoints under the rectangle go from v=2 (visible) to v=1 (labelled, hidden), and an instance
-  hidden beyond ``min_visibility`` is lost under the policy's ``on_lost``;
+  there, hidden), a semantic map's erased pixels set to ``IGNORE`` (no class to see there); each instance's
+  visibility is multiplied by the share of its mask (else its box) left unerased, keypoints under the rectangle go
+  from v=2 (visible) to v=1 (labelled, hidden), and an instance hidden beyond ``min_visibility`` is lost under the
+  policy's ``on_lost``;
 - ``auto_augment``, ``rand_augment``, ``trivial_augment``: **refused by name** on dense data (their shear,
   translate and rotate sub-ops move pixels inside the policy, where targets cannot follow).
 
@@ -196,7 +197,7 @@ class DenseAugment:
         """The pixel and occluding ops, in order, on a moved sample."""
         import torch  # torch: heavy, loaded when pixels are augmented
 
-        from augforge.augment.torch_ops import TORCH_OPS
+        from augforge.augment.torch_ops import TORCH_OPS  # torch: heavy, loaded when pixels are augmented
 
         gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         pixels = torch.from_numpy(np.ascontiguousarray(moved.image)).permute(2, 0, 1)

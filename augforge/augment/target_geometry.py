@@ -183,7 +183,8 @@ def parts_points(instances: Instances) -> np.ndarray:
     return np.concatenate(points).astype(np.float64) if points else np.zeros((0, 2))
 
 
-def split_points(instances: Instances, moved: np.ndarray) -> tuple[list[list[np.ndarray]], np.ndarray, np.ndarray | None]:
+def split_points(instances: Instances,
+                 moved: np.ndarray) -> tuple[list[list[np.ndarray]], np.ndarray, np.ndarray | None]:
     """(rings, corners (n, 4, 2), keypoints (n, K, 2) or None) of ``parts_points``' layout, moved."""
     at, rings = 0, []
     for own in instances.polygons:

@@ -127,15 +127,16 @@ def image_label_section(source: Source, split: str = "train", splits: SplitSpec 
             "labels_per_image": round(float(np.mean([len(labels) for labels in rows])) if rows else 0.0, 4),
             "per_label": {name: int(images[c]) for c, name in enumerate(names)},
             "label_imbalance_ratio": float(positive.max() / positive.min()) if len(positive) else None,
-            "co_occurrence": [{"labels": [a, b], "images": n} for n, a, b in sorted(upper, key=lambda t: -t[0])[:pairs]]}
+            "co_occurrence": [{"labels": [a, b], "images": n}
+                              for n, a, b in sorted(upper, key=lambda t: -t[0])[:pairs]]}
 
 
 def image_label_recommendation(section: dict) -> dict:
     """The report's recommendation for a multilabel source without instances: its imbalance is per label."""
     ratio = section["label_imbalance_ratio"]
     return {"strategy": None,
-            "reason": f"a multilabel set: images per label are imbalanced {'n/a' if ratio is None else f'{ratio:.1f}:1'};"
-                      " a row strategy would copy or drop every label of an image together (each row is counted "
+            "reason": "a multilabel set: images per label are imbalanced "
+                      f"{'n/a' if ratio is None else f'{ratio:.1f}:1'}; a row strategy would copy or drop every label of an image together (each row is counted "
                       "under its rarest label). Weight the labels in the loss (BCE's pos_weight: negatives over "
                       "positives per label)"}
 

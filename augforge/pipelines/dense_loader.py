@@ -17,11 +17,18 @@ draws, pixels within the kernels' rounding), in the loop's thread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from augforge.augment.image_ops import check_image_ops
+from augforge.checks import Checker, options_of
+from augforge.device import choose_device, rank_and_world
 from augforge.errors import AugforgeError
 from augforge.pipelines.dense_stream import DenseDataset, collate_detection, pad_targets
+from augforge.pipelines.loader_options import LoaderOptions
 from augforge.pipelines.order import RowOrder
+from augforge.recipe import Recipe, load_recipe
+from augforge.recipe.augment import TargetSpec
 
 #: what ``open_loader`` may pass on to a dense loader; anything else it was given is refused by name
 SHARED_OPTIONS = ("split", "recipe", "ops", "shuffle", "seed", "device", "drop_last", "last", "rank", "world_size",
@@ -80,44 +87,60 @@ class DenseLoader:
         return torch.stack(images), {k: v.to(torch_device) for k, v in padded.items()}
 
 
-def open_dense_loader(dataset_dir: str | Path, batch_size: int, *, split: str = "train", recipe=None, ops=None,
-                      targets=None, augment: bool | None = None, shuffle: bool = True, seed: int = 0,
-                      last: str | None = None, drop_last: bool = False, rank: int | None = None,
-                      world_size: int | None = None, workers: int = 0, masks: bool = False,
-                      padded: bool | int = False, device="auto", verify: bool = True) -> DenseLoader:
-    """A ``DenseLoader`` over ``dataset_dir``'s ``split``. The ops: ``recipe``'s (a ``Recipe`` or its path: its
-    online ``augment.image`` ops and ``train.stream``, under its ``augment.targets``), or ``ops`` (op mappings)
-    under ``targets`` (an ``augforge.recipe.augment.TargetSpec``); ``augment`` (default: the train split only)
-    turns them on. ``masks``: per-instance masks in the targets; ``padded``: fixed shapes (True: the batch's
-    largest count; a number: that many instances)."""
-    from augforge.augment.image_ops import check_image_ops
-    from augforge.checks import Checker
-    from augforge.device import choose_device, rank_and_world
-    from augforge.recipe import Recipe, load_recipe
-    from augforge.recipe.augment import TargetSpec
+@dataclass(frozen=True)
+class DenseOptions:
+    """What ``open_dense_loader`` takes besides the directory and the batch size: ``split``; the ops, ``recipe``'s
+    (a ``Recipe`` or its path: its online ``augment.image`` ops and ``train.stream``, under its
+    ``augment.targets``) or ``ops`` (op mappings) under ``targets`` (an ``augforge.recipe.augment.TargetSpec``);
+    ``augment`` (default: on the train split only); the order, ``shuffle``, ``seed``, ``last`` (keep | drop |
+    pad; ``drop_last`` is ``last="drop"``), ``rank``/``world_size`` (default: torch.distributed's); ``workers``
+    (DataLoader processes); ``masks`` (per-instance masks in the targets); ``padded`` (fixed shapes: True, the
+    batch's largest count; a number, that many instances); ``device``; ``verify`` (shard checksums)."""
 
-    if recipe is not None and ops is not None:
+    split: str = "train"
+    recipe: object = None
+    ops: object = None
+    targets: object = None
+    augment: bool | None = None
+    shuffle: bool = True
+    seed: int = 0
+    last: str | None = None
+    drop_last: bool = False
+    rank: int | None = None
+    world_size: int | None = None
+    workers: int = 0
+    masks: bool = False
+    padded: bool | int = False
+    device: object = "auto"
+    verify: bool = True
+
+
+def open_dense_loader(dataset_dir: str | Path, batch_size: int, **options) -> DenseLoader:
+    """A ``DenseLoader`` over ``dataset_dir``; ``options`` are ``DenseOptions``' (a name that is none of them is
+    refused in one line)."""
+    o = options_of(DenseOptions, options, "open_dense_loader")
+    if o.recipe is not None and o.ops is not None:
         raise AugforgeError("give recipe or ops, not both")
-    if recipe is not None:
-        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    targets = o.targets
+    if o.recipe is not None:
+        recipe = o.recipe if isinstance(o.recipe, Recipe) else load_recipe(o.recipe)
         op_list, targets = recipe.train_ops, recipe.augment.targets
     else:
-        op_list = check_image_ops(Checker("ops"), list(ops or []), "ops")
-    augment = split == "train" if augment is None else augment
+        op_list = check_image_ops(Checker("ops"), list(o.ops or []), "ops")
+    augment = o.split == "train" if o.augment is None else o.augment
     on = (targets or TargetSpec()).augmenter(op_list) if augment and op_list else None
-    data = DenseDataset(dataset_dir, split, on, seed=seed, masks=masks, verify=verify)
-    dist_rank, dist_world = rank_and_world()
-    order = RowOrder(len(data), batch_size, seed=seed, shuffle=shuffle, last=last or ("drop" if drop_last else "keep"),
-                     rank=dist_rank if rank is None else rank, world_size=dist_world if world_size is None else world_size)
+    data = DenseDataset(dataset_dir, o.split, on, seed=o.seed, masks=o.masks, verify=o.verify)
     if len(data) == 0:
-        raise AugforgeError(f"{dataset_dir}: split {split!r} has no rows")
-    return DenseLoader(data, order, choose_device(device), workers=workers, padded=padded)
+        raise AugforgeError(f"{dataset_dir}: split {o.split!r} has no rows")
+    dist_rank, dist_world = rank_and_world()
+    order = RowOrder(len(data), batch_size, seed=o.seed, shuffle=o.shuffle,
+                     last=o.last or ("drop" if o.drop_last else "keep"), rank=dist_rank if o.rank is None else o.rank,
+                     world_size=dist_world if o.world_size is None else o.world_size)
+    return DenseLoader(data, order, choose_device(o.device), workers=o.workers, padded=o.padded)
 
 
 def refuse_unshared(options: dict, dataset_dir) -> None:
     """``open_loader`` on a dense dataset: refuse, by name, an option only classification loaders have."""
-    from augforge.pipelines.loader_options import LoaderOptions
-
     defaults = LoaderOptions()
     for name, value in options.items():
         if name not in SHARED_OPTIONS and value != getattr(defaults, name, None):

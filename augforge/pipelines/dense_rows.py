@@ -5,9 +5,10 @@ policy), val/test rows passed through as they are.
 Each augmented row is drawn from its own generator, seeded from (augment seed, row id, variant): a row's output
 depends on nothing else, so two builds are byte-identical and a build resumed after ``kill -9`` equals an
 uninterrupted one. On a GPU (``augment.device``: auto finds it) DALI moves each chunk's pixels, masks and points
-(``augforge.augment.dense_dali``); its pixels differ from the CPU path's by the kernels' rounding. Kept originals and val/test rows keep their source bytes; augmented rows are encoded in
-``output.format`` (png or jpeg). An augmented copy keeps its origin's ``label`` (the rarest instance class of the
-origin image: the split and balance unit), while its targets are what the geometry left.
+(``augforge.augment.dense_dali``); its pixels differ from the CPU path's by the kernels' rounding. Kept originals
+and val/test rows keep their source bytes; augmented rows are encoded in ``output.format`` (png or jpeg). An
+augmented copy keeps its origin's ``label`` (the rarest instance class of the origin image: the split and balance
+unit), while its targets are what the geometry left.
 """
 
 from __future__ import annotations

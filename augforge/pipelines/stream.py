@@ -56,9 +56,12 @@ import torch
 from augforge.augment.ops import op_dicts
 from augforge.checks import options_of
 from augforge.datasets import schema as S
+from augforge.datasets.reader import Dataset
+from augforge.datasets.remote import CacheOptions
 from augforge.errors import AugforgeError
 from augforge.pipelines.batch_augment import BatchAugment
 from augforge.pipelines.collate import Collate
+from augforge.pipelines.dense_loader import open_dense_loader, refuse_unshared, shared_options
 from augforge.pipelines.fallback import FallbackDataset  # noqa: F401  (its documented path until the next release)
 from augforge.pipelines.loader_options import LoaderOptions, loader_parts
 from augforge.pipelines.order import RowOrder, consumed
@@ -385,9 +388,6 @@ class Loader:
 
 def is_dense(dataset_dir: str | Path, cache_dir: str | None = None) -> bool:
     """Whether ``dataset_dir`` is a detection or segmentation dataset (its manifest names its targets)."""
-    from augforge.datasets.reader import Dataset
-    from augforge.datasets.remote import CacheOptions
-
     manifest = Dataset(dataset_dir, "all", verify=False, cache=CacheOptions(cache_dir)).manifest
     return bool((manifest.get("payload_info") or {}).get("targets"))
 
@@ -400,8 +400,6 @@ def open_loader(dataset_dir: str | Path, batch_size: int, **options) -> Loader:
     (``augforge.pipelines.dense_loader``: images with target dicts), with the options the two share."""
     checked = options_of(LoaderOptions, options, "open_loader")
     if is_dense(dataset_dir, options.get("cache_dir")):
-        from augforge.pipelines.dense_loader import open_dense_loader, refuse_unshared, shared_options
-
         refuse_unshared(options, dataset_dir)
         return open_dense_loader(dataset_dir, batch_size, **shared_options(options))
     return Loader(**loader_parts(dataset_dir, batch_size, checked))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from augforge.augment.dense_ops import DenseAugment
 from augforge.augment.image_ops import check_image_ops
 from augforge.augment.ops import OpSpec, check_op
+from augforge.augment.target_geometry import ON_LOST, FramePolicy
 from augforge.augment.text import Protect
 from augforge.augment.text_ops import TEXT_ALIASES, TEXT_OPS
 from augforge.checks import Checker, show_value
@@ -24,27 +26,18 @@ TARGET_KEYS = ("clip", "min_visibility", "min_area", "min_width", "min_height", 
 @dataclass(frozen=True)
 class TargetSpec:
     """``augment.targets``: how geometry treats the boxes, masks and keypoints of a detection or segmentation set
-    (``augforge.augment.target_geometry.FramePolicy``'s fields, keypoint ``flip_pairs``, ``min_coverage`` for
-    object-aware crops, and the ``attempts`` at a draw the policy accepts)."""
+    (the frame ``policy``: ``augforge.augment.target_geometry.FramePolicy``, whose fields the recipe names
+    directly; keypoint ``flip_pairs``, ``min_coverage`` for object-aware crops, and the ``attempts`` at a draw
+    the policy accepts)."""
 
-    clip: bool = True
-    min_visibility: float = 0.0
-    min_area: float = 0.0
-    min_width: float = 0.0
-    min_height: float = 0.0
-    on_lost: str = "drop_instance"
+    policy: FramePolicy = FramePolicy()
     flip_pairs: tuple[tuple[int, int], ...] = ()
     min_coverage: float | None = None
     attempts: int = 10
 
     def augmenter(self, ops):
         """The ``augforge.augment.dense_ops.DenseAugment`` of ``ops`` under this policy."""
-        from augforge.augment.dense_ops import DenseAugment
-        from augforge.augment.target_geometry import FramePolicy
-
-        policy = FramePolicy(self.clip, self.min_visibility, self.min_area, self.min_width, self.min_height,
-                             self.on_lost)
-        return DenseAugment(tuple(ops), policy, self.flip_pairs, self.min_coverage, self.attempts)
+        return DenseAugment(tuple(ops), self.policy, self.flip_pairs, self.min_coverage, self.attempts)
 
 
 @dataclass(frozen=True)
@@ -128,8 +121,6 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
 
 def _targets(c: Checker, value) -> TargetSpec:
     """``augment.targets``, checked."""
-    from augforge.augment.target_geometry import ON_LOST
-
     raw = c.mapping(value, "augment.targets", TARGET_KEYS)
     where = "augment.targets."
 
@@ -144,11 +135,11 @@ def _targets(c: Checker, value) -> TargetSpec:
         c.fail(where + "flip_pairs", f"expected a list of [left, right] keypoint indices, got {show_value(pairs)}")
     flip_pairs = tuple((int(c.number(a, where + "flip_pairs", 0, 10_000, integer=True)),
                         int(c.number(b, where + "flip_pairs", 0, 10_000, integer=True))) for a, b in pairs)
-    return TargetSpec(clip=c.flag(raw.get("clip", True), where + "clip"),
-                      min_visibility=share("min_visibility", 0.0), min_area=pixels("min_area"),
-                      min_width=pixels("min_width"), min_height=pixels("min_height"),
-                      on_lost=c.choice(raw.get("on_lost", "drop_instance"), where + "on_lost", ON_LOST),
-                      flip_pairs=flip_pairs, min_coverage=share("min_coverage", None),
+    policy = FramePolicy(clip=c.flag(raw.get("clip", True), where + "clip"),
+                         min_visibility=share("min_visibility", 0.0), min_area=pixels("min_area"),
+                         min_width=pixels("min_width"), min_height=pixels("min_height"),
+                         on_lost=c.choice(raw.get("on_lost", "drop_instance"), where + "on_lost", ON_LOST))
+    return TargetSpec(policy=policy, flip_pairs=flip_pairs, min_coverage=share("min_coverage", None),
                       attempts=int(c.number(raw.get("attempts", 10), where + "attempts", 1, 1000, integer=True)))
 
 

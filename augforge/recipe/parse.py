@@ -18,7 +18,7 @@ from augforge.balance.strategy import parse_strategy
 from augforge.checks import Checker, RecipeError
 from augforge.errors import AugforgeError
 from augforge.paths import resolved
-from augforge.recipe.augment import AugmentSpec, parse_augment
+from augforge.recipe.augment import AugmentSpec, TargetSpec, parse_augment
 from augforge.recipe.changes import apply_changes
 from augforge.recipe.clean import CLEAN_KEYS, GUARD_KEYS, CleanSpec, parse_clean
 from augforge.recipe.output import OutputSpec, parse_output
@@ -64,6 +64,8 @@ class Recipe:
                 parts["clean"].pop(key)
         parts["output"].pop("dir")
         parts["source"]["path"] = resolved(self.source.path)
+        if self.augment.targets == TargetSpec():  # the default policy: fingerprints as before targets existed
+            parts["augment"].pop("targets")
         if self.augment.mode == "online":  # the ops run in the loader: they do not change the built rows
             parts["augment"]["image"] = ()
         return parts
