@@ -25,9 +25,10 @@ def polygon(rng: np.random.Generator, cx: float, cy: float, radius: float, verti
 
 
 def scene(rng: np.random.Generator, width: int = 96, height: int = 64, objects: int = 4,
-          with_keypoints: bool = True, min_radius: float = 6.0) -> tuple[np.ndarray, Instances]:
+          with_keypoints: bool = True, min_radius: float = 6.0, class_weights=None) -> tuple[np.ndarray, Instances]:
     """(an RGB canvas, its instances): ``objects`` polygons inside the frame (radius ``min_radius`` to a third
-    of the shorter side), classes drawn at random."""
+    of the shorter side), classes drawn at random (with probabilities proportional to ``class_weights``, one
+    per class of ``CLASSES``, when given: a long tail)."""
     from sklearn.datasets import load_sample_images
 
     china, flower = load_sample_images().images
@@ -43,7 +44,8 @@ def scene(rng: np.random.Generator, width: int = 96, height: int = 64, objects: 
         ImageDraw.Draw(mask).polygon([tuple(p) for p in ring.reshape(-1, 2)], fill=255)
         canvas.paste(fill, (0, 0), mask)
         rings.append(ring)
-        classes.append(int(rng.integers(0, len(CLASSES))))
+        classes.append(int(rng.integers(0, len(CLASSES))) if class_weights is None else
+                       int(rng.choice(len(CLASSES), p=np.asarray(class_weights) / np.sum(class_weights))))
     points = None
     if with_keypoints:
         points = np.zeros((objects, 2, 3))

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from augforge.balance.repeat_factor import instance_counts, parse_repeat_factor, repeat_resample
 from augforge.balance.resample import INDEX_ONLY, Resampled, check_class_sizes, check_finite, parse_for, resample
 from augforge.balance.strategy import Step, project
 from augforge.datasets import schema as S
@@ -81,6 +82,7 @@ class BalancePlan:
     orphans: np.ndarray  # indices into result of rows with no single origin
     before: np.ndarray
     after: np.ndarray
+    instances: dict | None = None  # an instance strategy's instances per class before and after (repeat_factor)
 
 
 def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = SplitSpec(),
@@ -92,11 +94,15 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     (a build drops duplicates first); a ``strategy`` of None keeps the train rows as they are.
     """
     stage = on_stage or (lambda _: None)
+    threshold = None
     if strategy and source.has_targets:
-        raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance is "
-                            "counted in instances, which resampling whole rows by their rarest class does not "
-                            "balance (`augforge report` counts them); row strategies are refused here")
-    steps = parse_for(strategy, source.payload) if strategy else []
+        threshold = parse_repeat_factor(strategy)
+        if threshold is None:
+            raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance "
+                                "is counted in instances, which resampling whole rows by their rarest class does not "
+                                "balance (`augforge report` counts them); use repeat_factor[:t] (repeat-factor "
+                                "sampling)")
+    steps = parse_for(strategy, source.payload) if strategy and threshold is None else []
     rows = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     is_train = rows.splits == S.TRAIN
     train_positions = rows.positions[is_train]
@@ -111,14 +117,20 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
         if steps and source.payload == S.FEATURES:  # copies of NaN rows are refused as interpolation is
             _train_features(source, train_positions, stage)
         stage(f"resampling {len(y):,} rows")
-    # the features are passed straight in: resample() holds the only reference and frees them after step 1
-    result = resample(steps, y, names, _train_features(source, train_positions, stage) if needs_vectors(steps)
-                      else None, seed=seed, knn_backend=knn_backend)
+    if threshold is not None:  # repeat-factor sampling: images repeated by their rarest class's instance share
+        stage(f"repeat-factor sampling of {len(y):,} images (t = {threshold:g})")
+        classes = list(source.payload_info().get("targets", {}).get("classes") or names)
+        train_instances = source.instances(train_positions)
+        result = repeat_resample(train_instances, y, len(classes), threshold, seed)
+        instances = instance_counts(train_instances, result.origin, classes, threshold)
+    else:  # the features are passed straight in: resample() holds the only reference and frees them after step 1
+        result = resample(steps, y, names, _train_features(source, train_positions, stage) if needs_vectors(steps)
+                          else None, seed=seed, knn_backend=knn_backend)
     key = np.where(result.origin >= 0, result.origin, len(train_positions))
     order = np.argsort(key, kind="stable")
     grouped = result.origin[order]
     origins, counts = np.unique(grouped[grouped >= 0], return_counts=True)
-    return BalancePlan(
+    return BalancePlan(instances=instances if threshold is not None else None,
         steps=steps, train_positions=train_positions, other_positions=rows.positions[~is_train],
         other_splits=rows.splits[~is_train], result=result, order=order, origins=origins, counts=counts,
         orphans=order[len(grouped[grouped >= 0]):], before=before,
@@ -255,6 +267,7 @@ def balance_dataset(
         "before": dict(zip(names, plan.before.tolist())),
         "after": dict(zip(names, plan.after.tolist())),
         "synthetic": int(plan.result.synthetic.sum()),
+        **({"instances": plan.instances} if plan.instances else {}),
     })
     parts, meta = recorded(parts, meta, cleaning)
 

@@ -43,6 +43,8 @@ def render_terminal(report: dict, console: Console) -> None:
         render_semantic(report["semantic"], console)
     if report.get("image_labels"):
         render_image_labels(report["image_labels"], console)
+    if report.get("instance_projection"):
+        render_instance_balance(report["instance_projection"], console)
     console.print(f"rows: {report['total']:,}   classes: {report['num_classes']}   "
                   f"imbalance ratio: {_ratio(report['imbalance_ratio'])}   "
                   f"normalized entropy: {report['entropy']:.3f}")
@@ -170,6 +172,7 @@ normalized entropy {report['entropy']:.3f}. Minority classes (*): {esc(', '.join
 {_instances_html(report.get('instances'))}
 {_semantic_html(report.get('semantic'))}
 {_image_labels_html(report.get('image_labels'))}
+{_instance_projection_html(report.get('instance_projection'))}
 <p>{report['problems']['count']} input(s) excluded.</p><ul>{problems}</ul>
 </body></html>
 """
@@ -247,6 +250,17 @@ def _image_labels_html(section: dict | None) -> str:
             f"<table id='co-occurrence'><tr><th>labels</th><th>images</th></tr>{pairs}</table>")
 
 
+def _instance_projection_html(section: dict | None) -> str:
+    """The HTML table of ``render_instance_balance`` (instances per class before and after), or nothing."""
+    if not section:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{row['repeat_factor']:g}</td><td>{row['before']:,}</td>"
+                   f"<td>{row['after']:,}</td></tr>" for name, row in section["per_class"].items())
+    return (f"<h2>Instances after {html.escape(section['strategy'])}</h2><p>{section['images_before']:,} images "
+            f"become {section['images_after']:,}.</p><table id='instance-projection'><tr><th>class</th>"
+            f"<th>repeat factor</th><th>before</th><th>after</th></tr>{rows}</table>")
+
+
 def _instances_html(section: dict | None) -> str:
     """The HTML table of ``render_instances``, or nothing for a report without instances."""
     if not section:
@@ -279,6 +293,20 @@ def render_balance(manifest: dict, console: Console) -> None:
                       f"normalized entropy {stats.entropy:.3f}", highlight=False)
     console.print(f"synthetic rows: {info['synthetic']:,} (marked synthetic=true, aug 'balance:<step>')",
                   highlight=False)
+    if info.get("instances"):
+        render_instance_balance(info["instances"], console)
+
+
+def render_instance_balance(section: dict, console: Console) -> None:
+    """An instance strategy's table: per class its repeat factor and its instances before and after."""
+    table = Table(title=f"instances per class, {section['strategy']} ({section['images_before']:,} -> "
+                        f"{section['images_after']:,} images)")
+    for column in ("class", "repeat factor", "before", "after", "change"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in section["per_class"].items():
+        table.add_row(name, f"{row['repeat_factor']:g}", f"{row['before']:,}", f"{row['after']:,}",
+                      f"{row['after'] - row['before']:+,}")
+    console.print(table)
 
 
 def _render_cleaning(manifest: dict, console: Console) -> None:

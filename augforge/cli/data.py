@@ -118,16 +118,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from augforge.balance import build_report, split_stats
     from augforge.balance.render import render_html, render_terminal
 
+    from augforge.balance.repeat_factor import parse_repeat_factor
+
     source = source_from(args)
-    if source.has_targets and (args.strategy or args.evaluate):
+    instance_strategy = source.has_targets and args.strategy and parse_repeat_factor(args.strategy) is not None
+    if source.has_targets and ((args.strategy and not instance_strategy) or args.evaluate):
         flag = "--strategy" if args.strategy else "--evaluate"
         raise AugforgeError(f"{flag}: {args.source} is a detection or segmentation set; row strategies do not balance "
-                            "its instances (the report counts instances per class without it)")
+                            "its instances (the report counts instances per class; --strategy repeat_factor[:t] "
+                            "projects repeat-factor sampling)")
     splits, imbalance = split_specs(args)
     stats = split_stats(source, args.split, splits, imbalance, args.seed)
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,
                           split=args.split, problems=[p.to_dict() for p in source.problems],
-                          strategy=args.strategy, warnings=source.warnings)
+                          strategy=None if instance_strategy else args.strategy, warnings=source.warnings)
+    if instance_strategy:  # the instances per class the same plan as balance and build would write
+        from augforge.balance.apply import plan_balance
+
+        report["instance_projection"] = plan_balance(source, args.strategy, splits=splits, imbalance=imbalance,
+                                                     seed=args.seed).instances
     from augforge.balance.instances import (dense_recommendation, image_label_recommendation, image_label_section,
                                             instance_section, semantic_recommendation, semantic_section)
 

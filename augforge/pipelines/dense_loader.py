@@ -20,16 +20,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from augforge.augment.image_ops import check_image_ops
 from augforge.checks import Checker, options_of
 from augforge.device import choose_device, rank_and_world
-from augforge.errors import AugforgeError
+from augforge.balance.repeat_factor import DEFAULT_THRESHOLD, repeat_counts, repeat_factors
+from augforge.datasets.targets import TARGET_COLUMNS, from_columns
+from augforge.errors import AugforgeError, OptionError
 from augforge.pipelines.dense_stream import DenseDataset, collate_detection, pad_targets
 from augforge.pipelines.loader_options import LoaderOptions
-from augforge.pipelines.order import RowOrder
+from augforge.pipelines.order import RowOrder, rank_rows
 from augforge.recipe import Recipe, load_recipe
 from augforge.recipe.augment import TargetSpec
 
+SAMPLERS = ("shuffle", "repeat_factor")
 #: what ``open_loader`` may pass on to a dense loader; anything else it was given is refused by name
 SHARED_OPTIONS = ("split", "recipe", "ops", "shuffle", "seed", "device", "drop_last", "last", "rank", "world_size",
                   "augment", "verify")
@@ -39,12 +44,28 @@ class DenseLoader:
     """Batches of a dense dataset (see the module docstring)."""
 
     def __init__(self, dataset: DenseDataset, order: RowOrder, device, *, workers: int = 0,
-                 padded: bool | int = False) -> None:
+                 padded: bool | int = False, repeat: np.ndarray | None = None) -> None:
         self.dataset, self.order, self.device, self.workers, self.padded = dataset, order, device, workers, padded
+        self.repeat = repeat  # repeat-factor sampling: each row's factor (None: every row once an epoch)
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.order) if self.repeat is None else len(self.order.batches(self.epoch_rows()))
+
+    def epoch_rows(self) -> np.ndarray:
+        """This rank's rows of the current epoch, in order. With repeat-factor sampling each row comes its drawn
+        number of times (``repeat_counts``, from (seed, epoch)), shuffled; its k-th copy is index
+        ``row + k * len(dataset)``, which ``DenseDataset`` draws on its own (copies differ)."""
+        if self.repeat is None:
+            return self.order.epoch_rows(self.epoch)
+        rng = np.random.default_rng([self.order.seed, self.epoch, 2_002])
+        counts = repeat_counts(self.repeat, rng)
+        rows = np.repeat(np.arange(len(counts)), counts)
+        copy = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = rows + len(counts) * copy
+        if self.order.shuffle:
+            rows = rng.permutation(rows)
+        return rank_rows(rows, self.order.rank, self.order.world_size, self.order.last)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the next epoch's order and augmentations."""
@@ -59,7 +80,7 @@ class DenseLoader:
     def __iter__(self):
         from torch.utils.data import DataLoader
 
-        batches = self.order.batches(self.order.epoch_rows(self.epoch))
+        batches = self.order.batches(self.epoch_rows())
         if self.device.is_cuda and hasattr(self.dataset.augment, "dali_mover"):  # DALI moves each batch on the GPU
             mover = self.dataset.augment.dali_mover(self.order.batch_size, "gpu")
             for rows in batches:
@@ -95,7 +116,9 @@ class DenseOptions:
     ``augment`` (default: on the train split only); the order, ``shuffle``, ``seed``, ``last`` (keep | drop |
     pad; ``drop_last`` is ``last="drop"``), ``rank``/``world_size`` (default: torch.distributed's); ``workers``
     (DataLoader processes); ``masks`` (per-instance masks in the targets); ``padded`` (fixed shapes: True, the
-    batch's largest count; a number, that many instances); ``device``; ``verify`` (shard checksums)."""
+    batch's largest count; a number, that many instances); ``device``; ``verify`` (shard checksums); ``sampler``
+    (shuffle, or repeat_factor: repeat-factor sampling, ``augforge.balance.repeat_factor``, threshold
+    ``repeat_threshold``, drawn each epoch)."""
 
     split: str = "train"
     recipe: object = None
@@ -113,6 +136,8 @@ class DenseOptions:
     padded: bool | int = False
     device: object = "auto"
     verify: bool = True
+    sampler: str = "shuffle"
+    repeat_threshold: float = DEFAULT_THRESHOLD
 
 
 def open_dense_loader(dataset_dir: str | Path, batch_size: int, **options) -> DenseLoader:
@@ -136,7 +161,13 @@ def open_dense_loader(dataset_dir: str | Path, batch_size: int, **options) -> De
     order = RowOrder(len(data), batch_size, seed=o.seed, shuffle=o.shuffle,
                      last=o.last or ("drop" if o.drop_last else "keep"), rank=dist_rank if o.rank is None else o.rank,
                      world_size=dist_world if o.world_size is None else o.world_size)
-    return DenseLoader(data, order, choose_device(o.device), workers=o.workers, padded=o.padded)
+    if o.sampler not in SAMPLERS:
+        raise OptionError("{sampler} " + f"{o.sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    repeat = None
+    if o.sampler == "repeat_factor":
+        rows = from_columns(data.data.take(np.arange(len(data)), list(TARGET_COLUMNS)))
+        repeat = repeat_factors(rows, len(data.classes), o.repeat_threshold)[0]
+    return DenseLoader(data, order, choose_device(o.device), workers=o.workers, padded=o.padded, repeat=repeat)
 
 
 def refuse_unshared(options: dict, dataset_dir) -> None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from PIL import Image
 
 from augforge.augment.image import resolve_device
+from augforge.balance.repeat_factor import parse_repeat_factor
 from augforge.augment.image_ops import OPS_VERSION, check_op_list
 from augforge.checks import RecipeError
 from augforge.datasets import schema as S
@@ -44,10 +45,14 @@ PURPOSE = "dense-augment"
 def check_dense_recipe(recipe: Recipe, source: Source) -> None:
     """Refuse, in one line naming the recipe key, what a dense build cannot do."""
     aug = recipe.augment
-    if recipe.strategy:
+    try:
+        instance_strategy = parse_repeat_factor(recipe.strategy) is not None
+    except AugforgeError as exc:
+        raise RecipeError(f"{recipe.file}: balance.strategy: {exc}") from None
+    if recipe.strategy and not instance_strategy:
         raise RecipeError(f"{recipe.file}: balance.strategy: {recipe.strategy} resamples whole rows by their label; "
                           f"{source.location} is a detection or segmentation set, whose imbalance is counted in "
-                          "instances (`augforge report` shows them): remove balance.strategy")
+                          "instances (`augforge report` shows them): use repeat_factor[:t]")
     if aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
     if aug.color == "gray":

@@ -50,21 +50,26 @@ class DenseDataset:
     def __len__(self) -> int:
         return len(self.data)
 
+    def _split(self, index: int) -> tuple[int, int]:
+        """(row, copy) of an index: past ``len()``, index ``row + k * len()`` is row's k-th repeated copy."""
+        return int(index) % len(self.data), int(index) // len(self.data)
+
     def __getitem__(self, index: int):
         return self.batch([index])[0]
 
     def batch(self, indices, mover=None) -> list:
         """The (image, target) pairs of rows ``indices``, read together; ``mover`` (a ``DaliMover``) moves their
         draws in one DALI run (``DenseAugment.batch``)."""
-        rows = self.data.take([int(i) for i in indices], [S.ID, S.IMAGE, *self.data.target_columns])
+        rows_copies = [self._split(i) for i in indices]
+        rows = self.data.take([r for r, _ in rows_copies], [S.ID, S.IMAGE, *self.data.target_columns])
         images = [decode_rgb(data) for data in rows.column(S.IMAGE).to_pylist()]
         targets = from_columns(rows)
         maps = [decode_semantic(m) for m in rows.column(SEMANTIC).to_pylist()] if SEMANTIC in rows.schema.names \
             else [None] * len(images)
         flags = rows.column(IMAGE_LABELS).to_pylist() if IMAGE_LABELS in rows.schema.names else [None] * len(images)
         if self.augment is not None:
-            rngs = [row_rng(self.seed, row_id, 0, f"dense-geometry-epoch-{self.epoch}")
-                    for row_id in rows.column(S.ID).to_pylist()]
+            rngs = [row_rng(self.seed, row_id, copy, f"dense-geometry-epoch-{self.epoch}")
+                    for row_id, (_, copy) in zip(rows.column(S.ID).to_pylist(), rows_copies)]
             drawn = self.augment.batch(rngs, images, targets, mover, maps) if mover is not None else \
                 [self.augment(rng, image, inst, sem) for rng, image, inst, sem in zip(rngs, images, targets, maps)]
             self.rejected += sum(d.rejected for d in drawn)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from augforge.augment.image_ops import check_op_list
+from augforge.balance.repeat_factor import parse_repeat_factor
 from augforge.balance.strategy import parse_strategy
 from augforge.checks import Checker, RecipeError
 from augforge.errors import AugforgeError
@@ -102,7 +103,8 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
     if balance.get("strategy") is not None:
         strategy = c.text(balance["strategy"], "balance.strategy")
         try:
-            parse_strategy(strategy)
+            if parse_repeat_factor(strategy) is None:  # an instance strategy (detection sets), else a row chain
+                parse_strategy(strategy)
         except AugforgeError as exc:
             c.fail("balance.strategy", str(exc))
     seed = int(c.number(raw.get("seed", 0), "seed", 0, 2**63 - 1, integer=True))
