@@ -13,13 +13,14 @@ the dataset, so memory holds the train features and the resampled ones, not the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from augforge.balance.copy_paste import paste_counts, paste_resample, parse_copy_paste, plan_copy_paste
 from augforge.balance.repeat_factor import instance_counts, parse_repeat_factor, repeat_resample
 from augforge.balance.resample import INDEX_ONLY, Resampled, check_class_sizes, check_finite, parse_for, resample
 from augforge.balance.strategy import Step, project
@@ -82,7 +83,8 @@ class BalancePlan:
     orphans: np.ndarray  # indices into result of rows with no single origin
     before: np.ndarray
     after: np.ndarray
-    instances: dict | None = None  # an instance strategy's instances per class before and after (repeat_factor)
+    instances: dict | None = None  # an instance strategy's instances per class before and after
+    pastes: dict = field(default_factory=dict)  # copy_paste: result index -> its PasteJob
 
 
 def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = SplitSpec(),
@@ -94,15 +96,15 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     (a build drops duplicates first); a ``strategy`` of None keeps the train rows as they are.
     """
     stage = on_stage or (lambda _: None)
-    threshold = None
+    threshold = target = None
     if strategy and source.has_targets:
-        threshold = parse_repeat_factor(strategy)
-        if threshold is None:
+        threshold, target = parse_repeat_factor(strategy), parse_copy_paste(strategy)
+        if threshold is None and target is None:
             raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance "
                                 "is counted in instances, which resampling whole rows by their rarest class does not "
                                 "balance (`augforge report` counts them); use repeat_factor[:t] (repeat-factor "
-                                "sampling)")
-    steps = parse_for(strategy, source.payload) if strategy and threshold is None else []
+                                "sampling) or copy_paste:N (rare instances pasted)")
+    steps = parse_for(strategy, source.payload) if strategy and threshold is None and target is None else []
     rows = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     is_train = rows.splits == S.TRAIN
     train_positions = rows.positions[is_train]
@@ -117,7 +119,18 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
         if steps and source.payload == S.FEATURES:  # copies of NaN rows are refused as interpolation is
             _train_features(source, train_positions, stage)
         stage(f"resampling {len(y):,} rows")
-    if threshold is not None:  # repeat-factor sampling: images repeated by their rarest class's instance share
+    pastes = {}
+    if target is not None:  # copy-paste: rare instances pasted onto copies of the emptiest train images
+        stage(f"planning copy-paste of rare instances onto {len(y):,} train images")
+        classes = list(source.payload_info().get("targets", {}).get("classes") or names)
+        train_instances = source.instances(train_positions)
+        ids = source.ids()
+        plan = plan_copy_paste(train_instances, source.image_sizes(train_positions),
+                               [ids[p] for p in train_positions], classes, target, seed)
+        result = paste_resample(y, plan, target)
+        pastes = {len(y) + j: job for j, job in enumerate(plan.jobs)}
+        instances = paste_counts(train_instances, plan, classes, target)
+    elif threshold is not None:  # repeat-factor sampling: images repeated by their rarest class's instance share
         stage(f"repeat-factor sampling of {len(y):,} images (t = {threshold:g})")
         classes = list(source.payload_info().get("targets", {}).get("classes") or names)
         train_instances = source.instances(train_positions)
@@ -130,7 +143,7 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     order = np.argsort(key, kind="stable")
     grouped = result.origin[order]
     origins, counts = np.unique(grouped[grouped >= 0], return_counts=True)
-    return BalancePlan(instances=instances if threshold is not None else None,
+    return BalancePlan(instances=instances if threshold is not None or target is not None else None, pastes=pastes,
         steps=steps, train_positions=train_positions, other_positions=rows.positions[~is_train],
         other_splits=rows.splits[~is_train], result=result, order=order, origins=origins, counts=counts,
         orphans=order[len(grouped[grouped >= 0]):], before=before,
@@ -255,6 +268,9 @@ def balance_dataset(
     ``cleaning``: the rows a build chose, and what that dropped (as ``ingest`` takes them).
     """
     output_location(out)
+    if source.has_targets and parse_copy_paste(strategy) is not None:
+        raise AugforgeError(f"strategy {strategy}: copy-paste renders new images; run it as a recipe's "
+                            "balance.strategy with `augforge build` (which also augments them)")
     plan = plan_balance(source, strategy, splits=splits, imbalance=imbalance, seed=seed, knn_backend=knn_backend,
                         on_stage=on_stage, rows=rows)
     names = list(source.class_names)

@@ -254,8 +254,8 @@ def _instance_projection_html(section: dict | None) -> str:
     """The HTML table of ``render_instance_balance`` (instances per class before and after), or nothing."""
     if not section:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{row['repeat_factor']:g}</td><td>{row['before']:,}</td>"
-                   f"<td>{row['after']:,}</td></tr>" for name, row in section["per_class"].items())
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{row.get('repeat_factor', '')}</td><td>{row['before']:,}"
+                   f"</td><td>{row['after']:,}</td></tr>" for name, row in section["per_class"].items())
     return (f"<h2>Instances after {html.escape(section['strategy'])}</h2><p>{section['images_before']:,} images "
             f"become {section['images_after']:,}.</p><table id='instance-projection'><tr><th>class</th>"
             f"<th>repeat factor</th><th>before</th><th>after</th></tr>{rows}</table>")
@@ -298,15 +298,22 @@ def render_balance(manifest: dict, console: Console) -> None:
 
 
 def render_instance_balance(section: dict, console: Console) -> None:
-    """An instance strategy's table: per class its repeat factor and its instances before and after."""
+    """An instance strategy's table: per class its instances before and after (and its repeat factor), then
+    what a copy-paste plan could not do."""
+    factors = all("repeat_factor" in row for row in section["per_class"].values())
     table = Table(title=f"instances per class, {section['strategy']} ({section['images_before']:,} -> "
                         f"{section['images_after']:,} images)")
-    for column in ("class", "repeat factor", "before", "after", "change"):
+    for column in ("class", *(("repeat factor",) if factors else ()), "before", "after", "change"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in section["per_class"].items():
-        table.add_row(name, f"{row['repeat_factor']:g}", f"{row['before']:,}", f"{row['after']:,}",
-                      f"{row['after'] - row['before']:+,}")
+        table.add_row(name, *((f"{row['repeat_factor']:g}",) if factors else ()), f"{row['before']:,}",
+                      f"{row['after']:,}", f"{row['after'] - row['before']:+,}")
     console.print(table)
+    if "pastes" in section:
+        short = ", ".join(f"{name} {n:,}" for name, n in section["short"].items()) or "none"
+        console.print(f"pastes: {section['pastes']:,}   given up (every placement refused): "
+                      f"{section['pastes_given_up']:,}   instances dropped under pastes: "
+                      f"{section['instances_dropped_by_occlusion']:,}   classes left short: {short}", highlight=False)
 
 
 def _render_cleaning(manifest: dict, console: Console) -> None:

@@ -95,6 +95,16 @@ class Instances:
                          np.asarray([p.get("crowd", False) for p in parts]), [p.get("origin", "") for p in parts])
 
     @staticmethod
+    def concat(parts: list["Instances"]) -> "Instances":
+        """The instances of ``parts`` one after the other (keypoints kept when every part has them)."""
+        points = None
+        if parts and all(p.keypoints is not None for p in parts):
+            points = np.concatenate([p.keypoints for p in parts])
+        return Instances(np.concatenate([p.classes for p in parts]), np.concatenate([p.boxes for p in parts]),
+                         [rings for p in parts for rings in p.polygons], [m for p in parts for m in p.masks], points,
+                         np.concatenate([p.crowd for p in parts]), [o for p in parts for o in p.origin])
+
+    @staticmethod
     def empty(keypoints: int | None = None) -> "Instances":
         """No instances (an image of background), with ``keypoints`` points per instance when the set has some."""
         return Instances(np.zeros(0, np.int64), np.zeros((0, 4)),

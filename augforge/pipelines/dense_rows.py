@@ -21,7 +21,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from augforge.augment.copy_paste import render_paste
 from augforge.augment.image import resolve_device
+from augforge.balance.apply import AUG_PREFIX
+from augforge.balance.copy_paste import parse_copy_paste
 from augforge.balance.repeat_factor import parse_repeat_factor
 from augforge.augment.image_ops import OPS_VERSION, check_op_list
 from augforge.checks import RecipeError
@@ -46,13 +49,14 @@ def check_dense_recipe(recipe: Recipe, source: Source) -> None:
     """Refuse, in one line naming the recipe key, what a dense build cannot do."""
     aug = recipe.augment
     try:
-        instance_strategy = parse_repeat_factor(recipe.strategy) is not None
+        instance_strategy = parse_repeat_factor(recipe.strategy) is not None or \
+            parse_copy_paste(recipe.strategy) is not None
     except AugforgeError as exc:
         raise RecipeError(f"{recipe.file}: balance.strategy: {exc}") from None
     if recipe.strategy and not instance_strategy:
         raise RecipeError(f"{recipe.file}: balance.strategy: {recipe.strategy} resamples whole rows by their label; "
                           f"{source.location} is a detection or segmentation set, whose imbalance is counted in "
-                          "instances (`augforge report` shows them): use repeat_factor[:t]")
+                          "instances (`augforge report` shows them): use repeat_factor[:t] or copy_paste:N")
     if aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
     if aug.color == "gray":
@@ -95,40 +99,41 @@ class DenseTrainRows:
         res, out = self.plan.result, self.outputs
         picked = out.balanced[start:stop]
         origin = res.origin[picked]
-        unique = np.unique(origin)
+        jobs = [self.plan.pastes.get(int(p)) for p in picked]  # copy_paste rows: their planned paste
+        unique = np.unique(np.r_[origin, [job.donor for job in jobs if job is not None]].astype(np.int64))
         read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
         targets = dict(zip(unique.tolist(), from_columns(read)))
         semantic, multilabel = SEMANTIC in read.schema.names, IMAGE_LABELS in read.schema.names
-        ids, payloads, instances, sizes, augs, synthetic, maps = [], [], [], [], [], [], []
         wanted = [k for k in range(len(origin)) if out.augmented[start + k]]
+        bases = [self._base(by_origin[int(o)], targets[int(o)], job, by_origin, bool(out.augmented[start + k]))
+                 for k, (o, job) in enumerate(zip(origin, jobs))]
         drawn = dict(zip(wanted, self.augment.batch(
             [row_rng(self.recipe.augment_seed, by_origin[origin[k]][S.ID], int(out.variant[start + k]), PURPOSE)
              for k in wanted],
-            [decode_rgb(by_origin[origin[k]][S.IMAGE]) for k in wanted], [targets[origin[k]] for k in wanted],
+            [bases[k][0] for k in wanted], [bases[k][1] for k in wanted],
             self.mover, [decode_semantic(by_origin[origin[k]][SEMANTIC]) for k in wanted] if semantic else None)
             if wanted else []))
+        ids, payloads, instances, sizes, augs, synthetic, maps = [], [], [], [], [], [], []
         for k, o in enumerate(origin.tolist()):
-            row, variant, augmented = by_origin[o], int(out.variant[start + k]), k in drawn
+            row, variant, augmented, copy = by_origin[o], int(out.variant[start + k]), k in drawn, res.synthetic[picked[k]]
             if augmented:
-                row_id = f"{row[S.ID]}~a{variant}"
                 self.made += 1
                 self.rejected += drawn[k].rejected
                 self.lost += int(drawn[k].moved.lost.sum())
-                image = drawn[k].moved.image
+                image, found = drawn[k].moved.image, drawn[k].moved.instances
                 payloads.append(self.encoder.encode_one(image))
-                instances.append(drawn[k].moved.instances)
-                sizes.append((image.shape[1], image.shape[0]))
                 maps.append(encode_semantic(drawn[k].moved.semantic) if semantic else None)
-            else:
-                row_id = row[S.ID]
-                payloads.append(row[S.IMAGE])
-                instances.append(targets[o])
-                sizes.append((row["width"], row["height"]))
+            else:  # kept as it is (a pasted row: its rendered pixels)
+                image, found = bases[k]
+                payloads.append(row[S.IMAGE] if jobs[k] is None else self.encoder.encode_one(image))
                 maps.append(row.get(SEMANTIC))
-            ids.append(row_id)
-            augs.append(AUG_NAME if augmented else row.get(S.AUG))
-            synthetic.append(bool(row.get(S.SYNTHETIC)) or augmented or bool(res.synthetic[picked[k]]))
+            instances.append(found)
+            sizes.append((image.shape[1], image.shape[0]) if image is not None else (row["width"], row["height"]))
+            ids.append(row[S.ID] if variant == 0 and not augmented else f"{row[S.ID]}~a{variant}")
+            step = f"{AUG_PREFIX}{res.aug[picked[k]]}" if copy else None
+            augs.append("+".join(filter(None, (step, AUG_NAME if augmented else None))) or row.get(S.AUG))
+            synthetic.append(bool(row.get(S.SYNTHETIC)) or augmented or bool(copy))
         return pa.record_batch({
             S.ID: pa.array(ids, pa.string()),
             S.LABEL: pa.array(res.y[picked], pa.int64()),
@@ -141,6 +146,15 @@ class DenseTrainRows:
             **to_columns(instances, sizes, maps if semantic else None,  # image-level labels: what the origin has
                          [by_origin[o][IMAGE_LABELS] for o in origin.tolist()] if multilabel else None),
         })
+
+    def _base(self, row: dict, instances, job, by_origin: dict, decode: bool):
+        """(pixels, instances) an output row starts from: its source row's, or for a copy_paste row the
+        recipient with the donor instance pasted (``render_paste``). Pixels are decoded only where needed
+        (``decode``: the row is augmented): None for a row kept as it is."""
+        if job is None:
+            return (decode_rgb(row[S.IMAGE]) if decode else None), instances
+        donor = by_origin[job.donor]
+        return render_paste(decode_rgb(row[S.IMAGE]), decode_rgb(donor[S.IMAGE]), job.paste), job.paste.instances
 
 
 def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int, overwrite: bool,

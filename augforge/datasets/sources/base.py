@@ -95,6 +95,11 @@ class Source(ABC):
         a source without them."""
         return None
 
+    def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]] | None:
+        """(width, height) of the images at ``positions`` of a source with dense targets (what their coordinates
+        refer to), without decoding them; None for a source without targets."""
+        return None
+
     @property
     def feature_dim(self) -> int | None:
         """Length of the feature vector for a features payload."""

@@ -11,7 +11,7 @@ import pyarrow as pa
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.base import Problem, Source
-from augforge.datasets.targets import from_columns
+from augforge.datasets.targets import HEIGHT, WIDTH, from_columns
 
 
 class DatasetSource(Source):
@@ -59,6 +59,12 @@ class DatasetSource(Source):
     def instances(self, positions: np.ndarray) -> list | None:
         columns = self.dataset.target_columns
         return from_columns(self.dataset.take(np.asarray(positions, dtype=np.int64), columns)) if columns else None
+
+    def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]] | None:
+        if not self.has_targets:
+            return None
+        table = self.dataset.take(np.asarray(positions, dtype=np.int64), [WIDTH, HEIGHT])
+        return list(zip(table.column(WIDTH).to_pylist(), table.column(HEIGHT).to_pylist()))
 
     def schema(self) -> pa.Schema:
         base = S.dataset_schema(self.payload, self.feature_dim)

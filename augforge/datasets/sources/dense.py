@@ -151,6 +151,10 @@ class DenseSource(Source):
     def instances(self, positions: np.ndarray) -> list[Instances]:
         return [self.dense.images[self._index[i]].instances for i in np.asarray(positions, dtype=np.int64)]
 
+    def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]]:
+        images = [self.dense.images[self._index[i]] for i in np.asarray(positions, dtype=np.int64)]
+        return [(image.width, image.height) for image in images]
+
     def schema(self) -> pa.Schema:
         extra = ([semantic_field()] if self.dense.semantic else []) + \
             ([image_labels_field()] if self.dense.multilabel else [])
