@@ -17,7 +17,7 @@ draws, pixels within the kernels' rounding), in the loop's thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,8 +86,8 @@ class DenseLoader:
             for rows in batches:
                 yield self._finish(*collate_detection(self.dataset.batch(rows, mover)))
             return
-        loader = DataLoader(self.dataset, batch_sampler=[b.tolist() for b in batches], num_workers=self.workers,
-                            collate_fn=collate_detection)
+        loader = DataLoader(self.dataset, sampler=[b.tolist() for b in batches], batch_size=None,
+                            num_workers=self.workers, collate_fn=collate_detection)  # a whole batch per item
         for images, targets in loader:
             yield self._finish(images, targets)
 
@@ -150,11 +150,16 @@ def open_dense_loader(dataset_dir: str | Path, batch_size: int, **options) -> De
     if o.recipe is not None:
         recipe = o.recipe if isinstance(o.recipe, Recipe) else load_recipe(o.recipe)
         op_list, targets = recipe.train_ops, recipe.augment.targets
+        if recipe.augment.mode != "online":  # its mosaic is the build's, done already
+            targets = replace(targets, mosaic=None, mosaic_p=0.0)
     else:
         op_list = check_image_ops(Checker("ops"), list(o.ops or []), "ops")
     augment = o.split == "train" if o.augment is None else o.augment
-    on = (targets or TargetSpec()).augmenter(op_list) if augment and op_list else None
-    data = DenseDataset(dataset_dir, o.split, on, seed=o.seed, masks=o.masks, verify=o.verify)
+    on = (targets or TargetSpec()).augmenter(op_list) if augment and (op_list or (targets and targets.mosaic)) \
+        else None
+    spec = targets or TargetSpec()
+    data = DenseDataset(dataset_dir, o.split, on, seed=o.seed, masks=o.masks, verify=o.verify,
+                        mosaic=spec.mosaic if augment else None, mosaic_p=spec.mosaic_p)
     if len(data) == 0:
         raise AugforgeError(f"{dataset_dir}: split {o.split!r} has no rows")
     dist_rank, dist_world = rank_and_world()

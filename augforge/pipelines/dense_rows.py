@@ -23,6 +23,8 @@ from PIL import Image
 
 from augforge.augment.copy_paste import render_paste
 from augforge.augment.image import resolve_device
+from augforge.augment.mosaic import mosaic
+from augforge.augment.target_geometry import Moved
 from augforge.balance.apply import AUG_PREFIX
 from augforge.balance.copy_paste import parse_copy_paste
 from augforge.balance.repeat_factor import parse_repeat_factor
@@ -43,6 +45,7 @@ from augforge.recipe import Recipe
 DENSE_CHUNK_ROWS = 64
 #: the purpose string of the per-row draws (part of the seed: changing it changes every augmented row)
 PURPOSE = "dense-augment"
+MOSAIC_PURPOSE = "dense-mosaic"
 
 
 def check_dense_recipe(recipe: Recipe, source: Source) -> None:
@@ -82,7 +85,10 @@ class DenseTrainRows:
 
     def __init__(self, recipe: Recipe, source: Source, plan, outputs, encoder: Encoder) -> None:
         self.recipe, self.source, self.plan, self.outputs, self.encoder = recipe, source, plan, outputs, encoder
-        self.augment = recipe.augment.targets.augmenter(recipe.augment.image)
+        self.targets = recipe.augment.targets
+        self.augment = self.targets.augmenter(recipe.augment.image)
+        ids = source.ids()
+        self.ids = [ids[int(p)] for p in plan.train_positions]  # train row ids, in train order
         self.device = resolve_device(recipe.augment.device)  # 'gpu': DALI moves pixels, masks and points there
         self.mover = self.augment.dali_mover(DENSE_CHUNK_ROWS, "gpu") if self.device == "gpu" else None
         self.made = 0  # augmented rows made by this run (a resumed build counts from where it resumed)
@@ -100,7 +106,9 @@ class DenseTrainRows:
         picked = out.balanced[start:stop]
         origin = res.origin[picked]
         jobs = [self.plan.pastes.get(int(p)) for p in picked]  # copy_paste rows: their planned paste
-        unique = np.unique(np.r_[origin, [job.donor for job in jobs if job is not None]].astype(np.int64))
+        tiles = self._tiles(start, picked, origin)  # augmented rows tiled into a mosaic: (rng, 3 other rows)
+        extra = [job.donor for job in jobs if job is not None] + [o for _, others in tiles.values() for o in others]
+        unique = np.unique(np.r_[origin, extra].astype(np.int64))
         read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
         targets = dict(zip(unique.tolist(), from_columns(read)))
@@ -114,6 +122,15 @@ class DenseTrainRows:
             [bases[k][0] for k in wanted], [bases[k][1] for k in wanted],
             self.mover, [decode_semantic(by_origin[origin[k]][SEMANTIC]) for k in wanted] if semantic else None)
             if wanted else []))
+        for k, (rng, others) in tiles.items():  # the augmented sample with three train rows as they are
+            moved = drawn[k].moved
+            tiled = mosaic(rng, [moved.image, *(decode_rgb(by_origin[o][S.IMAGE]) for o in others)],
+                           [moved.instances, *(targets[o] for o in others)],
+                           [by_origin[int(origin[k])][S.ID], *(by_origin[o][S.ID] for o in others)],
+                           self.targets.mosaic, [moved.semantic, *(decode_semantic(by_origin[o][SEMANTIC])
+                                                                   for o in others)] if semantic else None)
+            if tiled is not None:
+                drawn[k].moved = Moved(tiled.image, tiled.instances, False, moved.visibility, moved.lost, tiled.semantic)
         ids, payloads, instances, sizes, augs, synthetic, maps = [], [], [], [], [], [], []
         for k, o in enumerate(origin.tolist()):
             row, variant, augmented, copy = by_origin[o], int(out.variant[start + k]), k in drawn, res.synthetic[picked[k]]
@@ -147,6 +164,23 @@ class DenseTrainRows:
                          [by_origin[o][IMAGE_LABELS] for o in origin.tolist()] if multilabel else None),
         })
 
+    def _tiles(self, start: int, picked: np.ndarray, origin: np.ndarray) -> dict:
+        """The augmented rows of a chunk that a mosaic tiles (``augment.targets.mosaic``, probability ``p``):
+        output index -> (its generator, three other train rows drawn by it). Seeded per row and variant."""
+        spec = self.targets
+        if spec.mosaic is None or spec.mosaic_p <= 0:
+            return {}
+        n = len(self.plan.train_positions)
+        tiles = {}
+        for k in range(len(picked)):
+            if not self.outputs.augmented[start + k]:
+                continue
+            row_id = self.ids[int(origin[k])]
+            rng = row_rng(self.recipe.augment_seed, row_id, int(self.outputs.variant[start + k]), MOSAIC_PURPOSE)
+            if rng.random() < spec.mosaic_p:
+                tiles[k] = (rng, rng.choice(n, 3, replace=n < 4).tolist())
+        return tiles
+
     def _base(self, row: dict, instances, job, by_origin: dict, decode: bool):
         """(pixels, instances) an output row starts from: its source row's, or for a copy_paste row the
         recipient with the donor instance pasted (``render_paste``). Pixels are decoded only where needed
@@ -166,10 +200,12 @@ def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int
     check_dense_recipe(recipe, source)
     aug = recipe.augment
     offline = aug.image if aug.mode == "offline" else ()
+    tiled = aug.mode == "offline" and aug.targets.mosaic is not None and aug.targets.mosaic_p > 0
     planned = plan_train(recipe, source, stage, "cleaning: hashing {:,} rows")
     plan = planned.balance
     names = list(source.class_names)
-    outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original, bool(offline))
+    outputs = plan_outputs(plan, lambda label: aug.copies_for(names[label]), aug.keep_original,
+                           bool(offline) or tiled)
     encoder = Encoder(recipe.output.format, recipe.output.quality, workers)
     train = DenseTrainRows(recipe, source, plan, outputs, encoder)
     n_train, others = len(outputs.balanced), planned.other_positions

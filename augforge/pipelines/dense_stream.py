@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from augforge.augment.mosaic import mosaic
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
 from augforge.datasets.reader import Dataset
@@ -32,12 +33,13 @@ class DenseDataset:
     ``RandomGeometry``, ``DenseAugment``) drawn per row and epoch (``set_epoch``), else the rows as stored."""
 
     def __init__(self, path, split: str = "train", augment=None, seed: int = 0, masks: bool = False,
-                 verify: bool = True) -> None:
+                 verify: bool = True, mosaic=None, mosaic_p: float = 0.0) -> None:
         self.data = Dataset(path, split, verify=verify)
         if not is_dense(self.data.target_columns):
             raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
                                 "detection and segmentation datasets")
         self.augment, self.seed, self.masks, self.epoch = augment, seed, masks, 0
+        self.mosaic, self.mosaic_p = mosaic, mosaic_p  # a MosaicSpec: batch samples tiled four into one
         #: the categories the targets index (without the rows' ``(no instances)`` label)
         self.classes = list((self.data.manifest.get("payload_info") or {}).get("targets", {}).get("classes")
                             or self.data.class_names)
@@ -54,8 +56,14 @@ class DenseDataset:
         """(row, copy) of an index: past ``len()``, index ``row + k * len()`` is row's k-th repeated copy."""
         return int(index) % len(self.data), int(index) // len(self.data)
 
-    def __getitem__(self, index: int):
-        return self.batch([index])[0]
+    def __getitem__(self, index):
+        """One row's (image, target); a list of indices: the batch of them (``batch``), as the loader asks."""
+        return self.batch(index) if isinstance(index, list) else self.batch([index])[0]
+
+    def _mosaics(self, indices, ids: list[str], images: list, targets: list, maps: list):
+        """``batch_mosaics`` seeded from (seed, epoch, the batch's rows)."""
+        rng = np.random.default_rng([self.seed, self.epoch, 4_004, *map(int, indices)])
+        return batch_mosaics(rng, ids, images, targets, maps, self.mosaic, self.mosaic_p)
 
     def batch(self, indices, mover=None) -> list:
         """The (image, target) pairs of rows ``indices``, read together; ``mover`` (a ``DaliMover``) moves their
@@ -75,6 +83,8 @@ class DenseDataset:
             self.rejected += sum(d.rejected for d in drawn)
             images, targets = [d.moved.image for d in drawn], [d.moved.instances for d in drawn]
             maps = [d.moved.semantic for d in drawn]
+            if self.mosaic is not None and self.mosaic_p > 0 and len(images) > 1:
+                images, targets, maps = self._mosaics(indices, rows.column(S.ID).to_pylist(), images, targets, maps)
         out = []
         for image, inst, sem, labels in zip(images, targets, maps, flags):
             target = detection_target(inst, image.shape[0], image.shape[1], self.masks)
@@ -84,6 +94,22 @@ class DenseDataset:
                 target["image_labels"] = multi_hot(labels, len(self.classes))
             out.append((image_tensor(image), target))
         return out
+
+
+def batch_mosaics(rng: np.random.Generator, ids: list[str], images: list, targets: list, maps: list, spec, p: float):
+    """Each sample of a batch, with probability ``p``, tiled with three others of the batch drawn by ``rng``
+    (``augforge.augment.mosaic``); the others as they were before any tiling. (images, targets, maps)."""
+    out_images, out_targets, out_maps = list(images), list(targets), list(maps)
+    for i in range(len(images)):
+        if rng.random() >= p:
+            continue
+        others = [j for j in range(len(images)) if j != i]
+        picked = [i, *rng.choice(others, 3, replace=len(others) < 3).tolist()]
+        tiled = mosaic(rng, [images[j] for j in picked], [targets[j] for j in picked], [ids[j] for j in picked],
+                       spec, [maps[j] for j in picked] if maps[i] is not None else None)
+        if tiled is not None:
+            out_images[i], out_targets[i], out_maps[i] = tiled.image, tiled.instances, tiled.semantic
+    return out_images, out_targets, out_maps
 
 
 def image_tensor(image: np.ndarray):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from augforge.augment.dense_ops import DenseAugment
 from augforge.augment.image_ops import check_image_ops
+from augforge.augment.mosaic import MosaicSpec
 from augforge.augment.ops import OpSpec, check_op
 from augforge.augment.target_geometry import ON_LOST, FramePolicy
 from augforge.augment.text import Protect
@@ -20,7 +21,8 @@ MODES = ("offline", "online")
 AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "policy", "text", "protect",
                 "min_words", "targets")
 TARGET_KEYS = ("clip", "min_visibility", "min_area", "min_width", "min_height", "on_lost", "flip_pairs",
-               "min_coverage", "attempts")
+               "min_coverage", "attempts", "mosaic")
+MOSAIC_KEYS = ("p", "size", "scale", "centre", "fill")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class TargetSpec:
     flip_pairs: tuple[tuple[int, int], ...] = ()
     min_coverage: float | None = None
     attempts: int = 10
+    mosaic: MosaicSpec | None = None  # four samples tiled into one, with probability mosaic_p
+    mosaic_p: float = 0.0
 
     def augmenter(self, ops):
         """The ``augforge.augment.dense_ops.DenseAugment`` of ``ops`` under this policy."""
@@ -85,7 +89,8 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
     text_ops = _text_ops(c, raw.get("text", []))
     if ops and text_ops:
         c.fail("augment", "give image ops or text ops, not both")
-    if (copies or per_class) and not ops and not text_ops:
+    targets = _targets(c, raw.get("targets"))
+    if (copies or per_class) and not ops and not text_ops and targets.mosaic is None:
         c.fail("augment.image", "copies are asked for but no ops are given (augment.image or augment.text)")
     mode = c.choice(raw.get("mode", "offline"), "augment.mode", MODES)
     if mode == "online" and text_ops:
@@ -115,7 +120,7 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
             patterns=c.strings(protect.get("patterns", []), "augment.protect.patterns"),
         ),
         min_words=int(c.number(raw.get("min_words", 1), "augment.min_words", 1, 1000, integer=True)),
-        targets=_targets(c, raw.get("targets")),
+        targets=targets,
     )
 
 
@@ -139,8 +144,26 @@ def _targets(c: Checker, value) -> TargetSpec:
                          min_visibility=share("min_visibility", 0.0), min_area=pixels("min_area"),
                          min_width=pixels("min_width"), min_height=pixels("min_height"),
                          on_lost=c.choice(raw.get("on_lost", "drop_instance"), where + "on_lost", ON_LOST))
+    mosaic, mosaic_p = _mosaic(c, raw.get("mosaic"), policy)
     return TargetSpec(policy=policy, flip_pairs=flip_pairs, min_coverage=share("min_coverage", None),
+                      mosaic=mosaic, mosaic_p=mosaic_p,
                       attempts=int(c.number(raw.get("attempts", 10), where + "attempts", 1, 1000, integer=True)))
+
+
+def _mosaic(c: Checker, value, policy: FramePolicy) -> tuple[MosaicSpec | None, float]:
+    """``augment.targets.mosaic`` (p, size [h, w], scale, centre, fill), checked: (its spec, its probability)."""
+    if value is None:
+        return None, 0.0
+    where = "augment.targets.mosaic"
+    raw = c.mapping(value, where, MOSAIC_KEYS)
+    if "size" not in raw:
+        c.fail(where + ".size", "missing; a mosaic needs its output size [h, w]")
+    h, w = c.size(raw["size"], where + ".size")
+    spec = MosaicSpec(size=(int(w), int(h)),
+                      scale=tuple(c.span(raw.get("scale", [0.5, 1.0]), where + ".scale", low=0.01, high=10.0)),
+                      centre=tuple(c.span(raw.get("centre", [0.25, 0.75]), where + ".centre", low=0.05, high=0.95)),
+                      fill=float(c.number(raw.get("fill", 114), where + ".fill", 0, 255)), policy=policy)
+    return spec, float(c.number(raw.get("p", 1.0), where + ".p", 0.0, 1.0))
 
 
 def _with_policy(ops: tuple, policy: tuple) -> tuple:
