@@ -13,13 +13,13 @@ missing instance (pastes given up, instances its own pastes cover) is left short
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from augforge.augment.copy_paste import Paste, PastePolicy, plan_paste
 from augforge.balance.resample import Resampled
+from augforge.balance.strategy import instance_step
 from augforge.datasets.targets import Instances
 from augforge.errors import AugforgeError
 
@@ -30,16 +30,11 @@ MAX_PASTES_PER_INSTANCE = 4
 
 def parse_copy_paste(strategy: str | None) -> int | None:
     """The target count of a ``copy_paste:N`` strategy, or None for another strategy."""
-    if not strategy:
-        return None
-    match = re.fullmatch(r"\s*copy_paste\s*(?::\s*([^,]+?))?\s*", strategy)
-    if match is None:
-        if NAME in strategy:
-            raise AugforgeError(f"strategy {strategy!r}: copy_paste is a strategy of its own, copy_paste:N (N "
-                                "instances per class at least), not a step of a chain")
+    value = instance_step(strategy, NAME, "copy_paste:N (N instances per class at least)")
+    if value is None:
         return None
     try:
-        target = int(match.group(1) or "")
+        target = int(value)
     except ValueError:
         target = 0
     if target < 1:

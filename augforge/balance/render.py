@@ -213,15 +213,22 @@ def render_semantic(section: dict, console: Console) -> None:
                   f"ignored pixels (255): {section['ignored_pixels']:,} of {section['pixels']:,}", highlight=False)
 
 
+def html_table(table_id: str, header: list[str], rows: list[list]) -> str:
+    """An HTML table: a header row, then one row per list of cells (text escaped, counts with separators)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c if isinstance(c, str) else _cell(c))}</td>" for c in row)
+                   + "</tr>" for row in rows)
+    return f"<table id='{table_id}'><tr>{head}</tr>{body}</table>"
+
+
 def _semantic_html(section: dict | None) -> str:
     """The HTML table of ``render_semantic``, or nothing for a report without semantic masks."""
     if not section:
         return ""
-    head = "<tr><th>class</th>" + "".join(f"<th>{c.replace('_', ' ')}</th>" for c in SEMANTIC_COLUMNS) + "</tr>"
-    rows = "".join(f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{_cell(row[k])}</td>" for k in
-                   SEMANTIC_COLUMNS) + "</tr>" for name, row in section["per_class"].items())
+    table = html_table("semantic", ["class", *(c.replace("_", " ") for c in SEMANTIC_COLUMNS)],
+                       [[name, *(row[k] for k in SEMANTIC_COLUMNS)] for name, row in section["per_class"].items()])
     return (f"<h2>Pixels per class</h2><p>{section['images']:,} images, {section['ignored_pixels']:,} of "
-            f"{section['pixels']:,} pixels ignored (255).</p><table id='semantic'>{head}{rows}</table>")
+            f"{section['pixels']:,} pixels ignored (255).</p>{table}")
 
 
 def render_image_labels(section: dict, console: Console) -> None:
@@ -242,23 +249,22 @@ def _image_labels_html(section: dict | None) -> str:
     """The HTML tables of ``render_image_labels``, or nothing for a report without image-level labels."""
     if not section:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{n:,}</td></tr>" for name, n in section["per_label"].items())
-    pairs = "".join(f"<tr><td>{html.escape(' + '.join(p['labels']))}</td><td>{p['images']:,}</td></tr>"
-                    for p in section["co_occurrence"])
+    labels = html_table("image-labels", ["label", "images"], [[name, n] for name, n in section["per_label"].items()])
+    pairs = html_table("co-occurrence", ["labels", "images"],
+                       [[" + ".join(p["labels"]), p["images"]] for p in section["co_occurrence"]])
     return (f"<h2>Image-level labels</h2><p>{section['images']:,} images, {section['labels_per_image']:g} labels per "
-            f"image.</p><table id='image-labels'><tr><th>label</th><th>images</th></tr>{rows}</table>"
-            f"<table id='co-occurrence'><tr><th>labels</th><th>images</th></tr>{pairs}</table>")
+            f"image.</p>{labels}{pairs}")
 
 
 def _instance_projection_html(section: dict | None) -> str:
     """The HTML table of ``render_instance_balance`` (instances per class before and after), or nothing."""
     if not section:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{row.get('repeat_factor', '')}</td><td>{row['before']:,}"
-                   f"</td><td>{row['after']:,}</td></tr>" for name, row in section["per_class"].items())
+    table = html_table("instance-projection", ["class", "repeat factor", "before", "after"],
+                       [[name, row.get("repeat_factor"), row["before"], row["after"]]
+                        for name, row in section["per_class"].items()])
     return (f"<h2>Instances after {html.escape(section['strategy'])}</h2><p>{section['images_before']:,} images "
-            f"become {section['images_after']:,}.</p><table id='instance-projection'><tr><th>class</th>"
-            f"<th>repeat factor</th><th>before</th><th>after</th></tr>{rows}</table>")
+            f"become {section['images_after']:,}.</p>{table}")
 
 
 def _instances_html(section: dict | None) -> str:

@@ -16,11 +16,11 @@ each epoch from (seed, epoch). ``project_instances`` gives the instance counts p
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
 from augforge.balance.resample import Resampled
+from augforge.balance.strategy import instance_step
 from augforge.datasets.targets import Instances
 from augforge.errors import AugforgeError
 
@@ -32,23 +32,18 @@ DEFAULT_THRESHOLD = 0.001
 def parse_repeat_factor(strategy: str | None) -> float | None:
     """The threshold of a ``repeat_factor[:t]`` strategy, or None for another strategy; a bad threshold is one
     line."""
-    if not strategy:
+    value = instance_step(strategy, NAME, "repeat_factor[:t] (t in (0, 1])", key="t")
+    if value is None:
         return None
-    match = re.fullmatch(r"\s*repeat_factor\s*(?::\s*(?:t\s*=\s*)?([^,]+?))?\s*", strategy)
-    if match is None:
-        if NAME in strategy:
-            raise AugforgeError(f"strategy {strategy!r}: repeat_factor is a strategy of its own, "
-                                "repeat_factor[:t] (t in (0, 1]), not a step of a chain")
-        return None
-    if match.group(1) is None:
+    if value == "":
         return DEFAULT_THRESHOLD
     try:
-        threshold = float(match.group(1))
+        threshold = float(value)
     except ValueError:
         threshold = float("nan")
     if not 0 < threshold <= 1:
         raise AugforgeError(f"strategy {strategy!r}: the threshold t must be a share of the images in (0, 1], "
-                            f"got {match.group(1)!r}")
+                            f"got {value!r}")
     return threshold
 
 

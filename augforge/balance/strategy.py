@@ -323,3 +323,19 @@ def project(steps: list[Step], counts, class_names: list[str], strategy_text: st
                       "counts": dict(zip(class_names, (int(n) for n in current)))})
     return Projection(strategy_text or ",".join(s.text for s in steps), [int(n) for n in current], exact, trail,
                       notes)
+
+
+def instance_step(strategy: str | None, name: str, usage: str, key: str | None = None) -> str | None:
+    """The argument of a one-step instance strategy ``name[:value]`` (``key=value`` accepted when ``key`` is
+    given): None when ``strategy`` is another strategy, ``""`` when no value is given; ``name`` inside a chain is
+    refused in one line showing ``usage``."""
+    if not strategy:
+        return None
+    prefix = rf"(?:{key}\s*=\s*)?" if key else ""
+    match = re.fullmatch(rf"\s*{name}\s*(?::\s*{prefix}([^,]+?))?\s*", strategy)
+    if match is None:
+        if name in strategy:
+            raise AugforgeError(f"strategy {strategy!r}: {name} is a strategy of its own, {usage}, not a step of a "
+                                "chain")
+        return None
+    return match.group(1) or ""
