@@ -155,3 +155,29 @@ def test_audit_of_a_detection_set_checks_images_and_says_why_not_labels(coco_set
     assert "label_issues" not in report and report["rows"] == 24
     assert "label issues are not checked on a detection or segmentation set" in report["near_duplicates"]["note"]
     assert report["near_duplicates"]["pairs"] == 0  # 24 distinct composed scenes
+
+
+def test_audit_finds_duplicate_boxes_uncovered_masks_and_left_out_annotations(tmp_path, capsys):
+    root = tmp_path / "coco"
+    composed_scenes.write_coco_set(root, 8, seed=3, with_keypoints=False)
+    data = json.loads((root / "annotations.json").read_text())
+    anns = data["annotations"]
+    next_id = max(a["id"] for a in anns) + 1
+    twin = dict(anns[0], id=next_id)  # the same object annotated twice
+    x, y, w, h = anns[1]["bbox"]
+    anns[1]["bbox"] = [max(0, x - 10), max(0, y - 10), w + 20, h + 20]  # a box drawn around more than its mask
+    flat = dict(anns[2], id=next_id + 1, bbox=[10, 10, 0, 5], segmentation=[])  # no area
+    outside = dict(anns[3], id=next_id + 2, bbox=[90, 60, 30, 30], segmentation=[])  # beyond the 96x64 image
+    anns += [twin, flat, outside]
+    (root / "annotations.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["audit", str(root / "annotations.json"), "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["annotations"]
+    assert notes["duplicate_boxes"]["count"] == 1 and notes["duplicate_boxes"]["rows"][0]["iou"] == 1.0
+    uncovered = notes["masks_not_covering_their_box"]
+    widened = f"annotation {anns[1]['id']}"
+    assert uncovered["count"] >= 1 and any(r["instance"].endswith(widened) for r in uncovered["rows"])
+    assert notes["left_out"]["box_without_area"]["count"] == 1 and notes["left_out"]["box_outside_image"]["count"] == 1
+    assert main(["audit", str(root / "annotations.json")]) == 0
+    out = capsys.readouterr().out
+    assert "duplicate boxes" in out and "box outside image 1" in out

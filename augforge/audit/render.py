@@ -19,6 +19,15 @@ def summary_rows(report: dict) -> list[tuple[str, str, str]]:
     if "embedding_neighbours" in report:
         near = report["embedding_neighbours"]
         rows.append(("embedding neighbour pairs", f"{near['pairs']:,} (leaking: {_leaks(near)})", near["method"]))
+    if "annotations" in report:  # a detection or segmentation set's own annotations
+        notes = report["annotations"]
+        rows.append(("duplicate boxes", f"{notes['duplicate_boxes']['count']:,}", notes["duplicate_boxes"]["method"]))
+        rows.append(("masks not covering their box", f"{notes['masks_not_covering_their_box']['count']:,}",
+                     notes["masks_not_covering_their_box"]["method"]))
+        rows.append(("empty masks", f"{notes['empty_masks']['count']:,}", "a mask or polygon of no pixel"))
+        left = ", ".join(f"{kind.replace('_', ' ')} {v['count']:,}" for kind, v in notes["left_out"].items()
+                         if v["count"]) or "none"
+        rows.append(("annotations left out by the reader", left, "each line in the report's problems"))
     if "label_issues" in report:
         issues = report["label_issues"]
         rows.append(("label issues", f"{issues['count']:,}",

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from augforge.audit.clusters import describe_clusters, star_clusters
+from augforge.audit.dense import dense_section
 from augforge.audit.hashing import RADIUS, hash_images, nearest_pairs, unordered_pairs
 from augforge.audit.html import write_html
 from augforge.audit.labels import FOLDS, PIXELS, label_issues, out_of_fold_probabilities, outlier_scores
@@ -27,7 +28,7 @@ from augforge.audit.probs import run_probabilities
 from augforge.audit.rows import AuditRows, read_rows
 from augforge.audit.verify import CERTAIN, PIXEL_NEIGHBOURS, RATIO, THRESHOLD, pixel_neighbour_pairs, verify_pairs
 from augforge.datasets import schema as S
-from augforge.datasets.sources import has_dense_targets
+from augforge.datasets.sources import has_dense_targets, open_source
 from augforge.datasets.sources.base import cleaning_step
 from augforge.errors import OptionError
 
@@ -241,7 +242,10 @@ def audit(path, *, splits: list[str] | None = None, seed: int = 0, labels: bool 
         report["embedding_neighbours"] = _duplicates_section(
             rows, embedding_pairs(rows.embeddings, near.cosine), f"cosine similarity >= {near.cosine} of "
                                                                  f"{embedded_by} (exact neighbour search)")
-    if labels and isinstance(path, (str, Path)) and has_dense_targets(path):  # a row's label is its rarest instance class: no label to check
+    dense = isinstance(path, (str, Path)) and has_dense_targets(path)
+    if dense:  # the annotations themselves: duplicate boxes, masks against boxes, what the reader left out
+        report["annotations"] = dense_section(open_source(path))
+    if labels and dense:  # a row's label is its rarest instance class: no label to check
         report["near_duplicates"]["note"] = " ".join(filter(None, (
             report["near_duplicates"].get("note"), "label issues are not checked on a detection or segmentation "
             "set (a row's label is its rarest instance class, not an annotation); images are checked for "
