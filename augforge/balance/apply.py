@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from augforge.balance.copy_paste import paste_counts, paste_resample, parse_copy_paste, plan_copy_paste
+from augforge.balance.ml_ros import ml_ros_counts, ml_ros_resample, parse_ml_ros
 from augforge.balance.repeat_factor import instance_counts, parse_repeat_factor, repeat_resample
 from augforge.balance.resample import INDEX_ONLY, Resampled, check_class_sizes, check_finite, parse_for, resample
 from augforge.balance.strategy import Step, project
@@ -96,15 +97,16 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     (a build drops duplicates first); a ``strategy`` of None keeps the train rows as they are.
     """
     stage = on_stage or (lambda _: None)
-    threshold = target = None
+    threshold = target = share = None
     if strategy and source.has_targets:
-        threshold, target = parse_repeat_factor(strategy), parse_copy_paste(strategy)
-        if threshold is None and target is None:
+        threshold, target, share = parse_repeat_factor(strategy), parse_copy_paste(strategy), parse_ml_ros(strategy)
+        if threshold is None and target is None and share is None:
             raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance "
                                 "is counted in instances, which resampling whole rows by their rarest class does not "
                                 "balance (`augforge report` counts them); use repeat_factor[:t] (repeat-factor "
-                                "sampling) or copy_paste:N (rare instances pasted)")
-    steps = parse_for(strategy, source.payload) if strategy and threshold is None and target is None else []
+                                "sampling), copy_paste:N (rare instances pasted) or ml_ros[:P] (image-level labels)")
+    instance_strategy = threshold is not None or target is not None or share is not None
+    steps = parse_for(strategy, source.payload) if strategy and not instance_strategy else []
     rows = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     is_train = rows.splits == S.TRAIN
     train_positions = rows.positions[is_train]
@@ -120,9 +122,17 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
             _train_features(source, train_positions, stage)
         stage(f"resampling {len(y):,} rows")
     pastes = {}
-    if target is not None:  # copy-paste: rare instances pasted onto copies of the emptiest train images
+    classes = list(source.payload_info().get("targets", {}).get("classes") or names)
+    if share is not None:  # ML-ROS: images cloned by their minority image-level labels
+        stage(f"ML-ROS over the image-level labels of {len(y):,} images (P = {share:g})")
+        label_sets = source.image_labels(train_positions)
+        if label_sets is None:
+            raise AugforgeError(f"{source.location}: strategy {strategy}: ml_ros re-samples image-level labels, "
+                                "which this set does not have (LabelMe flags)")
+        result = ml_ros_resample(label_sets, y, len(classes), share, seed)
+        instances = ml_ros_counts(label_sets, result.origin, classes, share)
+    elif target is not None:  # copy-paste: rare instances pasted onto copies of the emptiest train images
         stage(f"planning copy-paste of rare instances onto {len(y):,} train images")
-        classes = list(source.payload_info().get("targets", {}).get("classes") or names)
         train_instances = source.instances(train_positions)
         ids = source.ids()
         plan = plan_copy_paste(train_instances, source.image_sizes(train_positions),
@@ -132,7 +142,6 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
         instances = paste_counts(train_instances, plan, classes, target)
     elif threshold is not None:  # repeat-factor sampling: images repeated by their rarest class's instance share
         stage(f"repeat-factor sampling of {len(y):,} images (t = {threshold:g})")
-        classes = list(source.payload_info().get("targets", {}).get("classes") or names)
         train_instances = source.instances(train_positions)
         result = repeat_resample(train_instances, y, len(classes), threshold, seed)
         instances = instance_counts(train_instances, result.origin, classes, threshold)
@@ -143,7 +152,7 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     order = np.argsort(key, kind="stable")
     grouped = result.origin[order]
     origins, counts = np.unique(grouped[grouped >= 0], return_counts=True)
-    return BalancePlan(instances=instances if threshold is not None or target is not None else None, pastes=pastes,
+    return BalancePlan(instances=instances if instance_strategy else None, pastes=pastes,
         steps=steps, train_positions=train_positions, other_positions=rows.positions[~is_train],
         other_splits=rows.splits[~is_train], result=result, order=order, origins=origins, counts=counts,
         orphans=order[len(grouped[grouped >= 0]):], before=before,

@@ -118,17 +118,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from augforge.balance import build_report, split_stats
     from augforge.balance.render import render_html, render_terminal
 
-    from augforge.balance.copy_paste import parse_copy_paste
-    from augforge.balance.repeat_factor import parse_repeat_factor
+    from augforge.balance.instance_strategies import instance_strategy as instance_kind
 
     source = source_from(args)
-    instance_strategy = source.has_targets and args.strategy and (
-        parse_repeat_factor(args.strategy) is not None or parse_copy_paste(args.strategy) is not None)
+    instance_strategy = source.has_targets and instance_kind(args.strategy) is not None
     if source.has_targets and ((args.strategy and not instance_strategy) or args.evaluate):
         flag = "--strategy" if args.strategy else "--evaluate"
         raise AugforgeError(f"{flag}: {args.source} is a detection or segmentation set; row strategies do not balance "
-                            "its instances (the report counts instances per class; --strategy repeat_factor[:t] "
-                            "or copy_paste:N projects an instance strategy)")
+                            "its instances (the report counts instances per class; --strategy repeat_factor[:t], "
+                            "copy_paste:N or ml_ros[:P] projects an instance strategy)")
     splits, imbalance = split_specs(args)
     stats = split_stats(source, args.split, splits, imbalance, args.seed)
     report = build_report(stats, source=str(args.source), kind=source.kind, payload=source.payload,

@@ -26,8 +26,7 @@ from augforge.augment.image import resolve_device
 from augforge.augment.mosaic import mosaic
 from augforge.augment.target_geometry import Moved
 from augforge.balance.apply import AUG_PREFIX
-from augforge.balance.copy_paste import parse_copy_paste
-from augforge.balance.repeat_factor import parse_repeat_factor
+from augforge.balance.instance_strategies import instance_strategy
 from augforge.augment.image_ops import OPS_VERSION, check_op_list
 from augforge.checks import RecipeError
 from augforge.datasets import schema as S
@@ -52,14 +51,14 @@ def check_dense_recipe(recipe: Recipe, source: Source) -> None:
     """Refuse, in one line naming the recipe key, what a dense build cannot do."""
     aug = recipe.augment
     try:
-        instance_strategy = parse_repeat_factor(recipe.strategy) is not None or \
-            parse_copy_paste(recipe.strategy) is not None
+        by_instances = instance_strategy(recipe.strategy) is not None
     except AugforgeError as exc:
         raise RecipeError(f"{recipe.file}: balance.strategy: {exc}") from None
-    if recipe.strategy and not instance_strategy:
+    if recipe.strategy and not by_instances:
         raise RecipeError(f"{recipe.file}: balance.strategy: {recipe.strategy} resamples whole rows by their label; "
                           f"{source.location} is a detection or segmentation set, whose imbalance is counted in "
-                          "instances (`augforge report` shows them): use repeat_factor[:t] or copy_paste:N")
+                          "instances (`augforge report` shows them): use repeat_factor[:t], copy_paste:N or "
+                          "ml_ros[:P]")
     if aug.text:
         raise RecipeError(f"{recipe.file}: augment.text: {source.location} holds images; use augment.image ops")
     if aug.color == "gray":

@@ -14,8 +14,7 @@ from typing import Any
 import yaml
 
 from augforge.augment.image_ops import check_op_list
-from augforge.balance.copy_paste import parse_copy_paste
-from augforge.balance.repeat_factor import parse_repeat_factor
+from augforge.balance.instance_strategies import instance_strategy
 from augforge.balance.strategy import parse_strategy
 from augforge.checks import Checker, RecipeError
 from augforge.errors import AugforgeError
@@ -104,7 +103,7 @@ def parse_recipe(data: Any, file: str = "<recipe>", base: str | Path = ".") -> R
     if balance.get("strategy") is not None:
         strategy = c.text(balance["strategy"], "balance.strategy")
         try:
-            if parse_repeat_factor(strategy) is None and parse_copy_paste(strategy) is None:  # else a row chain
+            if instance_strategy(strategy) is None:  # a row chain (an instance strategy: detection sets)
                 parse_strategy(strategy)
         except AugforgeError as exc:
             c.fail("balance.strategy", str(exc))

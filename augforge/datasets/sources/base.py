@@ -95,6 +95,11 @@ class Source(ABC):
         a source without them."""
         return None
 
+    def image_labels(self, positions: np.ndarray) -> list[list[int]] | None:
+        """The image-level labels (class indices) of the rows at ``positions`` of a multilabel source, or None
+        for a source without them."""
+        return None
+
     def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]] | None:
         """(width, height) of the images at ``positions`` of a source with dense targets (what their coordinates
         refer to), without decoding them; None for a source without targets."""

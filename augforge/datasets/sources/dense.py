@@ -151,6 +151,11 @@ class DenseSource(Source):
     def instances(self, positions: np.ndarray) -> list[Instances]:
         return [self.dense.images[self._index[i]].instances for i in np.asarray(positions, dtype=np.int64)]
 
+    def image_labels(self, positions: np.ndarray) -> list[list[int]] | None:
+        if not self.dense.multilabel:
+            return None
+        return [list(self.dense.images[self._index[i]].image_labels or []) for i in np.asarray(positions, np.int64)]
+
     def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]]:
         images = [self.dense.images[self._index[i]] for i in np.asarray(positions, dtype=np.int64)]
         return [(image.width, image.height) for image in images]
