@@ -2,11 +2,12 @@
 images until every class that has instances holds at least ``N`` of them (or the step gives up).
 
 The plan is made from the train split's targets alone (``augforge.augment.copy_paste.plan_paste``), seeded, so
-``report --strategy`` shows exactly the instances the build writes. Each paste is a new synthetic row: a copy of
-the recipient with one donor instance pasted (its origin naming the donor row and instance). Rarest classes
-first; a donor is drawn among the class's non-crowd instances that have a mask or polygons; a recipient among
-the train images with the fewest instances (a paste copies the recipient's instances too: the emptiest images
-add the least to the other classes), never the donor's own image. Only train rows are donors or recipients:
+``report --strategy`` shows exactly the instances the build writes. Each new synthetic row is a copy of a
+recipient with up to ``PASTES_PER_IMAGE`` instances of one class pasted, each planned on what the previous left
+(their origins name the donor row and instance). Rarest classes first; a donor is drawn among the class's
+non-crowd instances that have a mask or polygons; a recipient among the train images with the fewest instances
+(a new row copies the recipient's instances too: the emptiest images, and several pastes a row, add the least to
+the other classes); a donor's own image is never its recipient. Only train rows are donors or recipients:
 val and test never feed a paste. A class that cannot reach ``N`` within ``MAX_PASTES_PER_INSTANCE`` tries per
 missing instance (pastes given up, instances its own pastes cover) is left short, and the plan says so.
 """
@@ -26,6 +27,8 @@ from augforge.errors import AugforgeError
 NAME = "copy_paste"
 #: tries per missing instance before a class is left short
 MAX_PASTES_PER_INSTANCE = 4
+#: instances of one class pasted onto one new row (fewer copies of the recipients' own instances per paste)
+PASTES_PER_IMAGE = 3
 
 
 def parse_copy_paste(strategy: str | None) -> int | None:
@@ -45,13 +48,16 @@ def parse_copy_paste(strategy: str | None) -> int | None:
 
 @dataclass
 class PasteJob:
-    """One planned synthetic row: recipient and donor (indices into the train rows), the donor instance, the
-    paste."""
+    """One planned synthetic row: the recipient (an index into the train rows) and its pastes in order, each
+    (donor row, donor instance, the paste planned on the instances the previous pastes left)."""
 
     recipient: int
-    donor: int
-    index: int
-    paste: Paste
+    pastes: list[tuple[int, int, Paste]]
+
+    @property
+    def instances(self) -> Instances:
+        """The row's instances after its last paste."""
+        return self.pastes[-1][2].instances
 
 
 @dataclass
@@ -89,21 +95,27 @@ def plan_copy_paste(rows: list[Instances], sizes: list[tuple[int, int]], ids: li
         if not donors[c]:
             plan.short[class_names[c]] = missing
             continue
-        for _ in range(MAX_PASTES_PER_INSTANCE * missing):
-            if counts[c] >= target:
-                break
-            r, i = donors[c][int(rng.integers(len(donors[c])))]
-            choices = recipients[recipients != r] if len(recipients) > 1 else np.flatnonzero(np.arange(len(rows)) != r)
-            if len(choices) == 0:
-                break
-            q = int(choices[int(rng.integers(len(choices)))])
-            paste = plan_paste(rng, rows[q], sizes[q], rows[r], i, sizes[r], ids[r], policy)
-            if paste.instances is None:
-                plan.given_up += 1
-                continue
-            counts += _counts([paste.instances], k)
-            plan.dropped += paste.dropped
-            plan.jobs.append(PasteJob(q, r, i, paste))
+        tries = MAX_PASTES_PER_INSTANCE * missing
+        while counts[c] < target and tries > 0:
+            q = int(recipients[int(rng.integers(len(recipients)))])
+            current, pastes = rows[q], []
+            for _ in range(PASTES_PER_IMAGE):  # up to this many of the class's instances onto one recipient
+                if counts[c] + sum(p[2].instances.classes[-1] == c for p in pastes) >= target or tries <= 0:
+                    break
+                tries -= 1
+                r, i = donors[c][int(rng.integers(len(donors[c])))]
+                if r == q:
+                    continue
+                paste = plan_paste(rng, current, sizes[q], rows[r], i, sizes[r], ids[r], policy)
+                if paste.instances is None:
+                    plan.given_up += 1
+                    continue
+                plan.dropped += paste.dropped
+                pastes.append((r, i, paste))
+                current = paste.instances
+            if pastes:
+                counts += _counts([current], k)
+                plan.jobs.append(PasteJob(q, pastes))
         if counts[c] < target:
             plan.short[class_names[c]] = int(target - counts[c])
     return plan
@@ -122,9 +134,9 @@ def paste_resample(y: np.ndarray, plan: CopyPastePlan, target: int) -> Resampled
 def paste_counts(rows: list[Instances], plan: CopyPastePlan, class_names: list[str], target: int) -> dict:
     """Instances per class before and after the step, and what it could not do (``report --strategy``)."""
     before = _counts(rows, len(class_names))
-    after = before + _counts([job.paste.instances for job in plan.jobs], len(class_names))
+    after = before + _counts([job.instances for job in plan.jobs], len(class_names))
     return {"strategy": f"{NAME}:{target}", "images_before": len(rows), "images_after": len(rows) + len(plan.jobs),
             "per_class": {name: {"before": int(before[c]), "after": int(after[c])}
                           for c, name in enumerate(class_names)},
-            "pastes": len(plan.jobs), "pastes_given_up": plan.given_up, "instances_dropped_by_occlusion": plan.dropped,
+            "pastes": sum(len(job.pastes) for job in plan.jobs), "pastes_given_up": plan.given_up, "instances_dropped_by_occlusion": plan.dropped,
             "short": plan.short}

@@ -106,7 +106,8 @@ class DenseTrainRows:
         origin = res.origin[picked]
         jobs = [self.plan.pastes.get(int(p)) for p in picked]  # copy_paste rows: their planned paste
         tiles = self._tiles(start, picked, origin)  # augmented rows tiled into a mosaic: (rng, 3 other rows)
-        extra = [job.donor for job in jobs if job is not None] + [o for _, others in tiles.values() for o in others]
+        extra = [r for job in jobs if job is not None for r, _, _ in job.pastes] + \
+            [o for _, others in tiles.values() for o in others]
         unique = np.unique(np.r_[origin, extra].astype(np.int64))
         read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
@@ -186,8 +187,10 @@ class DenseTrainRows:
         (``decode``: the row is augmented): None for a row kept as it is."""
         if job is None:
             return (decode_rgb(row[S.IMAGE]) if decode else None), instances
-        donor = by_origin[job.donor]
-        return render_paste(decode_rgb(row[S.IMAGE]), decode_rgb(donor[S.IMAGE]), job.paste), job.paste.instances
+        image = decode_rgb(row[S.IMAGE])
+        for donor, _, paste in job.pastes:  # in planned order: each on what the previous left
+            image = render_paste(image, decode_rgb(by_origin[donor][S.IMAGE]), paste)
+        return image, job.instances
 
 
 def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int, overwrite: bool,
