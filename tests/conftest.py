@@ -138,3 +138,21 @@ def augforge_cache(tmp_path_factory):
         os.environ.pop("AUGFORGE_CACHE", None)
     else:
         os.environ["AUGFORGE_CACHE"] = previous
+
+
+def rebuilt_train_rows(recipe: Path, data: dict, out: Path):
+    """Write ``data`` as the ``recipe`` file with ``output.dir`` ``out``, build it, and return the train split's
+    table and its instances by row id."""
+    import numpy as np
+    import yaml
+
+    from augforge.cli import main
+    from augforge.datasets.reader import Dataset
+    from augforge.datasets.targets import from_columns
+
+    data["output"]["dir"] = str(out)
+    recipe.write_text(yaml.safe_dump(data))
+    assert main(["build", str(recipe), "-q"]) == 0
+    train = Dataset(out, "train")
+    table = train.take(np.arange(len(train)))
+    return table, dict(zip(table.column("id").to_pylist(), from_columns(table)))

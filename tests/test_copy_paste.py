@@ -21,6 +21,7 @@ from augforge.datasets.sources import open_source
 from augforge.datasets.targets import Instances, from_columns, instance_mask, mask_box
 from augforge.errors import OptionError
 from augforge.pipelines.dense_rows import decode_rgb
+from conftest import rebuilt_train_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import composed_scenes  # noqa: E402  (the scene maker, shared with the dense benchmarks)
@@ -147,3 +148,29 @@ def test_the_balance_command_sends_copy_paste_to_a_build(longtail, tmp_path, cap
     capsys.readouterr()
     assert main(["balance", str(longtail), str(tmp_path / "b"), "--strategy", "copy_paste:40"]) == 1
     assert "run it as a recipe's balance.strategy" in capsys.readouterr().err
+
+
+def test_copy_paste_as_an_op_in_the_stream_and_in_a_build(longtail, tmp_path):
+    recipe = tmp_path / "op.yaml"
+    data = {"source": {"path": str(longtail), "test_split": 0.2},
+            "augment": {"mode": "online", "image": [{"op": "hflip", "p": 0.5}],
+                        "targets": {"copy_paste": {"p": 1.0, "max_instances": 2, "classes": ["shard"]}}},
+            "output": {"dir": str(tmp_path / "data"), "format": "png"}}
+    recipe.write_text(yaml.safe_dump(data))
+    assert main(["build", str(recipe), "-q"]) == 0
+    plain = Dataset(tmp_path / "data", "train")
+    shards = sum(int((r.classes == 2).sum()) for r in from_columns(plain.take(np.arange(len(plain)))))
+    from augforge.pipelines.dense_loader import open_dense_loader
+
+    streamed = [t for _, ts in open_dense_loader(tmp_path / "data", 12, recipe=str(recipe), seed=3) for t in ts]
+    assert sum(int((t["labels"] == 2).sum()) for t in streamed) > shards  # shards pasted from the batch's others
+    data["augment"] = {"copies": 1, "image": [{"op": "hflip", "p": 0.5}],
+                       "targets": {"copy_paste": {"p": 1.0, "max_instances": 2, "classes": ["shard"]}}}
+    _, rows = rebuilt_train_rows(recipe, data, tmp_path / "built")
+    pasted = [o for i, r in rows.items() if "~a" in i for o in r.origin if o.startswith("paste:")]
+    assert pasted and all(rows[o.split(":", 1)[1].split("#", 1)[0]] is not None for o in pasted)  # train donors
+    donor_classes = {int(r.classes[r.origin.index(o)]) for r in rows.values() for o in r.origin if o in pasted}
+    assert donor_classes == {2}  # only the class named
+    data["augment"]["targets"]["copy_paste"]["classes"] = ["unicorn"]
+    recipe.write_text(yaml.safe_dump(data))
+    assert main(["build", str(recipe), "--out", str(tmp_path / "bad"), "-q"]) == 1

@@ -14,10 +14,10 @@ import yaml
 from augforge.augment.mosaic import MosaicSpec, mosaic, quadrant_matrix, quadrants
 from augforge.augment.target_geometry import FramePolicy, clip_polygon, polygon_area, transform_points, warp_image
 from augforge.cli import main
-from augforge.datasets.reader import Dataset
-from augforge.datasets.targets import IGNORE, from_columns, polygon_box, polygon_mask
+from augforge.datasets.targets import IGNORE, polygon_box, polygon_mask
 from augforge.errors import OptionError
 from augforge.pipelines.dense_loader import open_dense_loader
+from conftest import rebuilt_train_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import composed_scenes  # noqa: E402  (the scene maker, shared with the dense benchmarks)
@@ -115,12 +115,7 @@ def test_mosaic_in_the_stream_and_in_a_build(coco, tmp_path):
          for t in ts]  # seeded: the same mosaics on a rerun
     data["augment"] = {"copies": 1, "image": [{"op": "hflip", "p": 0.5}],
                        "targets": {"mosaic": {"p": 1.0, "size": [96, 128]}}}
-    data["output"]["dir"] = str(tmp_path / "built")
-    recipe.write_text(yaml.safe_dump(data))
-    assert main(["build", str(recipe), "-q"]) == 0
-    built = Dataset(tmp_path / "built", "train")
-    table = built.take(np.arange(len(built)))
-    rows = dict(zip(table.column("id").to_pylist(), from_columns(table)))
+    table, rows = rebuilt_train_rows(recipe, data, tmp_path / "built")
     widths = dict(zip(table.column("id").to_pylist(), table.column("width").to_pylist()))
     tiled = [i for i in rows if "~a" in i]
     assert len(tiled) == 12 and all(widths[i] == 128 for i in tiled)

@@ -142,3 +142,39 @@ def render_paste(recipient_image: np.ndarray, donor_image: np.ndarray, paste: Pa
     out = recipient_image.copy()
     out[paste.mask] = moved[paste.mask]
     return out
+
+
+@dataclass(frozen=True)
+class CopyPasteSpec:
+    """Copy-paste as an augmentation op: with probability ``p`` a sample gets up to ``max_instances`` instances
+    of other samples pasted (of the ``classes`` named, all when empty), placed by ``policy``."""
+
+    p: float = 0.5
+    max_instances: int = 3
+    classes: tuple[str, ...] = ()
+    policy: PastePolicy = PastePolicy()
+
+
+def paste_from(rng: np.random.Generator, image: np.ndarray, instances: Instances, donors: list, spec: CopyPasteSpec,
+               class_names: list[str], semantic: np.ndarray | None = None):
+    """``image`` and ``instances`` (and ``semantic``: the pasted pixels take the pasted class) with up to
+    ``spec.max_instances`` instances of the ``donors`` ((image, instances, row id) each) pasted, in turn, each on
+    what the previous left. (image, instances, semantic, pastes made)."""
+    wanted = {class_names.index(name) for name in spec.classes} if spec.classes else None
+    pool = [(d, i) for d, (_, inst, _) in enumerate(donors) for i in range(len(inst))
+            if not inst.crowd[i] and (inst.polygons[i] or inst.masks[i] is not None)
+            and (wanted is None or int(inst.classes[i]) in wanted)]
+    height, width = image.shape[:2]
+    made = 0
+    for _ in range(min(spec.max_instances, len(pool))):
+        d, i = pool[int(rng.integers(len(pool)))]
+        donor_image, donor, donor_id = donors[d]
+        paste = plan_paste(rng, instances, (width, height), donor, i, (donor_image.shape[1], donor_image.shape[0]),
+                           donor_id, spec.policy)
+        if paste.instances is None:
+            continue
+        image, instances, made = render_paste(image, donor_image, paste), paste.instances, made + 1
+        if semantic is not None:
+            semantic = semantic.copy()
+            semantic[paste.mask] = int(donor.classes[i])
+    return image, instances, semantic, made

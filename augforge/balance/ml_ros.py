@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from augforge.balance.resample import Resampled
-from augforge.balance.strategy import instance_step
+from augforge.balance.strategy import instance_step, step_number
 from augforge.errors import AugforgeError
 
 NAME = "ml_ros"
@@ -24,18 +24,7 @@ DEFAULT_SHARE = 0.25
 def parse_ml_ros(strategy: str | None) -> float | None:
     """The share ``P`` of an ``ml_ros[:P]`` strategy, or None for another strategy."""
     value = instance_step(strategy, NAME, "ml_ros[:P] (P: the share of images to add, in (0, 10])")
-    if value is None:
-        return None
-    if value == "":
-        return DEFAULT_SHARE
-    try:
-        share = float(value)
-    except ValueError:
-        share = float("nan")
-    if not 0 < share <= 10:
-        raise AugforgeError(f"strategy {strategy!r}: ml_ros's P is the share of images to add, in (0, 10], got "
-                            f"{value!r}")
-    return share
+    return step_number(strategy, value, DEFAULT_SHARE, 10.0, "ml_ros's P is the share of images to add")
 
 
 def label_counts(label_sets: list[list[int]], labels: int) -> np.ndarray:

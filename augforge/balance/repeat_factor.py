@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from augforge.balance.resample import Resampled
-from augforge.balance.strategy import instance_step
+from augforge.balance.strategy import instance_step, step_number
 from augforge.datasets.targets import Instances
 from augforge.errors import AugforgeError
 
@@ -33,18 +33,7 @@ def parse_repeat_factor(strategy: str | None) -> float | None:
     """The threshold of a ``repeat_factor[:t]`` strategy, or None for another strategy; a bad threshold is one
     line."""
     value = instance_step(strategy, NAME, "repeat_factor[:t] (t in (0, 1])", key="t")
-    if value is None:
-        return None
-    if value == "":
-        return DEFAULT_THRESHOLD
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = float("nan")
-    if not 0 < threshold <= 1:
-        raise AugforgeError(f"strategy {strategy!r}: the threshold t must be a share of the images in (0, 1], "
-                            f"got {value!r}")
-    return threshold
+    return step_number(strategy, value, DEFAULT_THRESHOLD, 1.0, "the threshold t must be a share of the images")
 
 
 def image_classes(rows: list[Instances]) -> list[set[int]]:

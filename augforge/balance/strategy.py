@@ -339,3 +339,19 @@ def instance_step(strategy: str | None, name: str, usage: str, key: str | None =
                                 "chain")
         return None
     return match.group(1) or ""
+
+
+def step_number(strategy: str, value: str | None, default: float, high: float, what: str) -> float | None:
+    """An instance step's number (``instance_step``'s value): None for another strategy, ``default`` when none
+    is given, else a float in (0, ``high``], refused in one line naming ``what`` it is."""
+    if value is None:
+        return None
+    if value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number <= high:
+        raise AugforgeError(f"strategy {strategy!r}: {what} in (0, {high:g}], got {value!r}")
+    return number

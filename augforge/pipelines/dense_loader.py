@@ -151,15 +151,20 @@ def open_dense_loader(dataset_dir: str | Path, batch_size: int, **options) -> De
         recipe = o.recipe if isinstance(o.recipe, Recipe) else load_recipe(o.recipe)
         op_list, targets = recipe.train_ops, recipe.augment.targets
         if recipe.augment.mode != "online":  # its mosaic is the build's, done already
-            targets = replace(targets, mosaic=None, mosaic_p=0.0)
+            targets = replace(targets, mosaic=None, mosaic_p=0.0, copy_paste=None)
     else:
         op_list = check_image_ops(Checker("ops"), list(o.ops or []), "ops")
     augment = o.split == "train" if o.augment is None else o.augment
-    on = (targets or TargetSpec()).augmenter(op_list) if augment and (op_list or (targets and targets.mosaic)) \
-        else None
+    batch_ops = targets is not None and (targets.mosaic is not None or targets.copy_paste is not None)
+    on = (targets or TargetSpec()).augmenter(op_list) if augment and (op_list or batch_ops) else None
     spec = targets or TargetSpec()
     data = DenseDataset(dataset_dir, o.split, on, seed=o.seed, masks=o.masks, verify=o.verify,
-                        mosaic=spec.mosaic if augment else None, mosaic_p=spec.mosaic_p)
+                        mosaic=spec.mosaic if augment else None, mosaic_p=spec.mosaic_p,
+                        copy_paste=spec.copy_paste if augment else None)
+    unknown = sorted(set(spec.copy_paste.classes if spec.copy_paste else ()) - set(data.classes))
+    if unknown:
+        raise AugforgeError(f"augment.targets.copy_paste.classes: no class {unknown[0]!r} in {dataset_dir}; classes: "
+                            f"{', '.join(data.classes)}")
     if len(data) == 0:
         raise AugforgeError(f"{dataset_dir}: split {o.split!r} has no rows")
     dist_rank, dist_world = rank_and_world()

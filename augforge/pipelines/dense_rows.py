@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from augforge.augment.copy_paste import render_paste
+from augforge.augment.copy_paste import paste_from, render_paste
 from augforge.augment.image import resolve_device
 from augforge.augment.mosaic import mosaic
 from augforge.augment.target_geometry import Moved
@@ -45,6 +45,7 @@ DENSE_CHUNK_ROWS = 64
 #: the purpose string of the per-row draws (part of the seed: changing it changes every augmented row)
 PURPOSE = "dense-augment"
 MOSAIC_PURPOSE = "dense-mosaic"
+PASTE_PURPOSE = "dense-copy-paste"
 
 
 def check_dense_recipe(recipe: Recipe, source: Source) -> None:
@@ -88,11 +89,29 @@ class DenseTrainRows:
         self.augment = self.targets.augmenter(recipe.augment.image)
         ids = source.ids()
         self.ids = [ids[int(p)] for p in plan.train_positions]  # train row ids, in train order
+        self.classes = list(source.payload_info().get("targets", {}).get("classes") or source.class_names)
+        self.donor_rows = self._donor_rows(source, plan)
         self.device = resolve_device(recipe.augment.device)  # 'gpu': DALI moves pixels, masks and points there
         self.mover = self.augment.dali_mover(DENSE_CHUNK_ROWS, "gpu") if self.device == "gpu" else None
         self.made = 0  # augmented rows made by this run (a resumed build counts from where it resumed)
         self.rejected = 0  # draws the frame policy refused (each redrawn)
         self.lost = 0  # instances dropped or kept as lost by the policy
+
+    def _donor_rows(self, source: Source, plan) -> list[int]:
+        """The train rows the copy-paste op may take instances from: those holding a wanted class (any class when
+        none is named) with a mask or polygons. Train rows only: val and test never feed a paste."""
+        spec = self.targets.copy_paste
+        if spec is None:
+            return []
+        unknown = sorted(set(spec.classes) - set(self.classes))
+        if unknown:
+            raise RecipeError(f"{self.recipe.file}: augment.targets.copy_paste.classes: no class {unknown[0]!r}; "
+                              f"classes: {', '.join(self.classes)}")
+        wanted = {self.classes.index(name) for name in spec.classes} or set(range(len(self.classes)))
+        rows = source.instances(plan.train_positions)
+        return [r for r, inst in enumerate(rows) if any(int(inst.classes[i]) in wanted and not inst.crowd[i] and
+                                                        (inst.polygons[i] or inst.masks[i] is not None)
+                                                        for i in range(len(inst)))]
 
     def rows(self, skip: int) -> Iterator[pa.RecordBatch]:
         """Output rows from ``skip`` on."""
@@ -106,8 +125,9 @@ class DenseTrainRows:
         origin = res.origin[picked]
         jobs = [self.plan.pastes.get(int(p)) for p in picked]  # copy_paste rows: their planned paste
         tiles = self._tiles(start, picked, origin)  # augmented rows tiled into a mosaic: (rng, 3 other rows)
+        donors = self._paste_donors(start, picked, origin)  # augmented rows given pastes: (rng, a donor row)
         extra = [r for job in jobs if job is not None for r, _, _ in job.pastes] + \
-            [o for _, others in tiles.values() for o in others]
+            [o for _, others in tiles.values() for o in others] + [d for _, d in donors.values()]
         unique = np.unique(np.r_[origin, extra].astype(np.int64))
         read = pa.Table.from_batches(list(self.source.read(self.plan.train_positions[unique], READ_BATCH_ROWS)))
         by_origin = dict(zip(unique.tolist(), read.to_pylist()))
@@ -122,6 +142,12 @@ class DenseTrainRows:
             [bases[k][0] for k in wanted], [bases[k][1] for k in wanted],
             self.mover, [decode_semantic(by_origin[origin[k]][SEMANTIC]) for k in wanted] if semantic else None)
             if wanted else []))
+        for k, (rng, d) in donors.items():  # instances of another train row, as it is, pasted on the sample
+            moved = drawn[k].moved
+            image, found, labels, _ = paste_from(rng, moved.image, moved.instances,
+                                                 [(decode_rgb(by_origin[d][S.IMAGE]), targets[d], by_origin[d][S.ID])],
+                                                 self.targets.copy_paste, self.classes, moved.semantic)
+            drawn[k].moved = Moved(image, found, False, moved.visibility, moved.lost, labels)
         for k, (rng, others) in tiles.items():  # the augmented sample with three train rows as they are
             moved = drawn[k].moved
             tiled = mosaic(rng, [moved.image, *(decode_rgb(by_origin[o][S.IMAGE]) for o in others)],
@@ -181,6 +207,24 @@ class DenseTrainRows:
                 tiles[k] = (rng, rng.choice(n, 3, replace=n < 4).tolist())
         return tiles
 
+    def _paste_donors(self, start: int, picked: np.ndarray, origin: np.ndarray) -> dict:
+        """The augmented rows of a chunk the copy-paste op pastes onto (``augment.targets.copy_paste``,
+        probability ``p``): output index -> (its generator, a donor train row holding a wanted class). Seeded per
+        row and variant."""
+        spec = self.targets.copy_paste
+        if spec is None or spec.p <= 0 or not self.donor_rows:
+            return {}
+        donors = {}
+        for k in range(len(picked)):
+            if not self.outputs.augmented[start + k]:
+                continue
+            rng = row_rng(self.recipe.augment_seed, self.ids[int(origin[k])], int(self.outputs.variant[start + k]),
+                          PASTE_PURPOSE)
+            if rng.random() < spec.p:
+                choices = [d for d in self.donor_rows if d != int(origin[k])] or self.donor_rows
+                donors[k] = (rng, choices[int(rng.integers(len(choices)))])
+        return donors
+
     def _base(self, row: dict, instances, job, by_origin: dict, decode: bool):
         """(pixels, instances) an output row starts from: its source row's, or for a copy_paste row the
         recipient with the donor instance pasted (``render_paste``). Pixels are decoded only where needed
@@ -202,7 +246,8 @@ def build_dense(recipe: Recipe, source: Source, out: str | Path, *, workers: int
     check_dense_recipe(recipe, source)
     aug = recipe.augment
     offline = aug.image if aug.mode == "offline" else ()
-    tiled = aug.mode == "offline" and aug.targets.mosaic is not None and aug.targets.mosaic_p > 0
+    tiled = aug.mode == "offline" and ((aug.targets.mosaic is not None and aug.targets.mosaic_p > 0) or
+                                       (aug.targets.copy_paste is not None and aug.targets.copy_paste.p > 0))
     planned = plan_train(recipe, source, stage, "cleaning: hashing {:,} rows")
     plan = planned.balance
     names = list(source.class_names)

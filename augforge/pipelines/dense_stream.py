@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from augforge.augment.copy_paste import paste_from
 from augforge.augment.mosaic import mosaic
 from augforge.datasets import schema as S
 from augforge.datasets.keys import row_rng
@@ -33,13 +34,14 @@ class DenseDataset:
     ``RandomGeometry``, ``DenseAugment``) drawn per row and epoch (``set_epoch``), else the rows as stored."""
 
     def __init__(self, path, split: str = "train", augment=None, seed: int = 0, masks: bool = False,
-                 verify: bool = True, mosaic=None, mosaic_p: float = 0.0) -> None:
+                 verify: bool = True, mosaic=None, mosaic_p: float = 0.0, copy_paste=None) -> None:
         self.data = Dataset(path, split, verify=verify)
         if not is_dense(self.data.target_columns):
             raise AugforgeError(f"{path}: a classification dataset (no target columns); DenseDataset reads "
                                 "detection and segmentation datasets")
         self.augment, self.seed, self.masks, self.epoch = augment, seed, masks, 0
         self.mosaic, self.mosaic_p = mosaic, mosaic_p  # a MosaicSpec: batch samples tiled four into one
+        self.copy_paste = copy_paste  # a CopyPasteSpec: instances of the batch's other samples pasted
         #: the categories the targets index (without the rows' ``(no instances)`` label)
         self.classes = list((self.data.manifest.get("payload_info") or {}).get("targets", {}).get("classes")
                             or self.data.class_names)
@@ -59,6 +61,19 @@ class DenseDataset:
     def __getitem__(self, index):
         """One row's (image, target); a list of indices: the batch of them (``batch``), as the loader asks."""
         return self.batch(index) if isinstance(index, list) else self.batch([index])[0]
+
+    def _pastes(self, indices, ids: list[str], images: list, targets: list, maps: list):
+        """Each sample, with the spec's probability, gets instances of the batch's other samples pasted (as they
+        were before any paste), seeded from (seed, epoch, the batch's rows)."""
+        rng = np.random.default_rng([self.seed, self.epoch, 6_006, *map(int, indices)])
+        out_images, out_targets, out_maps = list(images), list(targets), list(maps)
+        for i in range(len(images)):
+            if rng.random() >= self.copy_paste.p:
+                continue
+            donors = [(images[j], targets[j], ids[j]) for j in range(len(images)) if j != i]
+            out_images[i], out_targets[i], out_maps[i], _ = paste_from(rng, images[i], targets[i], donors,
+                                                                       self.copy_paste, self.classes, maps[i])
+        return out_images, out_targets, out_maps
 
     def _mosaics(self, indices, ids: list[str], images: list, targets: list, maps: list):
         """``batch_mosaics`` seeded from (seed, epoch, the batch's rows)."""
@@ -83,6 +98,8 @@ class DenseDataset:
             self.rejected += sum(d.rejected for d in drawn)
             images, targets = [d.moved.image for d in drawn], [d.moved.instances for d in drawn]
             maps = [d.moved.semantic for d in drawn]
+            if self.copy_paste is not None and self.copy_paste.p > 0 and len(images) > 1:
+                images, targets, maps = self._pastes(indices, rows.column(S.ID).to_pylist(), images, targets, maps)
             if self.mosaic is not None and self.mosaic_p > 0 and len(images) > 1:
                 images, targets, maps = self._mosaics(indices, rows.column(S.ID).to_pylist(), images, targets, maps)
         out = []

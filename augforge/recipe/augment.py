@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from augforge.augment.copy_paste import ON_COVERED, CopyPasteSpec, PastePolicy
 from augforge.augment.dense_ops import DenseAugment
 from augforge.augment.image_ops import check_image_ops
 from augforge.augment.mosaic import MosaicSpec
@@ -21,8 +22,9 @@ MODES = ("offline", "online")
 AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "policy", "text", "protect",
                 "min_words", "targets")
 TARGET_KEYS = ("clip", "min_visibility", "min_area", "min_width", "min_height", "on_lost", "flip_pairs",
-               "min_coverage", "attempts", "mosaic")
+               "min_coverage", "attempts", "mosaic", "copy_paste")
 MOSAIC_KEYS = ("p", "size", "scale", "centre", "fill")
+COPY_PASTE_KEYS = ("p", "max_instances", "classes", "scale", "max_occlusion", "on_covered", "attempts")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class TargetSpec:
     attempts: int = 10
     mosaic: MosaicSpec | None = None  # four samples tiled into one, with probability mosaic_p
     mosaic_p: float = 0.0
+    copy_paste: CopyPasteSpec | None = None  # instances of other samples pasted (augforge.augment.copy_paste)
 
     def augmenter(self, ops):
         """The ``augforge.augment.dense_ops.DenseAugment`` of ``ops`` under this policy."""
@@ -90,7 +93,8 @@ def parse_augment(c: Checker, value) -> AugmentSpec:
     if ops and text_ops:
         c.fail("augment", "give image ops or text ops, not both")
     targets = _targets(c, raw.get("targets"))
-    if (copies or per_class) and not ops and not text_ops and targets.mosaic is None:
+    if (copies or per_class) and not ops and not text_ops and targets.mosaic is None \
+            and targets.copy_paste is None:
         c.fail("augment.image", "copies are asked for but no ops are given (augment.image or augment.text)")
     mode = c.choice(raw.get("mode", "offline"), "augment.mode", MODES)
     if mode == "online" and text_ops:
@@ -146,7 +150,7 @@ def _targets(c: Checker, value) -> TargetSpec:
                          on_lost=c.choice(raw.get("on_lost", "drop_instance"), where + "on_lost", ON_LOST))
     mosaic, mosaic_p = _mosaic(c, raw.get("mosaic"), policy)
     return TargetSpec(policy=policy, flip_pairs=flip_pairs, min_coverage=share("min_coverage", None),
-                      mosaic=mosaic, mosaic_p=mosaic_p,
+                      mosaic=mosaic, mosaic_p=mosaic_p, copy_paste=_copy_paste(c, raw.get("copy_paste")),
                       attempts=int(c.number(raw.get("attempts", 10), where + "attempts", 1, 1000, integer=True)))
 
 
@@ -164,6 +168,22 @@ def _mosaic(c: Checker, value, policy: FramePolicy) -> tuple[MosaicSpec | None, 
                       centre=tuple(c.span(raw.get("centre", [0.25, 0.75]), where + ".centre", low=0.05, high=0.95)),
                       fill=float(c.number(raw.get("fill", 114), where + ".fill", 0, 255)), policy=policy)
     return spec, float(c.number(raw.get("p", 1.0), where + ".p", 0.0, 1.0))
+
+
+def _copy_paste(c: Checker, value) -> CopyPasteSpec | None:
+    """``augment.targets.copy_paste`` (p, max_instances, classes, scale, max_occlusion, on_covered, attempts)."""
+    if value is None:
+        return None
+    where = "augment.targets.copy_paste"
+    raw = c.mapping(value, where, COPY_PASTE_KEYS)
+    policy = PastePolicy(scale=tuple(c.span(raw.get("scale", [0.5, 1.5]), where + ".scale", low=0.01, high=10.0)),
+                         max_occlusion=float(c.number(raw.get("max_occlusion", 0.5), where + ".max_occlusion", 0, 1)),
+                         on_covered=c.choice(raw.get("on_covered", "drop_instance"), where + ".on_covered", ON_COVERED),
+                         attempts=int(c.number(raw.get("attempts", 10), where + ".attempts", 1, 1000, integer=True)))
+    return CopyPasteSpec(p=float(c.number(raw.get("p", 0.5), where + ".p", 0.0, 1.0)),
+                         max_instances=int(c.number(raw.get("max_instances", 3), where + ".max_instances", 1, 100,
+                                                    integer=True)),
+                         classes=tuple(c.strings(raw.get("classes", []), where + ".classes")), policy=policy)
 
 
 def _with_policy(ops: tuple, policy: tuple) -> tuple:
