@@ -160,6 +160,7 @@ def dense_recommendation(section: dict) -> dict:
             "reason": f"a detection or segmentation set: instances per class are imbalanced "
                       f"{'n/a' if ratio is None else f'{ratio:.1f}:1'}; the rows are images, each counted under its "
                       "rarest instance class, and a row strategy (over, under, SMOTE) would copy or drop whole "
-                      "images with every instance in them. Repeat-factor sampling repeats the images of rare classes "
-                      "(--strategy repeat_factor:t projects it; balance.strategy writes it; the dense loader's "
-                      "sampler draws it each epoch), t the share of images below which a class is repeated"}
+                      "images with every instance in them. Balance by instances instead: repeat_factor:t repeats "
+                      "the images of classes in fewer than a share t of the images, copy_paste:N pastes rare "
+                      "instances onto other images until each class holds N (--strategy projects either; "
+                      "balance.strategy writes it)"}
