@@ -133,3 +133,17 @@ def test_the_stream_draws_repeat_factors_each_epoch(longtail, tmp_path):
     assert not all(np.array_equal(copies[0].numpy(), c.numpy()) for c in copies[1:])
     with pytest.raises(AugforgeError, match="sampler"):
         open_dense_loader(tmp_path / "data", 8, sampler="balanced")
+
+
+def test_a_recipe_sets_the_streams_repeat_factor_sampler(longtail, tmp_path):
+    assert main(["ingest", str(longtail), str(tmp_path / "data"), "-q"]) == 0
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"source": {"path": str(longtail)}, "augment": {
+        "mode": "online", "image": [{"op": "hflip", "p": 0.5}], "targets": {"sampler": "repeat_factor:0.3"}}}))
+    loader = open_dense_loader(tmp_path / "data", 8, recipe=str(recipe))
+    direct = open_dense_loader(tmp_path / "data", 8, sampler="repeat_factor", repeat_threshold=0.3, augment=True)
+    assert loader.repeat is not None and np.array_equal(loader.repeat, direct.repeat)
+    assert open_dense_loader(tmp_path / "data", 8, recipe=str(recipe), split="train", augment=False).repeat is None
+    recipe.write_text(yaml.safe_dump({"source": {"path": str(longtail)}, "augment": {"targets": {"sampler": "over"}}}))
+    with pytest.raises(AugforgeError, match="augment.targets.sampler"):
+        open_dense_loader(tmp_path / "data", 8, recipe=str(recipe))

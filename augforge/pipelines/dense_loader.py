@@ -171,12 +171,15 @@ def open_dense_loader(dataset_dir: str | Path, batch_size: int, **options) -> De
     order = RowOrder(len(data), batch_size, seed=o.seed, shuffle=o.shuffle,
                      last=o.last or ("drop" if o.drop_last else "keep"), rank=dist_rank if o.rank is None else o.rank,
                      world_size=dist_world if o.world_size is None else o.world_size)
-    if o.sampler not in SAMPLERS:
+    sampler, threshold = o.sampler, o.repeat_threshold
+    if targets is not None and targets.repeat_threshold is not None and augment and sampler == "shuffle":
+        sampler, threshold = "repeat_factor", targets.repeat_threshold  # the recipe's augment.targets.sampler
+    if sampler not in SAMPLERS:
         raise OptionError("{sampler} " + f"{o.sampler!r}: expected one of {', '.join(SAMPLERS)}")
     repeat = None
-    if o.sampler == "repeat_factor":
+    if sampler == "repeat_factor":
         rows = from_columns(data.data.take(np.arange(len(data)), list(TARGET_COLUMNS)))
-        repeat = repeat_factors(rows, len(data.classes), o.repeat_threshold)[0]
+        repeat = repeat_factors(rows, len(data.classes), threshold)[0]
     return DenseLoader(data, order, choose_device(o.device), workers=o.workers, padded=o.padded, repeat=repeat)
 
 

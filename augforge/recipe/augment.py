@@ -13,7 +13,9 @@ from augforge.augment.ops import OpSpec, check_op
 from augforge.augment.target_geometry import ON_LOST, FramePolicy
 from augforge.augment.text import Protect
 from augforge.augment.text_ops import TEXT_ALIASES, TEXT_OPS
+from augforge.balance.repeat_factor import parse_repeat_factor
 from augforge.checks import Checker, show_value
+from augforge.errors import AugforgeError
 
 DEVICES = ("auto", "cpu", "gpu")
 COLORS = ("rgb", "gray")
@@ -22,7 +24,7 @@ MODES = ("offline", "online")
 AUGMENT_KEYS = ("copies", "mode", "seed", "keep_original", "device", "color", "image", "policy", "text", "protect",
                 "min_words", "targets")
 TARGET_KEYS = ("clip", "min_visibility", "min_area", "min_width", "min_height", "on_lost", "flip_pairs",
-               "min_coverage", "attempts", "mosaic", "copy_paste")
+               "min_coverage", "attempts", "mosaic", "copy_paste", "sampler")
 MOSAIC_KEYS = ("p", "size", "scale", "centre", "fill")
 COPY_PASTE_KEYS = ("p", "max_instances", "classes", "scale", "max_occlusion", "on_covered", "attempts")
 
@@ -41,6 +43,7 @@ class TargetSpec:
     mosaic: MosaicSpec | None = None  # four samples tiled into one, with probability mosaic_p
     mosaic_p: float = 0.0
     copy_paste: CopyPasteSpec | None = None  # instances of other samples pasted (augforge.augment.copy_paste)
+    repeat_threshold: float | None = None  # sampler: repeat_factor[:t], the stream's repeat-factor sampling
 
     def augmenter(self, ops):
         """The ``augforge.augment.dense_ops.DenseAugment`` of ``ops`` under this policy."""
@@ -151,6 +154,7 @@ def _targets(c: Checker, value) -> TargetSpec:
     mosaic, mosaic_p = _mosaic(c, raw.get("mosaic"), policy)
     return TargetSpec(policy=policy, flip_pairs=flip_pairs, min_coverage=share("min_coverage", None),
                       mosaic=mosaic, mosaic_p=mosaic_p, copy_paste=_copy_paste(c, raw.get("copy_paste")),
+                      repeat_threshold=_sampler(c, raw.get("sampler")),
                       attempts=int(c.number(raw.get("attempts", 10), where + "attempts", 1, 1000, integer=True)))
 
 
@@ -168,6 +172,19 @@ def _mosaic(c: Checker, value, policy: FramePolicy) -> tuple[MosaicSpec | None, 
                       centre=tuple(c.span(raw.get("centre", [0.25, 0.75]), where + ".centre", low=0.05, high=0.95)),
                       fill=float(c.number(raw.get("fill", 114), where + ".fill", 0, 255)), policy=policy)
     return spec, float(c.number(raw.get("p", 1.0), where + ".p", 0.0, 1.0))
+
+
+def _sampler(c: Checker, value) -> float | None:
+    """``augment.targets.sampler``: ``repeat_factor[:t]`` (the stream draws repeat factors each epoch): its t."""
+    if value is None:
+        return None
+    try:
+        threshold = parse_repeat_factor(c.text(value, "augment.targets.sampler"))
+    except AugforgeError as exc:
+        c.fail("augment.targets.sampler", str(exc))
+    if threshold is None:
+        c.fail("augment.targets.sampler", f"{value!r}: the stream's sampler of a detection set is repeat_factor[:t]")
+    return threshold
 
 
 def _copy_paste(c: Checker, value) -> CopyPasteSpec | None:
