@@ -140,7 +140,7 @@ def augforge_cache(tmp_path_factory):
         os.environ["AUGFORGE_CACHE"] = previous
 
 
-def rebuilt_train_rows(recipe: Path, data: dict, out: Path):
+def rebuilt_train_rows(recipe, data: dict, out):
     """Write ``data`` as the ``recipe`` file with ``output.dir`` ``out``, build it, and return the train split's
     table and its instances by row id."""
     import numpy as np

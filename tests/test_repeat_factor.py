@@ -32,7 +32,8 @@ def _image(*classes, crowd=()):
 
 def test_repeat_factors_follow_the_lvis_formula():
     # 10 images: class 0 in all, class 1 in one, class 2 in four, class 3 only as a crowd region
-    rows = [_image(0, 1)] + [_image(0, 2) for _ in range(4)] + [_image(0) for _ in range(4)] + [_image(0, 3, crowd=(1,))]
+    rows = [_image(0, 1)] + [_image(0, 2) for _ in range(4)] + [_image(0) for _ in range(4)] + \
+        [_image(0, 3, crowd=(1,))]
     t = 0.4
     per_image, per_class = repeat_factors(rows, 4, t)
     frequency = {0: 1.0, 1: 0.1, 2: 0.4}

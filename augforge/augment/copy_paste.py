@@ -9,9 +9,9 @@ position drawn uniformly where its box fits inside the recipient. The recipient'
 - each keeps what the paste leaves of its mask (its polygons become that mask, RLE), its box the mask's extent,
   its keypoints under the paste hidden (v 2 -> 1);
 - an instance with only a box keeps it (the share hidden is measured on the box's pixels);
-- one covered beyond ``max_occlusion`` (the share of its mask hidden; all of it, always) is, by ``on_covered``, dropped with its
-  class, mask and keypoints (``drop_instance``), or the placement is refused and drawn again (``reject_paste``;
-  after ``attempts`` the paste is given up and counted);
+- one covered beyond ``max_occlusion`` (the share of its mask hidden; all of it, always) is, by ``on_covered``,
+  dropped with its class, mask and keypoints (``drop_instance``), or the placement is refused and drawn again
+  (``reject_paste``; after ``attempts`` the paste is given up and counted);
 - the pasted instance's mask is its donor mask moved (nearest pixel), its box that mask's extent, its keypoints
   moved, and its ``origin`` names the donor: ``paste:<donor row id>#<donor instance origin>``.
 """

@@ -45,7 +45,8 @@ def quadrants(width: int, height: int, cx: int, cy: int) -> list[tuple[int, int,
     return [(0, 0, cx, cy), (cx, 0, width, cy), (0, cy, cx, height), (cx, cy, width, height)]
 
 
-def quadrant_matrix(k: int, image_size: tuple[int, int], zoom: float, quadrant: tuple[int, int, int, int]) -> np.ndarray:
+def quadrant_matrix(k: int, image_size: tuple[int, int], zoom: float,
+                    quadrant: tuple[int, int, int, int]) -> np.ndarray:
     """The matrix taking image k (0-3, in quadrant order) of ``image_size`` (w, h), resized by ``zoom``, onto its
     quadrant's own frame, its inner corner on the centre."""
     w, h = image_size[0] * zoom, image_size[1] * zoom

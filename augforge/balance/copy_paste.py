@@ -138,5 +138,6 @@ def paste_counts(rows: list[Instances], plan: CopyPastePlan, class_names: list[s
     return {"strategy": f"{NAME}:{target}", "images_before": len(rows), "images_after": len(rows) + len(plan.jobs),
             "per_class": {name: {"before": int(before[c]), "after": int(after[c])}
                           for c, name in enumerate(class_names)},
-            "pastes": sum(len(job.pastes) for job in plan.jobs), "pastes_given_up": plan.given_up, "instances_dropped_by_occlusion": plan.dropped,
+            "pastes": sum(len(job.pastes) for job in plan.jobs), "pastes_given_up": plan.given_up,
+            "instances_dropped_by_occlusion": plan.dropped,
             "short": plan.short}

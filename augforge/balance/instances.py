@@ -136,7 +136,8 @@ def image_label_recommendation(section: dict) -> dict:
     ratio = section["label_imbalance_ratio"]
     return {"strategy": None,
             "reason": "a multilabel set: images per label are imbalanced "
-                      f"{'n/a' if ratio is None else f'{ratio:.1f}:1'}; a row strategy would copy or drop every label of an image together (each row is counted "
+                      f"{'n/a' if ratio is None else f'{ratio:.1f}:1'}; a row strategy would copy or drop every "
+                      "label of an image together (each row is counted "
                       "under its rarest label). Weight the labels in the loss (BCE's pos_weight: negatives over "
                       "positives per label)"}
 

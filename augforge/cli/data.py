@@ -318,8 +318,9 @@ def add_preview(sub) -> None:
     """`augforge preview`'s parser."""
     p = sub.add_parser("preview", help="a grid of source images and their augmented variants",
                        description="Image recipes: render N train images (spread over the classes) next to VARIANTS "
-                                   "augmented versions each, as a PNG (detection and segmentation sets: with their boxes, "
-                                   "masks and keypoints drawn, each variant the one build writes). Text recipes: print N texts and their variants "
+                                   "augmented versions each, as a PNG (detection and segmentation sets: with their "
+                                   "boxes, masks and keypoints drawn, each variant the one build writes). Text "
+                                   "recipes: print N texts and their variants "
                                    "with the changed words highlighted.")
     p.add_argument("recipe", help="the recipe YAML file")
     p.add_argument("--out", help="the PNG file to write (image recipes); text recipes print to the terminal")

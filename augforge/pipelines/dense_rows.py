@@ -156,10 +156,12 @@ class DenseTrainRows:
                            self.targets.mosaic, [moved.semantic, *(decode_semantic(by_origin[o][SEMANTIC])
                                                                    for o in others)] if semantic else None)
             if tiled is not None:
-                drawn[k].moved = Moved(tiled.image, tiled.instances, False, moved.visibility, moved.lost, tiled.semantic)
+                drawn[k].moved = Moved(tiled.image, tiled.instances, False, moved.visibility, moved.lost,
+                                       tiled.semantic)
         ids, payloads, instances, sizes, augs, synthetic, maps = [], [], [], [], [], [], []
         for k, o in enumerate(origin.tolist()):
-            row, variant, augmented, copy = by_origin[o], int(out.variant[start + k]), k in drawn, res.synthetic[picked[k]]
+            row, variant, augmented = by_origin[o], int(out.variant[start + k]), k in drawn
+            copy = res.synthetic[picked[k]]
             if augmented:
                 self.made += 1
                 self.rejected += drawn[k].rejected
