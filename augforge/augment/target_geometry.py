@@ -101,12 +101,14 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], nea
     h, w = image.shape[:2]
     out_w, out_h = size
     inverse = np.linalg.inv(matrix)
-    u, v = np.meshgrid(np.arange(out_w) + 0.5, np.arange(out_h) + 0.5)
-    source = inverse @ np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
-    grid = np.stack([2 * source[0] / source[2] / w - 1, 2 * source[1] / source[2] / h - 1], -1)
+    u, v = np.arange(out_w) + 0.5, (np.arange(out_h) + 0.5)[:, None]  # output pixel centres, broadcast
+    depth = inverse[2, 0] * u + inverse[2, 1] * v + inverse[2, 2]
+    grid = np.empty((1, out_h, out_w, 2), dtype=np.float32)
+    grid[0, :, :, 0] = 2 * (inverse[0, 0] * u + inverse[0, 1] * v + inverse[0, 2]) / depth / w - 1
+    grid[0, :, :, 1] = 2 * (inverse[1, 0] * u + inverse[1, 1] * v + inverse[1, 2]) / depth / h - 1
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).reshape(h, w, -1)).permute(2, 0, 1)[None]
     warped = torch.nn.functional.grid_sample(
-        pixels - fill, torch.from_numpy(grid.reshape(1, out_h, out_w, 2).astype(np.float32)),
+        pixels - fill, torch.from_numpy(grid),
         mode="nearest" if nearest else "bilinear", padding_mode="zeros", align_corners=False) + fill
     out = warped[0].permute(1, 2, 0).numpy().reshape((out_h, out_w) + image.shape[2:])
     if np.issubdtype(image.dtype, np.integer):
@@ -132,6 +134,8 @@ def clip_polygon(ring: np.ndarray, width: float, height: float) -> np.ndarray:
     """An (n, 2) polygon clipped to the frame [0, width] x [0, height] (Sutherland-Hodgman); (0, 2) if none of it
     is inside."""
     points = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+    if len(points) and points.min() >= 0 and points[:, 0].max() <= width and points[:, 1].max() <= height:
+        return points  # all inside: the clip would return every vertex as it is
     for axis, bound, keep_below in ((0, 0.0, False), (0, width, True), (1, 0.0, False), (1, height, True)):
         if len(points) == 0:
             break
@@ -155,7 +159,8 @@ def polygon_area(points: np.ndarray) -> float:
     if len(points) < 3:
         return 0.0
     x, y = points[:, 0], points[:, 1]
-    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
+    # the shoelace sum x_i y_(i+1) - y_i x_(i+1), the last vertex closing on the first (np.roll, without its cost)
+    return float(abs(np.dot(x[:-1], y[1:]) + x[-1] * y[0] - np.dot(y[:-1], x[1:]) - y[-1] * x[0]) / 2)
 
 
 @dataclass
