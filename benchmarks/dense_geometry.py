@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
@@ -28,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -38,6 +36,7 @@ from augforge.augment.target_geometry import FramePolicy, apply, clip_polygon, r
 from augforge.datasets.reader import Dataset  # noqa: E402
 from augforge.datasets.targets import (TARGET_COLUMNS, Instances, from_columns, instance_mask,  # noqa: E402
                                        polygon_box, polygon_mask, rle_encode)
+from augforge.pipelines.dense_rows import decode_rgb  # noqa: E402
 from augforge.pipelines.dense_stream import (DenseDataset, collate_detection, detection_target,  # noqa: E402
                                              image_tensor)
 
@@ -108,7 +107,7 @@ class AlbumentationsRows:
         import torch
 
         row = self.data.take([int(index)], ["image", *TARGET_COLUMNS])
-        image = np.asarray(Image.open(io.BytesIO(row.column("image")[0].as_py())).convert("RGB"))
+        image = decode_rgb(row.column("image")[0].as_py())
         inst = from_columns(row)[0]
         h, w = image.shape[:2]
         masks = [instance_mask(inst, i, h, w).astype(np.uint8) for i in range(len(inst))]

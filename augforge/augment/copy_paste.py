@@ -24,7 +24,7 @@ import numpy as np
 
 from augforge.augment.target_geometry import scaling, transform_points, translation, warp_image
 from augforge.datasets.targets import Instances, instance_mask, mask_box, rle_encode
-from augforge.errors import OptionError
+from augforge.errors import AugforgeError, OptionError
 
 ON_COVERED = ("drop_instance", "reject_paste")
 
@@ -45,6 +45,11 @@ class PastePolicy:
             raise OptionError("{max_occlusion} " + f"{self.max_occlusion}: expected a share in [0, 1]")
         if not 0 < self.scale[0] <= self.scale[1]:
             raise OptionError("{scale} " + f"{list(self.scale)}: expected [low, high] with 0 < low <= high")
+
+
+def pasteable(instances: Instances, i: int) -> bool:
+    """Whether instance i can be pasted: not a crowd region, and cut out by a mask or polygons."""
+    return not instances.crowd[i] and (bool(instances.polygons[i]) or instances.masks[i] is not None)
 
 
 @dataclass
@@ -154,16 +159,24 @@ class CopyPasteSpec:
     classes: tuple[str, ...] = ()
     policy: PastePolicy = PastePolicy()
 
+    def wanted(self, class_names: list[str]) -> set[int]:
+        """The indices of the classes pasted (every class when none is named); a name that is no class is one
+        line naming it."""
+        unknown = sorted(set(self.classes) - set(class_names))
+        if unknown:
+            raise AugforgeError(f"augment.targets.copy_paste.classes: no class {unknown[0]!r}; classes: "
+                                f"{', '.join(class_names)}")
+        return {class_names.index(name) for name in self.classes} or set(range(len(class_names)))
+
 
 def paste_from(rng: np.random.Generator, image: np.ndarray, instances: Instances, donors: list, spec: CopyPasteSpec,
                class_names: list[str], semantic: np.ndarray | None = None):
     """``image`` and ``instances`` (and ``semantic``: the pasted pixels take the pasted class) with up to
     ``spec.max_instances`` instances of the ``donors`` ((image, instances, row id) each) pasted, in turn, each on
     what the previous left. (image, instances, semantic, pastes made)."""
-    wanted = {class_names.index(name) for name in spec.classes} if spec.classes else None
+    wanted = spec.wanted(class_names)
     pool = [(d, i) for d, (_, inst, _) in enumerate(donors) for i in range(len(inst))
-            if not inst.crowd[i] and (inst.polygons[i] or inst.masks[i] is not None)
-            and (wanted is None or int(inst.classes[i]) in wanted)]
+            if pasteable(inst, i) and int(inst.classes[i]) in wanted]
     height, width = image.shape[:2]
     made = 0
     for _ in range(min(spec.max_instances, len(pool))):

@@ -35,7 +35,7 @@ import numpy as np
 from augforge.augment.target_geometry import (FramePolicy, Moved, apply, box_corners, crop_resize,
                                               flip_horizontal, flip_vertical, rotation, transform_points, translation)
 from augforge.augment.target_ops import Drawn, coverage, draw_window
-from augforge.datasets.targets import IGNORE, Instances, instance_mask
+from augforge.datasets.targets import IGNORE, Instances, instance_mask, polygon_box
 from augforge.errors import AugforgeError
 
 GEOMETRY_OPS = ("random_resized_crop", "random_crop", "center_crop", "resize", "pad", "rotate", "hflip", "vflip")
@@ -197,7 +197,7 @@ class DenseAugment:
         """The pixel and occluding ops, in order, on a moved sample."""
         import torch  # torch: heavy, loaded when pixels are augmented
 
-        from augforge.augment.torch_ops import TORCH_OPS  # torch: heavy, loaded when pixels are augmented
+        from augforge.augment.torch_ops import TORCH_OPS, erase_window  # torch: loaded when pixels are augmented
 
         gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         pixels = torch.from_numpy(np.ascontiguousarray(moved.image)).permute(2, 0, 1)
@@ -212,7 +212,7 @@ class DenseAugment:
                 continue
             h, w = pixels.shape[-2:]
             rect = erase_rect(op, rng, w, h)
-            pixels = erase(pixels, rect, op.params["fill"])
+            pixels = erase_window(pixels, rect[1], rect[0], rect[3] - rect[1], rect[2] - rect[0], op.params["fill"])
             if semantic is not None:  # erased pixels show no class
                 semantic[rect[1] : rect[3], rect[0] : rect[2]] = IGNORE
             instances, hidden = occlude(instances, rect, w, h)
@@ -238,8 +238,8 @@ def _coin(rng: np.random.Generator, p: float) -> bool:
 def _moved_boxes(instances: Instances, matrix: np.ndarray) -> Instances:
     """Instances with only their boxes, moved by ``matrix`` (corner extents): what an object-aware crop later in
     the list sees."""
-    corners = [transform_points(box_corners(box), matrix) for box in instances.boxes]
-    return Instances(instances.classes, np.array([[*c.min(0), *c.max(0)] for c in corners]).reshape(-1, 4))
+    boxes = [polygon_box([transform_points(box_corners(box), matrix)]) for box in instances.boxes]
+    return Instances(instances.classes, np.array(boxes).reshape(-1, 4))
 
 
 def erase_rect(op, rng: np.random.Generator, width: int, height: int) -> tuple[int, int, int, int]:
@@ -257,14 +257,6 @@ def erase_rect(op, rng: np.random.Generator, width: int, height: int) -> tuple[i
         y0, x0 = float(rng.uniform(0, 1)) * (height - h), float(rng.uniform(0, 1)) * (width - w)
         x1, y1 = x0 + w, y0 + h
     return (max(round(x0), 0), max(round(y0), 0), min(round(x1), width), min(round(y1), height))
-
-
-def erase(pixels, rect: tuple[int, int, int, int], fill: float):
-    """A CHW tensor with the rectangle set to ``fill`` (float)."""
-    x0, y0, x1, y1 = rect
-    out = pixels.float().clone()
-    out[:, y0:y1, x0:x1] = float(fill)
-    return out
 
 
 def occlude(instances: Instances, rect: tuple[int, int, int, int], width: int,

@@ -141,7 +141,9 @@ def gaussian_blur(x, prm, gen):
     return F.conv2d(img, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)[0]
 
 
-def _erase(x, top: float, left: float, h: float, w: float, fill: float):
+def erase_window(x, top: float, left: float, h: float, w: float, fill: float):
+    """``x`` (CHW) as float with the window at (top, left), ``h`` by ``w`` (rounded to whole pixels, clipped to the
+    image), set to ``fill``."""
     out = x.float().clone()
     H, W = x.shape[-2:]
     y0, x0 = max(int(round(top)), 0), max(int(round(left)), 0)
@@ -156,16 +158,18 @@ def random_erasing(x, prm, gen):
     side = math.sqrt(_uniform(prm["scale"], gen) * H * W)
     root = math.exp(_uniform((math.log(prm["ratio"][0]), math.log(prm["ratio"][1])), gen) / 2)
     h, w = min(side * root, H), min(side / root, W)
-    return _erase(x, float(torch.rand((), generator=gen)) * (H - h), float(torch.rand((), generator=gen)) * (W - w),
-                  h, w, prm["fill"])
+    return erase_window(x, float(torch.rand((), generator=gen)) * (H - h),
+                        float(torch.rand((), generator=gen)) * (W - w),
+                        h, w, prm["fill"])
 
 
 def cutout(x, prm, gen):
     """Erase a square centred at a random point."""
     H, W = x.shape[-2:]
     s = float(prm["size"])
-    return _erase(x, float(torch.rand((), generator=gen)) * H - s / 2, float(torch.rand((), generator=gen)) * W - s / 2,
-                  s, s, prm["fill"])
+    return erase_window(x, float(torch.rand((), generator=gen)) * H - s / 2,
+                        float(torch.rand((), generator=gen)) * W - s / 2,
+                        s, s, prm["fill"])
 
 
 def normalize(x, prm, gen):

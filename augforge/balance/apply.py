@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from augforge.balance.copy_paste import paste_counts, paste_resample, parse_copy_paste, plan_copy_paste
+from augforge.balance.instance_strategies import instance_strategy
+from augforge.balance.instances import instance_classes
 from augforge.balance.ml_ros import ml_ros_counts, ml_ros_resample, parse_ml_ros
 from augforge.balance.repeat_factor import instance_counts, parse_repeat_factor, repeat_resample
 from augforge.balance.resample import INDEX_ONLY, Resampled, check_class_sizes, check_finite, parse_for, resample
@@ -97,16 +99,13 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     (a build drops duplicates first); a ``strategy`` of None keeps the train rows as they are.
     """
     stage = on_stage or (lambda _: None)
-    threshold = target = share = None
-    if strategy and source.has_targets:
-        threshold, target, share = parse_repeat_factor(strategy), parse_copy_paste(strategy), parse_ml_ros(strategy)
-        if threshold is None and target is None and share is None:
-            raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance "
-                                "is counted in instances, which resampling whole rows by their rarest class does not "
-                                "balance (`augforge report` counts them); use repeat_factor[:t] (repeat-factor "
-                                "sampling), copy_paste:N (rare instances pasted) or ml_ros[:P] (image-level labels)")
-    instance_strategy = threshold is not None or target is not None or share is not None
-    steps = parse_for(strategy, source.payload) if strategy and not instance_strategy else []
+    kind = instance_strategy(strategy) if strategy and source.has_targets else None
+    if strategy and source.has_targets and kind is None:
+        raise AugforgeError(f"{source.location}: strategy {strategy}: a detection or segmentation set's imbalance "
+                            "is counted in instances, which resampling whole rows by their rarest class does not "
+                            "balance (`augforge report` counts them); use repeat_factor[:t] (repeat-factor "
+                            "sampling), copy_paste:N (rare instances pasted) or ml_ros[:P] (image-level labels)")
+    steps = parse_for(strategy, source.payload) if strategy and kind is None else []
     rows = rows if rows is not None else plan_rows(source, splits, imbalance, seed)
     is_train = rows.splits == S.TRAIN
     train_positions = rows.positions[is_train]
@@ -115,49 +114,58 @@ def plan_balance(source: Source, strategy: str | None, *, splits: SplitSpec = Sp
     y = rows.labels[is_train]
     names = list(source.class_names)
     before = np.bincount(y, minlength=len(names))
-    project(steps, before, names, strategy or "")  # refuses what imbalanced-learn would refuse, before any reading
-    check_class_sizes(steps, before, names)
-    if not needs_vectors(steps):
-        if steps and source.payload == S.FEATURES:  # copies of NaN rows are refused as interpolation is
-            _train_features(source, train_positions, stage)
-        stage(f"resampling {len(y):,} rows")
-    pastes = {}
-    classes = list(source.payload_info().get("targets", {}).get("classes") or names)
-    if share is not None:  # ML-ROS: images cloned by their minority image-level labels
-        stage(f"ML-ROS over the image-level labels of {len(y):,} images (P = {share:g})")
-        label_sets = source.image_labels(train_positions)
-        if label_sets is None:
-            raise AugforgeError(f"{source.location}: strategy {strategy}: ml_ros re-samples image-level labels, "
-                                "which this set does not have (LabelMe flags)")
-        result = ml_ros_resample(label_sets, y, len(classes), share, seed)
-        instances = ml_ros_counts(label_sets, result.origin, classes, share)
-    elif target is not None:  # copy-paste: rare instances pasted onto copies of the emptiest train images
-        stage(f"planning copy-paste of rare instances onto {len(y):,} train images")
-        train_instances = source.instances(train_positions)
-        ids = source.ids()
-        plan = plan_copy_paste(train_instances, source.image_sizes(train_positions),
-                               [ids[p] for p in train_positions], classes, target, seed)
-        result = paste_resample(y, plan, target)
-        pastes = {len(y) + j: job for j, job in enumerate(plan.jobs)}
-        instances = paste_counts(train_instances, plan, classes, target)
-    elif threshold is not None:  # repeat-factor sampling: images repeated by their rarest class's instance share
-        stage(f"repeat-factor sampling of {len(y):,} images (t = {threshold:g})")
-        train_instances = source.instances(train_positions)
-        result = repeat_resample(train_instances, y, len(classes), threshold, seed)
-        instances = instance_counts(train_instances, result.origin, classes, threshold)
-    else:  # the features are passed straight in: resample() holds the only reference and frees them after step 1
+    instances, pastes = None, {}
+    if kind is not None:
+        result, instances, pastes = _by_instances(source, kind, strategy, train_positions, y, seed, stage)
+    else:
+        project(steps, before, names, strategy or "")  # refuses what imbalanced-learn would refuse, before reading
+        check_class_sizes(steps, before, names)
+        if not needs_vectors(steps):
+            if steps and source.payload == S.FEATURES:  # copies of NaN rows are refused as interpolation is
+                _train_features(source, train_positions, stage)
+            stage(f"resampling {len(y):,} rows")
+        # the features are passed straight in: resample() holds the only reference and frees them after step 1
         result = resample(steps, y, names, _train_features(source, train_positions, stage) if needs_vectors(steps)
                           else None, seed=seed, knn_backend=knn_backend)
     key = np.where(result.origin >= 0, result.origin, len(train_positions))
     order = np.argsort(key, kind="stable")
     grouped = result.origin[order]
     origins, counts = np.unique(grouped[grouped >= 0], return_counts=True)
-    return BalancePlan(instances=instances if instance_strategy else None, pastes=pastes,
+    return BalancePlan(
         steps=steps, train_positions=train_positions, other_positions=rows.positions[~is_train],
         other_splits=rows.splits[~is_train], result=result, order=order, origins=origins, counts=counts,
         orphans=order[len(grouped[grouped >= 0]):], before=before,
-        after=np.bincount(result.y, minlength=len(names)),
+        after=np.bincount(result.y, minlength=len(names)), instances=instances, pastes=pastes,
     )
+
+
+def _by_instances(source: Source, kind: str, strategy: str, train_positions: np.ndarray, y: np.ndarray, seed: int,
+                  stage: Callable[[str], None]) -> tuple[Resampled, dict, dict]:
+    """An instance strategy (``augforge.balance.instance_strategies``) on the train rows: (the resampled rows,
+    the instances per class before and after, copy_paste's jobs by result index)."""
+    classes = instance_classes(source)
+    if kind == "ml_ros":  # images cloned by their minority image-level labels
+        share = parse_ml_ros(strategy)
+        stage(f"ML-ROS over the image-level labels of {len(y):,} images (P = {share:g})")
+        label_sets = source.image_labels(train_positions)
+        if label_sets is None:
+            raise AugforgeError(f"{source.location}: strategy {strategy}: ml_ros re-samples image-level labels, "
+                                "which this set does not have (LabelMe flags)")
+        result = ml_ros_resample(label_sets, y, len(classes), share, seed)
+        return result, ml_ros_counts(label_sets, result.origin, classes, share), {}
+    train_instances = source.instances(train_positions)
+    if kind == "copy_paste":  # rare instances pasted onto copies of the emptiest train images
+        target = parse_copy_paste(strategy)
+        stage(f"planning copy-paste of rare instances onto {len(y):,} train images")
+        ids = source.ids()
+        plan = plan_copy_paste(train_instances, source.image_sizes(train_positions),
+                               [ids[p] for p in train_positions], classes, target, seed)
+        pastes = {len(y) + j: job for j, job in enumerate(plan.jobs)}
+        return paste_resample(y, plan, target), paste_counts(train_instances, plan, classes, target), pastes
+    threshold = parse_repeat_factor(strategy)  # images repeated by their rarest class's instance share
+    stage(f"repeat-factor sampling of {len(y):,} images (t = {threshold:g})")
+    result = repeat_resample(train_instances, y, len(classes), threshold, seed)
+    return result, instance_counts(train_instances, result.origin, classes, threshold), {}
 
 
 def _copy_ids(ids: pa.Array, synthetic: np.ndarray, copy_index: np.ndarray) -> pa.Array:

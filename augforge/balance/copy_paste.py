@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from augforge.augment.copy_paste import Paste, PastePolicy, plan_paste
+from augforge.augment.copy_paste import Paste, PastePolicy, pasteable, plan_paste
 from augforge.balance.resample import Resampled
 from augforge.balance.strategy import instance_step
 from augforge.datasets.targets import Instances
@@ -82,8 +82,8 @@ def plan_copy_paste(rows: list[Instances], sizes: list[tuple[int, int]], ids: li
     """The pastes that bring every class with instances to ``target`` (see the module docstring)."""
     k = len(class_names)
     counts = _counts(rows, k)
-    donors = {c: [(r, i) for r, inst in enumerate(rows) for i in range(len(inst)) if inst.classes[i] == c and
-                  not inst.crowd[i] and (inst.polygons[i] or inst.masks[i] is not None)] for c in range(k)}
+    donors = {c: [(r, i) for r, inst in enumerate(rows) for i in range(len(inst))
+                  if inst.classes[i] == c and pasteable(inst, i)] for c in range(k)}
     fewest = np.array([int((~inst.crowd).sum()) for inst in rows])
     recipients = np.flatnonzero(fewest == fewest.min())
     rng = np.random.default_rng([seed, 3_003])

@@ -11,7 +11,7 @@ from augforge.datasets import schema as S
 from augforge.datasets.plan import plan_rows
 from augforge.datasets.sources.base import Source
 from augforge.datasets.splits import ImbalanceSpec, SplitSpec
-from augforge.datasets.targets import IGNORE, IMAGE_LABELS, SEMANTIC, Instances, decode_semantic
+from augforge.datasets.targets import IGNORE, Instances, decode_semantic
 
 #: COCO's area ranges (pixels): small < 32^2 <= medium < 96^2 <= large
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
@@ -78,25 +78,24 @@ def semantic_section(source: Source, split: str = "train", splits: SplitSpec = S
     the images that hold it), the usual weights of a segmentation loss."""
     if not (source.payload_info().get("targets") or {}).get("semantic"):
         return None
+    masks = source.semantic_masks(_split_positions(source, split, splits, imbalance, seed))  # no image is read
     names = instance_classes(source)
     k = len(names)
     pixels, images, image_pixels, ignored, total = np.zeros(k), np.zeros(k, np.int64), np.zeros(k), 0, 0
-    positions = _split_positions(source, split, splits, imbalance, seed)
-    for batch in source.read(positions, 64):
-        for data in batch.column(SEMANTIC).to_pylist():
-            labels = decode_semantic(data)
-            counts = np.bincount(labels.ravel(), minlength=256)
-            present = counts[:k] > 0
-            pixels += counts[:k]
-            images += present
-            image_pixels += present * labels.size
-            ignored += int(counts[IGNORE])
-            total += labels.size
+    for data in masks:
+        labels = decode_semantic(data)
+        counts = np.bincount(labels.ravel(), minlength=256)
+        present = counts[:k] > 0
+        pixels += counts[:k]
+        images += present
+        image_pixels += present * labels.size
+        ignored += int(counts[IGNORE])
+        total += labels.size
     labelled = max(pixels.sum(), 1)
     frequency = np.where(image_pixels > 0, pixels / np.maximum(image_pixels, 1), 0.0)
     median = float(np.median(frequency[frequency > 0])) if (frequency > 0).any() else 0.0
     positive = pixels[pixels > 0]
-    return {"images": len(positions), "pixels": int(total), "ignored_pixels": ignored,
+    return {"images": len(masks), "pixels": int(total), "ignored_pixels": ignored,
             "per_class": {name: {"images": int(images[c]), "pixels": int(pixels[c]),
                                  "share": round(float(pixels[c] / labelled), 6),
                                  "median_frequency_weight": round(median / frequency[c], 4) if frequency[c] else None}
@@ -111,11 +110,10 @@ def image_label_section(source: Source, split: str = "train", splits: SplitSpec 
     pairs found together most often (co-occurrence: images holding both)."""
     if not (source.payload_info().get("targets") or {}).get("image_labels"):
         return None
+    rows = source.image_labels(_split_positions(source, split, splits, imbalance, seed))  # no image is read
     names = instance_classes(source)
     k = len(names)
     together = np.zeros((k, k), np.int64)
-    positions = _split_positions(source, split, splits, imbalance, seed)
-    rows = [labels for batch in source.read(positions, 256) for labels in batch.column(IMAGE_LABELS).to_pylist()]
     for labels in rows:
         present = np.zeros(k, bool)
         present[list(labels)] = True

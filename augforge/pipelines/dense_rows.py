@@ -21,12 +21,13 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from augforge.augment.copy_paste import paste_from, render_paste
+from augforge.augment.copy_paste import paste_from, pasteable, render_paste
 from augforge.augment.image import resolve_device
 from augforge.augment.mosaic import mosaic
 from augforge.augment.target_geometry import Moved
 from augforge.balance.apply import AUG_PREFIX
 from augforge.balance.instance_strategies import instance_strategy
+from augforge.balance.instances import instance_classes
 from augforge.augment.image_ops import OPS_VERSION, check_op_list
 from augforge.checks import RecipeError
 from augforge.datasets import schema as S
@@ -89,7 +90,7 @@ class DenseTrainRows:
         self.augment = self.targets.augmenter(recipe.augment.image)
         ids = source.ids()
         self.ids = [ids[int(p)] for p in plan.train_positions]  # train row ids, in train order
-        self.classes = list(source.payload_info().get("targets", {}).get("classes") or source.class_names)
+        self.classes = instance_classes(source)
         self.donor_rows = self._donor_rows(source, plan)
         self.device = resolve_device(recipe.augment.device)  # 'gpu': DALI moves pixels, masks and points there
         self.mover = self.augment.dali_mover(DENSE_CHUNK_ROWS, "gpu") if self.device == "gpu" else None
@@ -103,15 +104,13 @@ class DenseTrainRows:
         spec = self.targets.copy_paste
         if spec is None:
             return []
-        unknown = sorted(set(spec.classes) - set(self.classes))
-        if unknown:
-            raise RecipeError(f"{self.recipe.file}: augment.targets.copy_paste.classes: no class {unknown[0]!r}; "
-                              f"classes: {', '.join(self.classes)}")
-        wanted = {self.classes.index(name) for name in spec.classes} or set(range(len(self.classes)))
+        try:
+            wanted = spec.wanted(self.classes)
+        except AugforgeError as exc:
+            raise RecipeError(f"{self.recipe.file}: {exc}") from None
         rows = source.instances(plan.train_positions)
-        return [r for r, inst in enumerate(rows) if any(int(inst.classes[i]) in wanted and not inst.crowd[i] and
-                                                        (inst.polygons[i] or inst.masks[i] is not None)
-                                                        for i in range(len(inst)))]
+        return [r for r, inst in enumerate(rows)
+                if any(int(inst.classes[i]) in wanted and pasteable(inst, i) for i in range(len(inst)))]
 
     def rows(self, skip: int) -> Iterator[pa.RecordBatch]:
         """Output rows from ``skip`` on."""
@@ -192,40 +191,41 @@ class DenseTrainRows:
                          [by_origin[o][IMAGE_LABELS] for o in origin.tolist()] if multilabel else None),
         })
 
-    def _tiles(self, start: int, picked: np.ndarray, origin: np.ndarray) -> dict:
-        """The augmented rows of a chunk that a mosaic tiles (``augment.targets.mosaic``, probability ``p``):
-        output index -> (its generator, three other train rows drawn by it). Seeded per row and variant."""
-        spec = self.targets
-        if spec.mosaic is None or spec.mosaic_p <= 0:
-            return {}
-        n = len(self.plan.train_positions)
-        tiles = {}
-        for k in range(len(picked)):
-            if not self.outputs.augmented[start + k]:
-                continue
-            row_id = self.ids[int(origin[k])]
-            rng = row_rng(self.recipe.augment_seed, row_id, int(self.outputs.variant[start + k]), MOSAIC_PURPOSE)
-            if rng.random() < spec.mosaic_p:
-                tiles[k] = (rng, rng.choice(n, 3, replace=n < 4).tolist())
-        return tiles
-
-    def _paste_donors(self, start: int, picked: np.ndarray, origin: np.ndarray) -> dict:
-        """The augmented rows of a chunk the copy-paste op pastes onto (``augment.targets.copy_paste``,
-        probability ``p``): output index -> (its generator, a donor train row holding a wanted class). Seeded per
-        row and variant."""
-        spec = self.targets.copy_paste
-        if spec is None or spec.p <= 0 or not self.donor_rows:
-            return {}
-        donors = {}
+    def _row_draws(self, start: int, picked: np.ndarray, origin: np.ndarray, purpose: str, p: float, pick) -> dict:
+        """The augmented rows of a chunk an op of probability ``p`` takes: output index -> (the row's generator,
+        ``pick(generator, its train row)``), each seeded from (augment seed, row id, variant, ``purpose``)."""
+        draws = {}
         for k in range(len(picked)):
             if not self.outputs.augmented[start + k]:
                 continue
             rng = row_rng(self.recipe.augment_seed, self.ids[int(origin[k])], int(self.outputs.variant[start + k]),
-                          PASTE_PURPOSE)
-            if rng.random() < spec.p:
-                choices = [d for d in self.donor_rows if d != int(origin[k])] or self.donor_rows
-                donors[k] = (rng, choices[int(rng.integers(len(choices)))])
-        return donors
+                          purpose)
+            if rng.random() < p:
+                draws[k] = (rng, pick(rng, int(origin[k])))
+        return draws
+
+    def _tiles(self, start: int, picked: np.ndarray, origin: np.ndarray) -> dict:
+        """The rows a mosaic tiles (``augment.targets.mosaic``): output index -> (its generator, three other
+        train rows drawn by it)."""
+        spec = self.targets
+        if spec.mosaic is None or spec.mosaic_p <= 0:
+            return {}
+        n = len(self.plan.train_positions)
+        return self._row_draws(start, picked, origin, MOSAIC_PURPOSE, spec.mosaic_p,
+                               lambda rng, _: rng.choice(n, 3, replace=n < 4).tolist())
+
+    def _paste_donors(self, start: int, picked: np.ndarray, origin: np.ndarray) -> dict:
+        """The rows the copy-paste op pastes onto (``augment.targets.copy_paste``): output index -> (its
+        generator, a donor train row holding a wanted class, another than its own when there is one)."""
+        spec = self.targets.copy_paste
+        if spec is None or spec.p <= 0 or not self.donor_rows:
+            return {}
+
+        def donor(rng, own: int) -> int:
+            choices = [d for d in self.donor_rows if d != own] or self.donor_rows
+            return choices[int(rng.integers(len(choices)))]
+
+        return self._row_draws(start, picked, origin, PASTE_PURPOSE, spec.p, donor)
 
     def _base(self, row: dict, instances, job, by_origin: dict, decode: bool):
         """(pixels, instances) an output row starts from: its source row's, or for a copy_paste row the

@@ -58,6 +58,7 @@ from augforge.checks import options_of
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.datasets.remote import CacheOptions
+from augforge.datasets.sources import has_dense_targets
 from augforge.errors import AugforgeError
 from augforge.pipelines.batch_augment import BatchAugment
 from augforge.pipelines.collate import Collate
@@ -66,6 +67,7 @@ from augforge.pipelines.fallback import FallbackDataset  # noqa: F401  (its docu
 from augforge.pipelines.loader_options import LoaderOptions, loader_parts
 from augforge.pipelines.order import RowOrder, consumed
 from augforge.pipelines.row_reader import ProcessSource, RowReader
+from augforge.storage.urls import remote
 
 _DONE = object()
 
@@ -387,7 +389,10 @@ class Loader:
 
 
 def is_dense(dataset_dir: str | Path, cache_dir: str | None = None) -> bool:
-    """Whether ``dataset_dir`` is a detection or segmentation dataset (its manifest names its targets)."""
+    """Whether ``dataset_dir`` is a detection or segmentation dataset (its manifest names its targets): a local
+    one by its manifest alone (``has_dense_targets``), one at a URL through the cache."""
+    if not remote(dataset_dir):
+        return has_dense_targets(dataset_dir)
     manifest = Dataset(dataset_dir, "all", verify=False, cache=CacheOptions(cache_dir)).manifest
     return bool((manifest.get("payload_info") or {}).get("targets"))
 

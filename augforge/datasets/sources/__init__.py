@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from augforge.datasets.manifest import MANIFEST, is_dataset_dir
+from augforge.datasets.manifest import MANIFEST, is_dataset_dir, read_manifest
 from augforge.datasets.remote import fetch_file
 from augforge.datasets.sources.base import Problem, Source
 from augforge.datasets.sources.dataset import DatasetSource
@@ -28,10 +28,7 @@ def has_dense_targets(spec: str | Path) -> bool:
         return open_source(spec).has_targets
     path = Path(spec)
     if path.is_dir() and is_dataset_dir(path):
-        import json
-
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        return bool((manifest.get("payload_info") or {}).get("targets"))
+        return bool((read_manifest(path).get("payload_info") or {}).get("targets"))
     return path.exists() and dense_format(path) is not None
 
 

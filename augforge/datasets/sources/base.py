@@ -100,6 +100,11 @@ class Source(ABC):
         for a source without them."""
         return None
 
+    def semantic_masks(self, positions: np.ndarray) -> list[bytes] | None:
+        """The semantic masks (``augforge.datasets.targets.encode_semantic``'s PNG bytes, or a VOC palette PNG's)
+        of the rows at ``positions`` of a semantic segmentation source, without their images; None for another."""
+        return None
+
     def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]] | None:
         """(width, height) of the images at ``positions`` of a source with dense targets (what their coordinates
         refer to), without decoding them; None for a source without targets."""

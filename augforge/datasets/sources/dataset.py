@@ -11,7 +11,7 @@ import pyarrow as pa
 from augforge.datasets import schema as S
 from augforge.datasets.reader import Dataset
 from augforge.datasets.sources.base import Problem, Source
-from augforge.datasets.targets import HEIGHT, IMAGE_LABELS, WIDTH, from_columns
+from augforge.datasets.targets import HEIGHT, IMAGE_LABELS, SEMANTIC, WIDTH, from_columns
 
 
 class DatasetSource(Source):
@@ -64,6 +64,11 @@ class DatasetSource(Source):
         if IMAGE_LABELS not in self.dataset.target_columns:
             return None
         return self.dataset.take(np.asarray(positions, dtype=np.int64), [IMAGE_LABELS]).column(IMAGE_LABELS).to_pylist()
+
+    def semantic_masks(self, positions: np.ndarray) -> list[bytes] | None:
+        if SEMANTIC not in self.dataset.target_columns:
+            return None
+        return self.dataset.take(np.asarray(positions, dtype=np.int64), [SEMANTIC]).column(SEMANTIC).to_pylist()
 
     def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]] | None:
         if not self.has_targets:

@@ -135,8 +135,7 @@ class DenseSource(Source):
             chunk = positions[start : start + batch_rows]
             images = [self.dense.images[self._index[i]] for i in chunk]
             encoded = [read_image_file(self.dense.image_root / image.file) for image in images]
-            semantic = [(self.dense.mask_root / image.semantic).read_bytes() for image in images] \
-                if self.dense.semantic else None
+            semantic = self.semantic_masks(chunk)
             flags = [list(im.image_labels or []) for im in images] if self.dense.multilabel else None
             yield pa.record_batch({S.ID: pa.array([ids[i] for i in chunk], pa.string()),
                                    S.LABEL: pa.array(labels[chunk], pa.int64()),
@@ -155,6 +154,12 @@ class DenseSource(Source):
         if not self.dense.multilabel:
             return None
         return [list(self.dense.images[self._index[i]].image_labels or []) for i in np.asarray(positions, np.int64)]
+
+    def semantic_masks(self, positions: np.ndarray) -> list[bytes] | None:
+        if not self.dense.semantic:
+            return None
+        return [(self.dense.mask_root / self.dense.images[self._index[i]].semantic).read_bytes()
+                for i in np.asarray(positions, dtype=np.int64)]
 
     def image_sizes(self, positions: np.ndarray) -> list[tuple[int, int]]:
         images = [self.dense.images[self._index[i]] for i in np.asarray(positions, dtype=np.int64)]
